@@ -1,0 +1,613 @@
+"""The diagnosis catalog: every failure a check can name, what it means and how to fix it.
+
+Data, not code paths: a check returns a code, and the alerts, the report and ``mailwarden check --format
+json`` look the code up here. Codes are stable: add new ones, never rename one.
+
+Templates (``cause`` and ``fix``) use ``str.format`` names from one fixed set (``PLACEHOLDERS``);
+``render_cause`` / ``render_fix`` fill missing facts with defaults, so their output never holds a
+literal ``{...}`` and they never raise. No template takes a secret value: facts are names, ids,
+addresses and dates only.
+
+Flags:
+- ``needs_reauth``: a person must sign in again as the configured account (mailwarden's own token and,
+  separately, the consuming system's).
+- ``needs_rotation``: a new client secret or certificate is the fix.
+- ``needs_admin``: an Entra or Exchange admin must change a directory, policy, consent or mailbox
+  setting. Creating a new secret on the app is covered by ``needs_rotation`` (an app owner can do it).
+
+Decisions:
+- SMTP AUTH disabled is two codes, because the two replies need different fixes:
+  ``smtp_auth_disabled`` is the tenant-wide switch (``... disabled for the Tenant``) and the generic
+  fallback when the reply names neither; ``smtp_auth_disabled_mailbox`` is the per-mailbox switch
+  (``... disabled for the Mailbox``).
+- ``secret_invalid`` is a configuration fix (paste the Value, not the Secret ID), so it does not set
+  ``needs_rotation``; its steps fall back to a new secret when nobody has the Value any more.
+- ``user_disabled`` / ``user_locked`` / ``password_expired`` set ``needs_reauth`` (DESIGN.md: "admin,
+  then reauth"). ``conditional_access_blocked`` and ``user_not_assigned`` do not: once the policy or
+  the assignment is fixed the existing refresh token works again.
+- Extra codes beyond DESIGN.md's table: ``smtp_auth_disabled_mailbox``, ``config_error``,
+  ``graph_unreadable``, ``no_refresh_token``, ``certificate_expiring``, ``credential_not_found``,
+  ``wrong_account`` (a delegated sign-in by another account than the configured one).
+"""
+
+from __future__ import annotations
+
+import string
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+__all__ = [
+    "AADSTS_CODES",
+    "CATALOG",
+    "PLACEHOLDERS",
+    "Diagnosis",
+    "classify_aadsts",
+    "get",
+    "render_cause",
+    "render_fix",
+]
+
+SEVERITIES = ("critical", "warning", "info")
+CATEGORIES = ("credential", "consent", "user", "mailbox", "network", "throttling", "consumer", "internal")
+
+
+@dataclass(frozen=True)
+class Diagnosis:
+    code: str
+    title: str
+    cause: str
+    fix: tuple[str, ...]
+    needs_reauth: bool
+    needs_rotation: bool
+    needs_admin: bool
+    severity: str
+    category: str
+
+
+# ---------------------------------------------------------------------------------------------------
+# Placeholders and their defaults (what a reader sees when the fact is unknown)
+
+PLACEHOLDERS: dict[str, str] = {
+    "system": "the consuming system",
+    "integration": "<integration>",
+    "mailbox": "<mailbox address>",
+    "account": "<signing-in account>",
+    "client_id": "<application (client) ID>",
+    "app": "<app registration>",
+    "tenant_id": "<directory (tenant) ID>",
+    "permission": "the needed permission",
+    "secret_field": "its client secret setting",
+    "days_left": "a few",
+    "expires_on": "the date shown in Certificates & secrets",
+    "reauth_url": "",  # derived from integration, see _fill
+    "detail": "",  # optional: " ({detail})" disappears when empty, see _render
+}
+
+# Where each known consuming system takes its secret (from the guides in /work/shared/seeds).
+_SECRET_FIELDS: tuple[tuple[str, str], ...] = (
+    ("house-on-the-hill", "Settings > More Tools > OAuth Scripts > the oauth: script > Client Secret"),
+    ("hoth", "Settings > More Tools > OAuth Scripts > the oauth: script > Client Secret"),
+    ("oracle", "the CUSTOM_CFG_MAILBOX_OA_CLIENT_SECRET configuration"),
+    ("agiloft", "Setup > Email and SMS > Configure Inbound Email > the account > Account tab > Client Secret"),
+    ("enaio", "OfficeClientSecret (enterprise-manager) and featureSwitches.sendEmail.oAuthClientSecret "
+              "(osweb-prod.yml)"),
+    ("sinch", "System Configurator > the MS365 mail server's OAuth settings > client secret"),
+)
+
+
+def _secret_field_for(system: str | None) -> str:
+    lowered = (system or "").lower()
+    for needle, field in _SECRET_FIELDS:
+        if needle in lowered:
+            return field
+    return PLACEHOLDERS["secret_field"]
+
+
+def _fill(facts: Mapping[str, Any]) -> dict[str, str]:
+    """Every placeholder with a non-empty value: the fact when given, else its default."""
+    given = {k: str(v).strip() for k, v in facts.items() if v is not None and str(v).strip()}
+    values = {name: given.get(name, default) for name, default in PLACEHOLDERS.items()}
+    if "secret_field" not in given:
+        values["secret_field"] = _secret_field_for(given.get("system"))
+    if "reauth_url" not in given:
+        values["reauth_url"] = f"run `mailwarden reauth {values['integration']}` (or open the link in the alert)"
+    else:
+        values["reauth_url"] = f"open {given['reauth_url']}"
+    return values
+
+
+class _Defaulting(dict):
+    # A name outside PLACEHOLDERS would be a catalog bug; render it readable rather than raise.
+    def __missing__(self, key: str) -> str:
+        return f"<{key}>"
+
+
+_FORMATTER = string.Formatter()
+
+
+def _render(template: str, values: Mapping[str, str]) -> str:
+    text = _FORMATTER.vformat(template, (), _Defaulting(values))
+    return text.replace(" ()", "").strip() if not values.get("detail") else text
+
+
+# ---------------------------------------------------------------------------------------------------
+# Reused steps
+
+_ENTRA = "Entra admin center (entra.microsoft.com) > Identity > Applications"
+_APP_REG = f"{_ENTRA} > App registrations > {{app}}"
+_ENTERPRISE = f"{_ENTRA} > Enterprise applications > {{app}}"
+_USER = "Entra admin center > Identity > Users > All users > {account}"
+_EXO = "Exchange Online PowerShell (Connect-ExchangeOnline as an Exchange admin): "
+
+_NEW_SECRET = (
+    f"{_APP_REG} > Certificates & secrets > Client secrets > New client secret; choose an expiry "
+    "(24 months at most, Microsoft recommends under 12), Add, and copy the Value at once (it is shown only "
+    "once), not the Secret ID."
+)
+_MAILWARDEN_SECRET = (
+    "Put the new Value where mailwarden's secret reference for {app} points (its env: variable or file: "
+    "path), then run `mailwarden validate --resolve`."
+)
+_SYSTEM_SECRET = "In {system}, paste the new Value into {secret_field} and save."
+_SECRET_SURVIVES = (
+    "Refresh tokens belong to the app, not to one secret, so existing sign-ins survive the new secret; "
+    "but where {system} asks for it after a secret change (Oracle B2C Service: 'authenticate the mailbox "
+    "again'), authenticate there again as {account}."
+)
+_REMOVE_OLD = (
+    "When {system} works with the new secret, delete the old one in Certificates & secrets so only the "
+    "secret in use remains."
+)
+_MAILWARDEN_REAUTH = (
+    "Re-authorise mailwarden's own token: {reauth_url}, signing in as {account} in a private "
+    "(InPrivate/Incognito) window so no other Microsoft session is reused."
+)
+_SYSTEM_REAUTH = (
+    "mailwarden's token is separate from {system}'s: in {system}, sign in again as {account} in a private "
+    "window too (House-on-the-Hill: Settings > More Tools > OAuth Scripts > the oauth: script > Auth; "
+    "Oracle B2C Service: mailbox editor > Authenticate, then OK)."
+)
+_SYSTEM_RETRY = (
+    "Nothing to re-enter in {system}: it recovers on its next poll or send; confirm it in its mail log "
+    "(changes in Exchange can take up to an hour to apply)."
+)
+_SYSTEM_IDS = (
+    "Correct the same value in {system} (Agiloft: inbound email account > Account tab; enaio: "
+    "OfficeTenantID / OfficeClientID; Oracle B2C Service: CUSTOM_CFG_MAILBOX_OA_TENANT / _CLIENT_ID)."
+)
+_SIGNIN_LOG = (
+    "Entra admin center > Identity > Monitoring & health > Sign-in logs, filter on {account} (or the "
+    "app's service principal sign-ins for {client_id}) to see the failing sign-in and the policy involved."
+)
+_NETWORK_SYSTEM = (
+    "If {system} fails the same way, the same fix applies to its network path; if it works, the problem "
+    "is on mailwarden's host."
+)
+
+
+def _d(code: str, title: str, cause: str, fix: Iterable[str], *, severity: str = "critical",
+       category: str, reauth: bool = False, rotation: bool = False, admin: bool = False) -> Diagnosis:
+    return Diagnosis(code, title, cause, tuple(fix), reauth, rotation, admin, severity, category)
+
+
+# ---------------------------------------------------------------------------------------------------
+# The catalog
+
+_ENTRIES: tuple[Diagnosis, ...] = (
+    # --- app credentials -------------------------------------------------------------------------
+    _d("secret_expired", "Client secret expired",
+       "The client secret of {app} ({client_id}) has expired (AADSTS7000222), so no token can be issued "
+       "and {system} stopped reading or sending mail for {mailbox}.",
+       (_NEW_SECRET, _MAILWARDEN_SECRET, _SYSTEM_SECRET, _SECRET_SURVIVES, _REMOVE_OLD),
+       category="credential", rotation=True),
+    _d("secret_expiring", "Client secret expires soon",
+       "The client secret of {app} ({client_id}) that {system} uses ends in {days_left} days "
+       "(on {expires_on}); after that every token request fails.",
+       (_NEW_SECRET, _MAILWARDEN_SECRET, _SYSTEM_SECRET, _SECRET_SURVIVES, _REMOVE_OLD),
+       severity="warning", category="credential", rotation=True),
+    _d("secret_invalid", "Client secret invalid",
+       "Entra ID rejected the client secret of {app} ({client_id}) (AADSTS7000215): usually the Secret ID "
+       "was pasted instead of the Value, or the secret was replaced or deleted.",
+       (f"{_APP_REG} > Certificates & secrets: compare the Secret ID column with what was configured; "
+        "a value shaped like a GUID is the Secret ID, not the secret.",
+        "If someone still holds the Value, configure that; otherwise create a new one: " + _NEW_SECRET,
+        _MAILWARDEN_SECRET, _SYSTEM_SECRET, _SECRET_SURVIVES),
+       category="credential"),
+    _d("certificate_invalid", "Certificate rejected",
+       "Entra ID rejected the certificate assertion of {app} ({client_id}) (AADSTS700027 / 700024): the "
+       "certificate is not uploaded to the app, the private key does not match it, it is outside its "
+       "validity dates, or the clock of the signing host is wrong. {detail}",
+       (f"{_APP_REG} > Certificates & secrets > Certificates: check that the thumbprint of the "
+        "configured certificate is listed and within its start/end dates.",
+        "If it is missing or expired, create a new key pair and certificate and Upload certificate there "
+        "(the public .cer/.pem only; the private key stays with the signer).",
+        "Check the clock of mailwarden's host and of {system}'s host (NTP): an assertion is only valid "
+        "for a few minutes around its issue time.",
+        "Point mailwarden's certificate reference for {app} at the new key and certificate, then run "
+        "`mailwarden validate --resolve`.",
+        "Install the same certificate and key in {system}."),
+       category="credential", rotation=True),
+    _d("certificate_expiring", "Certificate expires soon",
+       "The certificate of {app} ({client_id}) ends in {days_left} days (on {expires_on}); after that "
+       "every token request fails.",
+       ("Create a new key pair and certificate, then " + _APP_REG + " > Certificates & secrets > "
+        "Certificates > Upload certificate (the old one keeps working until it ends).",
+        "Point mailwarden's certificate reference for {app} at the new files and run "
+        "`mailwarden validate --resolve`.",
+        "Install the new certificate and key in {system}.",
+        "When {system} works with it, delete the old certificate from the app registration."),
+       severity="warning", category="credential", rotation=True),
+    _d("credential_not_found", "Configured secret not found on the app",
+       "The hint (first three characters) of the configured secret matches no credential of {app} "
+       "({client_id}) in Graph: the secret was deleted, or the configuration points at the wrong app. Its "
+       "expiry cannot be tracked.",
+       (f"{_APP_REG} > Certificates & secrets: compare the Hint column with the configured secret's "
+        "first characters and the Application (client) ID on Overview with {client_id}.",
+        "If the configuration points at the wrong app, correct client_id in mailwarden's config and run "
+        "`mailwarden validate --resolve`.",
+        "If the secret was deleted, create a new one: " + _NEW_SECRET,
+        _MAILWARDEN_SECRET, _SYSTEM_SECRET),
+       severity="warning", category="credential"),
+    _d("app_not_found", "Application not found",
+       "Entra ID knows no application {client_id} in tenant {tenant_id} (AADSTS700016): the client ID or "
+       "the tenant is wrong, or the app registration was deleted.",
+       (f"{_ENTRA} > App registrations > All applications: search {{client_id}}; compare it with the "
+        "Application (client) ID and Directory (tenant) ID on the app's Overview.",
+        f"If it was deleted in the last 30 days, restore it: {_ENTRA} > App registrations > Deleted "
+        "applications > {app} > Restore app registration (an admin of the app or the tenant).",
+        "Fix client_id / tenant in mailwarden's config and run `mailwarden validate --resolve`.",
+        _SYSTEM_IDS),
+       category="credential"),
+    _d("app_disabled", "Application disabled",
+       "The enterprise application (service principal) of {app} ({client_id}) is disabled for sign-in "
+       "(AADSTS7000112 / 70001), by an admin or by Microsoft.",
+       (f"{_ENTERPRISE} > Properties: set 'Enabled for users to sign-in?' to Yes and Save.",
+        f"If it stays disabled, check {_ENTERPRISE} > Overview and the audit logs for a Microsoft "
+        "disablement notice (e.g. a suspicious-app action), and resolve that first.",
+        _SYSTEM_RETRY),
+       category="credential", admin=True),
+    _d("tenant_not_found", "Tenant not found",
+       "Entra ID knows no tenant '{tenant_id}' (AADSTS90002): the tenant ID or domain is wrong, or the "
+       "endpoints point at another cloud (global, US Gov, China).",
+       ("Entra admin center > Identity > Overview: copy the Tenant ID (or the app's Directory (tenant) ID "
+        "on its Overview).",
+        "Fix tenant_id (and cloud) in mailwarden's config and run `mailwarden validate --resolve`.",
+        _SYSTEM_IDS),
+       category="credential"),
+    # --- delegated tokens ------------------------------------------------------------------------
+    _d("refresh_token_revoked", "Refresh token revoked",
+       "The refresh token of {account} was revoked (AADSTS50173): an admin ran Revoke-MgUserSignInSession "
+       "or 'Revoke sessions' on the user, or the user signed out everywhere. Every refresh token of "
+       "{account} is void, including the one {system} holds.",
+       (f"{_USER} > Audit logs: find who revoked the sessions and why (offboarding, a compromise "
+        "response) before signing in again.",
+        _MAILWARDEN_REAUTH, _SYSTEM_REAUTH),
+       category="credential", reauth=True),
+    _d("refresh_token_expired", "Refresh token expired",
+       "The refresh token of {account} expired or was revoked (AADSTS70008 / 700082): unused for 90 days, "
+       "or a rotated token was not saved and the first one aged out.",
+       (_MAILWARDEN_REAUTH, _SYSTEM_REAUTH,
+        "Refresh tokens last 90 days from their last use and are replaced on each use: make sure "
+        "{system} saves the new refresh token every time it refreshes, and keep mailwarden's token check "
+        "enabled so its own token stays in use."),
+       category="credential", reauth=True),
+    _d("no_refresh_token", "Not authorised yet",
+       "The delegated integration {integration} has no refresh token in mailwarden's store yet, so "
+       "mailwarden cannot check it.",
+       (_MAILWARDEN_REAUTH,
+        "Or import a refresh token obtained elsewhere: `mailwarden reauth {integration} --import FILE`.",
+        "This only authorises mailwarden; {system} keeps its own sign-in."),
+       category="credential", reauth=True),
+    _d("wrong_account", "Signed in as the wrong account",
+       "The token belongs to another account than {account} ({detail}): someone signed in with their own "
+       "Microsoft session instead of the service account.",
+       (_MAILWARDEN_REAUTH,
+        "If a browser session of another user keeps being picked, sign out of Microsoft 365 in that "
+        "browser first, or use a private window.",
+        _SYSTEM_REAUTH),
+       category="user", reauth=True),
+    # --- consent and assignment ------------------------------------------------------------------
+    _d("consent_missing", "Admin consent missing",
+       "{app} ({client_id}) lacks consent for {permission} (AADSTS65001 / 90094, or a token without that "
+       "role/scope): admin consent was never granted or was removed.",
+       (f"{_APP_REG} > API permissions: check {{permission}} is listed with the right type (Application "
+        "for app-only, Delegated for a signed-in user); if not, Add a permission > Microsoft Graph or "
+        "APIs my organization uses > Office 365 Exchange Online > {permission}.",
+        "Click 'Grant admin consent for <tenant>' and confirm: the Status column must read 'Granted'.",
+        f"Or review {_ENTERPRISE} > Permissions for a revoked grant.",
+        "New tokens carry the permission; cached tokens end within about an hour.",
+        _SYSTEM_RETRY),
+       category="consent", admin=True),
+    _d("graph_unreadable", "Monitor app cannot read app credentials",
+       "mailwarden's monitor app cannot read {app}'s credentials in Graph, so the secret expiry comes from "
+       "secret_expires_on in the config, or is unknown. {detail}",
+       ("Entra admin center > Identity > Applications > App registrations > the monitor app > API "
+        "permissions > Add a permission > Microsoft Graph > Application permissions > "
+        "Application.Read.All (add Application.ReadWrite.OwnedBy only if mailwarden should rotate).",
+        "Grant admin consent for <tenant> and confirm Status reads 'Granted'.",
+        "Until then, keep secret_expires_on for {app} in the config up to date."),
+       severity="warning", category="consent", admin=True),
+    _d("user_not_assigned", "User not assigned to the app",
+       "{account} is not assigned to {app} while the enterprise application requires assignment "
+       "(AADSTS50105).",
+       (f"{_ENTERPRISE} > Users and groups > Add user/group > {{account}} > Assign (or assign a group "
+        "that contains it).",
+        "Or, if assignment is not wanted, Properties > 'Assignment required?' = No.",
+        _SYSTEM_RETRY),
+       category="consent", admin=True),
+    # --- the signing-in user ---------------------------------------------------------------------
+    _d("user_disabled", "User account disabled",
+       "The account {account} is disabled (AADSTS50057), so it can no longer sign in for {system}.",
+       (f"{_USER} > Edit properties > Settings: tick 'Account enabled' (or the M365 admin center > Users "
+        "> Active users > Unblock sign-in); confirm first that disabling it was not intended offboarding.",
+        "If sessions were revoked when it was disabled: " + _MAILWARDEN_REAUTH, _SYSTEM_REAUTH),
+       category="user", reauth=True, admin=True),
+    _d("user_locked", "User account locked",
+       "The account {account} is locked (AADSTS50053) after too many failed sign-ins, or sign-ins from a "
+       "blocked IP address.",
+       (_SIGNIN_LOG + " Find where the failed attempts come from (often a device or system with an old "
+        "password) and stop it.",
+        "Smart lockout ends by itself after the lockout period; if the account is compromised, reset "
+        f"its password: {_USER} > Reset password.",
+        "If the check still fails after the lockout: " + _MAILWARDEN_REAUTH, _SYSTEM_REAUTH),
+       category="user", reauth=True, admin=True),
+    _d("password_expired", "Password expired",
+       "The password of {account} has expired (AADSTS50055), so it cannot sign in.",
+       (f"{_USER} > Reset password (or sign in once as {{account}} and change it).",
+        "For a service account consider a password that does not expire: "
+        "Update-MgUser -UserId {account} -PasswordPolicies DisablePasswordExpiration.",
+        _MAILWARDEN_REAUTH, _SYSTEM_REAUTH),
+       category="user", reauth=True, admin=True),
+    _d("mfa_required", "MFA required",
+       "Sign-in of {account} needs multi-factor authentication (AADSTS50076 / 50079 / 50074): MFA is "
+       "required and was not done, or the account has no MFA method registered.",
+       ("For 50079, register a method first: sign in as {account} at https://aka.ms/mysecurityinfo.",
+        _MAILWARDEN_REAUTH + " Complete the MFA prompt.",
+        _SYSTEM_REAUTH,
+        "Review the policy (Entra admin center > Protection > Conditional Access, or security defaults) "
+        "with the admin: a service account that must pass MFA breaks again; an app-only flow avoids it "
+        "where {system} supports one."),
+       category="user", reauth=True, admin=True),
+    _d("conditional_access_blocked", "Blocked by Conditional Access",
+       "A Conditional Access policy blocks this sign-in (AADSTS53003 / 53000) for {account} or {app}.",
+       (_SIGNIN_LOG + " The Conditional Access tab names the policy.",
+        "Entra admin center > Protection > Conditional Access > Policies > that policy: exclude the "
+        "service account (or, for app-only, the workload identity) or allow the network/device it uses.",
+        "Once the policy lets it through the existing token works again; sign in again only if the check "
+        "still fails: " + _MAILWARDEN_REAUTH,
+        _SYSTEM_RETRY),
+       category="user", admin=True),
+    _d("signin_frequency", "Sign-in frequency reached",
+       "A Conditional Access sign-in frequency policy demands a fresh interactive sign-in of {account} "
+       "(AADSTS70043); refresh tokens no longer work until then.",
+       (_MAILWARDEN_REAUTH, _SYSTEM_REAUTH,
+        "Entra admin center > Protection > Conditional Access > Policies > the policy's Session > "
+        "Sign-in frequency: exclude the service account, or this repeats every period."),
+       category="user", reauth=True, admin=True),
+    # --- mailbox protocols -----------------------------------------------------------------------
+    _d("auth_failed", "Mailbox login refused",
+       "The mail server refused the OAuth login for {mailbox} ({detail}) although a token was issued.",
+       ("Delegated: {account} needs FullAccess on a shared mailbox: " + _EXO +
+        "Add-MailboxPermission -Identity {mailbox} -User {account} -AccessRights FullAccess "
+        "-AutoMapping $false.",
+        "App-only: register the app in Exchange and grant the mailbox: " + _EXO +
+        "New-ServicePrincipal -AppId {client_id} -ObjectId <enterprise app Object ID>; then "
+        "Add-MailboxPermission -Identity {mailbox} -User <that Object ID> -AccessRights FullAccess.",
+        "Check the protocol is on for the mailbox: Get-CASMailbox -Identity {mailbox} | Format-List "
+        "ImapEnabled,PopEnabled,SmtpClientAuthenticationDisabled (Set-CASMailbox -Identity {mailbox} "
+        "-PopEnabled $true / -ImapEnabled $true).",
+        "Check the token's roles/scp (IMAP/POP.AccessAsUser.All, SMTP.Send; IMAP/POP.AccessAsApp, "
+        "SMTP.SendAsApp) and that {mailbox} has an Exchange Online license.",
+        _SYSTEM_RETRY),
+       category="mailbox", admin=True),
+    _d("authenticated_not_connected", "Logged in but no mailbox access",
+       "IMAP accepted the login but refused the mailbox ('User is authenticated but not connected'): "
+       "the token is good, access to {mailbox} is not (while {system} may still show 'Authenticated').",
+       ("Delegated: " + _EXO + "Add-MailboxPermission -Identity {mailbox} -User {account} "
+        "-AccessRights FullAccess -AutoMapping $false.",
+        "App-only: " + _EXO + "Get-ServicePrincipal | Where-Object AppId -eq {client_id}; if missing, "
+        "New-ServicePrincipal -AppId {client_id} -ObjectId <enterprise app Object ID>, then "
+        "Add-MailboxPermission -Identity {mailbox} -User <that Object ID> -AccessRights FullAccess.",
+        "Check that {mailbox} exists and is licensed (Get-EXOMailbox -Identity {mailbox}).",
+        "In {system}, a green 'Authenticated' does not prove mailbox access: after the fix, authenticate "
+        "the mailbox again only if {system} still reports a password error."),
+       category="mailbox", admin=True),
+    _d("smtp_auth_disabled", "SMTP AUTH disabled for the tenant",
+       "Exchange Online refused SMTP AUTH because SmtpClientAuthentication is disabled for the tenant "
+       "(535 5.7.139).",
+       ("Preferred, enable it only for the sending mailbox (overrides the tenant setting): " + _EXO +
+        "Set-CASMailbox -Identity {mailbox} -SmtpClientAuthenticationDisabled $false.",
+        "Or for the whole tenant: Set-TransportConfig -SmtpClientAuthenticationDisabled $false (a "
+        "mailbox set to $null follows the tenant; $true on a mailbox still blocks it there).",
+        _SYSTEM_RETRY),
+       category="mailbox", admin=True),
+    _d("smtp_auth_disabled_mailbox", "SMTP AUTH disabled for the mailbox",
+       "Exchange Online refused SMTP AUTH because SmtpClientAuthentication is disabled for the mailbox "
+       "{mailbox} (535 5.7.139).",
+       (_EXO + "Set-CASMailbox -Identity {mailbox} -SmtpClientAuthenticationDisabled $false "
+        "(Get-CASMailbox -Identity {mailbox} | Format-List SmtpClientAuthenticationDisabled to check).",
+        "Or Microsoft 365 admin center > Users > Active users > {mailbox} > Mail > Manage email apps: "
+        "tick Authenticated SMTP.",
+        _SYSTEM_RETRY),
+       category="mailbox", admin=True),
+    _d("send_as_denied", "Send As denied",
+       "Exchange refused to send from {mailbox} (554 5.2.252 SendAsDenied): {account} has no Send As "
+       "right on it, or the From address in {system} does not match the mailbox.",
+       (_EXO + "Add-RecipientPermission -Identity {mailbox} -Trustee {account} -AccessRights SendAs "
+        "(or Microsoft 365 admin center > Active users > {mailbox} > Mail > Send as permissions).",
+        "Check in {system} that the From address of its templates matches {mailbox} (enaio: "
+        "MailSender must equal SMTPUserName and the configured user).",
+        _SYSTEM_RETRY),
+       category="mailbox", admin=True),
+    _d("access_policy_denied", "Blocked by application access policy",
+       "An Exchange ApplicationAccessPolicy restricts {app} ({client_id}) to a group that does not contain "
+       "{mailbox} (Graph 403 'Access to OData is disabled.').",
+       (_EXO + "Test-ApplicationAccessPolicy -Identity {mailbox} -AppId {client_id} shows the verdict; "
+        "Get-ApplicationAccessPolicy | Where-Object AppId -eq {client_id} shows the scope group.",
+        "Add {mailbox} to that mail-enabled security group (Exchange admin center > Recipients > Groups > "
+        "the group > Members, or Add-DistributionGroupMember -Identity <group> -Member {mailbox}); for "
+        "Sinch Contact Center this is the group its guide created for the queues.",
+        "Policy changes can take over an hour to apply: run Test-ApplicationAccessPolicy again before "
+        "changing more.",
+        _SYSTEM_RETRY),
+       category="mailbox", admin=True),
+    _d("permission_missing", "Permission missing",
+       "Access to {mailbox} was denied with HTTP 403 ({detail}): {app} or {account} lacks {permission}.",
+       (f"{_APP_REG} > API permissions: add {{permission}} (Microsoft Graph > Application permissions for "
+        "app-only, e.g. Mail.ReadWrite / Mail.Send) and Grant admin consent for <tenant>.",
+        "Delegated, for a shared mailbox: " + _EXO + "Add-MailboxPermission -Identity {mailbox} -User "
+        "{account} -AccessRights FullAccess -AutoMapping $false.",
+        "If RBAC for Applications scopes the app: Test-ServicePrincipalAuthorization -Identity "
+        "{client_id} -Resource {mailbox}.",
+        _SYSTEM_RETRY),
+       category="mailbox", admin=True),
+    _d("mailbox_not_found", "Mailbox not found",
+       "Exchange Online has no mailbox {mailbox} (Graph 404 ErrorInvalidUser / EWS ErrorNonExistentMailbox):"
+       " the address is wrong, the mailbox was deleted, or the user has no Exchange Online license.",
+       (_EXO + "Get-EXOMailbox -Identity {mailbox} (and Get-EXOMailbox -SoftDeletedMailbox for a deleted "
+        "one).",
+        "Microsoft 365 admin center > Users > Active users > the user > Licenses and apps: a user mailbox "
+        "needs a license with Exchange Online (a shared mailbox does not).",
+        "Fix the address in mailwarden's config and in {system} (e.g. Agiloft's Additional Users field)."),
+       category="mailbox", admin=True),
+    _d("ews_disabled", "EWS refused",
+       "EWS was refused for {mailbox} or {app}. Microsoft is retiring EWS in Exchange Online: off by "
+       "default from October 2026 unless allowed per tenant/app, shut down in 2027. {detail}",
+       ("Migrate the integration to Microsoft Graph: ask the vendor of {system} for its Graph (or "
+        "IMAP/SMTP OAuth) connector.",
+        f"{_APP_REG} > API permissions > Microsoft Graph > Application permissions > Mail.ReadWrite (and "
+        "Mail.Send if it sends) > Grant admin consent; scope it to the needed mailboxes with RBAC for "
+        "Applications or an ApplicationAccessPolicy.",
+        "Stopgap while EWS still exists: " + _EXO + "Get-OrganizationConfig | Format-List EwsEnabled and "
+        "Get-CASMailbox -Identity {mailbox} | Format-List EwsEnabled; Set-CASMailbox -Identity {mailbox} "
+        "-EwsEnabled $true."),
+       category="mailbox", admin=True),
+    # --- throttling, network ---------------------------------------------------------------------
+    _d("throttled", "Throttled",
+       "Microsoft answered 429 Too Many Requests for {mailbox}; mailwarden waits for Retry-After before "
+       "the next run. {detail}",
+       ("Nothing to do for a single 429.",
+        "If it repeats, find who else polls {mailbox}: Graph allows 4 concurrent requests and 10,000 per "
+        "10 minutes per app and mailbox; lower {system}'s polling frequency or mailwarden's interval."),
+       severity="warning", category="throttling"),
+    _d("idp_unreachable", "Entra ID unreachable",
+       "mailwarden got no answer from the sign-in service (login.microsoftonline.com or the configured "
+       "authority). {detail}",
+       ("Check Microsoft 365 service health (admin.microsoft.com > Health > Service health).",
+        "Check mailwarden's outbound HTTPS (port 443): firewall, proxy, and the cloud/endpoints in its "
+        "config.",
+        _NETWORK_SYSTEM),
+       category="network"),
+    _d("dns_error", "DNS lookup failed",
+       "A host name of the mail or sign-in service did not resolve from mailwarden's host. {detail}",
+       ("Check the resolver on mailwarden's host (e.g. resolve outlook.office365.com and "
+        "login.microsoftonline.com) and the host names under cloud/endpoints in its config.",
+        _NETWORK_SYSTEM),
+       category="network"),
+    _d("connection_refused", "Connection refused",
+       "The mail or sign-in host refused the connection or the route was blocked. {detail}",
+       ("Check that mailwarden's host may connect out to the port in use (IMAP 993, POP3 995, SMTP 587, "
+        "HTTPS 443): firewall and proxy rules.",
+        "Check host and port under endpoints in mailwarden's config.",
+        _NETWORK_SYSTEM),
+       category="network"),
+    _d("tls_error", "TLS handshake failed",
+       "The TLS handshake with the mail or sign-in host failed: an intercepting proxy, a missing CA, a "
+       "wrong clock, or an old TLS version. {detail}",
+       ("If a proxy inspects TLS, exempt the Microsoft 365 hosts or add its CA via endpoints.ca_bundle.",
+        "Check the clock of mailwarden's host (NTP) and that it offers TLS 1.2 or newer.",
+        _NETWORK_SYSTEM),
+       category="network"),
+    _d("timeout", "Timed out",
+       "The mail or sign-in host did not answer within the check's timeout. {detail}",
+       ("Check Microsoft 365 service health and mailwarden's network path (latency, proxy, packet loss).",
+        "If the service is only slow, raise the check's timeout in the config.",
+        _NETWORK_SYSTEM),
+       category="network"),
+    # --- the consuming system, mailwarden itself -------------------------------------------------
+    _d("inbox_backlog", "Mail not being processed",
+       "Mail waits unprocessed in {mailbox} longer than its threshold ({detail}): mailwarden's own access "
+       "works, so {system} has probably stopped reading.",
+       ("Check that {system}'s mail service or poller is running and look at its mail log.",
+        "Check {system}'s own OAuth connection, which mailwarden cannot see: its stored refresh token or "
+        "secret copy may be expired or revoked; re-enter the secret in {secret_field} or authenticate "
+        "there again as {account} in a private window.",
+        "For POP, check that {system} deletes or marks what it has fetched, or the backlog keeps growing."),
+       severity="warning", category="consumer"),
+    _d("blocked_by_token", "Waiting for the token check",
+       "This check did not run because the token check of {integration} fails.",
+       ("Fix the token check's failure first (see its diagnosis); this check runs again once it passes.",),
+       severity="info", category="internal"),
+    _d("config_error", "Configuration error",
+       "The configuration of {integration} is invalid or a credential reference (env:/file:) does not "
+       "resolve. {detail}",
+       ("Set the referenced environment variable or create the file (readable by mailwarden only), or fix "
+        "the key named in the error.",
+        "Run `mailwarden validate --resolve` until it reports no error, then restart or reload mailwarden."),
+       category="internal"),
+    _d("unclassified", "Unrecognised failure",
+       "mailwarden could not match the reply to a known failure; the redacted reply is kept with the "
+       "result ({detail}).",
+       ("Read the reply in the result's details; for an AADSTS code look it up at "
+        "https://login.microsoftonline.com/error?code=<number>.",
+        "Check Microsoft 365 service health and Entra sign-in logs for {account} / {client_id}.",
+        "Report the reply (redacted) to the mailwarden maintainers so it gets its own code."),
+       category="internal"),
+)
+
+CATALOG: dict[str, Diagnosis] = {d.code: d for d in _ENTRIES}
+
+AADSTS_CODES: dict[int, str] = {
+    7000222: "secret_expired",
+    7000215: "secret_invalid",
+    700027: "certificate_invalid",
+    700024: "certificate_invalid",
+    700016: "app_not_found",
+    7000112: "app_disabled",
+    70001: "app_disabled",
+    90002: "tenant_not_found",
+    50173: "refresh_token_revoked",
+    70008: "refresh_token_expired",
+    700082: "refresh_token_expired",
+    65001: "consent_missing",
+    90094: "consent_missing",
+    50057: "user_disabled",
+    50053: "user_locked",
+    50055: "password_expired",
+    50105: "user_not_assigned",
+    50076: "mfa_required",
+    50079: "mfa_required",
+    50074: "mfa_required",
+    53003: "conditional_access_blocked",
+    53000: "conditional_access_blocked",
+    70043: "signin_frequency",
+}
+
+
+def get(code: str | None) -> Diagnosis:
+    """The diagnosis for ``code``; an unknown code or None gives ``unclassified``."""
+    return CATALOG.get(code or "", CATALOG["unclassified"])
+
+
+def classify_aadsts(error_codes: Iterable[int] | None) -> str:
+    """The diagnosis code of the first known AADSTS code (token endpoint ``error_codes``)."""
+    for raw in error_codes or ():
+        try:
+            code = int(raw)
+        except (TypeError, ValueError):
+            continue
+        if code in AADSTS_CODES:
+            return AADSTS_CODES[code]
+    return "unclassified"
+
+
+def render_fix(code: str, **facts: str | None) -> list[str]:
+    """The fix steps of ``code`` with the facts filled in (defaults for the missing ones)."""
+    values = _fill(facts)
+    return [_render(step, values) for step in get(code).fix]
+
+
+def render_cause(code: str, **facts: str | None) -> str:
+    """The cause of ``code`` with the facts filled in (defaults for the missing ones)."""
+    return _render(get(code).cause, _fill(facts))

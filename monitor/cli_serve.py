@@ -1,0 +1,115 @@
+"""`mailwarden serve`, `demo` and `sandbox`: the long-running commands."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import signal
+import sys
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from monitor.cli import EXIT_UNKNOWN, ConfigOpt, app, exit_code, fail, load_config
+from monitor.errors import MailwardenError
+
+
+async def _serve_forever(monitor, *, reload_on_hup: bool = True) -> None:
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    if reload_on_hup:
+        loop.add_signal_handler(signal.SIGHUP, monitor.reload)
+    monitor.start()
+    try:
+        await stop.wait()
+    finally:
+        monitor.shutdown()
+
+
+@app.command()
+def serve(config: ConfigOpt = None) -> None:
+    """Run the scheduler: every check of every integration at its interval, results stored.
+
+    SIGHUP reloads the config (removed integrations stop being checked); SIGTERM/SIGINT stop.
+    Logs are JSON lines when stderr is not a terminal. Exit 0 on a clean stop, 3 when the config or
+    database is unusable at start.
+    """
+    from monitor import logs
+    from monitor.runtime import open_runtime
+    from monitor.scheduler import Monitor
+
+    cfg = load_config(config, EXIT_UNKNOWN)
+    logs.setup(cfg.log_level)
+    try:
+        runtime = open_runtime(cfg)
+    except MailwardenError as exc:
+        raise fail(exc, EXIT_UNKNOWN) from None
+    asyncio.run(_serve_forever(Monitor(runtime, config)))
+
+
+@app.command()
+def sandbox(
+    scenario: Annotated[Path | None, typer.Option(help="Scenario YAML (default: the demo scenario).")] = None,
+    port: Annotated[int, typer.Option(help="HTTPS port (0: any free port).")] = 8443,
+    workdir: Annotated[Path, typer.Option(help="Where the CA, certificates and keys are written.")]
+    = Path("mailwarden-sandbox"),
+) -> None:
+    """Run the local Entra ID / Graph stand-in alone; prints its endpoints and CA path. Ctrl-C stops it."""
+    from sandbox import Sandbox
+
+    from monitor import demo
+
+    sb = Sandbox(scenario or demo.SCENARIO, workdir=workdir, port=port)
+    sb.start()
+    typer.echo(f"sandbox listening on {sb.base_url}\nCA certificate: {sb.ca_path}")
+    for key, value in sb.endpoints.items():
+        typer.echo(f"  {key}: {value}")
+    typer.echo(f"control API: {sb.base_url}/_sandbox/state")
+    try:
+        signal.sigwait({signal.SIGINT, signal.SIGTERM})
+    except KeyboardInterrupt:
+        pass
+    finally:
+        sb.stop()
+
+
+@app.command()
+def demo(
+    once: Annotated[bool, typer.Option("--once", help="Run one cycle, print the results and exit.")] = False,
+    fmt: Annotated[str, typer.Option("--format", "-f", help="table or json (with --once).")] = "table",
+    workdir: Annotated[Path, typer.Option(help="Where the demo writes its config, database and keys.")]
+    = Path("mailwarden-demo"),
+    interval: Annotated[int, typer.Option(help="Check interval in seconds.")] = 60,
+) -> None:
+    """Start the sandbox with a scenario modelled on five real consuming systems, write a config for it,
+    and monitor it on SQLite. With --once: one cycle, results printed, exit code as for `check`.
+    """
+    from monitor import demo as demo_mod
+    from monitor import logs
+
+    if fmt not in ("table", "json"):
+        raise fail(f"--format must be table or json, not {fmt!r}", EXIT_UNKNOWN)
+    logs.setup("warning" if once else "info")
+    try:
+        env = demo_mod.prepare(workdir, interval=interval, quiet=fmt == "json")
+    except MailwardenError as exc:
+        raise fail(exc, EXIT_UNKNOWN) from None
+    try:
+        if once:
+            rows = env.run_once()
+            if fmt == "json":
+                typer.echo(json.dumps(rows, indent=2))
+            else:
+                from monitor.output import print_table
+
+                print_table(rows, title="mailwarden demo: one cycle")
+            raise typer.Exit(exit_code([r["status"] for r in rows]))
+        typer.echo(f"config: {env.config_path}\nsandbox: {env.sandbox.base_url}\n"
+                   f"Checking every {interval} s; a table follows each cycle. Ctrl-C stops.", err=True)
+        asyncio.run(_serve_forever(env.monitor(), reload_on_hup=False))
+    finally:
+        env.close()
+    sys.exit(0)

@@ -1,0 +1,388 @@
+"""The configuration users write (YAML), validated by pydantic v2. Unknown keys are rejected.
+
+Every problem is reported at once with its key path (``integrations[2].mailbox``) and YAML line.
+Secrets are never in the file: ``env:NAME`` or ``file:PATH`` references, resolved only when used
+(``resolve_ref``), so an unset variable breaks only the integrations that use it.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from datetime import date
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import yaml
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+
+from monitor import endpoints as _endpoints
+from monitor import yamlpos
+from monitor.errors import ConfigError, SecretReferenceError
+from monitor.redact import register_secret
+
+DEFAULT_CONFIG = "mailwarden.yaml"
+_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)?\s*$")
+_UNITS = {"ms": 0.001, "s": 1, None: 1, "m": 60, "h": 3600, "d": 86400}
+_GUID = re.compile(r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$")
+_EMAIL = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
+_REF = re.compile(r"^(env|file):(.+)$")
+
+
+def parse_duration(value: Any) -> float:
+    """'5m', '30s', '1.5h', '2d', '250ms' or a number of seconds -> seconds."""
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        seconds = float(value)
+    else:
+        m = _DURATION.match(str(value))
+        if not m:
+            raise ValueError(f"not a duration: {value!r} (use e.g. 30s, 5m, 1h, 2d)")
+        seconds = float(m.group(1)) * _UNITS[m.group(2)]
+    if seconds <= 0:
+        raise ValueError("a duration must be greater than zero")
+    return seconds
+
+
+Duration = Annotated[float, BeforeValidator(parse_duration)]
+
+
+def _check_ref(value: str) -> str:
+    if not _REF.match(value):
+        raise ValueError("a secret is given by reference, 'env:NAME' or 'file:PATH', never inline")
+    return value
+
+
+SecretRef = Annotated[str, BeforeValidator(lambda v: _check_ref(str(v)))]
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="forbid", populate_by_name=True)
+
+
+class Defaults(_Model):
+    interval: Duration = 300.0
+    timeout: Duration = 30.0
+    failure_threshold: int = Field(2, ge=1)
+    success_threshold: int = Field(1, ge=1)
+    expiry_warning_days: int = Field(30, ge=0)
+
+
+class CustomEndpoints(_Model):
+    authority: str
+    graph: str
+    ews: str | None = None
+    imap: str | None = None
+    pop: str | None = None
+    smtp: str | None = None
+    ca_bundle: str | None = None
+    graph_resource: str | None = None
+    exchange_resource: str | None = None
+    exchange_delegated_resource: str | None = None
+
+    @field_validator("authority", "graph", "ews")
+    @classmethod
+    def _https(cls, v: str | None) -> str | None:
+        if v is not None and not v.startswith("https://"):
+            raise ValueError("must be an https:// URL (MSAL refuses other authorities)")
+        return v
+
+
+class WebConfig(_Model):
+    listen: str = "127.0.0.1:8080"
+    base_url: str = "http://127.0.0.1:8080"
+
+
+class Concurrency(_Model):
+    total: int = Field(20, ge=1)
+    per_tenant: int = Field(5, ge=1)
+
+
+class TenantConfig(_Model):
+    tenant_id: str
+    monitor_app: str | None = None  # app with Application.Read.All that reads every app's credentials
+
+    @field_validator("tenant_id")
+    @classmethod
+    def _tenant(cls, v: str) -> str:
+        if not (_GUID.match(v) or re.match(r"^[A-Za-z0-9.-]+\.[A-Za-z]{2,}$", v)):
+            raise ValueError("must be the directory (tenant) ID, a GUID, or a verified domain")
+        return v
+
+
+class CertificateConfig(_Model):
+    key: SecretRef  # PEM private key
+    cert: SecretRef  # PEM certificate (its SHA-1 thumbprint is sent as x5t)
+
+
+class AppConfig(_Model):
+    tenant: str
+    client_id: str
+    secret: SecretRef | None = None
+    certificate: CertificateConfig | None = None
+    secret_expires_on: date | None = None  # used only when Graph cannot be read
+    display_name: str | None = None
+
+    @field_validator("client_id")
+    @classmethod
+    def _client_id(cls, v: str) -> str:
+        if not _GUID.match(v):
+            raise ValueError("must be the Application (client) ID, a GUID, from the app's Overview page")
+        return v.lower()
+
+    @model_validator(mode="after")
+    def _one_credential(self) -> AppConfig:
+        if (self.secret is None) == (self.certificate is None):
+            raise ValueError("give exactly one of 'secret' or 'certificate'")
+        return self
+
+
+class IntegrationConfig(_Model):
+    name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,99}$")
+    app: str
+    flow: Literal["app", "delegated"]
+    mailbox: str
+    account: str | None = None
+    system: str | None = None  # the consuming system, named in runbooks
+    checks: dict[str, dict[str, Any]] = Field(default_factory=lambda: {"token": {}, "secret_expiry": {}})
+    owners: list[str] = Field(default_factory=list)
+    tags: list[str] = Field(default_factory=list)
+    interval: Duration | None = None
+    timeout: Duration | None = None
+    failure_threshold: int | None = Field(None, ge=1)
+    success_threshold: int | None = Field(None, ge=1)
+    expiry_warning_days: int | None = Field(None, ge=0)
+    secret_field: str | None = None  # where the consuming system takes its secret
+    reauth_after_rotation: bool = False
+    paused: bool = False
+
+    @field_validator("checks", mode="before")
+    @classmethod
+    def _checks_shape(cls, v: Any) -> Any:
+        if isinstance(v, list):
+            return {str(k): {} for k in v}
+        if isinstance(v, dict):
+            return {k: ({} if opts is None else opts) for k, opts in v.items()}
+        return v
+
+    @field_validator("mailbox", "account")
+    @classmethod
+    def _address(cls, v: str | None) -> str | None:
+        if v is not None and not _EMAIL.match(v):
+            raise ValueError("must be an e-mail address (user@domain)")
+        return v.lower() if v else v
+
+    @model_validator(mode="after")
+    def _delegated_account(self) -> IntegrationConfig:
+        if self.flow == "delegated" and not self.account:
+            raise ValueError("a delegated integration needs 'account': the user who signs in")
+        if self.flow == "app" and self.account:
+            raise ValueError("'account' is only for flow: delegated (app-only has no signed-in user)")
+        return self
+
+
+class RouteConfig(_Model):
+    url: str
+    tags: list[str] = Field(default_factory=list)
+
+
+class AlertsConfig(_Model):
+    owner_route: str | None = None
+    routes: list[RouteConfig] = Field(default_factory=list)
+
+
+class Config(_Model):
+    database: str = "sqlite:///mailwarden.db"
+    token_key: SecretRef | None = None
+    cloud: Literal["global", "usgov", "china", "custom"] = "global"
+    endpoints: CustomEndpoints | None = None
+    web: WebConfig = Field(default_factory=WebConfig)
+    defaults: Defaults = Field(default_factory=Defaults)
+    concurrency: Concurrency = Field(default_factory=Concurrency)
+    tenants: dict[str, TenantConfig] = Field(default_factory=dict)
+    apps: dict[str, AppConfig] = Field(default_factory=dict)
+    integrations: list[IntegrationConfig] = Field(default_factory=list)
+    alerts: AlertsConfig = Field(default_factory=AlertsConfig)
+    log_level: Literal["debug", "info", "warning", "error"] = "info"
+
+    # Set by load(): the directory relative paths are resolved against.
+    base_dir: Path = Field(default_factory=Path.cwd, exclude=True)
+
+    # -- lookups -----------------------------------------------------------------------------
+    def integration(self, name: str) -> IntegrationConfig:
+        for integ in self.integrations:
+            if integ.name == name:
+                return integ
+        raise KeyError(name)
+
+    def app_of(self, integ: IntegrationConfig) -> AppConfig:
+        return self.apps[integ.app]
+
+    def tenant_of(self, app: AppConfig) -> TenantConfig:
+        return self.tenants[app.tenant]
+
+    def endpoints_resolved(self) -> _endpoints.Endpoints:
+        custom = self.endpoints.model_dump() if self.endpoints else None
+        if custom and custom.get("ca_bundle"):
+            custom["ca_bundle"] = str(self.path(custom["ca_bundle"]))
+        return _endpoints.build(self.cloud, custom)
+
+    def path(self, p: str | Path) -> Path:
+        p = Path(p).expanduser()
+        return p if p.is_absolute() else (self.base_dir / p)
+
+    def database_url(self) -> str:
+        if self.database.startswith("sqlite:///") and not self.database.startswith("sqlite:////"):
+            rel = self.database[len("sqlite:///"):]
+            if rel and rel != ":memory:":
+                return "sqlite:///" + str(self.path(rel))
+        return self.database
+
+    def threshold(self, integ: IntegrationConfig, name: str) -> Any:
+        own = getattr(integ, name)
+        return own if own is not None else getattr(self.defaults, name)
+
+    # -- cross-references ----------------------------------------------------------------------
+    @model_validator(mode="after")
+    def _cross_refs(self) -> Config:
+        problems: list[tuple[tuple[str | int, ...], str]] = []
+        if self.cloud == "custom" and self.endpoints is None:
+            problems.append((("endpoints",), "cloud: custom needs an 'endpoints' section"))
+        if self.cloud != "custom" and self.endpoints is not None:
+            problems.append((("endpoints",), f"'endpoints' is only used with cloud: custom (cloud is {self.cloud})"))
+        for name, tenant in self.tenants.items():
+            if tenant.monitor_app and tenant.monitor_app not in self.apps:
+                problems.append((("tenants", name, "monitor_app"), f"no app named {tenant.monitor_app!r}"))
+        for name, app in self.apps.items():
+            if app.tenant not in self.tenants:
+                problems.append((("apps", name, "tenant"), f"no tenant named {app.tenant!r}"))
+        seen: dict[str, int] = {}
+        from checks import REGISTRY  # late: the registry imports this module's types
+
+        for i, integ in enumerate(self.integrations):
+            if integ.name in seen:
+                problems.append((("integrations", i, "name"),
+                                 f"duplicate name {integ.name!r} (also integrations[{seen[integ.name]}])"))
+            seen.setdefault(integ.name, i)
+            if integ.app not in self.apps:
+                problems.append((("integrations", i, "app"), f"no app named {integ.app!r}"))
+            for kind, opts in integ.checks.items():
+                check = REGISTRY.get(kind)
+                if check is None:
+                    known = ", ".join(sorted(REGISTRY))
+                    problems.append((("integrations", i, "checks", kind), f"unknown check {kind!r} (known: {known})"))
+                    continue
+                try:
+                    check.config_model.model_validate(opts)
+                except ValidationError as exc:
+                    for err in exc.errors():
+                        problems.append((("integrations", i, "checks", kind, *err["loc"]), err["msg"]))
+        if problems:
+            raise _CrossRefError(problems)
+        return self
+
+
+class _CrossRefError(ValueError):
+    def __init__(self, problems: list[tuple[tuple[str | int, ...], str]]):
+        self.problems = problems
+        super().__init__("; ".join(m for _, m in problems))
+
+
+def config_path(explicit: str | Path | None) -> Path:
+    return Path(explicit or os.environ.get("MAILWARDEN_CONFIG") or DEFAULT_CONFIG)
+
+
+def load(path: str | Path) -> Config:
+    """Read and validate the config file; raise ConfigError listing every problem with path and line."""
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ConfigError("the configuration file does not exist", where=str(path),
+                          hint="Pass --config FILE or set MAILWARDEN_CONFIG") from None
+    except OSError as exc:
+        raise ConfigError(f"the configuration file cannot be read ({exc.strerror})", where=str(path)) from None
+    try:
+        doc = yamlpos.load(text, str(path))
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f"{path}, line {mark.line + 1}" if mark else str(path)
+        problem = getattr(exc, "problem", None) or str(exc)
+        raise ConfigError(f"malformed YAML: {problem}", where=where) from None
+    data = doc.data if doc.data is not None else {}
+    if not isinstance(data, dict):
+        raise ConfigError("the top level must be a mapping (key: value)", where=f"{path}, line 1")
+    try:
+        cfg = Config.model_validate(data)
+    except ValidationError as exc:
+        problems = []
+        for err in exc.errors():
+            inner = err.get("ctx", {}).get("error")
+            if isinstance(inner, _CrossRefError):
+                problems += [_problem(doc, loc, msg) for loc, msg in inner.problems]
+            else:
+                problems.append(_problem(doc, tuple(err["loc"]), _message(err)))
+        raise ConfigError(f"{len(problems)} problem(s) in the configuration", where=str(path),
+                          problems=problems) from None
+    cfg.base_dir = path.resolve().parent
+    return cfg
+
+
+def _message(err: dict[str, Any]) -> str:
+    if err["type"] == "extra_forbidden":
+        return "unknown key (check its spelling and indentation)"
+    if err["type"] == "missing":
+        return "required key is missing"
+    msg = str(err["msg"])
+    return msg.removeprefix("Value error, ")
+
+
+def _problem(doc: yamlpos.PositionedYaml, loc: tuple[str | int, ...], msg: str) -> str:
+    line = doc.line_of(loc)
+    return f"{yamlpos.format_loc(loc)} (line {line}): {msg}" if line else f"{yamlpos.format_loc(loc)}: {msg}"
+
+
+def resolve_ref(ref: str, base_dir: Path, *, what: str) -> str:
+    """Resolve 'env:NAME' / 'file:PATH' to its value. The value is registered with the redactor."""
+    m = _REF.match(ref)
+    if not m:
+        raise SecretReferenceError(f"{what}: {ref!r} is not a reference (env:NAME or file:PATH)")
+    scheme, target = m.groups()
+    if scheme == "env":
+        value = os.environ.get(target)
+        if not value:
+            raise SecretReferenceError(f"{what}: environment variable {target} is not set or empty",
+                                       hint=f"Set {target} in the service's environment")
+    else:
+        p = Path(target).expanduser()
+        p = p if p.is_absolute() else base_dir / p
+        try:
+            value = p.read_text(encoding="utf-8").strip()
+        except OSError as exc:
+            raise SecretReferenceError(f"{what}: file {p} cannot be read ({exc.strerror})",
+                                       hint="Check the path and that mailwarden's user may read it") from None
+        if not value:
+            raise SecretReferenceError(f"{what}: file {p} is empty")
+    register_secret(value)
+    return value
+
+
+def references(cfg: Config) -> list[tuple[str, str]]:
+    """Every secret reference in the config, with the key path that holds it."""
+    refs = []
+    if cfg.token_key:
+        refs.append(("token_key", cfg.token_key))
+    for name, app in cfg.apps.items():
+        if app.secret:
+            refs.append((f"apps.{name}.secret", app.secret))
+        if app.certificate:
+            refs.append((f"apps.{name}.certificate.key", app.certificate.key))
+            refs.append((f"apps.{name}.certificate.cert", app.certificate.cert))
+    return refs

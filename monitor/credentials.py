@@ -1,0 +1,177 @@
+"""Reading an app registration's credentials (secrets and certificates) from Microsoft Graph.
+
+Each app is read once per cycle however many integrations share it: concurrent readers of one app
+wait for the same request, and a read is reused for ``ttl_s``. Reads go through the tenant's
+monitor app (Application.Read.All). What is read is stored as Credential metadata (never a value).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Any
+
+from checks import graph_client
+from checks.diagnoses import classify_aadsts
+from checks.network import network_code
+from monitor.config import Config
+from monitor.errors import SecretReferenceError
+from monitor.redact import redact
+
+if TYPE_CHECKING:  # pragma: no cover
+    from monitor.db import Store
+    from monitor.tokens import TokenProvider
+
+
+@dataclass(frozen=True)
+class AppCredential:
+    kind: str  # client_secret | certificate
+    key_id: str
+    display_name: str | None
+    hint: str | None  # secrets: first three characters
+    thumbprint: str | None  # certificates: SHA-1, upper hex
+    start_at: datetime | None
+    end_at: datetime | None
+
+
+@dataclass
+class CredentialRead:
+    app: str
+    ok: bool
+    credentials: list[AppCredential] = field(default_factory=list)
+    display_name: str | None = None
+    # when not ok: why Graph could not be read
+    code: str | None = None
+    reason: str | None = None
+    retry_after_s: float | None = None
+
+
+def _aware(value: datetime | None) -> datetime | None:
+    if value is None:
+        return None
+    return value if value.tzinfo else value.replace(tzinfo=UTC)
+
+
+class CredentialReader:
+    def __init__(self, config: Config, tokens: TokenProvider, store: Store | None, *, ttl_s: float = 120.0,
+                 timeout_s: float = 30.0):
+        self.config = config
+        self.tokens = tokens
+        self.store = store
+        self.ttl_s = ttl_s
+        self.timeout_s = timeout_s
+        self._cache: dict[str, tuple[float, CredentialRead]] = {}
+        self._inflight: dict[str, asyncio.Task[CredentialRead]] = {}
+
+    async def read(self, app_name: str) -> CredentialRead:
+        hit = self._cache.get(app_name)
+        if hit and time.monotonic() - hit[0] < self.ttl_s:
+            return hit[1]
+        task = self._inflight.get(app_name)
+        if task is None:
+            task = asyncio.ensure_future(self._read(app_name))
+            self._inflight[app_name] = task
+            task.add_done_callback(lambda _t: self._inflight.pop(app_name, None))
+        result = await asyncio.shield(task)
+        self._cache[app_name] = (time.monotonic(), result)
+        return result
+
+    async def _read(self, app_name: str) -> CredentialRead:
+        app = self.config.apps[app_name]
+        tenant = self.config.tenants[app.tenant]
+        if not tenant.monitor_app:
+            return CredentialRead(app_name, False, code="graph_unreadable",
+                                  reason=f"tenant {app.tenant} names no monitor_app to read Graph with")
+        endpoints = self.tokens.endpoints
+
+        def token() -> dict[str, Any]:
+            return self.tokens.app_token(tenant.monitor_app, endpoints.graph_resource)
+
+        client, http = graph_client.build(endpoints, token, self.timeout_s)
+        try:
+            from kiota_abstractions.base_request_configuration import RequestConfiguration
+            from msgraph.generated.applications_with_app_id.applications_with_app_id_request_builder import (
+                ApplicationsWithAppIdRequestBuilder as Builder,
+            )
+
+            query = Builder.ApplicationsWithAppIdRequestBuilderGetQueryParameters(
+                select=["id", "displayName", "passwordCredentials", "keyCredentials"])
+            config = RequestConfiguration(query_parameters=query)
+            application = await client.applications_with_app_id(app.client_id).get(request_configuration=config)
+        except SecretReferenceError as exc:
+            return CredentialRead(app_name, False, code="config_error", reason=exc.message())
+        except graph_client.TokenRefused as exc:
+            codes = exc.result.get("error_codes") or []
+            return CredentialRead(app_name, False, code="graph_unreadable",
+                                  reason=f"the monitor app {tenant.monitor_app} got no Graph token "
+                                         f"(AADSTS{codes[0] if codes else '?'}: {classify_aadsts(codes)})")
+        except Exception as exc:  # noqa: BLE001 - every failure is reported, none escapes
+            return self._failure(app_name, tenant.monitor_app, exc)
+        finally:
+            await http.aclose()
+        creds = [self._secret(c) for c in application.password_credentials or []]
+        creds += [self._cert(c) for c in application.key_credentials or []]
+        read = CredentialRead(app_name, True, creds, display_name=application.display_name)
+        if self.store is not None:
+            await asyncio.to_thread(self._persist, app_name, read)
+        return read
+
+    def _failure(self, app_name: str, monitor_app: str, exc: BaseException) -> CredentialRead:
+        err = graph_client.graph_error(exc)
+        if err is None:
+            code = network_code(exc) or "unclassified"
+            return CredentialRead(app_name, False, code="graph_unreadable", reason=f"{code}: {redact(exc)}")
+        status, gcode, message, headers = err
+        if status == 429:
+            retry = headers.get("retry-after") or headers.get("Retry-After")
+            return CredentialRead(app_name, False, code="throttled", reason="Graph answered 429 Too Many Requests",
+                                  retry_after_s=float(retry) if retry and retry.isdigit() else None)
+        if status == 404:
+            return CredentialRead(app_name, False, code="app_not_found",
+                                  reason=f"Graph has no application with appId {self.config.apps[app_name].client_id} "
+                                         f"in this tenant")
+        return CredentialRead(app_name, False, code="graph_unreadable",
+                              reason=f"Graph answered {status} {gcode}: {redact(message)} (monitor app {monitor_app} "
+                                     f"needs Application.Read.All)")
+
+    @staticmethod
+    def _secret(c: Any) -> AppCredential:
+        return AppCredential("client_secret", str(c.key_id), c.display_name, c.hint, None,
+                             _aware(c.start_date_time), _aware(c.end_date_time))
+
+    @staticmethod
+    def _cert(c: Any) -> AppCredential:
+        raw = c.custom_key_identifier
+        thumb = raw.hex().upper() if isinstance(raw, bytes | bytearray) else (str(raw).upper() if raw else None)
+        return AppCredential("certificate", str(c.key_id), c.display_name, None, thumb,
+                             _aware(c.start_date_time), _aware(c.end_date_time))
+
+    def _persist(self, app_name: str, read: CredentialRead) -> None:
+        app = self.config.apps[app_name]
+        ref = app.secret or (app.certificate.cert if app.certificate else None)
+        try:
+            in_use = match(read.credentials, self.tokens.client_credential(app_name))
+        except SecretReferenceError:
+            in_use = []
+        rows = [
+            {"kind": c.kind, "key_id": c.key_id, "display_name": c.display_name, "hint": c.hint,
+             "thumbprint": c.thumbprint, "start_at": c.start_at, "expires_at": c.end_at,
+             "reference": ref if c in in_use else None}
+            for c in read.credentials
+        ]
+        self.store.upsert_credentials(tenant=app.tenant, app=app_name, client_id=app.client_id,
+                                      creds=rows, now=datetime.now(UTC), source="graph")
+
+
+def match(credentials: list[AppCredential], configured: str | dict[str, str]) -> list[AppCredential]:
+    """The app's credentials the configured secret (by hint) or certificate (by thumbprint) can be,
+    the one ending last first."""
+    if isinstance(configured, str):
+        found = [c for c in credentials if c.kind == "client_secret" and c.hint == configured[:3]]
+    else:
+        thumb = configured["thumbprint"].upper()
+        found = [c for c in credentials if c.kind == "certificate" and c.thumbprint == thumb]
+    far = datetime.max.replace(tzinfo=UTC)
+    return sorted(found, key=lambda c: c.end_at or far, reverse=True)

@@ -1,0 +1,405 @@
+"""The store: engine set-up, migrations and every read and write of the tables in ``monitor.models``.
+
+One short transaction per method, safe to call from worker threads. SQLite runs in WAL mode and writes
+take the write lock at BEGIN (``BEGIN IMMEDIATE``), so concurrent writers wait (``busy_timeout``)
+instead of failing on a stale snapshot; PostgreSQL serialises writers of one check state with
+``SELECT ... FOR UPDATE``. Objects returned are detached and fully loaded: read them freely.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
+from datetime import datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+from alembic import command
+from alembic.config import Config as AlembicConfig
+from sqlalchemy import Engine, create_engine, event, func
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import ArgumentError, DBAPIError
+from sqlalchemy.orm import aliased
+from sqlmodel import Session, col, select
+
+from checks.base import Outcome, Status
+from monitor import state as sm
+from monitor.errors import StorageError
+from monitor.models import CheckResult, CheckState, Credential, Integration, Meta, TokenCache, Transition
+from monitor.redact import MASK, redact, redact_obj
+
+MIGRATIONS_DIR = Path(__file__).with_name("migrations")
+INTEGRATION_FIELDS = ("tenant", "app", "flow", "mailbox", "account", "system", "tags", "owners", "checks",
+                      "paused", "config_hash")
+CREDENTIAL_FIELDS = ("reference", "display_name", "hint", "thumbprint", "start_at", "expires_at",
+                     "last_verified_at")
+_IMMEDIATE = "mailwarden_sqlite_immediate"
+
+
+def normalise_url(url: str) -> str:
+    """``postgres://`` and ``postgresql://`` mean PostgreSQL through psycopg 3."""
+    for prefix in ("postgres://", "postgresql://"):
+        if url.startswith(prefix):
+            return "postgresql+psycopg://" + url[len(prefix):]
+    return url
+
+
+def _mask_password(text: str, url: str) -> str:
+    try:
+        password = make_url(url).password
+    except ArgumentError:
+        password = None
+    return text.replace(str(password), MASK) if password else text
+
+
+def display_url(url: str) -> str:
+    """The URL with its password masked, fit for messages and logs."""
+    return _mask_password(redact(url), url)
+
+
+def make_engine(url: str) -> Engine:
+    url = normalise_url(url)
+    if url.startswith("sqlite"):
+        engine = create_engine(url)
+
+        @event.listens_for(engine, "connect")
+        def _sqlite_connect(dbapi_conn: Any, _record: Any) -> None:
+            # Let SQLAlchemy's "begin" event emit BEGIN itself (pysqlite's own BEGIN is always DEFERRED).
+            dbapi_conn.isolation_level = None
+            cur = dbapi_conn.cursor()
+            cur.execute("PRAGMA busy_timeout = 10000")
+            cur.execute("PRAGMA journal_mode = WAL")
+            cur.execute("PRAGMA foreign_keys = ON")
+            cur.close()
+
+        @event.listens_for(engine, "begin")
+        def _sqlite_begin(conn: Any) -> None:
+            conn.exec_driver_sql("BEGIN IMMEDIATE" if conn.get_execution_options().get(_IMMEDIATE) else "BEGIN")
+
+        return engine
+    if url.startswith("postgresql"):
+        return create_engine(url, pool_pre_ping=True, connect_args={"connect_timeout": 10})
+    return create_engine(url, pool_pre_ping=True)
+
+
+def alembic_config(url: str | None = None) -> AlembicConfig:
+    """An in-memory Alembic config (for ``command.revision(cfg, autogenerate=True)`` and friends)."""
+    cfg = AlembicConfig()
+    cfg.set_main_option("script_location", str(MIGRATIONS_DIR))
+    if url:
+        cfg.set_main_option("sqlalchemy.url", normalise_url(url).replace("%", "%%"))
+    return cfg
+
+
+def upgrade(engine: Engine) -> None:
+    """Migrate the database to the newest revision. Idempotent; safe when several instances start."""
+    cfg = alembic_config()
+    # IMMEDIATE: on SQLite a second process starting at once waits for the first instead of failing.
+    with engine.connect().execution_options(**{_IMMEDIATE: True}) as conn, conn.begin():
+        if conn.dialect.name == "postgresql":
+            # Two instances starting together must not both create the tables.
+            conn.exec_driver_sql("SELECT pg_advisory_xact_lock(726193500451)")
+        cfg.attributes["connection"] = conn
+        command.upgrade(cfg, "head")
+
+
+def _reason(exc: BaseException) -> str:
+    inner = exc.orig if isinstance(exc, DBAPIError) and exc.orig is not None else exc
+    text = " ".join(str(inner).split()) or type(inner).__name__
+    return redact(text)
+
+
+def _hint(url: str) -> str:
+    if url.startswith("sqlite"):
+        return "Check that the directory of the database file exists and is writable"
+    if url.startswith("postgresql"):
+        try:
+            u = make_url(url)
+            where = f"{u.host or 'localhost'}:{u.port or 5432}"
+        except ArgumentError:
+            where = "the configured host"
+        return (f"Is PostgreSQL running at {where}, and do the database and its user exist? "
+                "Check 'database' in the configuration")
+    return "Check 'database' in the configuration"
+
+
+def open_store(url: str, *, migrate: bool = True) -> Store:
+    """Connect (and migrate): every failure is one StorageError naming the database, never a traceback."""
+    url = normalise_url(url)
+    shown = display_url(url)
+    engine = None
+    try:
+        engine = make_engine(url)
+        with engine.connect():
+            pass
+        if migrate:
+            upgrade(engine)
+    except Exception as exc:  # any driver, Alembic or URL error becomes one readable message
+        if engine is not None:
+            engine.dispose()
+        what = f"cannot {'open or migrate' if migrate else 'open'} the database {shown}: {_reason(exc)}"
+        raise StorageError(_mask_password(what, url), hint=_hint(url)) from None
+    return Store(engine, shown)
+
+
+def _jsonable(obj: Any) -> Any:
+    return json.loads(json.dumps(obj, default=str))
+
+
+class Store:
+    def __init__(self, engine: Engine, display: str | None = None):
+        self.engine = engine
+        self.display = display or display_url(engine.url.render_as_string(hide_password=False))
+        self._sqlite = engine.dialect.name == "sqlite"
+        self._lock = threading.Lock()  # only guards close()
+
+    # -- plumbing -------------------------------------------------------------------------------------
+    @contextmanager
+    def _session(self, write: bool = False) -> Iterator[Session]:
+        try:
+            with Session(self.engine, expire_on_commit=False) as session:
+                if write and self._sqlite:
+                    session.connection(execution_options={_IMMEDIATE: True})
+                yield session
+                session.commit()
+        except DBAPIError as exc:
+            raise StorageError(f"database {self.display} failed: {_reason(exc)}",
+                               hint=_hint(str(self.engine.url))) from None
+
+    def _insert(self) -> Any:
+        return sqlite_insert if self._sqlite else pg_insert
+
+    def close(self) -> None:
+        with self._lock:
+            self.engine.dispose()
+
+    # -- results and states ---------------------------------------------------------------------------
+    def _locked_state(self, s: Session, integration: str, check: str) -> CheckState:
+        stmt = (select(CheckState).where(CheckState.integration == integration, CheckState.check == check)
+                .with_for_update().execution_options(populate_existing=True))
+        row = s.exec(stmt).first()
+        if row is None:
+            # A concurrent first result may create it too: insert-or-nothing, then lock whichever won.
+            s.execute(self._insert()(CheckState).values(integration=integration, check=check, status=sm.NEW,
+                                                        failures=0, successes=0)
+                      .on_conflict_do_nothing(index_elements=["integration", "check"]))
+            row = s.exec(stmt).one()
+        return row
+
+    def record_result(self, *, integration: str, check: str, outcome: Outcome, checked_at: datetime,
+                      thresholds: sm.Thresholds) -> tuple[CheckResult, Transition | None]:
+        status = Status(outcome.status).value
+        with self._session(write=True) as s:
+            # Lock the state first so result ids follow the order in which the state was folded.
+            st = self._locked_state(s, integration, check)
+            result = CheckResult(
+                integration=integration, check=check, status=status, code=outcome.code,
+                summary=redact(outcome.summary), latency_ms=outcome.latency_ms,
+                details=redact_obj(_jsonable(outcome.metrics or {})),
+                transcript=redact("\n".join(outcome.transcript)) if outcome.transcript else None,
+                raw=redact(outcome.raw) if outcome.raw is not None else None, checked_at=checked_at)
+            s.add(result)
+            s.flush()
+            snap = sm.StateSnapshot(st.status, st.failures, st.successes, st.since)
+            new, event_ = sm.advance(snap, status, thresholds, checked_at)
+            st.status, st.failures, st.successes, st.since = new.status, new.failures, new.successes, new.since
+            st.last_status, st.last_code, st.last_result_id = status, outcome.code, result.id
+            st.last_checked_at = checked_at
+            if status in sm.GOOD:
+                st.last_ok_at = checked_at
+            st.not_before = (checked_at + timedelta(seconds=outcome.retry_after_s)
+                             if outcome.retry_after_s else None)
+            transition = None
+            if event_ is not None:
+                transition = Transition(integration=integration, check=check, from_status=event_.from_status,
+                                        to_status=event_.to_status, code=outcome.code, result_id=result.id,
+                                        at=event_.at, silent=event_.silent)
+                s.add(transition)
+            s.add(st)
+        return result, transition
+
+    def pause(self, integration: str, check: str, now: datetime) -> tuple[CheckState, Transition | None]:
+        with self._session(write=True) as s:
+            st = self._locked_state(s, integration, check)
+            new, event_ = sm.pause(sm.StateSnapshot(st.status, st.failures, st.successes, st.since), now)
+            st.status, st.failures, st.successes, st.since = new.status, new.failures, new.successes, new.since
+            transition = None
+            if event_ is not None:
+                transition = Transition(integration=integration, check=check, from_status=event_.from_status,
+                                        to_status=event_.to_status, at=event_.at, silent=event_.silent)
+                s.add(transition)
+            s.add(st)
+        return st, transition
+
+    def get_state(self, integration: str, check: str) -> CheckState | None:
+        with self._session() as s:
+            return s.exec(select(CheckState).where(CheckState.integration == integration,
+                                                   CheckState.check == check)).first()
+
+    def states(self, integration: str | None = None) -> list[CheckState]:
+        stmt = select(CheckState).order_by(CheckState.integration, CheckState.check)
+        if integration is not None:
+            stmt = stmt.where(CheckState.integration == integration)
+        with self._session() as s:
+            return list(s.exec(stmt))
+
+    def latest_results(self, integration: str | None = None) -> list[CheckResult]:
+        """The newest result (by checked_at, then id) of every (integration, check)."""
+        r = aliased(CheckResult)
+        newest = (select(r.id).where(r.integration == CheckState.integration, r.check == CheckState.check)
+                  .order_by(col(r.checked_at).desc(), col(r.id).desc()).limit(1)
+                  .correlate(CheckState).scalar_subquery())
+        ids = select(newest).select_from(CheckState)
+        if integration is not None:
+            ids = ids.where(CheckState.integration == integration)
+        stmt = (select(CheckResult).where(col(CheckResult.id).in_(ids))
+                .order_by(CheckResult.integration, CheckResult.check))
+        with self._session() as s:
+            return list(s.exec(stmt))
+
+    def results(self, integration: str, check: str | None = None, since: datetime | None = None,
+                limit: int = 100) -> list[CheckResult]:
+        """Newest first."""
+        stmt = select(CheckResult).where(CheckResult.integration == integration)
+        if check is not None:
+            stmt = stmt.where(CheckResult.check == check)
+        if since is not None:
+            stmt = stmt.where(CheckResult.checked_at >= since)
+        stmt = stmt.order_by(col(CheckResult.checked_at).desc(), col(CheckResult.id).desc()).limit(limit)
+        with self._session() as s:
+            return list(s.exec(stmt))
+
+    def transitions(self, integration: str | None = None, limit: int = 100) -> list[Transition]:
+        """Newest first."""
+        stmt = select(Transition).order_by(col(Transition.at).desc(), col(Transition.id).desc()).limit(limit)
+        if integration is not None:
+            stmt = stmt.where(Transition.integration == integration)
+        with self._session() as s:
+            return list(s.exec(stmt))
+
+    # -- configuration mirrors ------------------------------------------------------------------------
+    def sync_integrations(self, rows: list[dict[str, Any]], now: datetime) -> list[str]:
+        """Upsert by name; mark names missing from ``rows`` removed (revive returning ones).
+
+        Returns the names newly marked removed."""
+        wanted: dict[str, dict[str, Any]] = {}
+        for row in rows:
+            unknown = set(row) - {"name", *INTEGRATION_FIELDS}
+            if unknown:
+                raise ValueError(f"unknown integration fields: {sorted(unknown)}")
+            wanted[row["name"]] = row
+        removed: list[str] = []
+        with self._session(write=True) as s:
+            existing = {i.name: i for i in s.exec(select(Integration))}
+            for name, row in wanted.items():
+                values = {k: row[k] for k in INTEGRATION_FIELDS if k in row}
+                item = existing.get(name)
+                if item is None:
+                    s.add(Integration.model_validate({"name": name, **values, "created_at": now,
+                                                      "updated_at": now}))
+                    continue
+                changed = item.removed_at is not None or any(getattr(item, k) != v for k, v in values.items())
+                if changed:
+                    for k, v in values.items():
+                        setattr(item, k, v)
+                    item.removed_at, item.updated_at = None, now
+                    s.add(item)
+            for name, item in existing.items():
+                if name not in wanted and item.removed_at is None:
+                    item.removed_at = item.updated_at = now
+                    s.add(item)
+                    removed.append(name)
+        return sorted(removed)
+
+    def integrations(self, include_removed: bool = False) -> list[Integration]:
+        stmt = select(Integration).order_by(Integration.name)
+        if not include_removed:
+            stmt = stmt.where(col(Integration.removed_at).is_(None))
+        with self._session() as s:
+            return list(s.exec(stmt))
+
+    def upsert_credentials(self, *, tenant: str, app: str, client_id: str, creds: list[dict[str, Any]],
+                           now: datetime, source: str, kinds: Iterable[str] | None = None) -> list[Credential]:
+        """Upsert by (client_id, kind, key_id). Rows of this client_id and source (and of ``kinds``,
+        when given) that are not in ``creds`` get removed_at: an empty list from Graph means the app
+        has no credentials left."""
+        seen: set[tuple[str, str]] = set()
+        out: list[Credential] = []
+        with self._session(write=True) as s:
+            current = list(s.exec(select(Credential).where(Credential.client_id == client_id)))
+            by_key = {(c.kind, c.key_id or ""): c for c in current}
+            for cred in creds:
+                unknown = set(cred) - {"kind", "key_id", *CREDENTIAL_FIELDS}
+                if unknown:
+                    raise ValueError(f"unknown credential fields: {sorted(unknown)}")
+                key = (cred["kind"], cred.get("key_id") or "")
+                seen.add(key)
+                row = by_key.get(key)
+                if row is None:
+                    row = Credential(tenant=tenant, app=app, client_id=client_id, kind=cred["kind"],
+                                     key_id=cred.get("key_id"), source=source, first_seen_at=now,
+                                     last_seen_at=now)
+                    by_key[key] = row
+                for k in CREDENTIAL_FIELDS:
+                    if k in cred:
+                        setattr(row, k, cred[k])
+                row.tenant, row.app, row.source, row.last_seen_at, row.removed_at = tenant, app, source, now, None
+                s.add(row)
+                out.append(row)
+            scope = set(kinds) if kinds is not None else None
+            for key, row in by_key.items():
+                if (key not in seen and row.source == source and row.removed_at is None
+                        and (scope is None or row.kind in scope)):
+                    row.removed_at = now
+                    s.add(row)
+        return out
+
+    def credentials(self, client_id: str | None = None, include_removed: bool = False) -> list[Credential]:
+        stmt = select(Credential).order_by(Credential.client_id, Credential.kind, Credential.expires_at)
+        if client_id is not None:
+            stmt = stmt.where(Credential.client_id == client_id)
+        if not include_removed:
+            stmt = stmt.where(col(Credential.removed_at).is_(None))
+        with self._session() as s:
+            return list(s.exec(stmt))
+
+    # -- token caches and meta ------------------------------------------------------------------------
+    def save_token_cache(self, integration: str, ciphertext: bytes, key_fingerprint: str,
+                         account: str | None, now: datetime) -> None:
+        values = {"ciphertext": bytes(ciphertext), "key_fingerprint": key_fingerprint, "account": account,
+                  "updated_at": now}
+        with self._session(write=True) as s:
+            stmt = self._insert()(TokenCache).values(integration=integration, **values)
+            s.execute(stmt.on_conflict_do_update(index_elements=["integration"], set_=values))
+
+    def load_token_cache(self, integration: str) -> TokenCache | None:
+        with self._session() as s:
+            return s.exec(select(TokenCache).where(TokenCache.integration == integration)).first()
+
+    def delete_token_cache(self, integration: str) -> None:
+        with self._session(write=True) as s:
+            row = s.exec(select(TokenCache).where(TokenCache.integration == integration)).first()
+            if row is not None:
+                s.delete(row)
+
+    def get_meta(self, key: str) -> str | None:
+        with self._session() as s:
+            row = s.get(Meta, key)
+            return None if row is None else row.value
+
+    def set_meta(self, key: str, value: str) -> None:
+        with self._session(write=True) as s:
+            stmt = self._insert()(Meta).values(key=key, value=value)
+            s.execute(stmt.on_conflict_do_update(index_elements=["key"], set_={"value": value}))
+
+    def count(self, model: type, **where: Any) -> int:
+        """Rows of a table (tests and diagnostics)."""
+        stmt = select(func.count()).select_from(model)
+        for k, v in where.items():
+            stmt = stmt.where(getattr(model, k) == v)
+        with self._session() as s:
+            return int(s.exec(stmt).one())

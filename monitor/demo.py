@@ -1,0 +1,154 @@
+"""The demo: the sandbox playing a tenant with five real consuming systems, and mailwarden watching it.
+
+It writes an ordinary config (cloud: custom, endpoints and CA bundle of the sandbox, secrets as
+file: references), seeds the delegated integrations' refresh tokens by signing in through the
+sandbox's authorize page exactly as an admin would, then breaks what the story needs broken after the
+sign-in (a revoked session). Everything else the checks find is the sandbox's directory state.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import yaml
+from rich.console import Console
+
+from monitor import config as config_mod
+from monitor import reauth
+from monitor.runner import RunResult, select
+from monitor.runtime import Runtime, open_runtime
+
+SCENARIO = Path(__file__).resolve().parent.parent / "sandbox" / "scenarios" / "demo.yaml"
+TENANT = "contoso"
+
+# name, app (scenario display name), flow, mailbox, account, system, token requirements, extra
+INTEGRATIONS = [
+    dict(name="hoth-support", app="HotH email integration", flow="delegated",
+         mailbox="support@contoso-demo.onmicrosoft.com", account="hoth-mail@contoso-demo.onmicrosoft.com",
+         system="House-on-the-Hill helpdesk", secret_field="OAuth Scripts > oauth:email > Client Secret",
+         require=["exchange:POP.AccessAsUser.All", "exchange:SMTP.Send"], tags=["helpdesk"]),
+    dict(name="oracle-b2c-support", app="Oracle B2C Service Email", flow="delegated",
+         mailbox="b2c-support@contoso-demo.onmicrosoft.com", account="b2c-support@contoso-demo.onmicrosoft.com",
+         system="Oracle B2C Service", secret_field="CUSTOM_CFG_MAILBOX_OA_CLIENT_SECRET",
+         reauth_after_rotation=True, require=["exchange:POP.AccessAsUser.All"], tags=["customer-service"]),
+    dict(name="sinch-queue", app="Sinch Contact Center mail", flow="app",
+         mailbox="queue-support@contoso-demo.onmicrosoft.com", system="Sinch Contact Center",
+         require=["graph:Mail.ReadWrite"], tags=["contact-center"]),
+    dict(name="sinch-escalations", app="Sinch escalations queue", flow="app",
+         mailbox="queue-escalations@contoso-demo.onmicrosoft.com", system="Sinch Contact Center",
+         require=["graph:Mail.ReadWrite"], tags=["contact-center"]),
+    dict(name="agiloft-inbound", app="Agiloft Application for OAuth2", flow="app",
+         mailbox="records@contoso-demo.onmicrosoft.com", system="Agiloft",
+         secret_field="Inbound Email Accounts > Account > Client Secret",
+         require=["exchange:full_access_as_app"], tags=["records"]),
+    dict(name="enaio-notify", app="enaio SMTP OAuth2", flow="app",
+         mailbox="dms-notify@contoso-demo.onmicrosoft.com", system="enaio", secret_field="OfficeClientSecret",
+         require=["exchange:SMTP.SendAsApp"], tags=["dms"]),
+]
+# What the story breaks after the tokens are seeded (a revocation must come after the sign-in).
+REVOKED_USER = "b2c-support@contoso-demo.onmicrosoft.com"
+
+
+def _slug(display: str) -> str:
+    return "".join(c if c.isalnum() else "-" for c in display.lower()).strip("-").replace("--", "-")
+
+
+def write_config(workdir: Path, endpoints: dict[str, str], scenario: dict, interval: int) -> Path:
+    """The config a user would write for this tenant, pointing at the sandbox."""
+    tenant = scenario["tenants"][0]
+    secrets_dir = workdir / "secrets"
+    secrets_dir.mkdir(parents=True, exist_ok=True)
+    os.chmod(secrets_dir, 0o700)
+    apps = {}
+    for spec in tenant["apps"]:
+        name = _slug(spec["display_name"])
+        secret_file = secrets_dir / f"{name}.secret"
+        secret_file.write_text(spec["secrets"][0]["value"] + "\n", encoding="utf-8")
+        os.chmod(secret_file, 0o600)
+        apps[name] = {"tenant": TENANT, "client_id": spec["app_id"], "display_name": spec["display_name"],
+                      "secret": f"file:secrets/{name}.secret"}
+    integrations = []
+    for spec in INTEGRATIONS:
+        item = {k: v for k, v in spec.items() if k not in ("app", "require")}
+        item["app"] = _slug(spec["app"])
+        item["checks"] = {"token": {"require": spec["require"]}, "secret_expiry": {}}
+        integrations.append(item)
+    doc = {
+        "database": "sqlite:///mailwarden.db",
+        "cloud": "custom",
+        "endpoints": {k: v for k, v in endpoints.items() if k in ("authority", "graph", "ews", "ca_bundle")},
+        "defaults": {"interval": f"{interval}s", "timeout": "20s", "failure_threshold": 1},
+        "tenants": {TENANT: {"tenant_id": tenant["id"], "monitor_app": "mailwarden-monitor"}},
+        "apps": apps,
+        "integrations": integrations,
+    }
+    path = workdir / "mailwarden.yaml"
+    path.write_text("# Written by `mailwarden demo`: a config for the sandbox tenant.\n"
+                    + yaml.safe_dump(doc, sort_keys=False), encoding="utf-8")
+    return path
+
+
+@dataclass
+class DemoEnv:
+    sandbox: object
+    config_path: Path
+    runtime: Runtime
+
+    def run_once(self) -> list[dict]:
+        results = asyncio.run(self.runtime.runner.run_many(select(self.runtime.config)))
+        return [r.as_json(self.runtime.config) for r in results]
+
+    def monitor(self):
+        from monitor.output import print_table
+        from monitor.scheduler import Monitor
+
+        jobs = sum(len(i.checks) for i in self.runtime.config.integrations)
+        latest: dict[tuple[str, str], dict] = {}
+        console = Console()
+
+        def on_result(result: RunResult) -> None:
+            latest[(result.integration, result.check)] = result.as_json(self.runtime.config)
+            if len(latest) >= jobs:
+                print_table(list(latest.values()), console, title="mailwarden demo: latest cycle")
+                latest.clear()
+
+        return Monitor(self.runtime, self.config_path, on_result=on_result)
+
+    def close(self) -> None:
+        self.runtime.close()
+        self.sandbox.stop()
+
+
+def prepare(workdir: Path, *, interval: int = 60, quiet: bool = False) -> DemoEnv:
+    from sandbox import Sandbox
+    from sandbox.browser import sign_in
+
+    workdir = workdir.resolve()
+    workdir.mkdir(parents=True, exist_ok=True)
+    for stale in ("mailwarden.db", "mailwarden.db-wal", "mailwarden.db-shm", "mailwarden.key"):
+        (workdir / stale).unlink(missing_ok=True)  # a new sandbox is a new tenant: start clean
+    scenario = yaml.safe_load(SCENARIO.read_text(encoding="utf-8"))
+    sb = Sandbox(SCENARIO, workdir=workdir / "sandbox", port=0)
+    sb.start()
+    try:
+        config_path = write_config(workdir, sb.endpoints, scenario, interval)
+        cfg = config_mod.load(config_path)
+        runtime = open_runtime(cfg)
+        passwords = {u["upn"]: u["password"] for u in scenario["tenants"][0]["users"]}
+        for integ in cfg.integrations:
+            if integ.flow != "delegated":
+                continue
+            redirect = cfg.web.base_url.rstrip("/") + "/auth/callback"
+            flow = reauth.start(runtime.tokens, integ, redirect)
+            back = sign_in(flow["auth_uri"], integ.account, passwords[integ.account], sb.ca_path)
+            reauth.complete(runtime.tokens, integ, flow, reauth.parse_redirect(back))
+            if not quiet:
+                Console(stderr=True).print(f"signed in as {integ.account} for {integ.name}")
+        sb.control.revoke_sessions(REVOKED_USER)
+    except BaseException:
+        sb.stop()
+        raise
+    return DemoEnv(sb, config_path, runtime)

@@ -1,0 +1,42 @@
+"""Errors a person reads: each says what was wrong, where, and what to do. Never a traceback."""
+
+from __future__ import annotations
+
+
+class MailwardenError(Exception):
+    """Base of the errors the CLI turns into one paragraph and an exit code."""
+
+    def __init__(self, what: str, *, where: str | None = None, hint: str | None = None):
+        self.what, self.where, self.hint = what, where, hint
+        super().__init__(self.message())
+
+    def message(self) -> str:
+        parts = [self.what if not self.where else f"{self.where}: {self.what}"]
+        if self.hint:
+            parts.append(self.hint)
+        return " ".join(p.rstrip(".") + "." for p in parts)
+
+
+class ConfigError(MailwardenError):
+    """The configuration cannot be read or is invalid. Carries every problem found, not only the first."""
+
+    def __init__(self, what: str, *, where: str | None = None, hint: str | None = None,
+                 problems: list[str] | None = None):
+        self.problems = problems or []
+        super().__init__(what, where=where, hint=hint)
+
+    def message(self) -> str:
+        head = super().message()
+        return head if not self.problems else head + "\n" + "\n".join(f"  - {p}" for p in self.problems)
+
+
+class StorageError(MailwardenError):
+    """The database cannot be reached, migrated or read."""
+
+
+class SecretReferenceError(MailwardenError):
+    """A credential reference (env:NAME, file:PATH) does not resolve. Affects only its integrations."""
+
+
+class TokenStoreError(MailwardenError):
+    """The token store key is missing or is not the key the stored tokens were written with."""

@@ -1,0 +1,178 @@
+"""The stored shape of mailwarden: integrations, credential metadata, results, states, transitions,
+encrypted token caches and a small key/value table.
+
+Every timestamp is timezone-aware UTC in Python whatever the backend (SQLite keeps no offset: see
+``UTCDateTime``). No column ever holds a secret value: credentials are references and metadata, token
+caches are ciphertext, and the text of server replies is redacted by the store before it is written.
+Changing a table here needs a migration in ``monitor/migrations/versions``.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import JSON, DateTime, Index, LargeBinary, Text, UniqueConstraint, text
+from sqlalchemy.types import TypeDecorator
+from sqlmodel import Field, SQLModel
+
+
+class UTCDateTime(TypeDecorator):
+    """DateTime(timezone=True) that always hands back aware UTC datetimes and refuses naive ones.
+
+    SQLite stores no offset, so values are normalised to UTC on the way in and labelled UTC on the
+    way out; PostgreSQL returns them in the session time zone, converted back to UTC here.
+    """
+
+    impl = DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: Any) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            raise ValueError(f"naive datetime {value.isoformat()}: pass a timezone-aware UTC datetime")
+        value = value.astimezone(UTC)
+        return value.replace(tzinfo=None) if dialect.name == "sqlite" else value
+
+    def process_result_value(self, value: datetime | None, dialect: Any) -> datetime | None:
+        if value is None:
+            return None
+        return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
+def _ts(*, nullable: bool = False, index: bool = False, default: Any = ...) -> Any:
+    kw: dict[str, Any] = {"sa_type": UTCDateTime, "nullable": nullable, "index": index}
+    if default is not ...:
+        kw["default"] = default
+    return Field(**kw)
+
+
+class Integration(SQLModel, table=True):
+    __tablename__ = "integrations"
+    __table_args__ = (UniqueConstraint("name", name="uq_integrations_name"),)
+
+    id: int | None = Field(default=None, primary_key=True)
+    name: str
+    tenant: str
+    app: str
+    flow: str  # app | delegated
+    mailbox: str
+    account: str | None = None
+    system: str | None = None
+    tags: list[str] = Field(default_factory=list, sa_type=JSON)
+    owners: list[str] = Field(default_factory=list, sa_type=JSON)
+    checks: list[str] = Field(default_factory=list, sa_type=JSON)
+    paused: bool = False
+    config_hash: str = ""
+    created_at: datetime = _ts()
+    updated_at: datetime = _ts()
+    removed_at: datetime | None = _ts(nullable=True, default=None)  # set when it leaves the config
+
+
+class Credential(SQLModel, table=True):
+    """Metadata of one credential of an app registration (never its value)."""
+
+    __tablename__ = "credentials"
+    # One row per (client_id, kind, key_id), a missing key_id (a config-only credential) counting as one
+    # value: a plain UNIQUE would let NULLs repeat on both backends.
+    __table_args__ = (
+        Index("ux_credentials_identity", "client_id", "kind", text("coalesce(key_id, '')"), unique=True),
+    )
+
+    id: int | None = Field(default=None, primary_key=True)
+    tenant: str
+    app: str  # the app's name in the config
+    client_id: str
+    kind: str  # client_secret | certificate | refresh_token
+    reference: str | None = None  # e.g. "env:HELPDESK_SECRET": the reference, not its value
+    key_id: str | None = None  # Graph keyId
+    display_name: str | None = None
+    hint: str | None = None  # first 3 characters of the secret, as Graph gives it
+    thumbprint: str | None = None
+    start_at: datetime | None = _ts(nullable=True, default=None)
+    expires_at: datetime | None = _ts(nullable=True, index=True, default=None)
+    source: str  # graph | config
+    first_seen_at: datetime = _ts()
+    last_seen_at: datetime = _ts()
+    removed_at: datetime | None = _ts(nullable=True, default=None)  # no longer on the app
+    last_verified_at: datetime | None = _ts(nullable=True, default=None)
+
+
+class CheckResult(SQLModel, table=True):
+    __tablename__ = "check_results"
+    __table_args__ = (Index("ix_check_results_integration_check_at", "integration", "check", "checked_at"),)
+
+    id: int | None = Field(default=None, primary_key=True)
+    integration: str
+    check: str
+    status: str  # ok | warn | fail | error | blocked
+    code: str | None = None
+    summary: str = Field(default="", sa_type=Text)
+    latency_ms: float | None = None
+    details: dict[str, Any] = Field(default_factory=dict, sa_type=JSON)  # metrics
+    transcript: str | None = Field(default=None, sa_type=Text)  # redacted
+    raw: str | None = Field(default=None, sa_type=Text)  # redacted
+    checked_at: datetime = _ts(index=True)
+
+
+class CheckState(SQLModel, table=True):
+    __tablename__ = "check_states"
+    __table_args__ = (UniqueConstraint("integration", "check", name="uq_check_states_integration_check"),)
+
+    id: int | None = Field(default=None, primary_key=True)
+    integration: str
+    check: str
+    status: str = "new"  # new | paused | ok | warn | fail | error | blocked (after thresholds)
+    failures: int = 0
+    successes: int = 0
+    since: datetime | None = _ts(nullable=True, default=None)
+    last_status: str | None = None  # raw status of the latest result
+    last_code: str | None = None
+    last_result_id: int | None = None
+    last_checked_at: datetime | None = _ts(nullable=True, default=None)
+    last_ok_at: datetime | None = _ts(nullable=True, default=None)
+    not_before: datetime | None = _ts(nullable=True, default=None)  # throttled: do not run before
+
+
+class Transition(SQLModel, table=True):
+    __tablename__ = "transitions"
+    __table_args__ = (Index("ix_transitions_integration_at", "integration", "at"),)
+
+    id: int | None = Field(default=None, primary_key=True)
+    integration: str
+    check: str
+    from_status: str
+    to_status: str
+    code: str | None = None
+    result_id: int | None = None  # None for a pause
+    at: datetime = _ts()
+    silent: bool = False
+    # The alerts dispatcher claims rows with UPDATE ... WHERE processed_at IS NULL.
+    processed_at: datetime | None = _ts(nullable=True, index=True, default=None)
+
+
+class TokenCache(SQLModel, table=True):
+    """An MSAL token cache, encrypted elsewhere: only bytes here."""
+
+    __tablename__ = "token_caches"
+    __table_args__ = (UniqueConstraint("integration", name="uq_token_caches_integration"),)
+
+    id: int | None = Field(default=None, primary_key=True)
+    integration: str
+    ciphertext: bytes = Field(sa_type=LargeBinary)
+    key_fingerprint: str
+    account: str | None = None
+    updated_at: datetime = _ts()
+
+
+class Meta(SQLModel, table=True):
+    __tablename__ = "meta"
+
+    key: str = Field(primary_key=True)
+    value: str
+
+
+MODELS: tuple[type[SQLModel], ...] = (Integration, Credential, CheckResult, CheckState, Transition,
+                                      TokenCache, Meta)
+TABLE_NAMES: tuple[str, ...] = tuple(m.__tablename__ for m in MODELS)  # type: ignore[misc]

@@ -1,0 +1,47 @@
+"""What `check` and `demo` print on a terminal: progress while checks run, then a table, worst first."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import TYPE_CHECKING
+
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from checks.base import SEVERITY_ORDER, Status
+
+if TYPE_CHECKING:  # pragma: no cover
+    from monitor.runner import Runner, RunResult
+
+COLOURS = {"ok": "green", "warn": "yellow", "fail": "bold red", "error": "magenta", "blocked": "dim"}
+
+
+def run_with_progress(runner: Runner, selection: list[tuple[str, list[str]]], *, show: bool) -> list[RunResult]:
+    total = sum(len(k) for _, k in selection)
+    if not show or total < 4:
+        return asyncio.run(runner.run_many(selection))
+    with Progress(TextColumn("checking"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                  transient=True) as progress:
+        task = progress.add_task("checks", total=total)
+        return asyncio.run(runner.run_many(selection, on_result=lambda _r: progress.advance(task)))
+
+
+def sort_rows(rows: list[dict]) -> list[dict]:
+    return sorted(rows, key=lambda r: (SEVERITY_ORDER[Status(r["status"])], r["integration"], r["check"]))
+
+
+def print_table(rows: list[dict], console: Console | None = None, title: str | None = None) -> None:
+    console = console or Console()
+    table = Table(title=title, show_lines=False)
+    for col in ("integration", "check", "status", "code", "summary"):
+        table.add_column(col, overflow="fold")
+    for r in sort_rows(rows):
+        colour = COLOURS.get(r["status"], "")
+        table.add_row(r["integration"], r["check"], f"[{colour}]{r['status']}[/]", r["code"] or "", r["summary"])
+    console.print(table)
+    broken = [r for r in sort_rows(rows) if r["status"] in ("fail", "error") and r["fix"]]
+    for r in broken:
+        console.print(f"\n[bold]{r['integration']} / {r['check']}[/]: {r['code']}")
+        for n, step in enumerate(r["fix"], 1):
+            console.print(f"  {n}. {step}")

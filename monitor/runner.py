@@ -1,0 +1,191 @@
+"""Runs checks: concurrency limits, a timeout per check, dependencies, and storing every result.
+
+Nothing a check does can stop the others: an exception or a hang becomes an ``error`` result.
+Limits: a global one, one per tenant (Microsoft throttles per tenant), and at most one connection per
+mailbox and protocol at a time (Exchange limits concurrent sessions per mailbox).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+import traceback
+from collections import defaultdict
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING
+
+from checks import REGISTRY
+from checks.base import CheckContext, Outcome, Status
+from checks.diagnoses import render_fix
+from monitor.config import Config, IntegrationConfig
+from monitor.errors import MailwardenError
+from monitor.redact import redact
+from monitor.state import Thresholds
+
+if TYPE_CHECKING:  # pragma: no cover
+    from monitor.credentials import CredentialReader
+    from monitor.db import Store
+    from monitor.models import CheckResult, Transition
+    from monitor.tokens import TokenProvider
+
+log = logging.getLogger("mailwarden.runner")
+TOKEN = "token"
+
+
+@dataclass
+class RunResult:
+    integration: str
+    check: str
+    outcome: Outcome
+    checked_at: datetime
+    result: CheckResult | None
+    transition: Transition | None
+
+    def as_json(self, config: Config) -> dict:
+        integ = config.integration(self.integration)
+        app = config.apps.get(integ.app)
+        o = self.outcome
+        fix = [] if o.status == Status.OK else render_fix(o.code or "unclassified", **facts(config, integ, o))
+        return {
+            "integration": self.integration,
+            "check": self.check,
+            "status": o.status.value,
+            "code": o.code,
+            "summary": redact(o.summary),
+            "fix": fix,
+            "latency_ms": round(o.latency_ms, 1) if o.latency_ms is not None else None,
+            "checked_at": self.checked_at.astimezone(UTC).isoformat().replace("+00:00", "Z"),
+            "details": {**o.metrics, "tenant": app.tenant if app else None, "flow": integ.flow,
+                        "mailbox": integ.mailbox},
+        }
+
+
+def facts(config: Config, integ: IntegrationConfig, outcome: Outcome | None = None) -> dict[str, str | None]:
+    """What the diagnosis texts may name about an integration (never a secret)."""
+    app = config.apps.get(integ.app)
+    tenant = config.tenants.get(app.tenant) if app else None
+    metrics = outcome.metrics if outcome else {}
+    return {
+        "system": integ.system, "integration": integ.name, "mailbox": integ.mailbox, "account": integ.account,
+        "client_id": app.client_id if app else None, "app": (app.display_name or integ.app) if app else integ.app,
+        "tenant_id": tenant.tenant_id if tenant else None, "secret_field": integ.secret_field,
+        "permission": metrics.get("permission"),
+        "days_left": str(metrics["days_left"]) if metrics.get("days_left") is not None else None,
+        "expires_on": (metrics.get("expires_at") or "")[:10] or None,
+        "detail": outcome.summary if outcome else None,
+    }
+
+
+class Runner:
+    def __init__(self, config: Config, store: Store, tokens: TokenProvider, credentials: CredentialReader,
+                 *, clock: Callable[[], datetime] = lambda: datetime.now(UTC)):
+        self.config = config
+        self.store = store
+        self.tokens = tokens
+        self.credentials = credentials
+        self.clock = clock
+        self._total = asyncio.Semaphore(config.concurrency.total)
+        self._tenant: dict[str, asyncio.Semaphore] = defaultdict(
+            lambda: asyncio.Semaphore(config.concurrency.per_tenant))
+        self._mailbox: dict[tuple[str, str], asyncio.Lock] = defaultdict(asyncio.Lock)
+
+    async def run_one(self, name: str, kind: str) -> RunResult:
+        integ = self.config.integration(name)
+        check = REGISTRY[kind]
+        outcome = await self._blocked(integ, kind) if check.depends_on_token else None
+        if outcome is None:
+            outcome = await self._execute(integ, kind)
+        checked_at = self.clock()
+        thresholds = Thresholds(self.config.threshold(integ, "failure_threshold"),
+                                self.config.threshold(integ, "success_threshold"))
+        try:
+            row, transition = await asyncio.to_thread(
+                self.store.record_result, integration=name, check=kind, outcome=outcome,
+                checked_at=checked_at, thresholds=thresholds)
+        except MailwardenError as exc:
+            log.error("result not stored", extra={"integration": name, "check": kind, "error": exc.message()})
+            row, transition = None, None
+        log.info("check finished", extra={
+            "integration": name, "check": kind, "status": outcome.status.value, "code": outcome.code,
+            "latency_ms": round(outcome.latency_ms or 0, 1), "summary": redact(outcome.summary),
+            "transition": f"{transition.from_status}->{transition.to_status}" if transition else None})
+        return RunResult(name, kind, outcome, checked_at, row, transition)
+
+    async def _blocked(self, integ: IntegrationConfig, kind: str) -> Outcome | None:
+        if TOKEN not in integ.checks:
+            return None
+        state = await asyncio.to_thread(self.store.get_state, integ.name, TOKEN)
+        if state is not None and state.last_status in (Status.FAIL.value, Status.ERROR.value):
+            return Outcome(Status.BLOCKED, "blocked_by_token",
+                           f"not run: the token check is failing ({state.last_code or state.last_status})")
+        return None
+
+    async def _execute(self, integ: IntegrationConfig, kind: str) -> Outcome:
+        check = REGISTRY[kind]
+        app = self.config.apps[integ.app]
+        timeout = float(self.config.threshold(integ, "timeout"))
+        ctx = CheckContext(
+            config=self.config, integration=integ, app=app, tenant=self.config.tenants[app.tenant],
+            options=check.config_model.model_validate(integ.checks[kind]), tokens=self.tokens,
+            credentials=self.credentials, endpoints=self.tokens.endpoints, timeout_s=timeout, clock=self.clock)
+        lock = self._mailbox[(integ.mailbox, kind)] if check.depends_on_token else None
+        async with self._total, self._tenant[app.tenant]:
+            if lock is not None:
+                await lock.acquire()
+            started = time.perf_counter()
+            try:
+                outcome = await asyncio.wait_for(check.run(ctx), timeout)
+            except TimeoutError:
+                outcome = Outcome(Status.ERROR, "timeout", f"the {kind} check did not finish within {timeout:g} s")
+            except MailwardenError as exc:
+                outcome = Outcome(Status.ERROR, "config_error", exc.message())
+            except Exception as exc:  # noqa: BLE001 - a broken check must not stop the others
+                log.exception("check raised", extra={"integration": integ.name, "check": kind})
+                outcome = Outcome(Status.ERROR, "unclassified",
+                                  f"the {kind} check failed unexpectedly: {type(exc).__name__}: {redact(exc)}",
+                                  raw=redact("".join(traceback.format_exception(exc))[-4000:]))
+            finally:
+                if lock is not None:
+                    lock.release()
+            if outcome.latency_ms is None:
+                outcome.latency_ms = (time.perf_counter() - started) * 1000
+        return outcome
+
+    async def run_many(self, selection: Iterable[tuple[str, list[str]]],
+                       on_result: Callable[[RunResult], None] | None = None) -> list[RunResult]:
+        """Run the selected checks once: per integration the token check first, then the rest at once."""
+
+        async def run(name: str, kind: str) -> RunResult:
+            result = await self.run_one(name, kind)
+            if on_result is not None:
+                on_result(result)
+            return result
+
+        async def one_integration(name: str, kinds: list[str]) -> list[RunResult]:
+            results = []
+            if TOKEN in kinds:
+                results.append(await run(name, TOKEN))
+            rest = [k for k in kinds if k != TOKEN]
+            results += await asyncio.gather(*(run(name, k) for k in rest))
+            return results
+
+        groups = await asyncio.gather(*(one_integration(n, k) for n, k in selection))
+        return [r for g in groups for r in g]
+
+
+def select(config: Config, integration: str | None = None, check: str | None = None,
+           *, include_paused: bool = False) -> list[tuple[str, list[str]]]:
+    """(integration, kinds) pairs matching the filters, in config order."""
+    out = []
+    for integ in config.integrations:
+        if integration and integ.name != integration:
+            continue
+        if integ.paused and not (include_paused or integration):
+            continue
+        kinds = [k for k in integ.checks if check is None or k == check]
+        if kinds:
+            out.append((integ.name, kinds))
+    return out

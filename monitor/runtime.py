@@ -1,0 +1,53 @@
+"""Wiring: from a validated config to a store, token provider, credential reader and runner."""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+from monitor.config import Config
+from monitor.credentials import CredentialReader
+from monitor.db import Store, open_store
+from monitor.runner import Runner
+from monitor.tokens import TokenProvider
+from monitor.tokenstore import TokenCipher, load_cipher, verify_fingerprint
+
+
+@dataclass
+class Runtime:
+    config: Config
+    store: Store
+    cipher: TokenCipher
+    tokens: TokenProvider
+    credentials: CredentialReader
+    runner: Runner
+
+    def close(self) -> None:
+        self.store.close()
+
+
+def integration_rows(config: Config) -> list[dict]:
+    return [
+        {"name": i.name, "tenant": config.apps[i.app].tenant, "app": i.app, "flow": i.flow, "mailbox": i.mailbox,
+         "account": i.account, "system": i.system, "tags": list(i.tags), "owners": list(i.owners),
+         "checks": list(i.checks), "paused": i.paused,
+         "config_hash": hashlib.sha256(i.model_dump_json().encode()).hexdigest()[:16]}
+        for i in config.integrations
+    ]
+
+
+def open_runtime(config: Config, *, migrate: bool = True) -> Runtime:
+    """Raises StorageError / TokenStoreError with a message for a person."""
+    store = open_store(config.database_url(), migrate=migrate)
+    try:
+        cipher = load_cipher(config)
+        verify_fingerprint(store, cipher)
+        store.sync_integrations(integration_rows(config), datetime.now(UTC))
+    except Exception:
+        store.close()
+        raise
+    tokens = TokenProvider(config, store, cipher, timeout_s=config.defaults.timeout)
+    credentials = CredentialReader(config, tokens, store, timeout_s=config.defaults.timeout)
+    return Runtime(config, store, cipher, tokens, credentials, Runner(config, store, tokens, credentials))
+

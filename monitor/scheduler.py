@@ -1,0 +1,122 @@
+"""The schedule: one APScheduler job per (integration, check), jittered, coalesced, one instance at a time.
+
+Reloading the config (SIGHUP) rebuilds the runtime and the job set: new integrations start, changed
+ones get their new interval, removed ones stop and are marked removed in the store. A config that
+fails to load is logged and the running schedule is kept.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+from apscheduler.schedulers.asyncio import AsyncIOScheduler
+from apscheduler.triggers.interval import IntervalTrigger
+
+from monitor import config as config_mod
+from monitor.errors import MailwardenError
+from monitor.runner import TOKEN, RunResult
+from monitor.runtime import Runtime, open_runtime
+
+log = logging.getLogger("mailwarden.scheduler")
+
+
+def job_id(integration: str, kind: str) -> str:
+    return f"{integration}::{kind}"
+
+
+class Monitor:
+    def __init__(self, runtime: Runtime, config_path: Path | None = None,
+                 on_result: Callable[[RunResult], None] | None = None):
+        self.runtime = runtime
+        self.config_path = config_path
+        self.on_result = on_result
+        self.scheduler = AsyncIOScheduler(timezone=UTC)
+
+    # -- jobs --------------------------------------------------------------------------------
+    def wanted_jobs(self) -> dict[str, tuple[str, str, float]]:
+        cfg = self.runtime.config
+        jobs = {}
+        for integ in cfg.integrations:
+            if integ.paused:
+                continue
+            interval = float(cfg.threshold(integ, "interval"))
+            for kind in integ.checks:
+                jobs[job_id(integ.name, kind)] = (integ.name, kind, interval)
+        return jobs
+
+    def sync_jobs(self, *, first: bool = False) -> None:
+        wanted = self.wanted_jobs()
+        for job in self.scheduler.get_jobs():
+            if job.id not in wanted:
+                job.remove()
+                log.info("check unscheduled", extra={"job": job.id})
+        now = datetime.now(UTC)
+        for jid, (name, kind, interval) in wanted.items():
+            existing = self.scheduler.get_job(jid)
+            trigger = IntervalTrigger(seconds=interval, jitter=min(interval * 0.1, 30.0), timezone=UTC)
+            if existing is not None and existing.trigger.interval.total_seconds() == interval:
+                continue
+            # Token checks first, the rest a little later, spread over a few seconds.
+            delay = random.uniform(0, 2) if kind == TOKEN else random.uniform(3, 6)  # noqa: S311
+            self.scheduler.add_job(
+                self._run, trigger, args=[name, kind], id=jid, replace_existing=True,
+                coalesce=True, max_instances=1, misfire_grace_time=max(int(interval), 1),
+                next_run_time=now + timedelta(seconds=delay if first or existing is None else interval))
+        self._pause_paused()
+
+    def _pause_paused(self) -> None:
+        now = datetime.now(UTC)
+        for integ in self.runtime.config.integrations:
+            if integ.paused:
+                for kind in integ.checks:
+                    self.runtime.store.pause(integ.name, kind, now)
+
+    async def _run(self, name: str, kind: str) -> None:
+        runtime = self.runtime
+        try:
+            state = await asyncio.to_thread(runtime.store.get_state, name, kind)
+            if state is not None and state.not_before is not None:
+                not_before = state.not_before if state.not_before.tzinfo else state.not_before.replace(tzinfo=UTC)
+                if not_before > datetime.now(UTC):
+                    log.info("check deferred (Retry-After)", extra={"integration": name, "check": kind})
+                    return
+            result = await runtime.runner.run_one(name, kind)
+        except KeyError:  # removed from the config between scheduling and running
+            return
+        except Exception:  # noqa: BLE001 - the scheduler must keep going whatever happens
+            log.exception("check job failed", extra={"integration": name, "check": kind})
+            return
+        if self.on_result is not None:
+            self.on_result(result)
+
+    # -- lifecycle ---------------------------------------------------------------------------
+    def start(self) -> None:
+        self.sync_jobs(first=True)
+        self.scheduler.start()
+        log.info("scheduler started", extra={"jobs": len(self.scheduler.get_jobs())})
+
+    def reload(self) -> bool:
+        """Re-read the config; keep the old schedule when the new config is unusable."""
+        try:
+            cfg = config_mod.load(config_mod.config_path(self.config_path))
+            runtime = open_runtime(cfg)
+        except MailwardenError as exc:
+            log.error("config reload failed; keeping the running schedule", extra={"error": exc.message()})
+            return False
+        old = self.runtime
+        self.runtime = runtime
+        self.sync_jobs()
+        old.close()
+        log.info("config reloaded", extra={"integrations": len(cfg.integrations),
+                                           "jobs": len(self.scheduler.get_jobs())})
+        return True
+
+    def shutdown(self) -> None:
+        if self.scheduler.running:
+            self.scheduler.shutdown(wait=False)
+        self.runtime.close()

@@ -1,0 +1,175 @@
+"""Tokens through MSAL, the way each integration gets them.
+
+- App-only: client credentials with the app's secret or certificate. Mailbox checks reuse one
+  long-lived MSAL app object per app (its cache holds the token until it nears expiry); the token
+  check uses a fresh object and an empty cache, so it always makes a real round trip.
+- Delegated: the integration's refresh token lives in an MSAL SerializableTokenCache, encrypted in
+  the database. Every use may rotate the refresh token, so the cache is saved whenever it changed.
+
+MSAL calls are blocking (requests): callers run them in a worker thread.
+"""
+
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Any
+
+import msal
+import requests
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes
+
+from monitor.config import Config, IntegrationConfig, resolve_ref
+from monitor.endpoints import Endpoints
+from monitor.tokenstore import TokenCipher
+
+if TYPE_CHECKING:  # pragma: no cover
+    from monitor.db import Store
+
+_APP_TOKEN_SKEW_S = 300  # a cached token this close to expiry is refreshed first
+
+
+@dataclass
+class NoRefreshToken(Exception):
+    integration: str
+
+    def __str__(self) -> str:
+        return f"no refresh token stored for {self.integration}"
+
+
+def http_session(endpoints: Endpoints) -> requests.Session:
+    session = requests.Session()
+    session.verify = endpoints.verify
+    if endpoints.ca_bundle:
+        # REQUESTS_CA_BUNDLE and friends would otherwise override verify (M365_FACTS.md).
+        session.trust_env = False
+    return session
+
+
+def certificate_thumbprint(cert_pem: str) -> str:
+    cert = x509.load_pem_x509_certificate(cert_pem.encode())
+    return cert.fingerprint(hashes.SHA1()).hex().upper()  # noqa: S303 - x5t is defined as SHA-1
+
+
+def scope_prefixes(endpoints: Endpoints, flow: str) -> dict[str, str]:
+    exchange = endpoints.exchange_resource if flow == "app" else endpoints.exchange_delegated_resource
+    return {"graph": endpoints.graph_resource, "exchange": exchange}
+
+
+class TokenProvider:
+    def __init__(self, config: Config, store: Store | None, cipher: TokenCipher | None,
+                 *, timeout_s: float = 30.0):
+        self.config = config
+        self.store = store
+        self.cipher = cipher
+        self.endpoints = config.endpoints_resolved()
+        self.timeout_s = timeout_s
+        self._lock = threading.Lock()
+        self._apps: dict[str, msal.ConfidentialClientApplication] = {}
+        self._caches: dict[str, msal.SerializableTokenCache] = {}
+        self._integration_locks: dict[str, threading.Lock] = {}
+
+    # -- building MSAL objects -----------------------------------------------------------------
+    def client_credential(self, app_name: str) -> str | dict[str, str]:
+        """The app's secret, or its certificate as MSAL wants it. Raises SecretReferenceError."""
+        app = self.config.apps[app_name]
+        if app.secret:
+            return resolve_ref(app.secret, self.config.base_dir, what=f"apps.{app_name}.secret")
+        assert app.certificate is not None
+        key = resolve_ref(app.certificate.key, self.config.base_dir, what=f"apps.{app_name}.certificate.key")
+        cert = resolve_ref(app.certificate.cert, self.config.base_dir, what=f"apps.{app_name}.certificate.cert")
+        return {"private_key": key, "thumbprint": certificate_thumbprint(cert), "public_certificate": cert}
+
+    def new_app(self, app_name: str, cache: msal.TokenCache | None = None) -> msal.ConfidentialClientApplication:
+        app = self.config.apps[app_name]
+        tenant = self.config.tenants[app.tenant]
+        kwargs: dict[str, Any] = {}
+        if self.endpoints.cloud == "custom":
+            kwargs["instance_discovery"] = False
+        return msal.ConfidentialClientApplication(
+            app.client_id,
+            client_credential=self.client_credential(app_name),
+            authority=self.endpoints.authority_for(tenant.tenant_id),
+            http_client=http_session(self.endpoints),
+            token_cache=cache if cache is not None else msal.TokenCache(),
+            timeout=self.timeout_s,
+            **kwargs,
+        )
+
+    def _shared_app(self, app_name: str) -> msal.ConfidentialClientApplication:
+        with self._lock:
+            existing = self._apps.get(app_name)
+        if existing is not None:
+            return existing
+        created = self.new_app(app_name)
+        with self._lock:
+            return self._apps.setdefault(app_name, created)
+
+    def forget_app(self, app_name: str) -> None:
+        with self._lock:
+            self._apps.pop(app_name, None)
+
+    # -- app-only ----------------------------------------------------------------------------
+    def app_token(self, app_name: str, resource: str, *, fresh: bool = False) -> dict[str, Any]:
+        """Client credentials for ``<resource>/.default``. ``fresh`` forces a token-endpoint round trip."""
+        scopes = [f"{resource}/.default"]
+        app = self.new_app(app_name) if fresh else self._shared_app(app_name)
+        result = app.acquire_token_for_client(scopes)
+        return result
+
+    # -- delegated ---------------------------------------------------------------------------
+    def _integration_lock(self, name: str) -> threading.Lock:
+        with self._lock:
+            return self._integration_locks.setdefault(name, threading.Lock())
+
+    def load_cache(self, integration: str) -> msal.SerializableTokenCache | None:
+        with self._lock:
+            cached = self._caches.get(integration)
+        if cached is not None:
+            return cached
+        if self.store is None or self.cipher is None:
+            return None
+        row = self.store.load_token_cache(integration)
+        if row is None:
+            return None
+        cache = msal.SerializableTokenCache()
+        cache.deserialize(self.cipher.decrypt(row.ciphertext).decode())
+        with self._lock:
+            return self._caches.setdefault(integration, cache)
+
+    def save_cache(self, integ: IntegrationConfig, cache: msal.SerializableTokenCache) -> None:
+        if self.store is None or self.cipher is None:
+            raise RuntimeError("no token store configured")
+        self.store.save_token_cache(integ.name, self.cipher.encrypt(cache.serialize().encode()),
+                                    self.cipher.fingerprint, integ.account, datetime.now(UTC))
+        cache.has_state_changed = False
+        with self._lock:
+            self._caches[integ.name] = cache
+
+    def delegated_token(self, integ: IntegrationConfig, scopes: list[str], *,
+                        force_refresh: bool = False) -> dict[str, Any]:
+        """A delegated token from the stored refresh token. Raises NoRefreshToken when none is stored."""
+        with self._integration_lock(integ.name):
+            cache = self.load_cache(integ.name)
+            if cache is None:
+                raise NoRefreshToken(integ.name)
+            # A fresh app object for every call: MSAL replays a cached HTTP 400 for 60 s per object,
+            # which would hide a reauthorisation that just happened.
+            app = self.new_app(integ.app, cache)
+            accounts = app.get_accounts(username=integ.account)
+            if not accounts:
+                raise NoRefreshToken(integ.name)
+            result = app.acquire_token_silent_with_error(scopes, accounts[0], force_refresh=force_refresh)
+            if result is None:
+                raise NoRefreshToken(integ.name)
+            if cache.has_state_changed:
+                self.save_cache(integ, cache)
+            return result
+
+
+def hint_of(secret: str) -> str:
+    """Graph's ``hint``: the first three characters of the secret value."""
+    return secret[:3]
+

@@ -1,0 +1,139 @@
+"""Configuration: valid shapes load; every kind of mistake is reported with key path and line."""
+
+import textwrap
+from pathlib import Path
+
+import pytest
+
+from monitor import config as config_mod
+from monitor.errors import ConfigError, SecretReferenceError
+
+EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "mailwarden.yaml"
+
+BASE = """\
+tenants:
+  contoso: {tenant_id: 11111111-2222-3333-4444-555555555555, monitor_app: mon}
+apps:
+  mon: {tenant: contoso, client_id: 12121212-3434-5656-7878-909090909090, secret: env:MON_SECRET}
+  helpdesk: {tenant: contoso, client_id: 66666666-7777-8888-9999-000000000000, secret: env:HD_SECRET}
+integrations:
+  - name: helpdesk-support
+    app: helpdesk
+    flow: delegated
+    account: helpdesk-mail@contoso.com
+    mailbox: support@contoso.com
+"""
+
+
+def write(tmp_path, text):
+    p = tmp_path / "mailwarden.yaml"
+    p.write_text(textwrap.dedent(text))
+    return p
+
+
+def problems(tmp_path, text):
+    with pytest.raises(ConfigError) as info:
+        config_mod.load(write(tmp_path, text))
+    return info.value.problems, info.value.message()
+
+
+def test_example_config_is_valid():
+    cfg = config_mod.load(EXAMPLE)
+    assert [i.name for i in cfg.integrations][:2] == ["hoth-support", "oracle-b2c-support"]
+    assert cfg.apps["agiloft"].certificate is not None
+    assert cfg.threshold(cfg.integration("agiloft-inbound"), "interval") == 600
+
+
+def test_defaults_and_durations(tmp_path):
+    cfg = config_mod.load(write(tmp_path, BASE + "    interval: 90s\n    timeout: 1m\n"))
+    integ = cfg.integration("helpdesk-support")
+    assert (integ.interval, integ.timeout) == (90, 60)
+    assert list(integ.checks) == ["token", "secret_expiry"]
+    assert cfg.defaults.failure_threshold == 2
+    assert cfg.database_url() == f"sqlite:///{tmp_path / 'mailwarden.db'}"
+
+
+def test_checks_as_list_or_mapping(tmp_path):
+    cfg = config_mod.load(write(tmp_path, BASE + "    checks: [token]\n"))
+    assert cfg.integration("helpdesk-support").checks == {"token": {}}
+    cfg = config_mod.load(write(tmp_path, BASE + "    checks: {token: null, secret_expiry: {warning_days: 10}}\n"))
+    assert cfg.integration("helpdesk-support").checks["secret_expiry"] == {"warning_days": 10}
+
+
+def test_every_error_has_key_path_and_line(tmp_path):
+    text = BASE.replace("mailbox: support@contoso.com", "mailbox: not-an-address\n    colour: blue")
+    text += "  - {name: second, app: nowhere, flow: app, mailbox: a@b.com}\n"
+    found, message = problems(tmp_path, text)
+    assert any(p.startswith("integrations[0].mailbox (line 11)") and "e-mail" in p for p in found), found
+    assert any(p.startswith("integrations[0].colour (line 12): unknown key") for p in found), found
+    assert "problem(s)" in message and str(tmp_path) in message
+
+
+def test_cross_references_are_named(tmp_path):
+    text = BASE + "  - {name: second, app: nowhere, flow: app, mailbox: a@b.com, checks: [token, imapx]}\n"
+    found, _ = problems(tmp_path, text)
+    assert any(p.startswith("integrations[1].app (line 12): no app named 'nowhere'") for p in found), found
+    assert any("integrations[1].checks.imapx" in p and "unknown check" in p for p in found), found
+
+
+def test_check_options_are_validated(tmp_path):
+    found, _ = problems(tmp_path, BASE + "    checks: {secret_expiry: {warning_dayz: 3}}\n")
+    assert any(p.startswith("integrations[0].checks.secret_expiry.warning_dayz") for p in found), found
+    found, _ = problems(tmp_path, BASE + "    checks: {token: {require: [Mail.Read]}}\n")
+    assert any("graph:Name" in p for p in found), found
+
+
+def test_inline_secret_is_refused(tmp_path):
+    found, _ = problems(tmp_path, BASE.replace("secret: env:HD_SECRET", "secret: abc~realsecret"))
+    assert any(p.startswith("apps.helpdesk.secret (line 5)") and "reference" in p for p in found), found
+    assert not any("abc~realsecret" in p for p in found)
+
+
+def test_delegated_needs_account_and_app_has_none(tmp_path):
+    found, _ = problems(tmp_path, BASE.replace("    account: helpdesk-mail@contoso.com\n", ""))
+    assert any("needs 'account'" in p for p in found)
+    found, _ = problems(tmp_path, BASE.replace("flow: delegated", "flow: app"))
+    assert any("only for flow: delegated" in p for p in found)
+
+
+def test_duplicate_names_and_custom_cloud(tmp_path):
+    dup = BASE + "  - {name: helpdesk-support, app: helpdesk, flow: app, mailbox: a@b.com}\n"
+    found, _ = problems(tmp_path, dup)
+    assert any("duplicate name" in p and "integrations[0]" in p for p in found)
+    found, _ = problems(tmp_path, "cloud: custom\n" + BASE)
+    assert any(p.startswith("endpoints") and "custom" in p for p in found)
+
+
+def test_malformed_yaml_names_the_line(tmp_path):
+    _, message = problems(tmp_path, "tenants:\n  a: [1, 2\nb: 3\n")
+    assert "malformed YAML" in message and "line" in message
+
+
+def test_missing_file(tmp_path):
+    with pytest.raises(ConfigError) as info:
+        config_mod.load(tmp_path / "nope.yaml")
+    assert "does not exist" in info.value.message() and "nope.yaml" in info.value.message()
+
+
+def test_wrong_type_and_top_level(tmp_path):
+    found, _ = problems(tmp_path, BASE.replace("apps:\n", "defaults: {failure_threshold: many}\napps:\n"))
+    assert any(p.startswith("defaults.failure_threshold (line 3)") for p in found), found
+    _, message = problems(tmp_path, "- just\n- a list\n")
+    assert "top level must be a mapping" in message
+
+
+def test_resolve_ref(tmp_path, monkeypatch):
+    monkeypatch.setenv("MW_TEST_SECRET", "s3cr3t-value")
+    assert config_mod.resolve_ref("env:MW_TEST_SECRET", tmp_path, what="x") == "s3cr3t-value"
+    (tmp_path / "s.txt").write_text("from-file-value\n")
+    assert config_mod.resolve_ref("file:s.txt", tmp_path, what="x") == "from-file-value"
+    with pytest.raises(SecretReferenceError, match="MW_UNSET_VAR is not set"):
+        config_mod.resolve_ref("env:MW_UNSET_VAR", tmp_path, what="apps.a.secret")
+    with pytest.raises(SecretReferenceError, match="cannot be read"):
+        config_mod.resolve_ref("file:missing.txt", tmp_path, what="apps.a.secret")
+
+
+def test_schema_lists_sections():
+    schema = config_mod.Config.model_json_schema()
+    assert {"tenants", "apps", "integrations", "defaults", "cloud"} <= set(schema["properties"])
+    assert schema["additionalProperties"] is False

@@ -10,6 +10,7 @@ from dataclasses import dataclass
 
 GRAPH = "graph"
 EXCHANGE = "exchange"
+REQUIRED = "require"  # Need.why of an explicit checks.token.require entry
 
 
 @dataclass(frozen=True)
@@ -48,7 +49,7 @@ def needs(flow: str, check_kinds: list[str] | tuple[str, ...], require: list[str
             out.append(Need(resource, alternatives, kind))
     for item in require:
         resource, _, name = item.partition(":")
-        out.append(Need(resource, (name,), "token (require)"))
+        out.append(Need(resource, (name,), REQUIRED))
     return out
 
 

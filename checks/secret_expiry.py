@@ -25,8 +25,8 @@ class SecretExpiryOptions(BaseModel):
 
 
 def days_left(end: datetime, now: datetime) -> int:
-    """Whole days left, rounded down; negative once expired."""
-    return math.floor((end - now).total_seconds() / 86400)
+    """Whole days left (9.9 days is 9: never promise a day that is not there); -2 two days after expiry."""
+    return math.trunc((end - now).total_seconds() / 86400)
 
 
 def judge(end: datetime, now: datetime, warning_days: int, kind: str) -> tuple[Status, str | None, int]:

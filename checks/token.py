@@ -43,12 +43,21 @@ class TokenOptions(BaseModel):
         return v
 
 
+THROTTLE_BACKOFF_S = 60.0  # MSAL's error dict carries no Retry-After: wait a minute before asking again
+
+
 def refused_outcome(result: dict[str, Any], what: str) -> Outcome:
     """An MSAL error dict -> a `fail` outcome keyed on error_codes (never on the text)."""
     codes = result.get("error_codes") or []
+    if result.get("error") == "temporarily_unavailable" and not codes:
+        # HTTP 429/503 from the token endpoint: Entra throttles; nothing is known about the credential.
+        return Outcome(Status.WARN, "throttled", f"{what} throttled by the identity provider "
+                       f"(temporarily_unavailable); the next run waits {THROTTLE_BACKOFF_S:g} s",
+                       retry_after_s=THROTTLE_BACKOFF_S, metrics={"error": result.get("error")})
     code = classify_aadsts(codes)
     first = (result.get("error_description") or "").split("\r\n")[0].split(" Trace ID:")[0]
     label = f"AADSTS{codes[0]}" if codes else result.get("error", "error")
+    first = first.removeprefix(f"{label}: ")
     return Outcome(Status.FAIL, code, f"{what} refused: {label}: {redact(first)}",
                    metrics={"error": result.get("error"), "error_codes": codes,
                             "suberror": result.get("suberror")},
@@ -123,9 +132,11 @@ class TokenCheck:
             for need in needs:
                 if need.resource == resource and not have.intersection(need.any_of):
                     kind_word = "application permission (role)" if integ.flow == "app" else "delegated scope"
+                    by = "the integration's config (checks.token.require)" if need.why == permissions.REQUIRED \
+                        else f"the {need.why} check"
                     return Outcome(
                         Status.FAIL, "consent_missing",
-                        f"the token lacks the {kind_word} {need.label}, needed by the {need.why} check: "
+                        f"the token lacks the {kind_word} {need.label}, needed by {by}: "
                         f"admin consent was removed or never granted",
                         metrics={**details, "permission": need.label, "needed_by": need.why})
         latency = (time.perf_counter() - started) * 1000

@@ -58,9 +58,8 @@ def sandbox(
     = Path("mailwarden-sandbox"),
 ) -> None:
     """Run the local Entra ID / Graph stand-in alone; prints its endpoints and CA path. Ctrl-C stops it."""
-    from sandbox import Sandbox
-
     from monitor import demo
+    from sandbox import Sandbox
 
     sb = Sandbox(scenario or demo.SCENARIO, workdir=workdir, port=port)
     sb.start()

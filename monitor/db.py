@@ -133,6 +133,8 @@ def open_store(url: str, *, migrate: bool = True) -> Store:
     shown = display_url(url)
     engine = None
     try:
+        if url.startswith("sqlite:///") and ":memory:" not in url:
+            Path(url[len("sqlite:///"):]).parent.mkdir(parents=True, exist_ok=True)
         engine = make_engine(url)
         with engine.connect():
             pass

@@ -147,7 +147,7 @@ def prepare(workdir: Path, *, interval: int = 60, quiet: bool = False) -> DemoEn
             reauth.complete(runtime.tokens, integ, flow, reauth.parse_redirect(back))
             if not quiet:
                 Console(stderr=True).print(f"signed in as {integ.account} for {integ.name}")
-        sb.control.revoke_sessions(REVOKED_USER)
+        sb.control.revoke_user_sessions(REVOKED_USER)
     except BaseException:
         sb.stop()
         raise

@@ -9,6 +9,7 @@ green for the wrong user), and the granted scopes must include what the integrat
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
@@ -57,8 +58,11 @@ def start(tokens: TokenProvider, integ: IntegrationConfig, redirect_uri: str) ->
     """Begin an auth code + PKCE flow; returns MSAL's flow dict (its ``auth_uri`` is for the browser)."""
     _delegated(integ)
     app = tokens.new_app(integ.app, msal.SerializableTokenCache())
-    return app.initiate_auth_code_flow(required_scopes(tokens, integ), redirect_uri=redirect_uri,
-                                       login_hint=integ.account, prompt="select_account")
+    with warnings.catch_warnings():
+        # MSAL recommends form_post; the headless flow needs the code in the URL the admin pastes back.
+        warnings.filterwarnings("ignore", message="response_mode='form_post'", category=UserWarning)
+        return app.initiate_auth_code_flow(required_scopes(tokens, integ), redirect_uri=redirect_uri,
+                                           login_hint=integ.account, prompt="select_account")
 
 
 def parse_redirect(url: str) -> dict[str, str]:

@@ -12,7 +12,6 @@ import psycopg
 import pytest
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
-from tests.conftest import require_service
 from sqlalchemy import MetaData, inspect, text
 from sqlalchemy.exc import IntegrityError
 
@@ -22,6 +21,7 @@ from monitor.db import Store, make_engine, open_store, upgrade
 from monitor.errors import StorageError
 from monitor.models import MODELS, TABLE_NAMES, CheckResult, CheckState, Transition
 from monitor.redact import register_secret
+from tests.conftest import require_service
 
 PG_HOST, PG_PORT = "127.0.0.1", 5432
 T0 = datetime(2025, 3, 1, 12, 0, tzinfo=UTC)
@@ -303,8 +303,9 @@ def test_unreachable_postgres_is_a_storage_error():
 
 
 def test_unopenable_sqlite_is_a_storage_error(tmp_path):
-    with pytest.raises(StorageError, match="no-such-dir"):
-        open_store(f"sqlite:///{tmp_path / 'no-such-dir' / 'x.db'}")
+    (tmp_path / "a-file").write_text("not a directory")
+    with pytest.raises(StorageError, match="a-file"):
+        open_store(f"sqlite:///{tmp_path / 'a-file' / 'x.db'}")
 
 
 def test_url_rewriting():

@@ -1,0 +1,187 @@
+"""The control API under /_sandbox/ (JSON) and `ControlClient`, its Python client.
+
+POST /_sandbox/ops/<name> with a JSON object of parameters runs one op of `sandbox.ops.OPS`.
+GET /_sandbox/state (never secret values or tokens), GET /_sandbox/stats, POST /_sandbox/stats/reset.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import requests
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
+
+from .ops import OPS
+from .state import State
+
+
+def _iso(v) -> str | None:
+    return v.isoformat() if v else None
+
+
+def snapshot(state: State) -> dict:
+    now = state.now()
+    with state.lock:
+        tenants = []
+        for t in state.tenants.values():
+            users = [{
+                "upn": u.upn, "oid": u.oid, "enabled": u.enabled, "locked": u.locked,
+                "password_expired": u.password_expired, "mfa": u.mfa, "ca_blocked": u.ca_blocked,
+                "signin_frequency_hours": u.signin_frequency_hours,
+                "tokens_valid_from": _iso(u.tokens_valid_from),
+                "refresh_tokens": sum(1 for rt in state.refresh_tokens.values() if rt.upn == u.upn.lower()),
+            } for u in t.users.values()]
+            apps = [{
+                "app_id": a.app_id, "object_id": a.object_id, "display_name": a.display_name,
+                "enabled": a.enabled, "public_client": a.public_client, "redirect_uris": a.redirect_uris,
+                "assignment_required": a.assignment_required, "assigned_users": sorted(a.assigned_users),
+                "secrets": [{"keyId": s.key_id, "displayName": s.display_name, "hint": s.hint,
+                             "startDateTime": _iso(s.start), "endDateTime": _iso(s.end),
+                             "expired": s.end <= now} for s in a.secrets],
+                "certificates": [{"keyId": c.key_id, "thumbprint": c.thumbprint, "displayName": c.display_name,
+                                  "startDateTime": _iso(c.start), "endDateTime": _iso(c.end),
+                                  "expired": c.end <= now, "key_path": str(c.key_path) if c.key_path else None,
+                                  "cert_path": str(c.cert_path) if c.cert_path else None}
+                                 for c in a.certificates],
+                "application_permissions": {r: sorted(p) for r, p in a.app_permissions.items() if p},
+                "delegated_permissions": {r: sorted(p) for r, p in a.delegated_permissions.items() if p},
+                "user_grants": {u: {r: sorted(p) for r, p in g.items() if p} for u, g in a.user_grants.items()},
+            } for a in t.apps.values()]
+            tenants.append({"id": t.id, "domain": t.domain, "user_consent": t.user_consent,
+                            "users": users, "apps": apps})
+        return {
+            "now": now.isoformat(), "started_at": state.started_at.isoformat(),
+            "token_lifetime_s": state.token_lifetime_s, "tenants": tenants,
+            "device_codes": [{"user_code": d.user_code, "client_id": d.client_id, "approved": bool(d.approved_upn),
+                              "expired": d.expires_at <= now, "redeemed": d.redeemed}
+                             for d in state.device_codes.values()],
+            "faults": [vars(f) for f in state.faults],
+        }
+
+
+def routes(state: State) -> list[Route]:
+    async def run_op(request: Request) -> Response:
+        name = request.path_params["name"]
+        fn = OPS.get(name)
+        if fn is None:
+            return JSONResponse({"error": f"unknown op {name!r}", "ops": sorted(OPS)}, status_code=404)
+        raw = await request.body()
+        try:
+            params = json.loads(raw) if raw else {}
+            if not isinstance(params, dict):
+                raise ValueError("the body must be a JSON object")
+            return JSONResponse(fn(state, **params))
+        except KeyError as exc:
+            return JSONResponse({"error": str(exc.args[0] if exc.args else exc)}, status_code=404)
+        except (ValueError, TypeError) as exc:
+            return JSONResponse({"error": str(exc)}, status_code=400)
+
+    async def get_state(request: Request) -> Response:
+        return JSONResponse(snapshot(state))
+
+    async def get_stats(request: Request) -> Response:
+        return JSONResponse(state.stats_snapshot())
+
+    async def reset(request: Request) -> Response:
+        state.reset_stats()
+        return JSONResponse({"reset": True})
+
+    return [
+        Route("/_sandbox/ops/{name}", run_op, methods=["POST"]),
+        Route("/_sandbox/state", get_state),
+        Route("/_sandbox/stats", get_stats),
+        Route("/_sandbox/stats/reset", reset, methods=["POST"]),
+    ]
+
+
+class ControlError(RuntimeError):
+    def __init__(self, status: int, message: str):
+        super().__init__(f"HTTP {status}: {message}")
+        self.status = status
+
+
+class ControlClient:
+    """One method per control op; every method returns the op's JSON answer."""
+
+    def __init__(self, base_url: str, ca_path: str | Path, timeout: float = 10.0):
+        self.base_url = base_url.rstrip("/")
+        self.session = requests.Session()
+        self.session.verify = str(ca_path)
+        self.session.trust_env = False
+        self.timeout = timeout
+
+    def call(self, name: str, **params: Any) -> Any:
+        r = self.session.post(f"{self.base_url}/_sandbox/ops/{name}", json=params, timeout=self.timeout)
+        if r.status_code != 200:
+            raise ControlError(r.status_code, r.json().get("error", r.text))
+        return r.json()
+
+    def state(self) -> dict:
+        return self.session.get(f"{self.base_url}/_sandbox/state", timeout=self.timeout).json()
+
+    def stats(self) -> dict:
+        return self.session.get(f"{self.base_url}/_sandbox/stats", timeout=self.timeout).json()
+
+    def reset_stats(self) -> dict:
+        return self.session.post(f"{self.base_url}/_sandbox/stats/reset", timeout=self.timeout).json()
+
+    # directory
+    def add_tenant(self, **spec): return self.call("add_tenant", **spec)
+    def add_user(self, tenant: str, **spec): return self.call("add_user", tenant=tenant, **spec)
+    def patch_user(self, upn: str, **fields): return self.call("patch_user", upn=upn, **fields)
+    def delete_user(self, upn: str): return self.call("delete_user", upn=upn)
+    def add_app(self, tenant: str, **spec): return self.call("add_app", tenant=tenant, **spec)
+    def patch_app(self, app_id: str, **fields): return self.call("patch_app", app_id=app_id, **fields)
+    def disable_app(self, app_id: str): return self.call("disable_app", app_id=app_id)
+    def enable_app(self, app_id: str): return self.call("enable_app", app_id=app_id)
+    def delete_app(self, app_id: str): return self.call("delete_app", app_id=app_id)
+    def assign_user(self, app_id: str, upn: str): return self.call("assign_user", app_id=app_id, upn=upn)
+    def unassign_user(self, app_id: str, upn: str): return self.call("unassign_user", app_id=app_id, upn=upn)
+    def set_user_consent(self, tenant: str, allowed: bool):
+        return self.call("set_user_consent", tenant=tenant, allowed=allowed)
+
+    # credentials
+    def add_secret(self, app_id: str, **spec): return self.call("add_secret", app_id=app_id, **spec)
+    def expire_secret(self, app_id: str, key_id: str): return self.call("expire_secret", app_id=app_id, key_id=key_id)
+    def set_secret_end(self, app_id: str, key_id: str, end: str):
+        return self.call("set_secret_end", app_id=app_id, key_id=key_id, end=end)
+    def delete_secret(self, app_id: str, key_id: str): return self.call("delete_secret", app_id=app_id, key_id=key_id)
+    def add_certificate(self, app_id: str, **spec): return self.call("add_certificate", app_id=app_id, **spec)
+    def expire_certificate(self, app_id: str, key_id: str):
+        return self.call("expire_certificate", app_id=app_id, key_id=key_id)
+    def delete_certificate(self, app_id: str, key_id: str):
+        return self.call("delete_certificate", app_id=app_id, key_id=key_id)
+
+    # permissions
+    def add_app_permission(self, app_id: str, resource: str, permission: str):
+        return self.call("add_app_permission", app_id=app_id, resource=resource, permission=permission)
+    def remove_app_permission(self, app_id: str, resource: str, permission: str):
+        return self.call("remove_app_permission", app_id=app_id, resource=resource, permission=permission)
+    def add_delegated_permission(self, app_id: str, resource: str, permission: str):
+        return self.call("add_delegated_permission", app_id=app_id, resource=resource, permission=permission)
+    def remove_delegated_permission(self, app_id: str, resource: str, permission: str):
+        return self.call("remove_delegated_permission", app_id=app_id, resource=resource, permission=permission)
+
+    # sessions
+    def revoke_user_sessions(self, upn: str): return self.call("revoke_user_sessions", upn=upn)
+    def expire_refresh_tokens(self, upn: str): return self.call("expire_refresh_tokens", upn=upn)
+    def age_refresh_tokens(self, upn: str, days: float): return self.call("age_refresh_tokens", upn=upn, days=days)
+    def approve_device_code(self, user_code: str, upn: str, mfa: bool = False):
+        return self.call("approve_device_code", user_code=user_code, upn=upn, mfa=mfa)
+    def expire_device_code(self, user_code: str): return self.call("expire_device_code", user_code=user_code)
+    def set_token_lifetime(self, seconds: int): return self.call("set_token_lifetime", seconds=seconds)
+
+    # faults
+    def add_fault(self, path_prefix: str, status: int | None = 429, count: int | None = 1, retry_after: int = 5,
+                  latency_ms: int = 0, method: str | None = None) -> str:
+        return self.call("add_fault", path_prefix=path_prefix, status=status, count=count,
+                         retry_after=retry_after, latency_ms=latency_ms, method=method)["id"]
+    def clear_faults(self, id: str | None = None):  # noqa: A002
+        return self.call("clear_faults", id=id)
+
+    def close(self) -> None:
+        self.session.close()

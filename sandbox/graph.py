@@ -1,0 +1,157 @@
+"""Microsoft Graph v1.0: bearer validation and `applications`. Mail endpoints will join here."""
+
+from __future__ import annotations
+
+import datetime as dt
+import re
+
+import jwt
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
+
+from .errors import graph_error
+from .grants import Issuer
+from .state import App, Tenant
+from .tokens import GRAPH_AUDIENCES, sts_issuer
+
+READ_APPS = {"Application.Read.All", "Application.ReadWrite.All", "Directory.Read.All",
+             "Directory.ReadWrite.All"}
+_BY_APP_ID = re.compile(r"^applications\(appId='([^']*)'\)$", re.I)
+_BY_ID = re.compile(r"^applications/([^/]+)$", re.I)
+WWW_AUTH = ('Bearer realm="", authorization_uri="https://login.microsoftonline.com/common/oauth2/authorize", '
+            'client_id="00000003-0000-0000-c000-000000000000"')
+
+
+def graph_time(value: dt.datetime) -> str:
+    return value.astimezone(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+class AuthFailure(Exception):
+    def __init__(self, response: Response):
+        self.response = response
+
+
+class Graph:
+    def __init__(self, issuer: Issuer):
+        self.issuer = issuer
+        self.state = issuer.state
+        self.base = issuer.base_url + "/v1.0"
+
+    def authenticate(self, request: Request) -> tuple[dict, Tenant]:
+        crid = request.headers.get("client-request-id")
+
+        def fail(message: str) -> AuthFailure:
+            return AuthFailure(graph_error(401, "InvalidAuthenticationToken", message, crid,
+                                           {"WWW-Authenticate": WWW_AUTH}))
+
+        value = request.headers.get("authorization", "")
+        if not value.lower().startswith("bearer ") or not value[7:].strip():
+            raise fail("Access token is empty.")
+        try:
+            claims = self.issuer.signer.verify(value[7:].strip())
+        except jwt.ExpiredSignatureError as exc:
+            raise fail("Lifetime validation failed, the token is expired.") from exc
+        except jwt.ImmatureSignatureError as exc:
+            raise fail("Lifetime validation failed, the token is not yet valid.") from exc
+        except jwt.InvalidSignatureError as exc:
+            raise fail("Access token validation failure. Signature validation failed.") from exc
+        except jwt.PyJWTError as exc:
+            raise fail("IDX14100: JWT is not well formed.") from exc
+        if claims.get("aud") not in GRAPH_AUDIENCES:
+            raise fail("Access token validation failure. Invalid audience.")
+        tenant = self.state.tenant(claims.get("tid", ""))
+        if tenant is None or claims.get("iss") != sts_issuer(tenant.id):
+            raise fail("Access token validation failure. Invalid issuer.")
+        return claims, tenant
+
+    async def dispatch(self, request: Request) -> Response:
+        crid = request.headers.get("client-request-id")
+        try:
+            claims, tenant = self.authenticate(request)
+        except AuthFailure as failure:
+            return failure.response
+        rest = request.path_params["rest"]
+        if request.method == "GET":
+            m = _BY_APP_ID.match(rest) or _BY_ID.match(rest)
+            if m:
+                return self.get_application(request, claims, tenant, m.group(1), by_app_id=m.re is _BY_APP_ID)
+        segment = rest.split("/")[0]
+        return graph_error(400, "BadRequest", f"Resource not found for the segment '{segment}'.", crid)
+
+    def get_application(self, request: Request, claims: dict, tenant: Tenant, ident: str,
+                        by_app_id: bool) -> Response:
+        crid = request.headers.get("client-request-id")
+        granted = set(claims.get("roles") or []) | set((claims.get("scp") or "").split())
+        if not granted & READ_APPS:
+            return graph_error(403, "Authorization_RequestDenied",
+                               "Insufficient privileges to complete the operation.", crid)
+        with self.state.lock:
+            if by_app_id:
+                app = tenant.apps.get(ident.lower())
+            else:
+                app = next((a for a in tenant.apps.values() if a.object_id == ident), None)
+            if app is None:
+                return graph_error(404, "Request_ResourceNotFound",
+                                   f"Resource '{ident}' does not exist or one of its queried "
+                                   "reference-property objects are not present.", crid)
+            body = application_json(app, tenant)
+        select = [s.strip() for s in (request.query_params.get("$select") or "").split(",") if s.strip()]
+        context = f"{self.base}/$metadata#applications/$entity"
+        if select:
+            by_lower = {k.lower(): k for k in body}
+            unknown = [s for s in select if s.lower() not in by_lower]
+            if unknown:
+                return graph_error(400, "Request_BadRequest", f"Could not find a property named "
+                                   f"'{unknown[0]}' on type 'microsoft.graph.application'.", crid)
+            names = [by_lower[s.lower()] for s in select]
+            body = {k: body[k] for k in names}
+            context = f"{self.base}/$metadata#applications({','.join(names)})/$entity"
+        out = {"@odata.context": context}
+        out.update(body)
+        headers = {"request-id": crid or "", "client-request-id": crid or "",
+                   "OData-Version": "4.0"}
+        return JSONResponse(out, headers={k: v for k, v in headers.items() if v})
+
+    def routes(self) -> list[Route]:
+        return [Route("/v1.0/{rest:path}", self.dispatch, methods=["GET", "POST", "PATCH", "DELETE"])]
+
+
+def application_json(app: App, tenant: Tenant) -> dict:
+    return {
+        "id": app.object_id,
+        "deletedDateTime": None,
+        "appId": app.app_id,
+        "applicationTemplateId": None,
+        "createdDateTime": graph_time(app.created),
+        "description": None,
+        "displayName": app.display_name,
+        "identifierUris": [],
+        "isFallbackPublicClient": app.public_client,
+        "publisherDomain": tenant.domain,
+        "signInAudience": "AzureADMyOrg",
+        "tags": [],
+        "keyCredentials": [{
+            "customKeyIdentifier": c.thumbprint,
+            "displayName": c.display_name,
+            "endDateTime": graph_time(c.end),
+            "key": None,
+            "keyId": c.key_id,
+            "startDateTime": graph_time(c.start),
+            "type": "AsymmetricX509Cert",
+            "usage": "Verify",
+        } for c in app.certificates],
+        "passwordCredentials": [{
+            "customKeyIdentifier": None,
+            "displayName": s.display_name,
+            "endDateTime": graph_time(s.end),
+            "hint": s.hint,
+            "keyId": s.key_id,
+            "secretText": None,
+            "startDateTime": graph_time(s.start),
+        } for s in app.secrets],
+        "publicClient": {"redirectUris": [u for u in app.redirect_uris if u.startswith("http://localhost")]},
+        "web": {"redirectUris": [u for u in app.redirect_uris if not u.startswith("http://localhost")],
+                "homePageUrl": None, "logoutUrl": None},
+        "requiredResourceAccess": [],
+    }

@@ -1,0 +1,278 @@
+"""The directory state: tenants, users, apps and their credentials, grants, sessions, faults.
+
+Every answer of the sandbox is derived from this state. Mutations happen under `State.lock`
+(an RLock), from the HTTP handlers, the control API or Python code holding `Sandbox.state`.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import threading
+import uuid
+from collections import defaultdict
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from cryptography import x509
+
+GRAPH = "graph"
+EXCHANGE = "exchange"
+RESOURCES = (GRAPH, EXCHANGE)
+GRAPH_APP_ID = "00000003-0000-0000-c000-000000000000"
+EXCHANGE_APP_ID = "00000002-0000-0ff1-ce00-000000000000"
+MFA_STATES = (None, "required", "enrollment_required", "not_passed")
+INACTIVITY_LIMIT = dt.timedelta(days=90)
+
+
+def utcnow() -> dt.datetime:
+    return dt.datetime.now(dt.UTC)
+
+
+def new_id() -> str:
+    return str(uuid.uuid4())
+
+
+@dataclass
+class Secret:
+    key_id: str
+    display_name: str | None
+    value: str
+    start: dt.datetime
+    end: dt.datetime
+
+    @property
+    def hint(self) -> str:
+        return self.value[:3]
+
+
+@dataclass
+class Certificate:
+    key_id: str
+    cert: x509.Certificate
+    start: dt.datetime
+    end: dt.datetime
+    thumbprint: str  # SHA-1, upper hex
+    thumbprint_sha256: str
+    display_name: str
+    key_path: Path | None = None
+    cert_path: Path | None = None
+
+
+@dataclass
+class App:
+    app_id: str
+    tenant_id: str
+    display_name: str
+    object_id: str = field(default_factory=new_id)
+    sp_object_id: str = field(default_factory=new_id)  # the enterprise application (service principal)
+    enabled: bool = True
+    public_client: bool = False
+    redirect_uris: list[str] = field(default_factory=list)
+    assignment_required: bool = False
+    assigned_users: set[str] = field(default_factory=set)  # lower-case UPNs
+    secrets: list[Secret] = field(default_factory=list)
+    certificates: list[Certificate] = field(default_factory=list)
+    app_permissions: dict[str, set[str]] = field(default_factory=lambda: defaultdict(set))
+    delegated_permissions: dict[str, set[str]] = field(default_factory=lambda: defaultdict(set))
+    # consent a user gave for themselves (tenant allows user consent): upn -> resource -> scopes
+    user_grants: dict[str, dict[str, set[str]]] = field(default_factory=dict)
+    created: dt.datetime = field(default_factory=utcnow)
+
+    def consented_scopes(self, upn: str, resource: str) -> set[str]:
+        own = self.user_grants.get(upn.lower(), {}).get(resource, set())
+        return set(self.delegated_permissions.get(resource, set())) | set(own)
+
+
+@dataclass
+class User:
+    upn: str
+    password: str
+    tenant_id: str
+    oid: str = field(default_factory=new_id)
+    display_name: str = ""
+    enabled: bool = True
+    locked: bool = False
+    password_expired: bool = False
+    mfa: str | None = None
+    mfa_code: str = "123456"
+    ca_blocked: bool = False
+    signin_frequency_hours: float | None = None
+    tokens_valid_from: dt.datetime | None = None  # set by "revoke sessions"
+
+
+@dataclass
+class Tenant:
+    id: str
+    domain: str
+    display_name: str = ""
+    user_consent: bool = True
+    users: dict[str, User] = field(default_factory=dict)  # lower-case UPN -> User
+    apps: dict[str, App] = field(default_factory=dict)  # app_id -> App
+
+
+@dataclass
+class RefreshToken:
+    token: str
+    tenant_id: str
+    client_id: str
+    upn: str
+    scopes: list[str]
+    auth_time: dt.datetime  # the interactive sign-in this grant descends from
+    issued_at: dt.datetime  # this token; inactivity is measured from here
+    mfa: bool = False
+    expires_at: dt.datetime | None = None  # None: until revoked or inactive 90 days
+    family: str = field(default_factory=new_id)
+
+
+@dataclass
+class AuthCode:
+    code: str
+    tenant_id: str
+    client_id: str
+    upn: str
+    redirect_uri: str
+    scopes: list[str]
+    code_challenge: str | None
+    code_challenge_method: str | None
+    nonce: str | None
+    auth_time: dt.datetime
+    expires_at: dt.datetime
+    mfa: bool = False
+    redeemed: bool = False
+
+
+@dataclass
+class DeviceCode:
+    device_code: str
+    user_code: str
+    tenant_id: str
+    client_id: str
+    scopes: list[str]
+    expires_at: dt.datetime
+    interval: int
+    approved_upn: str | None = None
+    auth_time: dt.datetime | None = None
+    mfa: bool = False
+    redeemed: bool = False
+
+
+@dataclass
+class Fault:
+    id: str
+    path_prefix: str
+    status: int | None = 429
+    count: int | None = 1  # requests left to fail; None: until cleared
+    retry_after: int = 5
+    latency_ms: int = 0
+    method: str | None = None
+
+
+class State:
+    """The live directory. Look-ups and the bookkeeping of issued grants."""
+
+    def __init__(self, workdir: Path, token_lifetime_s: int = 3600, device_code_interval_s: int = 5):
+        self.lock = threading.RLock()
+        self.workdir = workdir
+        self.started_at = utcnow()
+        self.token_lifetime_s = token_lifetime_s
+        self.device_code_interval_s = device_code_interval_s
+        self.tenants: dict[str, Tenant] = {}
+        self.refresh_tokens: dict[str, RefreshToken] = {}
+        self.auth_codes: dict[str, AuthCode] = {}
+        self.device_codes: dict[str, DeviceCode] = {}
+        self.faults: list[Fault] = []
+        self.stats: dict = {}
+        self.reset_stats()
+
+    # -- time -------------------------------------------------------------------------------------
+    @staticmethod
+    def now() -> dt.datetime:
+        return utcnow()
+
+    # -- look-ups ---------------------------------------------------------------------------------
+    def tenant(self, ident: str) -> Tenant | None:
+        """By tenant id or by a domain of the tenant (case-insensitive), as Entra resolves `{tenant}`."""
+        ident = (ident or "").lower()
+        with self.lock:
+            if ident in self.tenants:
+                return self.tenants[ident]
+            for t in self.tenants.values():
+                if t.domain.lower() == ident:
+                    return t
+        return None
+
+    def find_app(self, app_id: str) -> App | None:
+        with self.lock:
+            for t in self.tenants.values():
+                if app_id.lower() in t.apps:
+                    return t.apps[app_id.lower()]
+        return None
+
+    def find_user(self, upn: str) -> User | None:
+        with self.lock:
+            for t in self.tenants.values():
+                if upn.lower() in t.users:
+                    return t.users[upn.lower()]
+        return None
+
+    def require_app(self, app_id: str) -> App:
+        app = self.find_app(app_id)
+        if app is None:
+            raise KeyError(f"no app {app_id}")
+        return app
+
+    def require_user(self, upn: str) -> User:
+        user = self.find_user(upn)
+        if user is None:
+            raise KeyError(f"no user {upn}")
+        return user
+
+    def require_tenant(self, ident: str) -> Tenant:
+        t = self.tenant(ident)
+        if t is None:
+            raise KeyError(f"no tenant {ident}")
+        return t
+
+    def find_device_code(self, user_code: str):
+        code = (user_code or "").strip().upper().replace("-", "")
+        with self.lock:
+            return next((d for d in self.device_codes.values() if d.user_code == code), None)
+
+    # -- faults -----------------------------------------------------------------------------------
+    def take_fault(self, path: str, method: str) -> tuple[int, Fault | None]:
+        """Latency to add (ms) and the status fault to answer with, consuming one of its count."""
+        latency, hit = 0, None
+        with self.lock:
+            for f in list(self.faults):
+                if not path.startswith(f.path_prefix) or (f.method and f.method.upper() != method):
+                    continue
+                latency += f.latency_ms
+                if f.status and hit is None and (f.count is None or f.count > 0):
+                    hit = f
+                    if f.count is not None:
+                        f.count -= 1
+                        if f.count <= 0:
+                            self.faults.remove(f)
+        return latency, hit
+
+    # -- stats ------------------------------------------------------------------------------------
+    def reset_stats(self) -> None:
+        with self.lock:
+            self.stats = {"requests": defaultdict(int), "token": defaultdict(lambda: defaultdict(int))}
+
+    def count_request(self, key: str) -> None:
+        with self.lock:
+            self.stats["requests"][key] += 1
+
+    def count_token(self, grant_type: str, client_id: str) -> None:
+        with self.lock:
+            self.stats["token"][grant_type or "(none)"][client_id or "(none)"] += 1
+
+    def stats_snapshot(self) -> dict:
+        with self.lock:
+            return {
+                "since": self.stats.get("since"),
+                "requests": dict(self.stats["requests"]),
+                "token": {g: dict(c) for g, c in self.stats["token"].items()},
+                "token_total": sum(sum(c.values()) for c in self.stats["token"].values()),
+            }

@@ -5,6 +5,8 @@ and the next run waits for Retry-After instead)."""
 from __future__ import annotations
 
 import asyncio
+import functools
+import ssl
 from collections.abc import Callable
 from typing import Any
 
@@ -42,11 +44,17 @@ def build(endpoints: Endpoints, get_token: Callable[[], dict[str, Any]], timeout
         def get_allowed_hosts_validator(self) -> AllowedHostsValidator:
             return AllowedHostsValidator([httpx.URL(endpoints.graph).host])
 
-    http = httpx.AsyncClient(verify=endpoints.verify, timeout=timeout_s, trust_env=not endpoints.ca_bundle)
+    verify = _tls_context(endpoints.ca_bundle) if endpoints.ca_bundle else True
+    http = httpx.AsyncClient(verify=verify, timeout=timeout_s, trust_env=not endpoints.ca_bundle)
     client = GraphClientFactory.create_with_custom_middleware([], client=http)
     adapter = GraphRequestAdapter(BaseBearerTokenAuthenticationProvider(_Tokens()), client=client)
     adapter.base_url = endpoints.graph
     return GraphServiceClient(request_adapter=adapter), http
+
+
+@functools.lru_cache(maxsize=8)
+def _tls_context(ca_bundle: str) -> ssl.SSLContext:
+    return ssl.create_default_context(cafile=ca_bundle)
 
 
 def graph_error(exc: BaseException) -> tuple[int | None, str | None, str, dict[str, str]] | None:

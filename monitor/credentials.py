@@ -8,6 +8,8 @@ monitor app (Application.Read.All). What is read is stored as Credential metadat
 from __future__ import annotations
 
 import asyncio
+import base64
+import re
 import time
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -55,7 +57,7 @@ def _aware(value: datetime | None) -> datetime | None:
 
 
 class CredentialReader:
-    def __init__(self, config: Config, tokens: TokenProvider, store: Store | None, *, ttl_s: float = 120.0,
+    def __init__(self, config: Config, tokens: TokenProvider, store: Store | None, *, ttl_s: float = 60.0,
                  timeout_s: float = 30.0):
         self.config = config
         self.tokens = tokens
@@ -143,9 +145,7 @@ class CredentialReader:
 
     @staticmethod
     def _cert(c: Any) -> AppCredential:
-        raw = c.custom_key_identifier
-        thumb = raw.hex().upper() if isinstance(raw, bytes | bytearray) else (str(raw).upper() if raw else None)
-        return AppCredential("certificate", str(c.key_id), c.display_name, None, thumb,
+        return AppCredential("certificate", str(c.key_id), c.display_name, None, thumbprint_of(c.custom_key_identifier),
                              _aware(c.start_date_time), _aware(c.end_date_time))
 
     def _persist(self, app_name: str, read: CredentialRead) -> None:
@@ -163,6 +163,19 @@ class CredentialReader:
         ]
         self.store.upsert_credentials(tenant=app.tenant, app=app_name, client_id=app.client_id,
                                       creds=rows, now=datetime.now(UTC), source="graph")
+
+
+def thumbprint_of(raw: bytes | str | None) -> str | None:
+    """Graph types customKeyIdentifier as binary, but for certificates it carries the thumbprint as 40 hex
+    characters, which msgraph-sdk base64-decodes into 30 bytes. Undo that; accept the 20 raw bytes too."""
+    if not raw:
+        return None
+    if isinstance(raw, str):
+        return raw.upper()
+    if len(raw) == 20:
+        return bytes(raw).hex().upper()
+    text = base64.b64encode(bytes(raw)).decode()
+    return text.upper() if re.fullmatch(r"[0-9A-Fa-f]{40}", text) else bytes(raw).hex().upper()
 
 
 def match(credentials: list[AppCredential], configured: str | dict[str, str]) -> list[AppCredential]:

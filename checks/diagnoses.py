@@ -571,6 +571,7 @@ AADSTS_CODES: dict[int, str] = {
     70008: "refresh_token_expired",
     700082: "refresh_token_expired",
     65001: "consent_missing",
+    65004: "consent_missing",  # the user declined the consent prompt
     90094: "consent_missing",
     50057: "user_disabled",
     50053: "user_locked",

@@ -15,7 +15,7 @@ from typing import Any, ClassVar
 from pydantic import BaseModel, ConfigDict, Field
 
 from checks.base import CheckContext, Outcome, Status
-from monitor.credentials import AppCredential, CredentialRead, match
+from monitor import credentials  # module import: monitor.credentials imports checks (a cycle)
 from monitor.errors import SecretReferenceError
 
 
@@ -53,11 +53,11 @@ class SecretExpiryCheck:
             configured = ctx.tokens.client_credential(ctx.integration.app)
         except SecretReferenceError as exc:
             return Outcome(Status.ERROR, "config_error", exc.message())
-        read: CredentialRead = await ctx.credentials.read(ctx.integration.app)
+        read: credentials.CredentialRead = await ctx.credentials.read(ctx.integration.app)
         now = ctx.now()
         if not read.ok:
             return self._fallback(ctx, read, warning, now)
-        candidates = match(read.credentials, configured)
+        candidates = credentials.match(read.credentials, configured)
         word = "secret" if isinstance(configured, str) else "certificate"
         if not candidates:
             return Outcome(
@@ -81,7 +81,8 @@ class SecretExpiryCheck:
         return f"{word} {name} expires on {when} ({left} day(s) left)"
 
     @staticmethod
-    def _metrics(cred: AppCredential, left: int | None, read: CredentialRead, source: str) -> dict[str, Any]:
+    def _metrics(cred: credentials.AppCredential, left: int | None, read: credentials.CredentialRead,
+                 source: str) -> dict[str, Any]:
         newer = [c for c in read.credentials if c.kind == cred.kind and c.key_id != cred.key_id
                  and c.end_at and cred.end_at and c.end_at > cred.end_at]
         return {
@@ -92,7 +93,7 @@ class SecretExpiryCheck:
         }
 
     @staticmethod
-    def _fallback(ctx: CheckContext, read: CredentialRead, warning: int, now: datetime) -> Outcome:
+    def _fallback(ctx: CheckContext, read: credentials.CredentialRead, warning: int, now: datetime) -> Outcome:
         expires_on = ctx.app.secret_expires_on
         why = f"Graph could not be read ({read.reason})"
         if read.code == "app_not_found":

@@ -37,7 +37,6 @@ def serve(config: ConfigOpt = None) -> None:
     Logs are JSON lines when stderr is not a terminal. Exit 0 on a clean stop, 3 when the config or
     database is unusable at start.
     """
-    import checks  # noqa: F401 - first: monitor.credentials and checks.secret_expiry import each other
     from monitor import logs
     from monitor.runtime import open_runtime
     from monitor.scheduler import Monitor

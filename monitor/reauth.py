@@ -82,7 +82,7 @@ def complete(tokens: TokenProvider, integ: IntegrationConfig, flow: dict[str, An
     """Redeem the code, check who signed in and what was granted, then store the tokens."""
     _delegated(integ)
     if auth_response.get("error"):
-        _refused(auth_response)
+        _refused(auth_response, tokens, integ)
     cache = msal.SerializableTokenCache()
     app = tokens.new_app(integ.app, cache)
     try:
@@ -104,20 +104,25 @@ def import_refresh_token(tokens: TokenProvider, integ: IntegrationConfig, refres
     return _accept(tokens, integ, cache, result)
 
 
-def _refused(result: dict[str, Any]) -> None:
+def _refused(result: dict[str, Any], tokens: TokenProvider, integ: IntegrationConfig) -> None:
     codes = result.get("error_codes") or []
     desc = str(result.get("error_description") or result.get("error"))
     if not codes and desc.startswith("AADSTS"):
         digits = desc[6:].split(":")[0]
         codes = [int(digits)] if digits.isdigit() else []
     code = classify_aadsts(codes)
-    raise ReauthError(f"Entra ID refused the sign-in: {desc.splitlines()[0][:300]}", code=code)
+    hint = None
+    if code == "consent_missing":
+        hint = (f"{integ.name} needs the delegated permissions {', '.join(required_scopes(tokens, integ))}: "
+                "Entra admin center > App registrations > the app > API permissions > add them and "
+                "Grant admin consent, then sign in again")
+    raise ReauthError(f"Entra ID refused the sign-in: {desc.splitlines()[0][:300]}", code=code, hint=hint)
 
 
 def _accept(tokens: TokenProvider, integ: IntegrationConfig, cache: msal.SerializableTokenCache,
             result: dict[str, Any]) -> ReauthResult:
     if "access_token" not in result:
-        _refused(result)
+        _refused(result, tokens, integ)
     register_secret(result.get("refresh_token"))
     claims = result.get("id_token_claims") or {}
     who = str(claims.get("preferred_username") or claims.get("upn") or "").lower()

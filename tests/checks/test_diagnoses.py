@@ -34,6 +34,7 @@ EXPECTED_AADSTS = {
     50173: "refresh_token_revoked",
     70043: "signin_frequency",
     65001: "consent_missing",
+    65004: "consent_missing",
     90094: "consent_missing",
     50057: "user_disabled",
     50055: "password_expired",

@@ -6,6 +6,8 @@ revokes sessions, consent is removed) and asserts the diagnosis mailwarden gives
 
 from __future__ import annotations
 
+import re
+
 import pytest
 
 from checks.base import Status
@@ -147,7 +149,9 @@ def test_delegated_refresh_token_rotates_and_is_saved_encrypted(world):
     assert after != before, "the rotated refresh token is saved"
     # what is stored is ciphertext: no refresh token, no JWT, no account secret in the database file
     raw = (w.dir / "mailwarden.db").read_bytes() + (w.dir / "mailwarden.db-wal").read_bytes()
-    assert b"eyJ" not in raw and b'"refresh_token"' not in raw.lower()
+    # Fernet ciphertext is base64 and may contain "eyJ" by chance, never a dotted JWT
+    assert not re.search(rb"eyJ[A-Za-z0-9_-]{10,}\.[A-Za-z0-9_-]{10,}\.", raw)
+    assert b'"refresh_token"' not in raw.lower() and w.secret.encode() not in raw
     # a new process (fresh runtime) reads the stored token and still works
     w.open()
     assert w.run("token").status == Status.OK

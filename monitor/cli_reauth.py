@@ -21,6 +21,9 @@ def reauth(
                          "a refresh_token field.")] = None,
     redirect_uri: Annotated[str | None, typer.Option(
         help="Redirect URI registered on the app (default: web.base_url + /auth/callback).")] = None,
+    device: Annotated[bool, typer.Option(
+        "--device-code", help="Sign in with a device code instead (only for apps with public_client: true).")]
+    = False,
 ) -> None:
     """Authorise a delegated integration as its configured account and store the refresh token (encrypted).
 
@@ -43,6 +46,9 @@ def reauth(
     try:
         if import_file is not None:
             result = flow.import_refresh_token(runtime.tokens, integ, _read_token(import_file))
+        elif device:
+            result = flow.device_code(runtime.tokens, integ,
+                                      lambda text: typer.echo(f"Sign in as {integ.account}: {text}"))
         else:
             uri = redirect_uri or cfg.web.base_url.rstrip("/") + "/auth/callback"
             started = flow.start(runtime.tokens, integ, uri)
@@ -75,3 +81,40 @@ def _read_token(path: Path) -> str:
     if not text:
         raise fail(f"{path}: empty", EXIT_UNKNOWN)
     return text
+
+
+token_key_app = typer.Typer(no_args_is_help=True, help="The token store's encryption key.")
+app.add_typer(token_key_app, name="token-key")
+
+
+@token_key_app.command("rotate")
+def token_key_rotate(
+    new_key: Annotated[str, typer.Option("--new", help="Reference to the new Fernet key: env:NAME or file:PATH.")],
+    config: ConfigOpt = None,
+) -> None:
+    """Re-encrypt every stored token with a new key, in one transaction.
+
+    Stop every mailwarden instance first, rotate, then point token_key in the config at the new key and
+    start again. Exit 0 done, 3 when a key or the database is unusable.
+    """
+    from monitor import config as config_mod
+    from monitor.db import open_store
+    from monitor.tokenstore import FINGERPRINT_KEY, TokenCipher, load_cipher, verify_fingerprint
+
+    cfg = load_config(config, EXIT_UNKNOWN)
+    try:
+        old = load_cipher(cfg)
+        new = TokenCipher(config_mod.resolve_ref(new_key, cfg.base_dir, what="--new"))
+        store = open_store(cfg.database_url())
+    except MailwardenError as exc:
+        raise fail(exc, EXIT_UNKNOWN) from None
+    try:
+        verify_fingerprint(store, old)
+        count = store.rekey_token_caches(lambda blob: new.encrypt(old.decrypt(blob)), new.fingerprint,
+                                         FINGERPRINT_KEY)
+    except MailwardenError as exc:
+        raise fail(exc, EXIT_UNKNOWN) from None
+    finally:
+        store.close()
+    typer.echo(f"re-encrypted {count} token cache(s) with key {new.fingerprint}; now set token_key to {new_key} "
+               "in the config (every instance) and start mailwarden again")

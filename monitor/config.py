@@ -129,6 +129,7 @@ class AppConfig(_Model):
     certificate: CertificateConfig | None = None
     secret_expires_on: date | None = None  # used only when Graph cannot be read
     display_name: str | None = None
+    public_client: bool = False  # "Allow public client flows" is on: `reauth --device-code` may be used
 
     @field_validator("client_id")
     @classmethod

@@ -388,6 +388,19 @@ class Store:
             if row is not None:
                 s.delete(row)
 
+    def rekey_token_caches(self, transform, new_fingerprint: str, meta_key: str) -> int:
+        """Re-encrypt every token cache with ``transform`` and record the new key's fingerprint, in one
+        transaction: a failure half-way leaves every row readable with the old key."""
+        with self._session(write=True) as s:
+            rows = list(s.exec(select(TokenCache)))
+            for row in rows:
+                row.ciphertext = transform(bytes(row.ciphertext))
+                row.key_fingerprint = new_fingerprint
+                s.add(row)
+            stmt = self._insert()(Meta).values(key=meta_key, value=new_fingerprint)
+            s.execute(stmt.on_conflict_do_update(index_elements=["key"], set_={"value": new_fingerprint}))
+        return len(rows)
+
     def get_meta(self, key: str) -> str | None:
         with self._session() as s:
             row = s.get(Meta, key)

@@ -93,6 +93,26 @@ def complete(tokens: TokenProvider, integ: IntegrationConfig, flow: dict[str, An
     return _accept(tokens, integ, cache, result)
 
 
+def device_code(tokens: TokenProvider, integ: IntegrationConfig, show) -> ReauthResult:
+    """Device-code sign-in, offered only when the app allows public client flows (MSAL offers it only
+    to public clients). ``show`` receives the instruction text for the person signing in."""
+    _delegated(integ)
+    app_cfg = tokens.config.apps[integ.app]
+    if not app_cfg.public_client:
+        raise ReauthError(f"app {integ.app} does not allow public client flows, so the device-code flow is not "
+                          "available", code="config_error",
+                          hint="Use the sign-in URL flow (without --device-code), or enable 'Allow public client "
+                               "flows' on the app registration and set public_client: true")
+    cache = msal.SerializableTokenCache()
+    app = tokens.new_public_app(integ.app, cache)
+    flow = app.initiate_device_flow(scopes=required_scopes(tokens, integ))
+    if "user_code" not in flow:
+        _refused(flow, tokens, integ)
+    show(flow["message"])
+    result = app.acquire_token_by_device_flow(flow)
+    return _accept(tokens, integ, cache, result)
+
+
 def import_refresh_token(tokens: TokenProvider, integ: IntegrationConfig, refresh_token: str) -> ReauthResult:
     """Store a refresh token obtained elsewhere, after the same identity and scope checks."""
     _delegated(integ)

@@ -98,6 +98,14 @@ class TokenProvider:
             **kwargs,
         )
 
+    def new_public_app(self, app_name: str, cache: msal.TokenCache) -> msal.PublicClientApplication:
+        app = self.config.apps[app_name]
+        tenant = self.config.tenants[app.tenant]
+        kwargs: dict[str, Any] = {"instance_discovery": False} if self.endpoints.cloud == "custom" else {}
+        return msal.PublicClientApplication(
+            app.client_id, authority=self.endpoints.authority_for(tenant.tenant_id),
+            http_client=http_session(self.endpoints), token_cache=cache, timeout=self.timeout_s, **kwargs)
+
     def _shared_app(self, app_name: str) -> msal.ConfidentialClientApplication:
         with self._lock:
             existing = self._apps.get(app_name)

@@ -546,6 +546,14 @@ _ENTRIES: tuple[Diagnosis, ...] = (
         "the key named in the error.",
         "Run `mailwarden validate --resolve` until it reports no error, then restart or reload mailwarden."),
        category="internal"),
+    _d("unexpected_reply", "Unexpected reply from the mail server",
+       "The mail server answered in a way Exchange Online does not for this step ({detail}): a proxy, a "
+       "different server, or a server-side problem.",
+       ("Compare the configured host and port with Microsoft's (outlook.office365.com:993 IMAP, :995 POP3, "
+        "smtp.office365.com:587 SMTP) and check that no proxy or TLS inspection sits in between.",
+        "Check Microsoft 365 service health (admin center > Health > Service health > Exchange Online).",
+        "If it persists, the redacted reply in the result's details says what the server said."),
+       category="mailbox"),
     _d("unclassified", "Unrecognised failure",
        "mailwarden could not match the reply to a known failure; the redacted reply is kept with the "
        "result ({detail}).",

@@ -82,7 +82,7 @@ def world(sandbox, tmp_path):
 
     def make(flow: str = "app", *, app_permissions=None, delegated=None, user=None, certificate=False,
              secret_end: str = "+200d", user_consent: bool = True, checks=None, monitor_roles=None,
-             secret_expires_on=None, assignment_required=False) -> World:
+             secret_expires_on=None, assignment_required=False, own_mailbox=False) -> World:
         tid = str(uuid.uuid4())
         domain = f"t{tid[:8]}.onmicrosoft.com"
         app_id, monitor_id, key_id = str(uuid.uuid4()), str(uuid.uuid4()), str(uuid.uuid4())
@@ -124,7 +124,8 @@ def world(sandbox, tmp_path):
             app_cfg["secret"] = "file:secrets/subject"
         if secret_expires_on:
             app_cfg["secret_expires_on"] = secret_expires_on
-        integ = {"name": "subject", "app": "subject", "flow": flow, "mailbox": f"box@{domain}",
+        mailbox = upn if own_mailbox and upn else f"box@{domain}"
+        integ = {"name": "subject", "app": "subject", "flow": flow, "mailbox": mailbox,
                  "system": "Test helpdesk",
                  "checks": checks or {"token": {"require": REQUIRE_DELEGATED if flow == "delegated"
                                                 else REQUIRE_APP}, "secret_expiry": {}}}
@@ -132,7 +133,8 @@ def world(sandbox, tmp_path):
             integ["account"] = upn
         doc = {
             "database": "sqlite:///mailwarden.db", "cloud": "custom",
-            "endpoints": {k: v for k, v in sandbox.endpoints.items() if k in ("authority", "graph", "ca_bundle")},
+            "endpoints": {k: v for k, v in sandbox.endpoints.items()
+                          if k in ("authority", "graph", "ews", "imap", "pop", "smtp", "ca_bundle")},
             "defaults": {"timeout": "15s", "failure_threshold": 1},
             "tenants": {"t": {"tenant_id": tid, "monitor_app": "monitor"}},
             "apps": {"subject": app_cfg, "monitor": {"tenant": "t", "client_id": monitor_id,

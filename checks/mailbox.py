@@ -1,0 +1,139 @@
+"""What the mailbox checks share: the token the consuming system would use, XOAUTH2, TLS, phase timing,
+and turning a failure to connect into a diagnosis.
+
+The checks walk the consuming system's own path read-only. The SASL string carries a bearer token:
+it is built here, sent, and never stored or logged (transcripts record "<XOAUTH2 response>" instead).
+"""
+
+from __future__ import annotations
+
+import base64
+import functools
+import ssl
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any, TypeVar
+
+from checks import permissions
+from checks.base import CheckContext, Outcome, Status
+from checks.network import network_outcome
+from checks.token import refused_outcome
+from monitor.errors import SecretReferenceError
+from monitor.redact import redact
+from monitor.tokens import NoRefreshToken, scope_prefixes
+
+T = TypeVar("T")
+SASL_PLACEHOLDER = "<XOAUTH2 response>"
+
+
+def xoauth2(user: str, token: str) -> bytes:
+    """The raw SASL XOAUTH2 initial response (callers base64-encode it as their protocol requires)."""
+    return f"user={user}\x01auth=Bearer {token}\x01\x01".encode()
+
+
+def xoauth2_b64(user: str, token: str) -> str:
+    return base64.b64encode(xoauth2(user, token)).decode()
+
+
+def decode_challenge(data: bytes | str | None) -> str:
+    """A SASL error challenge (Dovecot sends base64 JSON) as readable text."""
+    if not data:
+        return ""
+    raw = data if isinstance(data, bytes) else data.encode()
+    try:
+        return base64.b64decode(raw, validate=True).decode("utf-8", "replace")
+    except ValueError:
+        return raw.decode("utf-8", "replace")
+
+
+@functools.lru_cache(maxsize=8)
+def tls_context(ca_bundle: str | None) -> ssl.SSLContext:
+    ctx = ssl.create_default_context(cafile=ca_bundle) if ca_bundle else ssl.create_default_context()
+    ctx.minimum_version = ssl.TLSVersion.TLSv1_2
+    return ctx
+
+
+@dataclass
+class Probe:
+    """Timing per phase and a redacted transcript of one protocol conversation."""
+
+    phases: dict[str, float] = field(default_factory=dict)
+    transcript: list[str] = field(default_factory=list)
+    _started: float = field(default_factory=time.perf_counter)
+
+    def time(self, phase: str, fn: Callable[[], T]) -> T:
+        t0 = time.perf_counter()
+        try:
+            return fn()
+        finally:
+            self.phases[phase] = round((time.perf_counter() - t0) * 1000, 1)
+
+    def say(self, line: str) -> None:
+        self.transcript.append(redact(line)[:500])
+
+    @property
+    def elapsed_ms(self) -> float:
+        return (time.perf_counter() - self._started) * 1000
+
+    def outcome(self, status: Status, code: str | None, summary: str, **metrics: Any) -> Outcome:
+        return Outcome(status, code, summary, latency_ms=self.elapsed_ms,
+                       metrics={"phases_ms": dict(self.phases), **metrics},
+                       transcript=list(self.transcript) if status != Status.OK else [])
+
+
+def protocol_scopes(ctx: CheckContext, kind: str) -> tuple[str, list[str]]:
+    """(resource, scopes) of the token this check's protocol takes."""
+    integ = ctx.integration
+    needs = [n for n in permissions.needs(integ.flow, [kind])]
+    resource = needs[0].resource if needs else permissions.EXCHANGE
+    prefixes = scope_prefixes(ctx.endpoints, integ.flow)
+    if integ.flow == "app":
+        return resource, [f"{prefixes[resource]}/.default"]
+    return resource, permissions.delegated_scopes(prefixes, needs)
+
+
+def fetch_token(ctx: CheckContext, kind: str) -> str | Outcome:
+    """The access token the consuming system would present (reused from cache while valid), or the
+    outcome explaining why there is none. Blocking: call in a worker thread."""
+    integ = ctx.integration
+    resource, scopes = protocol_scopes(ctx, kind)
+    try:
+        if integ.flow == "app":
+            result = ctx.tokens.app_token(integ.app, scope_prefixes(ctx.endpoints, "app")[resource])
+        else:
+            result = ctx.tokens.delegated_token(integ, scopes)
+    except SecretReferenceError as exc:
+        return Outcome(Status.ERROR, "config_error", exc.message())
+    except NoRefreshToken:
+        return Outcome(Status.FAIL, "no_refresh_token", f"no refresh token for {integ.account} is stored yet")
+    except Exception as exc:  # noqa: BLE001 - network failures towards the identity provider
+        return network_outcome(exc, ctx.endpoints.authority) or Outcome(
+            Status.ERROR, "unclassified", f"token for the {kind} check: {redact(exc)}")
+    if "access_token" not in result:
+        return refused_outcome(result, f"Token for the {kind} check")
+    return result["access_token"]
+
+
+def connect_failure(exc: BaseException, host: str, probe: Probe) -> Outcome:
+    outcome = network_outcome(exc, host, default="connection_refused")
+    if outcome is None:
+        outcome = Outcome(Status.ERROR, "unexpected_reply", f"{host}: {type(exc).__name__}: {redact(exc)}")
+    outcome.latency_ms = probe.elapsed_ms
+    outcome.metrics = {"phases_ms": dict(probe.phases), **outcome.metrics}
+    outcome.transcript = list(probe.transcript)
+    return outcome
+
+
+def auth_causes(ctx: CheckContext, kind: str) -> str:
+    """The likely causes of a refused mailbox login, for this integration's flow."""
+    integ = ctx.integration
+    need = permissions.needs(integ.flow, [kind])
+    perm = need[0].label if need else "the protocol permission"
+    if integ.flow == "app":
+        return (f"likely: the app lacks {perm}, its service principal is not registered in Exchange "
+                f"(New-ServicePrincipal), or it has no FullAccess on {integ.mailbox} (Add-MailboxPermission)")
+    shared = integ.account != integ.mailbox
+    return (f"likely: the token lacks {perm}" + (f", {integ.account} has no FullAccess on the shared mailbox "
+                                                 f"{integ.mailbox}" if shared else "")
+            + f", or {kind.upper()} is disabled for the mailbox")

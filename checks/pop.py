@@ -1,0 +1,135 @@
+"""`pop`: implicit TLS, `AUTH XOAUTH2` in two steps, `STAT`, `QUIT`.
+
+Never RETR, never DELE: a POP check must not take mail away from the consuming system. Two steps
+because Exchange drops the connection on the one-line form (``-ERR Protocol error. Connection is
+closed. 10``). poplib has no AUTH helper, so the exchange is written here. A message count over
+``backlog_warn`` means the consuming system stopped collecting mail.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import poplib
+from typing import ClassVar
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from checks.base import CheckContext, Outcome, Status
+from checks.mailbox import (
+    SASL_PLACEHOLDER,
+    Probe,
+    auth_causes,
+    connect_failure,
+    decode_challenge,
+    fetch_token,
+    tls_context,
+    xoauth2_b64,
+)
+
+
+class PopOptions(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    backlog_warn: int | None = Field(None, ge=1)  # more messages waiting than this -> warn inbox_backlog
+
+
+def _text(data: bytes | str) -> str:
+    return data.decode("utf-8", "replace") if isinstance(data, bytes) else str(data)
+
+
+def classify_login(reply: str) -> tuple[Status, str]:
+    low = reply.lower()
+    if "[sys/temp]" in low:  # Dovecot: temporary failure
+        return Status.ERROR, "unexpected_reply"
+    if "authentication fail" in low or "[auth]" in low or "bad password" in low:
+        return Status.FAIL, "auth_failed"
+    return Status.FAIL, "unexpected_reply"
+
+
+class PopCheck:
+    kind: ClassVar[str] = "pop"
+    config_model: ClassVar[type[BaseModel]] = PopOptions
+    depends_on_token: ClassVar[bool] = True
+
+    async def run(self, ctx: CheckContext) -> Outcome:
+        token = await asyncio.to_thread(fetch_token, ctx, self.kind)
+        if isinstance(token, Outcome):
+            return token
+        return await asyncio.to_thread(self._converse, ctx, token)
+
+    def _converse(self, ctx: CheckContext, token: str) -> Outcome:
+        endpoint = ctx.endpoints.pop
+        host = str(endpoint)
+        probe = Probe()
+        tls = tls_context(ctx.endpoints.ca_bundle)
+
+        class _Timed(poplib.POP3_SSL):
+            def _create_socket(self, timeout):  # split TCP connect from the TLS handshake
+                sock = probe.time("connect", lambda: poplib.POP3._create_socket(self, timeout))
+                return probe.time("tls", lambda: self.context.wrap_socket(sock, server_hostname=self.host))
+
+        try:
+            conn = _Timed(endpoint.host, endpoint.port, timeout=ctx.timeout_s, context=tls)
+        except Exception as exc:  # noqa: BLE001 - classified: DNS, refused, TLS, timeout
+            return connect_failure(exc, host, probe)
+        probe.say(f"S: {_text(conn.welcome)}")
+        try:
+            return self._session(ctx, conn, token, probe)
+        except (OSError, EOFError) as exc:
+            return connect_failure(exc, host, probe)
+        finally:
+            try:
+                conn.close()
+            except OSError:
+                pass
+
+    def _session(self, ctx: CheckContext, conn: poplib.POP3, token: str, probe: Probe) -> Outcome:
+        options: PopOptions = ctx.options  # type: ignore[assignment]
+        mailbox = ctx.integration.mailbox
+        refused = self._authenticate(conn, mailbox, token, probe)
+        if refused is not None:
+            status, code = classify_login(refused)
+            detail = f"POP login to {mailbox} refused: {refused}"
+            if code == "auth_failed":
+                detail += f" ({auth_causes(ctx, self.kind)})"
+            return probe.outcome(status, code, detail, reply=refused)
+        count, size = probe.time("stat", conn.stat)
+        probe.say("C: STAT")
+        probe.say(f"S: +OK {count} {size}")
+        try:
+            conn.quit()
+        except (poplib.error_proto, OSError):
+            pass
+        summary = f"STAT of {mailbox}: {count} message(s) waiting ({size} bytes)"
+        metrics = {"message_count": count, "size_bytes": size}
+        if options.backlog_warn and count > options.backlog_warn:
+            system = ctx.integration.system or "the consuming system"
+            return probe.outcome(Status.WARN, "inbox_backlog", f"{summary}, over {options.backlog_warn}: is "
+                                 f"{system} still collecting mail?", **metrics)
+        return probe.outcome(Status.OK, None, summary, **metrics)
+
+    @staticmethod
+    def _authenticate(conn: poplib.POP3, mailbox: str, token: str, probe: Probe) -> str | None:
+        """AUTH XOAUTH2 in two steps; returns the refusal text, or None when logged in."""
+
+        def send(line: str) -> str:
+            conn._putcmd(line)
+            return _text(conn._getline()[0])
+
+        def step(line: str, shown: str) -> str:
+            probe.say(f"C: {shown}")
+            reply = send(line)
+            probe.say(f"S: {reply}")
+            return reply
+
+        def login() -> str | None:
+            reply = step("AUTH XOAUTH2", "AUTH XOAUTH2")
+            if not reply.startswith("+") or reply.startswith("+OK"):
+                return reply
+            reply = step(xoauth2_b64(mailbox, token), SASL_PLACEHOLDER)
+            if reply.startswith("+") and not reply.startswith("+OK"):
+                challenge = decode_challenge(reply[1:].strip())
+                probe.say(f"S: (challenge) {challenge}")
+                reply = step("", "")  # answer the error challenge with an empty line (RFC 7628)
+            return None if reply.startswith("+OK") else reply
+
+        return probe.time("auth", login)

@@ -9,7 +9,6 @@ reading mail, whatever its own token does.
 
 from __future__ import annotations
 
-import asyncio
 import imaplib
 import time
 from typing import Any, ClassVar
@@ -20,10 +19,9 @@ from checks.base import CheckContext, Outcome, Status
 from checks.mailbox import (
     SASL_PLACEHOLDER,
     Probe,
-    auth_causes,
+    ProtocolCheck,
     connect_failure,
     decode_challenge,
-    fetch_token,
     tls_context,
     xoauth2,
 )
@@ -52,16 +50,9 @@ def classify_login(error: str) -> tuple[Status, str]:
     return Status.FAIL, "unexpected_reply"
 
 
-class ImapCheck:
+class ImapCheck(ProtocolCheck):
     kind: ClassVar[str] = "imap"
     config_model: ClassVar[type[BaseModel]] = ImapOptions
-    depends_on_token: ClassVar[bool] = True
-
-    async def run(self, ctx: CheckContext) -> Outcome:
-        token = await asyncio.to_thread(fetch_token, ctx, self.kind)
-        if isinstance(token, Outcome):
-            return token
-        return await asyncio.to_thread(self._converse, ctx, token)
 
     def _converse(self, ctx: CheckContext, token: str) -> Outcome:
         options: ImapOptions = ctx.options  # type: ignore[assignment]
@@ -122,10 +113,8 @@ class ImapCheck:
             if extra:
                 probe.say(f"S: + {extra[0]}")
             status, code = classify_login(reply)
-            detail = f"IMAP login to {mailbox} refused: {reply.split('error: ', 1)[-1]}"
-            if code == "auth_failed":
-                detail += f" ({auth_causes(ctx, self.kind)})"
-            return probe.outcome(status, code, detail, reply=reply, challenge=extra[0] if extra else None)
+            return self.login_refused(ctx, probe, status, code, reply.split("error: ", 1)[-1],
+                                      challenge=extra[0] if extra else None)
         probe.say("S: OK AUTHENTICATE completed")
         folder = options.folder
         try:

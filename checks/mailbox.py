@@ -7,13 +7,14 @@ it is built here, sent, and never stored or logged (transcripts record "<XOAUTH2
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import functools
 import ssl
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, TypeVar
+from typing import Any, ClassVar, TypeVar
 
 from checks import permissions
 from checks.base import CheckContext, Outcome, Status
@@ -113,6 +114,31 @@ def fetch_token(ctx: CheckContext, kind: str) -> str | Outcome:
     if "access_token" not in result:
         return refused_outcome(result, f"Token for the {kind} check")
     return result["access_token"]
+
+
+class ProtocolCheck:
+    """A mailbox check that speaks a blocking protocol (imaplib, poplib, smtplib) in a worker thread,
+    with the token the consuming system would present. Subclasses write ``_converse``."""
+
+    kind: ClassVar[str]
+    depends_on_token: ClassVar[bool] = True
+
+    async def run(self, ctx: CheckContext) -> Outcome:
+        token = await asyncio.to_thread(fetch_token, ctx, self.kind)
+        if isinstance(token, Outcome):
+            return token
+        return await asyncio.to_thread(self._converse, ctx, token)
+
+    def _converse(self, ctx: CheckContext, token: str) -> Outcome:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def login_refused(self, ctx: CheckContext, probe: Probe, status: Status, code: str, reply: str,
+                      **metrics: Any) -> Outcome:
+        """A refused login, with the likely causes for this integration's flow when it is auth_failed."""
+        detail = f"{self.kind.upper()} login to {ctx.integration.mailbox} refused: {reply}"
+        if code == "auth_failed":
+            detail += f" ({auth_causes(ctx, self.kind)})"
+        return probe.outcome(status, code, detail, reply=reply, **metrics)
 
 
 def connect_failure(exc: BaseException, host: str, probe: Probe) -> Outcome:

@@ -8,7 +8,6 @@ closed. 10``). poplib has no AUTH helper, so the exchange is written here. A mes
 
 from __future__ import annotations
 
-import asyncio
 import poplib
 from typing import ClassVar
 
@@ -18,10 +17,9 @@ from checks.base import CheckContext, Outcome, Status
 from checks.mailbox import (
     SASL_PLACEHOLDER,
     Probe,
-    auth_causes,
+    ProtocolCheck,
     connect_failure,
     decode_challenge,
-    fetch_token,
     tls_context,
     xoauth2_b64,
 )
@@ -45,16 +43,9 @@ def classify_login(reply: str) -> tuple[Status, str]:
     return Status.FAIL, "unexpected_reply"
 
 
-class PopCheck:
+class PopCheck(ProtocolCheck):
     kind: ClassVar[str] = "pop"
     config_model: ClassVar[type[BaseModel]] = PopOptions
-    depends_on_token: ClassVar[bool] = True
-
-    async def run(self, ctx: CheckContext) -> Outcome:
-        token = await asyncio.to_thread(fetch_token, ctx, self.kind)
-        if isinstance(token, Outcome):
-            return token
-        return await asyncio.to_thread(self._converse, ctx, token)
 
     def _converse(self, ctx: CheckContext, token: str) -> Outcome:
         endpoint = ctx.endpoints.pop
@@ -88,10 +79,7 @@ class PopCheck:
         refused = self._authenticate(conn, mailbox, token, probe)
         if refused is not None:
             status, code = classify_login(refused)
-            detail = f"POP login to {mailbox} refused: {refused}"
-            if code == "auth_failed":
-                detail += f" ({auth_causes(ctx, self.kind)})"
-            return probe.outcome(status, code, detail, reply=refused)
+            return self.login_refused(ctx, probe, status, code, refused)
         count, size = probe.time("stat", conn.stat)
         probe.say("C: STAT")
         probe.say(f"S: +OK {count} {size}")

@@ -9,7 +9,6 @@ verified.
 
 from __future__ import annotations
 
-import asyncio
 import smtplib
 import uuid
 from email.message import EmailMessage
@@ -18,7 +17,7 @@ from typing import ClassVar
 from pydantic import BaseModel, ConfigDict
 
 from checks.base import CheckContext, Outcome, Status
-from checks.mailbox import SASL_PLACEHOLDER, Probe, auth_causes, connect_failure, fetch_token, tls_context, xoauth2
+from checks.mailbox import SASL_PLACEHOLDER, Probe, ProtocolCheck, connect_failure, tls_context, xoauth2
 
 
 class SmtpOptions(BaseModel):
@@ -45,16 +44,9 @@ def classify_auth(code: int, reply: str) -> tuple[Status, str]:
     return Status.FAIL, "unexpected_reply"
 
 
-class SmtpCheck:
+class SmtpCheck(ProtocolCheck):
     kind: ClassVar[str] = "smtp"
     config_model: ClassVar[type[BaseModel]] = SmtpOptions
-    depends_on_token: ClassVar[bool] = True
-
-    async def run(self, ctx: CheckContext) -> Outcome:
-        token = await asyncio.to_thread(fetch_token, ctx, self.kind)
-        if isinstance(token, Outcome):
-            return token
-        return await asyncio.to_thread(self._converse, ctx, token)
 
     def _converse(self, ctx: CheckContext, token: str) -> Outcome:
         endpoint = ctx.endpoints.smtp
@@ -118,10 +110,7 @@ class SmtpCheck:
         reply = _reply(code, message)
         probe.say(f"S: {reply}")
         status, diag = classify_auth(code, reply)
-        detail = f"SMTP AUTH for {ctx.integration.mailbox} refused: {reply}"
-        if diag == "auth_failed":
-            detail += f" ({auth_causes(ctx, self.kind)})"
-        return probe.outcome(status, diag, detail, reply=reply)
+        return self.login_refused(ctx, probe, status, diag, reply)
 
     def _canary(self, ctx: CheckContext, conn: smtplib.SMTP, options: SmtpOptions, probe: Probe) -> Outcome:
         sender = options.canary_from or ctx.integration.mailbox

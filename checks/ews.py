@@ -63,8 +63,12 @@ def parse(body: str) -> tuple[str, str, str, dict[str, int]]:
     root = ElementTree.fromstring(body)  # noqa: S314 - see the import note
     msg = root.find(".//m:GetFolderResponseMessage", NS)
     if msg is None:
-        fault = root.find(".//faultstring")
-        raise ValueError(fault.text if fault is not None else "no GetFolderResponseMessage in the reply")
+        # EWS answers header-level errors (impersonation, unknown mailbox) as a SOAP fault with a ResponseCode
+        code = next((el.text or "" for el in root.iter() if el.tag.endswith("}ResponseCode")), "")
+        fault = root.findtext(".//faultstring") or ""
+        if code:
+            return "Error", code.strip(), fault.strip(), {}
+        raise ValueError(fault or "no GetFolderResponseMessage in the reply")
     code = (msg.findtext("m:ResponseCode", "", NS) or "").strip()
     text = (msg.findtext("m:MessageText", "", NS) or "").strip()
     counts = {}

@@ -16,10 +16,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--scenario", required=True, type=Path, help="scenario YAML file")
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=8443, help="0 picks a free port")
+    for name in ("imap", "pop", "smtp"):
+        parser.add_argument(f"--{name}-port", type=int, default=0, help=f"{name.upper()} port (default: a free one)")
     parser.add_argument("--workdir", type=Path, default=None, help="CA, certificates (default: a temp dir)")
     args = parser.parse_args(argv)
     stop = threading.Event()
-    sb = Sandbox(args.scenario, workdir=args.workdir, host=args.host, port=args.port)
+    sb = Sandbox(args.scenario, workdir=args.workdir, host=args.host, port=args.port, imap_port=args.imap_port,
+                 pop_port=args.pop_port, smtp_port=args.smtp_port)
     sb.start()
     print(sb.describe(), flush=True)
     for sig in (signal.SIGINT, signal.SIGTERM):

@@ -15,6 +15,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
+from .mail.model import exchange_json
 from .ops import OPS
 from .state import State
 
@@ -51,8 +52,9 @@ def snapshot(state: State) -> dict:
                 "delegated_permissions": {r: sorted(p) for r, p in a.delegated_permissions.items() if p},
                 "user_grants": {u: {r: sorted(p) for r, p in g.items() if p} for u, g in a.user_grants.items()},
             } for a in t.apps.values()]
+            ex = state.exchange.get(t.id)
             tenants.append({"id": t.id, "domain": t.domain, "user_consent": t.user_consent,
-                            "users": users, "apps": apps})
+                            "users": users, "apps": apps, "exchange": exchange_json(ex) if ex else None})
         return {
             "now": now.isoformat(), "started_at": state.started_at.isoformat(),
             "token_lifetime_s": state.token_lifetime_s, "tenants": tenants,
@@ -60,6 +62,7 @@ def snapshot(state: State) -> dict:
                               "expired": d.expires_at <= now, "redeemed": d.redeemed}
                              for d in state.device_codes.values()],
             "faults": [vars(f) for f in state.faults],
+            "protocol_faults": {p: dict(v) for p, v in state.protocol_faults.items()},
         }
 
 
@@ -182,6 +185,33 @@ class ControlClient:
                          retry_after=retry_after, latency_ms=latency_ms, method=method)["id"]
     def clear_faults(self, id: str | None = None):  # noqa: A002
         return self.call("clear_faults", id=id)
+
+    # Exchange Online
+    def add_mailbox(self, tenant: str, **spec): return self.call("add_mailbox", tenant=tenant, **spec)
+    def patch_mailbox(self, address: str, **fields): return self.call("patch_mailbox", address=address, **fields)
+    def delete_mailbox(self, address: str): return self.call("delete_mailbox", address=address)
+    def get_mailbox(self, address: str): return self.call("get_mailbox", address=address)
+    def grant_mailbox_permission(self, address: str, permission: str, trustee: str):
+        return self.call("grant_mailbox_permission", address=address, permission=permission, trustee=trustee)
+    def revoke_mailbox_permission(self, address: str, permission: str, trustee: str):
+        return self.call("revoke_mailbox_permission", address=address, permission=permission, trustee=trustee)
+    def add_service_principal(self, tenant: str, app_id: str):
+        return self.call("add_service_principal", tenant=tenant, app_id=app_id)
+    def remove_service_principal(self, tenant: str, app_id: str):
+        return self.call("remove_service_principal", tenant=tenant, app_id=app_id)
+    def set_tenant_exchange(self, tenant: str, smtp_auth_enabled: bool | None = None, ews_enabled: bool | None = None):
+        return self.call("set_tenant_exchange", tenant=tenant, smtp_auth_enabled=smtp_auth_enabled,
+                         ews_enabled=ews_enabled)
+    def add_access_policy(self, tenant: str, app_id: str, access_right: str, members: list[str]) -> str:
+        return self.call("add_access_policy", tenant=tenant, app_id=app_id, access_right=access_right,
+                         members=members)["id"]
+    def remove_access_policy(self, tenant: str, id: str | None = None, app_id: str | None = None):  # noqa: A002
+        return self.call("remove_access_policy", tenant=tenant, id=id, app_id=app_id)
+    def add_message(self, address: str, **spec): return self.call("add_message", address=address, **spec)
+    def mark_all_seen(self, address: str, seen: bool = True):
+        return self.call("mark_all_seen", address=address, seen=seen)
+    def set_protocol_fault(self, protocol: str, mode: str = "none", latency_ms: int = 0):
+        return self.call("set_protocol_fault", protocol=protocol, mode=mode, latency_ms=latency_ms)
 
     def close(self) -> None:
         self.session.close()

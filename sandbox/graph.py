@@ -1,4 +1,4 @@
-"""Microsoft Graph v1.0: bearer validation and `applications`. Mail endpoints will join here."""
+"""Microsoft Graph v1.0: bearer validation and `applications`; mail endpoints in `mail.graph_mail`."""
 
 from __future__ import annotations
 
@@ -12,6 +12,7 @@ from starlette.routing import Route
 
 from .errors import graph_error
 from .grants import Issuer
+from .mail.graph_mail import GraphMail
 from .state import App, Tenant
 from .tokens import GRAPH_AUDIENCES, sts_issuer
 
@@ -37,6 +38,7 @@ class Graph:
         self.issuer = issuer
         self.state = issuer.state
         self.base = issuer.base_url + "/v1.0"
+        self.mail = GraphMail(self.state, self.base)
 
     def authenticate(self, request: Request) -> tuple[dict, Tenant]:
         crid = request.headers.get("client-request-id")
@@ -72,6 +74,10 @@ class Graph:
         except AuthFailure as failure:
             return failure.response
         rest = request.path_params["rest"]
+        if rest.lower().startswith(("users/", "me/")):
+            answer = await self.mail.dispatch(request, claims, tenant, rest)
+            if answer is not None:
+                return answer
         if request.method == "GET":
             m = _BY_APP_ID.match(rest) or _BY_ID.match(rest)
             if m:

@@ -336,3 +336,6 @@ def clear_faults(state: State, id: str | None = None) -> dict:  # noqa: A002 - t
 def reset_stats(state: State) -> dict:
     state.reset_stats()
     return {"reset": True}
+
+
+from .mail import ops as _mail_ops  # noqa: E402,F401 - registers the Exchange ops

@@ -92,6 +92,12 @@ def add_tenant(state: State, spec: dict) -> Tenant:
                 add_app(state, tid, a)
             except (KeyError, TypeError, ValueError) as exc:
                 raise ScenarioError(f"apps[{j}]: {exc}") from exc
+        from .mail.model import parse_exchange
+
+        try:
+            parse_exchange(state, tid, spec.get("exchange"))
+        except (KeyError, TypeError, ValueError) as exc:
+            raise ScenarioError(f"exchange: {exc}") from exc
     return tenant
 
 

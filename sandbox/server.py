@@ -12,13 +12,15 @@ from pathlib import Path
 
 import uvicorn
 from starlette.applications import Starlette
-from starlette.responses import JSONResponse
+from starlette.responses import JSONResponse, Response
 
 from . import control, scenario
 from .entra import Entra
 from .errors import graph_error
 from .grants import Issuer
 from .graph import Graph
+from .mail.base import MailServers
+from .mail.ews import Ews
 from .tls import make_server_tls
 from .tokens import Signer
 
@@ -45,6 +47,8 @@ class FaultsAndStats:
             code = "TooManyRequests" if fault.status == 429 else "ServiceUnavailable"
             msg = "Too many requests." if fault.status == 429 else "The service is temporarily unavailable."
             response = graph_error(fault.status, code, msg, None, headers)
+        elif path.startswith("/EWS"):
+            response = Response(b"", status_code=fault.status, headers=headers)
         else:
             response = JSONResponse({"error": "temporarily_unavailable",
                                      "error_description": "The server is temporarily unable to handle the "
@@ -73,7 +77,8 @@ class Sandbox:
     """A local Entra ID + Graph over HTTPS. See sandbox/README.md."""
 
     def __init__(self, scenario_source: dict | str | Path, workdir: Path | str | None = None,
-                 host: str = "127.0.0.1", port: int = 0):
+                 host: str = "127.0.0.1", port: int = 0, imap_port: int = 0, pop_port: int = 0,
+                 smtp_port: int = 0):
         self.workdir = Path(workdir) if workdir else Path(tempfile.mkdtemp(prefix="mailwarden-sandbox-"))
         self.workdir.mkdir(parents=True, exist_ok=True)
         self.host = host
@@ -88,20 +93,24 @@ class Sandbox:
         self.port = self._sock.getsockname()[1]
         self.base_url = f"https://{'[' + host + ']' if ':' in host else host}:{self.port}"
         self.issuer = Issuer(self.state, self.signer, self.base_url)
+        self.mail = MailServers(self.state, self.signer, host, self.tls.cert_path, self.tls.key_path,
+                                {"imap": imap_port, "pop": pop_port, "smtp": smtp_port})
         self.app = self._build_app()
         self._server: _Server | None = None
         self._thread: threading.Thread | None = None
         self._control: control.ControlClient | None = None
 
     def _build_app(self) -> Starlette:
-        routes = control.routes(self.state) + Graph(self.issuer).routes() + Entra(self.issuer).routes()
+        routes = (control.routes(self.state) + Graph(self.issuer).routes() + Ews(self.issuer).routes()
+                  + Entra(self.issuer).routes())
         app = Starlette(routes=routes)
         return FaultsAndStats(app, self.state)
 
     @property
     def endpoints(self) -> dict:
         return {"authority": self.base_url, "graph": self.base_url + "/v1.0",
-                "ews": self.base_url + "/EWS/Exchange.asmx", "ca_bundle": str(self.ca_path)}
+                "ews": self.base_url + "/EWS/Exchange.asmx", "ca_bundle": str(self.ca_path),
+                **self.mail.addresses}
 
     @property
     def signing_key_pem(self) -> bytes:
@@ -121,6 +130,7 @@ class Sandbox:
     def start(self, timeout: float = 15.0) -> Sandbox:
         if self._thread is not None:
             return self
+        self.mail.start()
         config = uvicorn.Config(self.app, ssl_certfile=str(self.tls.cert_path), ssl_keyfile=str(self.tls.key_path),
                                 log_level="warning", lifespan="off", access_log=False,
                                 timeout_graceful_shutdown=1)
@@ -151,6 +161,7 @@ class Sandbox:
                 self._server.force_exit = True
                 self._thread.join(5)
         self._server = self._thread = None
+        self.mail.stop()
         try:
             self._sock.close()
         except OSError:

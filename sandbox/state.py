@@ -181,6 +181,9 @@ class State:
         self.auth_codes: dict[str, AuthCode] = {}
         self.device_codes: dict[str, DeviceCode] = {}
         self.faults: list[Fault] = []
+        self.exchange: dict = {}  # tenant id -> sandbox.mail.model.ExchangeTenant
+        # protocol -> {"mode": none|hang|latency, "latency_ms": int}
+        self.protocol_faults: dict[str, dict] = {p: {"mode": "none", "latency_ms": 0} for p in ("imap", "pop", "smtp")}
         self.stats: dict = {}
         self.reset_stats()
 
@@ -258,7 +261,25 @@ class State:
     # -- stats ------------------------------------------------------------------------------------
     def reset_stats(self) -> None:
         with self.lock:
-            self.stats = {"requests": defaultdict(int), "token": defaultdict(lambda: defaultdict(int))}
+            self.stats = {"requests": defaultdict(int), "token": defaultdict(lambda: defaultdict(int)),
+                          "mail": {p: {"connections": 0, "auth_ok": 0, "auth_failed": 0,
+                                       "commands": defaultdict(lambda: defaultdict(int))}
+                                   for p in ("imap", "pop", "smtp", "graph", "ews")},
+                          "delivered": []}
+
+    def count_mail(self, protocol: str, key: str, mailbox: str | None = None, n: int = 1) -> None:
+        """key: "connections" / "auth_ok" / "auth_failed", or a command counted for `mailbox` ("-" before login)."""
+        with self.lock:
+            p = self.stats["mail"][protocol]
+            if key in ("connections", "auth_ok", "auth_failed"):
+                p[key] += n
+            else:
+                p["commands"][(mailbox or "-").lower()][key.upper()] += n
+
+    def record_delivery(self, via: str, sender: str, to: str, subject: str, delivered: bool) -> None:
+        with self.lock:
+            self.stats["delivered"].append({"via": via, "from": sender, "to": to, "subject": subject,
+                                            "delivered": delivered, "at": utcnow().isoformat()})
 
     def count_request(self, key: str) -> None:
         with self.lock:
@@ -275,4 +296,8 @@ class State:
                 "requests": dict(self.stats["requests"]),
                 "token": {g: dict(c) for g, c in self.stats["token"].items()},
                 "token_total": sum(sum(c.values()) for c in self.stats["token"].values()),
+                "mail": {p: {"connections": v["connections"], "auth_ok": v["auth_ok"], "auth_failed": v["auth_failed"],
+                             "commands": {mb: dict(c) for mb, c in v["commands"].items()}}
+                         for p, v in self.stats["mail"].items()},
+                "delivered": list(self.stats["delivered"]),
             }

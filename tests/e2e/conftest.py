@@ -82,7 +82,8 @@ def world(sandbox, tmp_path):
 
     def make(flow: str = "app", *, app_permissions=None, delegated=None, user=None, certificate=False,
              secret_end: str = "+200d", user_consent: bool = True, checks=None, monitor_roles=None,
-             secret_expires_on=None, assignment_required=False, own_mailbox=False) -> World:
+             secret_expires_on=None, assignment_required=False, own_mailbox=False,
+             exchange=None) -> World:
         tid = str(uuid.uuid4())
         domain = f"t{tid[:8]}.onmicrosoft.com"
         app_id, monitor_id, key_id = str(uuid.uuid4()), str(uuid.uuid4()), str(uuid.uuid4())
@@ -109,8 +110,13 @@ def world(sandbox, tmp_path):
                    "secrets": [{"value": monitor_secret}],
                    "application_permissions": {"graph": monitor_roles if monitor_roles is not None
                                                else ["Application.Read.All"]}}
-        sandbox.control.add_tenant(id=tid, domain=domain, user_consent=user_consent, users=users,
-                                   apps=[subject, monitor])
+        spec = {"id": tid, "domain": domain, "user_consent": user_consent, "users": users,
+                "apps": [subject, monitor]}
+        if exchange is not None:
+            # callables let a test name the world's own ids: lambda ids: {...}
+            spec["exchange"] = exchange(dict(app_id=app_id, upn=upn, domain=domain)) if callable(exchange) \
+                else exchange
+        sandbox.control.add_tenant(**spec)
         d = tmp_path / f"w{len(made)}"
         (d / "secrets").mkdir(parents=True)
         (d / "secrets" / "monitor").write_text(monitor_secret)

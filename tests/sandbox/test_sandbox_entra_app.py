@@ -30,8 +30,9 @@ def test_discovery_points_at_the_sandbox(sb, http):
         for key in ("authorization_endpoint", "token_endpoint", "device_authorization_endpoint", "jwks_uri",
                     "end_session_endpoint"):
             assert doc[key].startswith(f"{sb.base_url}/{TENANT}/"), key
+    mail = {name: f"127.0.0.1:{sb.mail.socks[name].getsockname()[1]}" for name in ("imap", "pop", "smtp")}
     assert sb.endpoints == {"authority": sb.base_url, "graph": sb.base_url + "/v1.0",
-                            "ews": sb.base_url + "/EWS/Exchange.asmx", "ca_bundle": str(sb.ca_path)}
+                            "ews": sb.base_url + "/EWS/Exchange.asmx", "ca_bundle": str(sb.ca_path), **mail}
 
 
 def test_unknown_tenant_90002_on_discovery_and_token(sb, http):

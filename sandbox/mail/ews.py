@@ -1,0 +1,157 @@
+"""A minimal EWS: `POST /EWS/Exchange.asmx` GetFolder (inbox) with a bearer token and
+ExchangeImpersonation, answered in EWS's SOAP shapes (see sandbox/README.md for the assumptions)."""
+
+from __future__ import annotations
+
+import xml.etree.ElementTree as ET  # noqa: S405 - parses the test's own requests
+from xml.sax.saxutils import escape
+
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
+
+from .model import Mailbox, exchange_of, find_mailbox
+from .xoauth2 import APP_ROLE, DELEGATED_SCOPE, TokenError, verify_bearer
+
+NS = {"s": "http://schemas.xmlsoap.org/soap/envelope/",
+      "t": "http://schemas.microsoft.com/exchange/services/2006/types",
+      "m": "http://schemas.microsoft.com/exchange/services/2006/messages"}
+WWW_AUTH = ('Bearer client_id="00000002-0000-0ff1-ce00-000000000000", '
+            'trusted_issuers="00000001-0000-0000-c000-000000000000@*", '
+            'token_types="app_asserted_user_v1 service_asserted_app_v1", '
+            'authorization_uri="https://login.microsoftonline.com/common/oauth2/authorize", error="invalid_token"')
+DIAG = {
+    "missing": '2000000;reason="The bearer token is missing.";error_category="invalid_token"',
+    "expired": '2000008;reason="The token has expired.";error_category="invalid_token"',
+    "not_yet_valid": '2000008;reason="The token is not yet valid.";error_category="invalid_token"',
+    "signature": '2000001;reason="The token has an invalid signature.";error_category="invalid_signature"',
+    "malformed": '2000001;reason="The token is malformed.";error_category="invalid_token"',
+    "issuer": '2000002;reason="The token issuer is invalid.";error_category="invalid_token"',
+    "no_permission": ('2000008;reason="The token contains no permissions, or permissions can not be '
+                      'understood.";error_category="invalid_grant"'),
+}
+XML = "text/xml; charset=utf-8"
+HEAD = ('<?xml version="1.0" encoding="utf-8"?><s:Envelope xmlns:s="http://schemas.xmlsoap.org/soap/envelope/">'
+        '<s:Header><h:ServerVersionInfo MajorVersion="15" MinorVersion="20" MajorBuildNumber="8" '
+        'MinorBuildNumber="0" Version="V2018_01_08" '
+        'xmlns:h="http://schemas.microsoft.com/exchange/services/2006/types" '
+        'xmlns="http://schemas.microsoft.com/exchange/services/2006/types"/></s:Header>')
+MESSAGES = {
+    "ErrorNonExistentMailbox": "The SMTP address has no mailbox associated with it.",
+    "ErrorImpersonateUserDenied": "The account does not have permission to impersonate the requested user.",
+    "ErrorAccessDenied": "Access is denied. Check credentials and try again.",
+    "ErrorInvalidExchangeImpersonationHeaderData":
+        "ExchangeImpersonation SOAP header must be present for this type of OAuth token.",
+    "ErrorFolderNotFound": "The specified folder could not be found in the store.",
+    "ErrorSchemaValidation": "The request failed schema validation.",
+    "ErrorInvalidRequest": "The request is invalid.",
+}
+
+
+def unauthorized(kind: str, detail: str | None = None) -> Response:
+    diag = DIAG.get(kind) or f'2000003;reason="{detail}";error_category="invalid_resource"'
+    return Response(b"", status_code=401, headers={"WWW-Authenticate": WWW_AUTH, "x-ms-diagnostics": diag})
+
+
+def fault(code: str, status: int = 500, text: str | None = None) -> Response:
+    text = escape(text or MESSAGES[code])
+    body = (f"{HEAD}<s:Body><s:Fault><faultcode xmlns:a=\"{NS['t']}\">a:{code}</faultcode>"
+            f'<faultstring xml:lang="en-US">{text}</faultstring><detail>'
+            f'<e:ResponseCode xmlns:e="http://schemas.microsoft.com/exchange/services/2006/errors">{code}'
+            f'</e:ResponseCode><e:Message xmlns:e="http://schemas.microsoft.com/exchange/services/2006/errors">'
+            f"{text}</e:Message></detail></s:Fault></s:Body></s:Envelope>")
+    return Response(body.encode(), status_code=status, media_type=XML)
+
+
+def _wrap(inner: str) -> Response:
+    body = (f"{HEAD}<s:Body><m:GetFolderResponse xmlns:m=\"{NS['m']}\" xmlns:t=\"{NS['t']}\">"
+            f"<m:ResponseMessages>{inner}</m:ResponseMessages></m:GetFolderResponse></s:Body></s:Envelope>")
+    return Response(body.encode(), status_code=200, media_type=XML)
+
+
+def response_error(code: str) -> Response:
+    return _wrap(f'<m:GetFolderResponseMessage ResponseClass="Error"><m:MessageText>{escape(MESSAGES[code])}'
+                 f"</m:MessageText><m:ResponseCode>{code}</m:ResponseCode>"
+                 "<m:DescriptiveLinkKey>0</m:DescriptiveLinkKey><m:Folders/></m:GetFolderResponseMessage>")
+
+
+def folder_ok(mb: Mailbox) -> Response:
+    unread = sum(1 for m in mb.messages if not m.seen)
+    fid = "AAMkAGI2Inbox" + mb.id.replace("-", "")
+    return _wrap('<m:GetFolderResponseMessage ResponseClass="Success"><m:ResponseCode>NoError</m:ResponseCode>'
+                 f'<m:Folders><t:Folder><t:FolderId Id="{fid}" ChangeKey="AQAAABYAAAA"/>'
+                 f"<t:DisplayName>Inbox</t:DisplayName><t:TotalCount>{len(mb.messages)}</t:TotalCount>"
+                 f"<t:ChildFolderCount>0</t:ChildFolderCount><t:UnreadCount>{unread}</t:UnreadCount>"
+                 "</t:Folder></m:Folders></m:GetFolderResponseMessage>")
+
+
+def parse_request(raw: bytes) -> tuple[str | None, list[tuple[str, str | None]]] | None:
+    """(impersonated address or None, [(distinguished folder id, mailbox address or None)]); None: not GetFolder."""
+    root = ET.fromstring(raw)  # noqa: S314
+    imp = root.find("s:Header/t:ExchangeImpersonation/t:ConnectingSID", NS)
+    address = None
+    if imp is not None:
+        for tag in ("PrimarySmtpAddress", "SmtpAddress", "PrincipalName"):
+            el = imp.find(f"t:{tag}", NS)
+            if el is not None and (el.text or "").strip():
+                address = el.text.strip()
+                break
+    op = root.find("s:Body/m:GetFolder", NS)
+    if op is None:
+        return None
+    folders = []
+    for d in op.findall("m:FolderIds/t:DistinguishedFolderId", NS):
+        mbx = d.find("t:Mailbox/t:EmailAddress", NS)
+        folders.append((d.get("Id", ""), mbx.text.strip() if mbx is not None and mbx.text else None))
+    return address, folders
+
+
+class Ews:
+    def __init__(self, issuer):
+        self.issuer = issuer
+        self.state = issuer.state
+
+    async def handle(self, request: Request) -> Response:
+        value = request.headers.get("authorization", "")
+        if not value.lower().startswith("bearer ") or not value[7:].strip():
+            return unauthorized("missing")
+        try:
+            principal = verify_bearer(self.state, self.issuer.signer, value[7:].strip())
+        except TokenError as exc:
+            return unauthorized(exc.kind, str(exc))
+        if principal.app_only and APP_ROLE["ews"] not in principal.roles or \
+                not principal.app_only and DELEGATED_SCOPE["ews"] not in principal.scopes:
+            return unauthorized("no_permission")
+        try:
+            parsed = parse_request(await request.body())
+        except ET.ParseError:
+            return fault("ErrorSchemaValidation")
+        if parsed is None:
+            return fault("ErrorInvalidRequest")
+        impersonated, folders = parsed
+        with self.state.lock:
+            ex = exchange_of(self.state, principal.tenant_id)
+            if not ex.ews_enabled:  # ASSUMPTION: the real reply is not known
+                return fault("ErrorAccessDenied", 403, "Access is denied. EWS is disabled for this organization "
+                             "(EwsEnabled is False). [sandbox assumption]")
+            if principal.app_only and not impersonated:
+                return fault("ErrorInvalidExchangeImpersonationHeaderData")
+            target = impersonated or next((a for _, a in folders if a), None) or principal.upn
+            mb = find_mailbox(self.state, target or "", principal.tenant_id)
+            if mb is None:
+                return fault("ErrorNonExistentMailbox") if impersonated else response_error("ErrorNonExistentMailbox")
+            if not mb.ews_enabled:  # ASSUMPTION, as above
+                return fault("ErrorAccessDenied", 403, "Access is denied. EWS is disabled for this mailbox "
+                             "(EwsEnabled is False). [sandbox assumption]")
+            if principal.app_only and principal.app_id in mb.ews_impersonation_denied:
+                return fault("ErrorImpersonateUserDenied")
+            if not principal.app_only and not principal.has_full_access(mb):
+                return response_error("ErrorAccessDenied")
+            self.state.count_mail("ews", "GETFOLDER", mb.address)
+            if not folders or any(f.lower() != "inbox" for f, _ in folders):
+                return response_error("ErrorFolderNotFound")
+            return folder_ok(mb)
+
+    def routes(self) -> list[Route]:
+        return [Route("/EWS/Exchange.asmx", self.handle, methods=["POST"]),
+                Route("/ews/exchange.asmx", self.handle, methods=["POST"])]

@@ -1,0 +1,236 @@
+"""Exchange Online state of a tenant: mailboxes, permissions, service principals, access policies.
+
+Kept in `State.exchange[tenant_id]`; parsed from a tenant's `exchange:` scenario section and changed
+by the ops in `sandbox.mail.ops`. Callers hold `state.lock` while reading or changing it.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import uuid
+from dataclasses import dataclass, field
+from typing import Any
+
+from ..state import State, new_id
+
+PROTOCOLS = ("imap", "pop", "smtp")
+FAULT_MODES = ("none", "hang", "latency")
+POLICY_RIGHTS = ("RestrictAccess", "DenyAccess")
+MAILBOX_FIELDS = {"address", "type", "owner", "full_access", "send_as", "imap_enabled", "pop_enabled",
+                  "smtp_auth_enabled", "ews_enabled", "not_connected", "messages", "display_name", "id",
+                  "ews_impersonation_denied"}
+PATCHABLE = {"type", "owner", "imap_enabled", "pop_enabled", "smtp_auth_enabled", "ews_enabled",
+             "not_connected", "display_name", "ews_impersonation_denied"}
+
+
+@dataclass
+class Message:
+    uid: int
+    subject: str
+    sender: str
+    received: dt.datetime
+    seen: bool = False
+    to: list[str] = field(default_factory=list)
+    body: str = ""
+    id: str = field(default_factory=lambda: "AAMk" + uuid.uuid4().hex)
+    deleted: bool = False  # IMAP \Deleted (expunged later)
+
+    def rfc822(self) -> bytes:
+        date = self.received.strftime("%a, %d %b %Y %H:%M:%S +0000")
+        head = (f"From: {self.sender}\r\nTo: {', '.join(self.to)}\r\nSubject: {self.subject}\r\n"
+                f"Date: {date}\r\nMessage-ID: <{self.id[4:20]}@sandbox.mailwarden>\r\n"
+                "Content-Type: text/plain; charset=utf-8\r\n\r\n")
+        return (head + (self.body or "") + "\r\n").encode()
+
+
+@dataclass
+class Mailbox:
+    address: str
+    tenant_id: str
+    type: str = "user"  # user | shared
+    owner: str | None = None  # UPN (lower case) of a user mailbox's owner
+    display_name: str = ""
+    id: str = field(default_factory=new_id)
+    full_access: set[str] = field(default_factory=set)  # UPNs or app ids, lower case
+    send_as: set[str] = field(default_factory=set)
+    imap_enabled: bool = True
+    pop_enabled: bool = True
+    smtp_auth_enabled: bool | None = None  # None: the tenant's setting
+    ews_enabled: bool = True
+    not_connected: bool = False
+    ews_impersonation_denied: set[str] = field(default_factory=set)  # app ids
+    messages: list[Message] = field(default_factory=list)
+    uidvalidity: int = 14
+    next_uid: int = 1
+
+    def add_message(self, subject: str, sender: str, received: dt.datetime, seen: bool = False,
+                    to: list[str] | None = None, body: str = "") -> Message:
+        m = Message(uid=self.next_uid, subject=subject, sender=sender, received=received, seen=seen,
+                    to=to or [self.address], body=body)
+        self.next_uid += 1
+        self.messages.append(m)
+        self.messages.sort(key=lambda x: (x.received, x.uid))
+        return m
+
+    def size(self) -> int:
+        return sum(len(m.rfc822()) for m in self.messages)
+
+
+@dataclass
+class AccessPolicy:
+    id: str
+    app_id: str
+    access_right: str
+    members: set[str]
+
+    def blocks(self, address: str) -> bool:
+        inside = address.lower() in self.members
+        return not inside if self.access_right == "RestrictAccess" else inside
+
+
+@dataclass
+class ExchangeTenant:
+    smtp_auth_enabled: bool = True
+    ews_enabled: bool = True
+    service_principals: set[str] = field(default_factory=set)
+    access_policies: list[AccessPolicy] = field(default_factory=list)
+    mailboxes: dict[str, Mailbox] = field(default_factory=dict)  # lower-case address -> Mailbox
+
+
+def exchange_of(state: State, tenant_id: str) -> ExchangeTenant:
+    ex = state.exchange.get(tenant_id)
+    if ex is None:
+        ex = state.exchange[tenant_id] = ExchangeTenant()
+    return ex
+
+
+def find_mailbox(state: State, address: str, tenant_id: str | None = None) -> Mailbox | None:
+    """By address (any tenant unless `tenant_id`)."""
+    key = (address or "").strip().lower()
+    with state.lock:
+        for tid, ex in state.exchange.items():
+            if (tenant_id is None or tid == tenant_id) and key in ex.mailboxes:
+                return ex.mailboxes[key]
+    return None
+
+
+def require_mailbox(state: State, address: str) -> Mailbox:
+    mb = find_mailbox(state, address)
+    if mb is None:
+        raise KeyError(f"no mailbox {address}")
+    return mb
+
+
+def resolve_user_id(state: State, tenant_id: str, ident: str) -> Mailbox | None:
+    """Graph `/users/{id|userPrincipalName}`: the mailbox of a user (by oid or UPN) or of a shared
+    mailbox (by its object id or address)."""
+    ident = (ident or "").strip().lower()
+    with state.lock:
+        ex = state.exchange.get(tenant_id)
+        tenant = state.tenants.get(tenant_id)
+        if ex is None or tenant is None:
+            return None
+        if ident in ex.mailboxes:
+            return ex.mailboxes[ident]
+        for mb in ex.mailboxes.values():
+            if mb.id.lower() == ident:
+                return mb
+        user = tenant.users.get(ident) or next((u for u in tenant.users.values() if u.oid.lower() == ident), None)
+        if user is not None:
+            return next((mb for mb in ex.mailboxes.values() if mb.owner == user.upn.lower()), None)
+    return None
+
+
+def _flag(spec: dict, name: str, default: bool) -> bool:
+    v = spec.get(name, default)
+    return default if v is None else bool(v)
+
+
+def parse_exchange(state: State, tenant_id: str, spec: dict | None) -> ExchangeTenant:
+    from .. import scenario
+
+    spec = spec or {}
+    unknown = set(spec) - {"smtp_auth_enabled", "ews_enabled", "service_principals", "access_policies",
+                           "mailboxes"}
+    if unknown:
+        raise scenario.ScenarioError(f"unknown exchange fields: {sorted(unknown)}")
+    with state.lock:
+        ex = exchange_of(state, tenant_id)
+        ex.smtp_auth_enabled = _flag(spec, "smtp_auth_enabled", True)
+        ex.ews_enabled = _flag(spec, "ews_enabled", True)
+        ex.service_principals = {str(a).lower() for a in spec.get("service_principals") or []}
+        for p in spec.get("access_policies") or []:
+            add_policy(ex, **p)
+        for m in spec.get("mailboxes") or []:
+            add_mailbox(state, tenant_id, m)
+    return ex
+
+
+def add_policy(ex: ExchangeTenant, app_id: str, access_right: str, members: list[str] | None = None,
+               id: str | None = None) -> AccessPolicy:  # noqa: A002
+    if access_right not in POLICY_RIGHTS:
+        raise ValueError(f"access_right must be one of {POLICY_RIGHTS}")
+    p = AccessPolicy(id=id or new_id(), app_id=str(app_id).lower(), access_right=access_right,
+                     members={str(m).lower() for m in members or []})
+    ex.access_policies.append(p)
+    return p
+
+
+def add_mailbox(state: State, tenant_id: str, spec: dict) -> Mailbox:
+    from .. import scenario
+
+    unknown = set(spec) - MAILBOX_FIELDS
+    if unknown:
+        raise scenario.ScenarioError(f"unknown mailbox fields: {sorted(unknown)}")
+    address = str(spec["address"]).strip()
+    kind = spec.get("type", "user")
+    if kind not in ("user", "shared"):
+        raise scenario.ScenarioError("mailbox type must be user or shared")
+    with state.lock:
+        state.require_tenant(tenant_id)
+        if find_mailbox(state, address):
+            raise scenario.ScenarioError(f"mailbox {address} exists")
+        owner = spec.get("owner") or (address if kind == "user" else None)
+        mb = Mailbox(address=address, tenant_id=tenant_id, type=kind, owner=owner.lower() if owner else None,
+                     display_name=spec.get("display_name") or address.split("@")[0])
+        if spec.get("id"):
+            mb.id = str(spec["id"])
+        mb.full_access = {str(x).lower() for x in spec.get("full_access") or []}
+        mb.send_as = {str(x).lower() for x in spec.get("send_as") or []}
+        mb.ews_impersonation_denied = {str(x).lower() for x in spec.get("ews_impersonation_denied") or []}
+        for name in ("imap_enabled", "pop_enabled", "ews_enabled"):
+            setattr(mb, name, _flag(spec, name, True))
+        mb.not_connected = bool(spec.get("not_connected", False))
+        s = spec.get("smtp_auth_enabled")
+        mb.smtp_auth_enabled = None if s is None else bool(s)
+        for msg in spec.get("messages") or []:
+            add_message_spec(state, mb, msg)
+        exchange_of(state, tenant_id).mailboxes[address.lower()] = mb
+    return mb
+
+
+def add_message_spec(state: State, mb: Mailbox, spec: dict[str, Any]) -> Message:
+    from .. import scenario
+
+    when = scenario.parse_when(spec.get("received", "-1h"), state.now())
+    return mb.add_message(subject=str(spec.get("subject", "(no subject)")),
+                          sender=str(spec.get("from", "sender@example.com")), received=when,
+                          seen=bool(spec.get("seen", False)), body=str(spec.get("body", "")))
+
+
+def mailbox_json(mb: Mailbox) -> dict:
+    return {"address": mb.address, "id": mb.id, "type": mb.type, "owner": mb.owner,
+            "full_access": sorted(mb.full_access), "send_as": sorted(mb.send_as),
+            "imap_enabled": mb.imap_enabled, "pop_enabled": mb.pop_enabled,
+            "smtp_auth_enabled": mb.smtp_auth_enabled, "ews_enabled": mb.ews_enabled,
+            "not_connected": mb.not_connected, "ews_impersonation_denied": sorted(mb.ews_impersonation_denied),
+            "messages": [{"uid": m.uid, "id": m.id, "subject": m.subject, "from": m.sender,
+                          "received": m.received.isoformat(), "seen": m.seen} for m in mb.messages]}
+
+
+def exchange_json(ex: ExchangeTenant) -> dict:
+    return {"smtp_auth_enabled": ex.smtp_auth_enabled, "ews_enabled": ex.ews_enabled,
+            "service_principals": sorted(ex.service_principals),
+            "access_policies": [{"id": p.id, "app_id": p.app_id, "access_right": p.access_right,
+                                 "members": sorted(p.members)} for p in ex.access_policies],
+            "mailboxes": [mailbox_json(mb) for mb in ex.mailboxes.values()]}

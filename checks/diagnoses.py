@@ -611,10 +611,15 @@ def classify_aadsts(error_codes: Iterable[int] | None) -> str:
     return "unclassified"
 
 
+_FLOW_PREFIX = {"app": "Delegated:", "delegated": "App-only:"}  # steps that do not apply to that flow
+
+
 def render_fix(code: str, **facts: str | None) -> list[str]:
-    """The fix steps of ``code`` with the facts filled in (defaults for the missing ones)."""
+    """The fix steps of ``code`` with the facts filled in (defaults for the missing ones). With a ``flow``
+    fact ("app" or "delegated"), steps written for the other flow are left out."""
     values = _fill(facts)
-    return [_render(step, values) for step in get(code).fix]
+    skip = _FLOW_PREFIX.get(str(facts.get("flow") or ""))
+    return [_render(step, values) for step in get(code).fix if not (skip and step.startswith(skip))]
 
 
 def render_cause(code: str, **facts: str | None) -> str:

@@ -10,6 +10,7 @@ reading mail, whatever its own token does.
 from __future__ import annotations
 
 import imaplib
+import re
 import time
 from typing import Any, ClassVar
 
@@ -39,6 +40,12 @@ def _text(data: Any) -> str:
     if isinstance(data, list | tuple):
         return " ".join(_text(d) for d in data if d is not None)
     return data.decode("utf-8", "replace") if isinstance(data, bytes) else str(data)
+
+
+def error_text(exc: BaseException) -> str:
+    """imaplib's "EXAMINE command error: BAD [b'User is ...']" -> "BAD User is ..."."""
+    text = str(exc).split(" command error: ", 1)[-1]
+    return re.sub(r"\[b(['\"])(.*?)\1\]", r"\2", text).strip()
 
 
 def classify_login(error: str) -> tuple[Status, str]:
@@ -107,28 +114,28 @@ class ImapCheck(ProtocolCheck):
         try:
             probe.time("auth", lambda: conn.authenticate("XOAUTH2", respond))
         except imaplib.IMAP4.error as exc:
-            reply = str(exc)
+            reply = error_text(exc)
             probe.say(f"S: {reply}")
             extra = [c for c in challenges[1:] if c]
             if extra:
                 probe.say(f"S: + {extra[0]}")
             status, code = classify_login(reply)
-            return self.login_refused(ctx, probe, status, code, reply.split("error: ", 1)[-1],
+            return self.login_refused(ctx, probe, status, code, reply,
                                       challenge=extra[0] if extra else None)
         probe.say("S: OK AUTHENTICATE completed")
         folder = options.folder
         try:
             typ, data = probe.time("select", lambda: conn.select(f'"{folder}"', readonly=True))
         except imaplib.IMAP4.error as exc:
-            typ, data = "BAD", [str(exc).encode()]
+            typ, data = "BAD", [error_text(exc).removeprefix("BAD ").encode()]
         probe.say(f"C: EXAMINE {folder}")
         probe.say(f"S: {typ} {_text(data)}")
         if typ != "OK":
             reply = _text(data)
             if "authenticated but not connected" in reply.lower():
                 return probe.outcome(Status.FAIL, "authenticated_not_connected",
-                                     f"IMAP login worked but EXAMINE {folder} answered '{reply}': no access to "
-                                     f"{mailbox}", reply=reply)
+                                     f"IMAP login worked but EXAMINE {folder} answered '{typ} {reply}': the token is "
+                                     f"good, access to {mailbox} is not", reply=reply)
             return probe.outcome(Status.FAIL, "unexpected_reply", f"EXAMINE {folder} answered {typ} {reply}",
                                  reply=reply)
         count = int(_text(data[0]) or 0) if data and data[0] else 0

@@ -86,8 +86,9 @@ def check(
     kind: Annotated[str | None, typer.Option("--check", help="Only this check kind (token, secret_expiry, ...).")]
     = None,
     fmt: Annotated[str, typer.Option("--format", "-f", help="table or json.")] = "table",
+    no_alerts: Annotated[bool, typer.Option("--no-alerts", help="Do not dispatch alerts after the run.")] = False,
 ) -> None:
-    """Run the selected checks once, store the results and print them.
+    """Run the selected checks once, store the results and print them, then dispatch alerts once.
 
     Exit codes (monitoring-plugin convention): 0 all ok, 1 some warn, 2 some fail, 3 a check could not
     run (error), the selection matches nothing, or the config or database is unusable.
@@ -107,6 +108,10 @@ def check(
         raise fail(exc, EXIT_UNKNOWN) from None
     try:
         results = output.run_with_progress(runtime.runner, selection, show=fmt == "table" and sys.stdout.isatty())
+        if not no_alerts and cfg.alerts.active():
+            from monitor.cli_alerts import dispatch_once
+
+            dispatch_once(runtime)
     finally:
         runtime.close()
     rows = [r.as_json(cfg) for r in results]
@@ -147,7 +152,7 @@ def main() -> None:
 
 def _register_more() -> None:
     # Commands in their own modules, to keep this one short; they attach to `app`.
-    from monitor import cli_reauth, cli_serve  # noqa: F401
+    from monitor import cli_alerts, cli_reauth, cli_serve  # noqa: F401
 
 
 _register_more()

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import os
 import re
-from datetime import date
+from datetime import date, datetime
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -190,13 +190,91 @@ class IntegrationConfig(_Model):
 
 
 class RouteConfig(_Model):
-    url: str
+    """Where notices go: Apprise URLs, or an Apprise YAML/TEXT config file; filters choose what it gets.
+
+    A route receives a notice when every filter it sets matches (no filter: everything). A ``default``
+    route receives only what no other configured route took."""
+
+    name: str | None = None  # shown in Notification rows and `alerts test --route`; default routes[i]
+    url: str | None = None
+    urls: list[str] = Field(default_factory=list)
+    config: str | None = None  # path to an Apprise YAML/TEXT config file
+    tags: list[str] = Field(default_factory=list)  # integration tags (any of)
+    severity: list[Literal["critical", "warning", "info"]] = Field(default_factory=list)
+    checks: list[str] = Field(default_factory=list)  # check kinds (any of)
+    default: bool = False
+
+    @model_validator(mode="after")
+    def _one_target(self) -> RouteConfig:
+        if not (self.url or self.urls or self.config):
+            raise ValueError("a route needs 'url', 'urls' or 'config' (an Apprise config file)")
+        return self
+
+    def all_urls(self) -> list[str]:
+        return ([self.url] if self.url else []) + list(self.urls)
+
+
+class MaintenanceWindow(_Model):
+    """One-off (start/end) or recurring (cron + duration, in ``timezone``). Scope: all integrations, or
+    the named ones / those with one of the tags."""
+
+    name: str
+    start: datetime | None = None
+    end: datetime | None = None
+    cron: str | None = None  # standard 5-field crontab, e.g. "0 22 * * tue"
+    duration: Duration | None = None
+    timezone: str = "UTC"
+    integrations: list[str] = Field(default_factory=list)
     tags: list[str] = Field(default_factory=list)
+
+    @model_validator(mode="after")
+    def _shape(self) -> MaintenanceWindow:
+        from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+        try:
+            ZoneInfo(self.timezone)
+        except (ZoneInfoNotFoundError, ValueError):
+            raise ValueError(f"unknown time zone {self.timezone!r} (use an IANA name, e.g. Europe/Berlin)") from None
+        if self.cron:
+            if self.start or self.end or not self.duration:
+                raise ValueError("a recurring window takes 'cron' and 'duration' (not start/end)")
+            from apscheduler.triggers.cron import CronTrigger
+
+            try:
+                CronTrigger.from_crontab(self.cron, timezone=self.timezone)
+            except ValueError as exc:
+                raise ValueError(f"invalid cron expression {self.cron!r}: {exc}") from None
+        elif not (self.start and self.end) or self.end <= self.start:
+            raise ValueError("a one-off window needs 'start' before 'end' (or 'cron' and 'duration')")
+        return self
+
+
+class FlappingConfig(_Model):
+    transitions: int = Field(4, ge=2)  # this many state changes of one check within `window`...
+    window: Duration = 3600.0  # ...is flapping; quiet until no change for `window`
+
+
+class CorrelationConfig(_Model):
+    window: Duration = 300.0  # network/IdP failures wait this long for others before alerting alone
+    min_integrations: int = Field(2, ge=2)
 
 
 class AlertsConfig(_Model):
-    owner_route: str | None = None
+    owner_route: str | None = None  # Apprise URL template with {owner}, e.g. mailto://relay?to={owner}
     routes: list[RouteConfig] = Field(default_factory=list)
+    reminder_interval: Duration = 4 * 3600.0
+    max_attempts: int = Field(6, ge=1)  # per delivery, then permanent
+    retry_backoff: Duration = 30.0  # first retry delay; doubles each attempt, capped at 1 h
+    heartbeat_url: str | None = None  # dead-man switch: GET after every dispatch cycle
+    maintenance: list[MaintenanceWindow] = Field(default_factory=list)
+    flapping: FlappingConfig = Field(default_factory=FlappingConfig)
+    correlation: CorrelationConfig = Field(default_factory=CorrelationConfig)
+    enabled: bool | None = None  # default: on when a route, owner_route or heartbeat_url is set
+
+    def active(self) -> bool:
+        if self.enabled is not None:
+            return self.enabled
+        return bool(self.routes or self.owner_route or self.heartbeat_url)
 
 
 class Config(_Model):

@@ -28,6 +28,7 @@ from sqlmodel import Session, col, select
 
 from checks.base import Outcome, Status
 from monitor import state as sm
+from monitor.db_alerts import AlertStore
 from monitor.errors import StorageError
 from monitor.models import CheckResult, CheckState, Credential, Integration, Meta, TokenCache, Transition
 from monitor.redact import MASK, redact, redact_obj
@@ -152,7 +153,7 @@ def _jsonable(obj: Any) -> Any:
     return json.loads(json.dumps(obj, default=str))
 
 
-class Store:
+class Store(AlertStore):
     def __init__(self, engine: Engine, display: str | None = None):
         self.engine = engine
         self.display = display or display_url(engine.url.render_as_string(hide_password=False))

@@ -24,29 +24,44 @@ from monitor.runtime import Runtime, open_runtime
 SCENARIO = Path(__file__).resolve().parent.parent / "sandbox" / "scenarios" / "demo.yaml"
 TENANT = "contoso"
 
-# name, app (scenario display name), flow, mailbox, account, system, token requirements, extra
+# Each of the five systems of shared/seeds on its real path, healthy or broken as admins meet them.
 INTEGRATIONS = [
     dict(name="hoth-support", app="HotH email integration", flow="delegated",
          mailbox="support@contoso-demo.onmicrosoft.com", account="hoth-mail@contoso-demo.onmicrosoft.com",
          system="House-on-the-Hill helpdesk", secret_field="OAuth Scripts > oauth:email > Client Secret",
-         require=["exchange:POP.AccessAsUser.All", "exchange:SMTP.Send"], tags=["helpdesk"]),
+         checks={"pop": {"backlog_warn": 50}, "smtp": {}}, tags=["helpdesk"]),
+    dict(name="hoth-sales", app="HotH email integration", flow="delegated",
+         mailbox="sales@contoso-demo.onmicrosoft.com", account="hoth-mail@contoso-demo.onmicrosoft.com",
+         system="House-on-the-Hill helpdesk", checks={"imap": {"backlog_warn": "4h"}}, tags=["helpdesk"]),
     dict(name="oracle-b2c-support", app="Oracle B2C Service Email", flow="delegated",
          mailbox="b2c-support@contoso-demo.onmicrosoft.com", account="b2c-support@contoso-demo.onmicrosoft.com",
          system="Oracle B2C Service", secret_field="CUSTOM_CFG_MAILBOX_OA_CLIENT_SECRET",
-         reauth_after_rotation=True, require=["exchange:POP.AccessAsUser.All"], tags=["customer-service"]),
+         reauth_after_rotation=True, checks={"pop": {}}, tags=["customer-service"]),
+    dict(name="oracle-b2c-billing", app="Oracle B2C Service Email", flow="delegated",
+         mailbox="b2c-billing@contoso-demo.onmicrosoft.com", account="b2c-billing@contoso-demo.onmicrosoft.com",
+         system="Oracle B2C Service", secret_field="CUSTOM_CFG_MAILBOX_OA_CLIENT_SECRET",
+         reauth_after_rotation=True, checks={"pop": {}}, tags=["customer-service"]),
     dict(name="sinch-queue", app="Sinch Contact Center mail", flow="app",
          mailbox="queue-support@contoso-demo.onmicrosoft.com", system="Sinch Contact Center",
-         require=["graph:Mail.ReadWrite"], tags=["contact-center"]),
+         checks={"graph_mail": {}}, tags=["contact-center"]),
+    dict(name="sinch-sales", app="Sinch Contact Center mail", flow="app",
+         mailbox="queue-sales@contoso-demo.onmicrosoft.com", system="Sinch Contact Center",
+         checks={"graph_mail": {}}, tags=["contact-center"]),
     dict(name="sinch-escalations", app="Sinch escalations queue", flow="app",
          mailbox="queue-escalations@contoso-demo.onmicrosoft.com", system="Sinch Contact Center",
-         require=["graph:Mail.ReadWrite"], tags=["contact-center"]),
+         checks={"graph_mail": {}}, tags=["contact-center"]),
     dict(name="agiloft-inbound", app="Agiloft Application for OAuth2", flow="app",
          mailbox="records@contoso-demo.onmicrosoft.com", system="Agiloft",
-         secret_field="Inbound Email Accounts > Account > Client Secret",
-         require=["exchange:full_access_as_app"], tags=["records"]),
+         secret_field="Inbound Email Accounts > Account > Client Secret", checks={"ews": {}}, tags=["records"]),
+    dict(name="agiloft-contracts", app="Agiloft Application for OAuth2", flow="app",
+         mailbox="contracts@contoso-demo.onmicrosoft.com", system="Agiloft",
+         secret_field="Inbound Email Accounts > Account > Client Secret", checks={"ews": {}}, tags=["records"]),
     dict(name="enaio-notify", app="enaio SMTP OAuth2", flow="app",
          mailbox="dms-notify@contoso-demo.onmicrosoft.com", system="enaio", secret_field="OfficeClientSecret",
-         require=["exchange:SMTP.SendAsApp"], tags=["dms"]),
+         checks={"smtp": {}}, tags=["dms"]),
+    dict(name="enaio-webclient", app="enaio webclient mail", flow="app",
+         mailbox="dms-web@contoso-demo.onmicrosoft.com", system="enaio webclient",
+         secret_field="featureSwitches.sendEmail.oAuthClientSecret", checks={"smtp": {}}, tags=["dms"]),
 ]
 # What the story breaks after the tokens are seeded (a revocation must come after the sign-in).
 REVOKED_USER = "b2c-support@contoso-demo.onmicrosoft.com"
@@ -72,18 +87,21 @@ def write_config(workdir: Path, endpoints: dict[str, str], scenario: dict, inter
                       "secret": f"file:secrets/{name}.secret"}
     integrations = []
     for spec in INTEGRATIONS:
-        item = {k: v for k, v in spec.items() if k not in ("app", "require")}
+        item = {k: v for k, v in spec.items() if k != "checks"}
         item["app"] = _slug(spec["app"])
-        item["checks"] = {"token": {"require": spec["require"]}, "secret_expiry": {}}
+        item["checks"] = {"token": {}, **spec["checks"], "secret_expiry": {}}
         integrations.append(item)
     doc = {
         "database": "sqlite:///mailwarden.db",
         "cloud": "custom",
-        "endpoints": {k: v for k, v in endpoints.items() if k in ("authority", "graph", "ews", "ca_bundle")},
+        "endpoints": {k: v for k, v in endpoints.items()
+                      if k in ("authority", "graph", "ews", "imap", "pop", "smtp", "ca_bundle")},
         "defaults": {"interval": f"{interval}s", "timeout": "20s", "failure_threshold": 1},
         "tenants": {TENANT: {"tenant_id": tenant["id"], "monitor_app": "mailwarden-monitor"}},
         "apps": apps,
         "integrations": integrations,
+        # Alerts print on the terminal (console:// is registered by mailwarden): see README "Alerts".
+        "alerts": {"routes": [{"name": "console", "url": "console://"}]},
     }
     path = workdir / "mailwarden.yaml"
     path.write_text("# Written by `mailwarden demo`: a config for the sandbox tenant.\n"

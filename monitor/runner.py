@@ -70,6 +70,7 @@ def facts(config: Config, integ: IntegrationConfig, outcome: Outcome | None = No
     metrics = outcome.metrics if outcome else {}
     return {
         "system": integ.system, "integration": integ.name, "mailbox": integ.mailbox, "account": integ.account,
+        "flow": integ.flow,
         "client_id": app.client_id if app else None, "app": (app.display_name or integ.app) if app else integ.app,
         "tenant_id": tenant.tenant_id if tenant else None, "secret_field": integ.secret_field,
         "permission": metrics.get("permission"),

@@ -25,6 +25,10 @@ from monitor.runtime import Runtime, open_runtime
 log = logging.getLogger("mailwarden.scheduler")
 
 
+DISPATCH_JOB = "alerts::dispatch"
+DISPATCH_EVERY = 15.0  # seconds; also run right after each result
+
+
 def job_id(integration: str, kind: str) -> str:
     return f"{integration}::{kind}"
 
@@ -36,6 +40,7 @@ class Monitor:
         self.config_path = config_path
         self.on_result = on_result
         self.scheduler = AsyncIOScheduler(timezone=UTC)
+        self._dispatcher = None  # (runtime, alerts.dispatcher.Dispatcher)
 
     # -- jobs --------------------------------------------------------------------------------
     def wanted_jobs(self) -> dict[str, tuple[str, str, float]]:
@@ -52,7 +57,7 @@ class Monitor:
     def sync_jobs(self, *, first: bool = False) -> None:
         wanted = self.wanted_jobs()
         for job in self.scheduler.get_jobs():
-            if job.id not in wanted:
+            if job.id not in wanted and job.id != DISPATCH_JOB:
                 job.remove()
                 log.info("check unscheduled", extra={"job": job.id})
         now = datetime.now(UTC)
@@ -68,6 +73,34 @@ class Monitor:
                 coalesce=True, max_instances=1, misfire_grace_time=max(int(interval), 1),
                 next_run_time=now + timedelta(seconds=delay if first or existing is None else interval))
         self._pause_paused()
+        self._sync_dispatch(now)
+
+    def _sync_dispatch(self, now: datetime) -> None:
+        job = self.scheduler.get_job(DISPATCH_JOB)
+        if not self.runtime.config.alerts.active():
+            if job is not None:
+                job.remove()
+            return
+        if job is None:
+            self.scheduler.add_job(self._dispatch, IntervalTrigger(seconds=DISPATCH_EVERY, timezone=UTC),
+                                   id=DISPATCH_JOB, coalesce=True, max_instances=1, misfire_grace_time=60,
+                                   next_run_time=now)
+
+    async def _dispatch(self) -> None:
+        from alerts.dispatcher import Dispatcher
+
+        runtime = self.runtime
+        if self._dispatcher is None or self._dispatcher[0] is not runtime:
+            self._dispatcher = (runtime, Dispatcher(runtime.config, runtime.store))
+        try:
+            await asyncio.to_thread(self._dispatcher[1].run_once)
+        except Exception:  # noqa: BLE001 - the scheduler must keep going whatever happens
+            log.exception("alert dispatch failed")
+
+    def _dispatch_soon(self) -> None:
+        job = self.scheduler.get_job(DISPATCH_JOB)
+        if job is not None:
+            job.modify(next_run_time=datetime.now(UTC))
 
     def _pause_paused(self) -> None:
         now = datetime.now(UTC)
@@ -91,6 +124,8 @@ class Monitor:
         except Exception:  # noqa: BLE001 - the scheduler must keep going whatever happens
             log.exception("check job failed", extra={"integration": name, "check": kind})
             return
+        if result.transition is not None:
+            self._dispatch_soon()
         if self.on_result is not None:
             self.on_result(result)
 

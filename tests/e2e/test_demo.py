@@ -11,19 +11,31 @@ from pathlib import Path
 import pytest
 
 MAILWARDEN = [sys.executable, "-m", "monitor"]
+OK = ("ok", None)
 EXPECTED = {
-    ("hoth-support", "token"): ("ok", None),
-    ("hoth-support", "secret_expiry"): ("ok", None),
+    ("hoth-support", "token"): OK, ("hoth-support", "pop"): OK, ("hoth-support", "smtp"): OK,
+    ("hoth-support", "secret_expiry"): OK,
+    ("hoth-sales", "token"): OK, ("hoth-sales", "imap"): ("fail", "authenticated_not_connected"),
+    ("hoth-sales", "secret_expiry"): OK,
     ("oracle-b2c-support", "token"): ("fail", "refresh_token_revoked"),
-    ("oracle-b2c-support", "secret_expiry"): ("ok", None),
-    ("sinch-queue", "token"): ("ok", None),
-    ("sinch-queue", "secret_expiry"): ("ok", None),
+    ("oracle-b2c-support", "pop"): ("blocked", "blocked_by_token"),
+    ("oracle-b2c-support", "secret_expiry"): OK,
+    ("oracle-b2c-billing", "token"): OK, ("oracle-b2c-billing", "pop"): ("fail", "auth_failed"),
+    ("oracle-b2c-billing", "secret_expiry"): OK,
+    ("sinch-queue", "token"): OK, ("sinch-queue", "graph_mail"): OK, ("sinch-queue", "secret_expiry"): OK,
+    ("sinch-sales", "token"): OK, ("sinch-sales", "graph_mail"): ("fail", "access_policy_denied"),
+    ("sinch-sales", "secret_expiry"): OK,
     ("sinch-escalations", "token"): ("fail", "consent_missing"),
-    ("sinch-escalations", "secret_expiry"): ("ok", None),
-    ("agiloft-inbound", "token"): ("ok", None),
+    ("sinch-escalations", "graph_mail"): ("blocked", "blocked_by_token"),
+    ("sinch-escalations", "secret_expiry"): OK,
+    ("agiloft-inbound", "token"): OK, ("agiloft-inbound", "ews"): OK,
     ("agiloft-inbound", "secret_expiry"): ("warn", "secret_expiring"),
-    ("enaio-notify", "token"): ("fail", "secret_expired"),
+    ("agiloft-contracts", "token"): OK, ("agiloft-contracts", "ews"): ("fail", "mailbox_not_found"),
+    ("agiloft-contracts", "secret_expiry"): ("warn", "secret_expiring"),
+    ("enaio-notify", "token"): ("fail", "secret_expired"), ("enaio-notify", "smtp"): ("blocked", "blocked_by_token"),
     ("enaio-notify", "secret_expiry"): ("fail", "secret_expired"),
+    ("enaio-webclient", "token"): OK, ("enaio-webclient", "smtp"): ("fail", "smtp_auth_disabled_mailbox"),
+    ("enaio-webclient", "secret_expiry"): OK,
 }
 
 
@@ -51,6 +63,11 @@ def test_demo_results_carry_fix_and_days_left(demo_run):
             assert r["fix"] and all(isinstance(s, str) and s for s in r["fix"]), r
     expiring = next(r for r in rows if r["code"] == "secret_expiring")
     assert expiring["details"]["days_left"] == 10
+    ews = next(r for r in rows if r["check"] == "ews" and r["status"] == "ok")
+    assert "2027" in ews["details"]["notice"]
+    # the fix of an app-only failure carries no delegated-only step, and the other way round
+    auth = next(r for r in rows if r["code"] == "auth_failed")
+    assert not any(step.startswith("App-only:") for step in auth["fix"])
     consent = next(r for r in rows if r["code"] == "consent_missing")
     assert "Mail.ReadWrite" in consent["summary"]
 
@@ -59,7 +76,7 @@ def test_demo_leaks_no_secret(demo_run):
     proc, work = demo_run
     scenario = (Path(__file__).resolve().parents[2] / "sandbox" / "scenarios" / "demo.yaml").read_text()
     secrets = [line.split('value: "')[1].split('"')[0] for line in scenario.splitlines() if 'value: "' in line]
-    assert len(secrets) == 7
+    assert len(secrets) == 8
     db = b"".join(p.read_bytes() for p in work.glob("mailwarden.db*"))
     for secret in secrets:
         assert secret not in proc.stdout and secret not in proc.stderr
@@ -80,5 +97,5 @@ def test_check_against_the_demo_tenant_exits_2(tmp_path):
     finally:
         env.close()
     assert proc.returncode == 2
-    assert {r["code"] for r in json.loads(proc.stdout)} == {"secret_expired"}
+    assert {r["code"] for r in json.loads(proc.stdout)} == {"secret_expired", "blocked_by_token"}
     assert ok.returncode == 0 and "sinch-queue" in ok.stdout

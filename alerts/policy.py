@@ -1,0 +1,334 @@
+"""Incidents from transitions, and which notices they deserve: pure code, no I/O, ``now`` passed in.
+
+Keys (one open incident per key):
+- ``cred:<client_id>:<code>`` for failures of a shared app credential (``CREDENTIAL_CODES``): one expired
+  secret used by three integrations is one incident naming all three (every integration of that app).
+- ``int:<integration>:<code>`` otherwise: (integration, root diagnosis). Mailbox checks of a failing token
+  are ``blocked`` and open nothing, so a revoked refresh token is one incident, not one per protocol.
+- ``net:<tenant or *>:<code>``: most integrations of a tenant (or of every tenant) failing with the same
+  network/IdP code within the correlation window; one ``grouped`` notice naming how many.
+- ``flap:<integration>:<check>``: a check changing state ``flapping.transitions`` times within
+  ``flapping.window``; one ``flapping`` notice, then quiet until no change for a whole window.
+
+Opened on the transition to fail/error (the state machine has applied the failure threshold); ``warn``
+and ``blocked`` open nothing; ``blocked`` resolves nothing either (nothing is known). Resolved when its
+last failing member recovers (after the success threshold), is paused, or leaves the config. Network
+codes hold their opening notice for the correlation window so that an outage gives one grouped alert.
+An incident opened and resolved before its notice was due says nothing. Reminders every
+``reminder_interval`` while open, unless acknowledged or snoozed. Maintenance windows hold opening
+notices and reminders; when the window ends one summary lists what happened in it.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+
+from monitor.models import Incident
+
+BAD = frozenset({"fail", "error"})
+GOOD = frozenset({"ok", "warn"})
+CREDENTIAL_CODES = frozenset({"secret_expired", "secret_invalid", "certificate_invalid", "app_disabled",
+                              "app_not_found", "tenant_not_found", "credential_not_found"})
+NETWORK_CODES = frozenset({"idp_unreachable", "dns_error", "tls_error", "connection_refused", "timeout"})
+# Resolutions that get a notice; the others were never announced on their own or are told otherwise.
+SPOKEN = frozenset({"recovered", "removed", "paused", "stable"})
+NOTICE_KINDS = ("opened", "reminder", "resolved", "grouped", "flapping", "maintenance_summary", "test")
+
+
+@dataclass(frozen=True)
+class CheckInfo:
+    """What the config says about one (integration, check)."""
+
+    integration: str
+    check: str
+    tenant: str
+    client_id: str
+    tags: tuple[str, ...] = ()
+    paused: bool = False
+
+
+@dataclass(frozen=True)
+class Change:
+    """A Transition as the policy needs it."""
+
+    id: int
+    integration: str
+    check: str
+    from_status: str
+    to_status: str
+    code: str | None
+    at: datetime
+    silent: bool = False
+
+
+@dataclass(frozen=True)
+class PolicyConfig:
+    reminder_interval: timedelta = timedelta(hours=4)
+    flap_transitions: int = 4
+    flap_window: timedelta = timedelta(hours=1)
+    correlation_window: timedelta = timedelta(minutes=5)
+    correlation_min: int = 2
+    # (integrations, tags, now) -> (window name, window end) when a maintenance window covers them
+    maintenance: Callable[[Iterable[str], Iterable[str], datetime], tuple[str, datetime] | None] = \
+        lambda _i, _t, _n: None
+
+
+@dataclass
+class Notice:
+    kind: str
+    incident: Incident | None
+    sequence: int = 1
+    # maintenance_summary: the window and the incidents it held
+    window: str | None = None
+    window_end: datetime | None = None
+    incidents: list[Incident] = field(default_factory=list)
+
+    @property
+    def key(self) -> str:
+        if self.incident is None and self.kind == "test":
+            return f"test/{self.window}/{self.window_end:%Y%m%dT%H%M%SZ}/1"
+        if self.incident is None:
+            return f"maintenance/{self.window}/{self.window_end:%Y%m%dT%H%M%SZ}/{self.kind}/{self.sequence}"
+        return f"{self.incident.id}/{self.kind}/{self.sequence}"
+
+
+def incident_key(info: CheckInfo | None, integration: str, code: str) -> tuple[str, str]:
+    if code in CREDENTIAL_CODES and info is not None:
+        return f"cred:{info.client_id}:{code}", "credential"
+    return f"int:{integration}:{code}", "single"
+
+
+def _pair(m: dict) -> tuple[str, str]:
+    return m["integration"], m["check"]
+
+
+class Policy:
+    def __init__(self, cfg: PolicyConfig, checks: dict[tuple[str, str], CheckInfo], now: datetime):
+        self.cfg = cfg
+        self.checks = checks
+        self.now = now
+        self.open: dict[str, Incident] = {}
+        self.touched: list[Incident] = []
+        self.notices: list[Notice] = []
+        self._reasons: dict[int, str] = {}
+
+    # -- bookkeeping ---------------------------------------------------------------------------
+    def _touch(self, inc: Incident) -> Incident:
+        if not any(inc is t for t in self.touched):
+            self.touched.append(inc)
+        return inc
+
+    def _new(self, key: str, kind: str, code: str, at: datetime, info: CheckInfo | None,
+             notify_after: datetime) -> Incident:
+        affected = sorted({c.integration for c in self.checks.values() if info and c.client_id == info.client_id}) \
+            if kind == "credential" else []
+        inc = Incident(key=key, kind=kind, code=code, tenant=info.tenant if info else None,
+                       client_id=info.client_id if info else None, status="open", members=[], affected=affected,
+                       opened_at=at, notify_after=notify_after, reminders=0, sequence=0)
+        self.open[key] = inc
+        return self._touch(inc)
+
+    def _containing(self, pair: tuple[str, str]) -> list[Incident]:
+        return [i for i in self.open.values() if any(_pair(m) == pair for m in i.members)]
+
+    def _set_member(self, inc: Incident, ch: Change) -> None:
+        others = [m for m in inc.members if _pair(m) != (ch.integration, ch.check)]
+        old = next((m for m in inc.members if _pair(m) == (ch.integration, ch.check)), None)
+        since = old["since"] if old and old["status"] in BAD and ch.to_status in BAD else ch.at.isoformat()
+        inc.members = [*others, {"integration": ch.integration, "check": ch.check, "status": ch.to_status,
+                                 "code": ch.code, "since": since, "changed": ch.at.isoformat(),
+                                 "transition_id": ch.id}]
+        if inc.kind != "credential":
+            inc.affected = sorted({m["integration"] for m in inc.members} | set(inc.affected))
+        self._touch(inc)
+
+    def _drop_member(self, inc: Incident, pair: tuple[str, str], reason: str, at: datetime) -> None:
+        inc.members = [m for m in inc.members if _pair(m) != pair]
+        self._touch(inc)
+        if not inc.members:
+            self._resolve(inc, reason, at)
+
+    def _resolve(self, inc: Incident, reason: str, at: datetime) -> None:
+        inc.status, inc.resolved_at, inc.resolve_reason = "resolved", at, reason
+        self.open.pop(inc.key, None)
+        self._touch(inc)
+
+    def _notice(self, kind: str, inc: Incident) -> None:
+        inc.sequence += 1
+        inc.last_notice_at = self.now
+        self.notices.append(Notice(kind, inc, inc.sequence))
+
+    def _held(self, inc: Incident) -> tuple[str, datetime] | None:
+        names = set(inc.affected) | {m["integration"] for m in inc.members}
+        tags = {t for c in self.checks.values() if c.integration in names for t in c.tags}
+        return self.cfg.maintenance(sorted(names), sorted(tags), self.now)
+
+    # -- the steps -----------------------------------------------------------------------------
+    def apply(self, incidents: Iterable[Incident], changes: Iterable[Change],
+              recent: dict[tuple[str, str], list[datetime]]) -> tuple[list[Incident], list[Notice]]:
+        """Fold ``changes`` (oldest first) into the ``incidents`` (open ones, and resolved ones still
+        held by a maintenance window), then run the time-driven rules. Returns what changed and the
+        notices to send."""
+        held_resolved = []
+        for inc in incidents:
+            if inc.status == "open":
+                self.open[inc.key] = inc
+            else:
+                held_resolved.append(inc)
+        for ch in changes:
+            if not ch.silent:
+                self._change(ch, recent.get((ch.integration, ch.check), []))
+        self._correlate()
+        self._tick()
+        self._summaries([*self.open.values(), *held_resolved, *[t for t in self.touched if t.status != "open"]])
+        return self.touched, self.notices
+
+    def _change(self, ch: Change, times: list[datetime]) -> None:
+        pair = (ch.integration, ch.check)
+        flap = self.open.get(f"flap:{ch.integration}:{ch.check}")
+        if flap is not None:
+            self._set_member(flap, ch)  # quiet until stable
+            return
+        window_start = ch.at - self.cfg.flap_window
+        if ch.to_status != "paused" and sum(window_start < t <= ch.at for t in times) >= self.cfg.flap_transitions:
+            for inc in self._containing(pair):
+                self._drop_member(inc, pair, "flapping", ch.at)
+            inc = self._new(f"flap:{ch.integration}:{ch.check}", "flapping", ch.code or ch.to_status, ch.at,
+                            self.checks.get(pair), ch.at)
+            self._set_member(inc, ch)
+            return
+        if ch.to_status in BAD:
+            code = ch.code or ch.to_status
+            info = self.checks.get(pair)
+            key, kind = incident_key(info, ch.integration, code)
+            for inc in self._containing(pair):
+                if inc.key != key:
+                    self._drop_member(inc, pair, "superseded", ch.at)
+            inc = self.open.get(key)
+            if inc is None:
+                hold = self.cfg.correlation_window if code in NETWORK_CODES else timedelta(0)
+                inc = self._new(key, kind, code, ch.at, info, ch.at + hold)
+            self._set_member(inc, ch)
+        elif ch.to_status in GOOD or ch.to_status == "paused":
+            reason = "paused" if ch.to_status == "paused" else "recovered"
+            for inc in self._containing(pair):
+                self._drop_member(inc, pair, reason, ch.at)
+        # blocked: not run, so nothing is known: it neither opens nor resolves
+
+    def _correlate(self) -> None:
+        candidates = [i for i in self.open.values() if i.kind == "single" and i.code in NETWORK_CODES
+                      and i.notified_at is None]
+        if not candidates:
+            return
+        active = [c for c in self.checks.values() if not c.paused]
+        by_code: dict[str, list[Incident]] = defaultdict(list)
+        for inc in candidates:
+            by_code[inc.code].append(inc)
+        for code, incs in by_code.items():
+            tenants = {i.tenant for i in incs}
+            names = {m["integration"] for i in incs for m in i.members}
+            everyone = {c.integration for c in active}
+            if (len(tenants) > 1 and len(names) * 2 > len(everyone)) or f"net:*:{code}" in self.open:
+                self._group(f"net:*:{code}", None, code, incs)
+                continue
+            for tenant in tenants:
+                mine = [i for i in incs if i.tenant == tenant]
+                names = {m["integration"] for i in mine for m in i.members}
+                total = len({c.integration for c in active if c.tenant == tenant})
+                existing = self.open.get(f"net:{tenant}:{code}")
+                if existing is not None or (len(names) >= self.cfg.correlation_min and len(names) * 2 > total):
+                    self._group(f"net:{tenant}:{code}", tenant, code, mine)
+
+    def _group(self, key: str, tenant: str | None, code: str, incs: list[Incident]) -> None:
+        group = self.open.get(key)
+        if group is None:
+            group = self._new(key, "grouped", code, min(i.opened_at for i in incs), None, self.now)
+            group.tenant = tenant
+        for inc in incs:
+            group.members = [*group.members, *inc.members]
+            group.affected = sorted(set(group.affected) | {m["integration"] for m in inc.members})
+            inc.members = []
+            self._resolve(inc, "merged", self.now)
+
+    def _announce(self, inc: Incident, kind: str) -> None:
+        """Send the opening notice now, or let a maintenance window hold it for its summary."""
+        if inc.notified_at is not None or inc.held_window is not None:
+            return
+        held = self._held(inc)
+        if held is not None:
+            inc.held_window, inc.held_until = held
+            self._touch(inc)
+        else:
+            inc.notified_at = self.now
+            self._notice(kind, inc)
+
+    def _tick(self) -> None:
+        now = self.now
+        for inc in list(self.open.values()):
+            for m in list(inc.members):
+                if _pair(m) not in self.checks:
+                    self._drop_member(inc, _pair(m), "removed", now)
+            if inc.status != "open":
+                continue
+            if inc.kind == "flapping":
+                last = max(datetime.fromisoformat(m["changed"]) for m in inc.members)
+                if now - last >= self.cfg.flap_window:
+                    self._stable(inc, last)
+                else:
+                    self._announce(inc, "flapping")
+                continue
+            if inc.notified_at is None:
+                if inc.notify_after is None or now >= inc.notify_after:
+                    self._announce(inc, "grouped" if inc.kind == "grouped" else "opened")
+                continue
+            quiet = inc.ack_at is not None or (inc.snoozed_until is not None and inc.snoozed_until > now)
+            due = inc.last_notice_at is None or now - inc.last_notice_at >= self.cfg.reminder_interval
+            if quiet or not due or inc.held_window is not None:
+                continue
+            held = self._held(inc)
+            if held is not None:
+                inc.held_window, inc.held_until = held
+                self._touch(inc)
+            else:
+                inc.reminders += 1
+                self._notice("reminder", inc)
+        for inc in list(self.touched):
+            if (inc.status == "resolved" and inc.notified_at is not None and inc.resolve_reason in SPOKEN
+                    and not any(n.incident is inc and n.kind == "resolved" for n in self.notices)):
+                self._notice("resolved", inc)
+
+    def _stable(self, inc: Incident, last: datetime) -> None:
+        m = max(inc.members, key=lambda m: m["changed"])
+        if m["status"] not in BAD:
+            self._resolve(inc, "stable", self.now)
+            return
+        # Still failing once it settled: the flapping notice is replaced by an ordinary incident.
+        self._resolve(inc, "stable-bad", self.now)
+        info = self.checks.get(_pair(m))
+        code = m["code"] or m["status"]
+        key, kind = incident_key(info, m["integration"], code)
+        new = self.open.get(key) or self._new(key, kind, code, last, info, self.now)
+        self._set_member(new, Change(m.get("transition_id") or 0, m["integration"], m["check"], "", m["status"],
+                                     m["code"], last))
+        self._announce(new, "opened")
+
+    def _summaries(self, incidents: Iterable[Incident]) -> None:
+        groups: dict[tuple[str, datetime], list[Incident]] = defaultdict(list)
+        seen: set[int] = set()
+        for inc in incidents:
+            if id(inc) in seen or inc.held_window is None or inc.held_until is None or inc.held_until > self.now:
+                continue
+            seen.add(id(inc))
+            groups[(inc.held_window, inc.held_until)].append(inc)
+        for (window, end), incs in sorted(groups.items(), key=lambda kv: kv[0][1]):
+            self.notices.append(Notice("maintenance_summary", None, 1, window=window, window_end=end,
+                                       incidents=sorted(incs, key=lambda i: i.opened_at)))
+            for inc in incs:
+                inc.held_window = inc.held_until = None
+                if inc.status == "open":
+                    inc.notified_at = inc.notified_at or self.now
+                    inc.last_notice_at = self.now
+                self._touch(inc)

@@ -1,0 +1,53 @@
+"""End to end with the sandbox: break an integration through the control API, get exactly one alert per route
+with cause and fix, a reminder only after the interval, then one recovery notice once it is repaired."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+import apprise
+
+from alerts.dispatcher import Dispatcher
+
+CAPTURED: list[dict] = []
+
+
+@apprise.decorators.notify(on="mwcapture", name="test capture")
+def _capture(body, title, notify_type, *args, **kwargs):
+    CAPTURED.append({"title": title, "body": body})
+    return True
+
+
+def test_break_and_repair_through_the_sandbox(world, receiver):
+    CAPTURED.clear()
+    w = world("app")
+    w.rewrite(lambda doc: doc.update(alerts={"routes": [{"name": "hook", "url": receiver.url},
+                                                         {"name": "capture", "url": "mwcapture://"}]}))
+    rt = w.runtime
+    d = Dispatcher(rt.config, rt.store)
+    assert w.run("token").status == "ok"
+    assert d.run_once().queued == 0
+    w.ctl.expire_secret(w.app_id, w.key_id)
+    outcome = w.run("token")
+    assert (outcome.status, outcome.code) == ("fail", "secret_expired")
+    report = d.run_once()
+    assert report.sent == 2 and report.failed == 0
+    assert len(receiver.bodies) == 1 and len(CAPTURED) == 1
+    for text in (receiver.bodies[0]["title"] + receiver.bodies[0]["message"],
+                 CAPTURED[0]["title"] + CAPTURED[0]["body"]):
+        assert "Client secret expired" in text and "AADSTS7000222" in text  # cause
+        assert "New client secret" in text and "subject" in text  # fix, integration
+        assert w.secret not in text
+    # still failing: nothing new; a reminder only once the interval has passed
+    assert w.run("token").status == "fail"
+    now = datetime.now(UTC)
+    assert d.run_once(now + timedelta(hours=3, minutes=59)).queued == 0
+    assert d.run_once(now + timedelta(hours=4, minutes=1)).sent == 2
+    assert "STILL FAILING" in CAPTURED[-1]["title"]
+    # repaired: one recovery notice per route
+    w.ctl.set_secret_end(w.app_id, w.key_id, "+200d")
+    assert w.run("token").status == "ok"
+    assert d.run_once(now + timedelta(hours=5)).sent == 2
+    assert [c["title"].split(":")[0] for c in CAPTURED] == ["[mailwarden] FAILING", "[mailwarden] STILL FAILING",
+                                                             "[mailwarden] RESOLVED"]
+    assert len(receiver.bodies) == 3

@@ -234,3 +234,20 @@ def test_server_that_never_answers_is_a_timeout(hoth, sandbox):
     finally:
         sandbox.control.set_protocol_fault("imap", mode="none")
     assert (outcome.status, outcome.code) == (Status.ERROR, "timeout"), outcome.summary
+
+
+def test_untrusted_certificate_is_tls_error(hoth, tmp_path):
+    from tests.e2e.dovecot import _self_signed
+
+    w = hoth()
+    other_ca, _ = _self_signed(tmp_path)  # trusts a CA that signed nothing the server presents
+    w.rewrite(lambda d: d["endpoints"].update(ca_bundle=str(other_ca)))
+    outcome = w.run("pop")
+    assert (outcome.status, outcome.code) == (Status.ERROR, "tls_error"), outcome.summary
+
+
+def test_unknown_host_is_dns_error(hoth):
+    w = hoth()
+    w.rewrite(lambda d: d["endpoints"].update(imap="mail.invalid:993"))
+    outcome = w.run("imap")
+    assert (outcome.status, outcome.code) == (Status.ERROR, "dns_error"), outcome.summary

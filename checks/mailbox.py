@@ -124,10 +124,13 @@ class ProtocolCheck:
     depends_on_token: ClassVar[bool] = True
 
     async def run(self, ctx: CheckContext) -> Outcome:
-        token = await asyncio.to_thread(fetch_token, ctx, self.kind)
+        return await asyncio.to_thread(self._run_blocking, ctx)
+
+    def _run_blocking(self, ctx: CheckContext) -> Outcome:
+        token = fetch_token(ctx, self.kind)  # one worker-thread hop for the token and the conversation
         if isinstance(token, Outcome):
             return token
-        return await asyncio.to_thread(self._converse, ctx, token)
+        return self._converse(ctx, token)
 
     def _converse(self, ctx: CheckContext, token: str) -> Outcome:  # pragma: no cover - abstract
         raise NotImplementedError

@@ -152,7 +152,7 @@ def main() -> None:
 
 def _register_more() -> None:
     # Commands in their own modules, to keep this one short; they attach to `app`.
-    from monitor import cli_alerts, cli_reauth, cli_serve  # noqa: F401
+    from monitor import cli_alerts, cli_reauth, cli_secrets, cli_serve, cli_web  # noqa: F401
 
 
 _register_more()

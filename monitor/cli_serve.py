@@ -15,7 +15,7 @@ from monitor.cli import EXIT_UNKNOWN, ConfigOpt, app, exit_code, fail, load_conf
 from monitor.errors import MailwardenError
 
 
-async def _serve_forever(monitor, *, reload_on_hup: bool = True) -> None:
+async def _serve_forever(monitor, *, reload_on_hup: bool = True, web=None) -> None:
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
@@ -24,14 +24,30 @@ async def _serve_forever(monitor, *, reload_on_hup: bool = True) -> None:
         loop.add_signal_handler(signal.SIGHUP, monitor.reload)
     monitor.start()
     try:
+        if web is not None:  # monitor.web.server.WebServer: uvicorn as a task in this loop
+            await web.start()
         await stop.wait()
     finally:
+        if web is not None:
+            await web.stop()
         monitor.shutdown()
+
+
+def _web_for(monitor):
+    """The web app's server for `monitor` (socket bound), None when off; exit 3 when it cannot start."""
+    from monitor.web import server
+
+    try:
+        return server.prepare(monitor)
+    except MailwardenError as exc:
+        monitor.runtime.close()
+        raise fail(exc, EXIT_UNKNOWN) from None
 
 
 @app.command()
 def serve(config: ConfigOpt = None) -> None:
-    """Run the scheduler: every check of every integration at its interval, results stored.
+    """Run the scheduler: every check of every integration at its interval, results stored; and the status
+    web app on web.listen (127.0.0.1:8080 by default) once an access rule is configured (see README "Web").
 
     SIGHUP reloads the config (removed integrations stop being checked); SIGTERM/SIGINT stop.
     Logs are JSON lines when stderr is not a terminal. Exit 0 on a clean stop, 3 when the config or
@@ -47,7 +63,8 @@ def serve(config: ConfigOpt = None) -> None:
         runtime = open_runtime(cfg)
     except MailwardenError as exc:
         raise fail(exc, EXIT_UNKNOWN) from None
-    asyncio.run(_serve_forever(Monitor(runtime, config)))
+    monitor = Monitor(runtime, config)
+    asyncio.run(_serve_forever(monitor, web=_web_for(monitor)))
 
 
 @app.command()
@@ -82,9 +99,11 @@ def demo(
     workdir: Annotated[Path, typer.Option(help="Where the demo writes its config, database and keys.")]
     = Path("mailwarden-demo"),
     interval: Annotated[int, typer.Option(help="Check interval in seconds.")] = 60,
+    port: Annotated[int, typer.Option(help="Port of the dashboard on 127.0.0.1 (0: any free port).")] = 8080,
 ) -> None:
     """Start the sandbox with a scenario modelled on five real consuming systems, write a config for it,
-    and monitor it on SQLite. With --once: one cycle, results printed, exit code as for `check`.
+    and monitor it on SQLite with the dashboard on 127.0.0.1 (its URL and a generated admin password are
+    printed). With --once: one cycle, results printed, exit code as for `check`.
     """
     from monitor import demo as demo_mod
     from monitor import logs
@@ -93,7 +112,7 @@ def demo(
         raise fail(f"--format must be table or json, not {fmt!r}", EXIT_UNKNOWN)
     logs.setup("warning" if once else "info")
     try:
-        env = demo_mod.prepare(workdir, interval=interval, quiet=fmt == "json")
+        env = demo_mod.prepare(workdir, interval=interval, quiet=fmt == "json", web_port=None if once else port)
     except MailwardenError as exc:
         raise fail(exc, EXIT_UNKNOWN) from None
     try:
@@ -106,9 +125,14 @@ def demo(
 
                 print_table(rows, title="mailwarden demo: one cycle")
             raise typer.Exit(exit_code([r["status"] for r in rows]))
+        monitor = env.monitor()
+        web = _web_for(monitor)
         typer.echo(f"config: {env.config_path}\nsandbox: {env.sandbox.base_url}\n"
                    f"Checking every {interval} s; a table follows each cycle. Ctrl-C stops.", err=True)
-        asyncio.run(_serve_forever(env.monitor(), reload_on_hup=False))
+        if web is not None:
+            typer.echo(f"\nDashboard: {web.url}/\n  sign in as {env.web_user} with password {env.web_password}"
+                       "\n  (generated for this demo run; its hash is in the demo config)\n", err=True)
+        asyncio.run(_serve_forever(monitor, reload_on_hup=False, web=web))
     finally:
         env.close()
     sys.exit(0)

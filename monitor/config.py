@@ -95,9 +95,69 @@ class CustomEndpoints(_Model):
         return v
 
 
+class RetentionConfig(_Model):
+    """Bounded history: raw results capped per check, hourly rollups for uptime and latency."""
+
+    raw_per_check: int = Field(200, ge=10)  # newest raw results kept per (integration, check)
+    failures_days: int = Field(30, ge=0)  # non-ok raw results are kept this long even beyond the cap
+    rollup_days: int = Field(90, ge=31)  # hourly rollups (uptime bars go back 30 days)
+
+
 class WebConfig(_Model):
+    """The status web app. It starts only with an access rule: ``auth: password`` (the default once
+    ``password_hash`` is set), ``auth: proxy`` (a trusted reverse proxy names the user in
+    ``proxy_header``), or ``auth: none`` written out explicitly."""
+
+    enabled: bool = True
     listen: str = "127.0.0.1:8080"
     base_url: str = "http://127.0.0.1:8080"
+    auth: Literal["password", "proxy", "none"] | None = None
+    admin_user: str = "admin"
+    password_hash: str | None = None  # `mailwarden web hash-password`; or env:NAME / file:PATH holding it
+    proxy_header: str | None = None  # e.g. X-Forwarded-User, set by the proxy after its own login
+    trusted_proxies: list[str] = Field(default_factory=lambda: ["127.0.0.1", "::1"])  # header honoured from
+    session_key: SecretRef | None = None  # signs session cookies; default: random per start (logins reset)
+    session_max_age: Duration = 12 * 3600.0
+    refresh: Duration = 60.0  # the pages reload themselves this often
+    public_metrics: bool = False  # /metrics without login (Prometheus may also use basic auth)
+    retention: RetentionConfig = Field(default_factory=RetentionConfig)
+
+    @field_validator("listen")
+    @classmethod
+    def _listen(cls, v: str) -> str:
+        host, _, port = v.rpartition(":")
+        if not host or not port.isdigit() or not 0 <= int(port) < 65536:
+            raise ValueError("must be HOST:PORT, e.g. 127.0.0.1:8080 (or [::1]:8080)")
+        return v
+
+    @field_validator("base_url")
+    @classmethod
+    def _base_url(cls, v: str) -> str:
+        if not re.match(r"^https?://[^/\s]+", v):
+            raise ValueError("must be the URL people open, e.g. https://mailwarden.contoso.com")
+        return v.rstrip("/")
+
+    @model_validator(mode="after")
+    def _auth_complete(self) -> WebConfig:
+        if self.auth == "password" and not self.password_hash:
+            raise ValueError("auth: password needs password_hash (create one with `mailwarden web hash-password`)")
+        if self.auth == "proxy" and not self.proxy_header:
+            raise ValueError("auth: proxy needs proxy_header: the header your reverse proxy sets to the user")
+        return self
+
+    def auth_mode(self) -> str | None:
+        """The access rule in force, or None when none is configured (then the web app does not start)."""
+        if self.auth:
+            return self.auth
+        if self.password_hash:
+            return "password"
+        if self.proxy_header:
+            return "proxy"
+        return None
+
+    def host_port(self) -> tuple[str, int]:
+        host, _, port = self.listen.rpartition(":")
+        return host.strip("[]"), int(port)
 
 
 class Concurrency(_Model):
@@ -122,6 +182,29 @@ class CertificateConfig(_Model):
     cert: SecretRef  # PEM certificate (its SHA-1 thumbprint is sent as x5t)
 
 
+DEFAULT_REMINDER_DAYS = (60, 30, 14, 7, 3, 1, 0)  # 0: on expiry
+
+
+class RotationConfig(_Model):
+    """Rotation of an app's client secret. ``automated`` is opt-in: the tenant's monitor_app then needs
+    Application.ReadWrite.OwnedBy and to be an owner of this app (or Application.ReadWrite.All)."""
+
+    automated: bool = False
+    start_days: int = Field(30, ge=1)  # automated: start when the secret in use has this many days left
+    lifetime_days: int = Field(180, ge=1, le=730)  # automated: the new secret's lifetime (portal cap: 24 months)
+    hook_command: list[str] | None = None  # argv of a command that reads the new secret on stdin
+    hook_url: str | None = None  # HTTPS webhook: POST JSON {app, client_id, key_id, end, secret}
+    hook_timeout: Duration = 60.0
+    remove_old_after_days: int = Field(7, ge=0)  # the new secret has worked this long: remove the old one
+
+    @field_validator("hook_url")
+    @classmethod
+    def _https_hook(cls, v: str | None) -> str | None:
+        if v is not None and not v.startswith("https://"):
+            raise ValueError("the hook receives a secret: it must be an https:// URL")
+        return v
+
+
 class AppConfig(_Model):
     tenant: str
     client_id: str
@@ -130,6 +213,8 @@ class AppConfig(_Model):
     secret_expires_on: date | None = None  # used only when Graph cannot be read
     display_name: str | None = None
     public_client: bool = False  # "Allow public client flows" is on: `reauth --device-code` may be used
+    reminder_days: list[int] = Field(default_factory=lambda: list(DEFAULT_REMINDER_DAYS))  # expiry reminder stages
+    rotation: RotationConfig = Field(default_factory=RotationConfig)
 
     @field_validator("client_id")
     @classmethod
@@ -142,6 +227,11 @@ class AppConfig(_Model):
     def _one_credential(self) -> AppConfig:
         if (self.secret is None) == (self.certificate is None):
             raise ValueError("give exactly one of 'secret' or 'certificate'")
+        if any(d < 0 for d in self.reminder_days):
+            raise ValueError("reminder_days are days before expiry (0: on expiry), never negative")
+        if self.rotation.automated and not (self.secret or "").startswith("file:"):
+            raise ValueError("rotation.automated needs a writable 'secret: file:PATH' reference "
+                             "(mailwarden writes the new secret there)")
         return self
 
 

@@ -71,7 +71,33 @@ def _slug(display: str) -> str:
     return "".join(c if c.isalnum() else "-" for c in display.lower()).strip("-").replace("--", "-")
 
 
-def write_config(workdir: Path, endpoints: dict[str, str], scenario: dict, interval: int) -> Path:
+# The redirect URI registered on the demo's delegated apps (sandbox/scenarios/demo.yaml) for the seeding sign-in.
+DEMO_REDIRECT = "http://127.0.0.1:8080/auth/callback"
+
+
+def _web_section(port: int | None) -> tuple[dict, str | None]:
+    """The dashboard on loopback with a password generated for this run (printed at start): the demo shows
+    the login every real install has, and nothing else on the machine can use the actions."""
+    if port is None:
+        return {}, None
+    import secrets
+    import socket
+
+    from monitor.redact import register_secret
+    from monitor.web.auth import hash_password
+
+    if port == 0:
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            port = s.getsockname()[1]
+    password = secrets.token_urlsafe(12)
+    register_secret(password)
+    return {"listen": f"127.0.0.1:{port}", "base_url": f"http://127.0.0.1:{port}",
+            "password_hash": hash_password(password), "refresh": "20s"}, password
+
+
+def write_config(workdir: Path, endpoints: dict[str, str], scenario: dict, interval: int,
+                 web: dict | None = None) -> Path:
     """The config a user would write for this tenant, pointing at the sandbox."""
     tenant = scenario["tenants"][0]
     secrets_dir = workdir / "secrets"
@@ -96,6 +122,7 @@ def write_config(workdir: Path, endpoints: dict[str, str], scenario: dict, inter
         "cloud": "custom",
         "endpoints": {k: v for k, v in endpoints.items()
                       if k in ("authority", "graph", "ews", "imap", "pop", "smtp", "ca_bundle")},
+        **({"web": web} if web else {}),
         "defaults": {"interval": f"{interval}s", "timeout": "20s", "failure_threshold": 1},
         "tenants": {TENANT: {"tenant_id": tenant["id"], "monitor_app": "mailwarden-monitor"}},
         "apps": apps,
@@ -114,6 +141,8 @@ class DemoEnv:
     sandbox: object
     config_path: Path
     runtime: Runtime
+    web_password: str | None = None  # generated for the dashboard (when it runs), printed at start
+    web_user: str = "admin"
 
     def run_once(self) -> list[dict]:
         results = asyncio.run(self.runtime.runner.run_many(select(self.runtime.config)))
@@ -140,7 +169,18 @@ class DemoEnv:
         self.sandbox.stop()
 
 
-def prepare(workdir: Path, *, interval: int = 60, quiet: bool = False) -> DemoEnv:
+def first_secrets_cycle(runtime: Runtime) -> None:
+    """The reminders due at start, sent at once: the Agiloft secret ends in 10 days (its 14-day reminder,
+    naming both agiloft-* integrations), enaio's has expired (its on-expiry reminder)."""
+    from alerts.dispatcher import Dispatcher
+    from alerts.secrets import SecretsCycle
+
+    asyncio.run(SecretsCycle(runtime.config, runtime.store, runtime.tokens, runtime.credentials).run())
+    Dispatcher(runtime.config, runtime.store).run_once()
+
+
+def prepare(workdir: Path, *, interval: int = 60, quiet: bool = False, web_port: int | None = None) -> DemoEnv:
+    """``web_port``: write a dashboard section (0: a free port); None (``--once``, tests) writes none."""
     from sandbox import Sandbox
     from sandbox.browser import sign_in
 
@@ -152,21 +192,23 @@ def prepare(workdir: Path, *, interval: int = 60, quiet: bool = False) -> DemoEn
     sb = Sandbox(SCENARIO, workdir=workdir / "sandbox", port=0)
     sb.start()
     try:
-        config_path = write_config(workdir, sb.endpoints, scenario, interval)
+        web, password = _web_section(web_port)
+        config_path = write_config(workdir, sb.endpoints, scenario, interval, web)
         cfg = config_mod.load(config_path)
         runtime = open_runtime(cfg)
         passwords = {u["upn"]: u["password"] for u in scenario["tenants"][0]["users"]}
         for integ in cfg.integrations:
             if integ.flow != "delegated":
                 continue
-            redirect = cfg.web.base_url.rstrip("/") + "/auth/callback"
+            redirect = DEMO_REDIRECT
             flow = reauth.start(runtime.tokens, integ, redirect)
             back = sign_in(flow["auth_uri"], integ.account, passwords[integ.account], sb.ca_path)
             reauth.complete(runtime.tokens, integ, flow, reauth.parse_redirect(back))
             if not quiet:
                 Console(stderr=True).print(f"signed in as {integ.account} for {integ.name}")
         sb.control.revoke_user_sessions(REVOKED_USER)
+        first_secrets_cycle(runtime)
     except BaseException:
         sb.stop()
         raise
-    return DemoEnv(sb, config_path, runtime)
+    return DemoEnv(sb, config_path, runtime, password)

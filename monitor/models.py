@@ -252,6 +252,95 @@ class Notification(SQLModel, table=True):
     at: datetime = _ts(index=True)
 
 
+class CheckRollup(SQLModel, table=True):
+    """One hour of one check's results (counts per status, latency): uptime bars and sparklines read
+    these, so raw results can be capped (see ``monitor.db_history``)."""
+
+    __tablename__ = "check_rollups"
+    __table_args__ = (UniqueConstraint("integration", "check", "hour", name="uq_check_rollups_integration_check_hour"),
+                      Index("ix_check_rollups_hour", "hour"))
+
+    id: int | None = Field(default=None, primary_key=True)
+    integration: str
+    check: str
+    hour: datetime = _ts()  # start of the hour, UTC
+    total: int = 0
+    ok: int = 0
+    warn: int = 0
+    fail: int = 0
+    error: int = 0
+    blocked: int = 0
+    latency_sum_ms: float = 0.0
+    latency_count: int = 0
+    latency_max_ms: float | None = None
+
+
+class ExpiryReminder(SQLModel, table=True):
+    """One reminder stage of one credential, claimed once (the unique key): never sent twice, restarts included."""
+
+    __tablename__ = "expiry_reminders"
+    __table_args__ = (UniqueConstraint("client_id", "key_id", "stage", name="uq_expiry_reminders_client_key_stage"),)
+
+    id: int | None = Field(default=None, primary_key=True)
+    client_id: str
+    key_id: str
+    app: str
+    stage: int  # days before expiry; 0 = on expiry
+    expires_at: datetime = _ts()
+    integrations: list[str] = Field(default_factory=list, sa_type=JSON)
+    sent_at: datetime = _ts()  # queued in the outbox
+
+
+class Rotation(SQLModel, table=True):
+    """Where the rotation of one credential (the old one) stands: expiring -> new_secret_created -> in_use ->
+    old_removed. ``auto_step`` follows the automated path (never holds the secret)."""
+
+    __tablename__ = "rotations"
+    __table_args__ = (UniqueConstraint("client_id", "key_id", name="uq_rotations_client_key"),)
+
+    id: int | None = Field(default=None, primary_key=True)
+    client_id: str
+    key_id: str  # the old credential
+    app: str
+    tenant: str
+    hint: str | None = None
+    old_expires_at: datetime | None = _ts(nullable=True, default=None)
+    state: str = "expiring"  # expiring | new_secret_created | in_use | old_removed
+    new_key_id: str | None = None
+    new_hint: str | None = None
+    new_expires_at: datetime | None = _ts(nullable=True, default=None)
+    reference: str | None = None  # mailwarden's reference when the rotation started (a change is noted)
+    automated: bool = False
+    auto_step: str | None = None  # added | handed_over | verified | removal_scheduled | removed | failed
+    auto_error: str | None = Field(default=None, sa_type=Text)
+    remove_after: datetime | None = _ts(nullable=True, default=None)
+    started_at: datetime = _ts()
+    updated_at: datetime = _ts()
+    new_seen_at: datetime | None = _ts(nullable=True, default=None)
+    in_use_at: datetime | None = _ts(nullable=True, default=None)
+    removed_at: datetime | None = _ts(nullable=True, default=None)
+    remind_remove_at: datetime | None = _ts(nullable=True, default=None)  # "remove the old secret" sent
+    stuck_alert_at: datetime | None = _ts(nullable=True, default=None)  # "still on the old one" sent
+
+
+class RotationEvent(SQLModel, table=True):
+    """The rotation audit: every step, by whom (mailwarden or seen on the app), ok or not, and why."""
+
+    __tablename__ = "rotation_events"
+    __table_args__ = (Index("ix_rotation_events_client_at", "client_id", "at"),)
+
+    id: int | None = Field(default=None, primary_key=True)
+    client_id: str
+    app: str
+    key_id: str | None = None  # the old credential
+    new_key_id: str | None = None
+    step: str
+    ok: bool = True
+    detail: str = Field(default="", sa_type=Text)  # redacted
+    at: datetime = _ts()
+
+
 MODELS: tuple[type[SQLModel], ...] = (Integration, Credential, CheckResult, CheckState, Transition,
-                                      TokenCache, Meta, Incident, AlertDelivery, Notification)
+                                      TokenCache, Meta, Incident, AlertDelivery, Notification, CheckRollup,
+                                      ExpiryReminder, Rotation, RotationEvent)
 TABLE_NAMES: tuple[str, ...] = tuple(m.__tablename__ for m in MODELS)  # type: ignore[misc]

@@ -17,6 +17,11 @@ MASK = "[redacted]"
 
 _known: set[str] = set()
 _lock = threading.Lock()
+# Known values by their first _PREFIX characters, longest first; rebuilt when a value is registered.
+# redact() runs several times per check (log fields, transcript lines) while hundreds of secrets are
+# known: looking up the text's windows is O(len(text)), testing every secret was O(secrets) (bench/).
+_PREFIX = 6
+_index: dict[str, list[str]] | None = None
 
 _PATTERNS: list[tuple[re.Pattern[str], str]] = [
     # JWTs: three base64url segments, the first starting like a JSON header
@@ -35,19 +40,33 @@ _PATTERNS: list[tuple[re.Pattern[str], str]] = [
 
 def register_secret(value: str | None) -> None:
     """Remember a secret value so that it is masked wherever it appears later."""
-    if value and len(value) >= 6:
+    global _index
+    if value and len(value) >= _PREFIX:
         with _lock:
-            _known.add(value)
+            if value not in _known:
+                _known.add(value)
+                _index = None
+
+
+def _known_index() -> dict[str, list[str]]:
+    global _index
+    with _lock:
+        if _index is None:
+            index: dict[str, list[str]] = {}
+            for value in sorted(_known, key=len, reverse=True):
+                index.setdefault(value[:_PREFIX], []).append(value)
+            _index = index
+        return _index
 
 
 def redact(text: Any) -> str:
     if text is None:
         return ""
     out = str(text)
-    with _lock:
-        known = sorted(_known, key=len, reverse=True)
-    for value in known:
-        if value in out:
+    index = _known_index()
+    if index:
+        found = {v for i in range(len(out) - _PREFIX + 1) for v in index.get(out[i:i + _PREFIX], ())}
+        for value in sorted(found, key=len, reverse=True):
             out = out.replace(value, MASK)
     for pattern, repl in _PATTERNS:
         out = pattern.sub(repl, out)

@@ -11,8 +11,10 @@ import asyncio
 import logging
 import time
 import traceback
+import weakref
 from collections import defaultdict
 from collections.abc import Callable, Iterable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING
@@ -80,6 +82,25 @@ def facts(config: Config, integ: IntegrationConfig, outcome: Outcome | None = No
     }
 
 
+_WORKERS: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, tuple[int, ThreadPoolExecutor]] = \
+    weakref.WeakKeyDictionary()
+
+
+def ensure_workers(n: int) -> None:
+    """Give the running loop at least ``n`` worker threads. The blocking checks (imaplib, poplib, smtplib,
+    MSAL) hold a thread for their whole conversation, and asyncio's default pool has only cpu_count + 4:
+    on two cores six checks at a time ran instead of the configured limit (measured by bench/)."""
+    loop = asyncio.get_running_loop()
+    have = _WORKERS.get(loop)
+    if have is not None and have[0] >= n:
+        return
+    executor = ThreadPoolExecutor(max_workers=n, thread_name_prefix="mailwarden-worker")
+    loop.set_default_executor(executor)
+    _WORKERS[loop] = (n, executor)
+    if have is not None:
+        have[1].shutdown(wait=False)
+
+
 class Runner:
     def __init__(self, config: Config, store: Store, tokens: TokenProvider, credentials: CredentialReader,
                  *, clock: Callable[[], datetime] = lambda: datetime.now(UTC)):
@@ -94,6 +115,8 @@ class Runner:
         self._mailbox: dict[tuple[str, str], asyncio.Lock] = defaultdict(asyncio.Lock)
 
     async def run_one(self, name: str, kind: str) -> RunResult:
+        # every running check may hold a thread, and its store calls need a few more
+        ensure_workers(self.config.concurrency.total + 8)
         integ = self.config.integration(name)
         check = REGISTRY[kind]
         outcome = await self._blocked(integ, kind) if check.depends_on_token else None

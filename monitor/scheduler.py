@@ -27,6 +27,11 @@ log = logging.getLogger("mailwarden.scheduler")
 
 DISPATCH_JOB = "alerts::dispatch"
 DISPATCH_EVERY = 15.0  # seconds; also run right after each result
+HISTORY_JOB = "history::rollup"  # hourly rollups every minute, pruning of raw results every hour
+HISTORY_EVERY = 60.0
+SECRETS_JOB = "secrets::cycle"  # expiry reminders, rotation tracking, automated rotation
+SECRETS_EVERY = 3600.0
+PRUNE_EVERY = timedelta(hours=1)
 
 
 def job_id(integration: str, kind: str) -> str:
@@ -41,6 +46,7 @@ class Monitor:
         self.on_result = on_result
         self.scheduler = AsyncIOScheduler(timezone=UTC)
         self._dispatcher = None  # (runtime, alerts.dispatcher.Dispatcher)
+        self._pruned_at: datetime | None = None
 
     # -- jobs --------------------------------------------------------------------------------
     def wanted_jobs(self) -> dict[str, tuple[str, str, float]]:
@@ -57,7 +63,7 @@ class Monitor:
     def sync_jobs(self, *, first: bool = False) -> None:
         wanted = self.wanted_jobs()
         for job in self.scheduler.get_jobs():
-            if job.id not in wanted and job.id != DISPATCH_JOB:
+            if job.id not in wanted and job.id not in (DISPATCH_JOB, HISTORY_JOB, SECRETS_JOB):
                 job.remove()
                 log.info("check unscheduled", extra={"job": job.id})
         now = datetime.now(UTC)
@@ -74,6 +80,39 @@ class Monitor:
                 next_run_time=now + timedelta(seconds=delay if first or existing is None else interval))
         self._pause_paused()
         self._sync_dispatch(now)
+        if self.scheduler.get_job(SECRETS_JOB) is None:
+            self.scheduler.add_job(self._secrets, IntervalTrigger(seconds=SECRETS_EVERY, timezone=UTC),
+                                   id=SECRETS_JOB, coalesce=True, max_instances=1, misfire_grace_time=600,
+                                   next_run_time=now + timedelta(seconds=20))
+        if self.scheduler.get_job(HISTORY_JOB) is None:
+            self.scheduler.add_job(self._history, IntervalTrigger(seconds=HISTORY_EVERY, timezone=UTC),
+                                   id=HISTORY_JOB, coalesce=True, max_instances=1, misfire_grace_time=300,
+                                   next_run_time=now + timedelta(seconds=10))
+
+    async def _history(self) -> None:
+        """Roll raw results up into hours (what the dashboard reads); prune beyond the retention hourly."""
+        store, retention = self.runtime.store, self.runtime.config.web.retention
+        now = datetime.now(UTC)
+        try:
+            await asyncio.to_thread(store.rollup_history, now)
+            if self._pruned_at is None or now - self._pruned_at >= PRUNE_EVERY:
+                removed = await asyncio.to_thread(store.prune_history, now, **retention.model_dump())
+                self._pruned_at = now
+                log.info("history pruned", extra=removed)
+        except Exception:  # noqa: BLE001 - the scheduler must keep going whatever happens
+            log.exception("history rollup failed")
+
+    async def _secrets(self) -> None:
+        from alerts.secrets import SecretsCycle
+
+        rt = self.runtime
+        try:
+            report = await SecretsCycle(rt.config, rt.store, rt.tokens, rt.credentials).run()
+        except Exception:  # noqa: BLE001 - the scheduler must keep going whatever happens
+            log.exception("secrets cycle failed")
+            return
+        if report.reminders or report.steps:
+            self._dispatch_soon()
 
     def _sync_dispatch(self, now: datetime) -> None:
         job = self.scheduler.get_job(DISPATCH_JOB)

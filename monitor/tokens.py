@@ -12,6 +12,7 @@ MSAL calls are blocking (requests): callers run them in a worker thread.
 from __future__ import annotations
 
 import threading
+import time
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
@@ -29,6 +30,8 @@ if TYPE_CHECKING:  # pragma: no cover
     from monitor.db import Store
 
 _APP_TOKEN_SKEW_S = 300  # a cached token this close to expiry is refreshed first
+DISCOVERY_TTL_S = 3600.0  # how long an authority's OpenID discovery document is reused
+_DISCOVERY_SUFFIX = "/.well-known/openid-configuration"
 
 
 @dataclass
@@ -46,6 +49,40 @@ def http_session(endpoints: Endpoints) -> requests.Session:
         # REQUESTS_CA_BUNDLE and friends would otherwise override verify (M365_FACTS.md).
         session.trust_env = False
     return session
+
+
+class _DiscoveryCache:
+    """The authorities' OpenID discovery documents, shared by the MSAL objects of one TokenProvider.
+
+    MSAL fetches the document whenever an application object is built, and mailwarden builds one per token
+    check and per delegated token (a fresh object keeps MSAL's per-object replay of HTTP 400s from hiding a
+    reauthorisation). Without this, every such call paid a round trip to the authority (measured by bench/).
+    Only successful answers are kept; MSAL's own HTTP cache is left alone (it also holds that 400 replay)."""
+
+    def __init__(self, ttl_s: float = DISCOVERY_TTL_S):
+        self.ttl_s = ttl_s
+        self._docs: dict[str, tuple[float, requests.Response]] = {}
+        self._lock = threading.Lock()
+
+    def wrap(self, session: requests.Session) -> requests.Session:
+        fetch = session.get
+
+        def get(url, *args, **kwargs):
+            if not str(url).endswith(_DISCOVERY_SUFFIX) or kwargs.get("params"):
+                return fetch(url, *args, **kwargs)
+            with self._lock:
+                hit = self._docs.get(url)
+            if hit is not None and time.monotonic() - hit[0] < self.ttl_s:
+                return hit[1]
+            resp = fetch(url, *args, **kwargs)
+            if 200 <= resp.status_code < 300:
+                _ = resp.content  # read it now: the cached response is shared between threads
+                with self._lock:
+                    self._docs[url] = (time.monotonic(), resp)
+            return resp
+
+        session.get = get  # type: ignore[method-assign]
+        return session
 
 
 def certificate_thumbprint(cert_pem: str) -> str:
@@ -70,6 +107,17 @@ class TokenProvider:
         self._apps: dict[str, msal.ConfidentialClientApplication] = {}
         self._caches: dict[str, msal.SerializableTokenCache] = {}
         self._integration_locks: dict[str, threading.Lock] = {}
+        self._discovery = _DiscoveryCache()
+        # One session (one connection pool) for every MSAL object of this provider: a fresh MSAL object per
+        # token check no longer means a fresh TCP + TLS handshake per token request (bench/).
+        self._session = self._discovery.wrap(http_session(self.endpoints))
+        pool = config.concurrency.total + 8
+        adapter = requests.adapters.HTTPAdapter(pool_connections=4, pool_maxsize=pool)
+        self._session.mount("https://", adapter)
+        self._session.mount("http://", adapter)
+
+    def _http(self) -> requests.Session:
+        return self._session
 
     # -- building MSAL objects -----------------------------------------------------------------
     def client_credential(self, app_name: str) -> str | dict[str, str]:
@@ -92,7 +140,7 @@ class TokenProvider:
             app.client_id,
             client_credential=self.client_credential(app_name),
             authority=self.endpoints.authority_for(tenant.tenant_id),
-            http_client=http_session(self.endpoints),
+            http_client=self._http(),
             token_cache=cache if cache is not None else msal.TokenCache(),
             timeout=self.timeout_s,
             **kwargs,
@@ -104,7 +152,7 @@ class TokenProvider:
         kwargs: dict[str, Any] = {"instance_discovery": False} if self.endpoints.cloud == "custom" else {}
         return msal.PublicClientApplication(
             app.client_id, authority=self.endpoints.authority_for(tenant.tenant_id),
-            http_client=http_session(self.endpoints), token_cache=cache, timeout=self.timeout_s, **kwargs)
+            http_client=self._http(), token_cache=cache, timeout=self.timeout_s, **kwargs)
 
     def _shared_app(self, app_name: str) -> msal.ConfidentialClientApplication:
         with self._lock:

@@ -51,6 +51,7 @@ def snapshot(state: State) -> dict:
                 "application_permissions": {r: sorted(p) for r, p in a.app_permissions.items() if p},
                 "delegated_permissions": {r: sorted(p) for r, p in a.delegated_permissions.items() if p},
                 "user_grants": {u: {r: sorted(p) for r, p in g.items() if p} for u, g in a.user_grants.items()},
+                "owners": sorted(a.owners),
             } for a in t.apps.values()]
             ex = state.exchange.get(t.id)
             tenants.append({"id": t.id, "domain": t.domain, "user_consent": t.user_consent,
@@ -146,6 +147,8 @@ class ControlClient:
     def unassign_user(self, app_id: str, upn: str): return self.call("unassign_user", app_id=app_id, upn=upn)
     def set_user_consent(self, tenant: str, allowed: bool):
         return self.call("set_user_consent", tenant=tenant, allowed=allowed)
+    def add_owner(self, app_id: str, owner: str): return self.call("add_owner", app_id=app_id, owner=owner)
+    def remove_owner(self, app_id: str, owner: str): return self.call("remove_owner", app_id=app_id, owner=owner)
 
     # credentials
     def add_secret(self, app_id: str, **spec): return self.call("add_secret", app_id=app_id, **spec)

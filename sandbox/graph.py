@@ -10,6 +10,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
+from . import passwords
 from .errors import graph_error
 from .grants import Issuer
 from .mail.graph_mail import GraphMail
@@ -78,6 +79,9 @@ class Graph:
             answer = await self.mail.dispatch(request, claims, tenant, rest)
             if answer is not None:
                 return answer
+        answer = await passwords.handle(request, claims, tenant, self.state, rest, self.base)
+        if answer is not None:
+            return answer
         if request.method == "GET":
             m = _BY_APP_ID.match(rest) or _BY_ID.match(rest)
             if m:
@@ -89,7 +93,8 @@ class Graph:
                         by_app_id: bool) -> Response:
         crid = request.headers.get("client-request-id")
         granted = set(claims.get("roles") or []) | set((claims.get("scp") or "").split())
-        if not granted & READ_APPS:
+        owned_by = passwords.OWNED_BY in granted and "roles" in claims
+        if not granted & READ_APPS and not owned_by:
             return graph_error(403, "Authorization_RequestDenied",
                                "Insufficient privileges to complete the operation.", crid)
         with self.state.lock:
@@ -97,6 +102,9 @@ class Graph:
                 app = tenant.apps.get(ident.lower())
             else:
                 app = next((a for a in tenant.apps.values() if a.object_id == ident), None)
+            if app is not None and not granted & READ_APPS and (claims.get("appid") or "").lower() not in app.owners:
+                return graph_error(403, "Authorization_RequestDenied",
+                                   "Insufficient privileges to complete the operation.", crid)
             if app is None:
                 return graph_error(404, "Request_ResourceNotFound",
                                    f"Resource '{ident}' does not exist or one of its queried "

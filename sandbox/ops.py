@@ -115,6 +115,23 @@ def unassign_user(state: State, app_id: str, upn: str) -> dict:
 
 
 @op
+def add_owner(state: State, app_id: str, owner: str) -> dict:
+    """Owners > Add owners: a user (UPN) or a service principal (its app id)."""
+    with state.lock:
+        app = state.require_app(app_id)
+        app.owners.add(owner.lower())
+        return {"app_id": app_id, "owners": sorted(app.owners)}
+
+
+@op
+def remove_owner(state: State, app_id: str, owner: str) -> dict:
+    with state.lock:
+        app = state.require_app(app_id)
+        app.owners.discard(owner.lower())
+        return {"app_id": app_id, "owners": sorted(app.owners)}
+
+
+@op
 def set_user_consent(state: State, tenant: str, allowed: bool) -> dict:
     with state.lock:
         state.require_tenant(tenant).user_consent = bool(allowed)

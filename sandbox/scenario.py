@@ -185,7 +185,7 @@ def make_certificate(state: State, app: App, spec: dict) -> Certificate:
 APP_FIELDS = {
     "app_id", "display_name", "enabled", "public_client", "redirect_uris", "assignment_required",
     "assigned_users", "secrets", "certificates", "application_permissions", "delegated_permissions",
-    "user_grants", "object_id",
+    "user_grants", "object_id", "owners",
 }
 
 
@@ -211,5 +211,6 @@ def add_app(state: State, tenant_id: str, spec: dict) -> App:
         app.user_grants = {u.lower(): _perms(g) for u, g in (spec.get("user_grants") or {}).items()}
         app.secrets = [make_secret(state, s) for s in spec.get("secrets") or []]
         app.certificates = [make_certificate(state, app, c) for c in spec.get("certificates") or []]
+        app.owners = {str(o).lower() for o in spec.get("owners") or []}
         tenant.apps[app_id] = app
     return app

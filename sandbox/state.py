@@ -77,6 +77,8 @@ class App:
     # consent a user gave for themselves (tenant allows user consent): upn -> resource -> scopes
     user_grants: dict[str, dict[str, set[str]]] = field(default_factory=dict)
     created: dt.datetime = field(default_factory=utcnow)
+    # owners (directory objects): app ids of service principals and lower-case UPNs of users
+    owners: set[str] = field(default_factory=set)
 
     def consented_scopes(self, upn: str, resource: str) -> set[str]:
         own = self.user_grants.get(upn.lower(), {}).get(resource, set())

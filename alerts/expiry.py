@@ -1,0 +1,145 @@
+"""Staged secret-expiry reminders and their rotation runbook: pure code taking ``now``, plus rendering.
+
+A credential in use by integrations gets one reminder per stage of its app's ``reminder_days`` (default
+60, 30, 14, 7, 3, 1 days before and 0 = on expiry). Only the most urgent stage due is sent: a monitor
+started 10 days before expiry sends the 14-day reminder, not the 60- and 30-day ones too. Every stage is
+claimed in the store (``Store.claim_reminder``), so it is sent once, restarts included. One app used by
+several integrations gets one reminder naming them all, with a runbook for each consuming system.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+from alerts.messages import Message, _env
+from monitor.config import AppConfig, Config, IntegrationConfig
+from monitor.redact import redact
+
+PORTAL = "Entra admin center > App registrations > {app} ({client_id}) > Certificates & secrets"
+
+
+def days_left(end: datetime, now: datetime) -> int:
+    """Whole days left, as the secret_expiry check counts them (9.9 days is 9)."""
+    return math.trunc((end - now).total_seconds() / 86400)
+
+
+def current_stage(end: datetime | None, now: datetime, stages: Iterable[int]) -> int | None:
+    """The most urgent stage due: the smallest stage >= the days left; 0 once expired (if 0 is a stage)."""
+    wanted = set(stages)
+    if end is None:
+        return None
+    if end <= now:
+        return 0 if 0 in wanted else None
+    left = days_left(end, now)
+    due = [s for s in wanted if s > 0 and left <= s]
+    return min(due) if due else None
+
+
+def severity(stage: int) -> str:
+    return "critical" if stage <= 3 else ("warning" if stage <= 14 else "info")
+
+
+@dataclass(frozen=True)
+class CredentialFacts:
+    """The credential a reminder is about (metadata only)."""
+
+    app: str
+    client_id: str
+    kind: str  # client_secret | certificate
+    key_id: str
+    display_name: str | None
+    hint: str | None
+    expires_at: datetime
+
+
+def _when(value: datetime) -> str:
+    return value.astimezone(UTC).strftime("%Y-%m-%d %H:%M UTC")
+
+
+def runbook(config: Config, app_name: str, integrations: list[IntegrationConfig], cred: CredentialFacts) -> list[str]:
+    """The rotation steps for this app and the systems that consume it, in the order they must happen."""
+    app: AppConfig = config.apps[app_name]
+    shown = app.display_name or app_name
+    portal = PORTAL.format(app=shown, client_id=app.client_id)
+    steps = []
+    if cred.kind == "certificate":
+        steps.append(f"In {portal} > Certificates > Upload certificate: upload the new certificate (keep the old one).")
+    else:
+        steps.append(f"In {portal} > New client secret: add a secret (expiry 12 months or less, as Microsoft "
+                     "recommends), then copy its **Value** at once - not the Secret ID; the Value is shown only once.")
+    by_system: dict[str, list[IntegrationConfig]] = {}
+    for integ in integrations:
+        by_system.setdefault(integ.system or integ.name, []).append(integ)
+    for system, items in by_system.items():
+        names = ", ".join(i.name for i in items)
+        fields = sorted({i.secret_field for i in items if i.secret_field})
+        where = " / ".join(f"'{f}'" for f in fields) if fields else "its client secret setting"
+        steps.append(f"In {system} ({names}): paste the new Value into {where}, and save.")
+        reauth = [i for i in items if i.reauth_after_rotation]
+        if reauth:
+            boxes = ", ".join(i.mailbox for i in reauth)
+            steps.append(f"In {system}: authenticate each mailbox again ({boxes}): {system} requires a new sign-in "
+                         "after a new secret, or its mailboxes keep failing.")
+    if app.certificate is not None:
+        ref = f"apps.{app_name}.certificate ({app.certificate.cert})"
+    else:
+        ref = f"apps.{app_name}.secret ({app.secret})"
+    steps.append(f"Update mailwarden's own copy, {ref}: write the new value there (file: references are re-read "
+                 "on every run; for env: restart mailwarden).")
+    first = integrations[0].name if integrations else app_name
+    steps.append(f"Verify in mailwarden: `mailwarden check --integration {first}` passes and `mailwarden secrets` "
+                 "shows the rotation as in_use (the new secret's hint is the one configured).")
+    days = app.rotation.remove_old_after_days
+    old = f"the old secret (Secret ID {cred.key_id}, hint {cred.hint}...)" if cred.kind == "client_secret" \
+        else f"the old certificate ({cred.key_id})"
+    steps.append(f"After every consuming system above has worked with the new one for {days} day(s): delete {old} "
+                 f"in {portal}. Never before: a system still on it breaks at once.")
+    return steps
+
+
+def render_reminder(config: Config, cred: CredentialFacts, integrations: list[IntegrationConfig], stage: int,
+                    now: datetime, key: str) -> Message:
+    names = [i.name for i in integrations]
+    systems = sorted({i.system or i.name for i in integrations})
+    app = config.apps[cred.app]
+    left = days_left(cred.expires_at, now)
+    word = "certificate" if cred.kind == "certificate" else "client secret"
+    if cred.expires_at <= now:
+        headline = f"The {word} of app {app.display_name or cred.app} EXPIRED on {_when(cred.expires_at)}"
+    else:
+        headline = (f"The {word} of app {app.display_name or cred.app} expires on {_when(cred.expires_at)} "
+                    f"({left} day(s) left)")
+    values = {
+        "headline": headline, "stage": stage, "left": left, "word": word, "cred": cred, "names": names,
+        "systems": systems, "app_name": app.display_name or cred.app, "client_id": cred.client_id,
+        "expires": _when(cred.expires_at), "steps": runbook(config, cred.app, integrations, cred), "key": key,
+        "base_url": config.web.base_url.rstrip("/"),
+        "integrations": [{"name": i.name, "system": i.system or "-", "mailbox": i.mailbox,
+                          "secret_field": i.secret_field or "-", "reauth": i.reauth_after_rotation}
+                         for i in integrations],
+    }
+    label = "EXPIRED" if stage == 0 else f"EXPIRES IN {left} DAY(S)"
+    title = f"[mailwarden] {label}: {word} of {app.display_name or cred.app} - {', '.join(systems)} [{key}]"
+    kind = "failure" if stage <= 3 else "warning"
+    return _render("expiry", values, title, kind)
+
+
+def _render(template: str, values: dict, title: str, notify_type: str) -> Message:
+    env = _env()
+    text = env.get_template(f"alerts/{template}.txt.j2").render(**values)
+    md = env.get_template(f"alerts/{template}.md.j2").render(**values)
+    return Message(redact(title), redact(text).strip() + "\n", redact(md).strip() + "\n", notify_type)
+
+
+def render_rotation(config: Config, *, app_name: str, event: str, headline: str, detail: str, steps: list[str],
+                    key: str, notify_type: str) -> Message:
+    """A rotation notice: a step that needs a person (remove the old secret, a stuck rotation, a failure)."""
+    app = config.apps.get(app_name)
+    shown = (app.display_name or app_name) if app else app_name
+    values = {"headline": headline, "detail": detail, "steps": steps, "key": key, "event": event,
+              "app_name": shown, "base_url": config.web.base_url.rstrip("/")}
+    return _render("rotation", values, f"[mailwarden] ROTATION {event.replace('_', ' ').upper()}: {shown} [{key}]",
+                   notify_type)

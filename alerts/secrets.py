@@ -1,0 +1,242 @@
+"""The secrets cycle (reminders, rotation tracking, automated rotation) and the inventory.
+
+Run by the scheduler every hour (and by `mailwarden secrets run`): for each app used by integrations, read
+its credentials from Graph (once per cycle, shared with the checks), find the one mailwarden's configured
+secret matches, queue the reminder stage due, advance the rotation rows, run the automated step due. Notices
+go to the alert outbox (``alert_deliveries``) and are sent by the dispatcher like every other notice: owner
+routes of the integrations using the app plus the routes whose filters match (check kind ``secret_expiry``).
+
+``inventory`` / ``api_secrets`` give the dashboard and the CLI the same rows, read from the store only.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from alerts import expiry, routes
+from alerts.autorotate import AutoRotator
+from alerts.messages import Message
+from alerts.rotation import Observation, Step, advance, should_open
+from monitor.config import Config, IntegrationConfig
+from monitor.credentials import AppCredential, CredentialReader, match
+from monitor.db import Store
+from monitor.errors import MailwardenError
+from monitor.models import AlertDelivery, ExpiryReminder, Rotation, RotationEvent
+from monitor.tokens import TokenProvider
+
+log = logging.getLogger("mailwarden.secrets")
+LONG_LIVED = timedelta(days=365)
+NOTICE_TEXT = {
+    "remove_old": ("Remove the old secret of {app}", "info"),
+    "stuck": ("A new secret exists, but {app} still uses the old one", "failure"),
+    "removed_in_use": ("The old secret of {app} was removed while still in use", "failure"),
+    "auto_failed": ("Automated rotation of {app}: a step failed", "failure"),
+    "auto_refused": ("Automated rotation of {app}: removal of the old secret refused", "warning"),
+}
+
+
+@dataclass
+class CycleReport:
+    reminders: list[str] = field(default_factory=list)  # keys queued
+    steps: list[str] = field(default_factory=list)  # "<app>: <step>"
+    errors: list[str] = field(default_factory=list)
+
+
+def users_of(config: Config, app_name: str) -> list[IntegrationConfig]:
+    return [i for i in config.integrations if i.app == app_name and not i.paused]
+
+
+def deliveries(config: Config, *, key: str, kind: str, names: list[str], severity: str, msg: Message,
+               now: datetime) -> list[AlertDelivery]:
+    out = []
+    for name in routes.choose(config, integrations=set(names), severity=severity, kinds={"secret_expiry"}):
+        try:
+            count = len(routes.services(config, name))
+        except LookupError:
+            count = 1  # the send fails permanently and says why
+        out += [AlertDelivery(key=key, kind=kind, route=name, service=i, title=msg.title, body_text=msg.text,
+                              body_markdown=msg.markdown, notify_type=msg.notify_type, next_attempt_at=now,
+                              created_at=now) for i in range(count)]
+    return out
+
+
+class SecretsCycle:
+    def __init__(self, config: Config, store: Store, tokens: TokenProvider, reader: CredentialReader,
+                 clock: Callable[[], datetime] = lambda: datetime.now(UTC)):
+        self.config, self.store, self.tokens, self.reader, self.clock = config, store, tokens, reader, clock
+        self.auto = AutoRotator(config, tokens, reader, clock)
+
+    async def run(self) -> CycleReport:
+        report = CycleReport()
+        for name in self.config.apps:
+            if not users_of(self.config, name):
+                continue
+            try:
+                await self.app(name, report)
+            except MailwardenError as exc:
+                report.errors.append(f"{name}: {exc.message()}")
+            except Exception as exc:  # noqa: BLE001 - one app must not stop the others
+                log.exception("secrets cycle failed for an app", extra={"app": name})
+                report.errors.append(f"{name}: {type(exc).__name__}")
+        return report
+
+    async def app(self, name: str, report: CycleReport) -> None:
+        app = self.config.apps[name]
+        read = await self.reader.read(name)
+        if not read.ok:
+            report.errors.append(f"{name}: {read.reason}")
+            return
+        try:
+            configured = self.tokens.client_credential(name)
+        except MailwardenError as exc:
+            report.errors.append(f"{name}: {exc.message()}")
+            return
+        found = match(read.credentials, configured)
+        in_use = found[0] if found else None
+        now = self.clock()
+        integrations = users_of(self.config, name)
+        if in_use is not None:
+            self._remind(name, in_use, integrations, now, report)
+            if self.store.rotation(app.client_id, in_use.key_id) is None and \
+                    should_open(in_use, read.credentials, now, max(app.reminder_days, default=60)):
+                row = Rotation(client_id=app.client_id, key_id=in_use.key_id, app=name, tenant=app.tenant,
+                               hint=in_use.hint, old_expires_at=in_use.end_at, reference=app.secret,
+                               automated=app.rotation.automated, started_at=now, updated_at=now)
+                ev = RotationEvent(client_id=app.client_id, app=name, key_id=in_use.key_id, step="expiring",
+                                   detail=f"tracking the rotation of {in_use.kind} {in_use.key_id} (ends "
+                                          f"{in_use.end_at:%Y-%m-%d})", at=now)
+                self.store.save_rotation(row, [ev])
+        healthy_since, last_ok = self._health(integrations)
+        obs = Observation(read.credentials, in_use, app.secret, healthy_since, last_ok)
+        for row in self.store.rotations(app.client_id, open_only=True):
+            steps = advance(row, obs, now, app.rotation.remove_old_after_days,
+                            in_use.kind if in_use else "client_secret").steps
+            left = expiry.days_left(row.old_expires_at, now) if row.old_expires_at else None
+            action = self.auto.due(row, left, now)
+            if action == "start":
+                steps += await self.auto.start(name, row)
+            elif action == "verify":
+                steps += await self.auto.verify(name, row)
+            elif action == "remove_old":
+                steps += await self.auto.remove_old(name, row, obs)
+            if steps:
+                self._save(name, row, steps, integrations, now)
+                report.steps += [f"{name}: {s.step}" for s in steps]
+
+    def _remind(self, name: str, cred: AppCredential, integrations: list[IntegrationConfig], now: datetime,
+                report: CycleReport) -> None:
+        app = self.config.apps[name]
+        stage = expiry.current_stage(cred.end_at, now, app.reminder_days)
+        if stage is None or cred.end_at is None:
+            return
+        facts = expiry.CredentialFacts(name, app.client_id, cred.kind, cred.key_id, cred.display_name, cred.hint,
+                                       cred.end_at)
+        key = f"expiry/{app.client_id}/{cred.key_id}/{stage}"
+        msg = expiry.render_reminder(self.config, facts, integrations, stage, now, key)
+        names = [i.name for i in integrations]
+        queued = deliveries(self.config, key=key, kind="expiry", names=names, severity=expiry.severity(stage),
+                            msg=msg, now=now)
+        reminder = ExpiryReminder(client_id=app.client_id, key_id=cred.key_id, app=name, stage=stage,
+                                  expires_at=cred.end_at, integrations=names, sent_at=now)
+        if self.store.claim_reminder(reminder, queued):
+            report.reminders.append(key)
+            log.info("expiry reminder queued", extra={"app": name, "stage": stage, "routes": len(queued)})
+
+    def _health(self, integrations: list[IntegrationConfig]) -> tuple[datetime | None, datetime | None]:
+        states = [self.store.get_state(i.name, "token") for i in integrations if "token" in i.checks]
+        if not states or any(s is None or s.status not in ("ok", "warn") or s.last_ok_at is None for s in states):
+            return None, None
+        since = [s.since for s in states if s is not None and s.since is not None]
+        oks = [s.last_ok_at for s in states if s is not None and s.last_ok_at is not None]
+        return (max(since) if since else min(oks)), min(oks)
+
+    def _save(self, name: str, row: Rotation, steps: list[Step], integrations: list[IntegrationConfig],
+              now: datetime) -> None:
+        events = [RotationEvent(client_id=row.client_id, app=name, key_id=row.key_id, new_key_id=row.new_key_id,
+                                step=s.step, ok=s.ok, detail=s.detail, at=now) for s in steps]
+        queued: list[AlertDelivery] = []
+        for s in steps:
+            log.log(logging.INFO if s.ok else logging.WARNING, "rotation step",
+                    extra={"app": name, "step": s.step, "ok": s.ok, "detail": s.detail})
+            if not s.notice:
+                continue
+            title, notify_type = NOTICE_TEXT[s.notice]
+            headline = title.format(app=self.config.apps[name].display_name or name)
+            key = f"rotation/{row.client_id}/{row.key_id}/{s.notice}" + (
+                f"/{s.step}/{now:%Y%m%d}" if s.notice.startswith("auto_") else "")
+            msg = expiry.render_rotation(self.config, app_name=name, event=s.notice, headline=headline,
+                                         detail=s.detail, steps=self._steps_for(s.notice, name, row, integrations),
+                                         key=key, notify_type=notify_type)
+            queued += deliveries(self.config, key=key, kind="rotation", names=[i.name for i in integrations],
+                                 severity="critical" if notify_type == "failure" else "warning", msg=msg, now=now)
+        self.store.save_rotation(row, events, queued)
+
+    def _steps_for(self, notice: str, name: str, row: Rotation, integrations: list[IntegrationConfig]) -> list[str]:
+        if notice in ("stuck", "removed_in_use"):
+            facts = expiry.CredentialFacts(name, row.client_id, "client_secret", row.key_id, None, row.hint,
+                                           row.old_expires_at or self.clock())
+            return expiry.runbook(self.config, name, integrations, facts)[1:]
+        if notice == "remove_old":
+            app = self.config.apps[name]
+            return [f"Confirm every consuming system ({', '.join(sorted({i.system or i.name for i in integrations}))}) "
+                    "runs on the new secret.",
+                    f"{expiry.PORTAL.format(app=app.display_name or name, client_id=app.client_id)}: delete the "
+                    f"secret with Secret ID {row.key_id} (hint {row.hint}...). Or run "
+                    f"`mailwarden secrets remove-old {name}` (refused while mailwarden still uses it)."]
+        return [f"See `mailwarden secrets history --app {name}`; fix the cause and the next cycle retries."]
+
+
+# -- inventory (CLI and API) ----------------------------------------------------------------------------------
+def inventory(config: Config, store: Store, now: datetime) -> list[dict[str, Any]]:
+    """Every credential of every configured app: expiry, the integrations using it, rotation state."""
+    rotations = {(r.client_id, r.key_id): r for r in store.rotations()}
+    reminders: dict[tuple[str, str], list[int]] = {}
+    for rem in store.reminders():
+        reminders.setdefault((rem.client_id, rem.key_id), []).append(rem.stage)
+    apps = {a.client_id: (name, a) for name, a in config.apps.items()}
+    rows = []
+    for cred in store.credentials():
+        name, app = apps.get(cred.client_id, (cred.app, None))
+        used = [i.name for i in config.integrations if i.app == name] if cred.reference else []
+        monitor = any(t.monitor_app == name for t in config.tenants.values()) and cred.reference is not None
+        rot = rotations.get((cred.client_id, cred.key_id or ""))
+        lifetime = (cred.expires_at - cred.start_at).days if cred.expires_at and cred.start_at else None
+        rows.append({
+            "app": name, "display_name": (app.display_name if app else None) or name, "client_id": cred.client_id,
+            "kind": cred.kind, "key_id": cred.key_id, "name": cred.display_name, "hint": cred.hint,
+            "starts": _iso(cred.start_at), "expires": _iso(cred.expires_at),
+            "days_left": expiry.days_left(cred.expires_at, now) if cred.expires_at else None,
+            "lifetime_days": lifetime, "long_lived": lifetime is not None and lifetime > LONG_LIVED.days,
+            "integrations": used, "used_by_mailwarden": monitor, "unused": not used and not monitor,
+            "rotation": rot.state if rot else None, "auto_step": rot.auto_step if rot else None,
+            "reminders_sent": sorted(reminders.get((cred.client_id, cred.key_id or ""), []), reverse=True),
+            "source": cred.source,
+        })
+    rows.sort(key=lambda r: (r["days_left"] if r["days_left"] is not None else 10**6, r["app"]))
+    return rows
+
+
+def rotation_rows(store: Store) -> list[dict[str, Any]]:
+    return [{"app": r.app, "client_id": r.client_id, "old_key_id": r.key_id, "state": r.state,
+             "new_key_id": r.new_key_id, "old_expires": _iso(r.old_expires_at), "automated": r.automated,
+             "auto_step": r.auto_step, "auto_error": r.auto_error, "remove_after": _iso(r.remove_after),
+             "started": _iso(r.started_at), "new_seen": _iso(r.new_seen_at), "in_use": _iso(r.in_use_at),
+             "removed": _iso(r.removed_at)} for r in store.rotations()]
+
+
+def api_secrets(config: Config, store: Store, now: datetime | None = None) -> dict[str, Any]:
+    """The JSON the dashboard's inventory/rotation view (and `GET /api/secrets`) serves: store reads only."""
+    now = now or datetime.now(UTC)
+    events = [{"app": e.app, "client_id": e.client_id, "key_id": e.key_id, "new_key_id": e.new_key_id,
+               "step": e.step, "ok": e.ok, "detail": e.detail, "at": _iso(e.at)}
+              for e in store.rotation_events(limit=100)]
+    return {"generated_at": _iso(now), "credentials": inventory(config, store, now),
+            "rotations": rotation_rows(store), "events": events}
+
+
+def _iso(value: datetime | None) -> str | None:
+    return value.astimezone(UTC).isoformat().replace("+00:00", "Z") if value else None

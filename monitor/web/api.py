@@ -1,0 +1,202 @@
+"""JSON under /api (read-only) and its OpenAPI 3.1 document at /api/openapi.json.
+
+The schemas below are the contract: the tests validate every response against them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import UTC, datetime
+from typing import Any
+
+from starlette.requests import Request
+from starlette.responses import JSONResponse
+from starlette.routing import Route
+
+from monitor.web import views
+
+_S = {"type": "string"}
+_NS = {"type": ["string", "null"]}
+_NT = {"type": ["string", "null"], "format": "date-time"}
+_T = {"type": "string", "format": "date-time"}
+_STATUS = {"type": "string", "enum": list(views.RANK)}
+
+
+def _obj(props: dict[str, Any], required: list[str] | None = None) -> dict[str, Any]:
+    return {"type": "object", "properties": props, "required": required if required is not None else list(props)}
+
+
+SCHEMAS: dict[str, Any] = {
+    "Status": _obj({
+        "generated_at": _T, "stale": {"type": "boolean"}, "newest_result_at": _NT,
+        "interval_s": {"type": "number"},
+        "counts": {"type": "object", "additionalProperties": {"type": "integer"}},
+        "integrations": {"type": "integer"}, "open_incidents": {"type": "integer"},
+        "expiring_credentials": {"type": "integer"}, "worst": {"type": ["string", "null"]}}),
+    "CheckStatus": _obj({"check": _S, "status": _STATUS, "code": _NS, "title": _NS, "since": _NT,
+                         "last_checked_at": _NT, "last_ok_at": _NT}),
+    "Integration": _obj({
+        "name": _S, "tenant": _S, "app": _S, "system": _NS, "flow": {"type": "string", "enum": ["app", "delegated"]},
+        "mailbox": _S, "tags": {"type": "array", "items": _S}, "paused": {"type": "boolean"}, "status": _STATUS,
+        "code": _NS, "title": _NS, "since": _NT, "last_ok_at": _NT, "fix_first": _NS,
+        "uptime_24h": {"type": ["number", "null"]}, "open_incidents": {"type": "array", "items": {"type": "integer"}},
+        "checks": {"type": "array", "items": {"$ref": "#/components/schemas/CheckStatus"}}}),
+    "Result": _obj({
+        "id": {"type": "integer"}, "integration": _S, "check": _S,
+        "status": {"type": "string", "enum": ["ok", "warn", "fail", "error", "blocked"]}, "code": _NS,
+        "summary": _S, "fix": {"type": "array", "items": _S}, "latency_ms": {"type": ["number", "null"]},
+        "checked_at": _T, "details": {"type": "object"}}),
+    "IntegrationDetail": _obj({
+        "integration": {"$ref": "#/components/schemas/Integration"},
+        "results": {"type": "array", "items": {"$ref": "#/components/schemas/Result"}}}),
+    "Incident": _obj({
+        "id": {"type": "integer"}, "kind": _S, "code": _S, "title": _S, "integrations": {"type": "array", "items": _S},
+        "checks": {"type": "array", "items": _S}, "opened_at": _T, "notified_at": _NT,
+        "reminders": {"type": "integer"}, "ack_by": _NS, "ack_at": _NT, "snoozed_until": _NT,
+        "status": {"type": "string", "enum": ["open", "resolved"]}}),
+    "Credential": _obj({
+        "tenant": _S, "app": _S, "client_id": _S,
+        "kind": {"type": "string", "enum": ["client_secret", "certificate", "refresh_token"]},
+        "key_id": _NS, "display_name": _NS, "hint": _NS, "expires_at": _NT, "days_left": {"type": ["integer", "null"]},
+        "expired": {"type": "boolean"}, "source": _S, "last_verified_at": _NT,
+        "integrations": {"type": "array", "items": _S}}),
+    "Error": _obj({"error": _S}),
+}
+
+
+def _param(name: str, desc: str, schema: dict | None = None, where: str = "query", required: bool = False) -> dict:
+    return {"name": name, "in": where, "required": required, "description": desc, "schema": schema or _S}
+
+
+def _get(summary: str, ref: str, params: list[dict] | None = None, many: bool = False,
+         not_found: bool = False) -> dict:
+    schema = {"$ref": f"#/components/schemas/{ref}"}
+    body = {"type": "array", "items": schema} if many else schema
+    responses = {"200": {"description": "OK", "content": {"application/json": {"schema": body}}},
+                 "401": {"description": "not signed in", "content": {"application/json": {
+                     "schema": {"$ref": "#/components/schemas/Error"}}}}}
+    if not_found:
+        responses["404"] = {"description": "no such integration", "content": {"application/json": {
+            "schema": {"$ref": "#/components/schemas/Error"}}}}
+    return {"get": {"summary": summary, "parameters": params or [], "responses": responses}}
+
+
+FILTERS = [_param("tenant", "only this tenant"), _param("tag", "only integrations with this tag"),
+           _param("status", "worst status, or `problem` for anything not ok",
+                  {"type": "string", "enum": list(views.STATUS_FILTERS)})]
+PATHS = {
+    "/api/status": _get("Overall status: counts per status, staleness, open incidents", "Status"),
+    "/api/integrations": _get("Integrations worst first, with a status per check", "Integration", FILTERS, True),
+    "/api/integrations/{name}": _get("One integration with the latest result of each check", "IntegrationDetail",
+                                     [_param("name", "integration name", where="path", required=True)],
+                                     not_found=True),
+    "/api/results": _get("Stored results, newest first (the `mailwarden check --format json` shape)", "Result", [
+        _param("integration", "integration name", required=True), _param("check", "check kind"),
+        _param("limit", "at most this many (1-500, default 50)", {"type": "integer", "minimum": 1, "maximum": 500})],
+        True, not_found=True),
+    "/api/incidents": _get("Incidents (the `mailwarden incidents --format json` shape)", "Incident", [
+        _param("status", "open (default), resolved or all", {"type": "string", "enum": ["open", "resolved", "all"]})],
+        True),
+    "/api/credentials": _get("Credential metadata (never a secret), soonest expiry first", "Credential", [
+        _param("within_days", "only those expiring within this many days (and expired ones)", {"type": "integer"})],
+        True),
+}
+
+
+def openapi() -> dict[str, Any]:
+    return {"openapi": "3.1.0",
+            "info": {"title": "mailwarden API", "version": "1",
+                     "description": "Read-only status of Microsoft 365 mailbox integrations. Sign in with the "
+                                    "dashboard session, or HTTP Basic with the admin credentials (GET only)."},
+            "paths": PATHS, "components": {"schemas": SCHEMAS, "securitySchemes": {
+                "basic": {"type": "http", "scheme": "basic"},
+                "session": {"type": "apiKey", "in": "cookie", "name": "mailwarden_session"}}},
+            "security": [{"basic": []}, {"session": []}]}
+
+
+def _ctx(request: Request):
+    web = request.app.state.web
+    return web.config(), web.store(), datetime.now(UTC)
+
+
+async def status(request: Request) -> JSONResponse:
+    cfg, store, now = _ctx(request)
+
+    def build():
+        items = views.integrations(cfg, store, now)
+        fresh = views.freshness(cfg, store, now)
+        counts: dict[str, int] = {}
+        for v in items:
+            counts[v.status] = counts.get(v.status, 0) + 1
+        return {"generated_at": views.iso(now), "stale": fresh["stale"], "newest_result_at": views.iso(fresh["newest"]),
+                "interval_s": fresh["interval_s"], "counts": counts, "integrations": len(items),
+                "open_incidents": len(store.incidents("open")),
+                "expiring_credentials": len(views.credentials(cfg, store, now, views.EXPIRY_WINDOW_DAYS)),
+                "worst": items[0].status if items else None}
+
+    return JSONResponse(await asyncio.to_thread(build))
+
+
+async def integrations(request: Request) -> JSONResponse:
+    cfg, store, now = _ctx(request)
+    q = request.query_params
+    items = await asyncio.to_thread(views.integrations, cfg, store, now, tenant=q.get("tenant") or None,
+                                    tag=q.get("tag") or None, status=q.get("status") or None)
+    return JSONResponse([v.as_json() for v in items])
+
+
+async def integration(request: Request) -> JSONResponse:
+    cfg, store, now = _ctx(request)
+    name = request.path_params["name"]
+
+    def build():
+        found = [v for v in views.integrations(cfg, store, now) if v.name == name]
+        if not found:
+            return None
+        return {"integration": found[0].as_json(),
+                "results": [views.result_json(cfg, r) for r in store.latest_results(name)]}
+
+    doc = await asyncio.to_thread(build)
+    return JSONResponse(doc) if doc else JSONResponse({"error": f"no integration named {name!r}"}, 404)
+
+
+async def results(request: Request) -> JSONResponse:
+    cfg, store, _ = _ctx(request)
+    q = request.query_params
+    name = q.get("integration") or ""
+    try:
+        limit = min(max(int(q.get("limit") or 50), 1), 500)
+    except ValueError:
+        return JSONResponse({"error": "limit must be a number from 1 to 500"}, 400)
+    if name not in {i.name for i in store.integrations()}:
+        return JSONResponse({"error": f"no integration named {name!r} (pass ?integration=NAME)"}, 404)
+    rows = await asyncio.to_thread(store.results, name, q.get("check") or None, None, limit)
+    return JSONResponse([views.result_json(cfg, r) for r in rows])
+
+
+async def incidents(request: Request) -> JSONResponse:
+    _, store, _ = _ctx(request)
+    which = request.query_params.get("status") or "open"
+    if which not in ("open", "resolved", "all"):
+        return JSONResponse({"error": "status is open, resolved or all"}, 400)
+    rows = await asyncio.to_thread(store.incidents, None if which == "all" else which)
+    return JSONResponse([views.incident_json(i) for i in rows])
+
+
+async def credentials(request: Request) -> JSONResponse:
+    cfg, store, now = _ctx(request)
+    raw = request.query_params.get("within_days")
+    try:
+        within = int(raw) if raw else None
+    except ValueError:
+        return JSONResponse({"error": "within_days must be a whole number"}, 400)
+    return JSONResponse(await asyncio.to_thread(views.credentials, cfg, store, now, within))
+
+
+async def openapi_doc(request: Request) -> JSONResponse:
+    return JSONResponse(openapi())
+
+
+ROUTES = [Route("/api/openapi.json", openapi_doc), Route("/api/status", status),
+          Route("/api/integrations", integrations), Route("/api/integrations/{name}", integration),
+          Route("/api/results", results), Route("/api/incidents", incidents), Route("/api/credentials", credentials)]

@@ -1,0 +1,99 @@
+"""Prometheus /metrics (prometheus-client exposition format).
+
+Store-backed values are read at scrape time by a collector (the store is the truth, and several
+processes may share it); durations are observed in-process as checks finish (``observe``). The
+scheduler has no cycles (one job per check on its own interval), so "cycle duration" is the per-check
+duration histogram plus the age of the newest result.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from datetime import UTC, datetime
+from typing import Any
+
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Histogram, generate_latest
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+from prometheus_client.registry import Collector
+
+STATUSES = ("ok", "warn", "fail", "error", "blocked")
+
+
+class StoreCollector(Collector):
+    def __init__(self, config: Callable[[], Any], store: Callable[[], Any]):
+        self._config, self._store = config, store
+
+    def collect(self):
+        store, now = self._store(), datetime.now(UTC)
+        status = GaugeMetricFamily("mailwarden_check_status", "1 for the status of the latest result of a check",
+                                   labels=["integration", "check", "status"])
+        up = GaugeMetricFamily("mailwarden_check_up", "1 when the latest result is ok or warn, else 0",
+                               labels=["integration", "check"])
+        latency = GaugeMetricFamily("mailwarden_check_latency_seconds", "latency of the latest result",
+                                    labels=["integration", "check"])
+        last = GaugeMetricFamily("mailwarden_check_last_run_timestamp_seconds", "when the latest result was taken",
+                                 labels=["integration", "check"])
+        latest = {(r.integration, r.check): r for r in store.latest_results()}
+        newest = None
+        for st in store.states():
+            if not st.last_status:
+                continue
+            for s in STATUSES:
+                status.add_metric([st.integration, st.check, s], 1.0 if st.last_status == s else 0.0)
+            up.add_metric([st.integration, st.check], 1.0 if st.last_status in ("ok", "warn") else 0.0)
+            r = latest.get((st.integration, st.check))
+            if r is not None and r.latency_ms is not None:
+                latency.add_metric([st.integration, st.check], r.latency_ms / 1000)
+            if st.last_checked_at:
+                last.add_metric([st.integration, st.check], st.last_checked_at.timestamp())
+                newest = max(newest or st.last_checked_at, st.last_checked_at)
+        yield from (status, up, latency, last)
+        age = GaugeMetricFamily("mailwarden_newest_result_age_seconds",
+                                "age of the newest stored result (a stalled monitor grows this)")
+        if newest is not None:
+            age.add_metric([], (now - newest).total_seconds())
+        yield age
+        expiry = GaugeMetricFamily("mailwarden_credential_expiry_seconds",
+                                   "seconds until the credential expires (negative: expired)",
+                                   labels=["tenant", "app", "client_id", "kind", "key_id"])
+        for c in store.credentials():
+            if c.expires_at is not None:
+                expiry.add_metric([c.tenant, c.app, c.client_id, c.kind, c.key_id or ""],
+                                  (c.expires_at - now).total_seconds())
+        yield expiry
+        sent = CounterMetricFamily("mailwarden_notifications", "notification send attempts",
+                                   labels=["route", "kind", "ok"])
+        failed = CounterMetricFamily("mailwarden_notification_failures", "failed notification send attempts",
+                                     labels=["route", "kind"])
+        counts: dict[tuple[str, str, bool], int] = {}
+        for n in store.notifications():
+            counts[(n.route, n.kind, n.ok)] = counts.get((n.route, n.kind, n.ok), 0) + 1
+        fails: dict[tuple[str, str], int] = {}
+        for (route, kind, ok), v in sorted(counts.items()):
+            sent.add_metric([route, kind, str(ok).lower()], v)
+            if not ok:
+                fails[(route, kind)] = fails.get((route, kind), 0) + v
+        for (route, kind), v in sorted(fails.items()):
+            failed.add_metric([route, kind], v)
+        yield from (sent, failed)
+        incidents = GaugeMetricFamily("mailwarden_open_incidents", "open incidents")
+        incidents.add_metric([], len(store.incidents("open")))
+        yield incidents
+
+
+class Metrics:
+    def __init__(self, config: Callable[[], Any], store: Callable[[], Any]):
+        self.registry = CollectorRegistry(auto_describe=False)
+        self.registry.register(StoreCollector(config, store))
+        self.check_duration = Histogram("mailwarden_check_duration_seconds", "how long checks took in this process",
+                                        ["check", "status"], registry=self.registry,
+                                        buckets=(0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60))
+
+    def observe(self, result: Any) -> None:
+        """Monitor.on_result hook."""
+        o = result.outcome
+        if o.latency_ms is not None:
+            self.check_duration.labels(result.check, o.status.value).observe(o.latency_ms / 1000)
+
+    def render(self) -> tuple[bytes, str]:
+        return generate_latest(self.registry), CONTENT_TYPE_LATEST

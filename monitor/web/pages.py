@@ -1,0 +1,179 @@
+"""The HTML pages and the people's actions (every POST goes through ``csrf.protected``)."""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import UTC, datetime
+from typing import Any
+from urllib.parse import quote
+
+from starlette.exceptions import HTTPException
+from starlette.requests import Request
+from starlette.responses import HTMLResponse, RedirectResponse, Response
+from starlette.routing import Route
+
+from monitor.web import csrf, views
+from monitor.web.auth import safe_next
+
+
+def page_context(request: Request | None, state: Any, now: datetime, **extra: Any) -> dict[str, Any]:
+    """What every template gets; ``request`` is None for the static report."""
+    cfg = state.config()
+    ctx = {"now": now, "static": request is None, "refresh": int(cfg.web.refresh), "base_url": cfg.web.base_url,
+           "user": None, "csrf": "", "flash": None, "auth_mode": state.access.mode,
+           "can_rerun": state.monitor is not None and request is not None}
+    if request is not None:
+        ctx["user"] = request.scope.get("state", {}).get("user")
+        ctx["csrf"] = csrf.token(request)
+        ctx["flash"] = request.session.pop("flash", None)
+    ctx.update(extra)
+    return ctx
+
+
+def overview_context(state: Any, now: datetime, *, tenant: str | None = None, tag: str | None = None,
+                     status: str | None = None) -> dict[str, Any]:
+    cfg, store = state.config(), state.store()
+    everything = views.integrations(cfg, store, now)
+    shown = views.integrations(cfg, store, now, tenant=tenant, tag=tag, status=status)
+    creds = views.credentials(cfg, store, now, views.EXPIRY_WINDOW_DAYS)
+    counts: dict[str, int] = {}
+    for v in everything:
+        counts[v.status] = counts.get(v.status, 0) + 1
+    return {"integrations": shown, "all_count": len(everything), "counts": counts,
+            "fresh": views.freshness(cfg, store, now), "incidents": store.incidents("open"),
+            "expiring": creds, "tenants": sorted({v.tenant for v in everything}),
+            "tags": sorted({t for v in everything for t in v.tags}), "statuses": views.STATUS_FILTERS,
+            "filters": {"tenant": tenant or "", "tag": tag or "", "status": status or ""}}
+
+
+def render(request: Request, template: str, status_code: int = 200, **ctx: Any) -> HTMLResponse:
+    state = request.app.state.web
+    html = state.env.get_template(template).render(**page_context(request, state, datetime.now(UTC), **ctx))
+    return HTMLResponse(html, status_code)
+
+
+async def overview(request: Request) -> Response:
+    state, q = request.app.state.web, request.query_params
+    status = q.get("status") or None
+    if status and status not in views.STATUS_FILTERS:
+        status = None
+    ctx = await asyncio.to_thread(overview_context, state, datetime.now(UTC), tenant=q.get("tenant") or None,
+                                  tag=q.get("tag") or None, status=status)
+    return render(request, "overview.html", **ctx)
+
+
+async def integration(request: Request) -> Response:
+    state, name = request.app.state.web, request.path_params["name"]
+    data = await asyncio.to_thread(views.detail, state.config(), state.store(), name, datetime.now(UTC))
+    if data is None:
+        raise HTTPException(404, f"no integration named {name!r}")
+    return render(request, "integration.html", d=data)
+
+
+async def login_form(request: Request) -> Response:
+    state = request.app.state.web
+    nxt = safe_next(request.query_params.get("next"))
+    if state.access.mode != "password" or request.session.get("user"):
+        return RedirectResponse(nxt, 303)
+    return render(request, "login.html", next=nxt, error=None)
+
+
+@csrf.protected
+async def login(request: Request, form: dict[str, str]) -> Response:
+    state = request.app.state.web
+    nxt = safe_next(form.get("next"))
+    if state.access.mode != "password":
+        return RedirectResponse(nxt, 303)
+    ok = await asyncio.to_thread(state.access.check, form.get("username", ""), form.get("password", ""))
+    if not ok:
+        await asyncio.sleep(0.5)  # slows guessing; scrypt already costs tens of ms
+        return render(request, "login.html", 401, next=nxt, error="Wrong user name or password.")
+    request.session.clear()  # a new session (and CSRF token) at sign-in: no fixation
+    request.session["user"] = state.access.user
+    return RedirectResponse(nxt, 303)
+
+
+@csrf.protected
+async def logout(request: Request, form: dict[str, str]) -> Response:
+    request.session.clear()
+    return RedirectResponse("/login" if request.app.state.web.access.mode == "password" else "/", 303)
+
+
+def _back(request: Request, name: str | None, message: str) -> RedirectResponse:
+    request.session["flash"] = message
+    return RedirectResponse(f"/integrations/{quote(name)}" if name else "/", 303)
+
+
+@csrf.protected
+async def rerun(request: Request, form: dict[str, str]) -> Response:
+    """Run one check now through the running Monitor's runner (its limits and locks apply)."""
+    state = request.app.state.web
+    name, kind = request.path_params["name"], request.path_params["check"]
+    monitor = state.monitor
+    if monitor is None:
+        raise HTTPException(409, "checks run only in `mailwarden serve` (this app has no scheduler)")
+    try:
+        integ = monitor.runtime.config.integration(name)
+    except KeyError:
+        raise HTTPException(404, f"no integration named {name!r}") from None
+    if kind not in integ.checks:
+        raise HTTPException(404, f"{name} has no {kind!r} check")
+    result = await monitor.runtime.runner.run_one(name, kind)
+    if result.transition is not None:
+        from monitor.scheduler import DISPATCH_JOB
+
+        job = monitor.scheduler.get_job(DISPATCH_JOB)
+        if job is not None:
+            job.modify(next_run_time=datetime.now(UTC))  # alerts follow at once, as after a scheduled run
+    if monitor.on_result is not None:
+        monitor.on_result(result)
+    status = result.outcome.status.value
+    return _back(request, name, f"{kind} re-run: {status}" + (f" ({result.outcome.code})" if result.outcome.code
+                                                               else ""))
+
+
+def _open_incident(store: Any, incident_id: int) -> Any:
+    inc = store.get_incident(incident_id)
+    if inc is None or inc.status != "open":
+        raise HTTPException(404, f"no open incident #{incident_id}")
+    return inc
+
+
+@csrf.protected
+async def ack(request: Request, form: dict[str, str]) -> Response:
+    state = request.app.state.web
+    store, incident_id = state.store(), request.path_params["id"]
+    await asyncio.to_thread(_open_incident, store, incident_id)
+    who = request.scope.get("state", {}).get("user") or "web"
+    await asyncio.to_thread(store.ack_incident, incident_id, who, datetime.now(UTC))
+    return _back(request, safe_name(form), f"incident #{incident_id} acknowledged by {who}: reminders stop")
+
+
+@csrf.protected
+async def snooze(request: Request, form: dict[str, str]) -> Response:
+    from monitor.cli_alerts import parse_until
+
+    state = request.app.state.web
+    store, incident_id = state.store(), request.path_params["id"]
+    await asyncio.to_thread(_open_incident, store, incident_id)
+    try:
+        until = parse_until(None, form.get("for") or "4h", datetime.now(UTC))
+    except ValueError as exc:
+        raise HTTPException(400, str(exc)) from None
+    await asyncio.to_thread(store.snooze_incident, incident_id, until)
+    return _back(request, safe_name(form), f"incident #{incident_id} snoozed until {views.iso(until)}")
+
+
+def safe_name(form: dict[str, str]) -> str | None:
+    name = form.get("back") or ""
+    return name if name and all(c.isalnum() or c in "_.-" for c in name) else None
+
+
+ROUTES = [
+    Route("/", overview), Route("/integrations/{name}", integration),
+    Route("/login", login_form, methods=["GET"]), Route("/login", login, methods=["POST"]),
+    Route("/logout", logout, methods=["POST"]),
+    Route("/integrations/{name}/checks/{check}/run", rerun, methods=["POST"]),
+    Route("/incidents/{id:int}/ack", ack, methods=["POST"]),
+    Route("/incidents/{id:int}/snooze", snooze, methods=["POST"]),
+]

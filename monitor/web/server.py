@@ -1,0 +1,91 @@
+"""Running the web app inside `serve` and `demo`: uvicorn as a task in the scheduler's asyncio loop.
+
+The socket is bound before the loop starts, so a busy port or a bad access rule stops the command at
+once with a message (exit 3) instead of a half-started service. uvicorn's own signal handling and
+access log are off: the command owns SIGINT/SIGTERM/SIGHUP, and ``monitor.web.app`` logs requests
+without query strings.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import socket
+from dataclasses import dataclass
+from typing import Any
+
+import uvicorn
+
+from monitor.errors import ConfigError
+from monitor.web.app import create_app
+
+log = logging.getLogger("mailwarden.web")
+
+
+class _Server(uvicorn.Server):
+    def capture_signals(self):  # the serve loop handles signals itself
+        return contextlib.nullcontext()
+
+
+@dataclass
+class WebServer:
+    app: Any
+    sock: socket.socket
+    url: str
+    server: _Server | None = None
+    task: asyncio.Task | None = None
+
+    async def start(self) -> None:
+        config = uvicorn.Config(self.app, log_config=None, access_log=False, lifespan="off", server_header=False,
+                                proxy_headers=False, timeout_graceful_shutdown=5)
+        self.server = _Server(config)
+        self.task = asyncio.create_task(self.server.serve(sockets=[self.sock]))
+        while not self.server.started and not self.task.done():
+            await asyncio.sleep(0.02)
+        log.info("web app listening", extra={"url": self.url})
+
+    async def stop(self) -> None:
+        if self.server is not None and self.task is not None:
+            self.server.should_exit = True
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(self.task, 10)
+        self.sock.close()
+
+
+def prepare(monitor: Any) -> WebServer | None:
+    """The app for a Monitor, its socket bound; None when the config turns the web app off or sets no
+    access rule (then a warning says how to turn it on). Raises ConfigError when it cannot start."""
+    cfg = monitor.runtime.config
+    web = cfg.web
+    if not web.enabled:
+        return None
+    if web.auth_mode() is None:
+        log.warning("web app not started: set web.password_hash (from `mailwarden web hash-password`), "
+                    "web.auth: proxy with web.proxy_header, or web.auth: none")
+        return None
+    app = create_app(lambda: monitor.runtime.config, lambda: monitor.runtime.store, monitor=monitor)
+    metrics = app.state.web.metrics
+    previous = monitor.on_result
+
+    def on_result(result: Any) -> None:
+        metrics.observe(result)
+        if previous is not None:
+            previous(result)
+
+    monitor.on_result = on_result
+    host, port = web.host_port()
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind((host, port))
+    except OSError as exc:
+        sock.close()
+        raise ConfigError(f"the web app cannot listen on {web.listen}: {exc.strerror}",
+                          where="web.listen", hint="Stop what uses that port, or set web.listen") from None
+    sock.listen(128)
+    sock.setblocking(False)
+    bound = sock.getsockname()[1]
+    url = web.base_url if port else f"http://{host}:{bound}"
+    return WebServer(app, sock, url)

@@ -1,0 +1,240 @@
+"""What the pages, the report and the API show, read from the store: latest states, hourly rollups,
+incidents, credentials. One place, so the HTML and the JSON never disagree. Never a secret: credentials
+are metadata (name, keyId, hint, expiry); summaries were redacted before they were stored.
+
+The overview reads check states and rollups only; raw results are read for one integration's page.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from checks import diagnoses
+from checks.base import Outcome, Status
+from monitor.config import Config
+from monitor.redact import redact
+from monitor.runner import facts
+
+RANK = {"fail": 0, "error": 1, "blocked": 2, "warn": 3, "pending": 4, "ok": 5, "paused": 6}
+BAD = ("fail", "error", "blocked")
+STATUS_FILTERS = ("problem", "fail", "error", "blocked", "warn", "ok", "pending", "paused")
+EXPIRY_WINDOW_DAYS = 90
+LABEL = {"fail": "failing", "error": "no answer", "blocked": "blocked", "warn": "attention", "pending": "not run yet",
+         "ok": "ok", "paused": "paused"}
+
+
+def iso(t: datetime | None) -> str | None:
+    return t.astimezone(UTC).isoformat().replace("+00:00", "Z") if t else None
+
+
+def ago(t: datetime | None, now: datetime) -> str:
+    if t is None:
+        return "never"
+    s = int((now - t).total_seconds())
+    future = s < 0
+    s = abs(s)
+    text = (f"{s} s" if s < 90 else f"{s // 60} min" if s < 5400 else f"{s // 3600} h" if s < 172800
+            else f"{s // 86400} days")
+    return f"in {text}" if future else f"{text} ago"
+
+
+def _integ_facts(cfg: Config, name: str, outcome: Outcome | None = None) -> dict[str, Any]:
+    try:
+        return facts(cfg, cfg.integration(name), outcome)
+    except KeyError:  # in the store, no longer in the config
+        return {"integration": name}
+
+
+@dataclass
+class CheckView:
+    check: str
+    status: str
+    code: str | None
+    title: str | None
+    since: datetime | None
+    last_checked_at: datetime | None
+    last_ok_at: datetime | None
+
+    def as_json(self) -> dict[str, Any]:
+        return {"check": self.check, "status": self.status, "code": self.code, "title": self.title,
+                "since": iso(self.since), "last_checked_at": iso(self.last_checked_at),
+                "last_ok_at": iso(self.last_ok_at)}
+
+
+@dataclass
+class IntegrationView:
+    name: str
+    tenant: str
+    app: str
+    system: str | None
+    flow: str
+    mailbox: str
+    tags: list[str]
+    paused: bool
+    checks: list[CheckView]
+    status: str = "pending"
+    headline: CheckView | None = None
+    fix_first: str | None = None
+    uptime_24h: float | None = None
+    hours_24h: list[tuple[datetime, int, int]] = field(default_factory=list)  # (hour, up, total)
+    incidents: list[int] = field(default_factory=list)
+
+    def as_json(self) -> dict[str, Any]:
+        h = self.headline
+        return {"name": self.name, "tenant": self.tenant, "app": self.app, "system": self.system,
+                "flow": self.flow, "mailbox": self.mailbox, "tags": self.tags, "paused": self.paused,
+                "status": self.status, "code": h.code if h else None, "title": h.title if h else None,
+                "since": iso(h.since) if h else None, "last_ok_at": iso(h.last_ok_at) if h else None,
+                "fix_first": self.fix_first, "uptime_24h": self.uptime_24h,
+                "open_incidents": self.incidents, "checks": [c.as_json() for c in self.checks]}
+
+
+def _check_status(paused: bool, state: Any) -> str:
+    if paused:
+        return "paused"
+    if state is None or not state.last_status:
+        return "pending"
+    return state.last_status
+
+
+def integrations(cfg: Config, store: Any, now: datetime, *, tenant: str | None = None, tag: str | None = None,
+                 status: str | None = None) -> list[IntegrationView]:
+    """Every integration, worst first (then by name), with the filters applied."""
+    states = defaultdict(dict)
+    for st in store.states():
+        states[st.integration][st.check] = st
+    since = (now - timedelta(hours=24)).replace(minute=0, second=0, microsecond=0)
+    hours: dict[str, dict[datetime, list[int]]] = defaultdict(lambda: defaultdict(lambda: [0, 0]))
+    for r in store.rollups(since=since):
+        cell = hours[r.integration][r.hour]
+        cell[0] += r.ok + r.warn
+        cell[1] += r.total
+    open_by: dict[str, list[int]] = defaultdict(list)
+    for inc in store.incidents("open"):
+        for name in set(inc.affected) | {m["integration"] for m in inc.members}:
+            open_by[name].append(inc.id)
+    out = []
+    for row in store.integrations():
+        checks = []
+        for kind in row.checks:
+            st = states[row.name].get(kind)
+            code = st.last_code if st else None
+            status_ = _check_status(row.paused, st)
+            checks.append(CheckView(kind, status_, code, diagnoses.get(code).title if code else None,
+                                    st.since if st else None, st.last_checked_at if st else None,
+                                    st.last_ok_at if st else None))
+        view = IntegrationView(row.name, row.tenant, row.app, row.system, row.flow, row.mailbox, list(row.tags),
+                               row.paused, checks, incidents=sorted(open_by.get(row.name, [])))
+        if checks:
+            view.headline = min(checks, key=lambda c: RANK.get(c.status, 4))
+            view.status = view.headline.status
+        if view.headline and view.status not in ("ok", "pending", "paused"):
+            steps = diagnoses.render_fix(view.headline.code or "unclassified", **_integ_facts(cfg, row.name))
+            view.fix_first = steps[0] if steps else None
+        cells = hours.get(row.name, {})
+        view.hours_24h = [(h, *cells.get(h, (0, 0))) for h in (since + timedelta(hours=i) for i in range(1, 25))]
+        up, total = sum(c[0] for c in cells.values()), sum(c[1] for c in cells.values())
+        view.uptime_24h = round(100.0 * up / total, 1) if total else None
+        out.append(view)
+    out = [v for v in out if (not tenant or v.tenant == tenant) and (not tag or tag in v.tags)
+           and (not status or v.status == status or (status == "problem" and v.status not in ("ok", "paused")))]
+    return sorted(out, key=lambda v: (RANK.get(v.status, 4), v.name))
+
+
+def freshness(cfg: Config, store: Any, now: datetime) -> dict[str, Any]:
+    """The newest result, and whether it is older than twice the shortest interval (monitor stalled)."""
+    newest = max((st.last_checked_at for st in store.states() if st.last_checked_at), default=None)
+    active = [i for i in cfg.integrations if not i.paused]
+    interval = min((float(cfg.threshold(i, "interval")) for i in active), default=float(cfg.defaults.interval))
+    stale = newest is not None and (now - newest).total_seconds() > 2 * interval
+    return {"newest": newest, "interval_s": interval, "stale": stale,
+            "none_yet": newest is None and bool(active)}
+
+
+def credentials(cfg: Config, store: Any, now: datetime, within_days: int | None = None,
+                client_id: str | None = None) -> list[dict[str, Any]]:
+    """Credential metadata, soonest expiry first; ``within_days`` keeps those ending by then (and expired)."""
+    users: dict[str, list[str]] = defaultdict(list)
+    for integ in cfg.integrations:
+        users[integ.app].append(integ.name)
+    out = []
+    for c in store.credentials(client_id):
+        days = None
+        if c.expires_at is not None:
+            days = (c.expires_at - now).total_seconds() / 86400
+            if within_days is not None and days > within_days:
+                continue
+        elif within_days is not None:
+            continue
+        out.append({"tenant": c.tenant, "app": c.app, "client_id": c.client_id, "kind": c.kind,
+                    "key_id": c.key_id, "display_name": redact(c.display_name) if c.display_name else None,
+                    "hint": c.hint, "expires_at": iso(c.expires_at),
+                    "days_left": None if days is None else int(days // 1),
+                    "expired": days is not None and days < 0, "source": c.source,
+                    "last_verified_at": iso(c.last_verified_at), "integrations": sorted(users.get(c.app, []))})
+    return sorted(out, key=lambda c: (c["expires_at"] is None, c["expires_at"] or ""))
+
+
+def incident_json(inc: Any) -> dict[str, Any]:
+    """The shape of `mailwarden incidents --format json`."""
+    from monitor.cli_alerts import _row
+
+    return _row(inc)
+
+
+def result_json(cfg: Config, r: Any) -> dict[str, Any]:
+    """A stored result in the shape of `mailwarden check --format json` (plus its id)."""
+    outcome = Outcome(Status(r.status), r.code, r.summary, r.latency_ms, dict(r.details or {}))
+    fix = [] if r.status == "ok" else diagnoses.render_fix(r.code or "unclassified",
+                                                           **_integ_facts(cfg, r.integration, outcome))
+    return {"id": r.id, "integration": r.integration, "check": r.check, "status": r.status, "code": r.code,
+            "summary": redact(r.summary), "fix": fix,
+            "latency_ms": round(r.latency_ms, 1) if r.latency_ms is not None else None,
+            "checked_at": iso(r.checked_at), "details": r.details or {}}
+
+
+def detail(cfg: Config, store: Any, name: str, now: datetime) -> dict[str, Any] | None:
+    """Everything of one integration's page."""
+    found = [v for v in integrations(cfg, store, now) if v.name == name]
+    if not found:
+        return None
+    view = found[0]
+    latest = {r.check: r for r in store.latest_results(name)}
+    results = []
+    for c in view.checks:
+        r = latest.get(c.check)
+        item: dict[str, Any] = {"view": c, "result": result_json(cfg, r) if r else None, "cause": None,
+                                "diagnosis": None}
+        if r is not None and r.status != "ok":
+            outcome = Outcome(Status(r.status), r.code, r.summary, r.latency_ms, dict(r.details or {}))
+            d = diagnoses.get(r.code)
+            item["diagnosis"] = d
+            item["cause"] = diagnoses.render_cause(r.code or "unclassified", **_integ_facts(cfg, name, outcome))
+        results.append(item)
+    # worst first; among equals the token check first: it is usually the root cause
+    results.sort(key=lambda i: (RANK.get(i["view"].status, 4), i["view"].check != "token", i["view"].check))
+    rollups = store.rollups(name, since=now - timedelta(days=31))
+    incidents = [i for i in store.incidents(None)
+                 if name in set(i.affected) | {m["integration"] for m in i.members}][-20:]
+    notes = [n for i in incidents for n in store.notifications(i.id)][-30:]
+    client_id = None
+    try:
+        integ = cfg.integration(name)
+        client_id = cfg.apps[integ.app].client_id
+    except KeyError:
+        integ = None
+    in_use = {(latest["secret_expiry"].details or {}).get("key_id")} if "secret_expiry" in latest else set()
+    creds = credentials(cfg, store, now, client_id=client_id) if client_id else []
+    for c in creds:
+        c["in_use"] = c["key_id"] in in_use
+    token = store.load_token_cache(name) if view.flow == "delegated" else None
+    token_state = next((c for c in view.checks if c.check == "token"), None)
+    needs_reauth = bool(token_state and token_state.code and diagnoses.get(token_state.code).needs_reauth)
+    return {"view": view, "results": results, "rollups": rollups, "transitions": store.transitions(name, limit=30),
+            "incidents": list(reversed(incidents)), "notifications": list(reversed(notes)), "credentials": creds,
+            "reauth": {"delegated": view.flow == "delegated", "account": integ.account if integ else None,
+                       "stored_for": token.account if token else None,
+                       "updated_at": token.updated_at if token else None, "needs_reauth": needs_reauth}}

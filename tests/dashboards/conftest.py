@@ -1,0 +1,71 @@
+"""The dashboard's fixtures: one demo store per session (the sandbox tenant, one cycle of checks, one
+alert dispatch so incidents exist), and apps on top of it with each access rule."""
+
+from __future__ import annotations
+
+import base64
+import re
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pytest
+from starlette.testclient import TestClient
+
+from monitor.web.app import create_app
+from monitor.web.auth import Access, hash_password
+
+PASSWORD = "correct horse battery"  # noqa: S105 - the test admin's password
+ARTIFACTS = Path(__file__).resolve().parents[1] / "artifacts"
+
+
+@pytest.fixture(scope="session")
+def demo(tmp_path_factory):
+    from alerts.dispatcher import Dispatcher
+    from monitor import demo as demo_mod
+
+    env = demo_mod.prepare(tmp_path_factory.mktemp("demo"), quiet=True)
+    try:
+        rows = env.run_once()
+        Dispatcher(env.runtime.config, env.runtime.store).run_once()  # opens the incidents (console route)
+        env.runtime.store.rollup_history(datetime.now(UTC))
+        yield env, rows
+    finally:
+        env.close()
+
+
+@pytest.fixture(scope="session")
+def admin_hash():
+    return hash_password(PASSWORD, n=2**12)  # cheaper than the default: the format is the same
+
+
+def make_app(env, access: Access, monitor=None):
+    return create_app(env.runtime.config, env.runtime.store, monitor=monitor, access=access)
+
+
+@pytest.fixture
+def app(demo, admin_hash):
+    env, _ = demo
+    return make_app(env, Access(mode="password", user="admin", password_hash=admin_hash))
+
+
+def csrf_of(html: str) -> str:
+    m = re.search(r'name="csrf_token" value="([^"]+)"', html)
+    assert m, "no CSRF token in the page"
+    return m.group(1)
+
+
+def login(client: TestClient, password: str = PASSWORD):
+    page = client.get("/login")
+    return client.post("/login", data={"username": "admin", "password": password, "csrf_token": csrf_of(page.text),
+                                       "next": "/"}, follow_redirects=False)
+
+
+@pytest.fixture
+def client(app):
+    with TestClient(app, base_url="http://127.0.0.1:8080") as c:
+        assert login(c).status_code == 303
+        yield c
+
+
+def basic(user: str = "admin", password: str = PASSWORD) -> dict[str, str]:
+    return {"Authorization": "Basic " + base64.b64encode(f"{user}:{password}".encode()).decode()}

@@ -1,0 +1,110 @@
+"""Automated rotation through the sandbox's Graph: addPassword -> hook -> reference -> verify -> removePassword."""
+
+from __future__ import annotations
+
+import logging
+import sqlite3
+from datetime import timedelta
+
+from tests.rotation.conftest import automated, cycle, dispatch
+
+OWNED_BY = ["Application.Read.All", "Application.ReadWrite.OwnedBy"]
+
+
+def secrets_on_app(w):
+    app = next(a for t in w.ctl.state()["tenants"] for a in t["apps"] if a["app_id"] == w.app_id)
+    return [s["keyId"] for s in app["secrets"]]
+
+
+def rotated_world(world, receiver, **rotation):
+    w = world("app", secret_end="+20d", monitor_roles=OWNED_BY)
+    w.ctl.add_owner(w.app_id, w.monitor_app_id)  # mailwarden's app is an owner of the subject app
+
+    def mutate(doc):
+        automated(hook_out=str(w.dir / "hook.out"), **rotation)(doc)
+        doc["alerts"] = {"routes": [{"name": "team", "url": receiver.url}]}
+    w.rewrite(mutate)
+    return w
+
+
+def test_automated_rotation_end_to_end_and_the_secret_stays_private(world, receiver, clock, caplog):
+    caplog.set_level(logging.DEBUG)
+    w = rotated_world(world, receiver)
+    report = cycle(w, clock)
+    assert report.steps == ["subject: auto_add_password", "subject: auto_hook_command", "subject: auto_reference",
+                            "subject: auto_verified"], report
+    new_secret = (w.dir / "hook.out").read_text().strip()
+    assert new_secret and new_secret != w.secret
+    assert (w.dir / "secrets" / "subject").read_text().strip() == new_secret  # mailwarden's own reference
+    assert (w.dir / "secrets" / "subject").stat().st_mode & 0o777 == 0o600
+    [row] = w.runtime.store.rotations()
+    assert len(secrets_on_app(w)) == 2 and row.auto_step == "verified" and row.new_hint == new_secret[:3]
+
+    cycle(w, clock)  # the configured secret now matches the new credential
+    [row] = w.runtime.store.rotations()
+    assert row.state == "in_use"
+    assert w.run("token").status.value == "ok"
+    clock.advance(days=8)
+    report = cycle(w, clock)
+    assert "subject: auto_remove_password" in report.steps, report
+    assert secrets_on_app(w) == [row.new_key_id]
+    cycle(w, clock)
+    assert w.runtime.store.rotations()[0].state == "old_removed"
+    assert w.run("token").status.value == "ok"
+
+    # nothing but the hook and the reference file ever saw the value: logs, database, alerts
+    dispatch(w, clock)
+    logged = "\n".join(f"{r.getMessage()} {r.__dict__}" for r in caplog.records)
+    assert new_secret not in logged
+    with sqlite3.connect(w.dir / "mailwarden.db") as db:
+        tables = [t for (t,) in db.execute("SELECT name FROM sqlite_master WHERE type='table'")]
+        dump = "\n".join(str(row) for t in tables for row in db.execute(f'SELECT * FROM "{t}"'))  # noqa: S608
+    assert new_secret not in dump and new_secret[:3] in dump  # the hint is metadata, the value is not
+    assert new_secret not in str(receiver.bodies)
+    steps = [e.step for e in w.runtime.store.rotation_events()]
+    assert steps[:5] == ["expiring", "auto_add_password", "auto_hook_command", "auto_reference", "auto_verified"]
+
+
+def test_removing_the_old_secret_while_in_use_is_refused(world, receiver, clock):
+    w = rotated_world(world, receiver)
+    cycle(w, clock)
+    cycle(w, clock)
+    w.run("token")
+    # someone restores the old value in mailwarden's reference: the old credential is in use again
+    (w.dir / "secrets" / "subject").write_text(w.secret)
+    clock.advance(days=8)
+    report = cycle(w, clock)
+    assert "subject: auto_remove_refused" in report.steps
+    assert w.key_id in secrets_on_app(w)  # not removed
+    [ev] = [e for e in w.runtime.store.rotation_events() if e.step == "auto_remove_refused"]
+    assert not ev.ok and "still the one mailwarden's configured secret matches" in ev.detail
+    assert w.run("token").status.value == "ok"
+    dispatch(w, clock)
+    assert any("removal of the old secret refused" in b["message"] for b in receiver.bodies)
+
+
+def test_a_failing_hook_rolls_the_new_secret_back(world, clock):
+    w = world("app", secret_end="+20d", monitor_roles=OWNED_BY)
+    w.ctl.add_owner(w.app_id, w.monitor_app_id)
+
+    def failing(doc):
+        automated()(doc)
+        doc["apps"]["subject"]["rotation"]["hook_command"] = ["false"]
+    w.rewrite(failing)
+    report = cycle(w, clock)
+    assert report.steps == ["subject: auto_add_password", "subject: auto_hand_over", "subject: auto_rollback"]
+    assert secrets_on_app(w) == [w.key_id]
+    assert (w.dir / "secrets" / "subject").read_text().strip() == w.secret
+    assert cycle(w, clock).steps == []  # retried a day later, not every cycle
+    clock.advance(days=1, minutes=1)
+    assert "subject: auto_add_password" in cycle(w, clock).steps
+
+
+def test_not_an_owner_is_a_failed_step_with_the_reason(world, clock):
+    w = world("app", secret_end="+20d", monitor_roles=OWNED_BY)  # no add_owner
+    w.rewrite(automated())
+    report = cycle(w, clock)
+    assert report.steps == ["subject: auto_add_password"]
+    [row] = w.runtime.store.rotations()
+    assert row.auto_step == "failed" and "403" in row.auto_error and "owner" in row.auto_error
+    assert clock() - timedelta(days=1) < row.updated_at

@@ -60,6 +60,13 @@ SCHEMAS: dict[str, Any] = {
         "key_id": _NS, "display_name": _NS, "hint": _NS, "expires_at": _NT, "days_left": {"type": ["integer", "null"]},
         "expired": {"type": "boolean"}, "source": _S, "last_verified_at": _NT,
         "integrations": {"type": "array", "items": _S}}),
+    "SecretsInventory": _obj({
+        "generated_at": _T,
+        "credentials": {"type": "array", "items": {"type": "object", "required": [
+            "app", "client_id", "kind", "key_id", "expires", "days_left", "integrations", "unused", "long_lived",
+            "rotation", "reminders_sent"]}},
+        "rotations": {"type": "array", "items": {"type": "object", "required": ["app", "old_key_id", "state"]}},
+        "events": {"type": "array", "items": {"type": "object", "required": ["app", "step", "ok", "at"]}}}),
     "Error": _obj({"error": _S}),
 }
 
@@ -100,6 +107,8 @@ PATHS = {
     "/api/credentials": _get("Credential metadata (never a secret), soonest expiry first", "Credential", [
         _param("within_days", "only those expiring within this many days (and expired ones)", {"type": "integer"})],
         True),
+    "/api/secrets": _get("Credentials inventory (who uses what, lifetimes, unused ones) and rotation progress",
+                         "SecretsInventory"),
 }
 
 

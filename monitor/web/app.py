@@ -27,7 +27,7 @@ from starlette.staticfiles import StaticFiles
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from monitor.config import Config, WebConfig
-from monitor.web import api, pages
+from monitor.web import api, pages, secrets_view
 from monitor.web.auth import Access, access_from, login_url, session_key
 from monitor.web.metrics import Metrics
 
@@ -156,7 +156,8 @@ def create_app(config: Callable[[], Config] | Config, store: Callable[[], Any] |
     state = WebState(get_config, get_store, access or access_from(cfg.web, cfg.base_dir), cfg.web, monitor)
     state.metrics = Metrics(get_config, get_store)
     https = cfg.web.base_url.startswith("https://")
-    routes = [*pages.ROUTES, *api.ROUTES, Route("/healthz", healthz), Route("/metrics", metrics_endpoint),
+    routes = [*pages.ROUTES, *api.ROUTES, *secrets_view.ROUTES, Route("/healthz", healthz),
+              Route("/metrics", metrics_endpoint),
               Mount("/static", StaticFiles(directory=STATIC_DIR), name="static")]
     middleware = [Middleware(Headers, https=https),
                   Middleware(SessionMiddleware, secret_key=session_key(cfg.web, cfg.base_dir),

@@ -241,7 +241,8 @@ def test_api_answers_match_the_openapi_document(client):
     urls = {"/api/status": "/api/status", "/api/integrations": "/api/integrations?status=problem",
             "/api/integrations/{name}": "/api/integrations/enaio-notify",
             "/api/results": "/api/results?integration=enaio-notify&limit=5",
-            "/api/incidents": "/api/incidents?status=all", "/api/credentials": "/api/credentials"}
+            "/api/incidents": "/api/incidents?status=all", "/api/credentials": "/api/credentials",
+            "/api/secrets": "/api/secrets"}
     assert set(urls) == set(doc["paths"])
     for path, url in urls.items():
         r = client.get(url)
@@ -303,3 +304,23 @@ def test_password_hash_round_trip():
     h = hash_password("s3cret-pass", n=2**12)
     assert h.startswith("scrypt$4096$8$1$") and verify_password("s3cret-pass", h)
     assert not verify_password("other", h) and not verify_password("s3cret-pass", "garbage")
+
+
+def test_secrets_inventory_page_and_api(client, demo):
+    env, _ = demo
+    from alerts.secrets import SecretsCycle  # noqa: F401 - the demo's first secrets cycle already ran
+
+    doc = client.get("/api/secrets").json()
+    creds = {c["display_name"]: c for c in doc["credentials"]}
+    agiloft = creds["Agiloft Application for OAuth2"]
+    assert agiloft["days_left"] == 10 and set(agiloft["integrations"]) == {"agiloft-inbound", "agiloft-contracts"}
+    assert agiloft["long_lived"] is True  # created 720 days before it ends: over 12 months
+    page = client.get("/secrets")
+    assert page.status_code == 200
+    assert "Agiloft Application for OAuth2" in page.text and "agiloft-contracts" in page.text
+    assert "Microsoft recommends under 12 months" in page.text
+    scenario = (Path(__file__).resolve().parents[2] / "sandbox" / "scenarios" / "demo.yaml").read_text()
+    for line in scenario.splitlines():
+        if 'value: "' in line:
+            secret = line.split('value: "')[1].split('"')[0]
+            assert secret not in page.text and secret not in str(doc)

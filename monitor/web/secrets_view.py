@@ -1,0 +1,34 @@
+"""The credentials inventory and rotation view: `/secrets` (HTML) and `/api/secrets` (JSON).
+
+Everything comes from alerts.secrets.api_secrets (store reads only): every credential of every configured
+app with its expiry, who uses it, rotation state and the reminders sent. Never a secret value.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import UTC, datetime
+
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
+
+from alerts.secrets import api_secrets
+from monitor.web import pages
+
+
+def _doc(request: Request) -> dict:
+    web = request.app.state.web
+    return api_secrets(web.config(), web.store(), datetime.now(UTC))
+
+
+async def secrets_page(request: Request) -> Response:
+    doc = await asyncio.to_thread(_doc, request)
+    return pages.render(request, "secrets.html", doc=doc)
+
+
+async def secrets_api(request: Request) -> JSONResponse:
+    return JSONResponse(await asyncio.to_thread(_doc, request))
+
+
+ROUTES = [Route("/secrets", secrets_page), Route("/api/secrets", secrets_api)]

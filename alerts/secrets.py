@@ -72,8 +72,10 @@ class SecretsCycle:
 
     async def run(self) -> CycleReport:
         report = CycleReport()
+        # mailwarden's own monitor apps too: when their secret expires, mailwarden goes blind
+        monitors = {t.monitor_app for t in self.config.tenants.values() if t.monitor_app}
         for name in self.config.apps:
-            if not users_of(self.config, name):
+            if not users_of(self.config, name) and name not in monitors:
                 continue
             try:
                 await self.app(name, report)

@@ -315,6 +315,7 @@ def test_secrets_inventory_page_and_api(client, demo):
     agiloft = creds["Agiloft Application for OAuth2"]
     assert agiloft["days_left"] == 10 and set(agiloft["integrations"]) == {"agiloft-inbound", "agiloft-contracts"}
     assert agiloft["long_lived"] is True  # created 720 days before it ends: over 12 months
+    assert creds["mailwarden monitor"]["used_by_mailwarden"] is True  # its own secret is watched too
     page = client.get("/secrets")
     assert page.status_code == 200
     assert "Agiloft Application for OAuth2" in page.text and "agiloft-contracts" in page.text

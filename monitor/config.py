@@ -120,6 +120,7 @@ class WebConfig(_Model):
     session_max_age: Duration = 12 * 3600.0
     refresh: Duration = 60.0  # the pages reload themselves this often
     public_metrics: bool = False  # /metrics without login (Prometheus may also use basic auth)
+    reauth_link_ttl: Duration = 7 * 86400.0  # how long a reauthorisation link in an alert stays valid
     retention: RetentionConfig = Field(default_factory=RetentionConfig)
 
     @field_validator("listen")
@@ -478,6 +479,10 @@ def load(path: str | Path) -> Config:
                           hint="Pass --config FILE or set MAILWARDEN_CONFIG") from None
     except OSError as exc:
         raise ConfigError(f"the configuration file cannot be read ({exc.strerror})", where=str(path)) from None
+    except UnicodeDecodeError as exc:
+        line = text_line_of(path, exc.start)
+        raise ConfigError(f"the file is not UTF-8 text (byte 0x{exc.object[exc.start]:02x})",
+                          where=f"{path}, line {line}", hint="Save the configuration as UTF-8") from None
     try:
         doc = yamlpos.load(text, str(path))
     except yaml.YAMLError as exc:
@@ -502,6 +507,10 @@ def load(path: str | Path) -> Config:
                           problems=problems) from None
     cfg.base_dir = path.resolve().parent
     return cfg
+
+
+def text_line_of(path: Path, offset: int) -> int:
+    return path.read_bytes()[:offset].count(b"\n") + 1
 
 
 def _message(err: dict[str, Any]) -> str:

@@ -52,6 +52,11 @@ def build(endpoints: Endpoints, get_token: Callable[[], dict[str, Any]], timeout
     return GraphServiceClient(request_adapter=adapter), http
 
 
+def verify_for(endpoints: Endpoints) -> ssl.SSLContext | bool:
+    """httpx's ``verify`` for the configured cloud (one cached SSL context per CA bundle)."""
+    return _tls_context(endpoints.ca_bundle) if endpoints.ca_bundle else True
+
+
 @functools.lru_cache(maxsize=8)
 def _tls_context(ca_bundle: str) -> ssl.SSLContext:
     return ssl.create_default_context(cafile=ca_bundle)

@@ -21,9 +21,10 @@ _FOR = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(m|h|d)\s*$")
 def dispatch_once(runtime) -> None:
     """After `mailwarden check`: one dispatch cycle; a failure is reported, never changes the exit code."""
     from alerts.dispatcher import Dispatcher
+    from monitor.reauth_links import for_runtime
 
     try:
-        report = Dispatcher(runtime.config, runtime.store).run_once()
+        report = Dispatcher(runtime.config, runtime.store, reauth_urls=for_runtime(runtime)).run_once()
     except MailwardenError as exc:
         typer.echo(f"mailwarden: alerts not dispatched: {exc.message()}", err=True)
         return

@@ -30,6 +30,7 @@ from checks.base import Outcome, Status
 from monitor import state as sm
 from monitor.db_alerts import AlertStore
 from monitor.db_history import HistoryStore
+from monitor.db_reauth import ReauthStore
 from monitor.db_rotation import RotationStore
 from monitor.errors import StorageError
 from monitor.models import CheckResult, CheckState, Credential, Integration, Meta, TokenCache, Transition
@@ -166,7 +167,7 @@ _INSERT_RESULT = _RESULTS.insert().returning(_RESULTS.c.id)
 _INSERT_TRANSITION = _TRANSITIONS.insert().returning(_TRANSITIONS.c.id)
 
 
-class Store(AlertStore, HistoryStore, RotationStore):
+class Store(AlertStore, HistoryStore, RotationStore, ReauthStore):
     def __init__(self, engine: Engine, display: str | None = None):
         self.engine = engine
         self.display = display or display_url(engine.url.render_as_string(hide_password=False))
@@ -238,6 +239,8 @@ class Store(AlertStore, HistoryStore, RotationStore):
                                silent=event_.silent)
                 tid = conn.execute(_INSERT_TRANSITION, tvalues).scalar_one()
                 transition = Transition(id=tid, **tvalues)
+            # open / close the integration's ReauthRequest (monitor.db_reauth) with this result
+            self._reauth_after_result(conn, integration, check, status, outcome.code, st.last_status, checked_at)
         return CheckResult(id=result_id, **values), transition
 
     @contextmanager
@@ -337,6 +340,8 @@ class Store(AlertStore, HistoryStore, RotationStore):
             wanted[row["name"]] = row
         removed: list[str] = []
         with self._session(write=True) as s:
+            if not self._sqlite:  # instances starting together (monitor.leader) must not both insert a name
+                s.connection().exec_driver_sql("SELECT pg_advisory_xact_lock(726193500453)")
             existing = {i.name: i for i in s.exec(select(Integration))}
             for name, row in wanted.items():
                 values = {k: row[k] for k in INTEGRATION_FIELDS if k in row}

@@ -174,9 +174,10 @@ def first_secrets_cycle(runtime: Runtime) -> None:
     naming both agiloft-* integrations), enaio's has expired (its on-expiry reminder)."""
     from alerts.dispatcher import Dispatcher
     from alerts.secrets import SecretsCycle
+    from monitor.reauth_links import for_runtime
 
     asyncio.run(SecretsCycle(runtime.config, runtime.store, runtime.tokens, runtime.credentials).run())
-    Dispatcher(runtime.config, runtime.store).run_once()
+    Dispatcher(runtime.config, runtime.store, reauth_urls=for_runtime(runtime)).run_once()
 
 
 def prepare(workdir: Path, *, interval: int = 60, quiet: bool = False, web_port: int | None = None) -> DemoEnv:
@@ -194,6 +195,11 @@ def prepare(workdir: Path, *, interval: int = 60, quiet: bool = False, web_port:
     try:
         web, password = _web_section(web_port)
         config_path = write_config(workdir, sb.endpoints, scenario, interval, web)
+        if web:  # what an admin registers for the reauthorisation links: <base_url>/auth/callback (Web platform)
+            callback = web["base_url"] + "/auth/callback"
+            for spec in scenario["tenants"][0]["apps"]:
+                if spec.get("redirect_uris") and callback not in spec["redirect_uris"]:
+                    sb.control.patch_app(spec["app_id"], redirect_uris=[*spec["redirect_uris"], callback])
         cfg = config_mod.load(config_path)
         runtime = open_runtime(cfg)
         passwords = {u["upn"]: u["password"] for u in scenario["tenants"][0]["users"]}

@@ -340,7 +340,51 @@ class RotationEvent(SQLModel, table=True):
     at: datetime = _ts()
 
 
+class ReauthRequest(SQLModel, table=True):
+    """A person must sign in again for one integration. ``open_key`` holds the integration's name while the
+    request is open and NULL once closed: its unique index keeps one open request per integration. The link
+    is never stored: it is an HMAC of ``nonce`` (with the id and expiry) under a key derived from the token
+    key, so a copy of the database cannot produce a working link (``monitor.reauth_links``)."""
+
+    __tablename__ = "reauth_requests"
+    __table_args__ = (UniqueConstraint("open_key", name="uq_reauth_requests_open_key"),
+                      Index("ix_reauth_requests_integration", "integration"))
+
+    id: int | None = Field(default=None, primary_key=True)
+    integration: str
+    open_key: str | None = None
+    account: str | None = None
+    code: str | None = None  # the diagnosis that opened it
+    nonce: str
+    opened_at: datetime = _ts()
+    expires_at: datetime = _ts()
+    closed_at: datetime | None = _ts(nullable=True, default=None)
+    closed_by: str | None = None  # signed_in | token_ok | expired
+
+
+class ReauthAttempt(SQLModel, table=True):
+    """The audit of the reauthorisation pages: one row per started sign-in (and per refused visit). While a
+    sign-in is under way, ``flow`` holds MSAL's flow dict encrypted with the token key and ``state_hash``
+    finds it; both are cleared when the callback claims it, so a response cannot be replayed."""
+
+    __tablename__ = "reauth_attempts"
+    __table_args__ = (UniqueConstraint("state_hash", name="uq_reauth_attempts_state_hash"),
+                      Index("ix_reauth_attempts_request", "request_id"))
+
+    id: int | None = Field(default=None, primary_key=True)
+    request_id: int | None = None
+    integration: str | None = None
+    client: str | None = None  # the client address
+    state_hash: str | None = None
+    flow: bytes | None = Field(default=None, sa_type=LargeBinary)
+    result: str = "started"  # started | ok | wrong_account | consent_missing | cancelled | refused | ...
+    signed_in_as: str | None = None
+    detail: str = Field(default="", sa_type=Text)  # redacted
+    started_at: datetime = _ts()
+    finished_at: datetime | None = _ts(nullable=True, default=None)
+
+
 MODELS: tuple[type[SQLModel], ...] = (Integration, Credential, CheckResult, CheckState, Transition,
                                       TokenCache, Meta, Incident, AlertDelivery, Notification, CheckRollup,
-                                      ExpiryReminder, Rotation, RotationEvent)
+                                      ExpiryReminder, Rotation, RotationEvent, ReauthRequest, ReauthAttempt)
 TABLE_NAMES: tuple[str, ...] = tuple(m.__tablename__ for m in MODELS)  # type: ignore[misc]

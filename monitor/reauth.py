@@ -27,8 +27,9 @@ from monitor.tokens import TokenProvider, scope_prefixes
 class ReauthError(MailwardenError):
     """A sign-in that must not be stored: wrong user, missing scopes, or refused by Entra ID."""
 
-    def __init__(self, what: str, *, code: str, hint: str | None = None):
-        self.code = code
+    def __init__(self, what: str, *, code: str, hint: str | None = None, account: str | None = None,
+                 missing: list[str] | None = None):
+        self.code, self.account, self.missing = code, account, missing or []
         super().__init__(what, hint=hint)
 
 
@@ -136,7 +137,8 @@ def _refused(result: dict[str, Any], tokens: TokenProvider, integ: IntegrationCo
         hint = (f"{integ.name} needs the delegated permissions {', '.join(required_scopes(tokens, integ))}: "
                 "Entra admin center > App registrations > the app > API permissions > add them and "
                 "Grant admin consent, then sign in again")
-    raise ReauthError(f"Entra ID refused the sign-in: {desc.splitlines()[0][:300]}", code=code, hint=hint)
+    raise ReauthError(f"Entra ID refused the sign-in: {desc.splitlines()[0][:300]}", code=code, hint=hint,
+                      missing=required_scopes(tokens, integ) if code == "consent_missing" else None)
 
 
 def _accept(tokens: TokenProvider, integ: IntegrationConfig, cache: msal.SerializableTokenCache,
@@ -150,18 +152,19 @@ def _accept(tokens: TokenProvider, integ: IntegrationConfig, cache: msal.Seriali
         raise ReauthError(
             f"signed in as {who or 'an unknown user'}, but {integ.name} must be authorised by {integ.account}; "
             "nothing was stored and the previous token is kept",
-            code="wrong_account",
+            code="wrong_account", account=who or None,
             hint=f"Sign out of Microsoft (or use a private window) and sign in as {integ.account}")
     granted = {s.rsplit("/", 1)[-1] for s in str(result.get("scope", "")).split()}
     missing = [s for s in required_scopes(tokens, integ) if s.rsplit("/", 1)[-1] not in granted]
     if missing:
         raise ReauthError(
             f"the sign-in did not grant {', '.join(missing)}; nothing was stored",
-            code="consent_missing",
+            code="consent_missing", account=who, missing=missing,
             hint="Grant admin consent for these delegated permissions: Entra admin center > App registrations > "
                  "API permissions > Grant admin consent, then sign in again")
     if not result.get("refresh_token"):
         raise ReauthError("Entra ID returned no refresh token (offline_access not granted); nothing was stored",
-                          code="consent_missing", hint="Add the offline_access delegated permission")
+                          code="consent_missing", hint="Add the offline_access delegated permission", account=who,
+                          missing=["offline_access"])
     tokens.save_cache(integ, cache)
     return ReauthResult(integ.name, who, sorted(granted), {"oid": claims.get("oid"), "tid": claims.get("tid")})

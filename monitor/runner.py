@@ -22,8 +22,9 @@ from typing import TYPE_CHECKING
 from checks import REGISTRY
 from checks.base import CheckContext, Outcome, Status
 from checks.diagnoses import render_fix
+from monitor.buffer import Pending, ResultBuffer
 from monitor.config import Config, IntegrationConfig
-from monitor.errors import MailwardenError
+from monitor.errors import MailwardenError, StorageError
 from monitor.redact import redact
 from monitor.state import Thresholds
 
@@ -109,9 +110,27 @@ class Runner:
         self.tokens = tokens
         self.credentials = credentials
         self.clock = clock
-        self._total = asyncio.Semaphore(config.concurrency.total)
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._bind_limits()
+        # Set by a serving Monitor (monitor.buffer, monitor.leader): results that cannot be written now wait in
+        # the buffer; ``writable`` is False while this instance must re-take its leadership lease first.
+        self.buffer: ResultBuffer | None = None
+        self.writable: Callable[[], bool] = lambda: True
+        self._last: dict[tuple[str, str], tuple[str, str | None]] = {}  # latest (status, code), for _blocked
+
+    def _bind_limits(self) -> None:
+        """Semaphores and locks belong to one event loop: (re)create them for the loop running now, so a
+        runner can serve several asyncio.run() calls (the demo's and check's one-shot cycles)."""
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:
+            loop = None
+        if loop is self._loop and hasattr(self, "_total"):
+            return
+        self._loop = loop
+        self._total = asyncio.Semaphore(self.config.concurrency.total)
         self._tenant: dict[str, asyncio.Semaphore] = defaultdict(
-            lambda: asyncio.Semaphore(config.concurrency.per_tenant))
+            lambda: asyncio.Semaphore(self.config.concurrency.per_tenant))
         self._mailbox: dict[tuple[str, str], asyncio.Lock] = defaultdict(asyncio.Lock)
 
     async def run_one(self, name: str, kind: str) -> RunResult:
@@ -125,13 +144,25 @@ class Runner:
         checked_at = self.clock()
         thresholds = Thresholds(self.config.threshold(integ, "failure_threshold"),
                                 self.config.threshold(integ, "success_threshold"))
-        try:
-            row, transition = await asyncio.to_thread(
-                self.store.record_result, integration=name, check=kind, outcome=outcome,
-                checked_at=checked_at, thresholds=thresholds)
-        except MailwardenError as exc:
-            log.error("result not stored", extra={"integration": name, "check": kind, "error": exc.message()})
-            row, transition = None, None
+        self._last[(name, kind)] = (Status(outcome.status).value, outcome.code)
+        row, transition = None, None
+        buffer = self.buffer
+        if buffer is not None and (len(buffer) or not self.writable()):
+            buffer.add(Pending(name, kind, outcome, checked_at, thresholds))  # behind the older ones, in order
+        else:
+            try:
+                row, transition = await asyncio.to_thread(
+                    self.store.record_result, integration=name, check=kind, outcome=outcome,
+                    checked_at=checked_at, thresholds=thresholds)
+            except StorageError as exc:
+                if buffer is None:
+                    log.error("result not stored", extra={"integration": name, "check": kind,
+                                                          "error": exc.message()})
+                else:
+                    buffer.unavailable(exc.message())
+                    buffer.add(Pending(name, kind, outcome, checked_at, thresholds))
+            except MailwardenError as exc:
+                log.error("result not stored", extra={"integration": name, "check": kind, "error": exc.message()})
         log.info("check finished", extra={
             "integration": name, "check": kind, "status": outcome.status.value, "code": outcome.code,
             "latency_ms": round(outcome.latency_ms or 0, 1), "summary": redact(outcome.summary),
@@ -141,10 +172,18 @@ class Runner:
     async def _blocked(self, integ: IntegrationConfig, kind: str) -> Outcome | None:
         if TOKEN not in integ.checks:
             return None
-        state = await asyncio.to_thread(self.store.get_state, integ.name, TOKEN)
-        if state is not None and state.last_status in (Status.FAIL.value, Status.ERROR.value):
+        try:
+            if self.buffer is not None and self.buffer.outage:
+                raise StorageError("storage outage")  # do not wait for a connect timeout per check
+            state = await asyncio.to_thread(self.store.get_state, integ.name, TOKEN)
+            last, code = (state.last_status, state.last_code) if state is not None else (None, None)
+        except StorageError:  # storage outage: the token check's latest result is known here
+            last, code = self._last.get((integ.name, TOKEN), (None, None))
+        if self.buffer is not None and len(self.buffer):  # newer than the stored state
+            last, code = self._last.get((integ.name, TOKEN), (last, code))
+        if last in (Status.FAIL.value, Status.ERROR.value):
             return Outcome(Status.BLOCKED, "blocked_by_token",
-                           f"not run: the token check is failing ({state.last_code or state.last_status})")
+                           f"not run: the token check is failing ({code or last})")
         return None
 
     async def _execute(self, integ: IntegrationConfig, kind: str) -> Outcome:
@@ -155,8 +194,11 @@ class Runner:
             config=self.config, integration=integ, app=app, tenant=self.config.tenants[app.tenant],
             options=check.config_model.model_validate(integ.checks[kind]), tokens=self.tokens,
             credentials=self.credentials, endpoints=self.tokens.endpoints, timeout_s=timeout, clock=self.clock)
+        self._bind_limits()
         lock = self._mailbox[(integ.mailbox, kind)] if check.depends_on_token else None
-        async with self._total, self._tenant[app.tenant]:
+        # The tenant's slot first: a check holding a global slot while it waits for its tenant's would
+        # leave the other tenants idle (jobs come grouped by tenant: 5 at a time ran instead of 20; bench/).
+        async with self._tenant[app.tenant], self._total:
             if lock is not None:
                 await lock.acquire()
             started = time.perf_counter()

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import hashlib
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 from monitor.config import Config
 from monitor.credentials import CredentialReader
@@ -40,6 +40,7 @@ def integration_rows(config: Config) -> list[dict]:
 def open_runtime(config: Config, *, migrate: bool = True) -> Runtime:
     """Raises StorageError / TokenStoreError with a message for a person."""
     store = open_store(config.database_url(), migrate=migrate)
+    store.reauth_link_ttl = timedelta(seconds=float(config.web.reauth_link_ttl))
     try:
         cipher = load_cipher(config)
         verify_fingerprint(store, cipher)

@@ -8,6 +8,7 @@ fails to load is logged and the running schedule is kept.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import random
 from collections.abc import Callable
@@ -18,7 +19,8 @@ from apscheduler.schedulers.asyncio import AsyncIOScheduler
 from apscheduler.triggers.interval import IntervalTrigger
 
 from monitor import config as config_mod
-from monitor.errors import MailwardenError
+from monitor.buffer import ResultBuffer
+from monitor.errors import MailwardenError, StorageError
 from monitor.runner import TOKEN, RunResult
 from monitor.runtime import Runtime, open_runtime
 
@@ -47,6 +49,11 @@ class Monitor:
         self.scheduler = AsyncIOScheduler(timezone=UTC)
         self._dispatcher = None  # (runtime, alerts.dispatcher.Dispatcher)
         self._pruned_at: datetime | None = None
+        # High availability (monitor.leader): only the leader runs jobs; results wait in the buffer while
+        # the database cannot be written (monitor.buffer).
+        self.buffer = ResultBuffer()
+        self.leadership = None  # monitor.leader.Leadership, from start()
+        self._watch: asyncio.Task | None = None
 
     # -- jobs --------------------------------------------------------------------------------
     def wanted_jobs(self) -> dict[str, tuple[str, str, float]]:
@@ -93,12 +100,16 @@ class Monitor:
         """Roll raw results up into hours (what the dashboard reads); prune beyond the retention hourly."""
         store, retention = self.runtime.store, self.runtime.config.web.retention
         now = datetime.now(UTC)
+        if not await self._ready():
+            return
         try:
             await asyncio.to_thread(store.rollup_history, now)
             if self._pruned_at is None or now - self._pruned_at >= PRUNE_EVERY:
                 removed = await asyncio.to_thread(store.prune_history, now, **retention.model_dump())
                 self._pruned_at = now
                 log.info("history pruned", extra=removed)
+        except StorageError as exc:
+            self.buffer.unavailable(exc.message())
         except Exception:  # noqa: BLE001 - the scheduler must keep going whatever happens
             log.exception("history rollup failed")
 
@@ -106,8 +117,13 @@ class Monitor:
         from alerts.secrets import SecretsCycle
 
         rt = self.runtime
+        if not await self._ready():
+            return
         try:
             report = await SecretsCycle(rt.config, rt.store, rt.tokens, rt.credentials).run()
+        except StorageError as exc:
+            self.buffer.unavailable(exc.message())
+            return
         except Exception:  # noqa: BLE001 - the scheduler must keep going whatever happens
             log.exception("secrets cycle failed")
             return
@@ -127,12 +143,17 @@ class Monitor:
 
     async def _dispatch(self) -> None:
         from alerts.dispatcher import Dispatcher
+        from monitor.reauth_links import for_runtime
 
         runtime = self.runtime
         if self._dispatcher is None or self._dispatcher[0] is not runtime:
-            self._dispatcher = (runtime, Dispatcher(runtime.config, runtime.store))
+            self._dispatcher = (runtime, Dispatcher(runtime.config, runtime.store, reauth_urls=for_runtime(runtime)))
+        if not await self._ready():  # buffered results (and their transitions) first
+            return
         try:
             await asyncio.to_thread(self._dispatcher[1].run_once)
+        except StorageError as exc:
+            self.buffer.unavailable(exc.message())
         except Exception:  # noqa: BLE001 - the scheduler must keep going whatever happens
             log.exception("alert dispatch failed")
 
@@ -151,7 +172,10 @@ class Monitor:
     async def _run(self, name: str, kind: str) -> None:
         runtime = self.runtime
         try:
-            state = await asyncio.to_thread(runtime.store.get_state, name, kind)
+            try:  # in a storage outage: run anyway, the result waits in the buffer
+                state = None if self.buffer.outage else await asyncio.to_thread(runtime.store.get_state, name, kind)
+            except StorageError:
+                state = None
             if state is not None and state.not_before is not None:
                 not_before = state.not_before if state.not_before.tzinfo else state.not_before.replace(tzinfo=UTC)
                 if not_before > datetime.now(UTC):
@@ -168,11 +192,53 @@ class Monitor:
         if self.on_result is not None:
             self.on_result(result)
 
+    # -- leadership and the buffer (monitor.leader, monitor.buffer) ------------------------------
+    @property
+    def leading(self) -> bool:
+        return self.leadership is None or self.leadership.leading
+
+    def _attach(self, runtime: Runtime) -> None:
+        # Only the leader buffers: a follower's result (a re-run from the dashboard) is written or not at all.
+        runtime.runner.buffer = self.buffer if self.leading else None
+        runtime.runner.writable = lambda: self.leadership is None or self.leadership.writable
+
+    async def _ready(self) -> bool:
+        """May housekeeping write and send now: lease held, every buffered result written first."""
+        if self.leadership is not None and not self.leadership.writable:
+            return False
+        if len(self.buffer) or self.buffer.outage:
+            await self.flush()
+        return not len(self.buffer) and not self.buffer.outage
+
+    async def flush(self) -> None:
+        out = await asyncio.to_thread(self.buffer.flush, self.runtime.store)
+        if out is not None and out[1]:
+            self._dispatch_soon()
+
+    def lead(self) -> None:
+        self.buffer.clear("stale: taken before this instance stood down")
+        self._attach(self.runtime)
+        self.sync_jobs(first=True)
+        log.info("scheduler jobs started", extra={"jobs": len(self.scheduler.get_jobs())})
+
+    def stand_down(self) -> None:
+        self.scheduler.remove_all_jobs()
+        self.runtime.runner.buffer = None
+        self.buffer.clear("another instance leads now")
+        self._dispatcher = None
+
     # -- lifecycle ---------------------------------------------------------------------------
     def start(self) -> None:
-        self.sync_jobs(first=True)
+        from monitor.leader import Leadership, lease_for
+
+        self.leadership = Leadership(lease_for(self.runtime.config.database_url()), self)
+        self._attach(self.runtime)
+        if self.leading:  # SQLite: always; PostgreSQL: once the lease is taken
+            self.sync_jobs(first=True)
         self.scheduler.start()
-        log.info("scheduler started", extra={"jobs": len(self.scheduler.get_jobs())})
+        with contextlib.suppress(RuntimeError):  # no running loop: nothing to watch
+            self._watch = asyncio.get_running_loop().create_task(self.leadership.run())
+        log.info("scheduler started", extra={"jobs": len(self.scheduler.get_jobs()), "leader": self.leading})
 
     def reload(self) -> bool:
         """Re-read the config; keep the old schedule when the new config is unusable."""
@@ -183,8 +249,10 @@ class Monitor:
             log.error("config reload failed; keeping the running schedule", extra={"error": exc.message()})
             return False
         old = self.runtime
+        self._attach(runtime)
         self.runtime = runtime
-        self.sync_jobs()
+        if self.leading:
+            self.sync_jobs()
         old.close()
         log.info("config reloaded", extra={"integrations": len(cfg.integrations),
                                            "jobs": len(self.scheduler.get_jobs())})
@@ -193,4 +261,10 @@ class Monitor:
     def shutdown(self) -> None:
         if self.scheduler.running:
             self.scheduler.shutdown(wait=False)
+        if self._watch is not None:
+            self._watch.cancel()
+        if self.leadership is not None:
+            if len(self.buffer) and self.leadership.writable and self.buffer.flush(self.runtime.store) is None:
+                log.warning("buffered results lost at shutdown", extra={"results": len(self.buffer)})
+            self.leadership.close()  # releases the lease: a follower takes over at once
         self.runtime.close()

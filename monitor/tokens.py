@@ -171,9 +171,12 @@ class TokenProvider:
     def app_token(self, app_name: str, resource: str, *, fresh: bool = False) -> dict[str, Any]:
         """Client credentials for ``<resource>/.default``. ``fresh`` forces a token-endpoint round trip."""
         scopes = [f"{resource}/.default"]
-        app = self.new_app(app_name) if fresh else self._shared_app(app_name)
-        result = app.acquire_token_for_client(scopes)
-        return result
+        if fresh:
+            return self.new_app(app_name).acquire_token_for_client(scopes)
+        # One caller asks, the others wait and find the token in the cache: the checks of an app start together
+        # and each used to ask the token endpoint when the cache was empty (bench/).
+        with self._integration_lock(f"app:{app_name}:{resource}"):
+            return self._shared_app(app_name).acquire_token_for_client(scopes)
 
     # -- delegated ---------------------------------------------------------------------------
     def _integration_lock(self, name: str) -> threading.Lock:

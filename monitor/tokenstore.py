@@ -9,6 +9,7 @@ key fails at once with a clear message instead of producing unreadable tokens la
 from __future__ import annotations
 
 import hashlib
+import hmac
 import os
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -36,6 +37,11 @@ class TokenCipher:
                                        "Fernet; print(Fernet.generate_key().decode())'") from None
         register_secret(key_bytes.decode())
         self.fingerprint = "sha256:" + hashlib.sha256(b"mailwarden-token-key:" + key_bytes).hexdigest()[:16]
+        self._derive_base = hashlib.sha256(b"mailwarden-derive:" + key_bytes).digest()
+
+    def derive(self, purpose: str) -> bytes:
+        """A key for another purpose (e.g. signing reauthorisation links), bound to this token key."""
+        return hmac.new(self._derive_base, purpose.encode(), hashlib.sha256).digest()
 
     def encrypt(self, data: bytes) -> bytes:
         return self._fernet.encrypt(data)

@@ -90,6 +90,20 @@ def sign_in(authorize_url: str, username: str, password: str, ca_path: str | Pat
         raise SignInError("the sign-in page kept asking")
 
 
+def cancel(authorize_url: str, ca_path: str | Path) -> str:
+    """Open the sign-in page and press Cancel; returns where the sandbox redirected (``?error=access_denied``)."""
+    with _session(ca_path) as s:
+        r = s.get(authorize_url, allow_redirects=False, timeout=10)
+        page = _Form("cancel")
+        page.feed(r.text)
+        if page.action is None:
+            raise SignInError(f"no cancel button (HTTP {r.status_code})")
+        r = s.post(urljoin(r.url, page.action), data=page.fields, allow_redirects=False, timeout=10)
+        if not r.is_redirect:
+            raise SignInError(f"cancel did not redirect (HTTP {r.status_code})")
+        return r.headers["Location"]
+
+
 def device_login(verification_uri: str, user_code: str, username: str, password: str,
                  ca_path: str | Path, mfa_code: str | None = None) -> str:
     """Completes /devicelogin; returns the confirmation text or raises SignInError."""

@@ -195,6 +195,14 @@ class Entra:
                                          else set(app.delegated_permissions.get(req.resource, set()))))
         if request.method == "GET":
             return pages.sign_in(action, params, app.display_name, consent_for=to_consent)
+        if params.get("cancel"):  # the user cancelled on the sign-in page, as Entra reports it
+            err = AADError(65004)
+            body = aad_body(err, request.headers.get("client-request-id"))
+            query = {"error": "access_denied", "error_subcode": "cancel",
+                     "error_description": body["error_description"], "error_uri": body["error_uri"]}
+            if params.get("state") is not None:
+                query["state"] = params["state"]
+            return _respond(redirect_uri, query, params.get("response_mode"))
         login = (params.get("login") or "").strip()
         user = tenant.users.get(login.lower())
         if user is None:

@@ -17,7 +17,7 @@ def _page(title: str, body: str, status: int = 200) -> HTMLResponse:
 
 def _hidden(params: dict) -> str:
     return "".join(f"<input type='hidden' name='{escape(k)}' value='{escape(v)}'>"
-                   for k, v in params.items() if k not in {"login", "passwd", "mfa_code", "consent"})
+                   for k, v in params.items() if k not in {"login", "passwd", "mfa_code", "consent", "cancel"})
 
 
 def sign_in(action: str, params: dict, app_name: str, error: str | None = None,
@@ -35,7 +35,10 @@ def sign_in(action: str, params: dict, app_name: str, error: str | None = None,
             f"<label>Email <input name='login' type='email' value='{escape(hint)}'></label>"
             "<label>Password <input name='passwd' type='password'></label>"
             "<label>Verification code (when MFA is required) <input name='mfa_code'></label>"
-            f"{consent}<button type='submit'>Sign in</button></form>")
+            f"{consent}<button type='submit'>Sign in</button></form>"
+            # Entra's "Cancel" / "Back": the app is sent error=access_denied, error_subcode=cancel
+            f"<form id='cancel' method='post' action='{escape(action)}'>{_hidden(params)}"
+            "<input type='hidden' name='cancel' value='1'><button type='submit'>Cancel</button></form>")
     return _page("Sign in to your account", body)
 
 

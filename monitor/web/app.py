@@ -27,13 +27,14 @@ from starlette.staticfiles import StaticFiles
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from monitor.config import Config, WebConfig
-from monitor.web import api, pages, secrets_view
+from monitor.web import api, pages, reauth, secrets_view
 from monitor.web.auth import Access, access_from, login_url, session_key
 from monitor.web.metrics import Metrics
 
 access_log = logging.getLogger("mailwarden.web.access")
 STATIC_DIR = Path(__file__).resolve().parents[2] / "dashboards" / "static"
-PUBLIC = ("/login", "/healthz", "/static/")
+# /reauth/ and the callback: the signed single-use link is the credential (monitor.web.reauth)
+PUBLIC = ("/login", "/healthz", "/static/", "/reauth/", "/auth/callback")
 CSP = ("default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; connect-src 'self'; "
        "form-action 'self'; frame-ancestors 'none'; base-uri 'none'")
 _REAUTH = re.compile(r"(/reauth/)[^/?#]+")
@@ -81,7 +82,9 @@ class Headers:
             if message["type"] == "http.response.start":
                 status[0] = message["status"]
                 headers = [(k, v) for k, v in message.get("headers", []) if k.lower() != b"server"]
-                headers += [(b"content-security-policy", CSP.encode()), (b"x-frame-options", b"DENY"),
+                if not any(k.lower() == b"content-security-policy" for k, _ in headers):  # a page may narrow it
+                    headers.append((b"content-security-policy", CSP.encode()))
+                headers += [(b"x-frame-options", b"DENY"),
                             (b"x-content-type-options", b"nosniff"), (b"referrer-policy", b"same-origin"),
                             (b"cross-origin-opener-policy", b"same-origin")]
                 if not scope["path"].startswith("/static/"):
@@ -132,7 +135,11 @@ class Gate:
 
 
 async def healthz(request: Request) -> JSONResponse:
-    return JSONResponse({"status": "ok"})
+    monitor = request.app.state.web.monitor
+    if monitor is None or not hasattr(monitor, "leading"):
+        return JSONResponse({"status": "ok"})
+    # leader: this instance runs the scheduler (monitor.leader); buffered: results waiting for the database
+    return JSONResponse({"status": "ok", "leader": monitor.leading, "buffered": len(monitor.buffer)})
 
 
 async def metrics_endpoint(request: Request) -> Response:
@@ -155,8 +162,12 @@ def create_app(config: Callable[[], Config] | Config, store: Callable[[], Any] |
     cfg = get_config()
     state = WebState(get_config, get_store, access or access_from(cfg.web, cfg.base_dir), cfg.web, monitor)
     state.metrics = Metrics(get_config, get_store)
+    if monitor is not None and hasattr(monitor, "leading"):
+        from monitor.leader import LeaderCollector
+
+        state.metrics.registry.register(LeaderCollector(monitor))
     https = cfg.web.base_url.startswith("https://")
-    routes = [*pages.ROUTES, *api.ROUTES, *secrets_view.ROUTES, Route("/healthz", healthz),
+    routes = [*pages.ROUTES, *reauth.ROUTES, *api.ROUTES, *secrets_view.ROUTES, Route("/healthz", healthz),
               Route("/metrics", metrics_endpoint),
               Mount("/static", StaticFiles(directory=STATIC_DIR), name="static")]
     middleware = [Middleware(Headers, https=https),

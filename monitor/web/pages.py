@@ -67,6 +67,9 @@ async def integration(request: Request) -> Response:
     data = await asyncio.to_thread(views.detail, state.config(), state.store(), name, datetime.now(UTC))
     if data is None:
         raise HTTPException(404, f"no integration named {name!r}")
+    from monitor.web.reauth import link_of
+
+    data["reauth"]["link"] = await asyncio.to_thread(link_of, request, name) if data["reauth"]["delegated"] else None
     return render(request, "integration.html", d=data)
 
 

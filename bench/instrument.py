@@ -1,0 +1,107 @@
+"""Measuring without changing what is measured: which check kind made each identity-provider request
+(a context variable set around every check's run, inherited by its worker threads), and the scheduler
+with jitter 0."""
+
+from __future__ import annotations
+
+import contextlib
+import contextvars
+import threading
+from collections import Counter
+from types import SimpleNamespace
+
+import monitor.scheduler as scheduler_mod
+import monitor.tokens as tokens_mod
+from checks import REGISTRY
+
+current_kind: contextvars.ContextVar[str] = contextvars.ContextVar("bench_kind", default="-")
+
+
+class IdpCounter:
+    """Requests to the token endpoint and the discovery document, by the check kind that made them."""
+
+    def __init__(self):
+        self.counts: Counter[tuple[str, str]] = Counter()
+        self._lock = threading.Lock()
+
+    def reset(self) -> None:
+        with self._lock:
+            self.counts.clear()
+
+    def add(self, kind: str, what: str) -> None:
+        with self._lock:
+            self.counts[(kind, what)] += 1
+
+    def by(self, what: str) -> dict[str, int]:
+        with self._lock:
+            return {k: n for (k, w), n in sorted(self.counts.items()) if w == what}
+
+
+def _what(method: str, url: str) -> str | None:
+    if method.upper() == "POST" and "/oauth2/v2.0/token" in url:
+        return "token"
+    if "openid-configuration" in url:
+        return "discovery"
+    return None
+
+
+@contextlib.contextmanager
+def instrumented(counter: IdpCounter):
+    original_session = tokens_mod.http_session
+
+    def counting_session(endpoints):
+        session = original_session(endpoints)
+        request = session.request
+
+        def counted(method, url, *args, **kwargs):
+            what = _what(method, url)
+            if what:
+                counter.add(current_kind.get(), what)
+            return request(method, url, *args, **kwargs)
+
+        session.request = counted
+        return session
+
+    def tagged(kind, run):
+        async def run_tagged(ctx):
+            token = current_kind.set(kind)
+            try:
+                return await run(ctx)
+            finally:
+                current_kind.reset(token)
+        return run_tagged
+
+    tokens_mod.http_session = counting_session
+    for kind, check in REGISTRY.items():
+        check.run = tagged(kind, check.run)  # type: ignore[method-assign]
+    try:
+        yield counter
+    finally:
+        tokens_mod.http_session = original_session
+        for check in REGISTRY.values():
+            del check.run  # back to the class's method
+
+
+class _NoJitter:
+    """IntervalTrigger with jitter forced to 0."""
+
+    def __new__(cls, *args, **kwargs):
+        kwargs["jitter"] = None
+        return _REAL_TRIGGER(*args, **kwargs)
+
+
+_REAL_TRIGGER = scheduler_mod.IntervalTrigger
+
+
+@contextlib.contextmanager
+def no_jitter():
+    """Jitter 0: intervals unjittered, and the start offsets at their lower bound (token checks at once,
+    the rest 3 s later, as the scheduler orders them)."""
+    real_random = scheduler_mod.random
+    scheduler_mod.IntervalTrigger = _NoJitter  # type: ignore[misc,assignment]
+    scheduler_mod.random = SimpleNamespace(uniform=lambda a, b: a)  # type: ignore[assignment]
+    try:
+        yield
+    finally:
+        scheduler_mod.IntervalTrigger = _REAL_TRIGGER  # type: ignore[misc]
+        scheduler_mod.random = real_random

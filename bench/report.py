@@ -1,0 +1,135 @@
+"""Figures against the targets of issue 8: printed with PASS/FAIL and written as JSON. Targets are printed,
+never asserted: a benchmark informs, it does not gate."""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+from pathlib import Path
+from typing import Any
+
+from bench.cycle import MAILBOX_KINDS, Measured
+
+TARGETS = {
+    "cycle_vs_ideal": ("<=", 1.5),
+    "speedup_vs_cron": (">=", 25.0),
+    "cpu_ms_per_mailbox_check": ("<=", 3.0),
+    "cpu_ms_per_cached_token": ("<=", 0.5),
+    "mailbox_token_requests_cycles_2_3": ("==", 0),
+    "peak_rss_mb": ("<=", 250.0),
+}
+
+
+def verdict(name: str, value: float | None) -> str:
+    if name not in TARGETS or value is None:
+        return "info"
+    op, target = TARGETS[name]
+    ok = {"<=": value <= target, ">=": value >= target, "==": value == target}[op]
+    return "PASS" if ok else "FAIL"
+
+
+def machine() -> dict[str, Any]:
+    mem_kb = 0
+    try:
+        for line in Path("/proc/meminfo").read_text().splitlines():
+            if line.startswith("MemTotal:"):
+                mem_kb = int(line.split()[1])
+    except OSError:
+        pass
+    cpu = ""
+    try:
+        cpu = next((ln.split(":", 1)[1].strip() for ln in Path("/proc/cpuinfo").read_text().splitlines()
+                    if ln.startswith("model name")), "")
+    except OSError:
+        pass
+    return {"nproc": os.cpu_count(), "memory_gb": round(mem_kb / 1024 / 1024, 1), "cpu": cpu,
+            "python": platform.python_version(), "platform": platform.platform()}
+
+
+def figures(n: int, latency_ms: float, ideal: dict, cycles: list[Measured], kinds: dict[str, Measured],
+            cached: dict, base: Measured, base_count: int, rss_mb: float, seed: dict) -> dict[str, Any]:
+    first = cycles[0]
+    later = cycles[1:]
+    mailbox_tokens = {i + 2: {k: v for k, v in c.idp_token.items() if k in MAILBOX_KINDS} for i, c in enumerate(later)}
+    token_check_requests = {i + 2: c.idp_token.get("token", 0) for i, c in enumerate(later)}
+    base_scaled = base.wall_s * n / base_count if base_count else None
+    cpu_by_kind = {k: round(m.cpu_s * 1000 / m.checks, 3) for k, m in kinds.items() if m.checks}
+    figs: dict[str, Any] = {
+        "cycle_wall_s": round(first.wall_s, 3),
+        "cycle_ideal_s": round(ideal["ideal_s"], 3),
+        "cycle_vs_ideal": round(first.wall_s / ideal["ideal_s"], 3) if ideal["ideal_s"] else None,
+        "checks_per_s": round(first.checks / first.wall_s, 1) if first.wall_s else None,
+        "steady_cycle_wall_s": [round(c.wall_s, 3) for c in later],
+        "steady_vs_ideal": [round(c.wall_s / ideal["ideal_s"], 3) for c in later],
+        "cpu_ms_per_check_cycle": round(first.cpu_s * 1000 / max(first.checks, 1), 3),
+        "cpu_ms_per_check_steady": [round(c.cpu_s * 1000 / max(c.checks, 1), 3) for c in later],
+        "cpu_ms_per_check_by_kind": cpu_by_kind,
+        "cpu_ms_per_mailbox_check": max((v for k, v in cpu_by_kind.items() if k in MAILBOX_KINDS), default=None),
+        "cpu_ms_per_cached_token": max((v["cpu_ms_per_fetch"] for v in cached.values()), default=None),
+        "cached_token_by_flow": cached,
+        "baseline_integrations": base_count,
+        "baseline_wall_s": round(base.wall_s, 3),
+        "baseline_scaled_s": round(base_scaled, 1) if base_scaled else None,
+        "speedup_vs_cron": round(base_scaled / first.wall_s, 1) if base_scaled and first.wall_s else None,
+        "mailbox_token_requests_cycles_2_3": sum(sum(v.values()) for v in mailbox_tokens.values()),
+        "mailbox_token_requests_by_cycle": mailbox_tokens,
+        "token_check_requests_by_cycle": token_check_requests,
+        "sandbox_token_requests_by_cycle": [c.sandbox_token_total for c in cycles],
+        "sandbox_cpu_s_cycle": round(first.sandbox_cpu_s, 3),
+        "sandbox_cpu_share_cycle": round(first.sandbox_cpu_s / first.wall_s, 3) if first.wall_s else None,
+        "mailwarden_cpu_share_cycle": round(first.cpu_s / first.wall_s, 3) if first.wall_s else None,
+        "peak_rss_mb": round(rss_mb, 1),
+    }
+    return {
+        "integrations": n, "checks_per_cycle": first.checks, "latency_ms": latency_ms, "machine": machine(),
+        "seed": seed, "ideal": ideal, "figures": figs,
+        "verdicts": {k: verdict(k, figs.get(k)) for k in TARGETS},
+        "targets": {k: f"{op} {t:g}" for k, (op, t) in TARGETS.items()},
+        "cycles": [c.as_json() for c in cycles], "by_kind": {k: m.as_json() for k, m in kinds.items()},
+        "baseline": base.as_json(),
+    }
+
+
+def render(doc: dict) -> str:
+    f, v, t = doc["figures"], doc["verdicts"], doc["targets"]
+    m = doc["machine"]
+    lines = [f"mailwarden bench: {doc['integrations']} integrations, {doc['checks_per_cycle']} checks per cycle, "
+             f"{doc['latency_ms']:g} ms per round trip; {m['nproc']} cores, {m['memory_gb']} GB",
+             "", f"{'figure':44} {'value':>14}  {'target':>9}  verdict"]
+
+    def row(label: str, key: str | None, value: Any, unit: str = "") -> None:
+        shown = f"{value}{unit}" if value is not None else "-"
+        lines.append(f"{label:44} {shown:>14}  {t.get(key, ''):>9}  {v.get(key, 'info') if key else 'info'}")
+
+    row("cycle wall time", None, f["cycle_wall_s"], " s")
+    row("round-trip ideal", None, f["cycle_ideal_s"], " s")
+    row("cycle / ideal", "cycle_vs_ideal", f["cycle_vs_ideal"])
+    row("steady cycles (2, 3) / ideal", None, ", ".join(map(str, f["steady_vs_ideal"])))
+    row("checks per second", None, f["checks_per_s"])
+    row("cron baseline, scaled to N", None, f["baseline_scaled_s"], " s")
+    row("speed-up over the cron baseline", "speedup_vs_cron", f["speedup_vs_cron"], "x")
+    row("mailwarden CPU per check (cycle 1)", None, f["cpu_ms_per_check_cycle"], " ms")
+    for kind, ms in f["cpu_ms_per_check_by_kind"].items():
+        key = "cpu_ms_per_mailbox_check" if kind in MAILBOX_KINDS else None
+        lines.append(f"{'  CPU per ' + kind + ' check':44} {str(ms) + ' ms':>14}  "
+                     f"{t[key] if key else '':>9}  {verdict(key, ms) if key else 'info'}")
+    for flow, c in f["cached_token_by_flow"].items():
+        ms = c["cpu_ms_per_fetch"]
+        lines.append(f"{'  CPU per token from cache (' + flow + ')':44} {str(ms) + ' ms':>14}  "
+                     f"{t['cpu_ms_per_cached_token']:>9}  {verdict('cpu_ms_per_cached_token', ms)}")
+    row("token requests by mailbox checks, cycles 2+3", "mailbox_token_requests_cycles_2_3",
+        f["mailbox_token_requests_cycles_2_3"])
+    row("  token check's own requests, cycles 2, 3", None,
+        ", ".join(str(x) for x in f["token_check_requests_by_cycle"].values()))
+    row("sandbox CPU during cycle 1", None, f["sandbox_cpu_s_cycle"], " s")
+    row("  sandbox / mailwarden CPU share of wall", None,
+        f"{f['sandbox_cpu_share_cycle']} / {f['mailwarden_cpu_share_cycle']}")
+    row("peak RSS (mailwarden process)", "peak_rss_mb", f["peak_rss_mb"], " MB")
+    lines.append("render and storage figures: not measured yet (they wait for the dashboard and retention work)")
+    return "\n".join(lines)
+
+
+def write(doc: dict, path: Path) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(doc, indent=2, default=str) + "\n", encoding="utf-8")

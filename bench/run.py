@@ -1,0 +1,128 @@
+"""`python -m bench [--integrations N] [--quick]`: cycle against the round-trip ideal, the cron baseline, CPU per
+check, token reuse and peak RSS (issue 8, figures 1-3). The sandbox runs in its own process."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import resource
+import shutil
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from bench import phases, report, workload
+from bench.cycle import CycleDriver, Meter
+from bench.ideal import ideal_s
+from bench.instrument import IdpCounter, instrumented, no_jitter
+from bench.sandbox_proc import SandboxProcess
+from bench.seed import seed_delegated
+from monitor import config as config_mod
+from monitor import logs
+from monitor.runtime import open_runtime
+
+DEFAULT_JSON = Path(__file__).with_name("results.json")
+
+
+def parse(argv: list[str] | None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(prog="python -m bench", description=__doc__)
+    p.add_argument("--integrations", "-n", type=int, default=None,
+                   help="N integrations (default 1000; 100 with --quick)")
+    p.add_argument("--quick", action="store_true", help="a smoke run: 100 integrations, baseline on 10")
+    p.add_argument("--latency-ms", type=int, default=50, help="injected latency per round trip (default 50)")
+    p.add_argument("--baseline", type=int, default=None, help="integrations in the cron baseline (default 50)")
+    p.add_argument("--per-kind", type=int, default=150, help="checks per kind-homogeneous CPU phase (default 150)")
+    p.add_argument("--json", type=Path, default=DEFAULT_JSON, help=f"where to write the results ({DEFAULT_JSON})")
+    p.add_argument("--workdir", type=Path, default=None, help="keep the sandbox, config and database here")
+    args = p.parse_args(argv)
+    args.integrations = args.integrations or (100 if args.quick else 1000)
+    args.baseline = min(args.baseline or (10 if args.quick else 50), args.integrations)
+    return args
+
+
+def say(msg: str) -> None:
+    print(f"[bench {time.strftime('%H:%M:%S')}] {msg}", file=sys.stderr, flush=True)
+
+
+async def measure(cfg, sandbox: SandboxProcess, args: argparse.Namespace) -> dict:
+    counter = IdpCounter()
+    with instrumented(counter), no_jitter():
+        runtime = open_runtime(cfg)
+        try:
+            meter = Meter(sandbox, counter)
+            driver = CycleDriver(runtime, meter)
+            cycles = []
+            for i in range(3):
+                cycles.append(await driver.cycle(first=i == 0))
+                c = cycles[-1]
+                say(f"cycle {i + 1}: {c.checks} checks in {c.wall_s:.2f} s, CPU {c.cpu_s:.2f} s, "
+                    f"sandbox CPU {c.sandbox_cpu_s:.2f} s, statuses {c.statuses}, token POSTs {c.idp_token}")
+                for problem in c.problems:
+                    say(f"  not ok: {problem}")
+            driver.shutdown()
+            rss_cycles = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+            kinds = sorted({k for i in cfg.integrations for k in i.checks})
+            by_kind = await phases.by_kind(runtime, meter, kinds, args.per_kind)
+            for kind, m in by_kind.items():
+                say(f"{kind}: {m.checks} checks, {m.cpu_s * 1000 / max(m.checks, 1):.2f} ms CPU each, "
+                    f"wall {m.wall_s:.2f} s, token POSTs {m.idp_token}, discovery GETs {m.idp_discovery}")
+            cached = phases.cached_tokens(runtime, meter, limit=1000)
+            say(f"tokens from cache: {cached}")
+            base, base_n = await phases.baseline(runtime, meter, args.baseline)
+            say(f"cron baseline: {base_n} integrations, {base.checks} checks in {base.wall_s:.2f} s "
+                f"(statuses {base.statuses})")
+        finally:
+            runtime.close()
+    return {"cycles": cycles, "kinds": by_kind, "cached": cached, "base": base, "base_n": base_n,
+            "rss_cycles_mb": rss_cycles}
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse(argv)
+    work = workload.build(args.integrations)
+    tmp = None
+    workdir = args.workdir
+    if workdir is None:
+        tmp = workdir = Path(tempfile.mkdtemp(prefix="mailwarden-bench-"))
+    workdir = workdir.resolve()
+    workdir.mkdir(parents=True, exist_ok=True)
+    for stale in ("mailwarden.db", "mailwarden.db-wal", "mailwarden.db-shm", "mailwarden.key"):
+        (workdir / stale).unlink(missing_ok=True)
+    # logged as `serve` logs when not on a terminal: a JSON line per check (into a file, not the terminal)
+    log_file = (workdir / "mailwarden.log").open("a", encoding="utf-8")
+    logs.setup("info", stream=log_file, json_lines=True)
+    say(f"{len(work.integrations)} integrations in {work.tenants} tenants, checks {work.kinds()}; workdir {workdir}")
+    sandbox = SandboxProcess(workload.write_scenario(work, workdir), workdir / "sandbox")
+    try:
+        cfg = config_mod.load(workload.write(work, workdir, sandbox.endpoints))
+        redirect = cfg.web.base_url.rstrip("/") + "/auth/callback"
+        if redirect != workload.REDIRECT:
+            for name, app in cfg.apps.items():
+                if name.endswith(("-hoth", "-b2c")):
+                    sandbox.control.patch_app(app.client_id, redirect_uris=[redirect])
+        t0 = time.perf_counter()
+        seeding = open_runtime(cfg)
+        try:
+            seed = seed_delegated(seeding, work.passwords, sandbox.ca_path)
+        finally:
+            seeding.close()
+        seed["seconds"] = round(time.perf_counter() - t0, 2)
+        say(f"seeded delegated tokens: {seed}")
+        sandbox.set_latency(args.latency_ms)
+        out = asyncio.run(measure(cfg, sandbox, args))
+    finally:
+        sandbox.stop()
+        logging.getLogger().handlers.clear()
+        log_file.close()
+        if tmp is not None:
+            shutil.rmtree(tmp, ignore_errors=True)
+    rss_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    doc = report.figures(args.integrations, args.latency_ms, ideal_s(cfg, args.latency_ms), out["cycles"],
+                         out["kinds"], out["cached"], out["base"], out["base_n"], rss_mb, seed)
+    doc["figures"]["peak_rss_mb_after_cycles"] = round(out["rss_cycles_mb"], 1)
+    print(report.render(doc))
+    report.write(doc, args.json)
+    print(f"\nwritten: {args.json}")
+    return 0

@@ -1,0 +1,86 @@
+"""The happy path in a real browser (Playwright driving Debian's chromium): the alert's link, the button, the
+sandbox's sign-in form, the success page with green checks. Screenshot: tests/artifacts/reauth_success.png."""
+
+from __future__ import annotations
+
+import os
+import socket
+import threading
+import time
+
+import pytest
+import uvicorn
+
+from tests.conftest import require_service
+from tests.dashboards.conftest import ARTIFACTS
+
+from .conftest import CAPTURED
+
+CHROMIUM = "/usr/bin/chromium"
+ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
+        "--no-first-run"]
+
+
+@pytest.fixture(scope="module")
+def browser():
+    if not os.path.exists(CHROMIUM):
+        require_service("chromium", "Debian's chromium is not installed (apt-get install chromium)")
+    try:
+        from playwright.sync_api import sync_playwright
+    except ImportError:
+        require_service("playwright", "playwright is not installed (pip install -e '.[test]')")
+    with sync_playwright() as p:
+        b = p.chromium.launch(executable_path=CHROMIUM, args=ARGS)
+        yield b
+        b.close()
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_reauthorise_in_a_browser(browser, revoked):
+    port = _free_port()
+    env = revoked(base_url=f"http://127.0.0.1:{port}")
+    env.dispatch()
+    link = env.link()
+    assert link in CAPTURED[0]["body"]
+    server = uvicorn.Server(uvicorn.Config(env.client.app, host="127.0.0.1", port=port, log_config=None,
+                                           access_log=False, lifespan="off"))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 10
+    while not server.started:
+        assert time.monotonic() < deadline and thread.is_alive(), "the web app did not start"
+        time.sleep(0.02)
+    context = browser.new_context(ignore_https_errors=True, viewport={"width": 1100, "height": 900})
+    try:
+        page = context.new_page()
+        errors: list[str] = []  # mailwarden's pages only (the sandbox serves no favicon)
+        page.on("response", lambda r: errors.append(f"{r.status} {r.url}")
+                if r.status >= 400 and r.url.startswith(env.rt.config.web.base_url) else None)
+        page.on("pageerror", lambda e: errors.append(str(e)))
+        page.goto(link)
+        assert env.w.upn in page.text_content("#account")
+        page.click("#start")
+        page.wait_for_selector("form#signin")  # the sandbox's sign-in page, the account already filled in
+        assert page.input_value("input[name=login]") == env.w.upn
+        page.fill("input[name=passwd]", env.w.password)
+        page.click("form#signin button[type=submit]")
+        page.wait_for_selector("#reauth-ok", timeout=30_000)
+        chips = page.locator(".reauth-checks li").evaluate_all("els => els.map(e => e.dataset.status)")
+        assert chips and set(chips) == {"ok"}
+        assert page.locator(".reauth-checks .chip.s-ok").count() == len(chips)
+        assert "Test helpdesk" in page.text_content("main")
+        ARTIFACTS.mkdir(exist_ok=True)
+        page.screenshot(path=str(ARTIFACTS / "reauth_success.png"), full_page=True)
+        assert not errors, errors
+    finally:
+        context.close()
+        server.should_exit = True
+        thread.join(10)
+    assert env.rt.store.open_reauth_requests() == []
+    env.dispatch()
+    assert CAPTURED[-1]["title"].startswith("[mailwarden] RESOLVED")

@@ -18,6 +18,9 @@ TARGETS = {
     "cpu_ms_per_cached_token": ("<=", 0.5),
     "mailbox_token_requests_cycles_2_3": ("==", 0),
     "peak_rss_mb": ("<=", 250.0),
+    "overview_ms": ("<=", 300.0),
+    "report_s": ("<=", 1.0),
+    "storage_steady_mb_per_day": ("<=", 50.0),
 }
 
 
@@ -126,8 +129,38 @@ def render(doc: dict) -> str:
     row("  sandbox / mailwarden CPU share of wall", None,
         f"{f['sandbox_cpu_share_cycle']} / {f['mailwarden_cpu_share_cycle']}")
     row("peak RSS (mailwarden process)", "peak_rss_mb", f["peak_rss_mb"], " MB")
-    lines.append("render and storage figures: not measured yet (they wait for the dashboard and retention work)")
-    return "\n".join(lines)
+    return "\n".join(lines + history_lines(doc))
+
+
+def render_history(doc: dict) -> str:
+    m = doc["machine"]
+    return "\n".join([f"mailwarden bench, history figures only; {m['nproc']} cores, {m['memory_gb']} GB",
+                      *history_lines(doc)])
+
+
+def history_lines(doc: dict) -> list[str]:
+    h, t = doc.get("history"), doc["targets"]
+    lines: list[str] = []
+    if not h:
+        return ["render and storage figures: not measured in this run (`python -m bench --history`)"]
+    lines += ["", f"history: {h.get('render_integrations')} integrations x 5 checks, 90 days (render); "
+              f"{h.get('storage_integrations')} x 5 checks every 5 min (storage)"]
+    hv = {k: verdict(k, h.get(k)) for k in TARGETS}
+
+    def hrow(label: str, key: str, unit: str = "") -> None:
+        value = h.get(key)
+        shown = f"{value}{unit}" if value is not None else "-"
+        lines.append(f"{label:44} {shown:>14}  {t.get(key, ''):>9}  {hv.get(key, 'info')}")
+
+    hrow("overview page (GET /)", "overview_ms", " ms")
+    hrow("integration page", "integration_page_ms", " ms")
+    hrow("static report", "report_s", " s")
+    hrow("  report size", "report_mb", " MB")
+    hrow("storage growth, day 1 (caps filling)", "storage_day1_mb", " MB")
+    hrow("storage growth, steady-state day", "storage_steady_mb_per_day", " MB")
+    hrow("rollup_history per run (storage sim, mean)", "rollup_ms_mean", " ms")
+    hrow("prune_history per run (storage sim, mean)", "prune_s_mean", " s")
+    return lines
 
 
 def write(doc: dict, path: Path) -> None:

@@ -35,6 +35,9 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--baseline", type=int, default=None, help="integrations in the cron baseline (default 50)")
     p.add_argument("--per-kind", type=int, default=150, help="checks per kind-homogeneous CPU phase (default 150)")
     p.add_argument("--json", type=Path, default=DEFAULT_JSON, help=f"where to write the results ({DEFAULT_JSON})")
+    p.add_argument("--history", action="store_true",
+                   help="also the render and storage figures (4, 5) on synthetic history (slow: minutes)")
+    p.add_argument("--history-only", action="store_true", help="only figures 4 and 5 (no sandbox, no cycles)")
     p.add_argument("--workdir", type=Path, default=None, help="keep the sandbox, config and database here")
     args = p.parse_args(argv)
     args.integrations = args.integrations or (100 if args.quick else 1000)
@@ -79,8 +82,31 @@ async def measure(cfg, sandbox: SandboxProcess, args: argparse.Namespace) -> dic
             "rss_cycles_mb": rss_cycles}
 
 
+def history_figures(args: argparse.Namespace) -> dict:
+    from bench import history
+
+    base = args.workdir.resolve() if args.workdir else Path(tempfile.mkdtemp(prefix="mailwarden-history-"))
+    try:
+        out = history.render(args.integrations, base / "render", say, reuse=args.workdir is not None)
+        out.update(history.storage(args.integrations, base / "storage", say))
+    finally:
+        if args.workdir is None:
+            shutil.rmtree(base, ignore_errors=True)
+    return out
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse(argv)
+    if args.history_only:
+        doc = {"integrations": args.integrations, "machine": report.machine(), "history": history_figures(args),
+               "targets": {k: f"{op} {t:g}" for k, (op, t) in report.TARGETS.items()}}
+        doc["verdicts"] = {k: report.verdict(k, doc["history"].get(k)) for k in report.TARGETS
+                           if k in doc["history"]}
+        print(report.render_history(doc))
+        path = args.json.with_name("results-history.json") if args.json == DEFAULT_JSON else args.json
+        report.write(doc, path)
+        print(f"\nwritten: {path}")
+        return 0
     work = workload.build(args.integrations)
     tmp = None
     workdir = args.workdir
@@ -122,6 +148,10 @@ def main(argv: list[str] | None = None) -> int:
     doc = report.figures(args.integrations, args.latency_ms, ideal_s(cfg, args.latency_ms), out["cycles"],
                          out["kinds"], out["cached"], out["base"], out["base_n"], rss_mb, seed)
     doc["figures"]["peak_rss_mb_after_cycles"] = round(out["rss_cycles_mb"], 1)
+    if args.history:
+        doc["history"] = history_figures(args)
+        doc["verdicts"].update({k: report.verdict(k, doc["history"].get(k)) for k in report.TARGETS
+                                if k in doc["history"]})
     print(report.render(doc))
     report.write(doc, args.json)
     print(f"\nwritten: {args.json}")

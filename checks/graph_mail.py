@@ -75,6 +75,9 @@ class GraphMailCheck:
             t0 = time.perf_counter()
             folder = await users.mail_folders.by_mail_folder_id("inbox").get()
             probe.phases["inbox"] = round((time.perf_counter() - t0) * 1000, 1)
+            if folder is None or folder.total_item_count is None:  # not a mail folder (a hostile or broken server)
+                return probe.outcome(Status.FAIL, "unexpected_reply", f"Graph answered the inbox request for "
+                                     f"{ctx.integration.mailbox} without a mail folder's item counts")
             metrics: dict[str, Any] = {"message_count": folder.total_item_count,
                                        "unread_count": folder.unread_item_count}
             summary = (f"inbox of {ctx.integration.mailbox}: {folder.total_item_count} message(s), "

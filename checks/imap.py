@@ -84,11 +84,17 @@ class ImapCheck(ProtocolCheck):
     @staticmethod
     def _connect(host: str, port: int, starttls: bool, tls, timeout: float, probe: Probe) -> imaplib.IMAP4:
         if starttls:
-            conn = probe.time("connect", lambda: imaplib.IMAP4(host, port, timeout=timeout))
+            class _Plain(imaplib.IMAP4):
+                def _create_socket(self, timeout):
+                    probe.watch(self)
+                    return imaplib.IMAP4._create_socket(self, timeout)
+
+            conn = probe.time("connect", lambda: _Plain(host, port, timeout=timeout))
             probe.time("tls", lambda: conn.starttls(ssl_context=tls))
         else:
             class _Timed(imaplib.IMAP4_SSL):
                 def _create_socket(self, timeout):  # split TCP connect from the TLS handshake
+                    probe.watch(self)
                     sock = probe.time("connect", lambda: imaplib.IMAP4._create_socket(self, timeout))
                     return probe.time("tls", lambda: self.ssl_context.wrap_socket(sock, server_hostname=self.host))
 

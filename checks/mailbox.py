@@ -9,8 +9,11 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 import functools
+import socket
 import ssl
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -26,6 +29,18 @@ from monitor.tokens import NoRefreshToken, scope_prefixes
 
 T = TypeVar("T")
 SASL_PLACEHOLDER = "<XOAUTH2 response>"
+# The connections of the conversation running in this worker thread: hung up when the check's timeout
+# passes, so a server that drips bytes or sends lines without end cannot keep the thread (and the memory
+# it reads into) after the runner has given up on the check.
+_guard = threading.local()
+
+
+def _hang_up(conns: list[Any]) -> None:
+    for conn in conns:
+        sock = getattr(conn, "sock", None)
+        if sock is not None:
+            with contextlib.suppress(OSError):
+                sock.shutdown(socket.SHUT_RDWR)
 
 
 def xoauth2(user: str, token: str) -> bytes:
@@ -69,6 +84,12 @@ class Probe:
             return fn()
         finally:
             self.phases[phase] = round((time.perf_counter() - t0) * 1000, 1)
+
+    def watch(self, conn: Any) -> None:
+        """Hang ``conn`` (anything with a ``sock``) up when the check's timeout passes."""
+        conns = getattr(_guard, "conns", None)
+        if conns is not None:
+            conns.append(conn)
 
     def say(self, line: str) -> None:
         self.transcript.append(redact(line)[:500])
@@ -130,7 +151,16 @@ class ProtocolCheck:
         token = fetch_token(ctx, self.kind)  # one worker-thread hop for the token and the conversation
         if isinstance(token, Outcome):
             return token
-        return self._converse(ctx, token)
+        conns: list[Any] = []
+        _guard.conns = conns
+        timer = threading.Timer(ctx.timeout_s, _hang_up, args=(conns,))
+        timer.daemon = True
+        timer.start()
+        try:
+            return self._converse(ctx, token)
+        finally:
+            timer.cancel()
+            _guard.conns = None
 
     def _converse(self, ctx: CheckContext, token: str) -> Outcome:  # pragma: no cover - abstract
         raise NotImplementedError

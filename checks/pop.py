@@ -55,6 +55,7 @@ class PopCheck(ProtocolCheck):
 
         class _Timed(poplib.POP3_SSL):
             def _create_socket(self, timeout):  # split TCP connect from the TLS handshake
+                probe.watch(self)
                 sock = probe.time("connect", lambda: poplib.POP3._create_socket(self, timeout))
                 return probe.time("tls", lambda: self.context.wrap_socket(sock, server_hostname=self.host))
 

@@ -10,9 +10,10 @@ verified.
 from __future__ import annotations
 
 import smtplib
+import time
 import uuid
 from email.message import EmailMessage
-from typing import ClassVar
+from typing import Any, ClassVar
 
 from pydantic import BaseModel, ConfigDict
 
@@ -24,6 +25,33 @@ class SmtpOptions(BaseModel):
     model_config = ConfigDict(extra="forbid")
     canary_to: str | None = None  # send a tagged test message here on every run (off when unset)
     canary_from: str | None = None  # the sender the consuming system uses (default: the mailbox)
+
+
+class _Until:
+    """A reply reader that gives up at the check's deadline: endless continuation lines ("220-...") never
+    make smtplib's getreply return, and each line arrives well inside the socket timeout."""
+
+    def __init__(self, raw: Any, deadline: float):
+        self.raw, self.deadline = raw, deadline
+
+    def readline(self, limit: int = -1) -> bytes:
+        if time.monotonic() > self.deadline:
+            raise TimeoutError("the SMTP reply did not end before the check's timeout")
+        return self.raw.readline(limit)
+
+    def close(self) -> None:
+        self.raw.close()
+
+
+class _Bounded(smtplib.SMTP):
+    def __init__(self, deadline: float, **kwargs: Any):
+        self.deadline = deadline
+        super().__init__(**kwargs)
+
+    def getreply(self):  # noqa: ANN201 - smtplib's signature
+        if self.file is None and self.sock is not None:
+            self.file = _Until(self.sock.makefile("rb"), self.deadline)
+        return super().getreply()
 
 
 def _reply(code: int, message: bytes | str) -> str:
@@ -52,8 +80,9 @@ class SmtpCheck(ProtocolCheck):
         endpoint = ctx.endpoints.smtp
         host = str(endpoint)
         probe = Probe()
-        conn = smtplib.SMTP(timeout=ctx.timeout_s)
+        conn = _Bounded(time.monotonic() + ctx.timeout_s, timeout=ctx.timeout_s)
         conn._host = endpoint.host  # STARTTLS verifies the certificate against this name
+        probe.watch(conn)
         try:
             code, banner = probe.time("connect", lambda: conn.connect(endpoint.host, endpoint.port))
             probe.say(f"S: {_reply(code, banner)}")

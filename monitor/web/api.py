@@ -159,7 +159,7 @@ async def integration(request: Request) -> JSONResponse:
     name = request.path_params["name"]
 
     def build():
-        found = [v for v in views.integrations(cfg, store, now) if v.name == name]
+        found = views.integrations(cfg, store, now, name=name)
         if not found:
             return None
         return {"integration": found[0].as_json(),

@@ -34,13 +34,13 @@ def overview_context(state: Any, now: datetime, *, tenant: str | None = None, ta
                      status: str | None = None) -> dict[str, Any]:
     cfg, store = state.config(), state.store()
     everything = views.integrations(cfg, store, now)
-    shown = views.integrations(cfg, store, now, tenant=tenant, tag=tag, status=status)
+    shown = views.select_views(everything, tenant=tenant, tag=tag, status=status)
     creds = views.credentials(cfg, store, now, views.EXPIRY_WINDOW_DAYS)
     counts: dict[str, int] = {}
     for v in everything:
         counts[v.status] = counts.get(v.status, 0) + 1
     return {"integrations": shown, "all_count": len(everything), "counts": counts,
-            "fresh": views.freshness(cfg, store, now), "incidents": store.incidents("open"),
+            "fresh": views.freshness(cfg, store, now, everything), "incidents": store.incidents("open"),
             "expiring": creds, "tenants": sorted({v.tenant for v in everything}),
             "tags": sorted({t for v in everything for t in v.tags}), "statuses": views.STATUS_FILTERS,
             "filters": {"tenant": tenant or "", "tag": tag or "", "status": status or ""}}

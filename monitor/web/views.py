@@ -101,23 +101,25 @@ def _check_status(paused: bool, state: Any) -> str:
 
 
 def integrations(cfg: Config, store: Any, now: datetime, *, tenant: str | None = None, tag: str | None = None,
-                 status: str | None = None) -> list[IntegrationView]:
-    """Every integration, worst first (then by name), with the filters applied."""
+                 status: str | None = None, name: str | None = None) -> list[IntegrationView]:
+    """Every integration (or the one called ``name``), worst first (then by name), with the filters applied."""
+    only = name
     states = defaultdict(dict)
-    for st in store.states():
+    for st in store.states(only):
         states[st.integration][st.check] = st
     since = (now - timedelta(hours=24)).replace(minute=0, second=0, microsecond=0)
-    hours: dict[str, dict[datetime, list[int]]] = defaultdict(lambda: defaultdict(lambda: [0, 0]))
-    for r in store.rollups(since=since):
-        cell = hours[r.integration][r.hour]
-        cell[0] += r.ok + r.warn
-        cell[1] += r.total
+    # summed per (integration, hour) in the database: 24 rows per integration, not one object per check-hour
+    hours: dict[str, dict[datetime, tuple[int, int]]] = defaultdict(dict)
+    for integ, hour, up, total in store.uptime_by_hour(since, integration=only):
+        hours[integ][hour] = (int(up or 0), int(total or 0))
     open_by: dict[str, list[int]] = defaultdict(list)
     for inc in store.incidents("open"):
         for name in set(inc.affected) | {m["integration"] for m in inc.members}:
             open_by[name].append(inc.id)
     out = []
     for row in store.integrations():
+        if only is not None and row.name != only:
+            continue
         checks = []
         for kind in row.checks:
             st = states[row.name].get(kind)
@@ -139,14 +141,24 @@ def integrations(cfg: Config, store: Any, now: datetime, *, tenant: str | None =
         up, total = sum(c[0] for c in cells.values()), sum(c[1] for c in cells.values())
         view.uptime_24h = round(100.0 * up / total, 1) if total else None
         out.append(view)
-    out = [v for v in out if (not tenant or v.tenant == tenant) and (not tag or tag in v.tags)
-           and (not status or v.status == status or (status == "problem" and v.status not in ("ok", "paused")))]
-    return sorted(out, key=lambda v: (RANK.get(v.status, 4), v.name))
+    return select_views(sorted(out, key=lambda v: (RANK.get(v.status, 4), v.name)), tenant=tenant, tag=tag,
+                        status=status)
 
 
-def freshness(cfg: Config, store: Any, now: datetime) -> dict[str, Any]:
-    """The newest result, and whether it is older than twice the shortest interval (monitor stalled)."""
-    newest = max((st.last_checked_at for st in store.states() if st.last_checked_at), default=None)
+def select_views(items: list[IntegrationView], *, tenant: str | None = None, tag: str | None = None,
+                 status: str | None = None) -> list[IntegrationView]:
+    """The overview's filters, on views already built."""
+    return [v for v in items if (not tenant or v.tenant == tenant) and (not tag or tag in v.tags)
+            and (not status or v.status == status or (status == "problem" and v.status not in ("ok", "paused")))]
+
+
+def freshness(cfg: Config, store: Any, now: datetime, items: list[IntegrationView] | None = None) -> dict[str, Any]:
+    """The newest result, and whether it is older than twice the shortest interval (monitor stalled).
+    ``items``: views already read (their check states), instead of reading every state again."""
+    if items is not None:
+        newest = max((c.last_checked_at for v in items for c in v.checks if c.last_checked_at), default=None)
+    else:
+        newest = max((st.last_checked_at for st in store.states() if st.last_checked_at), default=None)
     active = [i for i in cfg.integrations if not i.paused]
     interval = min((float(cfg.threshold(i, "interval")) for i in active), default=float(cfg.defaults.interval))
     stale = newest is not None and (now - newest).total_seconds() > 2 * interval
@@ -198,7 +210,7 @@ def result_json(cfg: Config, r: Any) -> dict[str, Any]:
 
 def detail(cfg: Config, store: Any, name: str, now: datetime) -> dict[str, Any] | None:
     """Everything of one integration's page."""
-    found = [v for v in integrations(cfg, store, now) if v.name == name]
+    found = integrations(cfg, store, now, name=name)
     if not found:
         return None
     view = found[0]

@@ -1,0 +1,242 @@
+"""Render (issue 8, figure 4) and storage (figure 5) on synthetic history, written straight through the store's
+tables with bulk inserts (no checks run): N integrations x 5 checks, one result per check every 5 minutes.
+
+- render: raw rows as the retention keeps them (the newest ``raw_per_check`` per check plus older failures of the
+  last ``failures_days``), hourly rollups for ``rollup_days``; then GET / and one integration page through
+  Starlette's TestClient (``auth: none``) and ``render_report`` (time and size).
+- storage: results written tick by tick (5 minutes) with a fake clock, ``rollup_history`` and ``prune_history``
+  called as the scheduler calls them (rollup every tick, prune every hour); the SQLite file (after a WAL
+  checkpoint, no VACUUM: the product does none) is measured after day 1 and after a steady-state day.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+import time
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import yaml
+from sqlalchemy import text
+
+from monitor import config as config_mod
+from monitor.db import open_store
+from monitor.db_history import WATERMARK
+from monitor.models import CheckResult, CheckRollup, CheckState, Meta
+from monitor.runtime import integration_rows
+
+CHECKS = {"delegated": ["token", "pop", "imap", "smtp", "secret_expiry"],
+          "app": ["token", "graph_mail", "ews", "smtp", "secret_expiry"]}
+TICK = timedelta(minutes=5)
+FAIL_RATE = 0.01  # one result in a hundred is not ok
+
+
+def write_config(n: int, workdir: Path) -> config_mod.Config:
+    tenants, apps, integrations = {}, {}, []
+    for t in range(max(1, -(-n // 10))):
+        tid = f"t{t:04d}"
+        tenants[tid] = {"tenant_id": f"00000000-0000-4000-8000-{t:012d}", "monitor_app": f"{tid}-monitor"}
+        for k, key in enumerate(("monitor", "deleg", "app")):
+            apps[f"{tid}-{key}"] = {"tenant": tid, "client_id": f"00000000-0000-4000-9{k:03d}-{t:012d}",
+                                    "secret": "env:BENCH_UNUSED_SECRET"}
+    for i in range(n):
+        tid = f"t{i // 10:04d}"
+        flow = "delegated" if i % 2 == 0 else "app"
+        item = {"name": f"{tid}-i{i % 10}", "app": f"{tid}-{'deleg' if flow == 'delegated' else 'app'}",
+                "flow": flow, "mailbox": f"box{i % 10}@{tid}.example.com",
+                "checks": {k: {} for k in CHECKS[flow]}}
+        if flow == "delegated":
+            item["account"] = f"delegate@{tid}.example.com"
+        integrations.append(item)
+    doc = {"database": "sqlite:///history.db", "defaults": {"interval": "5m"}, "web": {"auth": "none"},
+           "tenants": tenants, "apps": apps, "integrations": integrations}
+    path = workdir / "history.yaml"
+    path.write_text(yaml.safe_dump(doc, sort_keys=False), encoding="utf-8")
+    return config_mod.load(path)
+
+
+def pairs(cfg: config_mod.Config) -> list[tuple[str, str]]:
+    return [(i.name, k) for i in cfg.integrations for k in i.checks]
+
+
+def _result(rng: random.Random, integ: str, check: str, at: datetime) -> dict[str, Any]:
+    bad = rng.random() < FAIL_RATE
+    return {"integration": integ, "check": check, "status": "fail" if bad else "ok",
+            "code": "auth_failed" if bad else None,
+            "summary": "authentication failed for the mailbox" if bad else f"{check} ok",
+            "latency_ms": 50.0 + rng.random() * 400, "details": {"round_trips": 5},
+            "transcript": ("S: +OK ready\nC: AUTH XOAUTH2\nS: -ERR Authentication failure\n" * 4) if bad else None,
+            "raw": None, "checked_at": at}
+
+
+def _states(conn: Any, cfg: config_mod.Config, now: datetime) -> None:
+    last = {}
+    for rid, integ, check in conn.execute(text(
+            "SELECT max(id), integration, \"check\" FROM check_results GROUP BY integration, \"check\"")):
+        last[(integ, check)] = rid
+    conn.execute(CheckState.__table__.insert(), [
+        {"integration": i, "check": c, "status": "ok", "failures": 0, "successes": 10,
+         "since": now - timedelta(days=90), "last_status": "ok", "last_code": None,
+         "last_result_id": last.get((i, c)), "last_checked_at": now, "last_ok_at": now} for i, c in pairs(cfg)])
+
+
+def build_render_store(cfg: config_mod.Config, now: datetime, *, raw_per_check: int, failures_days: int,
+                       rollup_days: int) -> tuple[Any, dict[str, Any]]:
+    store = open_store(cfg.database_url())
+    store.sync_integrations(integration_rows(cfg), now)
+    rng = random.Random(8)
+    t0 = time.perf_counter()
+    top = now.replace(minute=0, second=0, microsecond=0)
+    raw = rollups = 0
+    with store.engine.begin() as conn:
+        for integ, check in pairs(cfg):
+            rows = [_result(rng, integ, check, now - TICK * k) for k in range(raw_per_check, 0, -1)]
+            # older failures kept by failures_days (one a day, beyond the cap)
+            start = now - TICK * raw_per_check
+            rows = [_result(random.Random(0), integ, check, start - timedelta(days=d)) | {"status": "fail",
+                    "code": "auth_failed"} for d in range(failures_days, 0, -3)] + rows
+            conn.execute(CheckResult.__table__.insert(), rows)
+            raw += len(rows)
+        _states(conn, cfg, now)
+        # the last day through the table's bulk insert, then copied day by day further back in SQL (SQLite)
+        day = [top - timedelta(hours=h) for h in range(24, 0, -1)]
+        batch = [{"integration": integ, "check": check, "hour": h, "total": 12, "ok": 12 - bad, "warn": 0,
+                  "fail": bad, "error": 0, "blocked": 0, "latency_sum_ms": 2400.0, "latency_count": 12,
+                  "latency_max_ms": 400.0}
+                 for integ, check in pairs(cfg) for h in day for bad in [1 if rng.random() < 0.1 else 0]]
+        conn.execute(CheckRollup.__table__.insert(), batch)
+        rollups = len(batch)
+        cols = "integration, \"check\", total, ok, warn, fail, error, blocked, latency_sum_ms, latency_count, " \
+               "latency_max_ms"
+        newest = (top - timedelta(hours=24)).replace(tzinfo=None).isoformat(" ", "microseconds")
+        for d in range(1, rollup_days):
+            rollups += conn.exec_driver_sql(
+                f"INSERT INTO check_rollups (hour, {cols}) SELECT strftime('%Y-%m-%d %H:%M:%f000', hour, "
+                f"'-{d} days'), {cols} FROM check_rollups WHERE hour >= ?", (newest,)).rowcount
+        conn.execute(Meta.__table__.insert(), [{"key": WATERMARK, "value": (top - timedelta(hours=1)).isoformat()}])
+    return store, {"raw_rows": raw, "rollup_rows": rollups, "build_s": round(time.perf_counter() - t0, 1)}
+
+
+def _best(fn: Any, repeat: int) -> tuple[float, Any]:
+    best, out = float("inf"), None
+    for _ in range(repeat):
+        t = time.perf_counter()
+        out = fn()
+        best = min(best, time.perf_counter() - t)
+    return best, out
+
+
+def render(n: int, workdir: Path, say: Any, *, reuse: bool = False) -> dict[str, Any]:
+    from starlette.testclient import TestClient
+
+    from monitor.web.app import create_app
+    from monitor.web.auth import Access
+    from monitor.web.report import render_report
+
+    workdir.mkdir(parents=True, exist_ok=True)
+    done = workdir / f"history-{n}.built"  # a store built for n integrations, kept by --workdir: reused
+    if not (reuse and done.exists()):
+        done.unlink(missing_ok=True)
+        for stale in ("history.db", "history.db-wal", "history.db-shm"):
+            (workdir / stale).unlink(missing_ok=True)
+    cfg = write_config(n, workdir)
+    ret = cfg.web.retention
+    if done.exists():
+        store, built = open_store(cfg.database_url()), json.loads(done.read_text())
+        now = datetime.fromisoformat(built["now"])
+        say(f"render store reused: {built}")
+    else:
+        now = datetime.now(UTC)
+        store, built = build_render_store(cfg, now, **ret.model_dump())
+        built["now"] = now.isoformat()
+        done.write_text(json.dumps(built))
+        say(f"render store: {built}")
+    try:
+        t = time.perf_counter()
+        store.rollup_history(now)  # the report rolls the last hour up first; time it apart
+        rollup_s = time.perf_counter() - t
+        app = create_app(cfg, store, access=Access(mode="none"))
+        name = cfg.integrations[0].name
+        with TestClient(app, base_url="http://127.0.0.1:8080") as client:
+            overview_s, page = _best(lambda: client.get("/"), 3)
+            assert page.status_code == 200, page.status_code
+            integ_s, ipage = _best(lambda: client.get(f"/integrations/{name}"), 3)
+            assert ipage.status_code == 200, ipage.status_code
+        say(f"overview {overview_s * 1000:.0f} ms ({len(page.content)} bytes), integration page "
+            f"{integ_s * 1000:.0f} ms")
+        t = time.perf_counter()
+        html = render_report(cfg, store, now)
+        report_s = time.perf_counter() - t
+        say(f"report {report_s:.2f} s, {len(html.encode()) / 1e6:.1f} MB")
+    finally:
+        store.close()
+    built.pop("now", None)
+    return {"render_integrations": n, "render_checks": len(pairs(cfg)), **built,
+            "overview_ms": round(overview_s * 1000, 1), "overview_bytes": len(page.content),
+            "integration_page_ms": round(integ_s * 1000, 1), "report_s": round(report_s, 2),
+            "report_mb": round(len(html.encode()) / 1e6, 2), "rollup_catchup_s": round(rollup_s, 3)}
+
+
+def _db_bytes(store: Any, path: Path) -> int:
+    with store.engine.connect() as conn:
+        conn.exec_driver_sql("PRAGMA wal_checkpoint(TRUNCATE)")
+    return path.stat().st_size
+
+
+def storage(n: int, workdir: Path, say: Any, days: int = 2) -> dict[str, Any]:
+    workdir.mkdir(parents=True, exist_ok=True)
+    for stale in ("history.db", "history.db-wal", "history.db-shm"):
+        (workdir / stale).unlink(missing_ok=True)
+    cfg = write_config(n, workdir)
+    ret = cfg.web.retention
+    path = workdir / "history.db"
+    store = open_store(cfg.database_url())
+    start = datetime(2030, 1, 1, tzinfo=UTC)
+    store.sync_integrations(integration_rows(cfg), start)
+    rng = random.Random(5)
+    all_pairs = pairs(cfg)
+    sizes = [_db_bytes(store, path)]
+    rollup_s: list[float] = []
+    prune_s: list[float] = []
+    results = CheckResult.__table__
+    states = CheckState.__table__
+    pruned_at = None
+    try:
+        with store.engine.begin() as conn:
+            conn.execute(states.insert(), [{"integration": i, "check": c, "status": "new", "failures": 0,
+                                            "successes": 0} for i, c in all_pairs])
+        now = start
+        for _ in range(days):
+            for _tick in range(int(timedelta(days=1) / TICK)):
+                # the tick's results, as record_result writes them (one row each, the state points at it)
+                rows = [_result(rng, i, c, now) for i, c in all_pairs]
+                with store.engine.begin() as conn:
+                    conn.execute(results.insert(), rows)
+                    conn.exec_driver_sql(
+                        "UPDATE check_states SET last_result_id = (SELECT max(id) FROM check_results r WHERE "
+                        "r.integration = check_states.integration AND r.\"check\" = check_states.\"check\" AND "
+                        "r.checked_at >= ?)", (now.replace(tzinfo=None).isoformat(" "),))
+                now += TICK
+                t = time.perf_counter()
+                store.rollup_history(now)
+                rollup_s.append(time.perf_counter() - t)
+                if pruned_at is None or now - pruned_at >= timedelta(hours=1):
+                    t = time.perf_counter()
+                    store.prune_history(now, **ret.model_dump())
+                    prune_s.append(time.perf_counter() - t)
+                    pruned_at = now
+            sizes.append(_db_bytes(store, path))
+            say(f"storage: day {len(sizes) - 1} done, file {sizes[-1] / 1e6:.1f} MB, rollup mean "
+                f"{sum(rollup_s) / len(rollup_s) * 1000:.0f} ms, prune mean {sum(prune_s) / len(prune_s):.2f} s")
+        counts = {"raw_rows": store.count(CheckResult), "rollup_rows": store.count(CheckRollup)}
+    finally:
+        store.close()
+    growth = [b - a for a, b in zip(sizes, sizes[1:], strict=False)]
+    return {"storage_integrations": n, "storage_checks": len(all_pairs),
+            "storage_file_mb": [round(s / 1e6, 1) for s in sizes],
+            "storage_day1_mb": round(growth[0] / 1e6, 1),
+            "storage_steady_mb_per_day": round(growth[-1] / 1e6, 1) if len(growth) > 1 else None,
+            "rollup_ms_mean": round(sum(rollup_s) / len(rollup_s) * 1000, 1),
+            "prune_s_mean": round(sum(prune_s) / len(prune_s), 2), **{f"storage_{k}": v for k, v in counts.items()}}

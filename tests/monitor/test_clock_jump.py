@@ -1,0 +1,59 @@
+"""Issue 9, faults: the wall clock jumping forward an hour (suspend/resume, an NTP step) gives no burst of
+missed jobs: each check job runs at most once right after the jump (coalesced), then on its interval again.
+
+APScheduler reads the wall clock, moved here with time-machine (the fixtures of test_scheduler)."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from datetime import timedelta
+
+from apscheduler.events import EVENT_JOB_EXECUTED, EVENT_JOB_MISSED
+
+from monitor.scheduler import job_id
+from tests.monitor.test_scheduler import T0, count, integ, kinds, running, write_config  # noqa: F401, F811
+
+PAIRS = [(n, k) for n in ("i0", "i1") for k in ("token", "mail_test")]
+
+
+async def _settle(clock, at: float, predicate, timeout: float = 5.0) -> None:
+    clock.traveller.move_to(T0 + timedelta(seconds=at))
+    clock.monitor.scheduler.wakeup()
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        assert time.monotonic() < deadline, f"jobs did not settle at T0+{at}s: {clock.events}"
+        await asyncio.sleep(0.01)
+    await asyncio.sleep(0.2)  # anything else (a burst) would have been submitted with the same wakeup
+
+
+async def test_an_hour_jump_runs_each_job_at_most_once_then_keeps_the_interval(tmp_path, running, kinds):  # noqa: F811
+    token, mail = kinds
+    clock = await running(write_config(tmp_path / "mailwarden.yaml", integ("i0"), integ("i1")))
+    store = clock.monitor.runtime.store
+    jids = [job_id(i, k) for i, k in PAIRS]
+
+    await clock.step(10, {j: 1 for j in jids})
+
+    def handled(j: str) -> int:  # runs and coalesced-away misfires both end a due run
+        return sum(1 for code, jid in clock.events if jid == j and code in (EVENT_JOB_EXECUTED, EVENT_JOB_MISSED))
+
+    # the jump: ~60 intervals "missed" at once
+    jump = 10 + 3600
+    await _settle(clock, jump, lambda: all(handled(j) >= 2 for j in jids))
+    for j in jids:
+        after = [code for code, jid in clock.events if jid == j][1:]
+        assert len(after) == 1, (j, after)  # one run (or one skipped misfire), never a burst of 60
+        assert clock.executed(j) <= 2, j
+    for i, k in PAIRS:
+        assert count(store, i, k) <= 2, (i, k)
+    now = T0 + timedelta(seconds=jump)
+    for job in clock.monitor.scheduler.get_jobs():
+        if job.id in jids:
+            assert now < job.next_run_time <= now + timedelta(seconds=66), job  # back on its interval
+
+    # and the schedule goes on: exactly one more run per interval
+    before = {j: handled(j) for j in jids}
+    await _settle(clock, jump + 70, lambda: all(handled(j) >= before[j] + 1 for j in jids))
+    assert {j: handled(j) - before[j] for j in jids} == {j: 1 for j in jids}
+    assert len(token.calls) <= 2 * 3 and len(mail.calls) <= 2 * 3

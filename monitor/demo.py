@@ -169,15 +169,17 @@ class DemoEnv:
         self.sandbox.stop()
 
 
-def first_secrets_cycle(runtime: Runtime) -> None:
-    """The reminders due at start, sent at once: the Agiloft secret ends in 10 days (its 14-day reminder,
-    naming both agiloft-* integrations), enaio's has expired (its on-expiry reminder)."""
+def first_secrets_cycle(runtime: Runtime, *, dispatch: bool = True) -> None:
+    """The reminders due at start: the Agiloft secret ends in 10 days (its 14-day reminder, naming both
+    agiloft-* integrations), enaio's has expired (its on-expiry reminder). Without ``dispatch`` they wait in
+    the outbox for the scheduler's dispatch job, so the interactive demo prints its dashboard URL first."""
     from alerts.dispatcher import Dispatcher
     from alerts.secrets import SecretsCycle
     from monitor.reauth_links import for_runtime
 
     asyncio.run(SecretsCycle(runtime.config, runtime.store, runtime.tokens, runtime.credentials).run())
-    Dispatcher(runtime.config, runtime.store, reauth_urls=for_runtime(runtime)).run_once()
+    if dispatch:
+        Dispatcher(runtime.config, runtime.store, reauth_urls=for_runtime(runtime)).run_once()
 
 
 def prepare(workdir: Path, *, interval: int = 60, quiet: bool = False, web_port: int | None = None) -> DemoEnv:
@@ -213,7 +215,7 @@ def prepare(workdir: Path, *, interval: int = 60, quiet: bool = False, web_port:
             if not quiet:
                 Console(stderr=True).print(f"signed in as {integ.account} for {integ.name}")
         sb.control.revoke_user_sessions(REVOKED_USER)
-        first_secrets_cycle(runtime)
+        first_secrets_cycle(runtime, dispatch=web_port is None)
     except BaseException:
         sb.stop()
         raise

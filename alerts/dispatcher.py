@@ -85,7 +85,8 @@ class Dispatcher:
             batch.add(inc)
         batch.flush()  # ids for the stable keys
         ctx = messages.Context(self.config, {
-            pair: messages.CheckFacts(batch.summaries.get(pair), st.last_ok_at) for pair, st in batch.states.items()},
+            pair: messages.CheckFacts(batch.summaries.get(pair), st.last_ok_at, batch.details.get(pair) or {})
+            for pair, st in batch.states.items()},
             self.reauth_urls())
         out = []
         for notice in notices:

@@ -42,6 +42,7 @@ class CheckFacts:
 
     summary: str | None = None
     last_ok_at: datetime | None = None
+    details: dict = field(default_factory=dict)  # the latest result's metrics (permission, days_left, ...)
 
 
 @dataclass
@@ -95,6 +96,12 @@ def render(notice: Notice, ctx: Context, *, route: str = "") -> Message:
     members = inc.members or []
     first = _integration(cfg, members[0]["integration"] if members else (inc.affected or [None])[0])
     fact = facts(cfg, first) if first else {}
+    for m in members:  # what the failing result itself says: the missing permission, the days left
+        details = ctx.checks.get((m["integration"], m["check"]), CheckFacts()).details
+        if details.get("permission") and not fact.get("permission"):
+            fact["permission"] = str(details["permission"])
+        if details.get("days_left") is not None and not fact.get("days_left"):
+            fact["days_left"] = str(details["days_left"])
     items = []
     for m in sorted(members, key=lambda m: (m["integration"], m["check"])):
         known = ctx.checks.get((m["integration"], m["check"]), CheckFacts())

@@ -32,6 +32,7 @@ class AlertBatch:
     recent: dict[tuple[str, str], list[datetime]]
     states: dict[tuple[str, str], CheckState]
     summaries: dict[tuple[str, str], str]
+    details: dict[tuple[str, str], dict]
     session: Session = field(repr=False)
 
     def add(self, obj: Any) -> None:
@@ -69,11 +70,12 @@ class AlertStore:
                         recent[(integ, check)].append(at)
             states = {(st.integration, st.check): st for st in s.exec(select(CheckState))}
             ids = [st.last_result_id for st in states.values() if st.last_result_id]
-            summaries = {}
+            summaries, details = {}, {}
             for i in range(0, len(ids), 500):
                 for r in s.exec(select(CheckResult).where(col(CheckResult.id).in_(ids[i:i + 500]))):
                     summaries[(r.integration, r.check)] = r.summary
-            batch = AlertBatch(transitions, incidents, dict(recent), states, summaries, s)
+                    details[(r.integration, r.check)] = r.details or {}
+            batch = AlertBatch(transitions, incidents, dict(recent), states, summaries, details, s)
             deliveries = step(batch)
             for t in transitions:
                 t.processed_at = now

@@ -90,6 +90,9 @@ def test_no_secret_in_db_logs_report_or_alerts(tmp_path, capfd):
     for db_file in (tmp_path / "demo").glob("mailwarden.db*"):
         haystacks[db_file.name] = db_file.read_bytes().decode("latin-1")
     assert "FAILING" in haystacks["console (alerts, demo output)"], "the alerts were sent to the console route"
+    # the consent alert's fix names the permission the failing token lacked, not "the needed permission"
+    assert "check Mail.Read or Mail.ReadBasic.All or Mail.ReadWrite is listed" in haystacks[
+        "console (alerts, demo output)"]
     assert len(haystacks["log"]) > 1000
 
     hits = [f"{what} in {where}" for what, value in secrets.items() for form in forms(value)

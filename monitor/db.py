@@ -286,6 +286,14 @@ class Store(AlertStore, HistoryStore, RotationStore, ReauthStore):
             row = conn.execute(_SELECT_STATE, {"s_integration": integration, "s_check": check}).first()
         return CheckState(**row._mapping) if row is not None else None
 
+    def last_checked(self) -> dict[tuple[str, str], datetime]:
+        """When each (integration, check) last ran, as stored: the scheduler starts from here after a restart
+        or a takeover, so no check runs twice in one interval."""
+        stmt = select(CheckState.integration, CheckState.check, CheckState.last_checked_at).where(
+            CheckState.last_checked_at.is_not(None))  # type: ignore[union-attr]
+        with self._connection() as conn:
+            return {(i, c): at for i, c, at in conn.execute(stmt)}
+
     def states(self, integration: str | None = None) -> list[CheckState]:
         stmt = select(CheckState).order_by(CheckState.integration, CheckState.check)
         if integration is not None:

@@ -74,6 +74,7 @@ class Monitor:
                 job.remove()
                 log.info("check unscheduled", extra={"job": job.id})
         now = datetime.now(UTC)
+        last_run = self._last_runs() if first else {}
         for jid, (name, kind, interval) in wanted.items():
             existing = self.scheduler.get_job(jid)
             trigger = IntervalTrigger(seconds=interval, jitter=min(interval * 0.1, 30.0), timezone=UTC)
@@ -81,10 +82,16 @@ class Monitor:
                 continue
             # Token checks first, the rest a little later, spread over a few seconds.
             delay = random.uniform(0, 2) if kind == TOKEN else random.uniform(3, 6)  # noqa: S311
+            if not first and existing is not None:
+                delay = interval
+            elif (last := last_run.get((name, kind))) is not None:
+                # after a restart or a takeover: when the check is next due, not at once (once per interval)
+                due = (last - now).total_seconds() + interval
+                delay = min(max(delay, due), interval + delay)
             self.scheduler.add_job(
                 self._run, trigger, args=[name, kind], id=jid, replace_existing=True,
                 coalesce=True, max_instances=1, misfire_grace_time=max(int(interval), 1),
-                next_run_time=now + timedelta(seconds=delay if first or existing is None else interval))
+                next_run_time=now + timedelta(seconds=delay))
         self._pause_paused()
         self._sync_dispatch(now)
         if self.scheduler.get_job(SECRETS_JOB) is None:
@@ -95,6 +102,13 @@ class Monitor:
             self.scheduler.add_job(self._history, IntervalTrigger(seconds=HISTORY_EVERY, timezone=UTC),
                                    id=HISTORY_JOB, coalesce=True, max_instances=1, misfire_grace_time=300,
                                    next_run_time=now + timedelta(seconds=10))
+
+    def _last_runs(self) -> dict[tuple[str, str], datetime]:
+        try:
+            return self.runtime.store.last_checked()
+        except StorageError as exc:  # the database is down at start: every check starts at once, as on day one
+            log.warning("last runs unreadable; checks start at once", extra={"error": exc.message()})
+            return {}
 
     async def _history(self) -> None:
         """Roll raw results up into hours (what the dashboard reads); prune beyond the retention hourly."""

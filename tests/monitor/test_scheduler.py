@@ -201,6 +201,33 @@ async def test_jobs_run_once_per_interval_and_store_results(tmp_path, running, k
     assert {s.status for s in store.states()} == {"ok"}
 
 
+async def test_a_restart_continues_from_the_stored_last_runs(tmp_path, running, kinds):
+    """After a restart (or a takeover by another instance) each check runs when it is next due after its last
+    stored run, not at once: no check runs twice in one interval, and a never-run check starts at once."""
+    cfg = write_config(tmp_path / "mailwarden.yaml", integ("i0"), integ("i1"))
+    clock = await running(cfg)
+    pairs = [(n, k) for n in ("i0", "i1") for k in ("token", "mail_test")]
+    await clock.step(10, {job_id(i, k): 1 for i, k in pairs})  # every check ran once at T0+10 s
+    clock.monitor.shutdown()
+    await asyncio.sleep(0.01)
+
+    write_config(tmp_path / "mailwarden.yaml", integ("i0"), integ("i1"), integ("fresh"))
+    clock.traveller.move_to(T0 + timedelta(seconds=30))  # restarted 20 s after those runs
+    restarted = Monitor(open_runtime(config_mod.load(cfg)), cfg)
+    restarted.sync_jobs(first=True)
+    due = {j.id: (j.next_run_time - T0).total_seconds() for j in restarted.scheduler.get_jobs()
+           if not housekeeping(j.id)}
+    for i, k in pairs:
+        assert due[job_id(i, k)] == pytest.approx(70, abs=0.01), (i, k)  # last run + the 60 s interval
+    assert 30 <= due[job_id("fresh", "token")] <= 32 and 33 <= due[job_id("fresh", "mail_test")] <= 36
+
+    clock.traveller.move_to(T0 + timedelta(seconds=600))  # down for longer than an interval: due at once
+    late = Monitor(open_runtime(config_mod.load(cfg)), cfg)
+    late.sync_jobs(first=True)
+    assert all(0 <= (j.next_run_time - T0).total_seconds() - 600 <= 6 for j in late.scheduler.get_jobs()
+               if not housekeeping(j.id))
+
+
 async def test_throttled_check_waits_until_not_before(tmp_path, running, kinds, caplog):
     token, _ = kinds
     token.script["i0"] = [Outcome(Status.WARN, "throttled", "429 Too Many Requests", retry_after_s=150)]

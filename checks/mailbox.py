@@ -11,6 +11,8 @@ import asyncio
 import base64
 import contextlib
 import functools
+import heapq
+import itertools
 import socket
 import ssl
 import threading
@@ -41,6 +43,52 @@ def _hang_up(conns: list[Any]) -> None:
         if sock is not None:
             with contextlib.suppress(OSError):
                 sock.shutdown(socket.SHUT_RDWR)
+
+
+class _Watchdog:
+    """One thread that hangs up the conversations whose timeout has passed. A timer thread per check cost a
+    thread start and a few context switches on every check (bench/)."""
+
+    def __init__(self) -> None:
+        self._cv = threading.Condition()
+        self._heap: list[list[Any]] = []  # [deadline, seq, conns or None once cancelled or done]
+        self._seq = itertools.count()
+        self._thread: threading.Thread | None = None
+
+    def arm(self, timeout_s: float, conns: list[Any]) -> list[Any]:
+        entry = [time.monotonic() + timeout_s, next(self._seq), conns]
+        with self._cv:
+            heapq.heappush(self._heap, entry)
+            if self._thread is None or not self._thread.is_alive():  # first use, or after a fork
+                self._thread = threading.Thread(target=self._loop, name="mailwarden-watchdog", daemon=True)
+                self._thread.start()
+            if self._heap[0] is entry:
+                self._cv.notify()
+        return entry
+
+    @staticmethod
+    def cancel(entry: list[Any]) -> None:
+        entry[2] = None  # left in the heap, dropped when it comes up
+
+    def _loop(self) -> None:
+        while True:
+            with self._cv:
+                while self._heap and self._heap[0][2] is None:
+                    heapq.heappop(self._heap)
+                if not self._heap:
+                    self._cv.wait()
+                    continue
+                delay = self._heap[0][0] - time.monotonic()
+                if delay > 0:
+                    self._cv.wait(delay)
+                    continue
+                entry = heapq.heappop(self._heap)
+                conns, entry[2] = entry[2], None
+            if conns:
+                _hang_up(conns)
+
+
+_watchdog = _Watchdog()
 
 
 def xoauth2(user: str, token: str) -> bytes:
@@ -153,13 +201,11 @@ class ProtocolCheck:
             return token
         conns: list[Any] = []
         _guard.conns = conns
-        timer = threading.Timer(ctx.timeout_s, _hang_up, args=(conns,))
-        timer.daemon = True
-        timer.start()
+        deadline = _watchdog.arm(ctx.timeout_s, conns)
         try:
             return self._converse(ctx, token)
         finally:
-            timer.cancel()
+            _watchdog.cancel(deadline)
             _guard.conns = None
 
     def _converse(self, ctx: CheckContext, token: str) -> Outcome:  # pragma: no cover - abstract

@@ -231,6 +231,7 @@ class Monitor:
 
     def lead(self) -> None:
         self.buffer.clear("stale: taken before this instance stood down")
+        self.runtime.runner.forget_latest()  # the last leader's token results are in the store, not here
         self._attach(self.runtime)
         self.sync_jobs(first=True)
         log.info("scheduler jobs started", extra={"jobs": len(self.scheduler.get_jobs())})

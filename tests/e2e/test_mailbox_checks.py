@@ -251,3 +251,42 @@ def test_unknown_host_is_dns_error(hoth):
     w.rewrite(lambda d: d["endpoints"].update(imap="mail.invalid:993"))
     outcome = w.run("imap")
     assert (outcome.status, outcome.code) == (Status.ERROR, "dns_error"), outcome.summary
+
+
+def test_a_reauthorisation_stored_by_another_instance_is_picked_up(hoth):
+    """Two instances share the database: the leader runs the checks with the token cache it holds in memory,
+    and the admin's sign-in completes on the other one (a follower serving the dashboard). The leader's next
+    refusal makes it read the stored cache again instead of failing until it restarts."""
+    from monitor import config as config_mod
+    from monitor import reauth
+    from monitor.runtime import open_runtime
+    from sandbox.browser import sign_in
+    from tests.e2e.conftest import REDIRECT
+
+    w = hoth()
+    leader = w.runtime
+    assert w.run("pop").status == Status.OK
+    w.ctl.revoke_user_sessions(w.upn)
+    assert w.run("token").code == "refresh_token_revoked"  # the leader's in-memory refresh token is dead
+
+    follower = open_runtime(config_mod.load(w.config_path))
+    try:
+        integ = follower.config.integration("subject")
+        flow = reauth.start(follower.tokens, integ, REDIRECT)
+        back = sign_in(flow["auth_uri"], w.upn, w.password, w.sb.ca_path)
+        reauth.complete(follower.tokens, integ, flow, reauth.parse_redirect(back))
+    finally:
+        follower.close()
+
+    assert w.runtime is leader
+    assert w.run("token").status == Status.OK  # the stored cache, read again after the refusal
+    assert w.run("pop").status == Status.OK
+
+
+def test_mailbox_checks_reuse_the_delegated_access_token(hoth):
+    w = hoth()
+    assert w.run("pop").status == Status.OK
+    w.ctl.reset_stats()
+    for kind in ("pop", "imap", "smtp", "pop"):
+        assert w.run(kind).status == Status.OK
+    assert not w.ctl.stats()["token"].get("refresh_token"), "a cached access token was refreshed"

@@ -6,6 +6,7 @@ import asyncio
 from typing import TYPE_CHECKING
 
 from rich.console import Console
+from rich.padding import Padding
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
@@ -31,17 +32,36 @@ def sort_rows(rows: list[dict]) -> list[dict]:
     return sorted(rows, key=lambda r: (SEVERITY_ORDER[Status(r["status"])], r["integration"], r["check"]))
 
 
+WIDE = 110  # narrower terminals get one line per check and its summary below it, not a folded table
+
+
 def print_table(rows: list[dict], console: Console | None = None, title: str | None = None) -> None:
     console = console or Console()
-    table = Table(title=title, show_lines=False)
-    for col in ("integration", "check", "status", "code", "summary"):
-        table.add_column(col, overflow="fold")
-    for r in sort_rows(rows):
-        colour = COLOURS.get(r["status"], "")
-        table.add_row(r["integration"], r["check"], f"[{colour}]{r['status']}[/]", r["code"] or "", r["summary"])
-    console.print(table)
+    if console.width < WIDE:
+        _print_lines(rows, console, title)
+    else:
+        table = Table(title=title, show_lines=False)
+        for col in ("integration", "check", "status", "code"):
+            table.add_column(col, no_wrap=True)
+        table.add_column("summary", overflow="fold", ratio=1)
+        for r in sort_rows(rows):
+            colour = COLOURS.get(r["status"], "")
+            table.add_row(r["integration"], r["check"], f"[{colour}]{r['status']}[/]", r["code"] or "",
+                          r["summary"])
+        console.print(table)
     broken = [r for r in sort_rows(rows) if r["status"] in ("fail", "error") and r["fix"]]
     for r in broken:
         console.print(f"\n[bold]{r['integration']} / {r['check']}[/]: {r['code']}")
         for n, step in enumerate(r["fix"], 1):
             console.print(f"  {n}. {step}")
+
+
+def _print_lines(rows: list[dict], console: Console, title: str | None) -> None:
+    if title:
+        console.print(f"[bold]{title}[/]")
+    for r in sort_rows(rows):
+        colour = COLOURS.get(r["status"], "")
+        code = f"  {r['code']}" if r["code"] else ""
+        console.print(f"[{colour}]{r['status']:<7}[/] {r['integration']} / {r['check']}{code}", soft_wrap=False,
+                      overflow="fold")
+        console.print(Padding(r["summary"] or "", (0, 0, 0, 8), expand=False), style="dim", overflow="fold")

@@ -10,6 +10,9 @@ with what the integration's checks need; a missing one is ``consent_missing``, n
 from __future__ import annotations
 
 import asyncio
+import base64
+import binascii
+import json
 import time
 from typing import Any, ClassVar
 
@@ -66,7 +69,19 @@ def refused_outcome(result: dict[str, Any], what: str) -> Outcome:
 
 
 def claims_of(access_token: str) -> dict[str, Any]:
-    return jwt.decode(access_token, options={"verify_signature": False})
+    """The claims of a JWT access token, unverified: the token is the identity provider's answer to this very
+    request, read only to see what it grants. PyJWT's unverified decode tested each character of the token
+    in Python: about 0.6 ms CPU per token check (bench/). Malformed: jwt.DecodeError, as PyJWT raises."""
+    parts = access_token.split(".")
+    if len(parts) != 3:
+        raise jwt.DecodeError("Not enough segments")
+    try:
+        claims = json.loads(base64.urlsafe_b64decode(parts[1] + "=" * (-len(parts[1]) % 4)))
+    except (ValueError, binascii.Error) as exc:
+        raise jwt.DecodeError(f"Invalid payload: {type(exc).__name__}") from None
+    if not isinstance(claims, dict):
+        raise jwt.DecodeError("Invalid payload string: must be a json object")
+    return claims
 
 
 def granted(claims: dict[str, Any], flow: str) -> set[str]:

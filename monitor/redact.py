@@ -43,6 +43,8 @@ _PATTERNS: list[tuple[re.Pattern[str], str, tuple[str, ...]]] = [
     (re.compile(r"(?i)([a-z][a-z0-9+.-]*://[^/:@\s]+:)[^@/\s]+@"), r"\1" + MASK + "@", ("://",)),
 ]
 
+_NEEDLES = re.compile("|".join(re.escape(n) for _, _, needles in _PATTERNS for n in needles))
+
 
 def register_secret(value: str | None) -> None:
     """Remember a secret value so that it is masked wherever it appears later."""
@@ -76,11 +78,11 @@ def redact(text: Any) -> str:
         found = {v for i in range(len(out) - _PREFIX + 1) for v in index.get(out[i:i + _PREFIX], ())}
         for value in sorted(found, key=len, reverse=True):
             out = out.replace(value, MASK)
-    lower = out.casefold()
-    for pattern, repl, needles in _PATTERNS:
-        if any(n in lower for n in needles):
-            out = pattern.sub(repl, out)
-            lower = out.casefold()
+    found = set(_NEEDLES.findall(out.casefold()))
+    if found:  # a substitution only keeps or masks text: it never brings in a needle of a later pattern
+        for pattern, repl, needles in _PATTERNS:
+            if found.intersection(needles):
+                out = pattern.sub(repl, out)
     return out
 
 

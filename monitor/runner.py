@@ -16,7 +16,7 @@ from collections import defaultdict
 from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING
 
 from checks import REGISTRY
@@ -117,6 +117,9 @@ class Runner:
         self.buffer: ResultBuffer | None = None
         self.writable: Callable[[], bool] = lambda: True
         self._last: dict[tuple[str, str], tuple[str, str | None]] = {}  # latest (status, code), for _blocked
+        # until when each check waits (a Retry-After), as this runner last stored it: the scheduler asks
+        # before every run, and a store read per run cost a thread hop and a query (bench/)
+        self._not_before: dict[tuple[str, str], datetime | None] = {}
 
     def _bind_limits(self) -> None:
         """Semaphores and locks belong to one event loop: (re)create them for the loop running now, so a
@@ -145,6 +148,8 @@ class Runner:
         thresholds = Thresholds(self.config.threshold(integ, "failure_threshold"),
                                 self.config.threshold(integ, "success_threshold"))
         self._last[(name, kind)] = (Status(outcome.status).value, outcome.code)
+        self._not_before[(name, kind)] = (checked_at + timedelta(seconds=outcome.retry_after_s)
+                                          if outcome.retry_after_s else None)
         row, transition = None, None
         buffer = self.buffer
         if buffer is not None and (len(buffer) or not self.writable()):
@@ -170,8 +175,15 @@ class Runner:
         return RunResult(name, kind, outcome, checked_at, row, transition)
 
     def forget_latest(self) -> None:
-        """Read the token checks' states from the store again (taking over from another instance)."""
+        """Read the latest states from the store again (taking over from another instance)."""
         self._last.clear()
+        self._not_before.clear()
+
+    def deferred_until(self, name: str, kind: str) -> tuple[bool, datetime | None]:
+        """(known, not before): when this runner stored the check's latest result, until when its next run
+        waits (None: not at all). Unknown (first run here): the caller reads the stored state."""
+        key = (name, kind)
+        return (True, self._not_before[key]) if key in self._not_before else (False, None)
 
     async def _blocked(self, integ: IntegrationConfig, kind: str) -> Outcome | None:
         if TOKEN not in integ.checks:

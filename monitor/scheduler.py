@@ -186,12 +186,16 @@ class Monitor:
     async def _run(self, name: str, kind: str) -> None:
         runtime = self.runtime
         try:
-            try:  # in a storage outage: run anyway, the result waits in the buffer
-                state = None if self.buffer.outage else await asyncio.to_thread(runtime.store.get_state, name, kind)
-            except StorageError:
-                state = None
-            if state is not None and state.not_before is not None:
-                not_before = state.not_before if state.not_before.tzinfo else state.not_before.replace(tzinfo=UTC)
+            known, not_before = runtime.runner.deferred_until(name, kind)
+            if not known:
+                try:  # in a storage outage: run anyway, the result waits in the buffer
+                    state = None if self.buffer.outage else await asyncio.to_thread(runtime.store.get_state, name,
+                                                                                    kind)
+                except StorageError:
+                    state = None
+                not_before = state.not_before if state is not None else None
+            if not_before is not None:
+                not_before = not_before if not_before.tzinfo else not_before.replace(tzinfo=UTC)
                 if not_before > datetime.now(UTC):
                     log.info("check deferred (Retry-After)", extra={"integration": name, "check": kind})
                     return

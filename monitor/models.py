@@ -258,7 +258,9 @@ class CheckRollup(SQLModel, table=True):
 
     __tablename__ = "check_rollups"
     __table_args__ = (UniqueConstraint("integration", "check", "hour", name="uq_check_rollups_integration_check_hour"),
-                      Index("ix_check_rollups_hour", "hour"))
+                      Index("ix_check_rollups_hour", "hour"),
+                      # covers the uptime reads of the overview and the integration page (migration 0006)
+                      Index("ix_check_rollups_integration_hour", "integration", "hour", "check", "ok", "warn", "total"))
 
     id: int | None = Field(default=None, primary_key=True)
     integration: str

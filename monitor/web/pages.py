@@ -31,16 +31,18 @@ def page_context(request: Request | None, state: Any, now: datetime, **extra: An
 
 
 def overview_context(state: Any, now: datetime, *, tenant: str | None = None, tag: str | None = None,
-                     status: str | None = None) -> dict[str, Any]:
+                     status: str | None = None, hourly: bool = True) -> dict[str, Any]:
+    """``hourly=False``: no hourly uptime cells, the 24 h figure only (the report)."""
     cfg, store = state.config(), state.store()
-    everything = views.integrations(cfg, store, now)
+    incidents = store.incidents("open")
+    everything = views.integrations(cfg, store, now, incidents=incidents, hourly=hourly)
     shown = views.select_views(everything, tenant=tenant, tag=tag, status=status)
     creds = views.credentials(cfg, store, now, views.EXPIRY_WINDOW_DAYS)
     counts: dict[str, int] = {}
     for v in everything:
         counts[v.status] = counts.get(v.status, 0) + 1
     return {"integrations": shown, "all_count": len(everything), "counts": counts,
-            "fresh": views.freshness(cfg, store, now, everything), "incidents": store.incidents("open"),
+            "fresh": views.freshness(cfg, store, now, everything), "incidents": incidents,
             "expiring": creds, "tenants": sorted({v.tenant for v in everything}),
             "tags": sorted({t for v in everything for t in v.tags}), "statuses": views.STATUS_FILTERS,
             "filters": {"tenant": tenant or "", "tag": tag or "", "status": status or ""}}

@@ -1,5 +1,13 @@
-"""`mailwarden report`: one self-contained HTML file (inline CSS and SVG, no script, no external request),
-rendered from the same templates as the web app, for e-mail or a file share."""
+"""`mailwarden report`: one self-contained HTML file (inline CSS and SVG, no script, no external request) for
+e-mail or a file share, from the same templates as the web app.
+
+What it holds: a compact row for every integration (tenant, name, worst status, a chip per check, since when,
+last success, 24 h uptime), the open incidents, the secrets and certificates expiring within 90 days, and the
+full page (diagnosis, fix steps, uptime bars, latency, credentials, incidents, transitions) of each integration
+that is not ok: failing, no answer, blocked, needing attention, or stale (a check without a new result for twice
+its interval while the monitor itself runs). Ok, paused and not-yet-run integrations get their row only, so
+the file stays small at any number of integrations.
+"""
 
 from __future__ import annotations
 
@@ -12,13 +20,22 @@ from monitor.web.app import STATIC_DIR, WebState, templates
 from monitor.web.auth import Access
 from monitor.web.pages import overview_context, page_context
 
+DETAILED = ("fail", "error", "blocked", "warn")
+
+
+def needs_detail(view: views.IntegrationView, monitor_stalled: bool) -> bool:
+    """Not ok: a failing, unanswered, blocked or warning status, or stale checks. When the whole monitor has
+    stalled every integration is stale; the banner says so, and only the statuses select details."""
+    return view.status in DETAILED or (view.stale and not monitor_stalled)
+
 
 def render_report(cfg: Config, store: Any, now: datetime | None = None) -> str:
     now = now or datetime.now(UTC)
     store.rollup_history(now)  # idempotent: the report shows the hours up to now
     state = WebState(lambda: cfg, lambda: store, Access(mode="none"), cfg.web, env=templates())
-    ctx = overview_context(state, now)
-    details = [views.detail(cfg, store, v.name, now) for v in ctx["integrations"]]
+    ctx = overview_context(state, now, hourly=False)
+    chosen = [v for v in ctx["integrations"] if needs_detail(v, ctx["fresh"]["stale"])]
+    details = views.details(cfg, store, chosen, now, compact=True)
     css = (STATIC_DIR / "app.css").read_text(encoding="utf-8")
     return state.env.get_template("report.html").render(
-        **page_context(None, state, now, css=css, details=[d for d in details if d], **ctx))
+        **page_context(None, state, now, css=css, details=details, detailed_names={v.name for v in chosen}, **ctx))

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from collections import defaultdict
 from datetime import datetime, timedelta
+from functools import lru_cache
 from typing import Any
 
 from markupsafe import Markup, escape
@@ -34,36 +35,90 @@ def bars(cells: list[tuple[datetime, int, int]], *, width: int = 240, height: in
     return Markup("".join(parts))  # noqa: S704 - every text part is escaped
 
 
-def windows(rollups: list[Any], check: str, now: datetime) -> list[dict[str, Any]]:
-    """24 h in hours, 7 d in 6-hour cells, 30 d in days, each with its uptime percentage."""
-    hours: dict[datetime, list[int]] = defaultdict(lambda: [0, 0])
-    for r in rollups:
-        if r.check == check:
-            hours[r.hour][0] += r.ok + r.warn
-            hours[r.hour][1] += r.total
-    top = now.replace(minute=0, second=0, microsecond=0) + timedelta(hours=1)
-    out = []
-    for name, cell_h, count in (("24 h", 1, 24), ("7 d", 6, 28), ("30 d", 24, 30)):
-        cells = []
-        for i in range(count, 0, -1):
-            start = top - timedelta(hours=cell_h * i)
-            up = total = 0
-            for k in range(cell_h):
-                u, t = hours.get(start + timedelta(hours=k), (0, 0))
-                up, total = up + u, total + t
-            cells.append((start, up, total))
-        up, total = sum(c[1] for c in cells), sum(c[2] for c in cells)
-        out.append({"name": name, "svg": bars(cells, label=f"uptime {name}"),
-                    "uptime": round(100 * up / total, 2) if total else None})
+@lru_cache(maxsize=2048)
+def _strip(classes: tuple[str, ...], width: int, height: int) -> str:
+    """One ``<path>`` per class, one sub-path per cell (same geometry as ``bars``); shared by every row with
+    the same pattern."""
+    step = width / max(len(classes), 1)
+    w = max(step - 1, 1)
+    runs: dict[str, list[str]] = defaultdict(list)
+    for i, c in enumerate(classes):
+        runs[c].append(f"M{i * step + 0.5:.1f} 0h{w:.1f}v{height}h-{w:.1f}z")
+    return "".join(f'<path class="{c}" d="{"".join(d)}"/>' for c, d in runs.items())
+
+
+def strip(cells: list[tuple[datetime, int, int]], *, width: int = 96, height: int = 16,
+          label: str = "last 24 hours", unit: int = 1) -> Markup:
+    """``bars`` in a few hundred bytes (the overview's 1,000 rows, the report): one path per class (ok, part,
+    down, no data) and one tooltip naming the cells that were not fully up, instead of a rect and a title per
+    cell. ``unit``: hours per cell (cells are then named by their start, date and hour)."""
+    classes = tuple(_cls(up, total) for _, up, total in cells)
+    fmt = "%H:%M" if unit == 1 else ("%m-%d" if unit == 24 else "%m-%d %H:%M")
+    bad = [_fmt(start, fmt) for (start, _, _), c in zip(cells, classes, strict=True) if c in ("part", "down")]
+    empty = classes.count("none")
+    tip = f"{label} (UTC): " + (f"not fully up at {', '.join(bad)}" if bad else "no failure")
+    if empty:
+        tip += f"; {empty} of {len(cells)} without results"
+    return Markup(  # noqa: S704 - numbers and class names only; the label is escaped
+        f'<svg class="bars" width="{width}" height="{height}" viewBox="0 0 {width} {height}" role="img" '
+        f'aria-label="{escape(label)}"><title>{escape(tip)}</title>{_strip(classes, width, height)}</svg>')
+
+
+def day_strip(starts: list[datetime], flat: list[int]) -> Markup:
+    """``strip`` of the overview's 24 hours from the hour starts and the flat (up, total, up, total, ...) list."""
+    return strip(list(zip(starts, flat[0::2], flat[1::2], strict=True)))
+
+
+def _fmt(t: datetime, fmt: str) -> str:
+    return f"{t.hour:02d}:{t.minute:02d}" if fmt == "%H:%M" else t.strftime(fmt)
+
+
+WINDOWS = (("24 h", 1, 24), ("7 d", 6, 28), ("30 d", 24, 30))  # name, hours per cell, cells
+
+
+def by_check(rows: list[tuple[Any, ...]]) -> dict[str, list[tuple[Any, ...]]]:
+    """Rows whose first item is the check, by check."""
+    out: dict[str, list[tuple[Any, ...]]] = defaultdict(list)
+    for r in rows:
+        out[r[0]].append(r)
     return out
 
 
-def sparkline(rollups: list[Any], check: str, now: datetime, *, hours: int = 168, width: int = 240,
-              height: int = 36) -> Markup | None:
-    """Hourly mean latency over the last ``hours``; None without data."""
+def window_starts(now: datetime) -> list[tuple[str, datetime, int, int]]:
+    """(name, start, hours per cell, cells) of each window: they end with the current hour."""
+    top = now.replace(minute=0, second=0, microsecond=0) + timedelta(hours=1)
+    return [(name, top - timedelta(hours=cell_h * count), cell_h, count) for name, cell_h, count in WINDOWS]
+
+
+def uptime_windows(cells: dict[str, list[tuple[str, int, int, int]]], checks: list[str], now: datetime, *,
+                   compact: bool = False) -> dict[str, list[dict[str, Any]]]:
+    """For each of ``checks``: 24 h in hours, 7 d in 6-hour cells, 30 d in days, each with its bars and uptime
+    percentage. ``cells``: per window name, (check, cell, up, total) rows as ``Store.uptime_cells`` sums them
+    from the window's start (``window_starts``). ``compact``: ``strip`` bars (one tooltip per bar, not one
+    per cell: the report)."""
+    out: dict[str, list[dict[str, Any]]] = {check: [] for check in checks}
+    for name, start, cell_h, count in window_starts(now):
+        sums = {check: [[0, 0] for _ in range(count)] for check in checks}
+        for check, i, up, total in cells.get(name, []):
+            if check in sums and 0 <= i < count:
+                sums[check][i][0] += up
+                sums[check][i][1] += total
+        starts = [start + timedelta(hours=cell_h * i) for i in range(count)]
+        label = f"uptime {name}"
+        for check in checks:
+            row = [(at, up, total) for at, (up, total) in zip(starts, sums[check], strict=True)]
+            up, total = sum(c[1] for c in row), sum(c[2] for c in row)
+            svg = strip(row, width=240, height=22, label=label, unit=cell_h) if compact else bars(row, label=label)
+            out[check].append({"name": name, "svg": svg, "uptime": round(100 * up / total, 2) if total else None})
+    return out
+
+
+def sparkline(points: list[tuple[str, datetime, float]], check: str | None, now: datetime, *, hours: int = 168,
+              width: int = 240, height: int = 36) -> Markup | None:
+    """Hourly mean latency over the last ``hours``; None without data. ``points``: (check, hour, mean ms) of any
+    checks (``check`` picks one) or, with ``check=None``, of one check."""
     start = now.replace(minute=0, second=0, microsecond=0) - timedelta(hours=hours - 1)
-    points = [(r.hour, r.latency_sum_ms / r.latency_count) for r in rollups
-              if r.check == check and r.latency_count and r.hour >= start]
+    points = sorted((h, v) for k, h, v in points if (check is None or k == check) and h >= start)
     if not points:
         return None
     top = max(v for _, v in points) or 1.0

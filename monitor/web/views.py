@@ -10,13 +10,17 @@ from __future__ import annotations
 from collections import defaultdict
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
+from functools import lru_cache
 from typing import Any
+
+from markupsafe import Markup, escape
 
 from checks import diagnoses
 from checks.base import Outcome, Status
 from monitor.config import Config
 from monitor.redact import redact
 from monitor.runner import facts
+from monitor.web import svg
 
 RANK = {"fail": 0, "error": 1, "blocked": 2, "warn": 3, "pending": 4, "ok": 5, "paused": 6}
 BAD = ("fail", "error", "blocked")
@@ -41,6 +45,32 @@ def ago(t: datetime | None, now: datetime) -> str:
     return f"in {text}" if future else f"{text} ago"
 
 
+# -- fragments of the overview's and the report's rows: plain functions returning escaped Markup, not Jinja
+# macros (a macro call per cell was most of the overview's render at 1,000 integrations, bench/) -------------
+@lru_cache(maxsize=256)
+def chip(status: str, text: str | None = None) -> Markup:
+    return Markup(f'<span class="chip s-{escape(status)}">{escape(text or LABEL.get(status, status))}</span>')  # noqa: S704
+
+
+@lru_cache(maxsize=4096)
+def _check_chip(check: str, status: str, title: str | None) -> str:
+    tip = f"{check}: {LABEL.get(status, status)}" + (f" — {title}" if title else "")
+    return f'<span class="chip small s-{escape(status)}" title="{escape(tip)}">{escape(check)}</span>'
+
+
+def check_chips(checks: list[CheckView]) -> Markup:
+    """One chip per check, its status as the colour, the diagnosis' title in the tooltip."""
+    return Markup(" ".join(_check_chip(c.check, c.status, c.title) for c in checks))  # noqa: S704 - escaped
+
+
+def when(t: datetime | None, now: datetime) -> Markup:
+    """``<time>``: how long ago (or "never"), the exact UTC time in the tooltip."""
+    if t is None:
+        return Markup('<span class="muted">never</span>')
+    return Markup(f'<time datetime="{iso(t)}" title="{t.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S")} UTC">'  # noqa: S704
+                  f'{ago(t, now)}</time>')
+
+
 def _integ_facts(cfg: Config, name: str, outcome: Outcome | None = None) -> dict[str, Any]:
     try:
         return facts(cfg, cfg.integration(name), outcome)
@@ -48,7 +78,7 @@ def _integ_facts(cfg: Config, name: str, outcome: Outcome | None = None) -> dict
         return {"integration": name}
 
 
-@dataclass
+@dataclass(slots=True)
 class CheckView:
     check: str
     status: str
@@ -64,7 +94,7 @@ class CheckView:
                 "last_ok_at": iso(self.last_ok_at)}
 
 
-@dataclass
+@dataclass(slots=True)
 class IntegrationView:
     name: str
     tenant: str
@@ -79,8 +109,15 @@ class IntegrationView:
     headline: CheckView | None = None
     fix_first: str | None = None
     uptime_24h: float | None = None
-    hours_24h: list[tuple[datetime, int, int]] = field(default_factory=list)  # (hour, up, total)
+    day_starts: list[datetime] = field(default_factory=list)  # the 24 hours (one list shared by every view)
+    cells_24h: list[int] = field(default_factory=list)  # up, total of each of those hours, flattened
     incidents: list[int] = field(default_factory=list)
+    stale: bool = False  # a check's newest result is older than twice the integration's interval
+
+    @property
+    def hours_24h(self) -> list[tuple[datetime, int, int]]:
+        """(hour, up, total) for the last 24 hours."""
+        return list(zip(self.day_starts, self.cells_24h[0::2], self.cells_24h[1::2], strict=True))
 
     def as_json(self) -> dict[str, Any]:
         h = self.headline
@@ -100,45 +137,78 @@ def _check_status(paused: bool, state: Any) -> str:
     return state.last_status
 
 
+def _intervals(cfg: Config) -> dict[str, float]:
+    return {i.name: float(cfg.threshold(i, "interval")) for i in cfg.integrations}
+
+
 def integrations(cfg: Config, store: Any, now: datetime, *, tenant: str | None = None, tag: str | None = None,
-                 status: str | None = None, name: str | None = None) -> list[IntegrationView]:
-    """Every integration (or the one called ``name``), worst first (then by name), with the filters applied."""
+                 status: str | None = None, name: str | None = None, incidents: list[Any] | None = None,
+                 hourly: bool = True) -> list[IntegrationView]:
+    """Every integration (or the one called ``name``), worst first (then by name), with the filters applied.
+    ``incidents``: the open incidents, when the caller has read them already. ``hourly=False``: the 24 h
+    uptime figure without the hourly cells (``cells_24h`` stays empty: the report)."""
     only = name
-    states = defaultdict(dict)
-    for st in store.states(only):
+    now = now.astimezone(UTC)  # the stores' tzinfo: comparisons below take the fast path
+    states: dict[str, dict[str, Any]] = defaultdict(dict)
+    for st in store.state_rows(only):
         states[st.integration][st.check] = st
     since = (now - timedelta(hours=24)).replace(minute=0, second=0, microsecond=0)
-    # summed per (integration, hour) in the database: 24 rows per integration, not one object per check-hour
-    hours: dict[str, dict[datetime, tuple[int, int]]] = defaultdict(dict)
-    for integ, hour, up, total in store.uptime_by_hour(since, integration=only):
-        hours[integ][hour] = (int(up or 0), int(total or 0))
+    day = [since + timedelta(hours=i) for i in range(1, 25)]  # the 24 cells: the current hour last
+    hourly = hourly or only is not None
+    cells: dict[str, list[int]] = {}  # per integration: up, total of each of the 24 hours, flattened
+    sums: dict[str, tuple[int, int]] = {}  # per integration: up, total of the 24 hours (hourly=False)
+    if hourly:
+        # summed per (integration, hour) in the database; placed by slot, each distinct hour looked up once
+        slot_of = {h: i for i, h in enumerate(day)}
+        seen: dict[datetime, int] = {}
+        for integ, hour, up, total in store.uptime_by_hour(day[0], integration=only):
+            i = seen.get(hour)
+            if i is None:
+                i = seen[hour] = slot_of.get(hour, -1)
+            if i < 0:
+                continue
+            c = cells.get(integ)
+            if c is None:
+                c = cells[integ] = [0] * 48
+            c[2 * i] += int(up or 0)
+            c[2 * i + 1] += int(total or 0)
+    else:
+        sums = {integ: (up, total) for integ, up, total in store.uptime_totals(day[0])}
     open_by: dict[str, list[int]] = defaultdict(list)
-    for inc in store.incidents("open"):
-        for name in set(inc.affected) | {m["integration"] for m in inc.members}:
-            open_by[name].append(inc.id)
+    for inc in store.incidents("open") if incidents is None else incidents:
+        for affected in set(inc.affected) | {m["integration"] for m in inc.members}:
+            open_by[affected].append(inc.id)
+    intervals = _intervals(cfg)
+    default_interval = float(cfg.defaults.interval)
     out = []
-    for row in store.integrations():
-        if only is not None and row.name != only:
-            continue
+    for row in store.integration_rows(only):
         checks = []
+        own = states.get(row.name, {})
         for kind in row.checks:
-            st = states[row.name].get(kind)
-            code = st.last_code if st else None
-            status_ = _check_status(row.paused, st)
-            checks.append(CheckView(kind, status_, code, diagnoses.get(code).title if code else None,
-                                    st.since if st else None, st.last_checked_at if st else None,
-                                    st.last_ok_at if st else None))
-        view = IntegrationView(row.name, row.tenant, row.app, row.system, row.flow, row.mailbox, list(row.tags),
-                               row.paused, checks, incidents=sorted(open_by.get(row.name, [])))
+            st = own.get(kind)
+            code = st.last_code if st is not None else None
+            checks.append(CheckView(kind, _check_status(row.paused, st), code,
+                                    diagnoses.get(code).title if code else None,
+                                    st.since if st is not None else None,
+                                    st.last_checked_at if st is not None else None,
+                                    st.last_ok_at if st is not None else None))
+        view = IntegrationView(row.name, row.tenant, row.app, row.system, row.flow, row.mailbox, list(row.tags or []),
+                               bool(row.paused), checks, incidents=sorted(open_by.get(row.name, [])))
         if checks:
             view.headline = min(checks, key=lambda c: RANK.get(c.status, 4))
             view.status = view.headline.status
         if view.headline and view.status not in ("ok", "pending", "paused"):
             steps = diagnoses.render_fix(view.headline.code or "unclassified", **_integ_facts(cfg, row.name))
             view.fix_first = steps[0] if steps else None
-        cells = hours.get(row.name, {})
-        view.hours_24h = [(h, *cells.get(h, (0, 0))) for h in (since + timedelta(hours=i) for i in range(1, 25))]
-        up, total = sum(c[0] for c in cells.values()), sum(c[1] for c in cells.values())
+        if not view.paused:
+            cutoff = now - timedelta(seconds=2 * intervals.get(row.name, default_interval))
+            view.stale = any(c.last_checked_at is not None and c.last_checked_at < cutoff for c in checks)
+        if hourly:
+            c = cells.get(row.name) or [0] * 48
+            view.day_starts, view.cells_24h = day, c
+            up, total = sum(c[0::2]), sum(c[1::2])
+        else:
+            up, total = sums.get(row.name, (0, 0))
         view.uptime_24h = round(100.0 * up / total, 1) if total else None
         out.append(view)
     return select_views(sorted(out, key=lambda v: (RANK.get(v.status, 4), v.name)), tenant=tenant, tag=tag,
@@ -211,15 +281,51 @@ def result_json(cfg: Config, r: Any) -> dict[str, Any]:
 def detail(cfg: Config, store: Any, name: str, now: datetime) -> dict[str, Any] | None:
     """Everything of one integration's page."""
     found = integrations(cfg, store, now, name=name)
-    if not found:
-        return None
-    view = found[0]
-    latest = {r.check: r for r in store.latest_results(name)}
+    return details(cfg, store, found, now)[0] if found else None
+
+
+def details(cfg: Config, store: Any, items: list[IntegrationView], now: datetime, *, compact: bool = False,
+            incidents: list[Any] | None = None) -> list[dict[str, Any]]:
+    """The page of each of ``items`` (their overview rows), read together: one statement per kind of data
+    for all of them (the report gives a page to every integration that is not ok). ``incidents``: every
+    incident, oldest first, when the caller has read them. ``compact``: uptime bars with one tooltip per
+    bar, not per cell (the report)."""
+    names = [v.name for v in items]
+    if not names:
+        return []
+    latest: dict[str, dict[str, Any]] = defaultdict(dict)
+    for r in store.latest_results_of(names):
+        latest[r.integration][r.check] = r
+    cells = {w: store.uptime_cells(names, start, cell_h, count) for w, start, cell_h, count in svg.window_starts(now)}
+    latency = store.latency_rows(names, now - timedelta(days=7))
+    every = store.incidents(None) if incidents is None else incidents
+    client_ids = set()
+    for v in items:
+        try:
+            client_ids.add(cfg.apps[cfg.integration(v.name).app].client_id)
+        except KeyError:
+            pass
+    only = next(iter(client_ids)) if len(client_ids) == 1 else None
+    creds: dict[str, list[dict[str, Any]]] = defaultdict(list)
+    if client_ids:
+        for c in credentials(cfg, store, now, client_id=only):
+            creds[c["client_id"]].append(c)
+    return [_page(cfg, store, v, now, latest[v.name], {w: cells[w][v.name] for w in cells}, latency[v.name], every,
+                  creds, compact) for v in items]
+
+
+def _page(cfg: Config, store: Any, view: IntegrationView, now: datetime, latest: dict[str, Any],
+          cells: dict[str, list[tuple[str, int, int, int]]], latency_rows: list[Any], every: list[Any],
+          creds_by_client: dict[str, list[dict[str, Any]]], compact: bool) -> dict[str, Any]:
+    name = view.name
+    uptime = svg.uptime_windows(cells, [c.check for c in view.checks], now, compact=compact)
+    latency = svg.by_check(latency_rows)
     results = []
     for c in view.checks:
         r = latest.get(c.check)
         item: dict[str, Any] = {"view": c, "result": result_json(cfg, r) if r else None, "cause": None,
-                                "diagnosis": None}
+                                "diagnosis": None, "windows": uptime[c.check],
+                                "spark": svg.sparkline(latency.get(c.check, []), None, now)}
         if r is not None and r.status != "ok":
             outcome = Outcome(Status(r.status), r.code, r.summary, r.latency_ms, dict(r.details or {}))
             d = diagnoses.get(r.code)
@@ -228,9 +334,7 @@ def detail(cfg: Config, store: Any, name: str, now: datetime) -> dict[str, Any] 
         results.append(item)
     # worst first; among equals the token check first: it is usually the root cause
     results.sort(key=lambda i: (RANK.get(i["view"].status, 4), i["view"].check != "token", i["view"].check))
-    rollups = store.rollups(name, since=now - timedelta(days=31))
-    incidents = [i for i in store.incidents(None)
-                 if name in set(i.affected) | {m["integration"] for m in i.members}][-20:]
+    incidents = [i for i in every if name in set(i.affected) | {m["integration"] for m in i.members}][-20:]
     notes = [n for i in incidents for n in store.notifications(i.id)][-30:]
     client_id = None
     try:
@@ -239,13 +343,13 @@ def detail(cfg: Config, store: Any, name: str, now: datetime) -> dict[str, Any] 
     except KeyError:
         integ = None
     in_use = {(latest["secret_expiry"].details or {}).get("key_id")} if "secret_expiry" in latest else set()
-    creds = credentials(cfg, store, now, client_id=client_id) if client_id else []
+    creds = [dict(c) for c in creds_by_client.get(client_id, [])] if client_id else []
     for c in creds:
         c["in_use"] = c["key_id"] in in_use
     token = store.load_token_cache(name) if view.flow == "delegated" else None
     token_state = next((c for c in view.checks if c.check == "token"), None)
     needs_reauth = bool(token_state and token_state.code and diagnoses.get(token_state.code).needs_reauth)
-    return {"view": view, "results": results, "rollups": rollups, "transitions": store.transitions(name, limit=30),
+    return {"view": view, "results": results, "transitions": store.transitions(name, limit=30),
             "incidents": list(reversed(incidents)), "notifications": list(reversed(notes)), "credentials": creds,
             "reauth": {"delegated": view.flow == "delegated", "account": integ.account if integ else None,
                        "stored_for": token.account if token else None,

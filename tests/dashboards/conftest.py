@@ -69,3 +69,27 @@ def client(app):
 
 def basic(user: str = "admin", password: str = PASSWORD) -> dict[str, str]:
     return {"Authorization": "Basic " + base64.b64encode(f"{user}:{password}".encode()).decode()}
+
+
+def small_store(path: Path, cfg, now: datetime, *, stale: tuple[str, ...] = (), failing: tuple[str, ...] = ()):
+    """A store of the demo's integrations with results written straight (no checks run): every check ok a
+    minute ago, except ``failing`` integrations (their token check fails) and ``stale`` ones (their results
+    are two hours old: the demo checks every minute)."""
+    from datetime import timedelta
+
+    from checks.base import Outcome, Status
+    from monitor.db import open_store
+    from monitor.runtime import integration_rows
+    from monitor.state import Thresholds
+
+    store = open_store(f"sqlite:///{path}")
+    store.sync_integrations(integration_rows(cfg), now - timedelta(days=1))
+    for integ in cfg.integrations:
+        at = now - (timedelta(hours=2) if integ.name in stale else timedelta(minutes=1))
+        for kind in integ.checks:
+            bad = integ.name in failing and kind == "token"
+            outcome = Outcome(Status.FAIL if bad else Status.OK, "consent_missing" if bad else None,
+                              "consent removed" if bad else "ok", latency_ms=80.0)
+            store.record_result(integration=integ.name, check=kind, outcome=outcome, checked_at=at,
+                                thresholds=Thresholds(1, 1))
+    return store

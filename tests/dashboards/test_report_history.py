@@ -12,8 +12,83 @@ from monitor.db import open_store
 from monitor.models import CheckResult
 from monitor.state import Thresholds
 from monitor.web.auth import verify_password
+from monitor.web.report import render_report
+from tests.dashboards.conftest import small_store
+from tests.dashboards.test_web import BROKEN
 
 MAILWARDEN = [sys.executable, "-m", "monitor"]
+
+
+def summary_rows(html: str) -> dict[str, str]:
+    """The report's summary table: integration name -> the row's HTML."""
+    return {m.group(1): m.group(0) for m in re.finditer(r'<tr class="row[^>]*data-integration="([^"]+)".*?</tr>',
+                                                         html, re.S)}
+
+
+def detailed(html: str) -> set[str]:
+    return set(re.findall(r'<article class="integration" id="i-([^"]+)"', html))
+
+
+def test_report_has_a_row_for_every_integration_and_full_pages_only_for_those_not_ok(demo):
+    env, _ = demo
+    cfg = env.runtime.config
+    html = render_report(cfg, env.runtime.store)
+    rows = summary_rows(html)
+    assert sorted(rows) == sorted(i.name for i in cfg.integrations)
+    # full pages (diagnosis, fix steps, uptime bars, transitions) for the failing and the warning ones only
+    assert detailed(html) == BROKEN | {"agiloft-inbound"}
+    page = html[html.index('id="i-enaio-notify"'):]
+    page = page[:page.index("</article>")]
+    assert "What to do" in page and "secret_expired" in page and "Transitions" in page
+    assert 'aria-label="uptime 30 d"' in page
+    for name in ("hoth-support", "sinch-queue"):  # ok: the row only, and the row is what links point at
+        assert f'id="i-{name}"' in rows[name]
+    # a row: tenant, worst status, a chip per check, since, last success, 24 h uptime figure
+    row = rows["enaio-notify"]
+    assert "<td>contoso</td>" in row and 'class="chip s-fail"' in row and "secret_expired" in row
+    checks = cfg.integration("enaio-notify").checks
+    assert len(re.findall(r'class="chip small s-', row)) == len(checks)
+    assert "<time " in row and re.search(r"<td>[\d.]+%</td>", row)
+    # every link in the file resolves inside it; incidents and expiring credentials are there
+    ids = set(re.findall(r'id="([^"]+)"', html))
+    assert all(target in ids for target in re.findall(r'href="#([^"]+)"', html))
+    assert "Open incidents" in html and "#1 " in html and "enaio 2024" in html
+    assert "Re-run now" not in html and "<form" not in html
+
+
+def test_report_details_an_ok_integration_whose_checks_stopped(demo, tmp_path):
+    env, _ = demo
+    cfg = env.runtime.config
+    now = datetime.now(UTC)
+    store = small_store(tmp_path / "r.db", cfg, now, stale=("hoth-support",), failing=("sinch-sales",))
+    try:
+        html = render_report(cfg, store, now)
+        assert detailed(html) == {"hoth-support", "sinch-sales"}
+        rows = summary_rows(html)
+        assert "s-stale" in rows["hoth-support"] and "s-stale" not in rows["sinch-queue"]
+        assert "consent_missing" in rows["sinch-sales"]
+        assert "The monitor has stalled" not in html
+        # a day later the whole monitor has stalled: the banner says so, every row is stale, and the full
+        # pages are for the statuses only (not 11 pages that all say the same)
+        later = render_report(cfg, store, now + timedelta(days=1))
+        assert "The monitor has stalled" in later
+        assert all("s-stale" in r for r in summary_rows(later).values())
+        assert detailed(later) == {"sinch-sales"}
+    finally:
+        store.close()
+
+
+def test_report_of_an_all_ok_fleet_has_rows_and_no_pages(demo, tmp_path):
+    env, _ = demo
+    cfg = env.runtime.config
+    now = datetime.now(UTC)
+    store = small_store(tmp_path / "ok.db", cfg, now)
+    try:
+        html = render_report(cfg, store, now)
+        assert len(summary_rows(html)) == len(cfg.integrations) and detailed(html) == set()
+        assert "None: every integration is ok" in html and "What to do" not in html
+    finally:
+        store.close()
 
 
 def test_report_is_one_self_contained_file(demo, tmp_path):

@@ -17,7 +17,7 @@ from monitor.runner import facts
 from monitor.web import views
 from monitor.web.api import openapi
 from monitor.web.auth import Access, safe_next, verify_password
-from tests.dashboards.conftest import PASSWORD, basic, csrf_of, login, make_app
+from tests.dashboards.conftest import PASSWORD, basic, csrf_of, login, make_app, small_store
 
 BROKEN = {"enaio-notify", "enaio-webclient", "hoth-sales", "oracle-b2c-support", "oracle-b2c-billing",
           "sinch-sales", "sinch-escalations", "agiloft-contracts"}
@@ -42,6 +42,34 @@ def test_overview_lists_integrations_worst_first_with_their_codes(client):
         assert code in html
     assert "open incidents" in html and "#1 " in html
     assert "expire within 90 days" in html and "enaio 2024" in html  # the expired enaio secret on the timeline
+
+
+def test_overview_rows_show_24h_uptime_and_mark_integrations_whose_checks_stopped(demo, tmp_path):
+    from datetime import UTC, timedelta
+
+    from monitor.web.app import create_app
+
+    env, _ = demo
+    cfg = env.runtime.config
+    now = datetime.now(UTC)
+    store = small_store(tmp_path / "o.db", cfg, now, stale=("hoth-support",), failing=("sinch-sales",))
+    store.rollup_history(now + timedelta(minutes=10))
+    try:
+        with TestClient(create_app(cfg, store, access=Access(mode="none")), base_url="http://127.0.0.1:8080") as c:
+            html = c.get("/").text
+        got = dict(rows(html))
+        assert got["sinch-sales"] == "fail" and got["hoth-support"] == "ok"
+        row = {name: html[html.index(f'data-integration="{name}"'):] for name in got}
+        row = {name: part[:part.index("</tr>")] for name, part in row.items()}
+        assert [n for n, r in row.items() if "s-stale" in r] == ["hoth-support"]
+        assert "The monitor has stalled" not in html  # the others report: only one integration has stopped
+        # 24 h: an hourly bar (the current hour up) and the figure; the failing one names its hour not fully up
+        for r in row.values():
+            assert 'aria-label="last 24 hours"' in r and "% up" in r
+        assert f"not fully up at {now - timedelta(minutes=1):%H}:00" in row["sinch-sales"]
+        assert "no failure" in row["sinch-queue"] and "100.0% up" in row["sinch-queue"]
+    finally:
+        store.close()
 
 
 def test_integration_page_shows_diagnosis_and_flow_filtered_fix_steps(client, demo):

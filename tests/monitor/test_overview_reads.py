@@ -1,0 +1,103 @@
+"""The store's reads for the overview, the integration page and the report (Core rows, the driver's own values
+converted in Python) give what the ORM reads give, on SQLite and on PostgreSQL."""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from datetime import UTC, datetime, timedelta
+
+from checks.base import Outcome, Status
+from monitor.state import Thresholds
+from tests.monitor.test_storage import pg_database, store  # noqa: F401 - the fixtures, on both backends
+
+T0 = datetime(2030, 3, 1, 8, 0, tzinfo=UTC)
+
+
+def _fill(st) -> datetime:
+    st.sync_integrations([
+        {"name": "a", "tenant": "t", "app": "x", "flow": "app", "mailbox": "a@x", "tags": ["dms"],
+         "checks": ["token", "ews"]},
+        {"name": "b", "tenant": "t", "app": "x", "flow": "delegated", "mailbox": "b@x", "checks": ["token"]},
+        {"name": "gone", "tenant": "t", "app": "x", "flow": "app", "mailbox": "g@x", "checks": ["token"]}], T0)
+    st.sync_integrations([
+        {"name": "a", "tenant": "t", "app": "x", "flow": "app", "mailbox": "a@x", "tags": ["dms"],
+         "checks": ["token", "ews"]},
+        {"name": "b", "tenant": "t", "app": "x", "flow": "delegated", "mailbox": "b@x", "checks": ["token"]}], T0)
+    for minute in range(0, 30 * 60, 20):  # 30 hours, every 20 minutes
+        for integ, check in (("a", "token"), ("a", "ews"), ("b", "token"), ("gone", "token")):
+            bad = check == "ews" and minute % 120 == 0
+            st.record_result(integration=integ, check=check, checked_at=T0 + timedelta(minutes=minute),
+                             outcome=Outcome(Status.FAIL if bad else Status.OK, "auth_failed" if bad else None,
+                                             "x", latency_ms=10.0 + minute % 7),
+                             thresholds=Thresholds(1, 1))
+    now = T0 + timedelta(hours=30)
+    st.rollup_history(now)
+    return now
+
+
+def test_core_reads_match_the_orm_reads(store):  # noqa: F811 - the fixture
+    now = _fill(store)
+    orm = {(s.integration, s.check): (s.last_status, s.last_code, s.since, s.last_checked_at, s.last_ok_at)
+           for s in store.states()}
+    core = {(s.integration, s.check): (s.last_status, s.last_code, s.since, s.last_checked_at, s.last_ok_at)
+            for s in store.state_rows()}
+    assert core == orm and all(t is None or t.tzinfo == UTC for v in core.values() for t in v[2:])
+    assert [tuple(s) for s in store.state_rows("b")] == [("b", "token", *orm[("b", "token")])]
+
+    assert [(r.integration, r.check, r.id) for r in store.latest_results_of(["a", "b"])] == [
+        (r.integration, r.check, r.id) for r in store.latest_results() if r.integration in ("a", "b")]
+
+    rows = store.integration_rows()
+    assert [(r.name, list(r.tags), list(r.checks)) for r in rows] == [("a", ["dms"], ["token", "ews"]),
+                                                                       ("b", [], ["token"])]  # not "gone"
+
+    rollups = store.rollups()
+    since = now - timedelta(hours=24)
+    per_hour: dict[tuple[str, datetime], list[int]] = defaultdict(lambda: [0, 0])
+    for r in rollups:
+        if r.hour >= since:  # removed integrations too: the pages pick those in the config
+            per_hour[(r.integration, r.hour)][0] += r.ok + r.warn
+            per_hour[(r.integration, r.hour)][1] += r.total
+    got = {(i, h): [int(u), int(t)] for i, h, u, t in store.uptime_by_hour(since)}
+    assert got == dict(per_hour) and all(h.tzinfo == UTC for _, h in got)
+    assert {(i, h) for i, h, _, _ in store.uptime_by_hour(since, integration="a")} == {
+        k for k in per_hour if k[0] == "a"}
+    totals = defaultdict(lambda: [0, 0])
+    for (integ, _), (u, t) in per_hour.items():
+        totals[integ][0] += u
+        totals[integ][1] += t
+    assert {i: [u, t] for i, u, t in store.uptime_totals(since)} == dict(totals)
+
+    for start, per, count in ((since, 1, 24), (since, 6, 4), (T0, 24, 2), (T0 + timedelta(hours=5), 7, 3)):
+        cells: dict[tuple[str, int], list[int]] = defaultdict(lambda: [0, 0])
+        for r in rollups:
+            if r.integration == "a" and start <= r.hour < start + timedelta(hours=per * count):
+                cell = cells[(r.check, int((r.hour - start).total_seconds()) // 3600 // per)]
+                cell[0] += r.ok + r.warn
+                cell[1] += r.total
+        got_cells = {(check, i): [up, total]
+                     for check, i, up, total in store.uptime_cells(["a", "b"], start, per, count)["a"]}
+        assert got_cells == dict(cells), (start, per)
+        assert any(up < total for up, total in cells.values())
+    expected = sorted((r.check, r.hour, r.latency_sum_ms / r.latency_count) for r in rollups
+                      if r.integration == "a" and r.hour >= since and r.latency_count)
+    got = sorted(store.latency_rows(["a"], since)["a"])
+    assert [g[:2] for g in got] == [e[:2] for e in expected]
+    assert all(abs(g[2] - e[2]) < 1e-9 for g, e in zip(got, expected, strict=True))
+
+
+def test_uptime_by_hour_reads_final_hours_once_and_the_current_ones_each_time(store):  # noqa: F811
+    now = _fill(store)
+    since = now - timedelta(hours=24)
+    first = sorted(store.uptime_by_hour(since))
+    assert sorted(store.uptime_by_hour(since)) == first  # the hours before the watermark from memory
+    # a result in the current hour (after the watermark): counted at the next read
+    store.record_result(integration="b", check="token", checked_at=now + timedelta(minutes=30),
+                        outcome=Outcome(Status.FAIL, "auth_failed", "x", latency_ms=1.0), thresholds=Thresholds(1, 1))
+    store.rollup_history(now + timedelta(minutes=40))
+    later = {(i, h): (u, t) for i, h, u, t in store.uptime_by_hour(since)}
+    assert later[("b", now)] == (0, 1)
+    assert {k: v for k, v in later.items() if k != ("b", now)} == {(i, h): (u, t) for i, h, u, t in first}
+    # a second store (another process) reads the same
+    again = type(store)(store.engine)
+    assert {(i, h): (u, t) for i, h, u, t in again.uptime_by_hour(since)} == later

@@ -153,6 +153,7 @@ def history_lines(doc: dict) -> list[str]:
         lines.append(f"{label:44} {shown:>14}  {t.get(key, ''):>9}  {hv.get(key, 'info')}")
 
     hrow("overview page (GET /)", "overview_ms", " ms")
+    hrow("  first GET after start (caches cold)", "overview_first_ms", " ms")
     hrow("integration page", "integration_page_ms", " ms")
     hrow("static report", "report_s", " s")
     hrow("  report size", "report_mb", " MB")

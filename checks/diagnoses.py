@@ -27,7 +27,8 @@ Decisions:
   the assignment is fixed the existing refresh token works again.
 - Extra codes beyond DESIGN.md's table: ``smtp_auth_disabled_mailbox``, ``config_error``,
   ``graph_unreadable``, ``no_refresh_token``, ``certificate_expiring``, ``credential_not_found``,
-  ``wrong_account`` (a delegated sign-in by another account than the configured one).
+  ``wrong_account`` (a delegated sign-in by another account than the configured one), ``reply_too_large``
+  (an HTTP reply past ``checks.graph_client.MAX_REPLY_BYTES``).
 """
 
 from __future__ import annotations
@@ -554,6 +555,16 @@ _ENTRIES: tuple[Diagnosis, ...] = (
         "Check Microsoft 365 service health (admin center > Health > Service health > Exchange Online).",
         "If it persists, the redacted reply in the result's details says what the server said."),
        category="mailbox"),
+    _d("reply_too_large", "Reply larger than mailwarden reads",
+       "The server's HTTP reply was larger than mailwarden reads for this step, so mailwarden stopped "
+       "reading and knows nothing about the mailbox ({detail}). Microsoft Graph and EWS answer these "
+       "requests in a few KB: the configured endpoint or something in between answered instead.",
+       ("Compare the configured cloud and endpoints (graph, ews) with Microsoft's "
+        "(https://graph.microsoft.com/v1.0, https://outlook.office365.com/EWS/Exchange.asmx) and check "
+        "that no proxy, captive portal or TLS inspection sits in between.",
+        "Open the URL named in the result's summary from mailwarden's host and look at what answers.",
+        "Check Microsoft 365 service health (admin center > Health > Service health)."),
+       category="network"),
     _d("unclassified", "Unrecognised failure",
        "mailwarden could not match the reply to a known failure; the redacted reply is kept with the "
        "result ({detail}).",

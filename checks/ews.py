@@ -17,6 +17,7 @@ from xml.sax.saxutils import escape
 
 import httpx
 
+from checks import graph_client
 from checks.base import CheckContext, NoOptions, Outcome, Status
 from checks.mailbox import Probe, fetch_token, tls_context
 from checks.network import network_outcome
@@ -96,13 +97,17 @@ class EwsCheck:
                    "Content-Type": "text/xml; charset=utf-8"}
         verify = tls_context(ctx.endpoints.ca_bundle)
         try:
-            async with httpx.AsyncClient(verify=verify, timeout=ctx.timeout_s,
-                                         trust_env=not ctx.endpoints.ca_bundle) as http:
+            async with graph_client.capped_client(verify=verify, timeout=ctx.timeout_s,
+                                                  trust_env=not ctx.endpoints.ca_bundle) as http:
                 t0 = time.perf_counter()
                 resp = await http.post(ctx.endpoints.ews, content=REQUEST.format(mailbox=escape(mailbox)),
                                        headers=headers)
                 probe.phases["getfolder"] = round((time.perf_counter() - t0) * 1000, 1)
-        except Exception as exc:  # noqa: BLE001 - DNS, refused, TLS, timeout
+        except Exception as exc:  # noqa: BLE001 - DNS, refused, TLS, timeout, a reply past the cap
+            big = graph_client.too_large(exc)
+            if big is not None:
+                return self._noted(probe.outcome(Status.ERROR, "reply_too_large", f"EWS GetFolder for {mailbox}: "
+                                                 f"{big}", reply_cap_bytes=big.cap))
             outcome = network_outcome(exc, ctx.endpoints.ews) or Outcome(
                 Status.ERROR, "unexpected_reply", f"EWS: {type(exc).__name__}: {redact(exc)}")
             return self._noted(outcome)

@@ -120,8 +120,8 @@ class CredentialReader:
                                          f"(AADSTS{codes[0] if codes else '?'}: {classify_aadsts(codes)})")
         url = f"{endpoints.graph}/applications(appId='{app.client_id}')"
         try:
-            async with httpx.AsyncClient(verify=graph_client.verify_for(endpoints), timeout=self.timeout_s,
-                                         trust_env=not endpoints.ca_bundle) as http:
+            async with graph_client.capped_client(verify=graph_client.verify_for(endpoints), timeout=self.timeout_s,
+                                                  trust_env=not endpoints.ca_bundle) as http:
                 resp = await http.get(url, params={"$select": _SELECT},
                                       headers={"Authorization": f"Bearer {result['access_token']}"})
         except Exception as exc:  # noqa: BLE001 - every failure is reported, none escapes
@@ -155,6 +155,9 @@ class CredentialReader:
                                      f"needs Application.Read.All)")
 
     def _failure(self, app_name: str, monitor_app: str, exc: BaseException) -> CredentialRead:
+        big = graph_client.too_large(exc)
+        if big is not None:  # a reply past graph_client.MAX_REPLY_BYTES: not read on
+            return CredentialRead(app_name, False, code="graph_unreadable", reason=f"reply_too_large: {big}")
         code = network_code(exc) or "unclassified"
         return CredentialRead(app_name, False, code="graph_unreadable", reason=f"{code}: {redact(exc)}")
 

@@ -14,7 +14,7 @@ from tests.ha.conftest import write_config
 
 pytestmark = [pytest.mark.slow, pytest.mark.postgres]
 NAMES = ["i0", "i1", "i2"]
-OUTAGE_S = 30.0
+OUTAGE_S = 60.0  # issue 9: a one-minute outage
 
 
 def finished(proc, name: str | None = None) -> list[dict]:

@@ -110,7 +110,7 @@ class GraphMail:
                                             "send": "SENDMAIL"}[op], mb.address)
             ctx = f"{self.base}/$metadata#users('{ident or upn}')"
             if op == "folder":
-                return self.folder(mb, ctx, crid)
+                return self.folder(request, mb, ctx, crid)
             if op == "messages":
                 return self.messages(request, mb, ctx, crid)
         return await self.send(request, mb, crid)
@@ -122,12 +122,23 @@ class GraphMail:
             headers.update({"client-request-id": crid, "request-id": crid})
         return JSONResponse(body, status_code=status, headers=headers)
 
-    def folder(self, mb: Mailbox, ctx: str, crid) -> Response:
+    def folder(self, request: Request, mb: Mailbox, ctx: str, crid) -> Response:
         unread = sum(1 for m in mb.messages if not m.seen)
-        return self._ok({"@odata.context": f"{ctx}/mailFolders/$entity", "id": inbox_id(mb),
-                         "displayName": "Inbox", "parentFolderId": "AAMkAGI2Root" + mb.id.replace("-", ""),
-                         "childFolderCount": 0, "unreadItemCount": unread, "totalItemCount": len(mb.messages),
-                         "sizeInBytes": mb.size(), "isHidden": False}, crid)
+        body = {"id": inbox_id(mb), "displayName": "Inbox", "parentFolderId": "AAMkAGI2Root" + mb.id.replace("-", ""),
+                "childFolderCount": 0, "unreadItemCount": unread, "totalItemCount": len(mb.messages),
+                "sizeInBytes": mb.size(), "isHidden": False}
+        select = [s.strip() for s in (request.query_params.get("$select") or "").split(",") if s.strip()]
+        context = f"{ctx}/mailFolders/$entity"
+        if select:  # as Graph: the selected properties and the id; an unknown name is a 400
+            by_lower = {k.lower(): k for k in body}
+            unknown = [s for s in select if s.lower() not in by_lower]
+            if unknown:
+                return graph_error(400, "RequestBroker--ParseUri", f"Could not find a property named "
+                                   f"'{unknown[0]}' on type 'microsoft.graph.mailFolder'.", crid)
+            names = ["id"] + [by_lower[s.lower()] for s in select if by_lower[s.lower()] != "id"]
+            body = {k: body[k] for k in names}
+            context = f"{ctx}/mailFolders({','.join(names[1:])})/$entity"
+        return self._ok({"@odata.context": context, **body}, crid)
 
     def messages(self, request: Request, mb: Mailbox, ctx: str, crid) -> Response:
         q = request.query_params

@@ -46,9 +46,8 @@ from monitor.runner import RunResult
 from monitor.runtime import open_runtime
 from monitor.scheduler import Monitor
 
-# Rows before the soak is judged. The first minutes fill the token caches and store, the connection pools,
-# SQLite's page caches (the database grows by ~3,400 results a minute) and malloc's arenas: at full scale RSS
-# climbed for about 5 minutes and was flat after that (measured on 2 cores, see README "Soak").
+# Rows before the soak is judged: the first minutes fill the token caches and store, the connection pools and
+# SQLite's page caches (at full scale on 2 cores RSS rose 186 -> 197 MB in the first 5 minutes, 2026-11).
 WARMUP = 5
 TICK_S = 1.0
 _TCP_STATES = {"01": "established", "08": "close_wait"}
@@ -219,8 +218,9 @@ async def soak(cfg: config_mod.Config, sandbox: SandboxProcess, minutes: float, 
             if now >= next_mark:
                 rows.append(period.row(len(rows) + 1, now - start, tick, sandbox.proc.pid))
                 r = rows[-1]
-                say(f"minute {r['minute']}: RSS {r['rss_mb']} MB (max {r['rss_max_mb']}), fds {floor(r, 'fds')}"
-                    f"..{r['fds_max']}, sockets {floor(r, 'sockets')}..{r['sockets_max']}, db {r['db_conns_max']}, "
+                say(f"row {r['minute']} ({r['t_s']:.0f} s): RSS {r['rss_mb']} MB (max {r['rss_max_mb']}), "
+                    f"fds {floor(r, 'fds')}..{r['fds_max']}, sockets {floor(r, 'sockets')}..{r['sockets_max']}, "
+                    f"db {r['db_conns_max']}, "
                     f"threads {r['threads_max']}, {r['checks']} checks ({r['not_ok']} not ok), "
                     f"{r['quiet_samples']}/{r['samples']} quiet")
                 period = Period(now)

@@ -108,14 +108,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"\nwritten: {path}")
         return 0
     work = workload.build(args.integrations)
-    tmp = None
-    workdir = args.workdir
-    if workdir is None:
-        tmp = workdir = Path(tempfile.mkdtemp(prefix="mailwarden-bench-"))
-    workdir = workdir.resolve()
-    workdir.mkdir(parents=True, exist_ok=True)
-    for stale in ("mailwarden.db", "mailwarden.db-wal", "mailwarden.db-shm", "mailwarden.key"):
-        (workdir / stale).unlink(missing_ok=True)
+    workdir, tmp = workload.prepare_workdir(args.workdir, "mailwarden-bench-")
     # logged as `serve` logs when not on a terminal: a JSON line per check (into a file, not the terminal)
     log_file = (workdir / "mailwarden.log").open("a", encoding="utf-8")
     logs.setup("info", stream=log_file, json_lines=True)

@@ -28,7 +28,6 @@ import logging
 import os
 import shutil
 import sys
-import tempfile
 import time
 from collections import Counter
 from dataclasses import dataclass, field
@@ -247,13 +246,7 @@ def _configure(path: Path, interval_s: float) -> None:
 def run(integrations: int, minutes: float, *, interval_s: float = 60.0, sample_s: float = 60.0,
         latency_ms: int = 50, workdir: Path | None = None) -> dict[str, Any]:
     work = workload.build(integrations)
-    tmp = None
-    if workdir is None:
-        tmp = workdir = Path(tempfile.mkdtemp(prefix="mailwarden-soak-"))
-    workdir = workdir.resolve()
-    workdir.mkdir(parents=True, exist_ok=True)
-    for stale in ("mailwarden.db", "mailwarden.db-wal", "mailwarden.db-shm", "mailwarden.key"):
-        (workdir / stale).unlink(missing_ok=True)
+    workdir, tmp = workload.prepare_workdir(workdir, "mailwarden-soak-")
     log_file = (workdir / "mailwarden.log").open("a", encoding="utf-8")  # serve's JSON lines, not the terminal
     logs.setup("info", stream=log_file, json_lines=True)
     say(f"{len(work.integrations)} integrations in {work.tenants} tenants, checks {work.kinds()}, every "

@@ -16,6 +16,7 @@ Every integration also has `token` and `secret_expiry`: 34 checks per tenant, 3.
 from __future__ import annotations
 
 import os
+import tempfile
 import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -166,3 +167,16 @@ def write_scenario(work: Workload, workdir: Path) -> Path:
     path = workdir / "scenario.yaml"
     path.write_text(yaml.safe_dump(work.scenario, sort_keys=False), encoding="utf-8")
     return path
+
+
+def prepare_workdir(workdir: Path | None, prefix: str) -> tuple[Path, Path | None]:
+    """The run's directory, emptied of a previous run's database and key; (dir, the temporary dir to remove
+    afterwards, or None when the caller named one)."""
+    tmp = None
+    if workdir is None:
+        tmp = workdir = Path(tempfile.mkdtemp(prefix=prefix))
+    workdir = workdir.resolve()
+    workdir.mkdir(parents=True, exist_ok=True)
+    for stale in ("mailwarden.db", "mailwarden.db-wal", "mailwarden.db-shm", "mailwarden.key"):
+        (workdir / stale).unlink(missing_ok=True)
+    return workdir, tmp

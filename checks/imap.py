@@ -23,6 +23,7 @@ from checks.mailbox import (
     ProtocolCheck,
     connect_failure,
     decode_challenge,
+    no_delay,
     tls_context,
     xoauth2,
 )
@@ -87,7 +88,7 @@ class ImapCheck(ProtocolCheck):
             class _Plain(imaplib.IMAP4):
                 def _create_socket(self, timeout):
                     probe.watch(self)
-                    return imaplib.IMAP4._create_socket(self, timeout)
+                    return no_delay(imaplib.IMAP4._create_socket(self, timeout))
 
             conn = probe.time("connect", lambda: _Plain(host, port, timeout=timeout))
             probe.time("tls", lambda: conn.starttls(ssl_context=tls))
@@ -95,7 +96,7 @@ class ImapCheck(ProtocolCheck):
             class _Timed(imaplib.IMAP4_SSL):
                 def _create_socket(self, timeout):  # split TCP connect from the TLS handshake
                     probe.watch(self)
-                    sock = probe.time("connect", lambda: imaplib.IMAP4._create_socket(self, timeout))
+                    sock = probe.time("connect", lambda: no_delay(imaplib.IMAP4._create_socket(self, timeout)))
                     return probe.time("tls", lambda: self.ssl_context.wrap_socket(sock, server_hostname=self.host))
 
             conn = _Timed(host, port, ssl_context=tls, timeout=timeout)

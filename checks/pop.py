@@ -20,6 +20,7 @@ from checks.mailbox import (
     ProtocolCheck,
     connect_failure,
     decode_challenge,
+    no_delay,
     tls_context,
     xoauth2_b64,
 )
@@ -56,7 +57,7 @@ class PopCheck(ProtocolCheck):
         class _Timed(poplib.POP3_SSL):
             def _create_socket(self, timeout):  # split TCP connect from the TLS handshake
                 probe.watch(self)
-                sock = probe.time("connect", lambda: poplib.POP3._create_socket(self, timeout))
+                sock = probe.time("connect", lambda: no_delay(poplib.POP3._create_socket(self, timeout)))
                 return probe.time("tls", lambda: self.context.wrap_socket(sock, server_hostname=self.host))
 
         try:

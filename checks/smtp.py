@@ -18,7 +18,15 @@ from typing import Any, ClassVar
 from pydantic import BaseModel, ConfigDict
 
 from checks.base import CheckContext, Outcome, Status
-from checks.mailbox import SASL_PLACEHOLDER, Probe, ProtocolCheck, connect_failure, tls_context, xoauth2
+from checks.mailbox import (
+    SASL_PLACEHOLDER,
+    Probe,
+    ProtocolCheck,
+    connect_failure,
+    no_delay,
+    tls_context,
+    xoauth2,
+)
 
 
 class SmtpOptions(BaseModel):
@@ -47,6 +55,9 @@ class _Bounded(smtplib.SMTP):
     def __init__(self, deadline: float, **kwargs: Any):
         self.deadline = deadline
         super().__init__(**kwargs)
+
+    def _get_socket(self, host, port, timeout):  # noqa: ANN001, ANN202 - smtplib's signature
+        return no_delay(super()._get_socket(host, port, timeout))
 
     def getreply(self):  # noqa: ANN201 - smtplib's signature
         if self.file is None and self.sock is not None:

@@ -87,7 +87,9 @@ class Sandbox:
         self.ca_path = self.tls.ca_path
         self.signer = Signer(self.workdir)
         family = socket.AF_INET6 if ":" in host else socket.AF_INET
-        self._sock = socket.socket(family, socket.SOCK_STREAM)
+        # IPPROTO_TCP: asyncio sets TCP_NODELAY on accepted sockets only when their proto is TCP. With proto 0,
+        # Nagle held every response body until the client's delayed ACK (~40 ms per request; bench/RESULTS.md)
+        self._sock = socket.socket(family, socket.SOCK_STREAM, socket.IPPROTO_TCP)
         self._sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         self._sock.bind((host, port))
         self.port = self._sock.getsockname()[1]

@@ -76,7 +76,7 @@ class MailServers:
         family = socket.AF_INET6 if ":" in host else socket.AF_INET
         self.socks: dict[str, socket.socket] = {}
         for name in self.handlers:
-            s = socket.socket(family, socket.SOCK_STREAM)
+            s = socket.socket(family, socket.SOCK_STREAM, socket.IPPROTO_TCP)  # TCP_NODELAY: see server.py
             s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
             s.bind((host, ports.get(name, 0)))
             s.listen(128)

@@ -5,6 +5,9 @@ from __future__ import annotations
 import time
 from typing import Any
 
+import requests
+
+import monitor.tokens as tokens_mod
 from bench.cycle import Measured, Meter
 from checks import REGISTRY
 from checks.base import CheckContext
@@ -65,7 +68,14 @@ def cached_tokens(runtime: Runtime, meter: Meter, limit: int) -> dict[str, Any]:
 
 
 class FreshTokens(TokenProvider):
-    """A cron script's tokens: a new one from the token endpoint for every check."""
+    """A cron script's tokens: a new one from the token endpoint for every check. A cron script starts a new
+    process per mailbox, so each token comes from a new MSAL app object with a new HTTP session, and MSAL's
+    discovery cache (``http_cache``) lives in the app object: the authority's discovery document is fetched
+    again every time, on a new connection. (Until session 3 the baseline shared mailwarden's discovery cache
+    and connection pool, which no cron script has.)"""
+
+    def _http(self) -> requests.Session:
+        return tokens_mod.http_session(self.endpoints)  # looked up now: bench.instrument counts its requests
 
     def app_token(self, app_name: str, resource: str, *, fresh: bool = False) -> dict[str, Any]:
         return super().app_token(app_name, resource, fresh=True)

@@ -75,6 +75,7 @@ def figures(n: int, latency_ms: float, ideal: dict, cycles: list[Measured], kind
         "baseline_wall_s": round(base.wall_s, 3),
         "baseline_scaled_s": round(base_scaled, 1) if base_scaled else None,
         "speedup_vs_cron": round(base_scaled / first.wall_s, 1) if base_scaled and first.wall_s else None,
+        "baseline_idp_requests": {"token": sum(base.idp_token.values()), "discovery": sum(base.idp_discovery.values())},
         "mailbox_token_requests_cycles_2_3": sum(sum(v.values()) for v in mailbox_tokens.values()),
         "mailbox_token_requests_by_cycle": mailbox_tokens,
         "token_check_requests_by_cycle": token_check_requests,
@@ -111,6 +112,8 @@ def render(doc: dict) -> str:
     row("steady cycles (2, 3) / ideal", None, ", ".join(map(str, f["steady_vs_ideal"])))
     row("checks per second", None, f["checks_per_s"])
     row("cron baseline, scaled to N", None, f["baseline_scaled_s"], " s")
+    idp = f.get("baseline_idp_requests") or {}
+    row("  its token POSTs, discovery GETs", None, f"{idp.get('token', '-')}, {idp.get('discovery', '-')}")
     row("speed-up over the cron baseline", "speedup_vs_cron", f["speedup_vs_cron"], "x")
     row("mailwarden CPU per check (cycle 1)", None, f["cpu_ms_per_check_cycle"], " ms")
     for kind, ms in f["cpu_ms_per_check_by_kind"].items():

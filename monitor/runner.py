@@ -13,11 +13,11 @@ import time
 import traceback
 import weakref
 from collections import defaultdict
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from checks import REGISTRY
 from checks.base import CheckContext, Outcome, Status
@@ -116,7 +116,8 @@ class Runner:
         # the buffer; ``writable`` is False while this instance must re-take its leadership lease first.
         self.buffer: ResultBuffer | None = None
         self.writable: Callable[[], bool] = lambda: True
-        self._last: dict[tuple[str, str], tuple[str, str | None]] = {}  # latest (status, code), for _blocked
+        # latest (status, code) of each check, for _blocked: as this runner stored it, or as read at start
+        self._last: dict[tuple[str, str], tuple[str | None, str | None]] = {}
         # until when each check waits (a Retry-After), as this runner last stored it: the scheduler asks
         # before every run, and a store read per run cost a thread hop and a query (bench/)
         self._not_before: dict[tuple[str, str], datetime | None] = {}
@@ -173,6 +174,16 @@ class Runner:
             "latency_ms": round(outcome.latency_ms or 0, 1), "summary": redact(outcome.summary),
             "transition": f"{transition.from_status}->{transition.to_status}" if transition else None})
         return RunResult(name, kind, outcome, checked_at, row, transition)
+
+    def remember_latest(self, latest: Mapping[tuple[str, str], Any], scheduled: Iterable[tuple[str, str]]) -> None:
+        """Take the stored latest status, code and Retry-After of the ``scheduled`` checks (``Store.latest()``,
+        read once when the scheduler starts or takes over; a check missing there has never run) as what this
+        runner knows, instead of a state read before each check's first run: 4,000 of them queued for the worker
+        threads ahead of the checks themselves (bench/)."""
+        for key in scheduled:
+            run = latest.get(key)
+            self._last.setdefault(key, (run.status, run.code) if run is not None else (None, None))
+            self._not_before.setdefault(key, run.not_before if run is not None else None)
 
     def forget_latest(self) -> None:
         """Read the latest states from the store again (taking over from another instance)."""

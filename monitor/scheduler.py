@@ -11,7 +11,7 @@ import asyncio
 import contextlib
 import logging
 import random
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -19,6 +19,7 @@ from apscheduler.schedulers.asyncio import AsyncIOScheduler
 from apscheduler.triggers.interval import IntervalTrigger
 
 from monitor import config as config_mod
+from monitor import trim_heap
 from monitor.buffer import ResultBuffer
 from monitor.errors import MailwardenError, StorageError
 from monitor.runner import TOKEN, RunResult
@@ -74,7 +75,7 @@ class Monitor:
                 job.remove()
                 log.info("check unscheduled", extra={"job": job.id})
         now = datetime.now(UTC)
-        last_run = self._last_runs() if first else {}
+        last_run = self._last_runs([(name, kind) for name, kind, _ in wanted.values()]) if first else {}
         for jid, (name, kind, interval) in wanted.items():
             existing = self.scheduler.get_job(jid)
             trigger = IntervalTrigger(seconds=interval, jitter=min(interval * 0.1, 30.0), timezone=UTC)
@@ -103,17 +104,22 @@ class Monitor:
                                    id=HISTORY_JOB, coalesce=True, max_instances=1, misfire_grace_time=300,
                                    next_run_time=now + timedelta(seconds=10))
 
-    def _last_runs(self) -> dict[tuple[str, str], datetime]:
+    def _last_runs(self, scheduled: Iterable[tuple[str, str]]) -> dict[tuple[str, str], datetime]:
+        """When each check last ran, as stored; the runner learns each scheduled check's latest status and
+        Retry-After from the same read."""
         try:
-            return self.runtime.store.last_checked()
+            latest = self.runtime.store.latest()
         except StorageError as exc:  # the database is down at start: every check starts at once, as on day one
             log.warning("last runs unreadable; checks start at once", extra={"error": exc.message()})
             return {}
+        self.runtime.runner.remember_latest(latest, scheduled)
+        return {key: run.checked_at for key, run in latest.items() if run.checked_at is not None}
 
     async def _history(self) -> None:
         """Roll raw results up into hours (what the dashboard reads); prune beyond the retention hourly."""
         store, retention = self.runtime.store, self.runtime.config.web.retention
         now = datetime.now(UTC)
+        await asyncio.to_thread(trim_heap)  # the minute's freed memory back to the system (monitor/__init__)
         if not await self._ready():
             return
         try:

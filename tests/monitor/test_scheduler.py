@@ -228,6 +228,40 @@ async def test_a_restart_continues_from_the_stored_last_runs(tmp_path, running, 
                if not housekeeping(j.id))
 
 
+async def test_a_restart_keeps_the_stored_token_failure_and_retry_after(tmp_path, running, kinds, monkeypatch):
+    """What the store says about each check before a restart holds on its first run after it: a mailbox check
+    whose token check was failing is blocked (not run against the mailbox), and a throttled check waits for
+    its stored Retry-After. The scheduler learns this in one read at start, not a state read per check."""
+    token, mail = kinds
+    mail.depends_on_token = True
+    token.script["i0"] = [Outcome(Status.FAIL, "invalid_client", "AADSTS7000222: the client secret expired")]
+    mail.script["i1"] = [Outcome(Status.WARN, "throttled", "429 Too Many Requests", retry_after_s=600)]
+    cfg = write_config(tmp_path / "mailwarden.yaml", integ("i0"), integ("i1"))
+    clock = await running(cfg)
+    pairs = [(n, k) for n in ("i0", "i1") for k in ("token", "mail_test")]
+    await clock.step(10, {job_id(i, k): 1 for i, k in pairs})
+    assert clock.monitor.runtime.store.get_state("i0", "token").last_status == "fail"
+    clock.monitor.shutdown()
+    await asyncio.sleep(0.01)
+
+    clock.traveller.move_to(T0 + timedelta(seconds=75))  # restarted: every check is due again
+    token.script["i0"] = [Outcome(Status.FAIL, "invalid_client", "AADSTS7000222: the client secret expired")]
+    restarted = Monitor(open_runtime(config_mod.load(cfg)), cfg)
+    store = restarted.runtime.store
+    reads: list[tuple[str, str]] = []
+    real_get_state = store.get_state
+    monkeypatch.setattr(store, "get_state", lambda n, k: reads.append((n, k)) or real_get_state(n, k))
+    restarted.sync_jobs(first=True)
+    mail.calls.clear()
+    await restarted._run("i0", "mail_test")  # before i0's token check runs again
+    await restarted._run("i1", "mail_test")  # 65 s after a Retry-After of 600 s
+    assert mail.calls == []
+    assert [r.code for r in store.results("i0", "mail_test")][:1] == ["blocked_by_token"]
+    assert count(store, "i1", "mail_test") == 1  # deferred: no second result
+    assert reads == []
+    restarted.shutdown()
+
+
 async def test_throttled_check_waits_until_not_before(tmp_path, running, kinds, caplog):
     token, _ = kinds
     token.script["i0"] = [Outcome(Status.WARN, "throttled", "429 Too Many Requests", retry_after_s=150)]

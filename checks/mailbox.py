@@ -10,7 +10,6 @@ from __future__ import annotations
 import asyncio
 import base64
 import contextlib
-import functools
 import heapq
 import itertools
 import socket
@@ -24,6 +23,7 @@ from typing import Any, ClassVar, TypeVar
 from checks import permissions
 from checks.base import CheckContext, Outcome, Status
 from checks.network import network_outcome
+from checks.tls import mail_context
 from checks.token import refused_outcome
 from monitor.errors import SecretReferenceError
 from monitor.redact import redact
@@ -120,11 +120,9 @@ def decode_challenge(data: bytes | str | None) -> str:
         return raw.decode("utf-8", "replace")
 
 
-@functools.lru_cache(maxsize=8)
 def tls_context(ca_bundle: str | None) -> ssl.SSLContext:
-    ctx = ssl.create_default_context(cafile=ca_bundle) if ca_bundle else ssl.create_default_context()
-    ctx.minimum_version = ssl.TLSVersion.TLSv1_2
-    return ctx
+    """The shared context of the mail protocols (checks.tls: one CA store load per bundle, not per check)."""
+    return mail_context(ca_bundle)
 
 
 @dataclass

@@ -9,7 +9,6 @@ instead of failing on a stale snapshot; PostgreSQL serialises writers of one che
 from __future__ import annotations
 
 import json
-import os
 import threading
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
@@ -66,19 +65,6 @@ def display_url(url: str) -> str:
     return _mask_password(redact(url), url)
 
 
-_BUSY_TIMEOUT_S = 10.0
-_WRITER_LOCKS: dict[str, threading.RLock] = {}
-_WRITER_LOCKS_GUARD = threading.Lock()
-
-
-def _sqlite_writer_lock(engine: Engine) -> threading.RLock:
-    """One lock per SQLite database in this process, shared by every Store and engine on that file."""
-    key = engine.url.database or ""
-    key = key if key in ("", ":memory:") else os.path.realpath(key)
-    with _WRITER_LOCKS_GUARD:
-        return _WRITER_LOCKS.setdefault(key, threading.RLock())
-
-
 def make_engine(url: str) -> Engine:
     url = normalise_url(url)
     if url.startswith("sqlite"):
@@ -89,7 +75,7 @@ def make_engine(url: str) -> Engine:
             # Let SQLAlchemy's "begin" event emit BEGIN itself (pysqlite's own BEGIN is always DEFERRED).
             dbapi_conn.isolation_level = None
             cur = dbapi_conn.cursor()
-            cur.execute(f"PRAGMA busy_timeout = {int(_BUSY_TIMEOUT_S * 1000)}")
+            cur.execute("PRAGMA busy_timeout = 10000")
             cur.execute("PRAGMA journal_mode = WAL")
             # WAL with NORMAL: no fsync per commit (only at checkpoints); a power cut may lose the last
             # results, never the database. FULL fsynced every result under the write lock (bench/).
@@ -201,23 +187,9 @@ class Store(AlertStore, HistoryStore, RotationStore, ReauthStore):
 
     # -- plumbing -------------------------------------------------------------------------------------
     @contextmanager
-    def _writer(self, write: bool) -> Iterator[None]:
-        """On SQLite, this process's writers take turns on a lock before BEGIN IMMEDIATE. Left to SQLite, a
-        writer that finds the database locked sleeps in its busy handler (1, 2, 5 ... 100 ms steps) however soon
-        the lock frees: at 20 checks at once, results and token caches waited there while their threads, and
-        the checks' slots, sat idle (bench/). Other processes still wait in the busy handler."""
-        lock = _sqlite_writer_lock(self.engine) if write and self._sqlite else None
-        held = lock.acquire(timeout=_BUSY_TIMEOUT_S) if lock is not None else False
-        try:
-            yield
-        finally:
-            if held:
-                lock.release()  # type: ignore[union-attr]
-
-    @contextmanager
     def _session(self, write: bool = False) -> Iterator[Session]:
         try:
-            with self._writer(write), Session(self.engine, expire_on_commit=False) as session:
+            with Session(self.engine, expire_on_commit=False) as session:
                 if write and self._sqlite:
                     session.connection(execution_options={_IMMEDIATE: True})
                 yield session
@@ -285,12 +257,11 @@ class Store(AlertStore, HistoryStore, RotationStore, ReauthStore):
     @contextmanager
     def _connection(self, write: bool = False) -> Iterator[Any]:
         try:
-            with self._writer(write):
-                conn = self.engine.connect()
-                if write and self._sqlite:
-                    conn = conn.execution_options(**{_IMMEDIATE: True})
-                with conn, conn.begin():
-                    yield conn
+            conn = self.engine.connect()
+            if write and self._sqlite:
+                conn = conn.execution_options(**{_IMMEDIATE: True})
+            with conn, conn.begin():
+                yield conn
         except DBAPIError as exc:
             raise StorageError(f"database {self.display} failed: {_reason(exc)}",
                                hint=_hint(str(self.engine.url))) from None

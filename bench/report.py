@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import os
 import platform
+import time
 from pathlib import Path
 from typing import Any
 
@@ -48,6 +49,32 @@ def machine() -> dict[str, Any]:
         pass
     return {"nproc": os.cpu_count(), "memory_gb": round(mem_kb / 1024 / 1024, 1), "cpu": cpu,
             "python": platform.python_version(), "platform": platform.platform()}
+
+
+def speed_reference() -> dict[str, float]:
+    """CPU milliseconds of two fixed pieces of work, best of three: loading certifi's CA bundle into a new SSL
+    context (OpenSSL, as in a check's TLS) and a pure-Python loop (the interpreter, as in the runner). This
+    2-core VM shares its host: the same instructions measured 17.4 ms at one hour and 22-27 ms two hours later
+    (session 3), and every CPU figure moves with them. Taken at the start and the end of a run, they say whether
+    the run's figures compare with another's."""
+    import ssl
+
+    import certifi
+
+    def best(fn) -> float:
+        times = []
+        for _ in range(3):
+            t = time.process_time()
+            fn()
+            times.append((time.process_time() - t) * 1000)
+        return round(min(times), 2)
+
+    def python_loop() -> None:
+        total = 0
+        for i in range(300_000):
+            total += i * i % 7
+    return {"tls_context_ms": best(lambda: ssl.create_default_context(cafile=certifi.where())),
+            "python_loop_ms": best(python_loop)}
 
 
 def figures(n: int, latency_ms: float, ideal: dict, cycles: list[Measured], kinds: dict[str, Measured],
@@ -100,6 +127,10 @@ def render(doc: dict) -> str:
     m = doc["machine"]
     lines = [f"mailwarden bench: {doc['integrations']} integrations, {doc['checks_per_cycle']} checks per cycle, "
              f"{doc['latency_ms']:g} ms per round trip; {m['nproc']} cores, {m['memory_gb']} GB",
+             *([f"machine speed reference (CPU ms, lower is faster; start -> end): "
+                f"TLS context {doc['speed']['start']['tls_context_ms']} -> {doc['speed']['end']['tls_context_ms']}, "
+                f"Python loop {doc['speed']['start']['python_loop_ms']} -> {doc['speed']['end']['python_loop_ms']}"]
+               if doc.get("speed") else []),
              "", f"{'figure':44} {'value':>14}  {'target':>9}  verdict"]
 
     def row(label: str, key: str | None, value: Any, unit: str = "") -> None:

@@ -107,6 +107,7 @@ def main(argv: list[str] | None = None) -> int:
         report.write(doc, path)
         print(f"\nwritten: {path}")
         return 0
+    speed_start = report.speed_reference()
     work = workload.build(args.integrations)
     workdir, tmp = workload.prepare_workdir(args.workdir, "mailwarden-bench-")
     # logged as `serve` logs when not on a terminal: a JSON line per check (into a file, not the terminal)
@@ -141,6 +142,7 @@ def main(argv: list[str] | None = None) -> int:
     doc = report.figures(args.integrations, args.latency_ms, ideal_s(cfg, args.latency_ms), out["cycles"],
                          out["kinds"], out["cached"], out["base"], out["base_n"], rss_mb, seed)
     doc["figures"]["peak_rss_mb_after_cycles"] = round(out["rss_cycles_mb"], 1)
+    doc["speed"] = {"start": speed_start, "end": report.speed_reference()}
     if args.history:
         doc["history"] = history_figures(args)
         doc["verdicts"].update({k: report.verdict(k, doc["history"].get(k)) for k in report.TARGETS

@@ -86,7 +86,11 @@ def services(config: Config, name: str) -> list[str | object]:
             raise LookupError(f"route {name!r}: Apprise config file {path} cannot be read")
         ac = apprise.AppriseConfig(asset=asset())
         ac.add(str(path))
-        servers = ac.servers()
+        try:  # Apprise 2 renamed AppriseConfig.servers() to services(); 1.9 has only servers()
+            servers = (ac.services if hasattr(ac, "services") else ac.servers)()
+        except Exception as exc:  # noqa: BLE001 - a config file Apprise cannot read is this route's problem only
+            raise LookupError(f"route {name!r}: Apprise config file {path} cannot be used: "
+                              f"{type(exc).__name__}: {exc}") from None
         if not servers:
             raise LookupError(f"route {name!r}: Apprise config file {path} holds no usable service URL")
         out += servers

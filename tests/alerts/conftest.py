@@ -26,6 +26,7 @@ class Receiver:
     def __init__(self):
         self.codes: list[int] = []
         self.bodies: list[dict] = []
+        self.pings: list[str] = []  # paths of GET requests (the dead-man heartbeat)
         receiver = self
 
         class Handler(http.server.BaseHTTPRequestHandler):
@@ -38,7 +39,10 @@ class Receiver:
                 self.end_headers()
                 self.wfile.write(b"{}")
 
-            do_GET = do_POST
+            def do_GET(self):
+                receiver.pings.append(self.path)
+                self.send_response(200)
+                self.end_headers()
 
             def log_message(self, *args):
                 pass

@@ -132,3 +132,18 @@ async def test_scheduler_runs_the_dispatcher_after_a_transition(tmp_path, receiv
         finally:
             monitor.shutdown()
             await asyncio.sleep(0.01)
+
+
+def test_maintenance_summary_lists_each_held_incident_on_its_own_line(env):
+    _, cfg, _ = env
+    held = [Incident(id=i, key=f"int:{n}:consent_missing", kind="single", code="consent_missing", members=[
+        {"integration": n, "check": "token", "status": "fail", "code": "consent_missing", "since": NOW.isoformat()}],
+        affected=[n], opened_at=NOW, status=status, resolved_at=None if status == "open" else NOW)
+        for i, n, status in ((8, "a", "open"), (9, "b", "resolved"))]
+    summary = Notice("maintenance_summary", None, 1, window="patch", window_end=NOW, incidents=held)
+    message = messages.render(summary, messages.Context(cfg))
+    for body in (message.text, message.markdown):
+        lines = body.splitlines()
+        assert sum(line.startswith("- ") and "#8" in line and "open" in line.lower() for line in lines) == 1, body
+        assert sum(line.startswith("- ") and "#9" in line and "resolved" in line for line in lines) == 1, body
+        assert any(line.startswith("1 incident(s) still open") for line in lines), body

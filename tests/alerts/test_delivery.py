@@ -45,6 +45,9 @@ def test_expired_secret_shared_by_three_is_one_alert_naming_all_three_with_cause
                    "http://mw.example:8080/integrations/a", "key: 1/opened/1", "shared by 3 integrations"):
         assert needle in text, needle
     assert SECRET not in text
+    lines = body["message"].splitlines()  # each affected integration on a line of its own, not run together
+    for n in ("a", "b", "c"):
+        assert sum(line.startswith(f"- {n} / ") for line in lines) == 2, (n, body["message"])  # token, secret_expiry
     assert len(sink.messages) == 1
     mail = sink.text(0)
     assert "Client secret expired" in mail and "Certificates" in mail and "1/opened/1" in mail
@@ -131,5 +134,23 @@ def test_alerts_test_reports_per_service_and_heartbeat_is_pinged(tmp_path, recei
     assert store.count(Notification, kind="test") == 2
     assert "test notification" in receiver.bodies[0]["message"]
     n = len(receiver.bodies)
+    assert receiver.pings == []  # the test command pings nothing
     d.run_once(T0)
-    assert len(receiver.bodies) == n  # a GET ping has no JSON body: counted by the server below
+    d.run_once(T0 + timedelta(minutes=1))
+    assert len(receiver.bodies) == n and receiver.pings == ["/hb", "/hb"]  # one ping per dispatch cycle
+
+
+def test_a_route_from_an_apprise_config_file_delivers_and_a_broken_one_holds_back_no_other(tmp_path, receiver):
+    (tmp_path / "apprise.txt").write_text(f"{receiver.url}?from=file\n")
+    (tmp_path / "broken.yml").write_text("urls: [this is not: an apprise config\n")
+    cfg, store = setup(tmp_path, routes=[{"name": "file", "config": "apprise.txt"},
+                                         {"name": "bad", "config": "broken.yml"},
+                                         {"name": "hook", "url": receiver.url}])
+    d = Dispatcher(cfg, store)
+    assert [o.ok for _, o in d.test(["file"])] == [True]
+    record(store, "a", "token", "fail", "consent_missing", at=T0)
+    d.run_once(T0)
+    by_route = {n.route: n.ok for n in store.notifications() if n.kind == "opened"}
+    assert by_route["file"] is True and by_route["hook"] is True
+    assert len(receiver.bodies) == 3  # the test notification, then the alert through each working route
+    assert not by_route.get("bad")  # its own failure, recorded or skipped, never the others'

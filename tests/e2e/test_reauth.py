@@ -177,6 +177,30 @@ def test_missing_delegated_permission_admin_consent_required(world):
     assert w.open().store.load_token_cache("subject") is None
 
 
+def test_a_sign_in_that_grants_fewer_scopes_than_needed_stores_nothing(world, monkeypatch):
+    """Entra ID answers a successful sign-in with the scopes it granted. Should that answer leave out one the
+    integration needs (SMTP.Send here), the sign-in is refused as consent_missing naming it, and the previous
+    token is kept. The sandbox, like Entra ID, refuses such a sign-in outright, so the answer is trimmed."""
+    w = world("delegated")
+    assert reauth(w, browser(w)).exit_code == 0
+    before = w.open().store.load_token_cache("subject").ciphertext
+    real = msal.ClientApplication.acquire_token_by_auth_code_flow
+
+    def fewer_scopes(self, *args, **kwargs):
+        result = real(self, *args, **kwargs)
+        result["scope"] = " ".join(s for s in result["scope"].split() if not s.endswith("SMTP.Send"))
+        return result
+
+    monkeypatch.setattr(msal.ClientApplication, "acquire_token_by_auth_code_flow", fewer_scopes)
+    result = reauth(w, browser(w))
+    assert result.exit_code == 1, result.output
+    assert "[consent_missing]" in result.output and "did not grant" in result.output
+    assert "SMTP.Send" in result.output and "Grant admin consent" in result.output
+    no_secrets(result, w.secret)
+    assert w.open().store.load_token_cache("subject").ciphertext == before
+    token_ok(w)
+
+
 def test_missing_delegated_permission_user_declines_consent(world):
     """Users may consent but the user does not tick the box: refused, nothing stored, previous token kept."""
     w = world("delegated")

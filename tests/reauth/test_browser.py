@@ -1,5 +1,7 @@
-"""The happy path in a real browser (Playwright driving Debian's chromium): the alert's link, the button, the
-sandbox's sign-in form, the success page with green checks. Screenshot: tests/artifacts/reauth_success.png."""
+"""Reauthorisation in a real browser (Playwright driving Debian's chromium): the alert's link, the button, the
+sandbox's sign-in form. Cancelling, then signing in as another user, are refused with their pages and leave the
+link usable; the right user gets the success page with green checks; the used link is then refused.
+Screenshot: tests/artifacts/reauth_success.png."""
 
 from __future__ import annotations
 
@@ -62,6 +64,27 @@ def test_reauthorise_in_a_browser(browser, revoked):
         page.on("response", lambda r: errors.append(f"{r.status} {r.url}")
                 if r.status >= 400 and r.url.startswith(env.rt.config.web.base_url) else None)
         page.on("pageerror", lambda e: errors.append(str(e)))
+        # cancel at Microsoft's sign-in page: a clear page, nothing stored
+        page.goto(link)
+        page.click("#start")
+        page.wait_for_selector("form#signin")
+        page.click("form#cancel button[type=submit]")
+        page.wait_for_selector("#reauth-cancelled", timeout=30_000)
+        # another user: refused as the wrong account, the revoked token kept, the link still usable
+        other, other_pw = f"someone-else@{env.w.upn.split('@')[1]}", "Pw-other-123"
+        env.w.ctl.add_user(env.w.tenant_id, upn=other, password=other_pw)
+        before = env.rt.store.load_token_cache("subject").ciphertext
+        page.goto(link)
+        page.click("#start")
+        page.wait_for_selector("form#signin")
+        page.fill("input[name=login]", other)
+        page.fill("input[name=passwd]", other_pw)
+        page.click("form#signin button[type=submit]")
+        page.wait_for_selector("#reauth-wrong_account", timeout=30_000)
+        assert env.w.upn in page.text_content("main") and other in page.text_content("main")
+        assert env.rt.store.load_token_cache("subject").ciphertext == before
+        errors.clear()  # the refusals above answer 400/403 on purpose
+        # the right user
         page.goto(link)
         assert env.w.upn in page.text_content("#account")
         page.click("#start")
@@ -77,6 +100,8 @@ def test_reauthorise_in_a_browser(browser, revoked):
         ARTIFACTS.mkdir(exist_ok=True)
         page.screenshot(path=str(ARTIFACTS / "reauth_success.png"), full_page=True)
         assert not errors, errors
+        reused = page.goto(link)  # single-use: the link is spent
+        assert reused is not None and reused.status == 410
     finally:
         context.close()
         server.should_exit = True

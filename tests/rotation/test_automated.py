@@ -6,6 +6,8 @@ import logging
 import sqlite3
 from datetime import timedelta
 
+import pytest
+
 from tests.rotation.conftest import automated, cycle, dispatch
 
 OWNED_BY = ["Application.Read.All", "Application.ReadWrite.OwnedBy"]
@@ -108,3 +110,57 @@ def test_not_an_owner_is_a_failed_step_with_the_reason(world, clock):
     [row] = w.runtime.store.rotations()
     assert row.auto_step == "failed" and "403" in row.auto_error and "owner" in row.auto_error
     assert clock() - timedelta(days=1) < row.updated_at
+
+
+def test_the_https_webhook_hook_receives_the_new_secret_and_only_it(world, sandbox, receiver, clock, monkeypatch):
+    """hook_url instead of hook_command: one POST of {app, client_id, key_id, end, secret} over verified TLS
+    (a receiver with a certificate from the sandbox's CA, trusted through SSL_CERT_FILE as httpx reads it)."""
+    import http.server
+    import json
+    import ssl
+    import threading
+
+    got: list[dict] = []
+
+    class Hook(http.server.BaseHTTPRequestHandler):
+        def do_POST(self):
+            got.append(json.loads(self.rfile.read(int(self.headers["Content-Length"]))))
+            self.send_response(200)
+            self.end_headers()
+
+        def log_message(self, *args):
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Hook)
+    tls = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    tls.load_cert_chain(str(sandbox.tls.cert_path), str(sandbox.tls.key_path))
+    server.socket = tls.wrap_socket(server.socket, server_side=True)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    monkeypatch.setenv("SSL_CERT_FILE", str(sandbox.tls.ca_path))
+    try:
+        url = f"https://127.0.0.1:{server.server_address[1]}/rotate"
+        w = rotated_world(world, receiver)
+        w.rewrite(lambda doc: doc["apps"]["subject"]["rotation"].update(hook_command=None, hook_url=url))
+        report = cycle(w, clock)
+        assert report.steps == ["subject: auto_add_password", "subject: auto_hook_url", "subject: auto_reference",
+                                "subject: auto_verified"], report
+        [body] = got
+        assert body["client_id"] == w.app_id and body["app"] == "subject" and body["key_id"] and body["end"]
+        new_secret = body["secret"]
+        assert new_secret != w.secret
+        assert (w.dir / "secrets" / "subject").read_text().strip() == new_secret
+        assert w.run("token").status.value == "ok"
+        assert not (w.dir / "hook.out").exists()  # the command hook was not run
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def test_a_hook_url_that_is_not_https_is_a_config_error():
+    from pydantic import ValidationError
+
+    from monitor.config import RotationConfig
+
+    with pytest.raises(ValidationError, match="must be an https:// URL"):
+        RotationConfig(automated=True, hook_url="http://hooks.example/rotate")
+    assert RotationConfig(automated=True, hook_url="https://hooks.example/rotate").hook_url

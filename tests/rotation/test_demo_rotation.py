@@ -47,6 +47,10 @@ def test_rotating_the_demo_secret_shows_each_step_on_the_dashboard(tmp_path):
 
         new = ctl.add_secret(client_id, display_name="Agiloft 2027", end="+300d")  # New client secret
         assert step() == "new_secret_created"
+        refused = cli("secrets", "remove-old", APP)  # mailwarden itself still uses the old one
+        assert refused.exit_code == 1 and "no rotation whose new secret is in use" in refused.output
+        assert old["key_id"] in [r["key_id"] for r in json.loads(
+            cli("secrets", "--cached", "--format", "json").output)["credentials"] if r["client_id"] == client_id]
         (env.config_path.parent / "secrets" / f"{APP}.secret").write_text(new["value"] + "\n")
         assert cli("check", "--integration", "agiloft-inbound", "--check", "token").exit_code == 0
         assert step() == "in_use"

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import logging
 import resource
 import shutil
 import sys
@@ -18,9 +17,7 @@ from bench.cycle import CycleDriver, Meter
 from bench.ideal import ideal_s
 from bench.instrument import IdpCounter, instrumented, no_jitter
 from bench.sandbox_proc import SandboxProcess
-from bench.seed import seed_delegated
-from monitor import config as config_mod
-from monitor import logs
+from bench.stage import staged
 from monitor.runtime import open_runtime
 
 DEFAULT_JSON = Path(__file__).with_name("results.json")
@@ -109,35 +106,10 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     speed_start = report.speed_reference()
     work = workload.build(args.integrations)
-    workdir, tmp = workload.prepare_workdir(args.workdir, "mailwarden-bench-")
-    # logged as `serve` logs when not on a terminal: a JSON line per check (into a file, not the terminal)
-    log_file = (workdir / "mailwarden.log").open("a", encoding="utf-8")
-    logs.setup("info", stream=log_file, json_lines=True)
-    say(f"{len(work.integrations)} integrations in {work.tenants} tenants, checks {work.kinds()}; workdir {workdir}")
-    sandbox = SandboxProcess(workload.write_scenario(work, workdir), workdir / "sandbox")
-    try:
-        cfg = config_mod.load(workload.write(work, workdir, sandbox.endpoints))
-        redirect = cfg.web.base_url.rstrip("/") + "/auth/callback"
-        if redirect != workload.REDIRECT:
-            for name, app in cfg.apps.items():
-                if name.endswith(("-hoth", "-b2c")):
-                    sandbox.control.patch_app(app.client_id, redirect_uris=[redirect])
-        t0 = time.perf_counter()
-        seeding = open_runtime(cfg)
-        try:
-            seed = seed_delegated(seeding, work.passwords, sandbox.ca_path)
-        finally:
-            seeding.close()
-        seed["seconds"] = round(time.perf_counter() - t0, 2)
-        say(f"seeded delegated tokens: {seed}")
-        sandbox.set_latency(args.latency_ms)
-        out = asyncio.run(measure(cfg, sandbox, args))
-    finally:
-        sandbox.stop()
-        logging.getLogger().handlers.clear()
-        log_file.close()
-        if tmp is not None:
-            shutil.rmtree(tmp, ignore_errors=True)
+    with staged(work, args.workdir, "mailwarden-bench-", say) as stage:
+        cfg, seed = stage.config, stage.seed
+        stage.sandbox.set_latency(args.latency_ms)
+        out = asyncio.run(measure(cfg, stage.sandbox, args))
     rss_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     doc = report.figures(args.integrations, args.latency_ms, ideal_s(cfg, args.latency_ms), out["cycles"],
                          out["kinds"], out["cached"], out["base"], out["base_n"], rss_mb, seed)

@@ -24,9 +24,7 @@ import asyncio
 import contextlib
 import ctypes
 import json
-import logging
 import os
-import shutil
 import sys
 import time
 from collections import Counter
@@ -38,9 +36,8 @@ import yaml
 
 from bench import workload
 from bench.sandbox_proc import SandboxProcess
-from bench.seed import seed_delegated
+from bench.stage import staged
 from monitor import config as config_mod
-from monitor import logs
 from monitor.runner import RunResult
 from monitor.runtime import open_runtime
 from monitor.scheduler import Monitor
@@ -246,35 +243,11 @@ def _configure(path: Path, interval_s: float) -> None:
 def run(integrations: int, minutes: float, *, interval_s: float = 60.0, sample_s: float = 60.0,
         latency_ms: int = 50, workdir: Path | None = None) -> dict[str, Any]:
     work = workload.build(integrations)
-    workdir, tmp = workload.prepare_workdir(workdir, "mailwarden-soak-")
-    log_file = (workdir / "mailwarden.log").open("a", encoding="utf-8")  # serve's JSON lines, not the terminal
-    logs.setup("info", stream=log_file, json_lines=True)
-    say(f"{len(work.integrations)} integrations in {work.tenants} tenants, checks {work.kinds()}, every "
-        f"{interval_s:g} s for {minutes:g} min, a row every {sample_s:g} s; workdir {workdir}")
-    sandbox = SandboxProcess(workload.write_scenario(work, workdir), workdir / "sandbox")
-    try:
-        path = workload.write(work, workdir, sandbox.endpoints)
-        _configure(path, interval_s)
-        cfg = config_mod.load(path)
-        redirect = cfg.web.base_url.rstrip("/") + "/auth/callback"
-        if redirect != workload.REDIRECT:
-            for name, app in cfg.apps.items():
-                if name.endswith(("-hoth", "-b2c")):
-                    sandbox.control.patch_app(app.client_id, redirect_uris=[redirect])
-        seeding = open_runtime(cfg)
-        try:
-            seed = seed_delegated(seeding, work.passwords, sandbox.ca_path)
-        finally:
-            seeding.close()
-        say(f"seeded delegated tokens: {seed}")
-        sandbox.set_latency(latency_ms)
-        rows = asyncio.run(soak(cfg, sandbox, minutes, sample_s))
-    finally:
-        sandbox.stop()
-        logging.getLogger().handlers.clear()
-        log_file.close()
-        if tmp is not None:
-            shutil.rmtree(tmp, ignore_errors=True)
+    note = f", every {interval_s:g} s for {minutes:g} min, a row every {sample_s:g} s"
+    with staged(work, workdir, "mailwarden-soak-", say, edit=lambda path: _configure(path, interval_s),
+                note=note) as stage:
+        stage.sandbox.set_latency(latency_ms)
+        rows = asyncio.run(soak(stage.config, stage.sandbox, minutes, sample_s))
     checks = sum(len(i.checks) for i in work.integrations)
     return {"integrations": integrations, "checks": checks, "minutes": minutes, "interval_s": interval_s,
             "sample_s": sample_s, "latency_ms": latency_ms, "warmup_rows": WARMUP, "rows": rows}

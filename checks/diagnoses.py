@@ -151,8 +151,8 @@ _MAILWARDEN_SECRET = (
     "path), then run `mailwarden validate --resolve`."
 )
 _SYSTEM_SECRET = "In {system}, paste the new Value into {secret_field} and save."
-_SECRET_SURVIVES = (
-    "Refresh tokens belong to the app, not to one secret, so existing sign-ins survive the new secret; "
+_SECRET_SURVIVES = (  # delegated only: an app-only integration has no sign-in to survive (render_fix drops it)
+    "Delegated: refresh tokens belong to the app, not to one secret, so existing sign-ins survive the new secret; "
     "but where {system} asks for it after a secret change (Oracle B2C Service: 'authenticate the mailbox "
     "again'), authenticate there again as {account}."
 )

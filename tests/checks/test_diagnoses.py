@@ -255,7 +255,7 @@ def test_secret_fixes_name_the_value_and_the_system(code):
     text = " ".join(steps)
     assert "App registrations > helpdesk > Certificates & secrets" in text
     assert "Value" in text and "not the Secret ID" in text
-    assert "Refresh tokens belong to the app, not to one secret" in text
+    assert "refresh tokens belong to the app, not to one secret" in text
     assert "Agiloft" in steps[-1] or "Agiloft" in steps[-2]
     assert "Configure Inbound Email" in text
 
@@ -283,3 +283,14 @@ def test_ews_disabled_tells_about_the_retirement_and_graph():
 def test_no_refresh_token_points_at_the_reauth_command():
     steps = render_fix("no_refresh_token", integration="helpdesk-support")
     assert "mailwarden reauth helpdesk-support" in steps[0]
+
+
+def test_a_new_secret_runbook_names_a_sign_in_only_for_delegated_integrations():
+    """The step about existing sign-ins surviving a new secret is for delegated integrations: for an app-only
+    one (enaio over SMTP) it named an unfilled <signing-in account>."""
+    facts = {"system": "enaio", "app": "enaio SMTP OAuth2", "integration": "enaio-notify"}
+    for code in ("secret_expired", "secret_expiring", "secret_invalid"):
+        app_only = diagnoses.render_fix(code, flow="app", **facts)
+        assert not any("sign-in" in s or "<signing-in account>" in s for s in app_only), (code, app_only)
+        delegated = diagnoses.render_fix(code, flow="delegated", account="b2c-support@contoso.com", **facts)
+        assert any("existing sign-ins survive" in s and "b2c-support@contoso.com" in s for s in delegated), code

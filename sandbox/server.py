@@ -135,7 +135,11 @@ class Sandbox:
         self.mail.start()
         config = uvicorn.Config(self.app, ssl_certfile=str(self.tls.cert_path), ssl_keyfile=str(self.tls.key_path),
                                 log_level="warning", lifespan="off", access_log=False,
-                                timeout_graceful_shutdown=1)
+                                timeout_graceful_shutdown=1,
+                                # Microsoft keeps idle connections open for minutes. uvicorn's 5 s default
+                                # closed them just as MSAL's device-code poll (every 5 s) reused one:
+                                # RemoteDisconnected, a flaky test (2026-11-24)
+                                timeout_keep_alive=120)
         self._server = _Server(config)
         self._thread = threading.Thread(target=self._server.run, kwargs={"sockets": [self._sock]},
                                         name=f"sandbox-{self.port}", daemon=True)

@@ -43,7 +43,10 @@ async def test_an_hour_jump_runs_each_job_at_most_once_then_keeps_the_interval(t
     await _settle(clock, jump, lambda: all(handled(j) >= 2 for j in jids))
     for j in jids:
         after = [code for code, jid in clock.events if jid == j][1:]
-        assert len(after) == 1, (j, after)  # one run (or one skipped misfire), never a burst of 60
+        # at most one run and one reported misfire (APScheduler may report the coalesced misses once and still
+        # run the job: both orders were seen), never a burst of 60
+        assert 1 <= len(after) <= 2, (j, after)
+        assert after.count(EVENT_JOB_EXECUTED) <= 1 and after.count(EVENT_JOB_MISSED) <= 1, (j, after)
         assert clock.executed(j) <= 2, j
     for i, k in PAIRS:
         assert count(store, i, k) <= 2, (i, k)

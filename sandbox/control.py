@@ -180,6 +180,14 @@ class ControlClient:
         return self.call("approve_device_code", user_code=user_code, upn=upn, mfa=mfa)
     def expire_device_code(self, user_code: str): return self.call("expire_device_code", user_code=user_code)
     def set_token_lifetime(self, seconds: int): return self.call("set_token_lifetime", seconds=seconds)
+    def reset_password(self, upn: str, password: str | None = None):
+        return self.call("reset_password", upn=upn, password=password)
+    def set_tenant(self, tenant: str, **fields): return self.call("set_tenant", tenant=tenant, **fields)
+
+    # Microsoft's own incidents (what service health would list)
+    def open_incident(self, service: str, effect: str = "html", title: str = "", retry_after: int = 30) -> str:
+        return self.call("open_incident", service=service, effect=effect, title=title, retry_after=retry_after)["id"]
+    def close_incident(self, id: str | None = None): return self.call("close_incident", id=id)  # noqa: A002
 
     # faults
     def add_fault(self, path_prefix: str, status: int | None = 429, count: int | None = 1, retry_after: int = 5,
@@ -202,9 +210,14 @@ class ControlClient:
         return self.call("add_service_principal", tenant=tenant, app_id=app_id)
     def remove_service_principal(self, tenant: str, app_id: str):
         return self.call("remove_service_principal", tenant=tenant, app_id=app_id)
-    def set_tenant_exchange(self, tenant: str, smtp_auth_enabled: bool | None = None, ews_enabled: bool | None = None):
-        return self.call("set_tenant_exchange", tenant=tenant, smtp_auth_enabled=smtp_auth_enabled,
-                         ews_enabled=ews_enabled)
+    def set_tenant_exchange(self, tenant: str, **fields):
+        """Only the fields given change: smtp_auth_enabled, ews_enabled (None: never set), ews_allowed_app_ids
+        (None: no allow-list), outbound_blocked (tenant | ip | None)."""
+        return self.call("set_tenant_exchange", tenant=tenant, **fields)
+    def use_budget(self, address: str, principal: str, requests: int):
+        return self.call("use_budget", address=address, principal=principal, requests=requests)
+    def record_sent(self, address: str, recipients: int):
+        return self.call("record_sent", address=address, recipients=recipients)
     def add_access_policy(self, tenant: str, app_id: str, access_right: str, members: list[str]) -> str:
         return self.call("add_access_policy", tenant=tenant, app_id=app_id, access_right=access_right,
                          members=members)["id"]

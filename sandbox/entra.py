@@ -9,7 +9,7 @@ import string
 from urllib.parse import parse_qs, urlencode, urlsplit, urlunsplit
 
 from starlette.requests import Request
-from starlette.responses import JSONResponse, RedirectResponse, Response
+from starlette.responses import HTMLResponse, JSONResponse, PlainTextResponse, RedirectResponse, Response
 from starlette.routing import Route
 
 from . import grants, pages
@@ -124,12 +124,48 @@ class Entra:
         grant = form.get("grant_type", "")
         client_id = form.get("client_id") or (basic[0] if basic else "")
         self.state.count_token(grant, client_id)
+        corr = request.headers.get("client-request-id")
+        busy = self._unavailable(request.path_params["tenant"], grant, client_id, form, corr)
+        if busy is not None:
+            return busy
         try:
             with self.state.lock:
                 body = self._token(request.path_params["tenant"], grant, client_id, form, basic)
         except AADError as err:
-            return aad_response(err, request.headers.get("client-request-id"))
+            return aad_response(err, corr)
         return JSONResponse(body, headers=NO_STORE)
+
+    def _unavailable(self, ident: str, grant: str, client_id: str, form: dict, corr: str | None) -> Response | None:
+        """Answers that come before the request is looked at: an open incident on Entra ID, the throttling
+        limits (M365_FACTS.md, "Throttling and transient replies"). Their bodies are not always JSON."""
+        incident = self.state.incident("entra")
+        if incident is not None:
+            retry = {"Retry-After": str(incident.retry_after)}
+            if incident.effect == "busy":
+                return aad_response(AADError(90033), corr, retry)
+            if incident.effect == "empty":
+                return Response(b"", status_code=500, headers=retry)
+            return HTMLResponse(pages.SERVICE_UNAVAILABLE, status_code=503, headers=retry)
+        tenant = self.state.tenant(ident)
+        if tenant is None:
+            return None
+        minute = dt.timedelta(minutes=1)
+        per_app, per_tenant = tenant.token_requests_per_app_minute, tenant.token_requests_per_tenant_minute
+        app_key = f"app:{tenant.id}:{(client_id or '').lower()}"
+        if per_app is not None and self.state.count_in_window(app_key, minute) > per_app:
+            oldest = self.state.oldest_in_window(app_key) or self.state.now()
+            wait = max(1, int((oldest + minute - self.state.now()).total_seconds()) + 1)
+            return PlainTextResponse("Too Many Requests", status_code=429, headers={"Retry-After": str(wait)})
+        tenant_key = f"tenant:{tenant.id}"
+        if per_tenant is not None and self.state.count_in_window(tenant_key, minute) > per_tenant:
+            return aad_response(AADError(90055), corr, {"Retry-After": "60"})
+        limit = tenant.identical_requests_limit
+        if limit is not None:
+            same = "|".join((tenant.id, (client_id or "").lower(), grant, form.get("scope") or "",
+                             form.get("refresh_token") or form.get("assertion") or ""))
+            if self.state.count_in_window(f"same:{same}", dt.timedelta(minutes=5)) > limit:
+                return aad_response(AADError(50196), corr)
+        return None
 
     def _token(self, ident: str, grant: str, client_id: str, form: dict, basic) -> dict:
         tenant = self.tenant(ident)
@@ -212,7 +248,7 @@ class Entra:
             return pages.sign_in(action, params, app.display_name, error=AADError(50126).text,
                                  consent_for=to_consent)
         mfa = user.mfa == "required" and bool(params.get("mfa_code")) and params["mfa_code"] == user.mfa_code
-        grants.check_user(self.state, app, user, req, mfa, None, frequency=False)
+        grants.check_user(self.state, app, user, req, mfa, None, frequency=False, interactive=True)
         missing = grants.missing_consent(app, user, req)
         if missing:
             if not tenant.user_consent:
@@ -279,6 +315,8 @@ class Entra:
             user = tenant.users.get((form.get("login") or "").lower()) if tenant else None
             if app is None or user is None or form.get("passwd") != user.password:
                 return pages.device_login(action, error=AADError(50126).text, user_code=dc.user_code)
+            if user.password_expired:  # an interactive sign-in: the password must be changed first
+                return pages.device_login(action, error=AADError(50055).text, user_code=dc.user_code)
             mfa = user.mfa == "required" and form.get("mfa_code") == user.mfa_code
             grants.approve_device(self.state, tenant, app, dc, user, mfa)
         return pages.device_login(action, done=f"You have signed in to the {app.display_name} application "

@@ -42,6 +42,8 @@ AADSTS: dict[int, tuple[str, int, str | None, str]] = {
              "Client assertion application identifier doesn't match 'client_id' parameter. Review the "
              "documentation at https://learn.microsoft.com/entra/identity-platform/certificate-credentials ."),
     50012: ("invalid_client", 401, None, "{reason}"),
+    700025: ("invalid_client", 401, None,
+             "Client is public so neither 'client_assertion' nor 'client_secret' should be presented."),
     # grants
     70008: ("invalid_grant", 400, "bad_token",
             "The provided authorization code or refresh token has expired due to inactivity. Send a new "
@@ -82,6 +84,25 @@ AADSTS: dict[int, tuple[str, int, str | None, str]] = {
             "user '{upn}' is blocked because they are not a direct member of a group with access, nor had "
             "access directly assigned by an administrator. Please contact your administrator to assign "
             "access to this application."),
+    50078: ("interaction_required", 400, "basic_action",
+            "Presented multi-factor authentication has expired due to policies configured by your "
+            "administrator, you must refresh your multi-factor authentication to access '{resource}'."),
+    530035: ("invalid_grant", 400, None,
+             "Access has been blocked by security defaults. This is due to the request using legacy auth or "
+             "being deemed unsafe by security defaults policies. For more information, visit "
+             "https://aka.ms/security-defaults"),
+    500112: ("invalid_grant", 400, None,
+             "The reply address '{redirect_uri}' does not match the reply address '{expected}' provided when "
+             "requesting Authorization code."),
+    # throttling and service health (M365_FACTS.md, "Throttling and transient replies")
+    50196: ("invalid_grant", 400, None,
+            "The server terminated an operation because it encountered a client request loop. Please contact "
+            "your app vendor."),
+    90055: ("temporarily_unavailable", 429, None,
+            "The server is temporarily unable to handle the request: too many incoming requests for this "
+            "tenant. Retry the request later."),
+    90033: ("temporarily_unavailable", 503, None,
+            "A transient error has occurred. Please try again."),
     50126: ("invalid_grant", 400, None, "Error validating credentials due to invalid username or password."),
     50034: ("invalid_grant", 400, None,
             "The user account {upn} does not exist in the {tenant} directory. To sign into this "
@@ -164,8 +185,8 @@ def aad_body(err: AADError, correlation_id: str | None = None) -> dict:
     return body
 
 
-def aad_response(err: AADError, correlation_id: str | None = None) -> JSONResponse:
-    headers = {"Cache-Control": "no-store, no-cache", "Pragma": "no-cache"}
+def aad_response(err: AADError, correlation_id: str | None = None, extra: dict | None = None) -> JSONResponse:
+    headers = {"Cache-Control": "no-store, no-cache", "Pragma": "no-cache", **(extra or {})}
     return JSONResponse(aad_body(err, correlation_id), status_code=err.status, headers=headers)
 
 

@@ -69,6 +69,10 @@ def parse_scopes(raw: str | list[str] | None, tenant: Tenant) -> ScopeRequest:
                 raise AADError(500011, resource=s.rsplit("/", 1)[0], tenant=tenant.id)
             match = (GRAPH, "https://graph.microsoft.com", s)
         res, aud, name = match
+        if res == EXCHANGE and not tenant.exchange_online:
+            # no Office 365 Exchange Online service principal in the tenant (no Exchange licence, or removed)
+            raise AADError(500011, resource=s.rsplit("/", 1)[0] if "/" in s else "00000002-0000-0ff1-ce00-000000000000",
+                           tenant=tenant.id)
         if seen and res not in seen:
             raise AADError(28000, scope=" ".join(items))
         seen.add(res)
@@ -102,7 +106,8 @@ def authenticate_client(state: State, tenant: Tenant, app: App, form: dict, basi
 
 def check_secret(state: State, app: App, value: str) -> None:
     now = state.now()
-    matching = [s for s in app.secrets if hmac.compare_digest(s.value.encode(), value.encode())]
+    matching = [s for s in app.secrets if hmac.compare_digest(s.value.encode(), value.encode())
+                and (s.usable_from is None or s.usable_from <= now)]  # a new secret still replicating: unknown
     if not matching:
         raise AADError(7000215, app_id=app.app_id)
     if any(s.start - SKEW <= now < s.end for s in matching):
@@ -169,14 +174,17 @@ def check_assertion(state: State, app: App, assertion: str, token_urls: set[str]
 # -- user checks -----------------------------------------------------------------------------------
 
 def check_user(state: State, app: App, user: User, req: ScopeRequest, mfa: bool,
-               auth_time: dt.datetime | None, frequency: bool) -> None:
-    """The user-state checks Entra makes on every user token (interactive or redeemed)."""
+               auth_time: dt.datetime | None, frequency: bool, interactive: bool = False) -> None:
+    """The user-state checks Entra makes on every user token (interactive or redeemed). An expired password
+    stops an interactive sign-in only: expiry revokes no refresh token (M365_FACTS.md)."""
     if not user.enabled:
         raise AADError(50057)
     if user.locked:
         raise AADError(50053)
-    if user.password_expired:
+    if interactive and user.password_expired:
         raise AADError(50055)
+    if user.blocked_by_security_defaults:
+        raise AADError(530035)
     if app.assignment_required and user.upn.lower() not in app.assigned_users:
         raise AADError(50105, app_name=app.display_name, app_id=app.app_id, upn=user.upn)
     if user.ca_blocked:
@@ -192,6 +200,10 @@ def check_user(state: State, app: App, user: User, req: ScopeRequest, mfa: bool,
         raise AADError(50074)
     if user.mfa == "required" and not mfa:
         raise AADError(50076, resource=resource)
+    if (frequency and user.mfa == "required" and mfa and auth_time is not None
+            and user.mfa_max_age_hours is not None
+            and state.now() - auth_time > dt.timedelta(hours=float(user.mfa_max_age_hours))):
+        raise AADError(50078, resource=resource)
 
 
 def missing_consent(app: App, user: User, req: ScopeRequest) -> set[str]:
@@ -221,7 +233,8 @@ class Issuer:
         return {"token_type": "Bearer", "expires_in": life, "ext_expires_in": life, "access_token": at}
 
     def for_user(self, tenant: Tenant, app: App, user: User, req: ScopeRequest, acr: str, mfa: bool,
-                 auth_time: dt.datetime, nonce: str | None = None, family: str | None = None) -> dict:
+                 auth_time: dt.datetime, nonce: str | None = None, family: str | None = None,
+                 public: bool | None = None) -> dict:
         consented = app.consented_scopes(user.upn, req.resource)
         scp = sorted(consented)  # Entra puts every consented scope of the resource in `scp`
         aud = DELEGATED_AUD[req.resource]
@@ -235,7 +248,8 @@ class Issuer:
             now = self.state.now()
             rt = RefreshToken(token="1.Asandbox" + secrets.token_urlsafe(48), tenant_id=tenant.id,
                               client_id=app.app_id, upn=user.upn.lower(), scopes=list(req.raw),
-                              auth_time=auth_time, issued_at=now, mfa=mfa)
+                              auth_time=auth_time, issued_at=now, mfa=mfa,
+                              public=(acr == "0") if public is None else public)
             if family:
                 rt.family = family
             self.state.refresh_tokens[rt.token] = rt
@@ -252,6 +266,9 @@ def redeem_refresh_token(state: State, issuer: Issuer, tenant: Tenant, app: App,
         raise AADError(9002313)
     if rt.client_id != app.app_id or rt.tenant_id != tenant.id:
         raise AADError(70000)
+    if rt.public and acr != "0":
+        # a refresh token from a public-client flow (device code) is redeemed without a client credential
+        raise AADError(700025)
     now = state.now()
     if rt.expires_at is not None and now >= rt.expires_at:
         raise AADError(70008)
@@ -262,14 +279,18 @@ def redeem_refresh_token(state: State, issuer: Issuer, tenant: Tenant, app: App,
     user = tenant.users.get(rt.upn)
     if user is None:
         raise AADError(50034, upn=rt.upn, tenant=tenant.domain)
-    if user.tokens_valid_from is not None and rt.auth_time < user.tokens_valid_from:
+    valid_from = user.tokens_valid_from
+    if rt.password_based and user.password_changed_at is not None and (
+            valid_from is None or user.password_changed_at > valid_from):
+        valid_from = user.password_changed_at  # an admin reset or a change of the password
+    if valid_from is not None and rt.auth_time < valid_from:
         raise AADError(50173, issued=rt.auth_time.strftime("%m/%d/%Y %H:%M:%S"),
-                       valid_from=user.tokens_valid_from.strftime("%m/%d/%Y %H:%M:%S"))
+                       valid_from=valid_from.strftime("%m/%d/%Y %H:%M:%S"))
     req = parse_scopes(form.get("scope") or rt.scopes, tenant)
     check_user(state, app, user, req, rt.mfa, rt.auth_time, frequency=True)
     if missing_consent(app, user, req):
         raise AADError(65001, app_id=app.app_id, app_name=app.display_name)
-    return issuer.for_user(tenant, app, user, req, acr, rt.mfa, rt.auth_time, family=rt.family)
+    return issuer.for_user(tenant, app, user, req, acr, rt.mfa, rt.auth_time, family=rt.family, public=rt.public)
 
 
 def pkce_ok(verifier: str | None, challenge: str | None, method: str | None) -> bool:
@@ -292,7 +313,7 @@ def redeem_auth_code(state: State, issuer: Issuer, tenant: Tenant, app: App, for
     if state.now() >= code.expires_at:
         raise AADError(70008)
     if form.get("redirect_uri") != code.redirect_uri:
-        raise AADError(50011, redirect_uri=form.get("redirect_uri") or "", app_id=app.app_id)
+        raise AADError(500112, redirect_uri=form.get("redirect_uri") or "", expected=code.redirect_uri)
     if not pkce_ok(form.get("code_verifier"), code.code_challenge, code.code_challenge_method):
         raise AADError(501481)
     code.redeemed = True

@@ -21,6 +21,9 @@ READ_APPS = {"Application.Read.All", "Application.ReadWrite.All", "Directory.Rea
              "Directory.ReadWrite.All"}
 _BY_APP_ID = re.compile(r"^applications\(appId='([^']*)'\)$", re.I)
 _BY_ID = re.compile(r"^applications/([^/]+)$", re.I)
+_USER = re.compile(r"^users/([^/]+)$", re.I)
+READ_USERS = {"User.Read.All", "User.ReadBasic.All", "Directory.Read.All", "Directory.ReadWrite.All",
+              "User.ReadWrite.All"}
 WWW_AUTH = ('Bearer realm="", authorization_uri="https://login.microsoftonline.com/common/oauth2/authorize", '
             'client_id="00000003-0000-0000-c000-000000000000"')
 
@@ -82,6 +85,8 @@ class Graph:
         answer = await passwords.handle(request, claims, tenant, self.state, rest, self.base)
         if answer is not None:
             return answer
+        if request.method == "GET" and _USER.match(rest):
+            return self.get_user(request, claims, tenant, _USER.match(rest).group(1))
         if request.method == "GET":
             m = _BY_APP_ID.match(rest) or _BY_ID.match(rest)
             if m:
@@ -126,6 +131,35 @@ class Graph:
         headers = {"request-id": crid or "", "client-request-id": crid or "",
                    "OData-Version": "4.0"}
         return JSONResponse(out, headers={k: v for k, v in headers.items() if v})
+
+    def get_user(self, request: Request, claims: dict, tenant: Tenant, ident: str) -> Response:
+        """GET /users/{id | userPrincipalName}: what Entra says about an account (mail and proxyAddresses need
+        User.Read.All or Directory.Read.All; a delegated token may read its own user)."""
+        crid = request.headers.get("client-request-id")
+        granted = set(claims.get("roles") or []) | set((claims.get("scp") or "").split())
+        with self.state.lock:
+            user = tenant.users.get(ident.lower()) or next(
+                (u for u in tenant.users.values() if u.oid.lower() == ident.lower()), None)
+            own = user is not None and "scp" in claims and claims.get("oid") == user.oid
+            if not granted & READ_USERS and not own:
+                return graph_error(403, "Authorization_RequestDenied",
+                                   "Insufficient privileges to complete the operation.", crid)
+            if user is None:
+                return graph_error(404, "Request_ResourceNotFound", f"Resource '{ident}' does not exist or one of "
+                                   "its queried reference-property objects are not present.", crid)
+            body = {"id": user.oid, "userPrincipalName": user.upn, "displayName": user.display_name or user.upn,
+                    "mail": user.address, "proxyAddresses": list(user.proxy_addresses) or [f"SMTP:{user.address}"],
+                    "accountEnabled": user.enabled}
+        select = [x.strip() for x in (request.query_params.get("$select") or "").split(",") if x.strip()]
+        if select:
+            by_lower = {k.lower(): k for k in body}
+            unknown = [x for x in select if x.lower() not in by_lower]
+            if unknown:
+                return graph_error(400, "Request_BadRequest", f"Could not find a property named '{unknown[0]}' "
+                                   "on type 'microsoft.graph.user'.", crid)
+            body = {by_lower[x.lower()]: body[by_lower[x.lower()]] for x in select}
+        return JSONResponse({"@odata.context": f"{self.base}/$metadata#users/$entity", **body},
+                            headers={"OData-Version": "4.0", **({"client-request-id": crid} if crid else {})})
 
     def routes(self) -> list[Route]:
         return [Route("/v1.0/{rest:path}", self.dispatch, methods=["GET", "POST", "PATCH", "DELETE"])]

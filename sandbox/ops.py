@@ -10,7 +10,8 @@ import datetime as dt
 from collections.abc import Callable
 
 from . import grants, scenario
-from .state import RESOURCES, Fault, State, new_id
+from .passwords import replicated_at
+from .state import INCIDENT_EFFECTS, RESOURCES, SERVICES, Fault, Incident, State, new_id
 
 OPS: dict[str, Callable] = {}
 
@@ -146,6 +147,7 @@ def add_secret(state: State, app_id: str, **spec) -> dict:
         app = state.require_app(app_id)
         spec.setdefault("start", state.now().isoformat())
         s = scenario.make_secret(state, spec)
+        s.usable_from = replicated_at(state, app)
         app.secrets.append(s)
     return {"keyId": s.key_id, "value": s.value, "hint": s.hint, "displayName": s.display_name,
             "startDateTime": _iso(s.start), "endDateTime": _iso(s.end)}
@@ -269,6 +271,64 @@ def revoke_user_sessions(state: State, upn: str) -> dict:
         user = state.require_user(upn)
         user.tokens_valid_from = state.now()
         return {"upn": upn, "tokens_valid_from": _iso(user.tokens_valid_from)}
+
+
+@op
+def reset_password(state: State, upn: str, password: str | None = None) -> dict:
+    """An admin resets the password (or the user changes it): refresh tokens from sign-ins with the old password
+    stop working (50173 on their next use)."""
+    with state.lock:
+        user = state.require_user(upn)
+        if password is not None:
+            user.password = str(password)
+        user.password_changed_at = state.now()
+        user.password_expired = False
+        return {"upn": upn, "password_changed_at": _iso(user.password_changed_at)}
+
+
+@op
+def set_tenant(state: State, tenant: str, **fields) -> dict:
+    """Tenant-wide settings: secret_replication_s, exchange_online, token_requests_per_app_minute,
+    token_requests_per_tenant_minute, identical_requests_limit, user_consent."""
+    allowed = {"secret_replication_s", "exchange_online", "token_requests_per_app_minute",
+               "token_requests_per_tenant_minute", "identical_requests_limit", "user_consent"}
+    if set(fields) - allowed:
+        raise ValueError(f"set_tenant accepts {sorted(allowed)}")
+    with state.lock:
+        t = state.require_tenant(tenant)
+        for k, v in fields.items():
+            if k == "secret_replication_s":
+                v = float(v or 0)
+            elif k in ("exchange_online", "user_consent"):
+                v = bool(v)
+            elif v is not None:
+                v = int(v)
+            setattr(t, k, v)
+        return {k: getattr(t, k) for k in sorted(allowed)}
+
+
+@op
+def open_incident(state: State, service: str, effect: str = "html", title: str = "",
+                  retry_after: int = 30) -> dict:
+    """A Microsoft incident on Entra ID (the token endpoint answers 503 HTML, 500 empty or AADSTS90033) or
+    Exchange Online (Graph 503, EWS 503, SMTP 421), until closed."""
+    if service not in SERVICES:
+        raise ValueError(f"service must be one of {SERVICES}")
+    if effect not in INCIDENT_EFFECTS:
+        raise ValueError(f"effect must be one of {INCIDENT_EFFECTS}")
+    inc = Incident(id=new_id(), service=service, effect=effect, title=title or f"{service} degraded",
+                   retry_after=int(retry_after))
+    with state.lock:
+        state.incidents.append(inc)
+    return {"id": inc.id}
+
+
+@op
+def close_incident(state: State, id: str | None = None) -> dict:  # noqa: A002 - the incident's id
+    with state.lock:
+        before = len(state.incidents)
+        state.incidents = [i for i in state.incidents if id is not None and i.id != id]
+        return {"closed": before - len(state.incidents)}
 
 
 @op

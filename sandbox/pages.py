@@ -67,3 +67,11 @@ def form_post(action: str, fields: dict) -> HTMLResponse:
             f"<form id='form_post' method='post' action='{escape(action)}'>{inputs}"
             "<noscript><button type='submit'>Continue</button></noscript></form></body></html>")
     return HTMLResponse(html, headers={"Cache-Control": "no-store"})
+
+
+# What login.microsoftonline.com serves during an incident instead of a token reply: an HTML page, not JSON
+# (M365_FACTS.md, "Throttling and transient replies"). MSAL cannot parse it; a client must go by the status.
+SERVICE_UNAVAILABLE = (
+    "<!DOCTYPE html><html><head><title>Service Unavailable</title></head><body>"
+    "<h2>Service Unavailable</h2><hr><p>HTTP Error 503. The service is unavailable.</p></body></html>"
+)

@@ -76,6 +76,13 @@ async def handle(request: Request, claims: dict, tenant: Tenant, state: State, r
         return _remove(app, body.get("keyId"), crid)
 
 
+def replicated_at(state: State, app: App):
+    """When a secret added now is known to the token endpoint (the tenant's replication delay)."""
+    import datetime as dt
+
+    return state.now() + dt.timedelta(seconds=state.tenants[app.tenant_id].secret_replication_s)
+
+
 def _add(state: State, app: App, spec: dict, crid: str | None, base: str) -> Response:
     now = state.now()
     try:
@@ -88,7 +95,7 @@ def _add(state: State, app: App, spec: dict, crid: str | None, base: str) -> Res
         return graph_error(400, "Request_BadRequest", "Invalid value specified for property 'endDateTime' of "
                            "resource 'PasswordCredential'.", crid)
     secret = Secret(key_id=str(uuid.uuid4()), display_name=spec.get("displayName"), value=generate_secret_value(),
-                    start=start, end=end)
+                    start=start, end=end, usable_from=replicated_at(state, app))
     app.secrets.append(secret)
     return JSONResponse({
         "@odata.context": f"{base}/$metadata#microsoft.graph.passwordCredential",

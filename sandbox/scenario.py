@@ -19,7 +19,13 @@ _REL = re.compile(r"^\s*([+-])\s*(\d+(?:\.\d+)?)\s*([smhdw])\s*$")
 _UNITS = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days", "w": "weeks"}
 USER_FIELDS = {
     "enabled", "locked", "password_expired", "mfa", "mfa_code", "ca_blocked",
-    "signin_frequency_hours", "display_name", "password",
+    "signin_frequency_hours", "display_name", "password", "mail", "proxy_addresses",
+    "blocked_by_security_defaults", "mfa_max_age_hours", "groups",
+}
+TENANT_FIELDS = {
+    "id", "domain", "display_name", "user_consent", "users", "apps", "exchange", "secret_replication_s",
+    "exchange_online", "token_requests_per_app_minute", "token_requests_per_tenant_minute",
+    "identical_requests_limit",
 }
 
 
@@ -71,12 +77,24 @@ def build_state(source: dict | str | Path, workdir: Path) -> State:
     return state
 
 
+def _opt_int(value: Any) -> int | None:
+    return None if value is None else int(value)
+
+
 def add_tenant(state: State, spec: dict) -> Tenant:
+    unknown = set(spec) - TENANT_FIELDS
+    if unknown:
+        raise ScenarioError(f"unknown tenant fields: {sorted(unknown)}")
     tid = str(spec.get("id") or new_id()).lower()
     domain = spec.get("domain") or f"tenant{tid[:8]}.onmicrosoft.com"
     tenant = Tenant(
         id=tid, domain=domain, display_name=spec.get("display_name") or domain.split(".")[0],
         user_consent=bool(spec.get("user_consent", True)),
+        secret_replication_s=float(spec.get("secret_replication_s") or 0),
+        exchange_online=bool(spec.get("exchange_online", True)),
+        token_requests_per_app_minute=_opt_int(spec.get("token_requests_per_app_minute")),
+        token_requests_per_tenant_minute=_opt_int(spec.get("token_requests_per_tenant_minute")),
+        identical_requests_limit=_opt_int(spec.get("identical_requests_limit")),
     )
     with state.lock:
         if state.tenant(tid) or state.tenant(domain):
@@ -122,6 +140,8 @@ def add_user(state: State, tenant_id: str, spec: dict) -> User:
         for k, v in spec.items():
             if k in USER_FIELDS:
                 setattr(user, k, str(v) if k in ("password", "mfa_code") else v)
+        if user.mail and not user.proxy_addresses:
+            user.proxy_addresses = [f"SMTP:{user.mail}"]
         tenant.users[upn.lower()] = user
     return user
 

@@ -22,6 +22,11 @@ GRAPH_APP_ID = "00000003-0000-0000-c000-000000000000"
 EXCHANGE_APP_ID = "00000002-0000-0ff1-ce00-000000000000"
 MFA_STATES = (None, "required", "enrollment_required", "not_passed")
 INACTIVITY_LIMIT = dt.timedelta(days=90)
+SERVICES = ("entra", "exchange")
+# What an open Microsoft incident does to the service's answers (M365_FACTS.md, "Throttling and transient
+# replies"): Entra's token endpoint answers 5xx with an HTML page or an empty body, or AADSTS90033 in JSON;
+# Exchange answers Graph 503 with Retry-After, SMTP 421 4.3.2 and EWS 503.
+INCIDENT_EFFECTS = ("html", "empty", "busy")
 
 
 def utcnow() -> dt.datetime:
@@ -39,6 +44,9 @@ class Secret:
     value: str
     start: dt.datetime
     end: dt.datetime
+    # When Entra ID's token endpoint knows the secret: a new secret is refused (7000215) for seconds to about
+    # two minutes while it replicates (M365_FACTS.md); the tenant's `secret_replication_s` sets the delay.
+    usable_from: dt.datetime | None = None
 
     @property
     def hint(self) -> str:
@@ -100,6 +108,18 @@ class User:
     ca_blocked: bool = False
     signin_frequency_hours: float | None = None
     tokens_valid_from: dt.datetime | None = None  # set by "revoke sessions"
+    # An admin reset or a change of the password revokes refresh tokens that descend from a password sign-in
+    # (50173); its expiry revokes nothing (M365_FACTS.md, the revocation notes).
+    password_changed_at: dt.datetime | None = None
+    mail: str | None = None  # primary SMTP address, when it differs from the UPN
+    proxy_addresses: list[str] = field(default_factory=list)  # "SMTP:primary", "smtp:alias"
+    blocked_by_security_defaults: bool = False  # 530035
+    mfa_max_age_hours: float | None = None  # MFA of a refresh token's sign-in older than this: 50078
+    groups: int = 0  # group memberships carried in its tokens (large tokens: the POP line limit)
+
+    @property
+    def address(self) -> str:
+        return self.mail or self.upn
 
 
 @dataclass
@@ -110,6 +130,14 @@ class Tenant:
     user_consent: bool = True
     users: dict[str, User] = field(default_factory=dict)  # lower-case UPN -> User
     apps: dict[str, App] = field(default_factory=dict)  # app_id -> App
+    secret_replication_s: float = 0.0  # how long a new client secret is refused (7000215) after it is added
+    exchange_online: bool = True  # the tenant has Office 365 Exchange Online's service principal (else 500011)
+    # Token requests the tenant's apps may make: per app per minute (429 with a plain-text body past it) and
+    # for the tenant per minute (AADSTS90055 past it). None: no limit. Real limits are not published.
+    token_requests_per_app_minute: int | None = None
+    token_requests_per_tenant_minute: int | None = None
+    # Identical token requests (client, grant, scope, user) per 5 minutes before AADSTS50196 (loop detected)
+    identical_requests_limit: int | None = None
 
 
 @dataclass
@@ -124,6 +152,8 @@ class RefreshToken:
     mfa: bool = False
     expires_at: dt.datetime | None = None  # None: until revoked or inactive 90 days
     family: str = field(default_factory=new_id)
+    public: bool = False  # issued to a public client (no secret): refreshed without one, else 700025
+    password_based: bool = True  # the sign-in it descends from used a password (every sandbox sign-in does)
 
 
 @dataclass
@@ -159,6 +189,18 @@ class DeviceCode:
 
 
 @dataclass
+class Incident:
+    """A Microsoft-side incident on a service (what service health would list), and how it shows."""
+
+    id: str
+    service: str  # entra | exchange
+    effect: str = "html"  # entra: html | empty | busy (AADSTS90033); exchange: any (503 / 421)
+    title: str = ""
+    started: dt.datetime = field(default_factory=utcnow)
+    retry_after: int = 30
+
+
+@dataclass
 class Fault:
     id: str
     path_prefix: str
@@ -183,6 +225,11 @@ class State:
         self.auth_codes: dict[str, AuthCode] = {}
         self.device_codes: dict[str, DeviceCode] = {}
         self.faults: list[Fault] = []
+        self.incidents: list[Incident] = []
+        # live logged-in sessions per (protocol, mailbox address lower-case), kept by the mail servers
+        self.sessions: dict[tuple[str, str], int] = defaultdict(int)
+        # token requests seen (monotonic-free wall times) per app, per tenant and per identical request
+        self.token_log: dict[str, list[dt.datetime]] = defaultdict(list)
         self.exchange: dict = {}  # tenant id -> sandbox.mail.model.ExchangeTenant
         # protocol -> {"mode": none|hang|latency, "latency_ms": int}
         self.protocol_faults: dict[str, dict] = {p: {"mode": "none", "latency_ms": 0} for p in ("imap", "pop", "smtp")}
@@ -220,6 +267,21 @@ class State:
                     return t.users[upn.lower()]
         return None
 
+    def find_user_by_address(self, address: str, tenant_id: str | None = None) -> User | None:
+        """By UPN, primary SMTP address or proxy address, as Exchange resolves a recipient."""
+        key = (address or "").strip().lower()
+        with self.lock:
+            for t in self.tenants.values():
+                if tenant_id is not None and t.id != tenant_id:
+                    continue
+                if key in t.users:
+                    return t.users[key]
+                for u in t.users.values():
+                    if (u.mail or "").lower() == key or any(p.split(":", 1)[-1].lower() == key
+                                                            for p in u.proxy_addresses):
+                        return u
+        return None
+
     def require_app(self, app_id: str) -> App:
         app = self.find_app(app_id)
         if app is None:
@@ -242,6 +304,25 @@ class State:
         code = (user_code or "").strip().upper().replace("-", "")
         with self.lock:
             return next((d for d in self.device_codes.values() if d.user_code == code), None)
+
+    def incident(self, service: str) -> Incident | None:
+        with self.lock:
+            return next((i for i in self.incidents if i.service == service), None)
+
+    def count_in_window(self, key: str, window: dt.timedelta, add: bool = True) -> int:
+        """How many events of ``key`` happened within ``window`` (this one included when ``add``)."""
+        now = self.now()
+        with self.lock:
+            log = self.token_log[key]
+            log[:] = [t for t in log if now - t < window]
+            if add:
+                log.append(now)
+            return len(log)
+
+    def oldest_in_window(self, key: str) -> dt.datetime | None:
+        with self.lock:
+            log = self.token_log.get(key) or []
+            return log[0] if log else None
 
     # -- faults -----------------------------------------------------------------------------------
     def take_fault(self, path: str, method: str) -> tuple[int, Fault | None]:

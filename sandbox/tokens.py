@@ -98,6 +98,9 @@ def user_token(signer: Signer, state: State, app: App, user: User, aud: str, sco
         "tid": app.tenant_id, "unique_name": user.upn, "upn": user.upn, "preferred_username": user.upn,
         "uti": b64url(uuid.uuid4().bytes), "ver": "1.0", "xms_tcdt": int(state.started_at.timestamp()),
     }
+    if user.groups:  # Entra sends up to 200 group ids in a JWT, then an overage claim instead
+        claims["groups"] = [str(uuid.uuid5(uuid.NAMESPACE_OID, f"{user.oid}:{i}"))
+                            for i in range(min(user.groups, 200))]
     return signer.sign(claims)
 
 
@@ -107,7 +110,7 @@ def id_token(signer: Signer, state: State, base_url: str, app: App, user: User, 
     claims = {
         "aud": app.app_id, "iss": f"{base_url}/{app.tenant_id}/v2.0", "iat": iat, "nbf": nbf, "exp": exp,
         "auth_time": int(auth_time.timestamp()), "name": user.display_name or user.upn, "oid": user.oid,
-        "preferred_username": user.upn, "email": user.upn, "rh": "0.sandbox.",
+        "preferred_username": user.upn, "email": user.address, "rh": "0.sandbox.",
         "sub": b64url(hashlib.sha256(f"{user.oid}:{app.app_id}:id".encode()).digest()),
         "tid": app.tenant_id, "uti": b64url(uuid.uuid4().bytes), "ver": "2.0",
     }

@@ -10,7 +10,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from .model import Mailbox, exchange_of, find_mailbox
+from .model import EWS_CONCURRENCY, Mailbox, ews_org_enabled, exchange_of, find_mailbox, in_use, spend
 from .xoauth2 import APP_ROLE, DELEGATED_SCOPE, TokenError, verify_bearer
 
 NS = {"s": "http://schemas.xmlsoap.org/soap/envelope/",
@@ -44,6 +44,9 @@ MESSAGES = {
         "ExchangeImpersonation SOAP header must be present for this type of OAuth token.",
     "ErrorFolderNotFound": "The specified folder could not be found in the store.",
     "ErrorSchemaValidation": "The request failed schema validation.",
+    "ErrorServerBusy": "The server cannot service this request right now. Try again later.",
+    "ErrorExceededConnectionCount": "You have exceeded the available concurrent connections for your account.  "
+                                    "Try again once your other requests have completed.",
     "ErrorInvalidRequest": "The request is invalid.",
 }
 
@@ -61,6 +64,24 @@ def fault(code: str, status: int = 500, text: str | None = None) -> Response:
             f'</e:ResponseCode><e:Message xmlns:e="http://schemas.microsoft.com/exchange/services/2006/errors">'
             f"{text}</e:Message></detail></s:Fault></s:Body></s:Envelope>")
     return Response(body.encode(), status_code=status, media_type=XML)
+
+
+def forbidden() -> Response:
+    """EWS refused by policy (EWSEnabled off, the app not on EWSAllowedAppIDs, an application access policy):
+    a bare HTTP 403, no SOAP body to classify (M365_FACTS.md, "Library facts")."""
+    return Response(b"", status_code=403)
+
+
+def server_busy(backoff_ms: int) -> Response:
+    """ErrorServerBusy with the back-off Exchange asks for in MessageXml."""
+    body = (f"{HEAD}<s:Body><s:Fault><faultcode xmlns:a=\"{NS['t']}\">a:ErrorServerBusy</faultcode>"
+            f'<faultstring xml:lang="en-US">{MESSAGES["ErrorServerBusy"]}</faultstring><detail>'
+            '<e:ResponseCode xmlns:e="http://schemas.microsoft.com/exchange/services/2006/errors">ErrorServerBusy'
+            '</e:ResponseCode><e:Message xmlns:e="http://schemas.microsoft.com/exchange/services/2006/errors">'
+            f'{MESSAGES["ErrorServerBusy"]}</e:Message><t:MessageXml xmlns:t="{NS["t"]}">'
+            f'<t:Value Name="BackOffMilliseconds">{int(backoff_ms)}</t:Value></t:MessageXml></detail></s:Fault>'
+            "</s:Body></s:Envelope>")
+    return Response(body.encode(), status_code=500, media_type=XML)
 
 
 def _wrap(inner: str) -> Response:
@@ -131,18 +152,29 @@ class Ews:
         impersonated, folders = parsed
         with self.state.lock:
             ex = exchange_of(self.state, principal.tenant_id)
-            if not ex.ews_enabled:  # ASSUMPTION: the real reply is not known
-                return fault("ErrorAccessDenied", 403, "Access is denied. EWS is disabled for this organization "
-                             "(EwsEnabled is False). [sandbox assumption]")
+            incident = self.state.incident("exchange")
+            if incident is not None:
+                return Response(b"", status_code=503, headers={"Retry-After": str(incident.retry_after)})
+            if not ews_org_enabled(self.state, ex):
+                return forbidden()  # EWSEnabled False, or never set after 1 October 2026
+            if ex.ews_allowed_app_ids is not None and principal.app_id not in ex.ews_allowed_app_ids:
+                return forbidden()  # not on EWSAllowedAppIDs
             if principal.app_only and not impersonated:
                 return fault("ErrorInvalidExchangeImpersonationHeaderData")
             target = impersonated or next((a for _, a in folders if a), None) or principal.upn
             mb = find_mailbox(self.state, target or "", principal.tenant_id)
             if mb is None:
                 return fault("ErrorNonExistentMailbox") if impersonated else response_error("ErrorNonExistentMailbox")
-            if not mb.ews_enabled:  # ASSUMPTION, as above
-                return fault("ErrorAccessDenied", 403, "Access is denied. EWS is disabled for this mailbox "
-                             "(EwsEnabled is False). [sandbox assumption]")
+            if not mb.ews_enabled:
+                return forbidden()  # Set-CASMailbox -EwsEnabled $false
+            if principal.app_only and any(p.app_id == principal.app_id and p.blocks(mb.address)
+                                          for p in ex.access_policies):
+                return forbidden()  # application access policies scope EWS too
+            if in_use(self.state, "ews", mb) >= EWS_CONCURRENCY:
+                return fault("ErrorExceededConnectionCount")
+            wait = spend(self.state, principal.name, mb)
+            if wait is not None:
+                return server_busy(int(wait * 1000))
             if principal.app_only and principal.app_id in mb.ews_impersonation_denied:
                 return fault("ErrorImpersonateUserDenied")
             if not principal.app_only and not principal.has_full_access(mb):

@@ -14,7 +14,7 @@ from starlette.responses import JSONResponse, Response
 
 from ..errors import graph_error
 from ..state import utcnow
-from .model import Mailbox, Message, exchange_of, find_mailbox, resolve_user_id
+from .model import GRAPH_CONCURRENCY, Mailbox, Message, exchange_of, find_mailbox, in_use, resolve_user_id, spend
 
 _PATH = re.compile(r"^(?:users/([^/]+)|me)/(.*)$", re.I)
 _FOLDER = re.compile(r"^mailFolders(?:/([^/()]+)|\('([^']*)'\))(/messages)?/?$", re.I)
@@ -86,6 +86,10 @@ class GraphMail:
         elif not granted & (APP_READ if app_only else USER_READ_OWN):
             return graph_error(403, "ErrorAccessDenied", DENIED, crid)
         upn = (claims.get("upn") or claims.get("preferred_username") or "").lower()
+        incident = self.state.incident("exchange")
+        if incident is not None:
+            return graph_error(503, "UnknownError", "", crid,  # as captured (microsoft-graph-docs#5288)
+                               {"Retry-After": str(incident.retry_after)})
         with self.state.lock:
             mb = resolve_user_id(self.state, tenant.id, ident if ident is not None else upn)
             if mb is None:
@@ -103,6 +107,9 @@ class GraphMail:
                     ok = bool(granted & USER_READ_SHARED) and upn in mb.full_access
                 if not ok:
                     return graph_error(403, "ErrorAccessDenied", DENIED, crid)
+            busy = self._throttle(claims, mb, app_only, upn, crid)
+            if busy is not None:
+                return busy
             if folder is not None and folder.lower() not in ("inbox", inbox_id(mb).lower()):
                 return graph_error(404, "ErrorItemNotFound", "The specified object was not found in the store.",
                                    crid)
@@ -114,6 +121,20 @@ class GraphMail:
             if op == "messages":
                 return self.messages(request, mb, ctx, crid)
         return await self.send(request, mb, crid)
+
+    def _throttle(self, claims: dict, mb: Mailbox, app_only: bool, upn: str, crid) -> Response | None:
+        """Graph's limits per app and mailbox: 4 concurrent requests (MailboxConcurrency) and its request budget
+        (ApplicationThrottled), both 429 with Retry-After (M365_FACTS.md, "Throttling and transient replies")."""
+        if in_use(self.state, "graph", mb) >= GRAPH_CONCURRENCY:
+            # captured: code ApplicationThrottled, the limit named in the message (terraform-provider-outlook#21)
+            return graph_error(429, "ApplicationThrottled", "Application is over its MailboxConcurrency limit.", crid,
+                               {"Retry-After": "1"})
+        principal = str(claims.get("appid", "")).lower() if app_only else upn
+        wait = spend(self.state, principal, mb)
+        if wait is not None:
+            return graph_error(429, "ApplicationThrottled", "Application is over its resource limit.", crid,
+                               {"Retry-After": str(int(wait) + 1)})
+        return None
 
     def _ok(self, body: dict, crid: str | None, status: int = 200) -> JSONResponse:
         headers = {"OData-Version": "4.0", "Content-Type": "application/json;odata.metadata=minimal;"

@@ -5,13 +5,16 @@ from __future__ import annotations
 import re
 
 from .base import Conn
-from .model import Mailbox, Message
+from .model import IMAP_CONNECTIONS, Mailbox, Message, in_use, spend
 from .xoauth2 import check_login
 
 GREETING = ("* OK The Microsoft Exchange IMAP4 service is ready. "
             "[UwBOADQAUABSADAANQAwADEAQwBBADAAMAAwADEALgBuAGEAbQBwAHIAZAAwADUALgBwAHIAbwBkAA==]")
 CAPS = "IMAP4 IMAP4rev1 AUTH=PLAIN AUTH=XOAUTH2 SASL-IR UIDPLUS MOVE ID UNSELECT CHILDREN IDLE NAMESPACE LITERAL+"
 INVALID_STATE = "BAD Command received in Invalid state."
+NOT_CONNECTED = "BAD User is authenticated but not connected."
+# After the second "not connected" reply Exchange ends the session (M365_FACTS.md, "SASL XOAUTH2")
+BYE_CLOSED = "* BYE Connection closed. 14"
 MONTHS = ["Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"]
 _ITEM = re.compile(r"BODY\.PEEK\[[^\]]*\]|BODY\[[^\]]*\]|[A-Z0-9.]+", re.I)
 
@@ -48,8 +51,41 @@ class Session:
         self.mailbox: Mailbox | None = None
         self.readonly = True
         self.selected = False
+        self.not_connected = False  # logged in, but the mailbox cannot be opened (for this session)
+        self.not_connected_replies = 0
+        self.session_key: tuple[str, str] | None = None
 
     async def run(self) -> None:
+        try:
+            await self._run()
+        finally:
+            if self.session_key is not None:
+                with self.state.lock:
+                    self.state.sessions[self.session_key] -= 1
+
+    async def _refuse_unconnected(self, tag: str) -> bool:
+        """Every command of a session that is authenticated but not connected gets the BAD reply; the second
+        one is followed by BYE and the connection closes. True: the session is over."""
+        self.not_connected_replies += 1
+        if self.not_connected_replies >= 2:
+            await self.conn.send(f"{tag} {NOT_CONNECTED}", BYE_CLOSED)
+            return True
+        await self.conn.send(f"{tag} {NOT_CONNECTED}")
+        return False
+
+    async def _throttled(self, tag: str) -> bool:
+        """The principal's budget on this mailbox is spent: Exchange answers with its suggested back-off and ends
+        the session (M365_FACTS.md, "Throttling and transient replies"). True: the session is over."""
+        who = self.login.principal
+        wait = spend(self.state, who.name, self.login.mailbox)
+        if wait is None:
+            return False
+        ms = int(wait * 1000)
+        # captured as BAD with BYE (email-oauth2-proxy#191) and as NO without (imapsync#198, imap_tools#135)
+        await self.conn.send(f"{tag} BAD Request is throttled. Suggested Backoff Time: {ms} milliseconds", BYE_CLOSED)
+        return True
+
+    async def _run(self) -> None:
         c = self.conn
         await c.send(GREETING)
         while True:
@@ -69,6 +105,13 @@ class Session:
             if cmd == "LOGOUT":
                 await c.send("* BYE Microsoft Exchange Server IMAP4 server signing off.", f"{tag} OK LOGOUT completed.")
                 return
+            if self.login is not None and cmd not in ("CAPABILITY", "NOOP", "ID"):
+                if self._unconnected():
+                    if await self._refuse_unconnected(tag):
+                        return
+                    continue
+                if await self._throttled(tag):
+                    return
             handler = getattr(self, "do_" + cmd.replace(" ", "_"), None)
             if handler is None:
                 await c.send(f"{tag} BAD Command Error. 12")
@@ -114,19 +157,24 @@ class Session:
         self.state.count_mail("imap", "auth_ok")
         self.login = login
         c.mailbox_key = login.mailbox.address
+        with self.state.lock:
+            # about 20 connections per mailbox: the one over the limit logs in and is not connected
+            self.not_connected = in_use(self.state, "imap", login.mailbox) >= IMAP_CONNECTIONS
+            self.session_key = ("imap", login.mailbox.address.lower())
+            self.state.sessions[self.session_key] += 1
         await c.send(f"{tag} OK AUTHENTICATE completed.")
+
+    def _unconnected(self) -> bool:
+        """Evaluated at each command: a permission granted or removed meanwhile applies to an open session."""
+        with self.state.lock:
+            mb, who = self.login.mailbox, self.login.principal
+            return self.not_connected or mb.not_connected or not who.has_full_access(mb)
 
     # -- authenticated ----------------------------------------------------------------------------
     async def _open(self, tag, args, readonly: bool):
         c = self.conn
         if self.login is None:
             return await c.send(f"{tag} {INVALID_STATE}")
-        with self.state.lock:
-            mb, who = self.login.mailbox, self.login.principal  # evaluated now: permissions may have changed
-            not_connected = mb.not_connected or (who.app_only and not who.has_full_access(mb))
-        if not_connected:
-            self.selected = False
-            return await c.send(f"{tag} BAD User is authenticated but not connected.")
         if unquote(args).upper() != "INBOX":
             self.selected = False
             return await c.send(f"{tag} NO {'EXAMINE' if readonly else 'SELECT'} failed.")
@@ -159,7 +207,7 @@ class Session:
         await self.conn.send('* LIST (\\Marked \\HasNoChildren) "/" INBOX', f"{tag} OK LIST completed.")
 
     async def do_STATUS(self, tag, args):
-        if self.login is None or self.login.not_connected:
+        if self.login is None:
             return await self.conn.send(f"{tag} {INVALID_STATE}")
         with self.state.lock:
             mb = self.login.mailbox

@@ -16,11 +16,24 @@ from ..state import State, new_id
 PROTOCOLS = ("imap", "pop", "smtp")
 FAULT_MODES = ("none", "hang", "latency")
 POLICY_RIGHTS = ("RestrictAccess", "DenyAccess")
+LOAD_KINDS = ("imap", "graph", "ews", "smtp")
 MAILBOX_FIELDS = {"address", "type", "owner", "full_access", "send_as", "imap_enabled", "pop_enabled",
                   "smtp_auth_enabled", "ews_enabled", "not_connected", "messages", "display_name", "id",
-                  "ews_impersonation_denied"}
+                  "ews_impersonation_denied", "load", "budget"}
 PATCHABLE = {"type", "owner", "imap_enabled", "pop_enabled", "smtp_auth_enabled", "ews_enabled",
-             "not_connected", "display_name", "ews_impersonation_denied"}
+             "not_connected", "display_name", "ews_impersonation_denied", "load", "budget"}
+# Exchange Online's limits per mailbox (M365_FACTS.md, "Throttling and transient replies"): about 20 IMAP
+# connections; 4 concurrent Graph requests per app; 10,000 requests per 10 minutes per app (Graph's figure,
+# used here as the budget of every protocol). EWS: Exchange's EWSMaxConcurrency
+# default of 27 (Exchange Online's own value is not published). SMTP: up to three concurrent connections per
+# mailbox (Microsoft's SMTP submission page; past it 432 4.3.2).
+IMAP_CONNECTIONS = 20
+GRAPH_CONCURRENCY = 4
+EWS_CONCURRENCY = 27
+SMTP_SENDER_THREADS = 3
+DEFAULT_BUDGET = {"limit": 10000, "window_s": 600}
+# From 1 October 2026 Exchange Online blocks EWS in tenants that did not set EWSEnabled (M365_FACTS.md)
+EWS_BLOCK_UNSET_FROM = dt.datetime(2026, 10, 1, tzinfo=dt.UTC)
 
 
 @dataclass
@@ -59,6 +72,10 @@ class Mailbox:
     ews_enabled: bool = True
     not_connected: bool = False
     ews_impersonation_denied: set[str] = field(default_factory=set)  # app ids
+    # connections / requests other clients (the consuming system, users' phones) hold on the mailbox right now
+    load: dict[str, int] = field(default_factory=dict)
+    # requests each principal may make on the mailbox per window (Exchange's budget); past it: throttled
+    budget: dict[str, int] = field(default_factory=lambda: dict(DEFAULT_BUDGET))
     messages: list[Message] = field(default_factory=list)
     uidvalidity: int = 14
     next_uid: int = 1
@@ -91,10 +108,47 @@ class AccessPolicy:
 @dataclass
 class ExchangeTenant:
     smtp_auth_enabled: bool = True
-    ews_enabled: bool = True
+    # Set-OrganizationConfig -EWSEnabled: True, False, or None (never set: blocked from 1 October 2026)
+    ews_enabled: bool | None = None
+    # EWS application allow-list (EWSAllowedAppIDs); None: no list, every app may use EWS where EWS is on
+    ews_allowed_app_ids: set[str] | None = None
+    # outbound mail blocked for spam: "tenant" (550 5.7.705) or "ip" (550 5.7.708)
+    outbound_blocked: str | None = None
     service_principals: set[str] = field(default_factory=set)
     access_policies: list[AccessPolicy] = field(default_factory=list)
     mailboxes: dict[str, Mailbox] = field(default_factory=dict)  # lower-case address -> Mailbox
+
+
+def ews_org_enabled(state: State, ex: ExchangeTenant) -> bool:
+    if ex.ews_enabled is None:
+        return state.now() < EWS_BLOCK_UNSET_FROM
+    return ex.ews_enabled
+
+
+def in_use(state: State, kind: str, mb: Mailbox) -> int:
+    """Connections of ``kind`` open on ``mb``: the other clients' load and this sandbox's live sessions."""
+    return int(mb.load.get(kind, 0)) + int(state.sessions.get((kind, mb.address.lower()), 0))
+
+
+def spend(state: State, principal: str, mb: Mailbox) -> float | None:
+    """One request of ``principal`` on ``mb`` against its budget. None when within it, else the seconds until
+    the oldest request in the window leaves it (Exchange's back-off)."""
+    limit, window = int(mb.budget.get("limit", 0) or 0), float(mb.budget.get("window_s", 600) or 600)
+    if limit <= 0:
+        return None
+    key = f"budget:{principal.lower()}:{mb.address.lower()}"
+    span = dt.timedelta(seconds=window)
+    if state.count_in_window(key, span, add=False) >= limit:
+        oldest = state.oldest_in_window(key) or state.now()
+        return max(1.0, (oldest + span - state.now()).total_seconds())
+    state.count_in_window(key, span)
+    return None
+
+
+def use_budget(state: State, principal: str, mb: Mailbox, n: int) -> None:
+    key = f"budget:{principal.lower()}:{mb.address.lower()}"
+    for _ in range(int(n)):
+        state.count_in_window(key, dt.timedelta(seconds=float(mb.budget.get("window_s", 600) or 600)))
 
 
 def exchange_of(state: State, tenant_id: str) -> ExchangeTenant:
@@ -151,19 +205,44 @@ def parse_exchange(state: State, tenant_id: str, spec: dict | None) -> ExchangeT
 
     spec = spec or {}
     unknown = set(spec) - {"smtp_auth_enabled", "ews_enabled", "service_principals", "access_policies",
-                           "mailboxes"}
+                           "mailboxes", "ews_allowed_app_ids", "outbound_blocked"}
     if unknown:
         raise scenario.ScenarioError(f"unknown exchange fields: {sorted(unknown)}")
     with state.lock:
         ex = exchange_of(state, tenant_id)
         ex.smtp_auth_enabled = _flag(spec, "smtp_auth_enabled", True)
-        ex.ews_enabled = _flag(spec, "ews_enabled", True)
+        ews = spec.get("ews_enabled")
+        ex.ews_enabled = None if ews is None else bool(ews)
+        allowed = spec.get("ews_allowed_app_ids")
+        ex.ews_allowed_app_ids = None if allowed is None else {str(a).lower() for a in allowed}
+        ex.outbound_blocked = check_outbound(spec.get("outbound_blocked"))
         ex.service_principals = {str(a).lower() for a in spec.get("service_principals") or []}
         for p in spec.get("access_policies") or []:
             add_policy(ex, **p)
         for m in spec.get("mailboxes") or []:
             add_mailbox(state, tenant_id, m)
     return ex
+
+
+def check_outbound(value: object) -> str | None:
+    if value not in (None, "tenant", "ip"):
+        raise ValueError("outbound_blocked must be tenant, ip or null")
+    return value  # type: ignore[return-value]
+
+
+def check_load(value: object) -> dict[str, int]:
+    load = {str(k): int(v) for k, v in dict(value or {}).items()}  # type: ignore[call-overload]
+    bad = set(load) - set(LOAD_KINDS)
+    if bad:
+        raise ValueError(f"load kinds are {LOAD_KINDS}")
+    return load
+
+
+def check_budget(value: object) -> dict[str, int]:
+    budget = {**DEFAULT_BUDGET, **{str(k): int(v) for k, v in dict(value or {}).items()}}  # type: ignore[call-overload]
+    if set(budget) - set(DEFAULT_BUDGET):
+        raise ValueError("budget has limit and window_s")
+    return budget
 
 
 def add_policy(ex: ExchangeTenant, app_id: str, access_right: str, members: list[str] | None = None,
@@ -201,6 +280,8 @@ def add_mailbox(state: State, tenant_id: str, spec: dict) -> Mailbox:
         for name in ("imap_enabled", "pop_enabled", "ews_enabled"):
             setattr(mb, name, _flag(spec, name, True))
         mb.not_connected = bool(spec.get("not_connected", False))
+        mb.load = check_load(spec.get("load"))
+        mb.budget = check_budget(spec.get("budget"))
         s = spec.get("smtp_auth_enabled")
         mb.smtp_auth_enabled = None if s is None else bool(s)
         for msg in spec.get("messages") or []:
@@ -224,12 +305,15 @@ def mailbox_json(mb: Mailbox) -> dict:
             "imap_enabled": mb.imap_enabled, "pop_enabled": mb.pop_enabled,
             "smtp_auth_enabled": mb.smtp_auth_enabled, "ews_enabled": mb.ews_enabled,
             "not_connected": mb.not_connected, "ews_impersonation_denied": sorted(mb.ews_impersonation_denied),
+            "load": dict(mb.load), "budget": dict(mb.budget),
             "messages": [{"uid": m.uid, "id": m.id, "subject": m.subject, "from": m.sender,
                           "received": m.received.isoformat(), "seen": m.seen} for m in mb.messages]}
 
 
 def exchange_json(ex: ExchangeTenant) -> dict:
     return {"smtp_auth_enabled": ex.smtp_auth_enabled, "ews_enabled": ex.ews_enabled,
+            "ews_allowed_app_ids": sorted(ex.ews_allowed_app_ids) if ex.ews_allowed_app_ids is not None else None,
+            "outbound_blocked": ex.outbound_blocked,
             "service_principals": sorted(ex.service_principals),
             "access_policies": [{"id": p.id, "app_id": p.app_id, "access_right": p.access_right,
                                  "members": sorted(p.members)} for p in ex.access_policies],

@@ -30,6 +30,10 @@ def patch_mailbox(state: State, address: str, **fields) -> dict:
                 v = {str(x).lower() for x in v or []}
             elif k == "smtp_auth_enabled":
                 v = None if v is None else bool(v)
+            elif k == "load":
+                v = model.check_load(v)
+            elif k == "budget":
+                v = model.check_budget(v)
             elif k != "display_name" and k != "type":
                 v = bool(v)
             setattr(mb, k, v)
@@ -85,15 +89,50 @@ def remove_service_principal(state: State, tenant: str, app_id: str) -> dict:
 
 
 @op
-def set_tenant_exchange(state: State, tenant: str, smtp_auth_enabled: bool | None = None,
-                        ews_enabled: bool | None = None) -> dict:
+def set_tenant_exchange(state: State, tenant: str, **fields) -> dict:
+    """Set-TransportConfig SmtpClientAuthenticationDisabled (smtp_auth_enabled), Set-OrganizationConfig EWSEnabled
+    (ews_enabled: true, false, or null for never set), EWSAllowedAppIDs (ews_allowed_app_ids: a list, or null for
+    no allow-list), and an outbound spam block (outbound_blocked: tenant, ip or null). Only the fields given change."""
+    allowed = {"smtp_auth_enabled", "ews_enabled", "ews_allowed_app_ids", "outbound_blocked"}
+    if set(fields) - allowed:
+        raise ValueError(f"set_tenant_exchange accepts {sorted(allowed)}")
     with state.lock:
         ex = exchange_of(state, state.require_tenant(tenant).id)
-        if smtp_auth_enabled is not None:
-            ex.smtp_auth_enabled = bool(smtp_auth_enabled)
-        if ews_enabled is not None:
-            ex.ews_enabled = bool(ews_enabled)
-        return {"smtp_auth_enabled": ex.smtp_auth_enabled, "ews_enabled": ex.ews_enabled}
+        if "smtp_auth_enabled" in fields and fields["smtp_auth_enabled"] is not None:
+            ex.smtp_auth_enabled = bool(fields["smtp_auth_enabled"])
+        if "ews_enabled" in fields:
+            ex.ews_enabled = None if fields["ews_enabled"] is None else bool(fields["ews_enabled"])
+        if "ews_allowed_app_ids" in fields:
+            ids = fields["ews_allowed_app_ids"]
+            ex.ews_allowed_app_ids = None if ids is None else {str(a).lower() for a in ids}
+        if "outbound_blocked" in fields:
+            ex.outbound_blocked = model.check_outbound(fields["outbound_blocked"])
+        return {"smtp_auth_enabled": ex.smtp_auth_enabled, "ews_enabled": ex.ews_enabled,
+                "ews_allowed_app_ids": sorted(ex.ews_allowed_app_ids) if ex.ews_allowed_app_ids is not None
+                else None, "outbound_blocked": ex.outbound_blocked}
+
+
+@op
+def use_budget(state: State, address: str, principal: str, requests: int) -> dict:
+    """Another client of ``principal`` (a UPN or app id: the consuming system itself) spends ``requests`` of its
+    budget on the mailbox now."""
+    with state.lock:
+        mb = require_mailbox(state, address)
+        model.use_budget(state, principal, mb, int(requests))
+        return {"address": mb.address, "budget": dict(mb.budget)}
+
+
+@op
+def record_sent(state: State, address: str, recipients: int) -> dict:
+    """Another client sent mail from the mailbox to ``recipients`` recipients just now (Exchange Online allows
+    10,000 recipients a day per mailbox; past that, 554 5.2.0 SubmissionQuotaExceededException)."""
+    import datetime as dt
+
+    with state.lock:
+        mb = require_mailbox(state, address)
+        for _ in range(int(recipients)):
+            state.count_in_window(f"sent:{mb.address.lower()}", dt.timedelta(days=1))
+        return {"address": mb.address}
 
 
 @op

@@ -10,6 +10,10 @@ GREETING = ("+OK The Microsoft Exchange POP3 service is ready. "
 AUTH_FAILED = "-ERR Authentication failure: unknown user name or bad password."
 INVALID_STATE = "-ERR Command is not valid in this state."
 OUT_OF_RANGE = "-ERR The specified message is out of range."
+# Exchange refuses a command line over its limit and drops the connection; since 2025 a very long token's
+# XOAUTH2 line (over about 4 KB of base64) is refused this way (M365_FACTS.md; getmail6#256)
+MAX_COMMAND = 4096
+COMMAND_TOO_LONG = "-ERR Protocol error. Connection is closed. 10"
 
 
 async def serve(servers, conn: Conn) -> None:
@@ -65,6 +69,10 @@ async def serve(servers, conn: Conn) -> None:
                 continue
             await conn.send("+ ")
             blob = (await conn.readline() or "").strip()
+            if len(blob) > MAX_COMMAND:
+                state.count_mail("pop", "auth_failed")
+                await conn.send(COMMAND_TOO_LONG)
+                return
             if blob == "*":
                 await conn.send("-ERR Authentication canceled.")
                 continue

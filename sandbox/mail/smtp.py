@@ -10,8 +10,17 @@ import uuid
 
 from ..state import utcnow
 from .base import HOSTNAME, Conn
-from .model import find_mailbox
+from .model import SMTP_SENDER_THREADS, exchange_of, find_mailbox, in_use
 from .xoauth2 import check_login
+
+RECIPIENTS_PER_DAY = 10000  # Exchange Online's sending limit per mailbox (M365_FACTS.md)
+
+
+def _stamp() -> str:
+    """The diagnostic tail Exchange Online puts in brackets: the front-end host, the time, a request id."""
+    now = dt.datetime.now(dt.UTC)
+    when = f"{now.strftime('%Y-%m-%dT%H:%M:%S.')}{now.microsecond // 1000:03d}Z"
+    return f"[{HOSTNAME} {when} {uuid.uuid4().hex[:16].upper()}]"
 
 _ADDR = re.compile(r"<([^>]*)>")
 
@@ -32,6 +41,16 @@ def ehlo_lines(tls: bool, authed: bool) -> list[str]:
 
 
 async def serve(servers, conn: Conn) -> None:
+    sessions: list[tuple[str, str]] = []
+    try:
+        await _serve(servers, conn, sessions)
+    finally:
+        with servers.state.lock:
+            for key in sessions:
+                servers.state.sessions[key] -= 1
+
+
+async def _serve(servers, conn: Conn, sessions: list) -> None:
     state = servers.state
     tls = False
     login = None
@@ -73,7 +92,7 @@ async def serve(servers, conn: Conn) -> None:
             if login is not None:
                 await conn.send("503 5.5.2 Already authenticated")
                 continue
-            if mech.upper() == "LOGIN":  # basic authentication is off in this sandbox
+            if mech.upper() == "LOGIN":  # basic authentication is off in this sandbox (as captured: mailR#107)
                 state.count_mail("smtp", "auth_failed")
                 await conn.send("535 5.7.139 Authentication unsuccessful, basic authentication is disabled. "
                                 f"[{HOSTNAME}]")
@@ -85,19 +104,27 @@ async def serve(servers, conn: Conn) -> None:
                 if blob == "*":
                     await conn.send("501 5.7.0 Authentication aborted")
                     continue
+            if state.incident("exchange") is not None:
+                # captured at AUTH as "421 4.3.2 Service not active" (MailKit#1106); the connection ends
+                await conn.send(f"421 4.3.2 Service not active [{HOSTNAME}]")
+                return
             result = check_login(state, servers.signer, blob, "smtp")
             if not result.ok:
                 state.count_mail("smtp", "auth_failed")
                 if result.smtp_disabled:
                     await conn.send("535 5.7.139 Authentication unsuccessful, SmtpClientAuthentication is disabled "
                                     f"for the {result.smtp_disabled}. Visit https://aka.ms/smtp_auth_disabled for "
-                                    f"more information. [{HOSTNAME}]")
+                                    f"more information. {_stamp()}")
                 else:
-                    await conn.send(f"535 5.7.3 Authentication unsuccessful [{HOSTNAME}]")
+                    await conn.send(f"535 5.7.3 Authentication unsuccessful {_stamp()}")
                 continue
             state.count_mail("smtp", "auth_ok")
             login = result
             conn.mailbox_key = result.mailbox.address
+            session_key = ("smtp", result.mailbox.address.lower())
+            with state.lock:
+                state.sessions[session_key] += 1
+            sessions.append(session_key)
             await conn.send("235 2.7.0 Authentication successful")
         elif cmd == "MAIL":
             if login is None:
@@ -138,8 +165,25 @@ async def serve(servers, conn: Conn) -> None:
 
 
 def submit(state, login, sender: str, rcpts: list[str], data: str) -> str:
-    """SendAs check, then delivery into the recipients' mailboxes that exist in the sandbox."""
+    """What Exchange decides when the message is submitted (end of DATA): the concurrent-submission limit, the
+    sending quota, an outbound spam block, Send As; then delivery into the recipients' mailboxes in the sandbox."""
     with state.lock:
+        if in_use(state, "smtp", login.mailbox) > SMTP_SENDER_THREADS:
+            # "Up to three concurrent connections" (Microsoft's SMTP submission page; fastapi-mail#75)
+            return ("432 4.3.2 Concurrent connections limit exceeded. Visit https://aka.ms/concurrent_sending for "
+                    f"more information. [Hostname={HOSTNAME}]")
+        day = dt.timedelta(days=1)
+        sent_key = f"sent:{login.mailbox.address.lower()}"
+        if state.count_in_window(sent_key, day, add=False) + len(rcpts) > RECIPIENTS_PER_DAY:
+            return ("554 5.2.0 STOREDRV.Submission.Exception:SubmissionQuotaExceededException; Failed to process "
+                    "message due to a permanent exception with message [BeginDiagnosticData]Cannot submit message. "
+                    f"[Hostname={HOSTNAME}]")
+        blocked = exchange_of(state, login.mailbox.tenant_id).outbound_blocked
+        if blocked == "tenant":  # seen only in NDRs; which SMTP reply carries it is not known (see README)
+            return "550 5.7.705 Access denied, tenant has exceeded threshold"
+        if blocked == "ip":
+            return ("550 5.7.708 Service unavailable. Access denied, traffic not accepted from this IP. For more "
+                    f"information please go to http://go.microsoft.com/fwlink/?LinkId=526653 AS(7171) [{HOSTNAME}]")
         from_mb = find_mailbox(state, sender)
         if not login.principal.may_send_as(from_mb, sender, login.mailbox):
             return (f"554 5.2.252 SendAsDenied; {login.address} not allowed to send as {sender}; "
@@ -150,6 +194,8 @@ def submit(state, login, sender: str, rcpts: list[str], data: str) -> str:
         subject = str(msg.get("Subject", "(no subject)"))
         body = msg.get_body(("plain",)) if msg.is_multipart() else msg
         text = body.get_content() if body is not None else ""
+        for _ in rcpts:
+            state.count_in_window(sent_key, day)
         for rcpt in rcpts:
             mb = find_mailbox(state, rcpt)
             if mb is not None:

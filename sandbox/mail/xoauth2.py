@@ -121,6 +121,18 @@ def smtp_auth_off(state: State, mb: Mailbox) -> str | None:
     return None
 
 
+def own_mailbox(state: State, principal: Principal, address: str) -> Mailbox | None:
+    """The token's own user's mailbox when ``address`` names it (its primary address, UPN or a proxy address)."""
+    mb = find_mailbox(state, address, principal.tenant_id)
+    if mb is not None:
+        return mb if mb.owner == principal.upn else None
+    user = state.find_user_by_address(address, principal.tenant_id)
+    if user is None or user.upn.lower() != principal.upn:
+        return None
+    return next((m for m in exchange_of(state, principal.tenant_id).mailboxes.values() if m.owner == principal.upn),
+                None)
+
+
 def check_login(state: State, signer: Signer, blob_b64: str, protocol: str) -> Login:
     """Exchange's decision for an XOAUTH2 login on imap | pop | smtp."""
     parsed = parse_xoauth2(blob_b64)
@@ -132,7 +144,18 @@ def check_login(state: State, signer: Signer, blob_b64: str, protocol: str) -> L
     except TokenError as exc:
         return Login(False, address, reason=f"token: {exc.kind}")
     with state.lock:
-        mb = find_mailbox(state, address, principal.tenant_id)
+        if protocol == "smtp" and not principal.app_only:
+            # SMTP with a delegated token authenticates as the token's own user only: user=<a shared mailbox>
+            # is refused (535 5.7.3) even with FullAccess and SendAs; Send As is applied when the message is
+            # submitted (M365_FACTS.md, "SASL XOAUTH2")
+            mb = own_mailbox(state, principal, address)
+            if mb is None:
+                return Login(False, address, principal, find_mailbox(state, address, principal.tenant_id),
+                             reason="SMTP: user= is not the token's own user")
+        else:
+            mb = find_mailbox(state, address, principal.tenant_id)
+            if mb is None and not principal.app_only:
+                mb = own_mailbox(state, principal, address)
         if mb is None:
             return Login(False, address, principal, reason="no such mailbox in the token's tenant")
         login = Login(False, address, principal, mb)
@@ -156,7 +179,7 @@ def check_login(state: State, signer: Signer, blob_b64: str, protocol: str) -> L
             if off:
                 login.smtp_disabled, login.reason = off, f"SMTP AUTH disabled for the {off}"
                 return login
-            if not (principal.has_full_access(mb) or principal.name in mb.send_as):
+            if principal.app_only and not (principal.has_full_access(mb) or principal.name in mb.send_as):
                 login.reason = "no permission on the mailbox"
                 return login
             login.ok = True
@@ -165,16 +188,13 @@ def check_login(state: State, signer: Signer, blob_b64: str, protocol: str) -> L
             login.reason = f"{protocol.upper()} disabled on the mailbox"
             return login
         access = principal.has_full_access(mb)
-        if principal.app_only and not access or mb.not_connected:
-            # the login itself succeeds; opening the mailbox does not
+        if not access or mb.not_connected:
+            # the login itself succeeds; opening the mailbox does not (IMAP: "authenticated but not connected")
             if protocol == "pop":
                 login.reason = "not connected (POP opens the mailbox at login)"
                 return login
             login.ok, login.not_connected = True, True
-            login.reason = "no FullAccess for the app" if not access else "mailbox not_connected"
-            return login
-        if not access:
-            login.reason = "the user neither owns the mailbox nor has FullAccess"
+            login.reason = "no FullAccess" if not access else "mailbox not_connected"
             return login
         login.ok = True
         return login

@@ -25,7 +25,9 @@ SCENARIO = {
         {"id": TENANT, "domain": DOMAIN, "users": [{"upn": "helpdesk-mail@contoso.com", "password": PASSWORD}],
          "apps": [{"app_id": MONITOR_APP, "display_name": "mailwarden",
                    "secrets": [{"display_name": "monitor", "value": MONITOR_SECRET, "end": "+365d"}],
-                   "application_permissions": {"graph": ["Application.Read.All"]}}]},
+                   "application_permissions": {"graph": ["Application.Read.All"]}}],
+         # EWS allowed for the org: never set, it is blocked since 1 October 2026 (M365_FACTS.md)
+         "exchange": {"ews_enabled": True}},
         {"id": STRICT_TENANT, "domain": "fabrikam.onmicrosoft.com", "user_consent": False},
     ],
 }

@@ -128,8 +128,8 @@ def test_session_revocation_expiry_and_inactivity(sb):
 
 USER_STATES = [
     ({"enabled": False}, 50057),
-    ({"password_expired": True}, 50055),
     ({"locked": True}, 50053),
+    ({"blocked_by_security_defaults": True}, 530035),
     ({"ca_blocked": True}, 53003),
     ({"mfa": "required"}, 50076),
     ({"mfa": "enrollment_required"}, 50079),
@@ -149,6 +149,21 @@ def test_user_state_codes_on_refresh_and_sign_in(sb, patch, code):
     error, description = redirect_error(sign_in(flow["auth_uri"], upn, PASSWORD, sb.ca_path))
     assert description.startswith(f"AADSTS{code}:")
     assert error == ("interaction_required" if code in (50076, 50079, 50074) else "access_denied")
+
+
+def test_password_expiry_stops_sign_in_not_refresh_and_a_reset_revokes(sb):
+    """M365_FACTS.md (corrected 2026-12-02): password expiry revokes nothing (50055 is an interactive sign-in
+    error); an admin password reset revokes password-based refresh tokens (50173 on the next refresh)."""
+    app_id, secret = new_app(sb)
+    upn = new_user(sb)
+    rt = user_tokens(sb, app_id, secret, upn)["refresh_token"]
+    sb.control.patch_user(upn, password_expired=True)
+    assert "access_token" in cca(sb, app_id, secret).acquire_token_by_refresh_token(rt, OUTLOOK)
+    flow = cca(sb, app_id, secret).initiate_auth_code_flow(OUTLOOK, redirect_uri=REDIRECT, login_hint=upn)
+    _, description = redirect_error(sign_in(flow["auth_uri"], upn, PASSWORD, sb.ca_path))
+    assert description.startswith("AADSTS50055:")
+    sb.control.reset_password(upn, password="Changed-Pa55!")
+    assert_aad(cca(sb, app_id, secret).acquire_token_by_refresh_token(rt, OUTLOOK), 50173, "invalid_grant")
 
 
 def test_mfa_satisfied_interactively_keeps_refresh_working(sb):

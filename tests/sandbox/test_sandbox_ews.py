@@ -82,15 +82,26 @@ def test_mailbox_errors(sb):
     sb.control.patch_mailbox(box, ews_impersonation_denied=[app_id])
     r = ews(sb, token, box)
     assert response_code(r) == "ErrorImpersonateUserDenied"
+    # EWS refused by policy is a bare 403 (M365_FACTS.md; "403 is policy block": PowerShell-EWS-Scripts#62)
     sb.control.patch_mailbox(box, ews_impersonation_denied=[], ews_enabled=False)
-    r = ews(sb, token, box)  # sandbox assumption: the real reply is not known
-    assert r.status_code == 403 and response_code(r) == "ErrorAccessDenied" and b"EWS is disabled" in r.content
+    r = ews(sb, token, box)
+    assert r.status_code == 403 and r.content == b""
     sb.control.patch_mailbox(box, ews_enabled=True)
-    sb.control.set_tenant_exchange(TENANT, ews_enabled=False)
+    for setting in ({"ews_enabled": False}, {"ews_enabled": None}, {"ews_allowed_app_ids": ["someone-else"]}):
+        sb.control.set_tenant_exchange(TENANT, **setting)
+        try:
+            r = ews(sb, token, box)
+            assert (r.status_code, r.content) == (403, b""), setting
+        finally:
+            sb.control.set_tenant_exchange(TENANT, ews_enabled=True, ews_allowed_app_ids=None)
+    sb.control.set_tenant_exchange(TENANT, ews_allowed_app_ids=[app_id])
     try:
-        assert ews(sb, token, box).status_code == 403
+        assert ews(sb, token, box).status_code == 200
+        policy = sb.control.add_access_policy(TENANT, app_id, "RestrictAccess", ["someone@contoso.com"])
+        assert (ews(sb, token, box).status_code, ews(sb, token, box).content) == (403, b"")
+        sb.control.remove_access_policy(TENANT, id=policy)
     finally:
-        sb.control.set_tenant_exchange(TENANT, ews_enabled=True)
+        sb.control.set_tenant_exchange(TENANT, ews_allowed_app_ids=None)
     assert ews(sb, token, box).status_code == 200
 
 

@@ -18,7 +18,8 @@ def reauth(
     config: ConfigOpt = None,
     import_file: Annotated[Path | None, typer.Option(
         "--import", help="Store a refresh token obtained elsewhere: a file holding the token, or JSON with "
-                         "a refresh_token field.")] = None,
+                         "a refresh_token field. One issued to a public client (device code) is stored as such "
+                         "and refreshed without the app's secret.")] = None,
     redirect_uri: Annotated[str | None, typer.Option(
         help="Redirect URI registered on the app (default: web.base_url + /auth/callback).")] = None,
     device: Annotated[bool, typer.Option(
@@ -29,7 +30,10 @@ def reauth(
 
     Prints a sign-in URL: open it (a private window avoids signing in as yourself), sign in as the
     configured account, then paste the whole address the browser was sent back to. Refuses another
-    account or missing scopes, keeping the stored token. Exit 0 stored, 1 refused, 3 config/database error.
+    account or missing scopes, keeping the stored token. Who the account is, Entra ID says through the
+    tenant's monitor app (User.Read.All): its UPN, mail or a proxy address, and the same object id. Without
+    that permission the object id of the last accepted sign-in, else the sign-in name and the ID token's
+    email, are compared, and the output says which. Exit 0 stored, 1 refused, 3 config/database error.
     """
     from monitor import reauth as flow
     from monitor.runtime import open_runtime
@@ -62,8 +66,10 @@ def reauth(
         raise fail(exc, EXIT_UNKNOWN) from None
     finally:
         runtime.close()
-    typer.echo(f"Stored a refresh token for {result.integration}, signed in as {result.account} "
-               f"(scopes: {' '.join(result.scopes)}).\nRun 'mailwarden check -i {name}' to verify. "
+    kind = " (public client: refreshed without the app's secret)" if result.details.get("public_client") else ""
+    typer.echo(f"Stored a refresh token for {result.integration}{kind}, signed in as {result.account} "
+               f"(scopes: {' '.join(result.scopes)}).\nIdentity: {result.details.get('identity')}.\n"
+               f"Run 'mailwarden check -i {name}' to verify. "
                f"mailwarden's token is its own: if {integ.system or 'the consuming system'} also lost its "
                f"sign-in, re-authenticate it there as {integ.account} too.")
 

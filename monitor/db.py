@@ -438,9 +438,15 @@ class Store(AlertStore, HistoryStore, RotationStore, ReauthStore):
 
     # -- token caches and meta ------------------------------------------------------------------------
     def save_token_cache(self, integration: str, ciphertext: bytes, key_fingerprint: str,
-                         account: str | None, now: datetime) -> None:
-        values = {"ciphertext": bytes(ciphertext), "key_fingerprint": key_fingerprint, "account": account,
-                  "updated_at": now}
+                         account: str | None, now: datetime, *, public_client: bool | None = None,
+                         oid: str | None = None) -> None:
+        """Insert or replace the integration's cache. ``public_client`` given: a new sign-in, whose kind and
+        user (``oid``, None for unknown) replace the stored ones. ``public_client`` None: the same sign-in's
+        rotated cache, so the stored kind and user stay (a new row is confidential, with no user)."""
+        values: dict[str, Any] = {"ciphertext": bytes(ciphertext), "key_fingerprint": key_fingerprint,
+                                  "account": account, "updated_at": now}
+        if public_client is not None:
+            values.update(public_client=bool(public_client), oid=oid)
         with self._session(write=True) as s:
             stmt = self._insert()(TokenCache).values(integration=integration, **values)
             s.execute(stmt.on_conflict_do_update(index_elements=["integration"], set_=values))

@@ -12,7 +12,7 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import JSON, DateTime, Index, LargeBinary, Text, UniqueConstraint, text
+from sqlalchemy import JSON, DateTime, Index, LargeBinary, Text, UniqueConstraint, false, text
 from sqlalchemy.types import TypeDecorator
 from sqlmodel import Field, SQLModel
 
@@ -162,8 +162,13 @@ class TokenCache(SQLModel, table=True):
     integration: str
     ciphertext: bytes = Field(sa_type=LargeBinary)
     key_fingerprint: str
-    account: str | None = None
+    account: str | None = None  # the configured account the cache was accepted for
     updated_at: datetime = _ts()
+    # Issued to a public client (device code, or an import that Entra ID refused with the app's secret): it
+    # is refreshed without a client secret, since presenting one is refused with AADSTS700025 (M365_FACTS.md).
+    public_client: bool = Field(default=False, sa_column_kwargs={"server_default": false()})
+    # The object id of the user whose sign-in was accepted (the identity evidence when Graph cannot be read).
+    oid: str | None = None
 
 
 class Meta(SQLModel, table=True):

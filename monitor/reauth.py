@@ -5,23 +5,38 @@ confidential app (headless: print the URL, paste the redirected URL back; the we
 the same functions), or a refresh token obtained elsewhere (``--import``). Before anything is stored:
 the signed-in user must be the configured account (the seeds' classic failure: "Authenticated" shows
 green for the wrong user), and the granted scopes must include what the integration's checks need.
+
+Who the configured account is, Entra ID says: through Graph (the tenant's monitor app, User.Read.All) the
+account may be the user's UPN, primary SMTP address or a proxy address, and the object id that signed in must
+be that user's. Without Graph the evidence is weaker and the result says which was used: the object id
+recorded at the integration's last accepted sign-in, else the sign-in name and the ID token's email.
+
+A refresh token issued to a public client (the device-code flow; an import Entra ID refuses with the app's
+secret, AADSTS700025) is stored as public and refreshed without the secret (M365_FACTS.md).
 """
 
 from __future__ import annotations
 
+import asyncio
 import warnings
+from collections.abc import Callable, Coroutine
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import Any
-from urllib.parse import parse_qs, urlsplit
+from typing import Any, TypeVar
+from urllib.parse import parse_qs, quote, urlsplit
 
 import msal
 
-from checks import permissions
+from checks import graph_client, permissions
 from checks.diagnoses import classify_aadsts
+from checks.network import network_code
 from monitor.config import IntegrationConfig
 from monitor.errors import MailwardenError
-from monitor.redact import register_secret
-from monitor.tokens import TokenProvider, scope_prefixes
+from monitor.redact import redact, register_secret
+from monitor.tokens import StoredToken, TokenProvider, scope_prefixes
+
+PUBLIC_CLIENT_WITH_SECRET = 700025  # "Client is public so neither 'client_assertion' nor 'client_secret' ..."
+_T = TypeVar("_T")
 
 
 class ReauthError(MailwardenError):
@@ -111,21 +126,30 @@ def device_code(tokens: TokenProvider, integ: IntegrationConfig, show) -> Reauth
         _refused(flow, tokens, integ)
     show(flow["message"])
     result = app.acquire_token_by_device_flow(flow)
-    return _accept(tokens, integ, cache, result)
+    return _accept(tokens, integ, cache, result, public_client=True)
 
 
 def import_refresh_token(tokens: TokenProvider, integ: IntegrationConfig, refresh_token: str) -> ReauthResult:
     """Store a refresh token obtained elsewhere, after the same identity and scope checks."""
     _delegated(integ)
     register_secret(refresh_token)
-    cache = msal.SerializableTokenCache()
-    app = tokens.new_app(integ.app, cache)
     scopes = required_scopes(tokens, integ)
-    result = app.acquire_token_by_refresh_token(refresh_token, scopes)
-    return _accept(tokens, integ, cache, result)
+    cache = msal.SerializableTokenCache()
+    result = tokens.new_app(integ.app, cache).acquire_token_by_refresh_token(refresh_token, scopes)
+    if PUBLIC_CLIENT_WITH_SECRET not in (result.get("error_codes") or []):
+        return _accept(tokens, integ, cache, result)
+    # Issued to a public client (a device-code sign-in elsewhere): Entra ID refuses it with the app's secret,
+    # and it is redeemed, and from now on refreshed, without one.
+    cache = msal.SerializableTokenCache()
+    result = tokens.new_public_app(integ.app, cache).acquire_token_by_refresh_token(refresh_token, scopes)
+    if "access_token" not in result:
+        _refused(result, tokens, integ, context="the token was issued to a public client (refused with the app's "
+                                                "secret: AADSTS700025), and redeeming it without the secret failed")
+    return _accept(tokens, integ, cache, result, public_client=True)
 
 
-def _refused(result: dict[str, Any], tokens: TokenProvider, integ: IntegrationConfig) -> None:
+def _refused(result: dict[str, Any], tokens: TokenProvider, integ: IntegrationConfig, *,
+             context: str | None = None) -> None:
     codes = result.get("error_codes") or []
     desc = str(result.get("error_description") or result.get("error"))
     if not codes and desc.startswith("AADSTS"):
@@ -137,23 +161,37 @@ def _refused(result: dict[str, Any], tokens: TokenProvider, integ: IntegrationCo
         hint = (f"{integ.name} needs the delegated permissions {', '.join(required_scopes(tokens, integ))}: "
                 "Entra admin center > App registrations > the app > API permissions > add them and "
                 "Grant admin consent, then sign in again")
-    raise ReauthError(f"Entra ID refused the sign-in: {desc.splitlines()[0][:300]}", code=code, hint=hint,
+    if code == "public_client_token" and hint is None:
+        hint = (f"The token belongs to a public client: enable 'Allow public client flows' on the app registration "
+                f"(and public_client: true for app {integ.app}), or sign in without --import")
+    lead = f"{context}: " if context else ""
+    raise ReauthError(f"{lead}Entra ID refused the sign-in: {desc.splitlines()[0][:300]}", code=code, hint=hint,
                       missing=required_scopes(tokens, integ) if code == "consent_missing" else None)
 
 
 def _accept(tokens: TokenProvider, integ: IntegrationConfig, cache: msal.SerializableTokenCache,
-            result: dict[str, Any]) -> ReauthResult:
+            result: dict[str, Any], *, public_client: bool = False) -> ReauthResult:
     if "access_token" not in result:
         _refused(result, tokens, integ)
     register_secret(result.get("refresh_token"))
     claims = result.get("id_token_claims") or {}
-    who = str(claims.get("preferred_username") or claims.get("upn") or "").lower()
-    if who != (integ.account or "").lower():
+    signed = SignedIn.of(claims)
+    who = signed.name
+    account = integ.account or ""
+    stored = tokens.stored_token(integ.name)
+    recorded = stored.oid if stored and (stored.account or "").lower() == account.lower() else None
+    verdict = judge(account, signed, read_directory(tokens, integ, signed.oid), recorded)
+    if not verdict.accepted:
+        hint = f"Sign out of Microsoft (or use a private window) and sign in as {account}"
+        if verdict.evidence != "graph":
+            tenant = tokens.config.apps[integ.app].tenant
+            hint += (f". If {who or 'that user'} is {account} under another name, give the tenant's monitor app "
+                     f"(tenants.{tenant}.monitor_app) the User.Read.All application permission with admin consent, "
+                     f"so that Entra ID can say who {account} is")
         raise ReauthError(
-            f"signed in as {who or 'an unknown user'}, but {integ.name} must be authorised by {integ.account}; "
-            "nothing was stored and the previous token is kept",
-            code="wrong_account", account=who or None,
-            hint=f"Sign out of Microsoft (or use a private window) and sign in as {integ.account}")
+            f"signed in as {who or 'an unknown user'}, but {integ.name} must be authorised by {account} "
+            f"({verdict.reason}); nothing was stored and the previous token is kept",
+            code="wrong_account", account=who or None, hint=hint)
     granted = {s.rsplit("/", 1)[-1] for s in str(result.get("scope", "")).split()}
     missing = [s for s in required_scopes(tokens, integ) if s.rsplit("/", 1)[-1] not in granted]
     if missing:
@@ -166,5 +204,181 @@ def _accept(tokens: TokenProvider, integ: IntegrationConfig, cache: msal.Seriali
         raise ReauthError("Entra ID returned no refresh token (offline_access not granted); nothing was stored",
                           code="consent_missing", hint="Add the offline_access delegated permission", account=who,
                           missing=["offline_access"])
-    tokens.save_cache(integ, cache)
-    return ReauthResult(integ.name, who, sorted(granted), {"oid": claims.get("oid"), "tid": claims.get("tid")})
+    tokens.save_cache(integ, cache, signed_in=StoredToken(public_client=public_client, oid=signed.oid))
+    return ReauthResult(integ.name, who, sorted(granted), {
+        "oid": claims.get("oid"), "tid": claims.get("tid"), "public_client": public_client,
+        "evidence": verdict.evidence, "identity": verdict.reason})
+
+
+# -- who the configured account is -------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class SignedIn:
+    """The account that signed in, from the ID token's claims."""
+
+    oid: str | None
+    name: str  # preferred_username (or upn), lower-case: the UPN in work accounts
+    email: str | None  # the primary SMTP address, when the token carries it
+
+    @classmethod
+    def of(cls, claims: dict[str, Any]) -> SignedIn:
+        email = str(claims.get("email") or "").strip().lower()
+        return cls(str(claims["oid"]) if claims.get("oid") else None,
+                   str(claims.get("preferred_username") or claims.get("upn") or "").strip().lower(), email or None)
+
+
+@dataclass(frozen=True)
+class DirectoryUser:
+    """A user as Graph describes it (``$select=id,userPrincipalName,mail,proxyAddresses``)."""
+
+    id: str
+    upn: str
+    mail: str | None = None
+    proxy_addresses: tuple[str, ...] = ()
+
+    @classmethod
+    def of(cls, body: dict[str, Any]) -> DirectoryUser:
+        return cls(str(body.get("id") or ""), str(body.get("userPrincipalName") or ""), body.get("mail") or None,
+                   tuple(str(p) for p in body.get("proxyAddresses") or ()))
+
+    def addresses(self) -> list[str]:
+        """UPN, mail and the SMTP proxy addresses ("SMTP:" primary, "smtp:" aliases; prefix stripped), lower-case,
+        each once. SIP:, X500: and other address types name no mailbox to sign in as."""
+        smtp = [p.split(":", 1)[1] for p in self.proxy_addresses if p[:5].lower() == "smtp:"]
+        out = [self.upn, self.mail or "", *smtp]
+        return list(dict.fromkeys(a.strip().lower() for a in out if a and a.strip()))
+
+    def named_by(self, account: str) -> str | None:
+        """How ``account`` names this user (its UPN, its mail, one of its proxy addresses), or None."""
+        want = account.strip().lower()
+        if want == self.upn.lower():
+            return "UPN"
+        if want == (self.mail or "").lower():
+            return "mail (primary SMTP address)"
+        return "proxy address" if want in self.addresses() else None
+
+
+@dataclass(frozen=True)
+class DirectoryRead:
+    """What Graph said: the user whose UPN (or id) the account is, or else the signed-in user (the account may
+    be its mail or a proxy address, which ``/users/{x}`` does not resolve); or why Graph could not be read."""
+
+    account_user: DirectoryUser | None = None
+    signed_in_user: DirectoryUser | None = None
+    problem: str | None = None
+
+
+@dataclass(frozen=True)
+class Verdict:
+    accepted: bool
+    evidence: str  # graph | recorded_oid | sign_in_name | id_token_email | none
+    reason: str
+
+
+def judge(account: str, signed: SignedIn, directory: DirectoryRead, recorded_oid: str | None) -> Verdict:
+    """Is the signed-in user the configured account? Pure: Graph's word when there is one, else the weaker
+    evidence, strongest first, each saying what it compared."""
+    want = account.strip().lower()
+    oid = (signed.oid or "").lower()
+    said = f"{signed.name or 'an unknown user'} (id {signed.oid or 'unknown'})"
+    if directory.account_user is not None:
+        u = directory.account_user
+        if oid and oid == u.id.lower():
+            return Verdict(True, "graph", f"Entra ID (Graph) resolves {account} to {u.upn} (id {u.id}), the user "
+                                          "who signed in")
+        return Verdict(False, "graph", f"Entra ID (Graph) resolves {account} to {u.upn} (id {u.id}), not to "
+                                       f"{said}")
+    if directory.signed_in_user is not None:
+        u = directory.signed_in_user
+        how = u.named_by(want)
+        if how and oid and oid == u.id.lower():
+            return Verdict(True, "graph", f"Entra ID (Graph) lists {account} as the {how} of {u.upn} (id {u.id}), "
+                                          "the user who signed in")
+        return Verdict(False, "graph", f"Entra ID (Graph) has no user whose UPN is {account}, and {account} is not "
+                                       f"an address of {u.upn} (id {u.id}), who signed in "
+                                       f"(its addresses: {', '.join(u.addresses())})")
+    lead = f"could not read the account from Graph ({directory.problem or 'not asked'})"
+    if recorded_oid and oid and oid == recorded_oid.lower():
+        return Verdict(True, "recorded_oid", f"{lead}: compared the object id with the sign-in last accepted for "
+                                             f"{account}: the same user (id {signed.oid})")
+    if signed.name and signed.name == want:
+        other = (f"; the sign-in last accepted for {account} was by another object id ({recorded_oid}): "
+                 "the account may have been deleted and created again") if recorded_oid else ""
+        return Verdict(True, "sign_in_name", f"{lead}: compared the sign-in name only{other}")
+    if signed.email and signed.email == want and not recorded_oid:
+        return Verdict(True, "id_token_email", f"{lead}: compared the sign-in name and the ID token's email "
+                                               f"({signed.email}) only")
+    if recorded_oid:
+        return Verdict(False, "recorded_oid", f"{lead}: {said} is neither named {account} nor the user whose "
+                                              f"sign-in was last accepted for it (id {recorded_oid})")
+    return Verdict(False, "sign_in_name", f"{lead}: compared the sign-in name and the ID token's email "
+                                          f"({signed.email or 'none'}) only")
+
+
+def read_directory(tokens: TokenProvider, integ: IntegrationConfig, oid: str | None) -> DirectoryRead:
+    """Ask Graph, with the tenant's monitor app, who the configured account is. Blocking (the flows run in a
+    worker thread); never raises: a failure is the ``problem`` the weaker evidence then names."""
+    return _blocking(lambda: _read_directory(tokens, integ, oid))
+
+
+def _blocking(make: Callable[[], Coroutine[Any, Any, _T]]) -> _T:
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        return asyncio.run(make())
+    with ThreadPoolExecutor(1) as pool:  # called on a thread that runs a loop: not on that loop
+        return pool.submit(lambda: asyncio.run(make())).result()
+
+
+async def _read_directory(tokens: TokenProvider, integ: IntegrationConfig, oid: str | None) -> DirectoryRead:
+    tenant_name = tokens.config.apps[integ.app].tenant
+    monitor_app = tokens.config.tenants[tenant_name].monitor_app
+    if not monitor_app:
+        return DirectoryRead(problem=f"tenant {tenant_name} names no monitor_app")
+    if not oid:
+        return DirectoryRead(problem="the sign-in's ID token carries no oid")
+    endpoints = tokens.endpoints
+    try:
+        # fresh: a sign-in is rare, and a cached token would hide User.Read.All granted since it was issued
+        result = await asyncio.to_thread(lambda: tokens.app_token(monitor_app, endpoints.graph_resource, fresh=True))
+    except MailwardenError as exc:
+        return DirectoryRead(problem=f"the monitor app {monitor_app} has no usable credential: {exc.what}")
+    except Exception as exc:  # noqa: BLE001 - any failure only weakens the evidence, and says so
+        return DirectoryRead(problem=f"the monitor app {monitor_app} got no Graph token "
+                                     f"({network_code(exc) or type(exc).__name__})")
+    if "access_token" not in result:
+        codes = result.get("error_codes") or []
+        return DirectoryRead(problem=f"the monitor app {monitor_app} got no Graph token "
+                                     f"(AADSTS{codes[0] if codes else '?'}: {classify_aadsts(codes)})")
+    headers = {"Authorization": f"Bearer {result['access_token']}"}
+    params = {"$select": "id,userPrincipalName,mail,proxyAddresses"}
+    try:
+        async with graph_client.capped_client(verify=graph_client.verify_for(endpoints), timeout=tokens.timeout_s,
+                                              trust_env=not endpoints.ca_bundle) as http:
+            resp = await http.get(f"{endpoints.graph}/users/{quote(integ.account or '', safe='@')}",
+                                  params=params, headers=headers)
+            if resp.status_code == 200:
+                return DirectoryRead(account_user=DirectoryUser.of(resp.json()))
+            if resp.status_code == 404:  # not a UPN: its mail or a proxy address? Ask about who signed in
+                resp = await http.get(f"{endpoints.graph}/users/{quote(oid, safe='')}", params=params,
+                                      headers=headers)
+                if resp.status_code == 200:
+                    return DirectoryRead(signed_in_user=DirectoryUser.of(resp.json()))
+    except Exception as exc:  # noqa: BLE001 - any failure only weakens the evidence, and says so
+        big = graph_client.too_large(exc)
+        return DirectoryRead(problem=f"reading Graph failed: {big}" if big else
+                             f"reading Graph failed: {network_code(exc) or 'unclassified'}: {redact(exc)}")
+    return DirectoryRead(problem=_graph_problem(resp, monitor_app))
+
+
+def _graph_problem(resp: Any, monitor_app: str) -> str:
+    try:
+        error = resp.json().get("error") or {}
+    except ValueError:
+        error = {}
+    code = error.get("code") or ""
+    if resp.status_code == 403:
+        return f"the monitor app {monitor_app} lacks User.Read.All: Graph answered 403 {code}".rstrip()
+    if resp.status_code == 404:
+        return "Graph knows no user with the signed-in object id"
+    return f"Graph answered {resp.status_code} {code}".rstrip()

@@ -248,8 +248,9 @@ async def callback(request: Request) -> Response:
         return _page(request, "reauth_result.html", 502, kind="refused", req=req, message=redact(text))
     await asyncio.to_thread(rt.store.close_reauth_request, req.id, "signed_in", now)
     await asyncio.to_thread(finish, attempt.id, "ok", now, signed_in_as=result.account,
-                            detail=f"scopes: {' '.join(result.scopes)}")
-    log.info("reauthorised", extra={"integration": integ.name, "account": result.account, "client": client})
+                            detail=f"scopes: {' '.join(result.scopes)}; identity: {result.details.get('identity')}")
+    log.info("reauthorised", extra={"integration": integ.name, "account": result.account, "client": client,
+                                    "evidence": result.details.get("evidence")})
     checks = await _run_checks(request, integ)
     return _page(request, "reauth_result.html", kind="ok", req=req, integ=integ, signed_in_as=result.account,
                  checks=checks, all_ok=bool(checks) and all(c["status"] in ("ok", "warn") for c in checks),

@@ -91,7 +91,7 @@ def test_migrations_idempotent_and_match_models(store):
     for model in MODELS:
         model.__table__.to_metadata(mine)
     with store.engine.connect() as conn:
-        assert conn.execute(text("SELECT version_num FROM alembic_version")).scalars().all() == ["0006"]
+        assert conn.execute(text("SELECT version_num FROM alembic_version")).scalars().all() == ["0007"]
         with warnings.catch_warnings():  # expression index ux_credentials_identity: not comparable
             warnings.simplefilter("ignore")
             diff = compare_metadata(MigrationContext.configure(conn), mine)

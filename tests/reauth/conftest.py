@@ -46,6 +46,7 @@ class Env:
     w: Any
     monitor: Monitor
     client: TestClient
+    user: tuple[str, str] | None = None  # (upn, password) of who signs in, when not the world's own user
 
     @property
     def rt(self):
@@ -79,15 +80,19 @@ def revoked(world):  # noqa: F811 - the fixture imported above
     """A delegated integration signed in once, then its sessions revoked: token check failing, incident open."""
     made: list[Env] = []
 
-    def make(base_url: str = BASE, **kw) -> Env:
+    def make(base_url: str = BASE, prepare=None, **kw) -> Env:
+        """``prepare(w)``, when given, sets the world up further (another user, another account) and returns
+        the (upn, password) that signs in for the integration."""
         w = world("delegated", **kw)
+        user = prepare(w) if prepare is not None else None
+        upn, password = user or (w.upn, w.password)
         if base_url != BASE:  # what an admin registers: <base_url>/auth/callback on the Web platform
             w.ctl.patch_app(w.app_id, redirect_uris=[BASE + "/auth/callback", base_url + "/auth/callback"])
         w.rewrite(lambda doc: doc.update(alerts={"routes": [{"name": "capture", "url": "mwreauth://"}]},
                                          web={"base_url": base_url}))
-        w.sign_in()
+        w.sign_in(as_user=upn, password=password)
         assert run(w, "token").status == "ok"
-        w.ctl.revoke_user_sessions(w.upn)
+        w.ctl.revoke_user_sessions(upn)
         outcome = run(w, "token")
         assert (outcome.status, outcome.code) == ("fail", "refresh_token_revoked"), outcome
         monitor = Monitor(w.runtime)
@@ -95,7 +100,7 @@ def revoked(world):  # noqa: F811 - the fixture imported above
                          access=Access(mode="password", user="admin", password_hash=hash_password("x", n=2**4)))
         client = TestClient(app, base_url=base_url)
         client.__enter__()
-        env = Env(w, monitor, client)
+        env = Env(w, monitor, client, user)
         made.append(env)
         CAPTURED.clear()
         return env

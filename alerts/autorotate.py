@@ -19,8 +19,9 @@ import logging
 import os
 import subprocess
 import tempfile
+import time
 from collections.abc import Callable
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -156,16 +157,28 @@ class AutoRotator:
         return p if p.is_absolute() else self.config.base_dir / p
 
     async def verify(self, app_name: str, row: Rotation) -> list[Step]:
-        """A token with the new secret, read from the reference as every run does."""
+        """A token with the new secret, read from the reference as every run does. A new secret is refused
+        (AADSTS7000215, rarely 7000222) for seconds to about two minutes while it replicates (M365_FACTS.md): within
+        ``defaults.replication_grace`` of the hand-over such a refusal is waited out here, not reported."""
         ep = self.tokens.endpoints
-        try:
-            result = await asyncio.to_thread(self.tokens.app_token, app_name, ep.graph_resource, fresh=True)
-        except Exception as exc:  # noqa: BLE001 - a reference that cannot be read is a failed step
-            return self._failed(row, "verify", f"{type(exc).__name__}: {redact(exc)}", keep_step=True)
-        if "access_token" not in result:
-            code = (result.get("error_codes") or ["?"])[0]
-            return self._failed(row, "verify", f"no token with the new secret (AADSTS{code}); retried next cycle "
-                                "(Entra may still be replicating it)", keep_step=True)
+        grace = timedelta(seconds=float(self.config.defaults.replication_grace))
+        handed_over = row.updated_at if row.updated_at.tzinfo else row.updated_at.replace(tzinfo=UTC)
+        # measured on the monotonic clock from here on: the wait is real time, whatever the policy clock says
+        deadline = time.monotonic() + (handed_over + grace - self.clock()).total_seconds()
+        while True:
+            try:
+                result = await asyncio.to_thread(self.tokens.app_token, app_name, ep.graph_resource, fresh=True)
+            except Exception as exc:  # noqa: BLE001 - a reference that cannot be read is a failed step
+                return self._failed(row, "verify", f"{type(exc).__name__}: {redact(exc)}", keep_step=True)
+            if "access_token" in result:
+                break
+            codes = result.get("error_codes") or ["?"]
+            left = deadline - time.monotonic()
+            if codes[0] in REPLICATING and left > 0:
+                await asyncio.sleep(min(REPLICATION_POLL_S, left))
+                continue
+            return self._failed(row, "verify", f"no token with the new secret (AADSTS{codes[0]}); retried next "
+                                "cycle", keep_step=True)
         now = self.clock()
         row.auto_step, row.auto_error, row.updated_at = "verified", None, now
         row.remove_after = now + timedelta(days=self.config.apps[app_name].rotation.remove_old_after_days)
@@ -225,6 +238,10 @@ class AutoRotator:
         if row.auto_step == "verified" and row.remove_after is not None and now >= row.remove_after:
             return "remove_old"
         return None
+
+
+REPLICATING = (7000215, 7000222)  # how Entra ID refuses a secret it has not replicated yet
+REPLICATION_POLL_S = 5.0
 
 
 def write_secret_file(path: Path, value: str) -> None:

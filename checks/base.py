@@ -47,6 +47,9 @@ class Outcome:
     transcript: list[str] = field(default_factory=list)  # redacted protocol lines, kept for failures
     raw: str | None = None  # redacted raw reply, kept for `unclassified`
     retry_after_s: float | None = None  # a throttled check asks the scheduler to wait this long
+    # the target the server's back-off applies to (see ``targets``): every check on it waits, not only this one
+    backoff_target: str | None = None
+    recheck_s: float | None = None  # run this check again this soon, instead of at its interval
 
     @classmethod
     def ok(cls, summary: str, **kw: Any) -> Outcome:
@@ -73,6 +76,8 @@ class CheckContext:
     clock: Callable[[], datetime] = lambda: datetime.now(UTC)
     # Shared between the checks of one cycle (e.g. the app credentials read once per cycle).
     cycle_cache: dict[str, Any] = field(default_factory=dict)
+    # the event loop the check runs on: a check's worker thread reaches async helpers (the credential read) here
+    loop: Any = None
 
     def now(self) -> datetime:
         return self.clock()
@@ -85,3 +90,29 @@ class Check(Protocol):
     depends_on_token: ClassVar[bool]
 
     async def run(self, ctx: CheckContext) -> Outcome: ...
+
+
+# Back-off targets: what a server's "wait" (Retry-After, IMAP's Suggested Backoff Time, EWS BackOffMilliseconds)
+# applies to. Microsoft throttles per app at the token endpoint, per app and mailbox in Graph, per mailbox in the
+# mail protocols: every check on a throttled target waits, whichever integration it belongs to.
+def token_target(tenant_id: str, client_id: str) -> str:
+    return f"token:{tenant_id}:{client_id}".lower()
+
+
+def mailbox_target(protocol: str, mailbox: str, client_id: str | None = None) -> str:
+    return f"{protocol}:{client_id + ':' if client_id else ''}{mailbox}".lower()
+
+
+def targets(kind: str, integration: IntegrationConfig, app: AppConfig, tenant: TenantConfig,
+            monitor_client_id: str | None = None) -> list[str]:
+    """The back-off targets a check of ``kind`` touches, the token endpoint first."""
+    if kind == "secret_expiry":
+        return [token_target(tenant.tenant_id, monitor_client_id)] if monitor_client_id else []
+    out = [token_target(tenant.tenant_id, app.client_id)]
+    if kind == "graph_mail":
+        out.append(mailbox_target("graph", integration.mailbox, app.client_id))
+    elif kind == "smtp" and integration.flow == "delegated" and integration.account:
+        out.append(mailbox_target("smtp", integration.account))  # SMTP signs in as the delegate
+    elif kind in ("imap", "pop", "smtp", "ews"):
+        out.append(mailbox_target(kind, integration.mailbox))
+    return out

@@ -83,7 +83,16 @@ PLACEHOLDERS: dict[str, str] = {
     "expires_on": "the date shown in Certificates & secrets",
     "reauth_url": "",  # derived from integration, see _fill
     "detail": "",  # optional: " ({detail})" disappears when empty, see _render
+    "login": "",  # the address that signed in to SMTP (a delegate signs in as itself); default: the mailbox
+    "ews_retirement": "",  # Exchange Online endpoints only: the shutdown date and the move to Graph
 }
+# Exchange Online shuts EWS down on 1 April 2027 (M365_FACTS.md, "Platform dates"); on-premises EWS stays.
+EWS_SHUTDOWN = "2027-04-01"
+EWS_RETIREMENT = (
+    "Exchange Online shuts EWS down on 1 April 2027, with no exceptions: plan the move of {system} to "
+    "Microsoft Graph (Mail.ReadWrite, Mail.Send as application permissions, scoped with RBAC for "
+    "Applications) rather than re-enabling EWS for long."
+)
 
 # Where each known consuming system takes its secret (from the guides in /work/shared/seeds).
 _SECRET_FIELDS: tuple[tuple[str, str], ...] = (
@@ -111,6 +120,10 @@ def _fill(facts: Mapping[str, Any]) -> dict[str, str]:
     values = {name: given.get(name, default) for name, default in PLACEHOLDERS.items()}
     if "secret_field" not in given:
         values["secret_field"] = _secret_field_for(given.get("system"))
+    if "login" not in given:
+        values["login"] = values["mailbox"]
+    if given.get("ews_retirement"):  # a flag: the endpoint is Exchange Online's
+        values["ews_retirement"] = EWS_RETIREMENT.replace("{system}", values["system"])
     if "reauth_url" not in given:
         values["reauth_url"] = f"run `mailwarden reauth {values['integration']}` (or open the link in the alert)"
     else:
@@ -278,11 +291,12 @@ _ENTRIES: tuple[Diagnosis, ...] = (
        category="credential"),
     # --- delegated tokens ------------------------------------------------------------------------
     _d("refresh_token_revoked", "Refresh token revoked",
-       "The refresh token of {account} was revoked (AADSTS50173): an admin ran Revoke-MgUserSignInSession "
-       "or 'Revoke sessions' on the user, or the user signed out everywhere. Every refresh token of "
-       "{account} is void, including the one {system} holds.",
-       (f"{_USER} > Audit logs: find who revoked the sessions and why (offboarding, a compromise "
-        "response) before signing in again.",
+       "The refresh token of {account} was revoked (AADSTS50173): its password was reset by an admin or "
+       "changed, or an admin ran Revoke-MgUserSignInSession / 'Revoke sessions' on the user, or the user "
+       "signed out everywhere. Every refresh token of {account} from a password sign-in is void, including "
+       "the one {system} holds.",
+       (f"{_USER} > Audit logs: find the password reset or the session revocation, who did it and why "
+        "(offboarding, a compromise response, a scheduled password change) before signing in again.",
         _MAILWARDEN_REAUTH, _SYSTEM_REAUTH),
        category="credential", reauth=True),
     _d("refresh_token_expired", "Refresh token expired",
@@ -292,6 +306,24 @@ _ENTRIES: tuple[Diagnosis, ...] = (
         "Refresh tokens last 90 days from their last use and are replaced on each use: make sure "
         "{system} saves the new refresh token every time it refreshes, and keep mailwarden's token check "
         "enabled so its own token stays in use."),
+       category="credential", reauth=True),
+    _d("refresh_token_invalid", "Refresh token not valid for this app",
+       "Entra ID does not accept the stored refresh token of {account} for {app} ({client_id}) (AADSTS70000 / "
+       "9002313): it was issued to another app or tenant, or it is not a refresh token at all (often a token "
+       "imported from another tool).",
+       ("Check that the integration's app and tenant in mailwarden's config are the ones the token was issued "
+        "for (the client ID and tenant ID on the app's Overview).",
+        _MAILWARDEN_REAUTH,
+        "This only concerns mailwarden's copy; {system} keeps its own sign-in."),
+       category="credential", reauth=True),
+    _d("public_client_token", "Public-client token presented with a secret",
+       "Entra ID refused to refresh the token of {account} because it was issued to a public client (a "
+       "device-code sign-in, 'Allow public client flows') and the request carried the app's client secret "
+       "(AADSTS700025). Such a token is refreshed without a secret.",
+       ("mailwarden refreshes public-client tokens without the secret and retries an imported one that way: "
+        "if this persists, re-authorise: " + _MAILWARDEN_REAUTH,
+        "If {system} signs in with a device code, it must refresh without its client secret too (its "
+        "vendor's setting for a public client)."),
        category="credential", reauth=True),
     _d("no_refresh_token", "Not authorised yet",
        "The delegated integration {integration} has no refresh token in mailwarden's store yet, so "
@@ -320,6 +352,20 @@ _ENTRIES: tuple[Diagnosis, ...] = (
         "New tokens carry the permission; cached tokens end within about an hour.",
         _SYSTEM_RETRY),
        category="consent", admin=True),
+    _d("resource_not_found", "Resource not found in the tenant",
+       "Entra ID found no service principal for the requested resource in tenant {tenant_id} (AADSTS500011): "
+       "Office 365 Exchange Online (00000002-0000-0ff1-ce00-000000000000) or Microsoft Graph is missing there "
+       "(a tenant without an Exchange Online licence, or its service principal was deleted), or the scope names "
+       "the wrong resource. {detail}",
+       ("Microsoft 365 admin center > Billing > Licenses: the tenant needs a licence that includes Exchange "
+        "Online for mailbox access.",
+        "Entra admin center > Identity > Applications > Enterprise applications > All applications, filter "
+        "Application type 'Microsoft Applications', search 'Office 365 Exchange Online' (app ID "
+        "00000002-0000-0ff1-ce00-000000000000): it must be listed and enabled.",
+        "Check the scope the integration requests: app-only Exchange uses https://outlook.office365.com/"
+        ".default, delegated https://outlook.office.com/<permission>; a typo in the host is this error.",
+        _SYSTEM_RETRY),
+       category="consent", admin=True),
     _d("graph_unreadable", "Monitor app cannot read app credentials",
        "mailwarden's monitor app cannot read {app}'s credentials in Graph, so the secret expiry comes from "
        "secret_expires_on in the config, or is unknown. {detail}",
@@ -329,6 +375,14 @@ _ENTRIES: tuple[Diagnosis, ...] = (
         "Grant admin consent for <tenant> and confirm Status reads 'Granted'.",
         "Until then, keep secret_expires_on for {app} in the config up to date."),
        severity="warning", category="consent", admin=True),
+    _d("redirect_uri_mismatch", "Redirect URI not registered",
+       "Entra ID refused mailwarden's sign-in for {app} ({client_id}) because the redirect URI does not match the "
+       "app's registration (AADSTS50011 at the sign-in page, AADSTS500112 when the code is redeemed). {detail}",
+       (f"{_APP_REG} > Authentication > Add a platform > Web > Redirect URI: add mailwarden's "
+        "<web.base_url>/auth/callback exactly (scheme, host, port, path), and Save.",
+        "Check that web.base_url in mailwarden's config is the address the browser reaches mailwarden at.",
+        "Open the reauthorisation link again."),
+       category="consent", admin=True),
     _d("user_not_assigned", "User not assigned to the app",
        "{account} is not assigned to {app} while the enterprise application requires assignment "
        "(AADSTS50105).",
@@ -354,15 +408,18 @@ _ENTRIES: tuple[Diagnosis, ...] = (
         "If the check still fails after the lockout: " + _MAILWARDEN_REAUTH, _SYSTEM_REAUTH),
        category="user", reauth=True, admin=True),
     _d("password_expired", "Password expired",
-       "The password of {account} has expired (AADSTS50055), so it cannot sign in.",
+       "The password of {account} has expired (AADSTS50055), so it cannot sign in interactively. Expiry "
+       "alone revokes no refresh token: existing sign-ins keep working until the password is changed, which "
+       "revokes them (AADSTS50173).",
        (f"{_USER} > Reset password (or sign in once as {{account}} and change it).",
         "For a service account consider a password that does not expire: "
         "Update-MgUser -UserId {account} -PasswordPolicies DisablePasswordExpiration.",
         _MAILWARDEN_REAUTH, _SYSTEM_REAUTH),
        category="user", reauth=True, admin=True),
     _d("mfa_required", "MFA required",
-       "Sign-in of {account} needs multi-factor authentication (AADSTS50076 / 50079 / 50074): MFA is "
-       "required and was not done, or the account has no MFA method registered.",
+       "Sign-in of {account} needs multi-factor authentication (AADSTS50076 / 50079 / 50074 / 50078): MFA "
+       "is required and was not done, the MFA of the last sign-in has expired under the admin's policy, or "
+       "the account has no MFA method registered.",
        ("For 50079, register a method first: sign in as {account} at https://aka.ms/mysecurityinfo.",
         _MAILWARDEN_REAUTH + " Complete the MFA prompt.",
         _SYSTEM_REAUTH,
@@ -379,6 +436,15 @@ _ENTRIES: tuple[Diagnosis, ...] = (
         "still fails: " + _MAILWARDEN_REAUTH,
         _SYSTEM_RETRY),
        category="user", admin=True),
+    _d("security_defaults_blocked", "Blocked by security defaults",
+       "Entra ID's security defaults blocked the sign-in of {account} to {app} (AADSTS530035): the request "
+       "used legacy authentication or was deemed unsafe by the security defaults policies.",
+       (_SIGNIN_LOG + " The sign-in's Basic info and Authentication details say what was deemed unsafe.",
+        "Entra admin center > Identity > Overview > Properties > Manage security defaults: security defaults "
+        "cannot exclude one account; a tenant that needs exceptions replaces them with Conditional Access "
+        "policies (Entra ID P1), and then excludes or scopes the service account.",
+        "Once the sign-in is allowed: " + _MAILWARDEN_REAUTH, _SYSTEM_REAUTH),
+       category="user", reauth=True, admin=True),
     _d("signin_frequency", "Sign-in frequency reached",
        "A Conditional Access sign-in frequency policy demands a fresh interactive sign-in of {account} "
        "(AADSTS70043); refresh tokens no longer work until then.",
@@ -403,32 +469,36 @@ _ENTRIES: tuple[Diagnosis, ...] = (
         _SYSTEM_RETRY),
        category="mailbox", admin=True),
     _d("authenticated_not_connected", "Logged in but no mailbox access",
-       "IMAP accepted the login but refused the mailbox ('User is authenticated but not connected'): "
-       "the token is good, access to {mailbox} is not (while {system} may still show 'Authenticated').",
+       "IMAP accepted the login but refused the mailbox ('User is authenticated but not connected'), on two "
+       "connections in a row: the token is good, access to {mailbox} is not (while {system} may still show "
+       "'Authenticated'). Exchange answers the same when about 20 IMAP connections to the mailbox are already "
+       "open, so too many clients can be the cause too.",
        ("Delegated: " + _EXO + "Add-MailboxPermission -Identity {mailbox} -User {account} "
         "-AccessRights FullAccess -AutoMapping $false.",
         "App-only: " + _EXO + "Get-ServicePrincipal | Where-Object AppId -eq {client_id}; if missing, "
         "New-ServicePrincipal -AppId {client_id} -ObjectId <enterprise app Object ID>, then "
         "Add-MailboxPermission -Identity {mailbox} -User <that Object ID> -AccessRights FullAccess.",
         "Check that {mailbox} exists and is licensed (Get-EXOMailbox -Identity {mailbox}).",
+        "If the permission is in place, count the mailbox's IMAP connections: every client (phones, {system}, "
+        "old sessions) counts towards about 20; stop the extra ones.",
         "In {system}, a green 'Authenticated' does not prove mailbox access: after the fix, authenticate "
         "the mailbox again only if {system} still reports a password error."),
        category="mailbox", admin=True),
     _d("smtp_auth_disabled", "SMTP AUTH disabled for the tenant",
        "Exchange Online refused SMTP AUTH because SmtpClientAuthentication is disabled for the tenant "
        "(535 5.7.139).",
-       ("Preferred, enable it only for the sending mailbox (overrides the tenant setting): " + _EXO +
-        "Set-CASMailbox -Identity {mailbox} -SmtpClientAuthenticationDisabled $false.",
+       ("Preferred, enable it only for the mailbox that signs in (overrides the tenant setting): " + _EXO +
+        "Set-CASMailbox -Identity {login} -SmtpClientAuthenticationDisabled $false.",
         "Or for the whole tenant: Set-TransportConfig -SmtpClientAuthenticationDisabled $false (a "
         "mailbox set to $null follows the tenant; $true on a mailbox still blocks it there).",
         _SYSTEM_RETRY),
        category="mailbox", admin=True),
     _d("smtp_auth_disabled_mailbox", "SMTP AUTH disabled for the mailbox",
        "Exchange Online refused SMTP AUTH because SmtpClientAuthentication is disabled for the mailbox "
-       "{mailbox} (535 5.7.139).",
-       (_EXO + "Set-CASMailbox -Identity {mailbox} -SmtpClientAuthenticationDisabled $false "
-        "(Get-CASMailbox -Identity {mailbox} | Format-List SmtpClientAuthenticationDisabled to check).",
-        "Or Microsoft 365 admin center > Users > Active users > {mailbox} > Mail > Manage email apps: "
+       "{login} that signed in (535 5.7.139).",
+       (_EXO + "Set-CASMailbox -Identity {login} -SmtpClientAuthenticationDisabled $false "
+        "(Get-CASMailbox -Identity {login} | Format-List SmtpClientAuthenticationDisabled to check).",
+        "Or Microsoft 365 admin center > Users > Active users > {login} > Mail > Manage email apps: "
         "tick Authenticated SMTP.",
         _SYSTEM_RETRY),
        category="mailbox", admin=True),
@@ -472,26 +542,59 @@ _ENTRIES: tuple[Diagnosis, ...] = (
         "needs a license with Exchange Online (a shared mailbox does not).",
         "Fix the address in mailwarden's config and in {system} (e.g. Agiloft's Additional Users field)."),
        category="mailbox", admin=True),
+    _d("ews_forbidden", "EWS refused by policy (HTTP 403)",
+       "Exchange answered the EWS request for {mailbox} with a bare HTTP 403: a policy blocks EWS for this app "
+       "or mailbox. Exchange says no more, so the cause is one of three: EWS is off for the organisation or the "
+       "mailbox (EWSEnabled), {app} is not on the organisation's EWS app allow-list (EWSAllowedAppIDs), or an "
+       "application access policy or RBAC for Applications scope leaves {mailbox} out. {detail}",
+       ("Tell the three apart in Exchange Online PowerShell (Connect-ExchangeOnline as an Exchange admin): "
+        "Get-OrganizationConfig | Format-List EWSEnabled,EWSAllowedAppIDs (EWSEnabled must be True; a tenant "
+        "that never set it is blocked since 1 October 2026; if EWSAllowedAppIDs holds IDs, {client_id} must be "
+        "one of them), and Get-CASMailbox -Identity {mailbox} | Format-List EwsEnabled.",
+        "Then the app's scope: Test-ApplicationAccessPolicy -Identity {mailbox} -AppId {client_id} and "
+        "Test-ServicePrincipalAuthorization -Identity {client_id} -Resource {mailbox}: either must allow "
+        "the mailbox.",
+        "Fix the one that blocks: Set-OrganizationConfig -EWSEnabled $true; add {client_id} to the org's "
+        "EWSAllowedAppIDs with Set-OrganizationConfig (keep the IDs already listed); Set-CASMailbox -Identity "
+        "{mailbox} -EwsEnabled $true; or add {mailbox} to the policy's group. Changes can take up to an hour to "
+        "apply.",
+        "{ews_retirement}",
+        _SYSTEM_RETRY),
+       category="mailbox", admin=True),
     _d("ews_disabled", "EWS refused",
-       "EWS was refused for {mailbox} or {app}. Microsoft is retiring EWS in Exchange Online: off by "
-       "default from October 2026 unless allowed per tenant/app, shut down in 2027. {detail}",
-       ("Migrate the integration to Microsoft Graph: ask the vendor of {system} for its Graph (or "
-        "IMAP/SMTP OAuth) connector.",
+       "Exchange refused EWS for {mailbox} or {app} and said that EWS is disabled. {detail}",
+       ("{ews_retirement}",
+        "To move: ask the vendor of {system} for its Microsoft Graph (or IMAP/SMTP OAuth) connector; then "
         f"{_APP_REG} > API permissions > Microsoft Graph > Application permissions > Mail.ReadWrite (and "
-        "Mail.Send if it sends) > Grant admin consent; scope it to the needed mailboxes with RBAC for "
-        "Applications or an ApplicationAccessPolicy.",
-        "Stopgap while EWS still exists: " + _EXO + "Get-OrganizationConfig | Format-List EwsEnabled and "
-        "Get-CASMailbox -Identity {mailbox} | Format-List EwsEnabled; Set-CASMailbox -Identity {mailbox} "
-        "-EwsEnabled $true."),
+        "Mail.Send if it sends) > Grant admin consent, scoped to the needed mailboxes with RBAC for "
+        "Applications.",
+        "To re-enable EWS meanwhile: " + _EXO + "Get-OrganizationConfig | Format-List EWSEnabled,EWSAllowedAppIDs "
+        "and Get-CASMailbox -Identity {mailbox} | Format-List EwsEnabled; Set-OrganizationConfig -EWSEnabled "
+        "$true (with {client_id} among EWSAllowedAppIDs when that list is set) or Set-CASMailbox -Identity "
+        "{mailbox} -EwsEnabled $true."),
        category="mailbox", admin=True),
     # --- throttling, network ---------------------------------------------------------------------
     _d("throttled", "Throttled",
-       "Microsoft answered 429 Too Many Requests for {mailbox}; mailwarden waits for Retry-After before "
-       "the next run. {detail}",
-       ("Nothing to do for a single 429.",
-        "If it repeats, find who else polls {mailbox}: Graph allows 4 concurrent requests and 10,000 per "
-        "10 minutes per app and mailbox; lower {system}'s polling frequency or mailwarden's interval."),
+       "Microsoft asked mailwarden to slow down and wait before asking again ({detail}). Nothing is known to "
+       "be broken: mailwarden waits as long as it was asked before the next check on the same app or mailbox.",
+       ("Nothing to do for one throttled reply: it is not a failure of {system}'s access.",
+        "If it repeats, find who else uses the same app or mailbox: Microsoft's limits are shared with {system} "
+        "and every other client. Graph allows 4 concurrent requests and 10,000 requests per 10 minutes per app "
+        "and mailbox; IMAP about 20 connections per mailbox; EWS 27 concurrent requests; SMTP submission 3 "
+        "concurrent connections per mailbox. Lower {system}'s polling frequency, or mailwarden's interval.",
+        "An identity-provider reply (HTTP 429, AADSTS50196 'client request loop', AADSTS90055) means the app "
+        "asks for tokens too often: a client must cache its token until it nears expiry."),
        severity="warning", category="throttling"),
+    _d("service_unavailable", "Microsoft service temporarily unavailable",
+       "Microsoft's service answered with a temporary error instead of an answer ({detail}): nothing is known "
+       "about the integration, and nothing in it needs changing for this.",
+       ("Check Microsoft 365 service health (admin.microsoft.com > Health > Service health: Exchange Online, "
+        "Microsoft Entra) for an open incident.",
+        "mailwarden tries again at the next run (after the wait the service asked for, if any); {system} "
+        "retries the same way.",
+        "If it lasts for hours without an incident in service health, open a support case with Microsoft and "
+        "quote the time and the reply in the result's details."),
+       category="network"),
     _d("idp_unreachable", "Entra ID unreachable",
        "mailwarden got no answer from the sign-in service (login.microsoftonline.com or the configured "
        "authority). {detail}",
@@ -526,6 +629,52 @@ _ENTRIES: tuple[Diagnosis, ...] = (
         "If the service is only slow, raise the check's timeout in the config.",
         _NETWORK_SYSTEM),
        category="network"),
+    _d("sending_quota_exceeded", "Sending limit reached",
+       "Exchange Online refused to send from {login}: the mailbox reached its sending limit (554 5.2.0 "
+       "SubmissionQuotaExceededException; 10,000 recipients a day per mailbox). {system} cannot send from it "
+       "until the 24-hour window moves on.",
+       ("Find what sent so much: Exchange admin center > Mail flow > Message trace, sender {login}, the last "
+        "24 hours (a loop of auto-replies or a compromised account sends like this).",
+        "Stop the source; sending resumes by itself as the oldest messages leave the 24-hour window.",
+        "If the volume is legitimate, spread it over several mailboxes or use a service made for bulk mail: "
+        "the limit cannot be raised per mailbox."),
+       category="throttling"),
+    _d("outbound_blocked", "Sending blocked for spam",
+       "Exchange Online refused mail from {login} because outbound mail is blocked ({detail}): 550 5.7.705, "
+       "the tenant exceeded its threshold of suspicious outbound mail, or 550 5.7.708, the sending IP has a "
+       "poor reputation.",
+       ("Microsoft Defender portal (security.microsoft.com) > Email & collaboration > Review > Restricted "
+        "entities: find the blocked user or tenant; for a tenant block, open a support case (only Microsoft "
+        "lifts it).",
+        "Before asking for the block to be lifted, find the compromised account or the source of the spam "
+        "(Message trace, sign-in logs) and stop it.",
+        _SYSTEM_RETRY),
+       category="mailbox", admin=True),
+    _d("smtp_basic_auth_retired", "SMTP Basic authentication retired",
+       "Exchange Online refused SMTP AUTH with a password (550 5.7.30 'Basic authentication is not supported "
+       "for Client Submission'): Basic authentication for SMTP AUTH is being switched off (disabled by default "
+       "for existing tenants at the end of December 2026). OAuth (XOAUTH2) is not affected.",
+       ("Move {system} to OAuth 2.0 (XOAUTH2) for SMTP with an app registration: delegated SMTP.Send, or "
+        "app-only SMTP.SendAsApp with New-ServicePrincipal and Add-MailboxPermission.",
+        "Until the final date Microsoft announces, an admin can re-enable Basic for SMTP AUTH: Exchange admin "
+        "center > Settings > Mail flow; this only buys time."),
+       category="mailbox", admin=True),
+    _d("token_too_long", "Token too long for POP3",
+       "Exchange's POP3 service refused the XOAUTH2 line and closed the connection ('Protocol error ... 10'): "
+       "the access token for {mailbox} is longer than POP3 accepts on one command line (about 4 KB of base64). "
+       "{detail}",
+       (f"{_APP_REG} > Token configuration: if a groups claim is configured, remove it or limit it to 'Groups "
+        "assigned to the application' (each group adds about 40 characters to every token).",
+        "Or use IMAP (which accepts longer lines) or Microsoft Graph for this mailbox, if {system} offers it."),
+       category="mailbox", admin=True),
+    _d("secret_replicating", "New client secret not active yet",
+       "Entra ID refused the client secret of {app} ({client_id}) that Graph shows as added moments ago: a new "
+       "secret is refused for seconds to about two minutes while it replicates. {detail}",
+       ("Nothing to do yet: mailwarden checks again within seconds and only calls it a failure once the grace "
+        "period has passed.",
+        "If it is still refused after a few minutes, compare the configured value with the secret's Value "
+        "(not its Secret ID) in Certificates & secrets."),
+       severity="warning", category="credential"),
     # --- the consuming system, mailwarden itself -------------------------------------------------
     _d("inbox_backlog", "Mail not being processed",
        "Mail waits unprocessed in {mailbox} longer than its threshold ({detail}): mailwarden's own access "
@@ -602,7 +751,21 @@ AADSTS_CODES: dict[int, str] = {
     53003: "conditional_access_blocked",
     53000: "conditional_access_blocked",
     70043: "signin_frequency",
+    50078: "mfa_required",
+    530035: "security_defaults_blocked",
+    70000: "refresh_token_invalid",
+    9002313: "refresh_token_invalid",
+    700025: "public_client_token",
+    500011: "resource_not_found",
+    50196: "throttled",  # a client request loop: the app asks for the same token too often
+    90055: "throttled",  # the tenant's token requests are throttled
+    90033: "service_unavailable",  # a transient error in Entra ID
+    7000218: "secret_invalid",  # a confidential app sent no secret or assertion
+    50011: "redirect_uri_mismatch",
+    500112: "redirect_uri_mismatch",
 }
+# AADSTS codes that are not a refusal of the credential: the status they get (M365_FACTS.md, "Throttling")
+AADSTS_STATUS: dict[int, str] = {50196: "warn", 90055: "warn", 90033: "error"}
 
 
 def get(code: str | None) -> Diagnosis:
@@ -630,7 +793,8 @@ def render_fix(code: str, **facts: str | None) -> list[str]:
     fact ("app" or "delegated"), steps written for the other flow are left out."""
     values = _fill(facts)
     skip = _FLOW_PREFIX.get(str(facts.get("flow") or ""))
-    return [_render(step, values) for step in get(code).fix if not (skip and step.startswith(skip))]
+    steps = [_render(step, values) for step in get(code).fix if not (skip and step.startswith(skip))]
+    return [step for step in steps if step]  # a step made of an absent optional fact (ews_retirement) is left out
 
 
 def render_cause(code: str, **facts: str | None) -> str:

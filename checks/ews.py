@@ -1,30 +1,47 @@
 """`ews`: EWS GetFolder on the inbox with the app's bearer token, `ExchangeImpersonation` and
 `X-AnchorMailbox`, as an EWS-based consuming system (the Agiloft kind) does.
 
-Exchange Online is retiring EWS (Microsoft's plan: off by default from October 2026 unless allowed for
-the tenant or app, shut down in 2027), so every EWS result carries a standing notice with the Graph
-migration as the fix. The exact reply of a tenant where EWS is switched off is not known: a 403 or an
-access-denied answer that says EWS is disabled is read as ``ews_disabled``.
+What EWS answers, and how it is read (``classify``, pure, table-tested in tests/checks):
+
+- Refused by policy (EWS off for the organisation or the mailbox, the app not on EWSAllowedAppIDs, an application
+  access policy): a bare HTTP 403 with no SOAP body (M365_FACTS.md, "Library facts"). Nothing in it says which
+  policy, so it is ``ews_forbidden`` (the fix names the three and how to tell them apart), never a missing
+  permission read from the status alone. A SOAP body whose text says EWS is disabled stays ``ews_disabled``.
+- Throttled: the SOAP faults ``ErrorServerBusy`` (the wait in ``MessageXml`` as ``BackOffMilliseconds``) and
+  ``ErrorExceededConnectionCount`` (27 concurrent requests), or HTTP 429: ``throttled`` (warn), and every EWS
+  check on the mailbox waits as long as asked.
+- A 5xx with no EWS reply in it (503 with an empty body during an incident, an HTML error page):
+  ``service_unavailable`` (error), with the Retry-After honoured.
+
+Exchange Online retires EWS: blocked by default from 1 October 2026 in tenants that did not allow it, shut down on
+1 April 2027 with no exceptions. Every result against Exchange Online carries that notice; on-premises Exchange
+(``endpoints.exchange: on_premises``) keeps EWS and gets none.
 """
 
 from __future__ import annotations
 
 import asyncio
+import re
 import time
-from typing import ClassVar
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import ClassVar, NamedTuple
 from xml.etree import ElementTree  # noqa: S405 - stdlib expat limits entity expansion (3.7.1+)
 from xml.sax.saxutils import escape
 
 import httpx
 
 from checks import graph_client
-from checks.base import CheckContext, NoOptions, Outcome, Status
+from checks.base import CheckContext, NoOptions, Outcome, Status, mailbox_target
 from checks.mailbox import Probe, fetch_token, tls_context
 from checks.network import network_outcome
 from monitor.redact import redact
+from monitor.tokens import retry_after
 
-NOTICE = ("EWS in Exchange Online is being retired: off by default from October 2026 unless allowed for the "
-          "tenant or app, shut down in 2027. Move this integration to Microsoft Graph.")
+# M365_FACTS.md, "Platform dates": Exchange Online only; on-premises EWS is not retired
+NOTICE = ("EWS in Exchange Online is being retired: since 1 October 2026 it is blocked by default in tenants that "
+          "did not allow it (EWSEnabled, EWSAllowedAppIDs), and on 1 April 2027 Microsoft shuts it down, with no "
+          "exceptions. Move this integration to Microsoft Graph before then.")
 NS = {"s": "http://schemas.xmlsoap.org/soap/envelope/",
       "m": "http://schemas.microsoft.com/exchange/services/2006/messages",
       "t": "http://schemas.microsoft.com/exchange/services/2006/types"}
@@ -47,11 +64,40 @@ REQUEST = """<?xml version="1.0" encoding="utf-8"?>
 </soap:Envelope>"""
 
 CODES = {
-    "ErrorNonExistentMailbox": "mailbox_not_found",
-    "ErrorImpersonateUserDenied": "permission_missing",
-    "ErrorAccessDenied": "permission_missing",
-    "ErrorServerBusy": "throttled",
+    "ErrorNonExistentMailbox": (Status.FAIL, "mailbox_not_found"),
+    "ErrorImpersonateUserDenied": (Status.FAIL, "permission_missing"),
+    "ErrorAccessDenied": (Status.FAIL, "permission_missing"),
+    # transient store errors named in Microsoft's EWS ResponseCode list ("try again later"); not captured live
+    "ErrorInternalServerTransientError": (Status.ERROR, "service_unavailable"),
+    "ErrorMailboxStoreUnavailable": (Status.ERROR, "service_unavailable"),
 }
+# EWS's throttling faults and the wait when the reply suggests none (or 0 ms, as ErrorExceededConnectionCount
+# does: "Suggested backoff time 0 ms", ews-managed-api#293; the other requests hold the slots for a while)
+THROTTLE_CODES = {
+    "ErrorServerBusy": 60.0,
+    "ErrorExceededConnectionCount": 30.0,
+    "ErrorTooManyObjectsOpened": 30.0,  # "Too many concurrent connections opened." (ews-javascript-api#357)
+}
+HTTP_THROTTLE_DEFAULT_S = 60.0  # a 429 without Retry-After
+_SUGGESTED = re.compile(r"suggested\s+back-?off\s+time\s*:?\s*(\d+)\s*ms", re.IGNORECASE)
+
+
+class Verdict(NamedTuple):
+    """What an EWS reply means: the result's status, its diagnosis code, and how long the mailbox's EWS checks
+    wait (seconds; None when the reply asks for no wait)."""
+
+    status: Status
+    code: str | None
+    wait_s: float | None
+
+
+@dataclass(frozen=True)
+class Reading:
+    verdict: Verdict
+    response_code: str = ""  # EWS's ResponseCode, when the reply carried one
+    text: str = ""  # its MessageText or faultstring
+    counts: dict[str, int] = field(default_factory=dict)
+    body: str = ""  # what the body was, when it was no EWS reply: "an empty body", "an HTML page", ...
 
 
 def _disabled(text: str) -> bool:
@@ -59,9 +105,14 @@ def _disabled(text: str) -> bool:
     return "disabled" in low and ("ews" in low or "exchange web services" in low)
 
 
-def parse(body: str) -> tuple[str, str, str, dict[str, int]]:
-    """(ResponseClass, ResponseCode, MessageText, counts) of a GetFolder response."""
-    root = ElementTree.fromstring(body)  # noqa: S314 - see the import note
+def _header(headers: Mapping[str, str], name: str) -> str:
+    for key, value in headers.items():
+        if key.lower() == name:
+            return value
+    return ""
+
+
+def _read_root(root: ElementTree.Element) -> tuple[str, str, str, dict[str, int]]:
     msg = root.find(".//m:GetFolderResponseMessage", NS)
     if msg is None:
         # EWS answers header-level errors (impersonation, unknown mailbox) as a SOAP fault with a ResponseCode
@@ -82,6 +133,85 @@ def parse(body: str) -> tuple[str, str, str, dict[str, int]]:
     return msg.get("ResponseClass", ""), code, text, counts
 
 
+def parse(body: str) -> tuple[str, str, str, dict[str, int]]:
+    """(ResponseClass, ResponseCode, MessageText, counts) of a GetFolder response."""
+    return _read_root(ElementTree.fromstring(body))  # noqa: S314 - see the import note
+
+
+def message_values(root: ElementTree.Element) -> dict[str, str]:
+    """The ``<t:Value Name="...">`` pairs of a fault's ``MessageXml`` (BackOffMilliseconds, Policy, ...)."""
+    return {el.get("Name", ""): (el.text or "").strip() for el in root.iter()
+            if el.tag.endswith("}Value") and el.get("Name")}
+
+
+def suggested_wait(values: Mapping[str, str], text: str) -> float | None:
+    """The back-off EWS suggests, in seconds: ``BackOffMilliseconds`` in MessageXml, else "Suggested backoff time
+    N ms" in the message (mustang#121, ews-managed-api#293). None when absent or 0."""
+    raw = values.get("BackOffMilliseconds", "")
+    if raw.isdigit() and int(raw) > 0:
+        return int(raw) / 1000
+    for candidate in (*values.values(), text):
+        found = _SUGGESTED.search(candidate or "")
+        if found and int(found.group(1)) > 0:
+            return int(found.group(1)) / 1000
+    return None
+
+
+def _body_kind(body: str) -> str:
+    text = body.strip()
+    if not text:
+        return "an empty body"
+    head = text[:300].lower()
+    if "<html" in head or "<!doctype" in head:
+        return "an HTML page"
+    if text.startswith("<"):
+        return "XML that is no EWS reply"
+    return f"text '{redact(text[:60])}'"
+
+
+def read(status: int, headers: Mapping[str, str], body: str) -> Reading:
+    """Everything the check reports about one EWS reply. Pure: no I/O, no clock (a Retry-After given as an HTTP
+    date is counted from now)."""
+    header_wait = retry_after(_header(headers, "retry-after"))
+    if status == 401:
+        return Reading(Verdict(Status.FAIL, "auth_failed", None))
+    try:
+        root = ElementTree.fromstring(body)  # noqa: S314 - see the import note
+        klass, code, text, counts = _read_root(root)
+    except (ValueError, ElementTree.ParseError):
+        root = None
+    if root is None:  # no EWS reply in the body: only the status says what happened
+        kind = _body_kind(body)
+        if status == 403:
+            disabled = _disabled(body + " " + _header(headers, "x-ms-diagnostics"))
+            return Reading(Verdict(Status.FAIL, "ews_disabled" if disabled else "ews_forbidden", None), body=kind)
+        if status == 429:
+            return Reading(Verdict(Status.WARN, "throttled", header_wait or HTTP_THROTTLE_DEFAULT_S), body=kind)
+        if status >= 500:
+            return Reading(Verdict(Status.ERROR, "service_unavailable", header_wait), body=kind)
+        return Reading(Verdict(Status.FAIL, "unexpected_reply", None), body=kind)
+    if (klass == "Success" or code == "NoError") and status < 400:
+        return Reading(Verdict(Status.OK, None, None), code, text, counts)
+    if _disabled(text):
+        return Reading(Verdict(Status.FAIL, "ews_disabled", None), code, text)
+    if code in THROTTLE_CODES or status == 429:
+        wait = suggested_wait(message_values(root), text)
+        if status == 429:
+            wait = header_wait or wait or HTTP_THROTTLE_DEFAULT_S
+        else:
+            wait = wait or header_wait or THROTTLE_CODES[code]
+        return Reading(Verdict(Status.WARN, "throttled", wait), code, text)
+    if code in CODES:
+        result, diag = CODES[code]
+        return Reading(Verdict(result, diag, header_wait if diag == "service_unavailable" else None), code, text)
+    return Reading(Verdict(Status.ERROR if status >= 500 else Status.FAIL, "unexpected_reply", None), code, text)
+
+
+def classify(status: int, headers: Mapping[str, str], body: str) -> Verdict:
+    """(status, diagnosis code, wait in seconds) of an EWS reply; see the module's docstring."""
+    return read(status, headers, body).verdict
+
+
 class EwsCheck:
     kind: ClassVar[str] = "ews"
     config_model: ClassVar[type[NoOptions]] = NoOptions
@@ -90,7 +220,7 @@ class EwsCheck:
     async def run(self, ctx: CheckContext) -> Outcome:
         token = await asyncio.to_thread(fetch_token, ctx, self.kind)
         if isinstance(token, Outcome):
-            return self._noted(token)
+            return self._noted(ctx, token)
         mailbox = ctx.integration.mailbox
         probe = Probe()
         headers = {"Authorization": f"Bearer {token}", "X-AnchorMailbox": mailbox,
@@ -106,49 +236,59 @@ class EwsCheck:
         except Exception as exc:  # noqa: BLE001 - DNS, refused, TLS, timeout, a reply past the cap
             big = graph_client.too_large(exc)
             if big is not None:
-                return self._noted(probe.outcome(Status.ERROR, "reply_too_large", f"EWS GetFolder for {mailbox}: "
-                                                 f"{big}", reply_cap_bytes=big.cap))
+                return self._noted(ctx, probe.outcome(Status.ERROR, "reply_too_large", f"EWS GetFolder for "
+                                                      f"{mailbox}: {big}", reply_cap_bytes=big.cap))
             outcome = network_outcome(exc, ctx.endpoints.ews) or Outcome(
                 Status.ERROR, "unexpected_reply", f"EWS: {type(exc).__name__}: {redact(exc)}")
-            return self._noted(outcome)
-        return self._noted(self._judge(ctx, resp, probe))
+            return self._noted(ctx, outcome)
+        return self._noted(ctx, self._judge(ctx, resp, probe))
 
     def _judge(self, ctx: CheckContext, resp: httpx.Response, probe: Probe) -> Outcome:
         mailbox = ctx.integration.mailbox
+        status = resp.status_code
         diag_header = resp.headers.get("x-ms-diagnostics", "")
-        probe.say(f"S: HTTP {resp.status_code} {redact(diag_header)}".strip())
-        if resp.status_code == 401:
-            return probe.outcome(Status.FAIL, "auth_failed", f"EWS refused the token for {mailbox} (401"
-                                 f"{': ' + redact(diag_header) if diag_header else ''})", http_status=401)
-        if resp.status_code in (429, 503):
-            outcome = probe.outcome(Status.WARN, "throttled", f"EWS throttled ({resp.status_code})")
-            retry = resp.headers.get("retry-after", "")
-            outcome.retry_after_s = float(retry) if retry.isdigit() else 60.0
-            return outcome
-        try:
-            klass, code, text, counts = parse(resp.text)
-        except (ValueError, ElementTree.ParseError) as exc:
-            if resp.status_code == 403 and _disabled(resp.text + diag_header):
-                return probe.outcome(Status.FAIL, "ews_disabled", f"EWS is disabled for this tenant or app "
-                                     f"(HTTP 403): {redact(resp.text[:200])}", http_status=403)
-            status = Status.ERROR if resp.status_code >= 500 else Status.FAIL
-            outcome = probe.outcome(status, "unexpected_reply", f"EWS answered HTTP {resp.status_code} without a "
-                                    f"GetFolder response ({redact(exc)})", http_status=resp.status_code)
-            outcome.raw = redact(resp.text[:2000])
-            return outcome
-        probe.say(f"S: {klass} {code} {text}".strip())
-        if klass == "Success" or code == "NoError":
+        probe.say(f"S: HTTP {status} {redact(diag_header)}".strip())
+        reading = read(status, resp.headers, resp.text)
+        result, code, wait = reading.verdict
+        if reading.response_code:
+            probe.say(f"S: {reading.response_code} {reading.text}".strip())
+        said = f"{reading.response_code}: {redact(reading.text).rstrip('. ')}" if reading.response_code \
+            else f"HTTP {status} with {reading.body}"
+        waits = f"; EWS checks on this mailbox wait {wait:g} s as asked" if wait else ""
+        metrics: dict = {"http_status": status}
+        if reading.response_code:
+            metrics["response_code"] = reading.response_code
+        if code is None:
             return probe.outcome(Status.OK, None, f"EWS GetFolder inbox of {mailbox}: "
-                                 f"{counts.get('message_count', '?')} message(s), {counts.get('unread_count', '?')} "
-                                 "unread", **counts)
-        if _disabled(text) or resp.status_code == 403 and code == "ErrorAccessDenied" and _disabled(resp.text):
-            return probe.outcome(Status.FAIL, "ews_disabled", f"EWS refused: {code}: {text}", response_code=code)
-        diag = CODES.get(code, "unexpected_reply")
-        status = Status.WARN if diag == "throttled" else Status.FAIL
-        return probe.outcome(status, diag, f"EWS GetFolder for {mailbox} answered {code}: {redact(text)}",
-                             response_code=code)
+                                 f"{reading.counts.get('message_count', '?')} message(s), "
+                                 f"{reading.counts.get('unread_count', '?')} unread", **reading.counts)
+        if code == "auth_failed":
+            summary = (f"EWS refused the token for {mailbox} (401"
+                       f"{': ' + redact(diag_header) if diag_header else ''})")
+        elif code == "ews_forbidden":
+            summary = (f"EWS refused {mailbox} with a bare HTTP 403 ({reading.body}): a policy blocks EWS for this "
+                       "app or mailbox (EWSEnabled for the organisation or the mailbox, EWSAllowedAppIDs, or an "
+                       "application access policy); Exchange does not say which")
+        elif code == "ews_disabled":
+            summary = f"EWS is disabled for this tenant, app or mailbox: {said}"
+        elif code == "throttled":
+            summary = f"EWS throttled the GetFolder for {mailbox}: {said}{waits}"
+        elif code == "service_unavailable":
+            summary = f"EWS is unavailable: the GetFolder for {mailbox} got {said} instead of a reply{waits}"
+        elif reading.response_code:
+            summary = f"EWS GetFolder for {mailbox} answered {said}"
+        else:
+            summary = f"EWS answered {said} without a GetFolder response"
+        outcome = probe.outcome(result, code, summary, **metrics)
+        if wait:
+            outcome.retry_after_s = wait
+            outcome.backoff_target = mailbox_target("ews", mailbox)
+        if code == "unexpected_reply":
+            outcome.raw = redact(resp.text[:2000])
+        return outcome
 
     @staticmethod
-    def _noted(outcome: Outcome) -> Outcome:
-        outcome.metrics["notice"] = NOTICE
+    def _noted(ctx: CheckContext, outcome: Outcome) -> Outcome:
+        if ctx.endpoints.exchange_online:
+            outcome.metrics["notice"] = NOTICE
         return outcome

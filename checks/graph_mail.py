@@ -1,27 +1,34 @@
 """`graph_mail`: read the mailbox's inbox folder through Microsoft Graph (msgraph-sdk), as a Graph-based
 consuming system (the Sinch kind) does; optionally the oldest unread message and a sendMail canary.
 
-Three 403s are told apart: an ApplicationAccessPolicy that leaves the mailbox out ("Access to OData is
-disabled"), a missing permission, and (404) a mailbox that does not exist. A 429 is `throttled` (warn):
-the client runs without kiota's retry middleware and the next run waits for Retry-After.
+Three refusals are told apart: an ApplicationAccessPolicy that leaves the mailbox out (403 "Access to OData is
+disabled"), a missing permission (403), and a mailbox that does not exist (404). Throttling is not a refusal: a
+429 (``ApplicationThrottled``, whether the message names MailboxConcurrency, at most 4 concurrent requests per app
+and mailbox, or the request budget) is `throttled` (warn), and a 5xx (503/504 ``UnknownError`` during an
+incident) is `service_unavailable` (error). The client runs without kiota's retry middleware, and every Graph
+check of the app on the mailbox waits for Retry-After. ``classify`` / ``classify_reply`` are pure and
+table-tested (tests/checks).
 """
 
 from __future__ import annotations
 
 import asyncio
+import json
 import time
 import uuid
+from collections.abc import Mapping
 from datetime import UTC, datetime
-from typing import Any, ClassVar
+from typing import Any, ClassVar, NamedTuple
 
 from pydantic import BaseModel, ConfigDict
 
 from checks import graph_client
-from checks.base import CheckContext, Outcome, Status
+from checks.base import CheckContext, Outcome, Status, mailbox_target, token_target
 from checks.mailbox import Probe, fetch_token
 from checks.network import network_outcome
 from monitor.config import Duration
 from monitor.redact import redact
+from monitor.tokens import retry_after
 
 
 class GraphMailOptions(BaseModel):
@@ -30,31 +37,56 @@ class GraphMailOptions(BaseModel):
     canary_to: str | None = None  # sendMail a tagged test message here on every run (needs Mail.Send)
 
 
-def classify(status: int | None, code: str | None, message: str) -> tuple[Status, str]:
+THROTTLE_DEFAULT_S = 60.0  # a 429 without Retry-After (seen: outlook-dev-docs#144, msgraph-sdk-dotnet#250)
+
+
+class Verdict(NamedTuple):
+    """What a Graph reply means: status, diagnosis code, and how long the app's Graph checks on the mailbox wait
+    (seconds; None when the reply asks for no wait)."""
+
+    status: Status
+    code: str
+    wait_s: float | None
+
+
+def _header(headers: Mapping[str, str] | None, name: str) -> str:
+    for key, value in (headers or {}).items():
+        if key.lower() == name:
+            return value
+    return ""
+
+
+def classify(status: int | None, code: str | None, message: str,
+             headers: Mapping[str, str] | None = None) -> Verdict:
+    """A Graph error (HTTP status, ``error.code``, ``error.message``, headers) as a verdict."""
     low = (message or "").lower()
+    wait = retry_after(_header(headers, "retry-after"))
     if status == 429:
-        return Status.WARN, "throttled"
-    if status == 403 and "odata is disabled" in low:
-        return Status.FAIL, "access_policy_denied"
-    if status == 403:
-        return Status.FAIL, "permission_missing"
-    if status == 404 or code in ("ErrorInvalidUser", "ResourceNotFound", "MailboxNotEnabledForRESTAPI"):
-        return Status.FAIL, "mailbox_not_found"
-    if status == 401:
-        return Status.FAIL, "auth_failed"
+        return Verdict(Status.WARN, "throttled", wait or THROTTLE_DEFAULT_S)
     if status is not None and status >= 500:
-        return Status.ERROR, "unexpected_reply"
-    return Status.FAIL, "unexpected_reply"
+        return Verdict(Status.ERROR, "service_unavailable", wait)
+    if status == 403 and ("odata is disabled" in low or "accesspolicy" in low):
+        return Verdict(Status.FAIL, "access_policy_denied", None)
+    if status == 403:
+        return Verdict(Status.FAIL, "permission_missing", None)
+    if status == 404 or code in ("ErrorInvalidUser", "ResourceNotFound", "MailboxNotEnabledForRESTAPI"):
+        return Verdict(Status.FAIL, "mailbox_not_found", None)
+    if status == 401:
+        return Verdict(Status.FAIL, "auth_failed", None)
+    return Verdict(Status.FAIL, "unexpected_reply", None)
 
 
-def _retry_after(headers: dict[str, str]) -> float | None:
-    for key, value in headers.items():
-        if key.lower() == "retry-after":
-            try:
-                return float(value)
-            except ValueError:
-                return None
-    return None
+def classify_reply(status: int, headers: Mapping[str, str], body: str) -> Verdict:
+    """``classify`` of a raw reply: the body is Graph's ``{"error": {"code": ..., "message": ...}}``, or anything
+    else (an empty body, an HTML page), which leaves the status alone to decide."""
+    try:
+        parsed = json.loads(body) if body.strip() else None
+    except ValueError:
+        parsed = None
+    error = parsed.get("error") if isinstance(parsed, dict) else None
+    if not isinstance(error, dict):
+        error = {}
+    return classify(status, error.get("code"), str(error.get("message") or ""), headers)
 
 
 class InboxCounts:
@@ -180,10 +212,9 @@ class GraphMailCheck:
 
     @staticmethod
     def _failure(ctx: CheckContext, exc: BaseException, step: str, probe: Probe) -> Outcome:
-        if isinstance(exc, graph_client.TokenRefused):
-            from checks.token import refused_outcome
-
-            return refused_outcome(exc.result, "Graph token")
+        token_failed = _token_outcome(ctx, exc)
+        if token_failed is not None:
+            return token_failed
         big = graph_client.too_large(exc)
         if big is not None:
             return probe.outcome(Status.ERROR, "reply_too_large",
@@ -195,8 +226,31 @@ class GraphMailCheck:
             outcome.latency_ms = probe.elapsed_ms
             return outcome
         status, code, message, headers = err
-        result, diag = classify(status, code, message)
+        result, diag, wait = classify(status, code, message, headers)
         summary = f"Graph {step} for {ctx.integration.mailbox} answered {status} {code or ''}: {redact(message)}"
-        outcome = probe.outcome(result, diag, summary.replace("  ", " "), http_status=status, graph_code=code)
-        outcome.retry_after_s = _retry_after(headers) if diag == "throttled" else None
+        summary = summary.replace("  ", " ").rstrip(": ")
+        if wait:
+            summary = summary.rstrip(".") + f"; Graph checks of this app on the mailbox wait {wait:g} s as asked"
+        outcome = probe.outcome(result, diag, summary, http_status=status, graph_code=code)
+        if wait:
+            outcome.retry_after_s = wait
+            outcome.backoff_target = mailbox_target("graph", ctx.integration.mailbox, ctx.app.client_id)
         return outcome
+
+
+def _token_outcome(ctx: CheckContext, exc: BaseException) -> Outcome | None:
+    """A token the Graph client asked for and did not get: MSAL's refusal (``TokenRefused``) or what MSAL raised
+    (a 5xx or a body that is not JSON, the login host unreachable), classified as the token check does, with the
+    identity provider's wait on the app's token target."""
+    import msal
+    import requests
+
+    from checks.token import refused_outcome, token_failure
+
+    target = token_target(ctx.tenant.tenant_id, ctx.app.client_id)
+    if isinstance(exc, graph_client.TokenRefused):
+        return refused_outcome(exc.result, "Graph token", target)
+    if isinstance(exc, msal.exceptions.MsalError | json.JSONDecodeError | requests.RequestException):
+        return token_failure(exc, "Graph token", ctx.endpoints.authority, target,
+                             ctx.endpoints.token_endpoint(ctx.tenant.tenant_id), ctx.app.client_id)
+    return None

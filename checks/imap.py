@@ -16,7 +16,7 @@ from typing import Any, ClassVar
 
 from pydantic import BaseModel, ConfigDict
 
-from checks.base import CheckContext, Outcome, Status
+from checks.base import CheckContext, Outcome, Status, mailbox_target
 from checks.mailbox import (
     SASL_PLACEHOLDER,
     Probe,
@@ -49,7 +49,30 @@ def error_text(exc: BaseException) -> str:
     return re.sub(r"\[b(['\"])(.*?)\1\]", r"\2", text).strip()
 
 
+_BACKOFF = re.compile(r"suggested backoff time:\s*(\d+)", re.I)
+THROTTLE_DEFAULT_S = 60.0  # "Request is throttled" without a back-off time
+
+
+def classify_reply(reply: str) -> tuple[Status, str, float | None] | None:
+    """Exchange's replies that mean the same at any step: throttled (NO or BAD "Request is throttled. Suggested
+    Backoff Time: N milliseconds", imapsync#198, email-oauth2-proxy#191), "authenticated but not connected"
+    (email-oauth2-proxy#74), the back end unavailable ("Server Unavailable. 15", owncloud-archive/mail#721).
+    (status, code, wait in seconds) or None for any other reply."""
+    low = reply.lower()
+    if "request is throttled" in low:
+        m = _BACKOFF.search(reply)
+        return Status.WARN, "throttled", int(m.group(1)) / 1000 if m else THROTTLE_DEFAULT_S
+    if "authenticated but not connected" in low:
+        return Status.FAIL, "authenticated_not_connected", None
+    if "server unavailable" in low:
+        return Status.ERROR, "service_unavailable", None
+    return None
+
+
 def classify_login(error: str) -> tuple[Status, str]:
+    known = classify_reply(error)
+    if known is not None:
+        return known[0], known[1]
     low = error.lower()
     if "[unavailable]" in low:  # Dovecot: a temporary failure, not a refusal
         return Status.ERROR, "unexpected_reply"
@@ -63,10 +86,27 @@ class ImapCheck(ProtocolCheck):
     config_model: ClassVar[type[BaseModel]] = ImapOptions
 
     def _converse(self, ctx: CheckContext, token: str) -> Outcome:
+        probe = Probe()
+        first = self._attempt(ctx, token, probe)
+        if first.code != "authenticated_not_connected":
+            return first
+        # Exchange also says "not connected" under connection pressure (about 20 connections per mailbox): only a
+        # second connection that is refused the same way makes it a permission diagnosis (M365_FACTS.md)
+        probe.say("(a second connection confirms or clears 'not connected')")
+        second = self._attempt(ctx, token, probe)
+        if second.code == "authenticated_not_connected":
+            second.metrics["confirmed_on_second_connection"] = True
+            return second
+        second.metrics["first_connection"] = "authenticated but not connected"
+        if second.status == Status.OK:
+            second.summary += ("; the first connection was 'authenticated but not connected' (too many connections "
+                               "to the mailbox at that moment), the second one worked")
+        return second
+
+    def _attempt(self, ctx: CheckContext, token: str, probe: Probe) -> Outcome:
         options: ImapOptions = ctx.options  # type: ignore[assignment]
         endpoint = ctx.endpoints.imap
         host = str(endpoint)
-        probe = Probe()
         tls = tls_context(ctx.endpoints.ca_bundle)
         try:
             conn = self._connect(endpoint.host, endpoint.port, options.starttls, tls, ctx.timeout_s, probe)
@@ -126,6 +166,9 @@ class ImapCheck(ProtocolCheck):
             extra = [c for c in challenges[1:] if c]
             if extra:
                 probe.say(f"S: + {extra[0]}")
+            known = classify_reply(reply)
+            if known is not None and known[1] != "authenticated_not_connected":
+                return self._transient(ctx, probe, known, f"AUTHENTICATE answered '{reply}'", reply)
             status, code = classify_login(reply)
             return self.login_refused(ctx, probe, status, code, reply,
                                       challenge=extra[0] if extra else None)
@@ -139,14 +182,20 @@ class ImapCheck(ProtocolCheck):
         probe.say(f"S: {typ} {_text(data)}")
         if typ != "OK":
             reply = _text(data)
-            if "authenticated but not connected" in reply.lower():
+            known = classify_reply(reply)
+            if known is not None and known[1] == "authenticated_not_connected":
                 return probe.outcome(Status.FAIL, "authenticated_not_connected",
                                      f"IMAP login worked but EXAMINE {folder} answered '{typ} {reply}': the token is "
                                      f"good, access to {mailbox} is not", reply=reply)
+            if known is not None:
+                return self._transient(ctx, probe, known, f"EXAMINE {folder} answered '{typ} {reply}'", reply)
             return probe.outcome(Status.FAIL, "unexpected_reply", f"EXAMINE {folder} answered {typ} {reply}",
                                  reply=reply)
         count = int(_text(data[0]) or 0) if data and data[0] else 0
-        oldest_age = probe.time("backlog", lambda: self._oldest_unseen_age(conn))
+        try:
+            oldest_age = probe.time("backlog", lambda: self._oldest_unseen_age(conn))
+        except _Refused as refused:
+            return self._transient(ctx, probe, refused.known, f"reading the backlog: '{refused.reply}'", refused.reply)
         try:
             conn.logout()
         except (imaplib.IMAP4.error, OSError):
@@ -161,19 +210,53 @@ class ImapCheck(ProtocolCheck):
                                  f"is {system} still reading mail?)", **metrics)
         return probe.outcome(Status.OK, None, summary, **metrics)
 
+    def _transient(self, ctx: CheckContext, probe: Probe, known: tuple[Status, str, float | None], what: str,
+                   reply: str) -> Outcome:
+        status, code, wait = known
+        mailbox = ctx.integration.mailbox
+        summary = f"IMAP {what} for {mailbox}"
+        if wait:
+            summary += f"; mailwarden waits {wait:g} s before the next IMAP check of this mailbox"
+        outcome = probe.outcome(status, code, summary, reply=reply)
+        if wait:
+            outcome.retry_after_s, outcome.backoff_target = wait, mailbox_target("imap", mailbox)
+        return outcome
+
     @staticmethod
     def _oldest_unseen_age(conn: imaplib.IMAP4) -> float | None:
-        typ, data = conn.search(None, "UNSEEN")
+        try:
+            typ, data = conn.search(None, "UNSEEN")
+        except imaplib.IMAP4.error as exc:  # BAD: raised by imaplib
+            typ, data = "BAD", [error_text(exc).removeprefix("BAD ").encode()]
+        _raise_known(typ, data)
         ids = _text(data).split() if typ == "OK" else []
         if not ids:
             return None
-        typ, data = conn.fetch(ids[0], "(INTERNALDATE)")
+        try:
+            typ, data = conn.fetch(ids[0], "(INTERNALDATE)")
+        except imaplib.IMAP4.error as exc:
+            typ, data = "BAD", [error_text(exc).removeprefix("BAD ").encode()]
+        _raise_known(typ, data)
         if typ != "OK" or not data or not data[0]:
             return None
         parsed = imaplib.Internaldate2tuple(data[0] if isinstance(data[0], bytes) else data[0][0])
         if parsed is None:
             return None
         return max(0.0, time.time() - time.mktime(parsed))  # Internaldate2tuple gives local time
+
+
+class _Refused(Exception):
+    def __init__(self, known: tuple[Status, str, float | None], reply: str):
+        super().__init__(reply)
+        self.known, self.reply = known, reply
+
+
+def _raise_known(typ: str, data: Any) -> None:
+    if typ != "OK":
+        reply = _text(data)
+        known = classify_reply(reply)
+        if known is not None:
+            raise _Refused(known, f"{typ} {reply}")
 
 
 def _age(seconds: float) -> str:

@@ -21,13 +21,13 @@ from dataclasses import dataclass, field
 from typing import Any, ClassVar, TypeVar
 
 from checks import permissions
-from checks.base import CheckContext, Outcome, Status
+from checks.base import CheckContext, Outcome, Status, token_target
 from checks.network import network_outcome
 from checks.tls import mail_context
-from checks.token import refused_outcome
+from checks.token import refused_outcome, replicating_sync, token_failure
 from monitor.errors import SecretReferenceError
 from monitor.redact import redact
-from monitor.tokens import NoRefreshToken, scope_prefixes
+from monitor.tokens import REPLIES, NoRefreshToken, scope_prefixes
 
 T = TypeVar("T")
 SASL_PLACEHOLDER = "<XOAUTH2 response>"
@@ -65,7 +65,7 @@ class _Watchdog:
         self._thread: threading.Thread | None = None
 
     def arm(self, timeout_s: float, conns: list[Any]) -> list[Any]:
-        entry = [time.monotonic() + timeout_s, next(self._seq), conns]
+        entry = [time.monotonic() + timeout_s, next(self._seq), conns, False]  # [3]: it hung up
         with self._cv:
             heapq.heappush(self._heap, entry)
             if self._thread is None or not self._thread.is_alive():  # first use, or after a fork
@@ -93,8 +93,13 @@ class _Watchdog:
                     continue
                 entry = heapq.heappop(self._heap)
                 conns, entry[2] = entry[2], None
+                entry[3] = True
             if conns:
                 _hang_up(conns)
+
+    @staticmethod
+    def fired(entry: list[Any]) -> bool:
+        return bool(entry[3])
 
 
 _watchdog = _Watchdog()
@@ -175,6 +180,8 @@ def fetch_token(ctx: CheckContext, kind: str) -> str | Outcome:
     outcome explaining why there is none. Blocking: call in a worker thread."""
     integ = ctx.integration
     resource, scopes = protocol_scopes(ctx, kind)
+    target = token_target(ctx.tenant.tenant_id, ctx.app.client_id)
+    REPLIES.begin()
     try:
         if integ.flow == "app":
             result = ctx.tokens.app_token(integ.app, scope_prefixes(ctx.endpoints, "app")[resource])
@@ -184,11 +191,15 @@ def fetch_token(ctx: CheckContext, kind: str) -> str | Outcome:
         return Outcome(Status.ERROR, "config_error", exc.message())
     except NoRefreshToken:
         return Outcome(Status.FAIL, "no_refresh_token", f"no refresh token for {integ.account} is stored yet")
-    except Exception as exc:  # noqa: BLE001 - network failures towards the identity provider
-        return network_outcome(exc, ctx.endpoints.authority) or Outcome(
-            Status.ERROR, "unclassified", f"token for the {kind} check: {redact(exc)}")
+    except Exception as exc:  # noqa: BLE001 - the identity provider's failures, all classified
+        return token_failure(exc, f"Token for the {kind} check", ctx.endpoints.authority, target,
+                             ctx.endpoints.token_endpoint(ctx.tenant.tenant_id), ctx.app.client_id) or Outcome(
+            Status.ERROR, "unclassified", f"token for the {kind} check: {type(exc).__name__}: {redact(exc)}")
     if "access_token" not in result:
-        return refused_outcome(result, f"Token for the {kind} check")
+        outcome = refused_outcome(result, f"Token for the {kind} check", target)
+        if outcome.code in ("secret_invalid", "secret_expired") and ctx.app.secret:
+            return replicating_sync(ctx, outcome)
+        return outcome
     return result["access_token"]
 
 
@@ -210,10 +221,19 @@ class ProtocolCheck:
         _guard.conns = conns
         deadline = _watchdog.arm(ctx.timeout_s, conns)
         try:
-            return self._converse(ctx, token)
+            outcome = self._converse(ctx, token)
         finally:
             _watchdog.cancel(deadline)
             _guard.conns = None
+        if _watchdog.fired(deadline):
+            # the server did not finish within the timeout and mailwarden hung up: whatever the socket then
+            # raised (EOF, reset, a half-read line), the cause is the silence, never a reply
+            endpoint = getattr(ctx.endpoints, self.kind)
+            return Outcome(Status.ERROR, "timeout", f"{endpoint} did not finish the {self.kind.upper()} conversation "
+                           f"within {ctx.timeout_s:g} s; mailwarden hung up", latency_ms=outcome.latency_ms,
+                           metrics={"phases_ms": outcome.metrics.get("phases_ms", {})},
+                           transcript=outcome.transcript)
+        return outcome
 
     def _converse(self, ctx: CheckContext, token: str) -> Outcome:  # pragma: no cover - abstract
         raise NotImplementedError
@@ -221,7 +241,8 @@ class ProtocolCheck:
     def login_refused(self, ctx: CheckContext, probe: Probe, status: Status, code: str, reply: str,
                       **metrics: Any) -> Outcome:
         """A refused login, with the likely causes for this integration's flow when it is auth_failed."""
-        detail = f"{self.kind.upper()} login to {ctx.integration.mailbox} refused: {reply}"
+        who = metrics.get("login_as") or ctx.integration.mailbox
+        detail = f"{self.kind.upper()} login as {who} refused: {reply}"
         if code == "auth_failed":
             detail += f" ({auth_causes(ctx, self.kind)})"
         return probe.outcome(status, code, detail, reply=reply, **metrics)
@@ -245,7 +266,10 @@ def auth_causes(ctx: CheckContext, kind: str) -> str:
     if integ.flow == "app":
         return (f"likely: the app lacks {perm}, its service principal is not registered in Exchange "
                 f"(New-ServicePrincipal), or it has no FullAccess on {integ.mailbox} (Add-MailboxPermission)")
-    shared = integ.account != integ.mailbox
+    if kind == "smtp":  # a delegate signs in to SMTP as itself: the shared mailbox's permissions do not apply here
+        return (f"likely: the token lacks {perm}, {integ.account} has no Exchange Online mailbox (licence), or "
+                f"the token's user is not {integ.account}")
+    shared = (integ.account or "").lower() != integ.mailbox.lower()
     return (f"likely: the token lacks {perm}" + (f", {integ.account} has no FullAccess on the shared mailbox "
                                                  f"{integ.mailbox}" if shared else "")
             + f", or {kind.upper()} is disabled for the mailbox")

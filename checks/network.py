@@ -50,14 +50,40 @@ def network_code(exc: BaseException, *, default: str = "idp_unreachable") -> str
     return None
 
 
-def network_outcome(exc: BaseException, host: str, *, default: str = "idp_unreachable") -> Outcome | None:
+WORDS = {"timeout": "did not answer in time", "dns_error": "could not be resolved (DNS)",
+         "tls_error": "failed the TLS handshake or certificate check",
+         "connection_refused": "refused the connection"}
+
+
+def network_outcome(exc: BaseException, host: str, *, default: str = "idp_unreachable",
+                    login_host: bool = False) -> Outcome | None:
+    """``login_host``: ``host`` is the sign-in service. Whether it refuses, times out or does not resolve, it is
+    one cause for every check of that cloud (``idp_unreachable``), with what happened in the summary; a TLS failure
+    keeps its own code (its fix is about certificates, not reachability)."""
     code = network_code(exc, default=default)
     if code is None:
         return None
-    words = {"timeout": "did not answer in time", "dns_error": "could not be resolved (DNS)",
-             "tls_error": "failed the TLS handshake or certificate check",
-             "connection_refused": "refused the connection"}.get(code, "could not be reached")
+    words = WORDS.get(code, "could not be reached")
+    if code == "tls_error":
+        words = tls_words(exc, host)
+    elif login_host:
+        code = "idp_unreachable"
     return Outcome(Status.ERROR, code, f"{host} {words}: {redact(_last_line(exc))}")
+
+
+def tls_words(exc: BaseException, host: str) -> str:
+    """What failed in a TLS handshake, naming the certificate's problem and the host name checked."""
+    for err in _chain(exc):
+        if isinstance(err, ssl.SSLCertVerificationError):
+            message = (err.verify_message or "").strip()
+            if "hostname mismatch" in message.lower() or "ip address mismatch" in message.lower():
+                name = host.split("://", 1)[-1].split("/", 1)[0]
+                return (f"presented a certificate that is not valid for the host name {name} ({message}): the "
+                        "configured host is wrong, or something between mailwarden and Microsoft answers with its "
+                        "own certificate")
+            if message:
+                return f"presented a certificate mailwarden does not trust ({message})"
+    return WORDS["tls_error"]
 
 
 def _last_line(exc: BaseException) -> str:

@@ -13,7 +13,7 @@ from typing import ClassVar
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from checks.base import CheckContext, Outcome, Status
+from checks.base import CheckContext, Outcome, Status, mailbox_target
 from checks.mailbox import (
     SASL_PLACEHOLDER,
     Probe,
@@ -35,8 +35,22 @@ def _text(data: bytes | str) -> str:
     return data.decode("utf-8", "replace") if isinstance(data, bytes) else str(data)
 
 
-def classify_login(reply: str) -> tuple[Status, str]:
+# Exchange's POP3 refuses a command line past its limit with this reply and drops the connection; since 2025 a
+# long token's XOAUTH2 line (over about 4 KB of base64) is refused so (M365_FACTS.md; getmail6#256)
+LONG_LINE = 4000
+
+
+def classify_login(reply: str, line_length: int = 0) -> tuple[Status, str]:
+    """A refused POP3 login: ``line_length`` is the length of the XOAUTH2 line mailwarden sent."""
     low = reply.lower()
+    if "request is throttled" in low:
+        return Status.WARN, "throttled"
+    if "protocol error" in low and "connection is closed" in low:
+        return (Status.FAIL, "token_too_long") if line_length > LONG_LINE else (Status.FAIL, "unexpected_reply")
+    if "authenticated but not connected" in low:  # Exchange's POP3 text for it (no public capture)
+        return Status.FAIL, "authenticated_not_connected"
+    if "server unavailable" in low:
+        return Status.ERROR, "service_unavailable"
     if "[sys/temp]" in low:  # Dovecot: temporary failure
         return Status.ERROR, "unexpected_reply"
     if "authentication fail" in low or "[auth]" in low or "bad password" in low:
@@ -78,9 +92,18 @@ class PopCheck(ProtocolCheck):
     def _session(self, ctx: CheckContext, conn: poplib.POP3, token: str, probe: Probe) -> Outcome:
         options: PopOptions = ctx.options  # type: ignore[assignment]
         mailbox = ctx.integration.mailbox
-        refused = self._authenticate(conn, mailbox, token, probe)
+        line = xoauth2_b64(mailbox, token)
+        refused = self._authenticate(conn, mailbox, line, probe)
         if refused is not None:
-            status, code = classify_login(refused)
+            status, code = classify_login(refused, len(line))
+            if code == "token_too_long":
+                return probe.outcome(status, code, f"POP3 refused the XOAUTH2 line of {len(line)} characters for "
+                                     f"{mailbox} and closed the connection: '{refused}'", reply=refused,
+                                     line_length=len(line))
+            if status == Status.WARN:
+                outcome = probe.outcome(status, code, f"POP3 login to {mailbox}: '{refused}'", reply=refused)
+                outcome.retry_after_s, outcome.backoff_target = 60.0, mailbox_target("pop", mailbox)
+                return outcome
             return self.login_refused(ctx, probe, status, code, refused)
         count, size = probe.time("stat", conn.stat)
         probe.say("C: STAT")
@@ -98,7 +121,7 @@ class PopCheck(ProtocolCheck):
         return probe.outcome(Status.OK, None, summary, **metrics)
 
     @staticmethod
-    def _authenticate(conn: poplib.POP3, mailbox: str, token: str, probe: Probe) -> str | None:
+    def _authenticate(conn: poplib.POP3, mailbox: str, line: str, probe: Probe) -> str | None:
         """AUTH XOAUTH2 in two steps; returns the refusal text, or None when logged in."""
 
         def send(line: str) -> str:
@@ -115,7 +138,7 @@ class PopCheck(ProtocolCheck):
             reply = step("AUTH XOAUTH2", "AUTH XOAUTH2")
             if not reply.startswith("+") or reply.startswith("+OK"):
                 return reply
-            reply = step(xoauth2_b64(mailbox, token), SASL_PLACEHOLDER)
+            reply = step(line, SASL_PLACEHOLDER)
             if reply.startswith("+") and not reply.startswith("+OK"):
                 challenge = decode_challenge(reply[1:].strip())
                 probe.say(f"S: (challenge) {challenge}")

@@ -3,7 +3,9 @@
 The app's passwordCredentials/keyCredentials are read through the tenant's monitor app, once per
 cycle per app (monitor.credentials). The credential in use is found by ``hint`` (the first three
 characters of the configured secret) or by certificate thumbprint. When Graph cannot be read, the
-``secret_expires_on`` date from config stands in, and the result says so.
+``secret_expires_on`` date from config stands in, and the result says so. Without it the result names why Graph
+could not be read: ``graph_unreadable`` (the monitor app lacks access) is said only then; a throttled read is
+``throttled`` (warn), a 5xx ``service_unavailable``, an unreachable sign-in host ``idp_unreachable`` (error).
 """
 
 from __future__ import annotations
@@ -94,19 +96,24 @@ class SecretExpiryCheck:
 
     @staticmethod
     def _fallback(ctx: CheckContext, read: credentials.CredentialRead, warning: int, now: datetime) -> Outcome:
+        """Graph could not be read. Only ``graph_unreadable`` says the monitor app lacks access; a throttled read
+        (warn), Microsoft's transient error or an unreachable host (error) say nothing about it, and keep their
+        code, with the wait Microsoft asked for."""
         expires_on = ctx.app.secret_expires_on
         why = f"Graph could not be read ({read.reason})"
         if read.code == "app_not_found":
             return Outcome(Status.FAIL, "app_not_found", read.reason or "app not found in Graph")
         if expires_on is None:
             status = Status.WARN if read.code == "throttled" else Status.ERROR
-            code = read.code if read.code in ("throttled", "config_error") else "graph_unreadable"
+            code = read.code or "graph_unreadable"
+            # the other secret_expiry checks on the monitor app wait too, repeating this status
             return Outcome(status, code, f"{why}, and no secret_expires_on is configured: expiry unknown",
-                           retry_after_s=read.retry_after_s, metrics={"source": None})
+                           metrics={"source": None}, retry_after_s=read.retry_after_s,
+                           backoff_target=read.backoff_target if read.retry_after_s else None)
         end = datetime.combine(expires_on, time.min, tzinfo=UTC)
         status, code, left = judge(end, now, warning, "client_secret")
         return Outcome(status, code,
                        f"{why}; using secret_expires_on {expires_on.isoformat()} from config: {left} day(s) left",
                        metrics={"days_left": left, "expires_at": end.isoformat(), "source": "config",
                                 "graph_error": read.code},
-                       retry_after_s=read.retry_after_s)
+                       retry_after_s=read.retry_after_s)  # this check only: its status is this app's own

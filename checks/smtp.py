@@ -17,7 +17,7 @@ from typing import Any, ClassVar
 
 from pydantic import BaseModel, ConfigDict
 
-from checks.base import CheckContext, Outcome, Status
+from checks.base import CheckContext, Outcome, Status, mailbox_target
 from checks.mailbox import (
     SASL_PLACEHOLDER,
     Probe,
@@ -71,16 +71,56 @@ def _reply(code: int, message: bytes | str) -> str:
 
 
 def classify_auth(code: int, reply: str) -> tuple[Status, str]:
+    """The reply to AUTH (or the greeting): 535 5.7.139 tells the tenant's switch from the mailbox's; 535 5.7.3 is a
+    refused login; 421 4.3.2 is the service (MailKit#1106); 550 5.7.30 and "basic authentication is disabled" are
+    Basic auth's retirement, never an XOAUTH2 answer."""
     low = reply.lower()
     if "5.7.139" in low and "for the mailbox" in low:
         return Status.FAIL, "smtp_auth_disabled_mailbox"
+    if "5.7.139" in low and "basic authentication" in low or "5.7.30" in low:
+        return Status.FAIL, "smtp_basic_auth_retired"
     if "5.7.139" in low:
         return Status.FAIL, "smtp_auth_disabled"
     if code == 535:
         return Status.FAIL, "auth_failed"
+    if code == 421:
+        return Status.ERROR, "service_unavailable"
+    if code == 432 or "request is throttled" in low:
+        return Status.WARN, "throttled"
     if 400 <= code < 500:
         return Status.ERROR, "unexpected_reply"  # temporary (Dovecot 454 4.7.0)
     return Status.FAIL, "unexpected_reply"
+
+
+SUBMIT_WAIT_S = 60.0  # Exchange gives no back-off with 432: a minute before the next submission
+
+
+def classify_submit(code: int, reply: str) -> tuple[Status, str]:
+    """The reply to a submitted message (end of DATA; also MAIL FROM / RCPT). Captured: 554 5.2.252 SendAsDenied
+    (gophish#2900) and its older 554 5.2.0 ...SendAsDeniedException form (rss2email#147); 432 4.3.2 concurrent
+    connections / sender thread limit (fastapi-mail#75, timeoff-management#308); Microsoft's texts for 554 5.2.0
+    SubmissionQuotaExceededException, 550 5.7.705 / 5.7.708 and 550 5.2.252 (sender throttled after SendAs
+    denials)."""
+    low = reply.lower()
+    if "sendasdenied" in low or "5.2.252" in low or "5.7.60" in low:
+        return Status.FAIL, "send_as_denied"
+    if "submissionquotaexceeded" in low:
+        return Status.FAIL, "sending_quota_exceeded"
+    if "5.7.705" in low or "5.7.708" in low:
+        return Status.FAIL, "outbound_blocked"
+    if code == 421:
+        return Status.ERROR, "service_unavailable"
+    if code == 432 or "sender thread limit" in low or "concurrent connections limit" in low:
+        return Status.WARN, "throttled"
+    if 400 <= code < 500:
+        return Status.ERROR, "unexpected_reply"
+    return Status.FAIL, "unexpected_reply"
+
+
+def login_identity(flow: str, mailbox: str, account: str | None) -> str:
+    """Who SMTP AUTH names in user=: with a delegated token, always the token's own user (Exchange refuses
+    user=<shared mailbox> with 535 5.7.3; M365_FACTS.md "SASL XOAUTH2"); app-only, the mailbox."""
+    return account if flow == "delegated" and account else mailbox
 
 
 class SmtpCheck(ProtocolCheck):
@@ -96,6 +136,8 @@ class SmtpCheck(ProtocolCheck):
         probe.watch(conn)
         try:
             code, banner = probe.time("connect", lambda: conn.connect(endpoint.host, endpoint.port))
+            if code != 220:  # 421 4.3.2 at the greeting: the service, not the mailbox
+                return self._refused(ctx, probe, code, banner)
             probe.say(f"S: {_reply(code, banner)}")
             conn.ehlo()
             if not conn.has_extn("starttls"):
@@ -105,6 +147,8 @@ class SmtpCheck(ProtocolCheck):
             probe.say("C: STARTTLS")
             conn.ehlo()
             return self._session(ctx, conn, token, probe)
+        except smtplib.SMTPConnectError as exc:
+            return self._refused(ctx, probe, exc.smtp_code, exc.smtp_error)
         except smtplib.SMTPServerDisconnected as exc:
             return connect_failure(ConnectionError(f"server closed the connection: {exc}"), host, probe)
         except Exception as exc:  # noqa: BLE001 - classified: DNS, refused, TLS, timeout
@@ -117,13 +161,15 @@ class SmtpCheck(ProtocolCheck):
 
     def _session(self, ctx: CheckContext, conn: smtplib.SMTP, token: str, probe: Probe) -> Outcome:
         options: SmtpOptions = ctx.options  # type: ignore[assignment]
-        mailbox = ctx.integration.mailbox
+        integ = ctx.integration
+        mailbox = integ.mailbox
+        login = login_identity(integ.flow, mailbox, integ.account)
         first = [True]
 
         def respond(challenge: bytes | None = None) -> str:
             if first[0]:
                 first[0] = False
-                return xoauth2(mailbox, token).decode()
+                return xoauth2(login, token).decode()
             text = challenge.decode("utf-8", "replace") if isinstance(challenge, bytes) else str(challenge or "")
             probe.say(f"S: 334 (challenge) {text}")
             return ""  # an error challenge is answered with an empty response (RFC 7628)
@@ -142,17 +188,27 @@ class SmtpCheck(ProtocolCheck):
         code, message = probe.time("noop", conn.noop)
         probe.say(f"C: NOOP\nS: {_reply(code, message)}")
         if not options.canary_to:
-            return probe.outcome(Status.OK, None, f"SMTP AUTH as {mailbox} accepted; send permission not verified "
-                                 "(canary off)", send_verified=False)
-        return self._canary(ctx, conn, options, probe)
+            sender = options.canary_from or mailbox
+            unproven = (f"send permission not verified: Send As {sender} is proven only by the canary (Exchange "
+                        "applies it when a message is submitted), which is off" if sender.lower() != login.lower()
+                        else "send permission not verified (canary off)")
+            return probe.outcome(Status.OK, None, f"SMTP AUTH as {login} accepted; {unproven}", send_verified=False,
+                                 login_as=login)
+        return self._canary(ctx, conn, options, probe, login)
 
     def _refused(self, ctx: CheckContext, probe: Probe, code: int, message: bytes | str) -> Outcome:
         reply = _reply(code, message)
         probe.say(f"S: {reply}")
+        integ = ctx.integration
+        login = login_identity(integ.flow, integ.mailbox, integ.account)
         status, diag = classify_auth(code, reply)
-        return self.login_refused(ctx, probe, status, diag, reply)
+        if status != Status.FAIL:  # the service, not the login: no causes about permissions
+            return probe.outcome(status, diag, f"SMTP {integ.mailbox}: {ctx.endpoints.smtp} answered '{reply}'",
+                                 reply=reply, login_as=login)
+        return self.login_refused(ctx, probe, status, diag, reply, login_as=login)
 
-    def _canary(self, ctx: CheckContext, conn: smtplib.SMTP, options: SmtpOptions, probe: Probe) -> Outcome:
+    def _canary(self, ctx: CheckContext, conn: smtplib.SMTP, options: SmtpOptions, probe: Probe,
+                login: str) -> Outcome:
         sender = options.canary_from or ctx.integration.mailbox
         tag = uuid.uuid4().hex[:12]
         msg = EmailMessage()
@@ -163,19 +219,24 @@ class SmtpCheck(ProtocolCheck):
         try:
             probe.time("send", lambda: conn.send_message(msg))
         except smtplib.SMTPDataError as exc:
-            reply = _reply(exc.smtp_code, exc.smtp_error)
-            probe.say(f"S: {reply}")
-            if "sendasdenied" in reply.lower() or "5.2.252" in reply:
-                return probe.outcome(Status.FAIL, "send_as_denied",
-                                     f"the canary from {sender} was refused after DATA: {reply}", reply=reply)
-            return probe.outcome(Status.FAIL, "unexpected_reply", f"the canary was refused: {reply}", reply=reply)
+            return self._submit_refused(ctx, probe, exc.smtp_code, exc.smtp_error, f"the canary from {sender} "
+                                        f"(signed in as {login}) was refused after DATA", login)
         except smtplib.SMTPRecipientsRefused as exc:
-            reply = "; ".join(_reply(c, m) for c, m in exc.recipients.values())
-            return probe.outcome(Status.FAIL, "unexpected_reply", f"canary recipient refused: {reply}", reply=reply)
+            (code, message), *_ = exc.recipients.values()
+            return self._submit_refused(ctx, probe, code, message, "canary recipient refused", login)
         except smtplib.SMTPSenderRefused as exc:
-            reply = _reply(exc.smtp_code, exc.smtp_error)
-            diag = "send_as_denied" if "5.2.252" in reply or "sendas" in reply.lower() else "unexpected_reply"
-            return probe.outcome(Status.FAIL, diag, f"canary sender {sender} refused: {reply}", reply=reply)
+            return self._submit_refused(ctx, probe, exc.smtp_code, exc.smtp_error, f"canary sender {sender} refused",
+                                        login)
         probe.say(f"C: canary {tag} from {sender} to {options.canary_to}: accepted")
-        return probe.outcome(Status.OK, None, f"SMTP AUTH as {ctx.integration.mailbox} accepted and canary {tag} "
-                             f"sent as {sender}", send_verified=True, canary_tag=tag)
+        return probe.outcome(Status.OK, None, f"SMTP AUTH as {login} accepted and canary {tag} sent as {sender}",
+                             send_verified=True, canary_tag=tag, login_as=login)
+
+    def _submit_refused(self, ctx: CheckContext, probe: Probe, code: int, message: bytes | str, what: str,
+                        login: str) -> Outcome:
+        reply = _reply(code, message)
+        probe.say(f"S: {reply}")
+        status, diag = classify_submit(code, reply)
+        outcome = probe.outcome(status, diag, f"{what}: {reply}", reply=reply, login_as=login)
+        if diag == "throttled":
+            outcome.retry_after_s, outcome.backoff_target = SUBMIT_WAIT_S, mailbox_target("smtp", login)
+        return outcome

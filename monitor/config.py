@@ -73,6 +73,8 @@ class Defaults(_Model):
     failure_threshold: int = Field(2, ge=1)
     success_threshold: int = Field(1, ge=1)
     expiry_warning_days: int = Field(30, ge=0)
+    # how long a refusal of a client secret that Graph shows as just added counts as replication, not failure
+    replication_grace: Duration = 300.0
 
 
 class CustomEndpoints(_Model):
@@ -86,6 +88,9 @@ class CustomEndpoints(_Model):
     graph_resource: str | None = None
     exchange_resource: str | None = None
     exchange_delegated_resource: str | None = None
+    # whose Exchange answers: "online" (Exchange Online, or a stand-in for it: EWS retires on 1 April 2027) or
+    # "on_premises" (EWS not retired). Default: read from the EWS host (Microsoft's cloud hosts are online).
+    exchange: Literal["online", "on_premises"] | None = None
 
     @field_validator("authority", "graph", "ews")
     @classmethod

@@ -3,6 +3,11 @@
 Each app is read once per cycle however many integrations share it: concurrent readers of one app
 wait for the same request, and a read is reused for ``ttl_s``. Reads go through the tenant's
 monitor app (Application.Read.All). What is read is stored as Credential metadata (never a value).
+
+A read that fails says why with a diagnosis code: ``graph_unreadable`` only when the monitor app lacks access
+(no monitor app, its token refused, Graph's 403); ``throttled`` for a 429 (from Graph or from the token
+endpoint), ``service_unavailable`` for a 5xx, ``idp_unreachable`` / a network code when a host cannot be reached.
+A wait Microsoft asks for is kept with the monitor app's back-off target.
 """
 
 from __future__ import annotations
@@ -18,11 +23,13 @@ from typing import TYPE_CHECKING, Any
 import httpx
 
 from checks import graph_client
+from checks.base import Outcome, Status, token_target
 from checks.diagnoses import classify_aadsts
 from checks.network import network_code
 from monitor.config import Config
 from monitor.errors import SecretReferenceError
 from monitor.redact import redact
+from monitor.tokens import retry_after
 
 if TYPE_CHECKING:  # pragma: no cover
     from monitor.db import Store
@@ -50,6 +57,10 @@ class CredentialRead:
     code: str | None = None
     reason: str | None = None
     retry_after_s: float | None = None
+    backoff_target: str | None = None  # the monitor app's target Microsoft asked to wait on (checks.base)
+
+
+THROTTLE_DEFAULT_S = 60.0  # a Graph 429 without Retry-After
 
 
 _SELECT = "id,displayName,passwordCredentials,keyCredentials"
@@ -105,19 +116,19 @@ class CredentialReader:
             return CredentialRead(app_name, False, code="graph_unreadable",
                                   reason=f"tenant {app.tenant} names no monitor_app to read Graph with")
         endpoints = self.tokens.endpoints
+        monitor = self.config.apps.get(tenant.monitor_app)
+        target = token_target(tenant.tenant_id, monitor.client_id) if monitor else None
         # One GET and json.loads, not msgraph-sdk: kiota's generated models re-run about 1,200 imports for
         # every entity they parse (~5 ms of CPU per application read, measured by bench/), for 4 fields.
         try:
-            result = await asyncio.to_thread(self.tokens.app_token, tenant.monitor_app, endpoints.graph_resource)
+            result = await asyncio.to_thread(self._monitor_token, tenant.monitor_app, tenant.tenant_id, target)
         except SecretReferenceError as exc:
             return CredentialRead(app_name, False, code="config_error", reason=exc.message())
         except Exception as exc:  # noqa: BLE001 - every failure is reported, none escapes
             return self._failure(app_name, tenant.monitor_app, exc)
-        if "access_token" not in result:
-            codes = result.get("error_codes") or []
-            return CredentialRead(app_name, False, code="graph_unreadable",
-                                  reason=f"the monitor app {tenant.monitor_app} got no Graph token "
-                                         f"(AADSTS{codes[0] if codes else '?'}: {classify_aadsts(codes)})")
+        if isinstance(result, CredentialRead):
+            result.app = app_name
+            return result
         url = f"{endpoints.graph}/applications(appId='{app.client_id}')"
         try:
             async with graph_client.capped_client(verify=graph_client.verify_for(endpoints), timeout=self.timeout_s,
@@ -136,30 +147,82 @@ class CredentialReader:
             await asyncio.to_thread(self._persist, app_name, read)
         return read
 
+    def _monitor_token(self, monitor_app: str, tenant_id: str, target: str | None) -> dict[str, Any] | CredentialRead:
+        """The monitor app's Graph token, or why there is none (in the worker thread that asked, where the token
+        endpoint's raw reply is known: MSAL raises on a 5xx and on a body that is not JSON)."""
+        from checks.token import refused_outcome, token_failure
+        from monitor.tokens import REPLIES
+
+        endpoints = self.tokens.endpoints
+        what = f"the monitor app {monitor_app}'s Graph token"
+        REPLIES.begin()
+        try:
+            result = self.tokens.app_token(monitor_app, endpoints.graph_resource)
+        except SecretReferenceError:
+            raise
+        except Exception as exc:  # noqa: BLE001 - classified as the token check does
+            monitor = self.config.apps.get(monitor_app)
+            outcome = token_failure(exc, what, endpoints.authority, target, endpoints.token_endpoint(tenant_id),
+                                    monitor.client_id if monitor else None)
+            if outcome is None:  # MSAL's bare ValueError (discovery failed), or something unknown
+                return CredentialRead("", False, code="graph_unreadable", reason=f"{what}: {type(exc).__name__}: "
+                                                                                  f"{redact(exc)}")
+            return self._from_outcome(outcome)
+        if "access_token" in result:
+            return result
+        outcome = refused_outcome(result, what, target)
+        if outcome.status != Status.FAIL:  # throttled or a transient error: nothing is known about the access
+            return self._from_outcome(outcome)
+        codes = result.get("error_codes") or []
+        return CredentialRead("", False, code="graph_unreadable",
+                              reason=f"the monitor app {monitor_app} got no Graph token "
+                                     f"(AADSTS{codes[0] if codes else '?'}: {classify_aadsts(codes)})")
+
+    @staticmethod
+    def _from_outcome(outcome: Outcome) -> CredentialRead:
+        return CredentialRead("", False, code=outcome.code, reason=outcome.summary,
+                              retry_after_s=outcome.retry_after_s,
+                              backoff_target=outcome.backoff_target if outcome.retry_after_s else None)
+
     def _refused(self, app_name: str, monitor_app: str, resp: httpx.Response) -> CredentialRead:
         try:
             error = resp.json().get("error") or {}
-        except ValueError:
+        except (ValueError, AttributeError):
+            error = {}
+        if not isinstance(error, dict):
             error = {}
         status, gcode, message = resp.status_code, error.get("code"), error.get("message") or resp.text[:200]
+        wait = retry_after(resp.headers.get("retry-after"))
+        app = self.config.apps[app_name]
+        monitor = self.config.apps.get(monitor_app)
+        target = token_target(self.config.tenants[app.tenant].tenant_id, monitor.client_id) if monitor else None
+        text = redact(message).strip().rstrip(".")
+        said = f"{status} {gcode or ''}".strip() + (f": {text}" if text else "")
         if status == 429:
-            retry = resp.headers.get("retry-after")
-            return CredentialRead(app_name, False, code="throttled", reason="Graph answered 429 Too Many Requests",
-                                  retry_after_s=float(retry) if retry and retry.isdigit() else None)
+            wait = wait or THROTTLE_DEFAULT_S
+            return CredentialRead(app_name, False, code="throttled",
+                                  reason=f"Graph answered {said} to the monitor app {monitor_app}; reading again "
+                                         f"after {wait:g} s", retry_after_s=wait, backoff_target=target)
+        if status >= 500:
+            return CredentialRead(app_name, False, code="service_unavailable",
+                                  reason=f"Graph answered {said}: a temporary error on Microsoft's side"
+                                         + (f"; reading again after {wait:g} s" if wait else ""),
+                                  retry_after_s=wait, backoff_target=target if wait else None)
         if status == 404:
             return CredentialRead(app_name, False, code="app_not_found",
-                                  reason=f"Graph has no application with appId {self.config.apps[app_name].client_id} "
-                                         f"in this tenant")
+                                  reason=f"Graph has no application with appId {app.client_id} in this tenant")
         return CredentialRead(app_name, False, code="graph_unreadable",
-                              reason=f"Graph answered {status} {gcode}: {redact(message)} (monitor app {monitor_app} "
-                                     f"needs Application.Read.All)")
+                              reason=f"Graph answered {said} (monitor app {monitor_app} needs Application.Read.All)")
 
     def _failure(self, app_name: str, monitor_app: str, exc: BaseException) -> CredentialRead:
         big = graph_client.too_large(exc)
         if big is not None:  # a reply past graph_client.MAX_REPLY_BYTES: not read on
             return CredentialRead(app_name, False, code="graph_unreadable", reason=f"reply_too_large: {big}")
-        code = network_code(exc) or "unclassified"
-        return CredentialRead(app_name, False, code="graph_unreadable", reason=f"{code}: {redact(exc)}")
+        code = network_code(exc, default="connection_refused")
+        if code is not None:  # Graph could not be reached: nothing is known about the monitor app's access
+            return CredentialRead(app_name, False, code=code,
+                                  reason=f"{self.tokens.endpoints.graph} could not be reached ({code}): {redact(exc)}")
+        return CredentialRead(app_name, False, code="graph_unreadable", reason=f"unclassified: {redact(exc)}")
 
     @staticmethod
     def _secret(c: dict[str, Any]) -> AppCredential:

@@ -30,6 +30,9 @@ INTEGRATIONS = [
          mailbox="support@contoso-demo.onmicrosoft.com", account="hoth-mail@contoso-demo.onmicrosoft.com",
          system="House-on-the-Hill helpdesk", secret_field="OAuth Scripts > oauth:email > Client Secret",
          checks={"pop": {"backlog_warn": 50}, "smtp": {}}, tags=["helpdesk"]),
+    dict(name="hoth-it", app="HotH email integration", flow="delegated",
+         mailbox="it@contoso-demo.onmicrosoft.com", account="hoth-mail@contoso-demo.onmicrosoft.com",
+         system="House-on-the-Hill helpdesk", checks={"imap": {"backlog_warn": "4h"}}, tags=["helpdesk"]),
     dict(name="hoth-sales", app="HotH email integration", flow="delegated",
          mailbox="sales@contoso-demo.onmicrosoft.com", account="hoth-mail@contoso-demo.onmicrosoft.com",
          system="House-on-the-Hill helpdesk", checks={"imap": {"backlog_warn": "4h"}}, tags=["helpdesk"]),
@@ -43,6 +46,9 @@ INTEGRATIONS = [
          reauth_after_rotation=True, checks={"pop": {}}, tags=["customer-service"]),
     dict(name="sinch-queue", app="Sinch Contact Center mail", flow="app",
          mailbox="queue-support@contoso-demo.onmicrosoft.com", system="Sinch Contact Center",
+         checks={"graph_mail": {}}, tags=["contact-center"]),
+    dict(name="sinch-billing", app="Sinch Contact Center mail", flow="app",
+         mailbox="queue-billing@contoso-demo.onmicrosoft.com", system="Sinch Contact Center",
          checks={"graph_mail": {}}, tags=["contact-center"]),
     dict(name="sinch-sales", app="Sinch Contact Center mail", flow="app",
          mailbox="queue-sales@contoso-demo.onmicrosoft.com", system="Sinch Contact Center",
@@ -120,8 +126,10 @@ def write_config(workdir: Path, endpoints: dict[str, str], scenario: dict, inter
     doc = {
         "database": "sqlite:///mailwarden.db",
         "cloud": "custom",
-        "endpoints": {k: v for k, v in endpoints.items()
-                      if k in ("authority", "graph", "ews", "imap", "pop", "smtp", "ca_bundle")},
+        # exchange: online, because the sandbox plays Exchange Online (EWS there retires on 1 April 2027)
+        "endpoints": {**{k: v for k, v in endpoints.items()
+                         if k in ("authority", "graph", "ews", "imap", "pop", "smtp", "ca_bundle")},
+                      "exchange": "online"},
         **({"web": web} if web else {}),
         "defaults": {"interval": f"{interval}s", "timeout": "20s", "failure_threshold": 1},
         "tenants": {TENANT: {"tenant_id": tenant["id"], "monitor_app": "mailwarden-monitor"}},

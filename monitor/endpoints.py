@@ -34,6 +34,8 @@ class Endpoints:
     pop: HostPort
     smtp: HostPort
     ca_bundle: str | None = None  # a private CA (the sandbox, a TLS-inspecting proxy)
+    # EWS is Exchange Online's (retired on 1 April 2027), not an on-premises Exchange's (not retired)
+    exchange_online: bool = True
 
     def authority_for(self, tenant_id: str) -> str:
         return f"{self.authority.rstrip('/')}/{tenant_id}"
@@ -83,15 +85,24 @@ _CLOUDS: dict[str, dict[str, str]] = {
     ),
 }
 CLOUDS = tuple(_CLOUDS) + ("custom",)
+_ONLINE_HOSTS = (".office365.com", ".office365.us", ".outlook.cn", ".office.com")
+
+
+def online_host(url: str) -> bool:
+    """Whether an EWS URL is Exchange Online's (a Microsoft cloud host) rather than an on-premises server's."""
+    host = url.split("://", 1)[-1].split("/", 1)[0].split(":", 1)[0].lower()
+    return any(host.endswith(suffix) or host == suffix[1:] for suffix in _ONLINE_HOSTS)
 
 
 def build(cloud: str, custom: dict[str, str | None] | None = None) -> Endpoints:
     """Endpoints of a named cloud; for ``custom``, the given hosts over the global defaults."""
     values: dict[str, str | None] = dict(_CLOUDS["global" if cloud == "custom" else cloud])
     ca_bundle = None
+    exchange = None
     if cloud == "custom" and custom:
         ca_bundle = custom.get("ca_bundle")
-        values.update({k: v for k, v in custom.items() if v is not None and k != "ca_bundle"})
+        exchange = custom.get("exchange")
+        values.update({k: v for k, v in custom.items() if v is not None and k not in ("ca_bundle", "exchange")})
     return Endpoints(
         cloud=cloud,
         authority=str(values["authority"]),
@@ -104,4 +115,5 @@ def build(cloud: str, custom: dict[str, str | None] | None = None) -> Endpoints:
         pop=HostPort.parse(str(values["pop"]), 995),
         smtp=HostPort.parse(str(values["smtp"]), 587),
         ca_bundle=ca_bundle,
+        exchange_online=online_host(str(values["ews"])) if exchange is None else exchange == "online",
     )

@@ -20,8 +20,10 @@ from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 from checks import REGISTRY
-from checks.base import CheckContext, Outcome, Status
+from checks.base import CheckContext, Outcome, Status, targets
 from checks.diagnoses import render_fix
+from monitor.backoff import Backoff, Wait
+from monitor.breaker import Breaker
 from monitor.buffer import Pending, ResultBuffer
 from monitor.config import Config, IntegrationConfig
 from monitor.errors import MailwardenError, StorageError
@@ -36,6 +38,7 @@ if TYPE_CHECKING:  # pragma: no cover
 
 log = logging.getLogger("mailwarden.runner")
 TOKEN = "token"
+RUN_GRACE_S = 2.0
 
 
 @dataclass
@@ -80,6 +83,8 @@ def facts(config: Config, integ: IntegrationConfig, outcome: Outcome | None = No
         "days_left": str(metrics["days_left"]) if metrics.get("days_left") is not None else None,
         "expires_on": (metrics.get("expires_at") or "")[:10] or None,
         "detail": outcome.summary if outcome else None,
+        "login": metrics.get("login_as"),
+        "ews_retirement": "yes" if "ews" in integ.checks and config.endpoints_resolved().exchange_online else None,
     }
 
 
@@ -121,6 +126,28 @@ class Runner:
         # until when each check waits (a Retry-After), as this runner last stored it: the scheduler asks
         # before every run, and a store read per run cost a thread hop and a query (bench/)
         self._not_before: dict[tuple[str, str], datetime | None] = {}
+        self.backoff = Backoff()
+        self.breaker = Breaker()
+
+    def targets_of(self, integ: IntegrationConfig, kind: str) -> list[str]:
+        app = self.config.apps[integ.app]
+        tenant = self.config.tenants[app.tenant]
+        monitor = self.config.apps.get(tenant.monitor_app or "")
+        return targets(kind, integ, app, tenant, monitor.client_id if monitor else None)
+
+    def _waiting(self, integ: IntegrationConfig, kind: str) -> Outcome | None:
+        """A check whose target Microsoft asked to wait is not run: it repeats the status of the reply that asked
+        (throttled, or a service-side error), and runs again once the wait is over."""
+        now = self.clock()
+        held = self.backoff.waiting(self.targets_of(integ, kind), now)
+        if held is None:
+            return None
+        _, wait = held
+        remaining = max(1.0, (wait.until - now).total_seconds())
+        return Outcome(Status(wait.status), wait.code,
+                       f"not run: {wait.why}; mailwarden waits until {wait.until.strftime('%H:%M:%S')} UTC as asked "
+                       f"({remaining:.0f} s)", retry_after_s=remaining,
+                       metrics={"waiting_until": wait.until.isoformat()})
 
     def _bind_limits(self) -> None:
         """Semaphores and locks belong to one event loop: (re)create them for the loop running now, so a
@@ -144,7 +171,13 @@ class Runner:
         check = REGISTRY[kind]
         outcome = await self._blocked(integ, kind) if check.depends_on_token else None
         if outcome is None:
+            outcome = self._waiting(integ, kind)
+        if outcome is None:
             outcome = await self._execute(integ, kind)
+            if outcome.retry_after_s and outcome.backoff_target:
+                self.backoff.defer(outcome.backoff_target, Wait(
+                    self.clock() + timedelta(seconds=outcome.retry_after_s), outcome.status.value, outcome.code,
+                    f"{outcome.backoff_target.split(':', 1)[0]} asked to wait ({integ.name} / {kind})"))
         checked_at = self.clock()
         thresholds = Thresholds(self.config.threshold(integ, "failure_threshold"),
                                 self.config.threshold(integ, "success_threshold"))
@@ -218,6 +251,39 @@ class Runner:
                            f"not run: the token check is failing ({code or last})")
         return None
 
+    def _server(self, integ: IntegrationConfig, kind: str) -> tuple[str, int, str] | None:
+        """(host, port, tenant) of the server a mailbox check talks to: the breaker's key."""
+        endpoints = self.tokens.endpoints
+        tenant = self.config.tenants[self.config.apps[integ.app].tenant].tenant_id
+        if kind in ("imap", "pop", "smtp"):
+            hp = getattr(endpoints, kind)
+            return hp.host.lower(), hp.port, tenant
+        url = {"ews": endpoints.ews, "graph_mail": endpoints.graph}.get(kind)
+        if url is None:
+            return None
+        from urllib.parse import urlsplit
+
+        parts = urlsplit(url)
+        return (parts.hostname or "").lower(), parts.port or 443, tenant
+
+    def _breaker_says(self, server: tuple[str, int, str] | None, check_id: str) -> Outcome | None:
+        if server is None:
+            return None
+        held = self.breaker.allow(server, check_id, self.clock())
+        if held is None:
+            return None
+        return Outcome(Status.ERROR, "timeout", f"not tried: {server[0]}:{server[1]} did not answer "
+                       f"{' and '.join(held.checks)} in time (tenant {server[2]}); mailwarden tries it again "
+                       f"after {held.until.strftime('%H:%M:%S')} UTC", metrics={"breaker_open": True})
+
+    def _breaker_hears(self, server: tuple[str, int, str] | None, check_id: str, outcome: Outcome) -> None:
+        if server is None:
+            return
+        answered = outcome.status in (Status.OK, Status.WARN) or any(
+            k in outcome.metrics for k in ("reply", "http_status", "response_code"))
+        if outcome.code == "timeout" or answered:  # a token failure says nothing about the mail server
+            self.breaker.record(server, check_id, outcome.code == "timeout", self.clock())
+
     async def _execute(self, integ: IntegrationConfig, kind: str) -> Outcome:
         check = REGISTRY[kind]
         app = self.config.apps[integ.app]
@@ -225,17 +291,28 @@ class Runner:
         ctx = CheckContext(
             config=self.config, integration=integ, app=app, tenant=self.config.tenants[app.tenant],
             options=check.config_model.model_validate(integ.checks[kind]), tokens=self.tokens,
-            credentials=self.credentials, endpoints=self.tokens.endpoints, timeout_s=timeout, clock=self.clock)
+            credentials=self.credentials, endpoints=self.tokens.endpoints, timeout_s=timeout, clock=self.clock,
+            loop=asyncio.get_running_loop())
         self._bind_limits()
         lock = self._mailbox[(integ.mailbox, kind)] if check.depends_on_token else None
+        server = self._server(integ, kind) if check.depends_on_token else None
+        check_id = f"{integ.name}/{kind}"
         # The tenant's slot first: a check holding a global slot while it waits for its tenant's would
         # leave the other tenants idle (jobs come grouped by tenant: 5 at a time ran instead of 20; bench/).
         async with self._tenant[app.tenant], self._total:
             if lock is not None:
                 await lock.acquire()
+            # asked once the check has its slot: checks queued behind two timeouts must see the breaker open
+            refused = self._breaker_says(server, check_id)
+            if refused is not None:
+                if lock is not None:
+                    lock.release()
+                return refused
             started = time.perf_counter()
             try:
-                outcome = await asyncio.wait_for(check.run(ctx), timeout)
+                # a little longer than the check's own timeout: the check ends itself at ``timeout`` (its sockets
+                # hung up, its HTTP client timed out) and says where; this deadline only catches a check that hangs
+                outcome = await asyncio.wait_for(check.run(ctx), timeout + RUN_GRACE_S)
             except TimeoutError:
                 outcome = Outcome(Status.ERROR, "timeout", f"the {kind} check did not finish within {timeout:g} s")
             except MailwardenError as exc:
@@ -250,6 +327,7 @@ class Runner:
                     lock.release()
             if outcome.latency_ms is None:
                 outcome.latency_ms = (time.perf_counter() - started) * 1000
+        self._breaker_hears(server, check_id, outcome)
         return outcome
 
     async def run_many(self, selection: Iterable[tuple[str, list[str]]],

@@ -16,6 +16,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
+from apscheduler.triggers.date import DateTrigger
 from apscheduler.triggers.interval import IntervalTrigger
 
 from monitor import config as config_mod
@@ -213,6 +214,11 @@ class Monitor:
             return
         if result.transition is not None:
             self._dispatch_soon()
+        if result.outcome.recheck_s:  # e.g. a brand-new secret still replicating: look again in seconds
+            at = datetime.now(UTC) + timedelta(seconds=result.outcome.recheck_s)
+            self.scheduler.add_job(self._run, DateTrigger(at, timezone=UTC),
+                                   args=[name, kind], id=f"recheck::{name}::{kind}", replace_existing=True,
+                                   misfire_grace_time=60)
         if self.on_result is not None:
             self.on_result(result)
 

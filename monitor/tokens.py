@@ -34,6 +34,17 @@ DISCOVERY_TTL_S = 3600.0  # how long an authority's OpenID discovery document is
 _DISCOVERY_SUFFIX = "/.well-known/openid-configuration"
 
 
+@dataclass(frozen=True)
+class StoredToken:
+    """What the token store records beside a delegated cache: whether its refresh token was issued to a public
+    client (refreshed without the app's secret: with one, Entra ID answers AADSTS700025), the object id of the
+    user whose sign-in was accepted, and the configured account it was accepted for."""
+
+    public_client: bool = False
+    oid: str | None = None
+    account: str | None = None
+
+
 @dataclass
 class NoRefreshToken(Exception):
     integration: str
@@ -85,6 +96,88 @@ class _DiscoveryCache:
         return session
 
 
+@dataclass(frozen=True)
+class TokenReply:
+    """What the token endpoint answered, as HTTP: MSAL raises on a 5xx and on a body that is not JSON (the
+    plain-text 429, an HTML error page), and then only the status tells what happened (M365_FACTS.md)."""
+
+    status: int
+    headers: dict[str, str]
+    text: str
+    url: str
+
+    def retry_after_s(self) -> float | None:
+        return retry_after(self.headers.get("retry-after"))
+
+
+def retry_after(value: str | None) -> float | None:
+    """Retry-After as seconds: a number of seconds, or an HTTP date."""
+    if not value:
+        return None
+    value = value.strip()
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        pass
+    from email.utils import parsedate_to_datetime
+
+    try:
+        when = parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=UTC)
+    return max(0.0, (when - datetime.now(UTC)).total_seconds())
+
+
+class _Replies:
+    """The token endpoint's latest reply per worker thread (the caller's own request), and per (URL, client):
+    MSAL replays a 429/5xx from its own cache without a request while Retry-After lasts."""
+
+    def __init__(self) -> None:
+        self._local = threading.local()
+        self._by_client: dict[tuple[str, str], TokenReply] = {}
+        self._lock = threading.Lock()
+
+    def begin(self) -> None:
+        self._local.reply = None
+
+    def record(self, reply: TokenReply, client_id: str) -> None:
+        self._local.reply = reply
+        if reply.status >= 400:
+            with self._lock:
+                if len(self._by_client) > 4096:
+                    self._by_client.clear()
+                self._by_client[(reply.url, client_id)] = reply
+
+    def last(self, url: str | None = None, client_id: str | None = None) -> TokenReply | None:
+        mine = getattr(self._local, "reply", None)
+        if mine is not None or url is None:
+            return mine
+        with self._lock:
+            return self._by_client.get((url, client_id or ""))
+
+
+REPLIES = _Replies()
+
+
+def _record_token_replies(session: requests.Session) -> requests.Session:
+    post = session.post
+
+    def recorded(url, *args, **kwargs):
+        resp = post(url, *args, **kwargs)
+        if str(url).endswith("/token"):
+            data = kwargs.get("data")
+            client_id = str(data.get("client_id") or "") if isinstance(data, dict) else ""
+            text = resp.text[:4000] if resp.status_code >= 400 else ""
+            REPLIES.record(TokenReply(resp.status_code, {k.lower(): v for k, v in resp.headers.items()}, text,
+                                      str(url)), client_id)
+        return resp
+
+    session.post = recorded  # type: ignore[method-assign]
+    return session
+
+
 def certificate_thumbprint(cert_pem: str) -> str:
     cert = x509.load_pem_x509_certificate(cert_pem.encode())
     return cert.fingerprint(hashes.SHA1()).hex().upper()  # noqa: S303 - x5t is defined as SHA-1
@@ -109,6 +202,7 @@ class TokenProvider:
         self._lock = threading.Lock()
         self._apps: dict[str, msal.ConfidentialClientApplication] = {}
         self._caches: dict[str, msal.SerializableTokenCache] = {}
+        self._stored: dict[str, StoredToken] = {}  # what the row says beside each cache held in _caches
         self._integration_locks: dict[str, threading.Lock] = {}
         # The access token a delegated check presents, while it has more than MSAL's refresh margin left:
         # MSAL would return the same token from its cache, after building an app object and reading the
@@ -117,7 +211,7 @@ class TokenProvider:
         self._discovery = _DiscoveryCache()
         # One session (one connection pool) for every MSAL object of this provider: a fresh MSAL object per
         # token check no longer means a fresh TCP + TLS handshake per token request (bench/).
-        self._session = self._discovery.wrap(http_session(self.endpoints))
+        self._session = _record_token_replies(self._discovery.wrap(http_session(self.endpoints)))
         pool = config.concurrency.total + 8
         adapter = requests.adapters.HTTPAdapter(pool_connections=4, pool_maxsize=pool)
         self._session.mount("https://", adapter)
@@ -203,16 +297,38 @@ class TokenProvider:
         cache = msal.SerializableTokenCache()
         cache.deserialize(self.cipher.decrypt(row.ciphertext).decode())
         with self._lock:
-            return self._caches.setdefault(integration, cache)
+            held = self._caches.setdefault(integration, cache)
+            if held is cache:
+                self._stored[integration] = StoredToken(bool(row.public_client), row.oid, row.account)
+            return held
 
-    def save_cache(self, integ: IntegrationConfig, cache: msal.SerializableTokenCache) -> None:
+    def stored_token(self, integration: str) -> StoredToken | None:
+        """What the token store records about the integration's sign-in (read from the database, so a sign-in
+        stored by another instance counts), or None when nothing is stored."""
+        if self.store is None:
+            return None
+        row = self.store.load_token_cache(integration)
+        return None if row is None else StoredToken(bool(row.public_client), row.oid, row.account)
+
+    def save_cache(self, integ: IntegrationConfig, cache: msal.SerializableTokenCache, *,
+                   signed_in: StoredToken | None = None) -> None:
+        """Store the cache. ``signed_in``: a new sign-in (its kind and user replace the stored ones); None: the
+        same sign-in's cache after a refresh rotated its tokens (the stored kind and user stay)."""
         if self.store is None or self.cipher is None:
             raise RuntimeError("no token store configured")
+        identity: dict[str, Any] = {}
+        if signed_in is not None:
+            identity = {"public_client": signed_in.public_client, "oid": signed_in.oid}
         self.store.save_token_cache(integ.name, self.cipher.encrypt(cache.serialize().encode()),
-                                    self.cipher.fingerprint, integ.account, datetime.now(UTC))
+                                    self.cipher.fingerprint, integ.account, datetime.now(UTC), **identity)
         cache.has_state_changed = False
         with self._lock:
             self._caches[integ.name] = cache
+            if signed_in is not None:
+                self._stored[integ.name] = StoredToken(signed_in.public_client, signed_in.oid, integ.account)
+            else:
+                kept = self._stored.get(integ.name) or StoredToken()
+                self._stored[integ.name] = StoredToken(kept.public_client, kept.oid, integ.account)
             self._forget_access(integ.name)
 
     def _forget_access(self, integration: str) -> None:
@@ -242,18 +358,35 @@ class TokenProvider:
         cache = self.load_cache(integ.name)
         if cache is None:
             raise NoRefreshToken(integ.name)
+        with self._lock:
+            stored = self._stored.get(integ.name) or StoredToken()
         # A fresh app object for every call: MSAL replays a cached HTTP 400 for 60 s per object,
-        # which would hide a reauthorisation that just happened.
-        app = self.new_app(integ.app, cache)
-        accounts = app.get_accounts(username=integ.account)
-        if not accounts:
+        # which would hide a reauthorisation that just happened. A public client's refresh token is redeemed
+        # without the app's secret (with it, Entra ID answers AADSTS700025).
+        app: msal.ClientApplication = (self.new_public_app(integ.app, cache) if stored.public_client
+                                       else self.new_app(integ.app, cache))
+        account = self._signed_in_account(app, integ, stored)
+        if account is None:
             raise NoRefreshToken(integ.name)
-        result = app.acquire_token_silent_with_error(scopes, accounts[0], force_refresh=force_refresh)
+        result = app.acquire_token_silent_with_error(scopes, account, force_refresh=force_refresh)
         if result is None:
             raise NoRefreshToken(integ.name)
         if cache.has_state_changed:
             self.save_cache(integ, cache)
         return result
+
+    @staticmethod
+    def _signed_in_account(app: msal.ClientApplication, integ: IntegrationConfig,
+                           stored: StoredToken) -> dict[str, Any] | None:
+        """The cache's account for the configured one: by sign-in name, or, when the configured account is
+        another of the user's addresses (UPN anna.smith@, account anna@), by the object id recorded when the
+        sign-in was accepted for this very account."""
+        accounts = app.get_accounts(username=integ.account)
+        if accounts:
+            return accounts[0]
+        if not stored.oid or (stored.account or "").lower() != (integ.account or "").lower():
+            return None  # the configured account changed since the sign-in: that token is not its
+        return next((a for a in app.get_accounts() if a.get("local_account_id") == stored.oid), None)
 
     def _reload_cache(self, integration: str) -> bool:
         """Drop the cache held in memory for the stored one; True when the stored one differs."""
@@ -269,6 +402,7 @@ class TokenProvider:
             return False
         with self._lock:
             self._caches.pop(integration, None)
+            self._stored.pop(integration, None)
             self._forget_access(integration)
         return True
 

@@ -47,16 +47,30 @@ EXPECTED_AADSTS = {
     50105: "user_not_assigned",
     700027: "certificate_invalid",
     700024: "certificate_invalid",
+    # added with the corrected M365_FACTS.md (2026-12-02)
+    50078: "mfa_required",
+    530035: "security_defaults_blocked",
+    70000: "refresh_token_invalid",
+    9002313: "refresh_token_invalid",
+    700025: "public_client_token",
+    500011: "resource_not_found",
+    50196: "throttled",
+    90055: "throttled",
+    90033: "service_unavailable",
+    7000218: "secret_invalid",
+    50011: "redirect_uri_mismatch",
+    500112: "redirect_uri_mismatch",
 }
 
 NEEDS_REAUTH = {
     "refresh_token_revoked", "refresh_token_expired", "signin_frequency", "mfa_required", "password_expired",
-    "user_disabled", "user_locked", "no_refresh_token", "wrong_account",
+    "user_disabled", "user_locked", "no_refresh_token", "wrong_account", "security_defaults_blocked",
+    "refresh_token_invalid", "public_client_token",
 }
 NEEDS_ROTATION = {"secret_expired", "secret_expiring", "certificate_invalid", "certificate_expiring"}
 WARNINGS = {
     "secret_expiring", "certificate_expiring", "throttled", "inbox_backlog", "graph_unreadable",
-    "credential_not_found",
+    "credential_not_found", "secret_replicating",
 }
 
 ALL_FACTS = {
@@ -72,6 +86,8 @@ ALL_FACTS = {
     "days_left": "12",
     "expires_on": "2027-01-31",
     "reauth_url": "https://mailwarden.example/reauth/abc",
+    "login": "helpdesk-mail@contoso.com",
+    "ews_retirement": "yes",
     "detail": "NO AUTHENTICATE failed.",
 }
 PLACEHOLDER = re.compile(r"[{}]")
@@ -240,7 +256,8 @@ def test_severities():
     assert {c for c, d in CATALOG.items() if d.severity == "info"} == {"blocked_by_token"}
 
 
-@pytest.mark.parametrize("code", sorted(NEEDS_REAUTH - {"no_refresh_token"}))
+@pytest.mark.parametrize("code", sorted(NEEDS_REAUTH - {"no_refresh_token", "refresh_token_invalid",
+                                                        "public_client_token"}))
 def test_reauth_fixes_cover_mailwarden_and_the_system(code):
     steps = render_fix(code, system="Oracle B2C Service", account="svc@contoso.com")
     text = " ".join(steps)
@@ -274,10 +291,13 @@ def test_specific_fixes_name_the_right_commands():
     assert "Revoke-MgUserSignInSession" in render_cause("refresh_token_revoked")
 
 
-def test_ews_disabled_tells_about_the_retirement_and_graph():
-    cause = render_cause("ews_disabled")
-    assert "October 2026" in cause and "2027" in cause
-    assert "Microsoft Graph" in render_fix("ews_disabled")[0]
+@pytest.mark.parametrize("code", ["ews_disabled", "ews_forbidden"])
+def test_ews_refusals_tell_the_shutdown_date_for_exchange_online_only(code):
+    """EWS shuts down in Exchange Online on 1 April 2027; on-premises EWS is not retired (M365_FACTS.md)."""
+    online = " ".join(render_fix(code, ews_retirement="yes", system="Agiloft"))
+    assert "1 April 2027" in online and "Microsoft Graph" in online and "Agiloft" in online
+    on_premises = " ".join(render_fix(code))
+    assert "2027" not in on_premises and "2027" not in render_cause(code)
 
 
 def test_no_refresh_token_points_at_the_reauth_command():

@@ -18,6 +18,7 @@ import time
 import pytest
 import uvicorn
 
+from monitor.demo import INTEGRATIONS
 from monitor.web.auth import Access
 from tests.conftest import require_service
 from tests.dashboards.conftest import ARTIFACTS, PASSWORD, make_app
@@ -75,7 +76,7 @@ def test_dashboard_in_a_browser(browser, served):
     rows = page.locator("tr.row")
     statuses = rows.evaluate_all("els => els.map(e => e.dataset.status)")
     names = rows.evaluate_all("els => els.map(e => e.dataset.integration)")
-    assert len(names) == 11 and statuses[0] == "fail" and statuses[-1] == "ok"
+    assert len(names) == len(INTEGRATIONS) and statuses[0] == "fail" and statuses[-1] == "ok"
     assert statuses.index("warn") > statuses.index("fail")
     assert names.index("enaio-notify") < names.index("sinch-queue")
     ARTIFACTS.mkdir(exist_ok=True)
@@ -122,7 +123,7 @@ def test_static_report_opens_from_a_file_without_network(browser, demo, tmp_path
     errors = []
     page.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
     page.goto(out.as_uri())
-    assert page.locator("tr.row").count() == 11
+    assert page.locator("tr.row").count() == len(INTEGRATIONS)
     assert page.locator("#i-enaio-notify .fix li").count() >= 3
     # the inline CSS applied: a failing chip is red
     color = page.locator("tr.row .chip.s-fail").first.evaluate("e => getComputedStyle(e).backgroundColor")
@@ -151,7 +152,7 @@ def test_demo_prints_the_dashboard_url_and_a_login_that_works(tmp_path):
             assert c.get("/healthz").json()["status"] == "ok"
             assert c.get("/api/status").status_code == 401
             r = c.get("/api/status", auth=("admin", password))
-            assert r.status_code == 200 and r.json()["integrations"] == 11
+            assert r.status_code == 200 and r.json()["integrations"] == len(INTEGRATIONS)
         proc.terminate()
         assert proc.wait(timeout=20) == 0
     finally:

@@ -15,6 +15,7 @@ OK = ("ok", None)
 EXPECTED = {
     ("hoth-support", "token"): OK, ("hoth-support", "pop"): OK, ("hoth-support", "smtp"): OK,
     ("hoth-support", "secret_expiry"): OK,
+    ("hoth-it", "token"): OK, ("hoth-it", "imap"): OK, ("hoth-it", "secret_expiry"): OK,
     ("hoth-sales", "token"): OK, ("hoth-sales", "imap"): ("fail", "authenticated_not_connected"),
     ("hoth-sales", "secret_expiry"): OK,
     ("oracle-b2c-support", "token"): ("fail", "refresh_token_revoked"),
@@ -23,6 +24,8 @@ EXPECTED = {
     ("oracle-b2c-billing", "token"): OK, ("oracle-b2c-billing", "pop"): ("fail", "auth_failed"),
     ("oracle-b2c-billing", "secret_expiry"): OK,
     ("sinch-queue", "token"): OK, ("sinch-queue", "graph_mail"): OK, ("sinch-queue", "secret_expiry"): OK,
+    ("sinch-billing", "token"): OK, ("sinch-billing", "graph_mail"): ("warn", "throttled"),
+    ("sinch-billing", "secret_expiry"): OK,
     ("sinch-sales", "token"): OK, ("sinch-sales", "graph_mail"): ("fail", "access_policy_denied"),
     ("sinch-sales", "secret_expiry"): OK,
     ("sinch-escalations", "token"): ("fail", "consent_missing"),
@@ -54,6 +57,21 @@ def test_demo_once_gives_each_integration_its_expected_status(demo_run):
     got = {(r["integration"], r["check"]): (r["status"], r["code"]) for r in rows}
     assert got == EXPECTED
     assert proc.returncode == 2, "a failing check makes the exit code 2"
+
+
+def test_every_check_kind_passes_and_fails_somewhere_and_nothing_is_unclassified(demo_run):
+    """Issue 13: every check kind has at least one passing and one failing demo integration; no result of the demo
+    is `unclassified`; the House-on-the-Hill SMTP check signs in as the licensed user."""
+    rows = json.loads(demo_run[0].stdout)
+    kinds = {r["check"] for r in rows}
+    for kind in kinds:
+        statuses = {r["status"] for r in rows if r["check"] == kind}
+        assert "ok" in statuses and statuses & {"fail", "error"}, (kind, statuses)
+    assert not [r for r in rows if r["code"] == "unclassified"]
+    smtp = next(r for r in rows if (r["integration"], r["check"]) == ("hoth-support", "smtp"))
+    assert smtp["details"]["login_as"] == "hoth-mail@contoso-demo.onmicrosoft.com"
+    throttled = next(r for r in rows if r["code"] == "throttled")
+    assert not any(w in " ".join(throttled["fix"]) for w in ("Add-MailboxPermission", "API permissions"))
 
 
 def test_demo_results_carry_fix_and_days_left(demo_run):

@@ -13,6 +13,7 @@ import re
 from pathlib import Path
 from urllib.parse import quote, quote_plus
 
+import pytest
 import yaml
 from typer.testing import CliRunner
 
@@ -34,7 +35,19 @@ def forms(secret: str) -> set[str]:
     return {f for f in out if len(f) >= 8}
 
 
-def test_no_secret_in_db_logs_report_or_alerts(tmp_path, capfd):
+NOISY = ("msal", "urllib3", "httpx", "httpcore", "apscheduler", "uvicorn.access", "kiota")
+
+
+@pytest.fixture
+def restored_log_levels():
+    """logs.setup("debug") turns the libraries' loggers up: later tests of the same session must not inherit it."""
+    levels = {name: logging.getLogger(name).level for name in ("", *NOISY)}
+    yield
+    for name, level in levels.items():
+        logging.getLogger(name).setLevel(level)
+
+
+def test_no_secret_in_db_logs_report_or_alerts(tmp_path, capfd, restored_log_levels):
     log_file = tmp_path / "mailwarden.log"
     with log_file.open("w") as stream:
         logs.setup("debug", stream=stream, json_lines=True)

@@ -7,6 +7,7 @@ revokes sessions, consent is removed) and asserts the diagnosis mailwarden gives
 from __future__ import annotations
 
 import re
+from datetime import UTC, datetime, timedelta
 
 import pytest
 
@@ -52,7 +53,7 @@ CASES = {
                                 w.ctl.age_refresh_tokens(w.upn, 0.5))),
     65001: user_case(_remove_consent),
     50057: user_case(lambda w: w.ctl.patch_user(w.upn, enabled=False)),
-    50055: user_case(lambda w: w.ctl.patch_user(w.upn, password_expired=True)),
+    530035: user_case(lambda w: w.ctl.patch_user(w.upn, blocked_by_security_defaults=True)),
     50053: user_case(lambda w: w.ctl.patch_user(w.upn, locked=True)),
     53003: user_case(lambda w: w.ctl.patch_user(w.upn, ca_blocked=True)),
     50076: user_case(lambda w: w.ctl.patch_user(w.upn, mfa="required")),
@@ -66,7 +67,7 @@ EXPECTED = {
     7000222: "secret_expired", 7000215: "secret_invalid", 700016: "app_not_found", 7000112: "app_disabled",
     90002: "tenant_not_found", 700027: "certificate_invalid", 70008: "refresh_token_expired",
     700082: "refresh_token_expired", 50173: "refresh_token_revoked", 70043: "signin_frequency",
-    65001: "consent_missing", 50057: "user_disabled", 50055: "password_expired",
+    65001: "consent_missing", 50057: "user_disabled", 530035: "security_defaults_blocked",
     50053: "user_locked", 53003: "conditional_access_blocked", 50076: "mfa_required", 50079: "mfa_required",
     50074: "mfa_required", 50105: "user_not_assigned",
 }
@@ -178,7 +179,14 @@ def test_throttled_token_endpoint_is_reported(world):
     outcome = w.run("token")
     w.ctl.clear_faults()
     assert (outcome.status, outcome.code) == (Status.WARN, "throttled")
-    assert outcome.retry_after_s and outcome.retry_after_s > 0
+    assert outcome.retry_after_s == 7 and outcome.backoff_target
     state = w.runtime.store.get_state("subject", "token")
     assert state.not_before is not None, "the scheduler will wait before asking again"
+    asked = w.ctl.stats()["token_total"]
+    waiting = w.run("token")  # within the Retry-After: not asked again
+    assert (waiting.status, waiting.code) == (Status.WARN, "throttled") and "not run" in waiting.summary
+    assert w.ctl.stats()["token_total"] == asked
+    runner = w.runtime.runner
+    later = datetime.now(UTC) + timedelta(seconds=8)
+    runner.clock = lambda: later
     assert w.run("token").status == Status.OK

@@ -164,3 +164,15 @@ def test_a_hook_url_that_is_not_https_is_a_config_error():
     with pytest.raises(ValidationError, match="must be an https:// URL"):
         RotationConfig(automated=True, hook_url="http://hooks.example/rotate")
     assert RotationConfig(automated=True, hook_url="https://hooks.example/rotate").hook_url
+
+
+def test_verification_waits_while_the_new_secret_replicates(world, receiver, clock):
+    """Entra ID refuses a new secret for seconds to about two minutes while it replicates (M365_FACTS.md): the
+    rotation waits it out instead of reporting a failed step (an alert after every rotation)."""
+    w = rotated_world(world, receiver)
+    w.ctl.set_tenant(w.tenant_id, secret_replication_s=2)
+    report = cycle(w, clock)
+    assert report.steps == ["subject: auto_add_password", "subject: auto_hook_command", "subject: auto_reference",
+                            "subject: auto_verified"], report
+    [row] = w.runtime.store.rotations()
+    assert row.auto_step == "verified" and row.auto_error is None

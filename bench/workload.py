@@ -122,8 +122,9 @@ def build(n: int) -> Workload:
             "id": _id(t, "tenant"), "domain": domain,
             "users": [{"upn": u, "password": passwords[u]} for u in (hoth_user, b2c_user)],
             "apps": apps,
-            "exchange": {"smtp_auth_enabled": True, "service_principals": [client_ids[f"t{t:04d}-enaio"]],
-                         "mailboxes": mailboxes},
+            # EWS on for the org (a tenant that never set it is blocked since 1 October 2026)
+            "exchange": {"smtp_auth_enabled": True, "ews_enabled": True,
+                         "service_principals": [client_ids[f"t{t:04d}-enaio"]], "mailboxes": mailboxes},
         })
     return Workload(n, tenants_n, {"token_lifetime_s": 3600, "tenants": tenants}, integrations, secrets,
                     passwords, client_ids)

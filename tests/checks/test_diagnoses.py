@@ -314,3 +314,17 @@ def test_a_new_secret_runbook_names_a_sign_in_only_for_delegated_integrations():
         assert not any("sign-in" in s or "<signing-in account>" in s for s in app_only), (code, app_only)
         delegated = diagnoses.render_fix(code, flow="delegated", account="b2c-support@contoso.com", **facts)
         assert any("existing sign-ins survive" in s and "b2c-support@contoso.com" in s for s in delegated), code
+
+
+TRANSIENT = ("throttled", "service_unavailable", "secret_replicating", "timeout", "idp_unreachable", "dns_error",
+             "connection_refused", "tls_error")
+PERMISSION_ADVICE = ("Add-MailboxPermission", "API permissions", "Grant admin consent", "Add-RecipientPermission",
+                     "New-ServicePrincipal", "Application.Read.All")
+
+
+@pytest.mark.parametrize("code", TRANSIENT)
+@pytest.mark.parametrize("flow", ["app", "delegated"])
+def test_no_transient_diagnosis_gives_permission_advice(code, flow):
+    """Issue 13: a throttled or transient reply never produces a permission fix, for either flow."""
+    text = " ".join(render_fix(code, flow=flow, **ALL_FACTS)) + render_cause(code, **ALL_FACTS)
+    assert not any(word in text for word in PERMISSION_ADVICE), (code, text)

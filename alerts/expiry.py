@@ -9,21 +9,19 @@ several integrations gets one reminder naming them all, with a runbook for each 
 
 from __future__ import annotations
 
-import math
 from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
 from alerts.messages import Message, _env
+from checks import days
 from monitor.config import AppConfig, Config, IntegrationConfig
 from monitor.redact import redact
 
 PORTAL = "Entra admin center > App registrations > {app} ({client_id}) > Certificates & secrets"
 
 
-def days_left(end: datetime, now: datetime) -> int:
-    """Whole days left, as the secret_expiry check counts them (9.9 days is 9)."""
-    return math.trunc((end - now).total_seconds() / 86400)
+days_left = days.days_left  # one count for every surface (checks.days)
 
 
 def current_stage(end: datetime | None, now: datetime, stages: Iterable[int]) -> int | None:

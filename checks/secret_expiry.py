@@ -10,12 +10,12 @@ could not be read: ``graph_unreadable`` (the monitor app lacks access) is said o
 
 from __future__ import annotations
 
-import math
 from datetime import UTC, datetime, time
 from typing import Any, ClassVar
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from checks import days
 from checks.base import CheckContext, Outcome, Status
 from monitor import credentials  # module import: monitor.credentials imports checks (a cycle)
 from monitor.errors import SecretReferenceError
@@ -26,9 +26,7 @@ class SecretExpiryOptions(BaseModel):
     warning_days: int | None = Field(None, ge=0)  # default: defaults.expiry_warning_days
 
 
-def days_left(end: datetime, now: datetime) -> int:
-    """Whole days left (9.9 days is 9: never promise a day that is not there); -2 two days after expiry."""
-    return math.trunc((end - now).total_seconds() / 86400)
+days_left = days.days_left  # one count for every surface (checks.days)
 
 
 def judge(end: datetime, now: datetime, warning_days: int, kind: str) -> tuple[Status, str | None, int]:
@@ -72,15 +70,14 @@ class SecretExpiryCheck:
             return Outcome.ok(f"{word} {cred.display_name or cred.key_id} never expires",
                               metrics=self._metrics(cred, None, read, "graph"))
         status, code, left = judge(cred.end_at, now, warning, cred.kind)
-        return Outcome(status, code, self._summary(word, cred.display_name or cred.key_id, cred.end_at, left),
+        return Outcome(status, code, self._summary(word, cred.display_name or cred.key_id, cred.end_at, now),
                        metrics=self._metrics(cred, left, read, "graph"))
 
     @staticmethod
-    def _summary(word: str, name: str, end: datetime, left: int) -> str:
+    def _summary(word: str, name: str, end: datetime, now: datetime) -> str:
         when = end.strftime("%Y-%m-%d %H:%M UTC")
-        if left < 0:
-            return f"{word} {name} expired on {when} ({-left} day(s) ago)"
-        return f"{word} {name} expires on {when} ({left} day(s) left)"
+        verb = "expired" if days.expired(end, now) else "expires"
+        return f"{word} {name} {verb} on {when} ({days.expiry_words(end, now)})"
 
     @staticmethod
     def _metrics(cred: credentials.AppCredential, left: int | None, read: credentials.CredentialRead,
@@ -113,7 +110,8 @@ class SecretExpiryCheck:
         end = datetime.combine(expires_on, time.min, tzinfo=UTC)
         status, code, left = judge(end, now, warning, "client_secret")
         return Outcome(status, code,
-                       f"{why}; using secret_expires_on {expires_on.isoformat()} from config: {left} day(s) left",
+                       f"{why}; using secret_expires_on {expires_on.isoformat()} from config: "
+                       f"{days.expiry_words(end, now)}",
                        metrics={"days_left": left, "expires_at": end.isoformat(), "source": "config",
                                 "graph_error": read.code},
                        retry_after_s=read.retry_after_s)  # this check only: its status is this app's own

@@ -19,7 +19,7 @@ def test_ok_warn_fail_by_days_left(world):
     w.open()  # a new cycle: an app's credentials are read once per cycle (60 s)
     outcome = w.run("secret_expiry")
     assert (outcome.status, outcome.code, outcome.metrics["days_left"]) == (Status.WARN, "secret_expiring", 10)
-    assert "10 day(s) left" in outcome.summary
+    assert "10 days left" in outcome.summary
 
     w.ctl.expire_secret(w.app_id, w.key_id)
     w.open()

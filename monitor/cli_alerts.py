@@ -58,7 +58,8 @@ def ack(incident_id: Annotated[int, typer.Argument(help="The incident number (in
         config: ConfigOpt = None) -> None:
     """Acknowledge an open incident: no more reminders; the recovery notice still comes.
 
-    Exit 0 acknowledged, 1 no such open incident, 3 config or database error.
+    Exit 0 acknowledged, 1 no such open incident, 3 config or database error, or a usage error (e.g. an
+    incident number that is not a number).
     """
     _, store = _store(config)
     try:
@@ -98,13 +99,14 @@ def snooze(incident_id: Annotated[int, typer.Argument(help="The incident number.
            config: ConfigOpt = None) -> None:
     """Hold an open incident's reminders until a time (at most 30 days ahead).
 
-    Exit 0 snoozed, 1 no such open incident, 2 bad --until/--for, 3 config or database error.
+    Exit 0 snoozed, 1 no such open incident, 3 a bad --until/--for (a usage error, as any other), or a
+    config or database error.
     """
     now = datetime.now(UTC)
     try:
         end = parse_until(until, for_, now)
     except ValueError as exc:
-        raise fail(str(exc), 2) from None
+        raise fail(f"snooze: {exc}; nothing was changed", EXIT_UNKNOWN) from None
     _, store = _store(config)
     try:
         _open_incident(store, incident_id)
@@ -132,7 +134,10 @@ def _row(inc) -> dict:
 def incidents(config: ConfigOpt = None,
               fmt: Annotated[str, typer.Option("--format", "-f", help="table or json.")] = "table",
               all_: Annotated[bool, typer.Option("--all", help="Resolved ones too.")] = False) -> None:
-    """List open incidents (with --all, resolved ones too). Exit 0 none open, 1 some open, 3 config/database error."""
+    """List open incidents (with --all, resolved ones too).
+
+    Exit 0 none open, 1 some open, 3 config/database error or a usage error.
+    """
     if fmt not in ("table", "json"):
         raise fail(f"--format must be table or json, not {fmt!r}", EXIT_UNKNOWN)
     _, store = _store(config)
@@ -162,7 +167,8 @@ def alerts_test(config: ConfigOpt = None,
                 = None) -> None:
     """Send a test notification through each route (or those named/tagged ROUTE); report each service.
 
-    Exit 0 every service accepted it, 1 some failed, 3 no route matches, or config/database error.
+    Exit 0 every service accepted it, 1 some failed, 3 no route matches, a config/database error, or a usage
+    error.
     """
     from alerts import routes as routes_mod
     from alerts.dispatcher import Dispatcher

@@ -33,7 +33,11 @@ def reauth(
     account or missing scopes, keeping the stored token. Who the account is, Entra ID says through the
     tenant's monitor app (User.Read.All): its UPN, mail or a proxy address, and the same object id. Without
     that permission the object id of the last accepted sign-in, else the sign-in name and the ID token's
-    email, are compared, and the output says which. Exit 0 stored, 1 refused, 3 config/database error.
+    email, are compared, and the output says which.
+
+    Exit 0 stored; 1 refused, nothing stored: the wrong account, missing scopes, a token Entra ID refuses
+    (AADSTS), a file that holds no refresh token, a login host that cannot be reached or an unknown tenant;
+    3 config/database error, an unknown integration, a file that cannot be read, or a usage error.
     """
     from monitor import reauth as flow
     from monitor.runtime import open_runtime
@@ -43,13 +47,14 @@ def reauth(
         integ = cfg.integration(name)
     except KeyError:
         raise fail(f"no integration named {name!r} in the config", EXIT_UNKNOWN) from None
+    imported = _read_token(import_file) if import_file is not None else None
     try:
         runtime = open_runtime(cfg)
     except MailwardenError as exc:
         raise fail(exc, EXIT_UNKNOWN) from None
     try:
-        if import_file is not None:
-            result = flow.import_refresh_token(runtime.tokens, integ, _read_token(import_file))
+        if imported is not None:
+            result = flow.import_refresh_token(runtime.tokens, integ, imported)
         elif device:
             result = flow.device_code(runtime.tokens, integ,
                                       lambda text: typer.echo(f"Sign in as {integ.account}: {text}"))
@@ -75,18 +80,43 @@ def reauth(
 
 
 def _read_token(path: Path) -> str:
+    """The refresh token in ``path``: the token itself, or JSON with a refresh_token field. A file that cannot be
+    read is a bad argument (exit 3); one that holds no refresh token is refused (exit 1), nothing stored."""
     try:
-        text = path.read_text(encoding="utf-8").strip()
+        raw = path.read_bytes()
     except OSError as exc:
-        raise fail(f"{path}: cannot be read ({exc.strerror})", EXIT_UNKNOWN) from None
+        raise fail(f"--import {path}: the file cannot be read ({exc.strerror}); nothing was stored", EXIT_UNKNOWN) \
+            from None
+    try:
+        text = raw.decode("utf-8-sig").strip()
+    except UnicodeDecodeError:
+        raise _no_refresh_token(path, "is not a text file (not UTF-8)") from None
     if text.startswith("{"):
         try:
-            text = str(json.loads(text)["refresh_token"])
-        except (ValueError, KeyError):
-            raise fail(f"{path}: JSON without a refresh_token field", EXIT_UNKNOWN) from None
+            doc = json.loads(text)
+        except json.JSONDecodeError as exc:
+            raise _no_refresh_token(path, f"starts like JSON but is not valid JSON ({exc.msg}, line {exc.lineno})") \
+                from None
+        value = doc.get("refresh_token") if isinstance(doc, dict) else None
+        if not isinstance(value, str) or not value.strip():
+            fields = ", ".join(sorted(doc)) if isinstance(doc, dict) and doc else "none"
+            raise _no_refresh_token(path, f"is JSON without a refresh_token (its fields: {fields})")
+        text = value.strip()
     if not text:
-        raise fail(f"{path}: empty", EXIT_UNKNOWN)
+        raise _no_refresh_token(path, "is empty")
+    if text.count(".") == 2 and text.startswith("eyJ"):
+        # Entra ID's refresh tokens are opaque; a signed JWT is an access or ID token, which ends within hours
+        raise _no_refresh_token(path, "holds a JWT: an access or ID token, not a refresh token")
+    if any(c.isspace() for c in text):
+        raise _no_refresh_token(path, "holds text with spaces or line breaks, and a refresh token is one string "
+                                      "without them")
     return text
+
+
+def _no_refresh_token(path: Path, what: str) -> typer.Exit:
+    return fail(f"--import {path} {what}, so there is no refresh token to store; nothing was stored. Put the "
+                "refresh token alone in the file, or JSON with a refresh_token field (MSAL's token response), and "
+                "run the command again [no_refresh_token]", 1)
 
 
 token_key_app = typer.Typer(no_args_is_help=True, help="The token store's encryption key.")
@@ -101,7 +131,7 @@ def token_key_rotate(
     """Re-encrypt every stored token with a new key, in one transaction.
 
     Stop every mailwarden instance first, rotate, then point token_key in the config at the new key and
-    start again. Exit 0 done, 3 when a key or the database is unusable.
+    start again. Exit 0 done, 3 when a key or the database is unusable, or on a usage error.
     """
     from monitor import config as config_mod
     from monitor.db import open_store

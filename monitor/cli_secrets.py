@@ -42,9 +42,11 @@ def secrets(ctx: typer.Context, config: ConfigOpt = None, fmt: FormatOpt = "tabl
             cached: Annotated[bool, typer.Option("--cached", help="Show what is stored; do not read Graph.")]
             = False) -> None:
     """Every credential of every configured app: expiry, the integrations that depend on it, credentials
-    nothing uses, lifetimes over 12 months, rotation state. Reads Graph first (unless --cached).
+    mailwarden's own configuration does not use (and what is not known about them), lifetimes over 12 months,
+    rotation state. Reads Graph first (unless --cached).
 
-    Exit codes: 0, 1 when a credential in use expires within 30 days (or has expired), 3 config/database.
+    Exit codes: 0, 1 when a credential in use expires within 30 days (or has expired), 3 config/database
+    error or a usage error.
     """
     if ctx.invoked_subcommand is not None:
         return
@@ -73,10 +75,17 @@ def _table(rows: list[dict]) -> None:
     table = Table(title="mailwarden secrets")
     for col in ("app", "kind", "key id", "hint", "expires", "days", "used by", "rotation", "notes"):
         table.add_column(col)
+    unknown = []  # what mailwarden cannot see about a credential it does not use, printed under the table
     for r in rows:
         notes = []
+        usage = r.get("usage") or {}
         if r["unused"]:
-            notes.append("nothing uses it")
+            notes.append(f"nothing uses it: {usage.get('known')}")
+        elif usage.get("mailwarden", "uses") != "uses":
+            notes.append(f"{usage['known']} (see below)" if usage.get("unknown") else usage["known"])
+            if usage.get("unknown"):
+                unknown.append(f"{r['display_name']} {r['key_id'] or r['kind']}: {usage['known']}; "
+                               f"{usage['unknown']}.")
         if r["long_lived"]:
             notes.append(f"lifetime {r['lifetime_days']} d > 12 months")
         if r["reminders_sent"]:
@@ -85,13 +94,16 @@ def _table(rows: list[dict]) -> None:
         table.add_row(r["display_name"], r["kind"], (r["key_id"] or "-")[:8], (r["hint"] or "") + "...",
                       (r["expires"] or "never")[:10], "-" if r["days_left"] is None else str(r["days_left"]),
                       used, r["rotation"] or "-", "; ".join(notes))
-    Console().print(table)
+    console = Console()
+    console.print(table)
+    for line in unknown:
+        console.print(line, highlight=False, markup=False)
 
 
 @secrets_app.command("run")
 def run(config: ConfigOpt = None) -> None:
     """Run one reminders/rotation cycle now (what `serve` does every hour), then dispatch alerts once.
-    Exit 0, 1 when an app could not be handled, 3 config/database."""
+    Exit 0, 1 when an app could not be handled, 3 config/database error or a usage error."""
     from alerts.secrets import SecretsCycle
 
     runtime = _runtime(config)
@@ -116,7 +128,10 @@ def run(config: ConfigOpt = None) -> None:
 @secrets_app.command("history")
 def history(config: ConfigOpt = None, app_name: Annotated[str | None, typer.Option("--app", help="Only this app.")]
             = None, fmt: FormatOpt = "table") -> None:
-    """The rotation audit: every step seen or taken, oldest first. Exit 0, 3 config/database."""
+    """The rotation audit: every step seen or taken, oldest first.
+
+    Exit 0, 3 config/database error, an --app that names no app, or a usage error.
+    """
     runtime = _runtime(config, fmt)
     try:
         client_id = runtime.config.apps[app_name].client_id if app_name in runtime.config.apps else None
@@ -139,7 +154,7 @@ def remove_old(app_name: Annotated[str, typer.Argument(help="The app (its name i
                config: ConfigOpt = None) -> None:
     """Remove the old secret of the app's rotation through Graph (removePassword), now. Refused while
     mailwarden's configured secret still matches it, or before its token checks passed with the new one.
-    Exit 0 removed, 1 refused or failed, 3 config/database."""
+    Exit 0 removed, 1 refused or failed, 3 config/database error, an app not in the config, or a usage error."""
     from alerts.secrets import SecretsCycle
 
     runtime = _runtime(config)

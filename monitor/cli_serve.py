@@ -51,7 +51,7 @@ def serve(config: ConfigOpt = None) -> None:
 
     SIGHUP reloads the config (removed integrations stop being checked); SIGTERM/SIGINT stop.
     Logs are JSON lines when stderr is not a terminal. Exit 0 on a clean stop, 3 when the config or
-    database is unusable at start.
+    database is unusable at start, or on a usage error.
     """
     from monitor import logs
     from monitor.runtime import open_runtime
@@ -70,11 +70,14 @@ def serve(config: ConfigOpt = None) -> None:
 @app.command()
 def sandbox(
     scenario: Annotated[Path | None, typer.Option(help="Scenario YAML (default: the demo scenario).")] = None,
-    port: Annotated[int, typer.Option(help="HTTPS port (0: any free port).")] = 8443,
+    port: Annotated[int, typer.Option(help="HTTPS port (0: any free port).", min=0, max=65535)] = 8443,
     workdir: Annotated[Path, typer.Option(help="Where the CA, certificates and keys are written.")]
     = Path("mailwarden-sandbox"),
 ) -> None:
-    """Run the local Entra ID / Graph stand-in alone; prints its endpoints and CA path. Ctrl-C stops it."""
+    """Run the local Entra ID / Graph stand-in alone; prints its endpoints and CA path. Ctrl-C stops it.
+
+    Exit 0 when stopped, 3 on a usage error.
+    """
     from monitor import demo
     from sandbox import Sandbox
 
@@ -98,12 +101,15 @@ def demo(
     fmt: Annotated[str, typer.Option("--format", "-f", help="table or json (with --once).")] = "table",
     workdir: Annotated[Path, typer.Option(help="Where the demo writes its config, database and keys.")]
     = Path("mailwarden-demo"),
-    interval: Annotated[int, typer.Option(help="Check interval in seconds.")] = 60,
-    port: Annotated[int, typer.Option(help="Port of the dashboard on 127.0.0.1 (0: any free port).")] = 8080,
+    interval: Annotated[int, typer.Option(help="Check interval in seconds.", min=1)] = 60,
+    port: Annotated[int, typer.Option(help="Port of the dashboard on 127.0.0.1 (0: any free port).", min=0,
+                                      max=65535)] = 8080,
 ) -> None:
     """Start the sandbox with a scenario modelled on five real consuming systems, write a config for it,
     and monitor it on SQLite with the dashboard on 127.0.0.1 (its URL and a generated admin password are
-    printed). With --once: one cycle, results printed, exit code as for `check`.
+    printed). With --once: one cycle, results printed, exit code as for `check` (2 some fail, else 3 some
+    error, else 1 some warn, else 0; a blocked check counts as the token check that blocks it). Exit 3 when
+    the demo cannot start, or on a usage error.
     """
     from monitor import demo as demo_mod
     from monitor import logs
@@ -124,7 +130,7 @@ def demo(
                 from monitor.output import print_table
 
                 print_table(rows, title="mailwarden demo: one cycle")
-            raise typer.Exit(exit_code([r["status"] for r in rows]))
+            raise typer.Exit(exit_code(rows))
         monitor = env.monitor()
         web = _web_for(monitor)
         typer.echo(f"config: {env.config_path}\nsandbox: {env.sandbox.base_url}\n"

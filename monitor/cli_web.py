@@ -24,7 +24,7 @@ def report(config: ConfigOpt = None,
     """Write the status report: one self-contained HTML file (inline CSS and SVG, no external request), the
     dashboard's overview and every integration's details, fit for e-mail or a file share.
 
-    Exit 0 written, 3 config or database error or the file cannot be written.
+    Exit 0 written, 3 config or database error, the file cannot be written, or a usage error.
     """
     from monitor.db import open_store
     from monitor.web.report import render_report
@@ -57,7 +57,7 @@ def hash_password(stdin: Annotated[bool, typer.Option("--stdin", help="Read the 
                   = False) -> None:
     """Print a scrypt hash of a password for `web.password_hash` (the password itself is never stored).
 
-    Exit 0, 1 when the password is empty or the two entries differ.
+    Exit 0, 1 when the password is empty or short or the two entries differ, 3 on a usage error.
     """
     from monitor.web.auth import hash_password as make
 

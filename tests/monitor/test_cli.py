@@ -81,6 +81,14 @@ def test_check_selection_that_matches_nothing_is_exit_3(cfg):
     assert res.exit_code == 3 and "no integration named 'ghost'" in res.output
     res = runner.invoke(app, ["check", "-c", str(cfg), "--check", "imap"])
     assert res.exit_code == 3 and "matches no check" in res.output
+    assert "no integration that is not paused has a 'imap' check" in res.output
+    res = runner.invoke(app, ["check", "-c", str(cfg), "-i", "reachable", "--check", "pop"])
+    assert res.exit_code == 3 and "integration 'reachable' has no 'pop' check" in res.output
+    res = runner.invoke(app, ["check", "-c", str(cfg), "--check", "imapp"])
+    assert res.exit_code == 3 and "'imapp' is not a check kind (one of token, secret_expiry, imap" in res.output
+    for res in (runner.invoke(app, ["check", "-c", str(cfg), "--check", "imapp"]),
+                runner.invoke(app, ["check", "-c", str(cfg), "-i", "ghost"])):
+        assert len(res.stderr.strip().splitlines()) == 1 and "nothing was run" in res.stderr
 
 
 def test_unreachable_database_is_one_paragraph_exit_3(tmp_path, monkeypatch):
@@ -103,12 +111,20 @@ def test_schema_is_json():
 def test_exit_code_order():
     from monitor.cli import exit_code
 
-    assert exit_code(["ok", "warn", "error", "fail"]) == 2
-    assert exit_code(["ok", "warn", "error"]) == 3
-    assert exit_code(["ok", "warn", "blocked"]) == 1
-    assert exit_code(["ok", "blocked"]) == 0
+    def rows(*statuses):
+        return [{"integration": f"i{n}", "check": "imap", "status": s} for n, s in enumerate(statuses)]
+
+    assert exit_code(rows("ok", "warn", "error", "fail")) == 2
+    assert exit_code(rows("ok", "warn", "error")) == 3
+    assert exit_code(rows("ok", "warn")) == 1
+    assert exit_code(rows("ok")) == 0
+    # blocked is never ok: it counts as the token check that blocks it (tests/monitor/test_cli_check.py)
+    assert exit_code(rows("ok", "warn", "blocked")) == 2
 
 
 def test_help_documents_exit_codes():
     res = runner.invoke(app, ["check", "--help"])
-    assert "0 all ok" in res.output and "2 some fail" in res.output
+    text = " ".join(res.output.split())
+    assert "0 all ok" in text and "2 some fail" in text and "3 some error" in text and "1 some warn" in text
+    assert "a blocked check counts as the token check that blocks it" in text
+    assert "usage error" in text

@@ -1,4 +1,6 @@
-"""The history part of the Store (mixed into ``monitor.db.Store``): hourly rollups and bounded raw results.
+"""The history part of the Store (mixed into ``monitor.db.Store``): hourly rollups and bounded raw results, and
+each integration's availability (one definition for every surface: ``percent``, ``integration_state``,
+``availability_ms``; hourly ``integration_rollups`` written by ``rollup_availability``).
 
 Rollups are recomputed from raw rows, so the job is idempotent: every hour from a watermark (kept in
 ``meta``) up to now is aggregated again and upserted; the watermark then moves to the start of the
@@ -12,7 +14,8 @@ row a check state points at.
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable
+from collections import defaultdict
+from collections.abc import Callable, Iterable, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any, NamedTuple
 
@@ -24,11 +27,26 @@ from sqlalchemy.sql.functions import FunctionElement
 from sqlalchemy.types import Integer, NullType
 from sqlmodel import col, select
 
-from monitor.models import CheckResult, CheckRollup, CheckState, Integration, Meta, UTCDateTime
+from monitor.models import (
+    CheckResult,
+    CheckRollup,
+    CheckState,
+    Integration,
+    IntegrationRollup,
+    Meta,
+    Transition,
+    UTCDateTime,
+)
 
 WATERMARK = "history.rollup_from"
+AVAILABILITY_MARK = "history.availability_from"  # the availability rollup's own watermark (it catches up apart)
 STATUSES = ("ok", "warn", "fail", "error", "blocked")
 GOOD = ("ok", "warn")
+BAD = ("fail", "error", "blocked")  # a check state that makes its integration unavailable
+_BACKFILL = timedelta(days=31)  # first run: availability from the stored transitions of the longest window (30 d)
+_ROWS_PER_RUN = 50_000  # integration-hours written per run while catching up (bounds the write lock)
+_MS = timedelta(milliseconds=1)
+_HOUR = timedelta(hours=1)
 _SLACK = timedelta(minutes=5)  # a result may be stored a little after its checked_at
 
 
@@ -69,27 +87,42 @@ class StateRow(NamedTuple):
 _FINAL_HOURS_LOCK = threading.Lock()
 
 
-def _uptime_sums(conn: Any, since: datetime, until: datetime | None,
-                 integration: str | None) -> list[tuple[str, datetime, int, int]]:
-    """(integration, hour, ok + warn, total) for the hours in [since, until): one range of
-    ix_check_rollups_integration_hour per integration (the IN list), read from the index alone and already in
-    GROUP BY order. Hours first over ix_check_rollups_hour read the table row of every check-hour and sorted
-    them (0.36 s at 1,000 integrations); without the IN list SQLite walks the whole index (every rollup of 90
-    days). The hour comes back as the driver gives it and is converted once per distinct hour."""
-    c, names = CheckRollup.__table__.c, Integration.__table__.c
+def _availability_rows(conn: Any, since: datetime, until: datetime | None,
+                       integration: str | None) -> list[tuple[str, datetime, int, int]]:
+    """(integration, hour, up_ms, down_ms) of the hours in [since, until), read from
+    ix_integration_rollups_integration_hour alone (one range per integration: the IN list; without it SQLite
+    walks the whole index). The hour comes back as the driver gives it and is converted once per distinct hour."""
+    c, names = IntegrationRollup.__table__.c, Integration.__table__.c
     which = c.integration == integration if integration is not None else c.integration.in_(core_select(names.name))
-    stmt = (core_select(c.integration, type_coerce(c.hour, NullType()), func.sum(c.ok + c.warn), func.sum(c.total))
-            .where(which, c.hour >= since).group_by(c.integration, c.hour))
+    stmt = core_select(c.integration, type_coerce(c.hour, NullType()), c.up_ms, c.down_ms).where(which, c.hour >= since)
     if until is not None:
         stmt = stmt.where(c.hour < until)
     hours: dict[Any, datetime] = {}
     out = []
-    for integ, raw, up, total in _driver_rows(conn, stmt):
+    for integ, raw, up, down in _driver_rows(conn, stmt):
         hour = hours.get(raw)
         if hour is None:
             hour = hours[raw] = _utc(raw)
-        out.append((integ, hour, int(up or 0), int(total or 0)))
+        out.append((integ, hour, int(up), int(down)))
     return out
+
+
+def _availability_sums(conn: Any, starts: Sequence[datetime], integrations: list[str] | None,
+                       lo: datetime | None, hi: datetime | None) -> dict[str, list[tuple[int, int]]]:
+    """Per integration: (up_ms, down_ms) of the hours in [max(start, lo), hi) for each of ``starts``: one statement,
+    one pass over ix_integration_rollups_integration_hour (the IN list: one range per integration)."""
+    c, names = IntegrationRollup.__table__.c, Integration.__table__.c
+    which = c.integration.in_(integrations if integrations is not None else core_select(names.name))
+    sums = []
+    for at in starts:
+        since = c.hour >= literal(at, UTCDateTime)
+        sums += [func.sum(case((since, c.up_ms), else_=0)), func.sum(case((since, c.down_ms), else_=0))]
+    stmt = (core_select(c.integration, *sums).where(which, c.hour >= max(min(starts), lo or min(starts)))
+            .group_by(c.integration))
+    if hi is not None:
+        stmt = stmt.where(c.hour < hi)
+    return {row[0]: [(int(row[1 + 2 * i] or 0), int(row[2 + 2 * i] or 0)) for i in range(len(starts))]
+            for row in _driver_rows(conn, stmt)}
 
 
 class _CellOf(FunctionElement):
@@ -118,6 +151,110 @@ def hour_of(t: datetime) -> datetime:
     return t.astimezone(UTC).replace(minute=0, second=0, microsecond=0)
 
 
+# -- availability: one definition for the overview, the integration page, the report, the API and /metrics -------
+def percent(up_ms: int, down_ms: int) -> float | None:
+    """An integration's availability in percent: the share of the time known (up + down) that was up; None when no
+    time is known. One decimal, more only where rounding would turn a partial figure into 0 or 100 (99.96 stays
+    99.96, never "100.0")."""
+    known = up_ms + down_ms
+    if known <= 0:
+        return None
+    if down_ms == 0 or up_ms == 0:
+        return 100.0 if down_ms == 0 else 0.0
+    exact = 100.0 * up_ms / known
+    for digits in (1, 2, 3, 4):
+        if 0 < (shown := round(exact, digits)) < 100:
+            return shown
+    return 99.9999 if exact > 50 else 0.0001
+
+
+def integration_state(statuses: Iterable[str], in_maintenance: bool = False) -> str | None:
+    """What one instant of an integration counts as, from its checks' states (after the thresholds): "down" when
+    one is bad (fail, error, blocked), else "up" when all are good (ok, warn), else None, left out of the
+    denominator (in a maintenance window, paused, or a check with no state yet: ``new``)."""
+    statuses = list(statuses)
+    if in_maintenance or not statuses:
+        return None
+    if any(st in BAD for st in statuses):
+        return "down"
+    return "up" if all(st in GOOD for st in statuses) else None
+
+
+def availability_ms(checks: Sequence[str], at_start: dict[str, str], changes: Iterable[tuple[datetime, str, str]],
+                    start: datetime, end: datetime,
+                    maintenance: Iterable[tuple[datetime, datetime]] = ()) -> dict[datetime, list[int]]:
+    """Per hour from ``start`` (an hour's start) to ``end``: [up_ms, down_ms] of one integration whose ``checks``
+    were in the states ``at_start`` at ``start`` (a check missing: ``new``) and then changed as ``changes`` say
+    ((at, check, to_status), in the order they were folded), less the ``maintenance`` spans. Pure."""
+    events: list[tuple[datetime, int, str, Any]] = []
+    last: dict[str, datetime] = {}
+    for at, check, to in changes:
+        at = max(at, last.get(check, at))  # folded in this order: a late checked_at never reorders them
+        last[check] = at
+        events.append((at, 1, check, to))
+    for a, b in maintenance:
+        events += [(a, 0, "", 1), (b, 0, "", -1)]
+    events.sort(key=lambda e: (e[0], e[1]))
+    state = {k: at_start.get(k, "new") for k in checks}
+    out: dict[datetime, list[int]] = {}
+    held, t = 0, start
+
+    def count(a: datetime, b: datetime) -> None:
+        kind = integration_state(state.values(), held > 0)
+        while a < b:
+            hour = hour_of(a)
+            nxt = min(b, hour + _HOUR)
+            cell = out.setdefault(hour, [0, 0])
+            if kind is not None:
+                cell[0 if kind == "up" else 1] += (nxt - a) // _MS
+            a = nxt
+
+    for at, typ, check, value in events:
+        at = min(max(at, start), end)
+        if at > t:
+            count(t, at)
+            t = at
+        if typ == 0:
+            held += value
+        elif check in state:
+            state[check] = value
+    count(t, end)
+    return out
+
+
+def maintenance_spans(windows: Sequence[Any], start: datetime,
+                      end: datetime) -> Callable[[str, Iterable[str]], list[tuple[datetime, datetime]]]:
+    """For an integration (name, tags): the parts of [start, end) in which one of the config's maintenance windows
+    (``alerts.maintenance``, the windows that hold alerts) covers it, left out of its availability."""
+    from zoneinfo import ZoneInfo
+
+    from apscheduler.triggers.cron import CronTrigger
+
+    from alerts.windows import covers
+
+    found: list[tuple[Any, list[tuple[datetime, datetime]]]] = []
+    for w in windows:
+        spans = []
+        if w.cron:
+            duration = timedelta(seconds=float(w.duration or 0))
+            trigger = CronTrigger.from_crontab(w.cron, timezone=w.timezone)
+            begin = trigger.get_next_fire_time(None, start - duration)
+            while begin is not None and begin < end:
+                spans.append((max(begin.astimezone(UTC), start), min((begin + duration).astimezone(UTC), end)))
+                begin = trigger.get_next_fire_time(begin, begin + timedelta(seconds=1))
+        else:
+            zone = ZoneInfo(w.timezone)
+            a, b = (t if t.tzinfo else t.replace(tzinfo=zone) for t in (w.start, w.end))
+            spans.append((max(a.astimezone(UTC), start), min(b.astimezone(UTC), end)))
+        found.append((w, [(a, b) for a, b in spans if a < b]))
+
+    def of(integration: str, tags: Iterable[str]) -> list[tuple[datetime, datetime]]:
+        tags = list(tags)
+        return [span for w, spans in found if spans and covers(w, [integration], tags) for span in spans]
+
+    return of
+
+
 class HistoryStore:
     # provided by monitor.db.Store
     _session: Callable[..., Any]
@@ -128,13 +265,20 @@ class HistoryStore:
         row = s.get(Meta, WATERMARK)
         return datetime.fromisoformat(row.value) if row is not None else None
 
-    def rollup_history(self, now: datetime) -> int:
-        """Aggregate raw results into hourly rollups from the watermark on; returns the rows upserted.
+    def rollup_history(self, now: datetime, *, maintenance: Sequence[Any] = ()) -> int:
+        """Aggregate raw results into hourly check rollups from the watermark on (returns the rows upserted),
+        then each integration's availability into its hourly rollups (``rollup_availability``; ``maintenance``:
+        the config's maintenance windows, ``alerts.maintenance``).
 
         Set-based: one ``INSERT ... SELECT ... GROUP BY ... ON CONFLICT DO UPDATE`` per hour window (the
         hour a bound value, so the same statement runs on SQLite and PostgreSQL); no row goes through
         Python, so the write lock is held for index range scans only (it used to re-read every result
         since the watermark and upsert row by row: bench/)."""
+        upserted = self._rollup_checks(now)
+        self.rollup_availability(now, maintenance=maintenance)
+        return upserted
+
+    def _rollup_checks(self, now: datetime) -> int:
         with self._session(write=True) as s:
             start = self._watermark(s)
             if start is None:
@@ -180,7 +324,7 @@ class HistoryStore:
         Set-based: one ``DELETE`` for all (integration, check) pairs (the same statement on SQLite and
         PostgreSQL); see ``_prune_results`` for the rule. It used to walk every pair with three statements
         under the write lock: 9-12 s an hour at 1,000 integrations x 5 checks (bench/)."""
-        removed = {"results": 0, "rollups": 0}
+        removed = {"results": 0, "rollups": 0, "availability": 0}
         with self._session(write=True) as s:
             mark = self._watermark(s)
             if mark is not None:
@@ -188,6 +332,8 @@ class HistoryStore:
                                                                    raw_per_check)).rowcount or 0
             old = delete(CheckRollup).where(CheckRollup.hour < now - timedelta(days=rollup_days))
             removed["rollups"] = s.execute(old).rowcount or 0
+            old = delete(IntegrationRollup).where(IntegrationRollup.hour < now - timedelta(days=rollup_days))
+            removed["availability"] = s.execute(old).rowcount or 0
         return removed
 
     @staticmethod
@@ -242,39 +388,144 @@ class HistoryStore:
                    .where(v.checked_at < mark, kept.c.id.is_(None), states.c.last_result_id.is_(None)))
         return delete(t).where(r.id.in_(victims))
 
-    def uptime_by_hour(self, since: datetime, integration: str | None = None) -> list[tuple[str, datetime, int, int]]:
-        """(integration, hour, ok + warn, total) summed over the integration's checks, hours from ``since``;
-        every integration the store knows (removed ones too: the pages show those in the config).
+    def rollup_availability(self, now: datetime, *, maintenance: Sequence[Any] = ()) -> int:
+        """Each integration's availability per hour, from its own watermark to ``now`` (the current hour up to
+        ``now``); returns the rows written. Read from the check states after the thresholds: the transitions from
+        the watermark on, and for the state at the watermark the ``from_status`` of each check's first one (else
+        its current state). The integration's checks are those of the config now (the store's copy).
 
-        For every integration (the overview, reloaded every minute by everyone who has it open) the hours
-        before the rollup watermark are final, and read once per process: only the hours from the watermark
-        on (one or two) are summed again at each call. Summing all 24 hours was 24,000 groups over 120,000
-        index entries, 0.1 s at 1,000 integrations (bench/)."""
+        The first run starts ``_BACKFILL`` ago, or at the first transition if that is later (after an upgrade the
+        30-day figures come from the history already stored); a run writes at most ``_ROWS_PER_RUN`` integration-hours,
+        so catching up never holds the write lock for long. Idempotent: hours from the watermark are computed
+        again and only changed rows are written."""
+        it, st, tr, m = (Integration.__table__.c, CheckState.__table__.c, Transition.__table__.c,
+                         Meta.__table__.c)
+        with self._connection(write=True) as conn:
+            raw = conn.execute(core_select(m.value).where(m.key == AVAILABILITY_MARK)).scalar()
+            if raw is not None:
+                start = datetime.fromisoformat(raw).astimezone(UTC)
+            else:
+                # before the first transition every check was new (nothing known); a state entered earlier than
+                # the backfill holds from its start unless a later transition says otherwise
+                oldest = conn.execute(core_select(func.min(tr.at))).scalar()
+                start = max(hour_of(oldest), hour_of(now - _BACKFILL)) if oldest is not None else hour_of(now - _SLACK)
+            integrations = conn.execute(core_select(it.name, it.tags, it.checks).where(it.removed_at.is_(None))).all()
+            end = min(now, start + _HOUR * max(1, _ROWS_PER_RUN // max(1, len(integrations))))
+            if end <= start:
+                return 0
+            current = {(i, k): status for i, k, status in _driver_rows(conn, core_select(st.integration, st.check,
+                                                                                          st.status))}
+            first_from: dict[tuple[str, str], str] = {}
+            changes: dict[str, list[tuple[datetime, str, str]]] = defaultdict(list)
+            for integ, check, frm, to, at in conn.execute(core_select(tr.integration, tr.check, tr.from_status,
+                                                                      tr.to_status, tr.at)
+                                                          .where(tr.at >= start).order_by(tr.id)):
+                first_from.setdefault((integ, check), frm)
+                if at < end:
+                    changes[integ].append((at, check, to))
+            held = maintenance_spans(maintenance, start, end)
+            stored = {(i, h): (up, down) for i, h, up, down in _availability_rows(conn, start, end, None)}
+            rows = []
+            for name, tags, checks in integrations:
+                at_start = {k: first_from.get((name, k), current.get((name, k), "new")) for k in checks or []}
+                hours = availability_ms(list(checks or []), at_start, changes.get(name, ()), start, end,
+                                        held(name, tags or []))
+                # only the rows that changed: the current hour every minute, past ones once
+                rows += [{"integration": name, "hour": hour, "up_ms": up, "down_ms": down}
+                         for hour, (up, down) in hours.items() if stored.get((name, hour)) != (up, down)]
+            if rows:
+                stmt = self._insert()(IntegrationRollup.__table__)
+                conn.execute(stmt.on_conflict_do_update(
+                    index_elements=["integration", "hour"],
+                    set_={"up_ms": stmt.excluded.up_ms, "down_ms": stmt.excluded.down_ms}), rows)
+            mark = max(start, min(hour_of(now - _SLACK), end)).isoformat()
+            upsert = self._insert()(Meta).values(key=AVAILABILITY_MARK, value=mark)
+            conn.execute(upsert.on_conflict_do_update(index_elements=["key"], set_={"value": mark}))
+        return len(rows)
+
+    def availability_by_hour(self, since: datetime,
+                             integration: str | None = None) -> list[tuple[str, datetime, int, int]]:
+        """(integration, hour, up_ms, down_ms) of the hours from ``since``: the overview's hourly strip and 24 h
+        figure. For every integration (the overview, reloaded every minute by everyone who has it open) the hours
+        before the availability watermark are final and read once per process: only the hours from the watermark
+        on (one or two) are read again at each call."""
         with self._connection() as conn:
-            raw = conn.execute(core_select(Meta.__table__.c.value).where(Meta.__table__.c.key == WATERMARK)).scalar()
+            m = Meta.__table__.c
+            raw = conn.execute(core_select(m.value).where(m.key == AVAILABILITY_MARK)).scalar()
             mark = datetime.fromisoformat(raw).astimezone(UTC) if raw else None
             if integration is not None or mark is None or mark <= since:
-                return _uptime_sums(conn, since, None, integration)
+                return _availability_rows(conn, since, None, integration)
             hours = []
             hour = since
             while hour < mark:
                 hours.append(hour)
-                hour += timedelta(hours=1)
+                hour += _HOUR
             cache: dict[datetime, list[tuple[str, datetime, int, int]]] = self.__dict__.setdefault("_final_hours", {})
             with _FINAL_HOURS_LOCK:
                 missing = [h for h in hours if h not in cache]
             if missing:
                 by_hour: dict[datetime, list[tuple[str, datetime, int, int]]] = {h: [] for h in missing}
-                for row in _uptime_sums(conn, missing[0], mark, None):
+                for row in _availability_rows(conn, missing[0], mark, None):
                     by_hour.setdefault(row[1], []).append(row)
                 with _FINAL_HOURS_LOCK:
                     cache.update(by_hour)
-            fresh = _uptime_sums(conn, mark, None, None)
+            fresh = _availability_rows(conn, mark, None, None)
         with _FINAL_HOURS_LOCK:
             for old in [h for h in cache if h < since - timedelta(hours=24)]:
                 del cache[old]
             final = [row for h in hours for row in cache.get(h, [])]
         return final + fresh
+
+    def availability_sums(self, starts: Sequence[datetime], integrations: list[str] | None = None,
+                          until: datetime | None = None) -> dict[str, list[tuple[int, int]]]:
+        """Per integration: (up_ms, down_ms) summed over the hours from each of ``starts`` (to ``until``): the
+        24 h / 7 d / 30 d figures of the API, /metrics and the report. ``integrations``: only these (default:
+        every one the store knows).
+
+        For every integration the hours before the availability watermark are final: their sums are read once
+        per process and watermark (an hour), only the hours from the watermark on at each call. Summing 30 days
+        at every call was 0.24 s at 1,000 integrations, for each scrape of /metrics and each /api/integrations."""
+        with self._connection() as conn:
+            if integrations is not None:
+                return _availability_sums(conn, starts, integrations, None, until)
+            m = Meta.__table__.c
+            raw = conn.execute(core_select(m.value).where(m.key == AVAILABILITY_MARK)).scalar()
+            mark = datetime.fromisoformat(raw).astimezone(UTC) if raw else None
+            if mark is None or mark <= min(starts) or (until is not None and until <= mark):
+                return _availability_sums(conn, starts, None, None, until)
+            key = (tuple(starts), mark)
+            cache: dict[tuple[Any, ...], dict[str, list[tuple[int, int]]]] = self.__dict__.setdefault("_final_sums",
+                                                                                                     {})
+            with _FINAL_HOURS_LOCK:
+                final = cache.get(key)
+            if final is None:
+                final = _availability_sums(conn, starts, None, None, mark)
+                with _FINAL_HOURS_LOCK:
+                    for old in [k for k in cache if k[1] != mark]:
+                        del cache[old]
+                    cache[key] = final
+            fresh = _availability_sums(conn, starts, None, mark, until)
+        out = {name: list(sums) for name, sums in final.items()}
+        for name, sums in fresh.items():
+            out[name] = [(a + c, b + d) for (a, b), (c, d) in zip(out.get(name, [(0, 0)] * len(starts)), sums,
+                                                                  strict=True)]
+        return out
+
+    def availability_cells(self, integrations: list[str], start: datetime, hours_per_cell: int,
+                           cells: int) -> dict[str, list[tuple[int, int, int]]]:
+        """Per integration: (cell, up_ms, down_ms) for ``cells`` cells of ``hours_per_cell`` hours from ``start``
+        (cell 0 first), summed in the database: the availability bars of the integration page and the report."""
+        c = IntegrationRollup.__table__.c
+        cell = _CellOf(c.hour, literal(start, UTCDateTime), literal(hours_per_cell, Integer()))
+        stmt = (core_select(c.integration, cell, func.sum(c.up_ms), func.sum(c.down_ms))
+                .where(c.integration.in_(integrations), c.hour >= start,
+                       c.hour < start + timedelta(hours=hours_per_cell * cells))
+                .group_by(c.integration, cell))
+        out: dict[str, list[tuple[int, int, int]]] = {name: [] for name in integrations}
+        with self._connection() as conn:
+            for integ, i, up, down in _driver_rows(conn, stmt):
+                out[integ].append((int(i), int(up or 0), int(down or 0)))
+        return out
 
     def rollups(self, integration: str | None = None, since: datetime | None = None) -> list[CheckRollup]:
         stmt = select(CheckRollup).order_by(CheckRollup.integration, CheckRollup.check, CheckRollup.hour)
@@ -310,12 +561,13 @@ class HistoryStore:
         with self._connection() as conn:
             return list(conn.execute(stmt))
 
-    def uptime_totals(self, since: datetime) -> list[tuple[str, int, int]]:
-        """(integration, ok + warn, total) summed over its checks and the hours from ``since`` (the same index
-        ranges as ``uptime_by_hour``, one row per integration: the report's 24 h figure)."""
+    def uptime_totals(self, since: datetime, integration: str | None = None) -> list[tuple[str, int, int]]:
+        """(integration, ok + warn, total) summed over its checks' results and the hours from ``since``: the API's
+        deprecated ``uptime_24h`` (a share of results, not of time: availability is ``availability_sums``)."""
         c, names = CheckRollup.__table__.c, Integration.__table__.c
+        which = c.integration == integration if integration is not None else c.integration.in_(core_select(names.name))
         stmt = (core_select(c.integration, func.sum(c.ok + c.warn), func.sum(c.total))
-                .where(c.integration.in_(core_select(names.name)), c.hour >= since).group_by(c.integration))
+                .where(which, c.hour >= since).group_by(c.integration))
         with self._connection() as conn:
             return [(integ, int(up or 0), int(total or 0)) for integ, up, total in _driver_rows(conn, stmt)]
 

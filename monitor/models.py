@@ -153,13 +153,16 @@ class Transition(SQLModel, table=True):
 
 
 class TokenCache(SQLModel, table=True):
-    """An MSAL token cache, encrypted elsewhere: only bytes here."""
+    """An MSAL token cache, encrypted elsewhere: only bytes here. One per (tenant, app, account): the integrations
+    of one account share it (migration 0009)."""
 
     __tablename__ = "token_caches"
-    __table_args__ = (UniqueConstraint("integration", name="uq_token_caches_integration"),)
+    __table_args__ = (UniqueConstraint("token_key", name="uq_token_caches_token_key"),)
 
     id: int | None = Field(default=None, primary_key=True)
-    integration: str
+    # "<tenant id>:<client id>:<account>", lower case; None on a row from before migration 0009 until adopted
+    token_key: str | None = None
+    integration: str = Field(index=True)  # the integration that last stored it
     ciphertext: bytes = Field(sa_type=LargeBinary)
     key_fingerprint: str
     account: str | None = None  # the configured account the cache was accepted for
@@ -282,6 +285,26 @@ class CheckRollup(SQLModel, table=True):
     latency_max_ms: float | None = None
 
 
+class IntegrationRollup(SQLModel, table=True):
+    """One hour of one integration's availability, from its checks' states after the thresholds (transitions,
+    not raw results): the milliseconds in which every check was good (ok or warn) and those in which one was bad
+    (fail, error, blocked). Time paused, in a maintenance window or with a check not yet known is in neither
+    (``monitor.db_history``): availability = up_ms / (up_ms + down_ms). Whole milliseconds: sums over 30 days
+    are exact, so a window with no bad time is 100 %, never 99.99999 %."""
+
+    __tablename__ = "integration_rollups"
+    __table_args__ = (UniqueConstraint("integration", "hour", name="uq_integration_rollups_integration_hour"),
+                      Index("ix_integration_rollups_hour", "hour"),
+                      # covers every availability read (overview, pages, API, metrics) without the table
+                      Index("ix_integration_rollups_integration_hour", "integration", "hour", "up_ms", "down_ms"))
+
+    id: int | None = Field(default=None, primary_key=True)
+    integration: str
+    hour: datetime = _ts()  # start of the hour, UTC
+    up_ms: int = 0
+    down_ms: int = 0
+
+
 class ExpiryReminder(SQLModel, table=True):
     """One reminder stage of one credential, claimed once (the unique key): never sent twice, restarts included."""
 
@@ -393,5 +416,6 @@ class ReauthAttempt(SQLModel, table=True):
 
 MODELS: tuple[type[SQLModel], ...] = (Integration, Credential, CheckResult, CheckState, Transition,
                                       TokenCache, Meta, Incident, AlertDelivery, Notification, CheckRollup,
-                                      ExpiryReminder, Rotation, RotationEvent, ReauthRequest, ReauthAttempt)
+                                      IntegrationRollup, ExpiryReminder, Rotation, RotationEvent, ReauthRequest,
+                                      ReauthAttempt)
 TABLE_NAMES: tuple[str, ...] = tuple(m.__tablename__ for m in MODELS)  # type: ignore[misc]

@@ -124,7 +124,7 @@ class Monitor:
         if not await self._ready():
             return
         try:
-            await asyncio.to_thread(store.rollup_history, now)
+            await asyncio.to_thread(store.rollup_history, now, maintenance=self.runtime.config.alerts.maintenance)
             if self._pruned_at is None or now - self._pruned_at >= PRUNE_EVERY:
                 removed = await asyncio.to_thread(store.prune_history, now, **retention.model_dump())
                 self._pruned_at = now

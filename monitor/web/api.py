@@ -20,6 +20,13 @@ _NS = {"type": ["string", "null"]}
 _NT = {"type": ["string", "null"], "format": "date-time"}
 _T = {"type": "string", "format": "date-time"}
 _STATUS = {"type": "string", "enum": list(views.RANK)}
+_AVAILABILITY = ("Availability over the last {window}, in percent: the share of the time in which all of the "
+                 "integration's checks were good (ok or warn), read from their states after the failure and success "
+                 "thresholds and weighted by time. Time paused, in a maintenance window or before a check's first "
+                 "state is left out; a check that never worked makes it 0. The window ends with the current hour "
+                 "({cells}); null when no time in it is known. One decimal, more where rounding would say 0 or 100 "
+                 "of a partial figure.")
+_WINDOW_WORDS = {"24h": ("24 hours", "24 hourly cells"), "7d": ("7 days", "168 hours"), "30d": ("30 days", "720 hours")}
 
 
 def _obj(props: dict[str, Any], required: list[str] | None = None) -> dict[str, Any]:
@@ -38,8 +45,17 @@ SCHEMAS: dict[str, Any] = {
     "Integration": _obj({
         "name": _S, "tenant": _S, "app": _S, "system": _NS, "flow": {"type": "string", "enum": ["app", "delegated"]},
         "mailbox": _S, "tags": {"type": "array", "items": _S}, "paused": {"type": "boolean"}, "status": _STATUS,
+        "stale": {"type": "boolean", "description": "a check has had no new result for twice its interval"},
         "code": _NS, "title": _NS, "since": _NT, "last_ok_at": _NT, "fix_first": _NS,
-        "uptime_24h": {"type": ["number", "null"]}, "open_incidents": {"type": "array", "items": {"type": "integer"}},
+        **{f"availability_{key}": {"type": ["number", "null"], "minimum": 0, "maximum": 100,
+                                   "description": _AVAILABILITY.format(window=words, cells=cells)}
+           for key, (words, cells) in _WINDOW_WORDS.items()},
+        "uptime_24h": {"type": ["number", "null"], "deprecated": True,
+                       "description": "Deprecated, removed in the next release: use availability_24h. The share of "
+                                      "the last 24 hours' check results that were ok or warn, every check's results "
+                                      "pooled: not the integration's availability (a check that never worked still "
+                                      "counts the others' results as up)."},
+        "open_incidents": {"type": "array", "items": {"type": "integer"}},
         "checks": {"type": "array", "items": {"$ref": "#/components/schemas/CheckStatus"}}}),
     "Result": _obj({
         "id": {"type": "integer"}, "integration": _S, "check": _S,
@@ -89,7 +105,7 @@ def _get(summary: str, ref: str, params: list[dict] | None = None, many: bool = 
 
 
 FILTERS = [_param("tenant", "only this tenant"), _param("tag", "only integrations with this tag"),
-           _param("status", "worst status, or `problem` for anything not ok",
+           _param("status", "worst status, `stale`, or `problem` for anything but ok and paused",
                   {"type": "string", "enum": list(views.STATUS_FILTERS)})]
 PATHS = {
     "/api/status": _get("Overall status: counts per status, staleness, open incidents", "Status"),
@@ -116,11 +132,17 @@ def openapi() -> dict[str, Any]:
     return {"openapi": "3.1.0",
             "info": {"title": "mailwarden API", "version": "1",
                      "description": "Read-only status of Microsoft 365 mailbox integrations. Sign in with the "
-                                    "dashboard session, or HTTP Basic with the admin credentials (GET only)."},
+                                    "dashboard session, or HTTP Basic with the admin credentials (GET only). "
+                                    "Integration.uptime_24h is deprecated and goes in the next release: read "
+                                    "availability_24h (and availability_7d, availability_30d) instead."},
             "paths": PATHS, "components": {"schemas": SCHEMAS, "securitySchemes": {
                 "basic": {"type": "http", "scheme": "basic"},
                 "session": {"type": "apiKey", "in": "cookie", "name": "mailwarden_session"}}},
             "security": [{"basic": []}, {"session": []}]}
+
+
+# what an Integration object carries: the three availability windows and, for one release, uptime_24h
+FIGURES: dict[str, Any] = {"hourly": False, "windows": ("24h", "7d", "30d"), "deprecated_uptime": True}
 
 
 def _ctx(request: Request):
@@ -132,8 +154,8 @@ async def status(request: Request) -> JSONResponse:
     cfg, store, now = _ctx(request)
 
     def build():
-        items = views.integrations(cfg, store, now)
-        fresh = views.freshness(cfg, store, now)
+        items = views.integrations(cfg, store, now, hourly=False, windows=())
+        fresh = views.freshness(cfg, store, now, items)
         counts: dict[str, int] = {}
         for v in items:
             counts[v.status] = counts.get(v.status, 0) + 1
@@ -150,7 +172,7 @@ async def integrations(request: Request) -> JSONResponse:
     cfg, store, now = _ctx(request)
     q = request.query_params
     items = await asyncio.to_thread(views.integrations, cfg, store, now, tenant=q.get("tenant") or None,
-                                    tag=q.get("tag") or None, status=q.get("status") or None)
+                                    tag=q.get("tag") or None, status=q.get("status") or None, **FIGURES)
     return JSONResponse([v.as_json() for v in items])
 
 
@@ -159,7 +181,7 @@ async def integration(request: Request) -> JSONResponse:
     name = request.path_params["name"]
 
     def build():
-        found = views.integrations(cfg, store, now, name=name)
+        found = views.integrations(cfg, store, now, name=name, **FIGURES)
         if not found:
             return None
         return {"integration": found[0].as_json(),

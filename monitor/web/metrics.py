@@ -9,7 +9,7 @@ duration histogram plus the age of the newest result.
 from __future__ import annotations
 
 from collections.abc import Callable
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Histogram, generate_latest
@@ -79,6 +79,27 @@ class StoreCollector(Collector):
         incidents = GaugeMetricFamily("mailwarden_open_incidents", "open incidents")
         incidents.add_metric([], len(store.incidents("open")))
         yield incidents
+        yield self._availability(store, now)
+
+    @staticmethod
+    def _availability(store: Any, now: datetime) -> GaugeMetricFamily:
+        """The pages' and the API's availability (same rollups, same windows), as a ratio; no sample for a window
+        in which no time is known."""
+        from monitor.web.svg import window_starts
+
+        gauge = GaugeMetricFamily(
+            "mailwarden_integration_availability_ratio",
+            "share of the window in which all the integration's checks were good (ok or warn) after the thresholds; "
+            "paused, maintenance and not-yet-checked time left out",
+            labels=["integration", "window"])
+        windows = window_starts(now)
+        names = [row.name for row in store.integration_rows()]
+        sums = store.availability_sums([w.start for w in windows], until=windows[0].start + timedelta(hours=24))
+        for name in names:
+            for w, (up, down) in zip(windows, sums.get(name, [(0, 0)] * len(windows)), strict=True):
+                if up + down:
+                    gauge.add_metric([name, w.key], up / (up + down))
+        return gauge
 
 
 class Metrics:

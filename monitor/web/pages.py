@@ -32,7 +32,7 @@ def page_context(request: Request | None, state: Any, now: datetime, **extra: An
 
 def overview_context(state: Any, now: datetime, *, tenant: str | None = None, tag: str | None = None,
                      status: str | None = None, hourly: bool = True) -> dict[str, Any]:
-    """``hourly=False``: no hourly uptime cells, the 24 h figure only (the report)."""
+    """``hourly=False``: no hourly availability cells, the 24 h figure only (the report)."""
     cfg, store = state.config(), state.store()
     incidents = store.incidents("open")
     everything = views.integrations(cfg, store, now, incidents=incidents, hourly=hourly)
@@ -42,6 +42,7 @@ def overview_context(state: Any, now: datetime, *, tenant: str | None = None, ta
     for v in everything:
         counts[v.status] = counts.get(v.status, 0) + 1
     return {"integrations": shown, "all_count": len(everything), "counts": counts,
+            "stale_count": sum(1 for v in everything if v.stale),
             "fresh": views.freshness(cfg, store, now, everything), "incidents": incidents,
             "expiring": creds, "tenants": sorted({v.tenant for v in everything}),
             "tags": sorted({t for v in everything for t in v.tags}), "statuses": views.STATUS_FILTERS,

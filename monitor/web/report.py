@@ -1,18 +1,22 @@
 """`mailwarden report`: one self-contained HTML file (inline CSS and SVG, no script, no external request) for
 e-mail or a file share, from the same templates as the web app.
 
-What it holds: a compact row for every integration (tenant, name, worst status, a chip per check, since when,
-last success, 24 h uptime), the open incidents, the secrets and certificates expiring within 90 days, and the
-full page (diagnosis, fix steps, uptime bars, latency, credentials, incidents, transitions) of each integration
-that is not ok: failing, no answer, blocked, needing attention, or stale (a check without a new result for twice
-its interval while the monitor itself runs). Ok, paused and not-yet-run integrations get their row only, so
-the file stays small at any number of integrations.
+What it holds: a compact row for every integration (tenant, name, worst status with its diagnosis, a chip per
+check, since when, last success, 24 h availability), the open incidents, the secrets and certificates expiring
+within 90 days, and the full page (availability and run bars, diagnosis, fix steps, latency, credentials,
+incidents, transitions) of each integration that is not ok: fail, error, blocked, warn, or stale (a check without
+a new result for twice its interval while the monitor itself runs). Ok, paused and pending integrations get their
+row only, so the file stays small at any number of integrations.
+
+It is read later than it is written, so its times are absolute UTC ("2026-12-02 14:03 UTC"), never "3 min ago".
 """
 
 from __future__ import annotations
 
 from datetime import UTC, datetime
 from typing import Any
+
+from markupsafe import Markup
 
 from monitor.config import Config
 from monitor.web import views
@@ -31,11 +35,12 @@ def needs_detail(view: views.IntegrationView, monitor_stalled: bool) -> bool:
 
 def render_report(cfg: Config, store: Any, now: datetime | None = None) -> str:
     now = now or datetime.now(UTC)
-    store.rollup_history(now)  # idempotent: the report shows the hours up to now
+    store.rollup_history(now, maintenance=cfg.alerts.maintenance)  # idempotent: the report shows the hours up to now
     state = WebState(lambda: cfg, lambda: store, Access(mode="none"), cfg.web, env=templates())
     ctx = overview_context(state, now, hourly=False)
     chosen = [v for v in ctx["integrations"] if needs_detail(v, ctx["fresh"]["stale"])]
     details = views.details(cfg, store, chosen, now, compact=True)
-    css = (STATIC_DIR / "app.css").read_text(encoding="utf-8")
+    # our own stylesheet, inlined as it is: escaped, its quotes became &#34; and the fonts fell back to serif
+    css = Markup((STATIC_DIR / "app.css").read_text(encoding="utf-8"))  # noqa: S704 - a file of the package
     return state.env.get_template("report.html").render(
         **page_context(None, state, now, css=css, details=details, detailed_names={v.name for v in chosen}, **ctx))

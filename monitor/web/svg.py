@@ -1,7 +1,8 @@
-"""Inline SVG (no script, no external file): uptime bars, latency sparklines, the expiry timeline.
+"""Inline SVG (no script, no external file): availability and run bars, latency sparklines, the expiry timeline.
 
 Colours come from CSS classes (``.up``, ``.part``, ``.down``, ``.none``), so the same markup works in
-the app and in the self-contained report.
+the app and in the self-contained report. A cell is (start, good, known): an integration's available and known
+milliseconds (``monitor.db_history``), or a check's runs that were ok or warn and all its runs.
 """
 
 from __future__ import annotations
@@ -9,9 +10,17 @@ from __future__ import annotations
 from collections import defaultdict
 from datetime import datetime, timedelta
 from functools import lru_cache
-from typing import Any
+from typing import Any, NamedTuple
 
 from markupsafe import Markup, escape
+
+from checks.days import words_for
+from monitor.db_history import percent
+
+
+def pct_text(value: float | None) -> str:
+    """An availability figure as every page writes it: "99.7%", or "no data" when no time is known."""
+    return "no data" if value is None else f"{value}%"
 
 
 def _cls(up: int, total: int) -> str:
@@ -20,15 +29,17 @@ def _cls(up: int, total: int) -> str:
     return "up" if up == total else ("down" if up == 0 else "part")
 
 
-def bars(cells: list[tuple[datetime, int, int]], *, width: int = 240, height: int = 22, label: str = "") -> Markup:
-    """One bar per (start, up, total) cell."""
+def bars(cells: list[tuple[datetime, int, int]], *, width: int = 240, height: int = 22, label: str = "",
+         runs: bool = False) -> Markup:
+    """One bar per (start, good, known) cell, each with its tooltip: the cell's availability, or with ``runs``
+    how many of the check's runs were ok or warn."""
     n = max(len(cells), 1)
     step = width / n
     parts = [f'<svg class="bars" width="{width}" height="{height}" viewBox="0 0 {width} {height}" role="img" '
              f'aria-label="{escape(label)}">']
     for i, (start, up, total) in enumerate(cells):
-        pct = f"{100 * up / total:.0f}% up" if total else "no data"
-        tip = f'<title>{escape(start.strftime("%Y-%m-%d %H:%M"))} UTC: {pct}</title>' if total else ""
+        what = f"{up} of {total} runs ok or warn" if runs else f"{pct_text(percent(up, total - up))} available"
+        tip = f'<title>{escape(start.strftime("%Y-%m-%d %H:%M"))} UTC: {what}</title>' if total else ""
         parts.append(f'<rect class="{_cls(up, total)}" x="{i * step + 0.5:.1f}" y="0" width="{max(step - 1, 1):.1f}" '
                      f'height="{height}">{tip}</rect>')
     parts.append("</svg>")
@@ -58,22 +69,31 @@ def strip(cells: list[tuple[datetime, int, int]], *, width: int = 96, height: in
     empty = classes.count("none")
     tip = f"{label} (UTC): " + (f"not fully up at {', '.join(bad)}" if bad else "no failure")
     if empty:
-        tip += f"; {empty} of {len(cells)} without results"
+        tip += f"; {empty} of {len(cells)} without data"
     return Markup(  # noqa: S704 - numbers and class names only; the label is escaped
         f'<svg class="bars" width="{width}" height="{height}" viewBox="0 0 {width} {height}" role="img" '
         f'aria-label="{escape(label)}"><title>{escape(tip)}</title>{_strip(classes, width, height)}</svg>')
 
 
 def day_strip(starts: list[datetime], flat: list[int]) -> Markup:
-    """``strip`` of the overview's 24 hours from the hour starts and the flat (up, total, up, total, ...) list."""
-    return strip(list(zip(starts, flat[0::2], flat[1::2], strict=True)))
+    """``strip`` of the overview's 24 hours from the hour starts and the flat (up, known, up, known, ...)
+    milliseconds of the integration's availability."""
+    return strip(list(zip(starts, flat[0::2], flat[1::2], strict=True)), label="availability, last 24 hours")
 
 
 def _fmt(t: datetime, fmt: str) -> str:
     return f"{t.hour:02d}:{t.minute:02d}" if fmt == "%H:%M" else t.strftime(fmt)
 
 
-WINDOWS = (("24 h", 1, 24), ("7 d", 6, 28), ("30 d", 24, 30))  # name, hours per cell, cells
+class Window(NamedTuple):
+    key: str  # in the API's names: availability_24h
+    name: str  # as the pages write it
+    start: datetime
+    hours_per_cell: int
+    cells: int
+
+
+WINDOWS = (("24h", "24 h", 1, 24), ("7d", "7 d", 6, 28), ("30d", "30 d", 24, 30))  # key, name, hours per cell, cells
 
 
 def by_check(rows: list[tuple[Any, ...]]) -> dict[str, list[tuple[Any, ...]]]:
@@ -84,32 +104,58 @@ def by_check(rows: list[tuple[Any, ...]]) -> dict[str, list[tuple[Any, ...]]]:
     return out
 
 
-def window_starts(now: datetime) -> list[tuple[str, datetime, int, int]]:
-    """(name, start, hours per cell, cells) of each window: they end with the current hour."""
+def window_starts(now: datetime) -> list[Window]:
+    """The 24 h, 7 d and 30 d windows: they end with the current hour (the 24 h one is the overview's 24 hourly
+    cells). Every availability figure and bar of every surface is read over these."""
     top = now.replace(minute=0, second=0, microsecond=0) + timedelta(hours=1)
-    return [(name, top - timedelta(hours=cell_h * count), cell_h, count) for name, cell_h, count in WINDOWS]
+    return [Window(key, name, top - timedelta(hours=cell_h * count), cell_h, count)
+            for key, name, cell_h, count in WINDOWS]
 
 
-def uptime_windows(cells: dict[str, list[tuple[str, int, int, int]]], checks: list[str], now: datetime, *,
-                   compact: bool = False) -> dict[str, list[dict[str, Any]]]:
-    """For each of ``checks``: 24 h in hours, 7 d in 6-hour cells, 30 d in days, each with its bars and uptime
-    percentage. ``cells``: per window name, (check, cell, up, total) rows as ``Store.uptime_cells`` sums them
-    from the window's start (``window_starts``). ``compact``: ``strip`` bars (one tooltip per bar, not one
-    per cell: the report)."""
+def _cell_rows(w: Window, sums: list[list[int]]) -> list[tuple[datetime, int, int]]:
+    return [(w.start + timedelta(hours=w.hours_per_cell * i), good, known) for i, (good, known) in enumerate(sums)]
+
+
+def availability_windows(cells: dict[str, list[tuple[int, int, int]]], now: datetime, *,
+                         compact: bool = False) -> list[dict[str, Any]]:
+    """An integration's availability over each window: its bars and figure. ``cells``: per window key, the
+    (cell, up_ms, down_ms) rows ``Store.availability_cells`` sums from the window's start. The figure is the
+    cells' sum: the same rows as the overview's, the API's and /metrics' figures over the same window."""
+    out = []
+    for w in window_starts(now):
+        sums = [[0, 0] for _ in range(w.cells)]
+        up = down = 0
+        for i, cell_up, cell_down in cells.get(w.key, []):
+            if 0 <= i < w.cells:
+                sums[i][0] += cell_up
+                sums[i][1] += cell_up + cell_down
+                up, down = up + cell_up, down + cell_down
+        row, label = _cell_rows(w, sums), f"availability {w.name}"
+        svg = (strip(row, width=240, height=22, label=label, unit=w.hours_per_cell) if compact
+               else bars(row, label=label))
+        out.append({"key": w.key, "name": w.name, "svg": svg, "percent": percent(up, down)})
+    return out
+
+
+def run_windows(cells: dict[str, list[tuple[str, int, int, int]]], checks: list[str], now: datetime, *,
+                compact: bool = False) -> dict[str, list[dict[str, Any]]]:
+    """For each of ``checks``: its runs over each window (24 h in hours, 7 d in 6-hour cells, 30 d in days), how
+    many were ok or warn, as bars. ``cells``: per window key, (check, cell, good, total) rows as
+    ``Store.uptime_cells`` sums them. ``compact``: ``strip`` bars (one tooltip per bar: the report)."""
     out: dict[str, list[dict[str, Any]]] = {check: [] for check in checks}
-    for name, start, cell_h, count in window_starts(now):
-        sums = {check: [[0, 0] for _ in range(count)] for check in checks}
-        for check, i, up, total in cells.get(name, []):
-            if check in sums and 0 <= i < count:
+    for w in window_starts(now):
+        sums = {check: [[0, 0] for _ in range(w.cells)] for check in checks}
+        for check, i, up, total in cells.get(w.key, []):
+            if check in sums and 0 <= i < w.cells:
                 sums[check][i][0] += up
                 sums[check][i][1] += total
-        starts = [start + timedelta(hours=cell_h * i) for i in range(count)]
-        label = f"uptime {name}"
+        label = f"runs {w.name}"
         for check in checks:
-            row = [(at, up, total) for at, (up, total) in zip(starts, sums[check], strict=True)]
-            up, total = sum(c[1] for c in row), sum(c[2] for c in row)
-            svg = strip(row, width=240, height=22, label=label, unit=cell_h) if compact else bars(row, label=label)
-            out[check].append({"name": name, "svg": svg, "uptime": round(100 * up / total, 2) if total else None})
+            row = _cell_rows(w, sums[check])
+            good, total = sum(c[1] for c in row), sum(c[2] for c in row)
+            svg = (strip(row, width=240, height=22, label=label, unit=w.hours_per_cell) if compact
+                   else bars(row, label=label, runs=True))
+            out[check].append({"key": w.key, "name": w.name, "svg": svg, "good": good, "total": total})
     return out
 
 
@@ -135,9 +181,10 @@ def sparkline(points: list[tuple[str, datetime, float]], check: str | None, now:
     return Markup(svg)  # noqa: S704 - numbers only
 
 
-def expiry_timeline(creds: list[dict[str, Any]], *, days: int = 90, width: int = 720) -> Markup:
-    """A line from today to +``days`` with one marker per credential (expired ones at the left edge)."""
-    left, right, row_h = 90, 20, 22
+def expiry_timeline(creds: list[dict[str, Any]], *, days: int = 90, width: int = 760) -> Markup:
+    """A line from today to +``days`` with one marker per credential (expired ones at the left edge), each labelled
+    with the day count of ``checks.days`` ("10 days left", "expired 3 days ago")."""
+    left, right, row_h = 130, 20, 22
     usable = width - left - right
     height = 34 + row_h * len(creds)
     parts = [f'<svg class="timeline" width="{width}" height="{height}" viewBox="0 0 {width} {height}" role="img" '
@@ -153,7 +200,7 @@ def expiry_timeline(creds: list[dict[str, Any]], *, days: int = 90, width: int =
         x = left + usable * max(0, min(d, days)) / days
         cls = "expired" if c["expired"] else ("soon" if d <= 30 else "later")
         name = c["display_name"] or c["key_id"] or c["kind"]
-        when = "expired" if c["expired"] else f"{d} d"
+        when = words_for(c["days_left"], c["expired"])
         parts.append(f'<text class="rowlabel" x="{left - 6}" y="{y + 4}">{escape(when)}</text>'
                      f'<circle class="{cls}" cx="{x:.1f}" cy="{y}" r="6"><title>{escape(c["app"])}: {escape(name)} '
                      f'(expires {escape(c["expires_at"] or "?")})</title></circle>'

@@ -2,6 +2,10 @@
 incidents, credentials. One place, so the HTML and the JSON never disagree. Never a secret: credentials
 are metadata (name, keyId, hint, expiry); summaries were redacted before they were stored.
 
+Availability (every page, the report, the API, /metrics) is one figure: the share of the time in which all of an
+integration's checks were good, read from the hourly integration rollups (``monitor.db_history``) over the
+windows of ``svg.window_starts``. Day counts are ``checks.days``'. Statuses are the README's words.
+
 The overview reads check states and rollups only; raw results are read for one integration's page.
 """
 
@@ -15,23 +19,40 @@ from typing import Any
 
 from markupsafe import Markup, escape
 
+from checks import days as expiry
 from checks import diagnoses
 from checks.base import Outcome, Status
 from monitor.config import Config
+from monitor.db_history import percent
 from monitor.redact import redact
 from monitor.runner import facts
+from monitor.tokens import token_key
 from monitor.web import svg
+
+pct_text = svg.pct_text  # the templates write availability as views.pct_text
 
 RANK = {"fail": 0, "error": 1, "blocked": 2, "warn": 3, "pending": 4, "ok": 5, "paused": 6}
 BAD = ("fail", "error", "blocked")
-STATUS_FILTERS = ("problem", "fail", "error", "blocked", "warn", "ok", "pending", "paused")
+# the overview's and the API's status filter: a status, "stale", or "problem" (anything but ok and paused)
+STATUS_FILTERS = ("problem", "fail", "error", "blocked", "warn", "ok", "pending", "paused", "stale")
 EXPIRY_WINDOW_DAYS = 90
-LABEL = {"fail": "failing", "error": "no answer", "blocked": "blocked", "warn": "attention", "pending": "not run yet",
-         "ok": "ok", "paused": "paused"}
+# One vocabulary on every page and in the report: the README's words, each shown as itself with its meaning on
+# hover ("new", the state machine's word for a check without a state yet, is shown as "pending").
+MEANING = {"ok": "every step worked", "warn": "works, but needs attention soon",
+           "fail": "the service answered and refused", "error": "no answer, so nothing is known",
+           "blocked": "not run, because a check it depends on failed", "pending": "no result yet",
+           "paused": "paused in the config", "stale": "no new result for more than twice the check interval"}
+LABEL = {status: status for status in MEANING} | {"new": "pending"}
+FILTER_LABEL = {"problem": "not ok"}
 
 
 def iso(t: datetime | None) -> str | None:
     return t.astimezone(UTC).isoformat().replace("+00:00", "Z") if t else None
+
+
+def absolute(t: datetime) -> str:
+    """A time as the report writes it: "2026-12-02 14:03 UTC"."""
+    return t.astimezone(UTC).strftime("%Y-%m-%d %H:%M UTC")
 
 
 def ago(t: datetime | None, now: datetime) -> str:
@@ -49,7 +70,9 @@ def ago(t: datetime | None, now: datetime) -> str:
 # macros (a macro call per cell was most of the overview's render at 1,000 integrations, bench/) -------------
 @lru_cache(maxsize=256)
 def chip(status: str, text: str | None = None) -> Markup:
-    return Markup(f'<span class="chip s-{escape(status)}">{escape(text or LABEL.get(status, status))}</span>')  # noqa: S704
+    word = LABEL.get(status, status)
+    return Markup(f'<span class="chip s-{escape(status)}" title="{escape(MEANING.get(word, word))}">'  # noqa: S704
+                  f'{escape(text or word)}</span>')
 
 
 @lru_cache(maxsize=4096)
@@ -63,12 +86,27 @@ def check_chips(checks: list[CheckView]) -> Markup:
     return Markup(" ".join(_check_chip(c.check, c.status, c.title) for c in checks))  # noqa: S704 - escaped
 
 
-def when(t: datetime | None, now: datetime) -> Markup:
-    """``<time>``: how long ago (or "never"), the exact UTC time in the tooltip."""
+def when(t: datetime | None, now: datetime, static: bool = False) -> Markup:
+    """``<time>``: how long ago (or "never"), the exact UTC time in the tooltip; ``static`` (the report, read
+    later than it was written): the exact UTC time itself."""
     if t is None:
         return Markup('<span class="muted">never</span>')
+    if static:
+        return Markup(f'<time datetime="{iso(t)}">{absolute(t)}</time>')  # noqa: S704 - no text from outside
     return Markup(f'<time datetime="{iso(t)}" title="{t.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S")} UTC">'  # noqa: S704
                   f'{ago(t, now)}</time>')
+
+
+def diagnosis(code: str | None) -> Markup:
+    """A diagnosis as people read it: its title with the code beside it, "Client secret expired (secret_expired)"."""
+    if not code:
+        return Markup("")
+    return Markup(f"{escape(diagnoses.get(code).title)} (<code>{escape(code)}</code>)")  # noqa: S704 - escaped
+
+
+def expiry_words(cred: dict[str, Any]) -> str:
+    """A credential row's day count in ``checks.days``' words: "10 days left", "expired 3 days ago"."""
+    return expiry.words_for(cred["days_left"], cred["expired"])
 
 
 def _integ_facts(cfg: Config, name: str, outcome: Outcome | None = None) -> dict[str, Any]:
@@ -108,25 +146,29 @@ class IntegrationView:
     status: str = "pending"
     headline: CheckView | None = None
     fix_first: str | None = None
-    uptime_24h: float | None = None
+    # availability in percent per window key ("24h", "7d", "30d": those read), None where no time is known
+    availability: dict[str, float | None] = field(default_factory=dict)
+    uptime_24h: float | None = None  # deprecated (the API only, for one release): ok + warn results / all results
     day_starts: list[datetime] = field(default_factory=list)  # the 24 hours (one list shared by every view)
-    cells_24h: list[int] = field(default_factory=list)  # up, total of each of those hours, flattened
+    cells_24h: list[int] = field(default_factory=list)  # available and known ms of each of those hours, flattened
     incidents: list[int] = field(default_factory=list)
     stale: bool = False  # a check's newest result is older than twice the integration's interval
 
     @property
     def hours_24h(self) -> list[tuple[datetime, int, int]]:
-        """(hour, up, total) for the last 24 hours."""
+        """(hour, available ms, known ms) for the last 24 hours."""
         return list(zip(self.day_starts, self.cells_24h[0::2], self.cells_24h[1::2], strict=True))
 
     def as_json(self) -> dict[str, Any]:
         h = self.headline
         return {"name": self.name, "tenant": self.tenant, "app": self.app, "system": self.system,
                 "flow": self.flow, "mailbox": self.mailbox, "tags": self.tags, "paused": self.paused,
-                "status": self.status, "code": h.code if h else None, "title": h.title if h else None,
-                "since": iso(h.since) if h else None, "last_ok_at": iso(h.last_ok_at) if h else None,
-                "fix_first": self.fix_first, "uptime_24h": self.uptime_24h,
-                "open_incidents": self.incidents, "checks": [c.as_json() for c in self.checks]}
+                "status": self.status, "stale": self.stale, "code": h.code if h else None,
+                "title": h.title if h else None, "since": iso(h.since) if h else None,
+                "last_ok_at": iso(h.last_ok_at) if h else None, "fix_first": self.fix_first,
+                **{f"availability_{key}": self.availability.get(key) for key, _, _, _ in svg.WINDOWS},
+                "uptime_24h": self.uptime_24h, "open_incidents": self.incidents,
+                "checks": [c.as_json() for c in self.checks]}
 
 
 def _check_status(paused: bool, state: Any) -> str:
@@ -143,25 +185,26 @@ def _intervals(cfg: Config) -> dict[str, float]:
 
 def integrations(cfg: Config, store: Any, now: datetime, *, tenant: str | None = None, tag: str | None = None,
                  status: str | None = None, name: str | None = None, incidents: list[Any] | None = None,
-                 hourly: bool = True) -> list[IntegrationView]:
+                 hourly: bool = True, windows: tuple[str, ...] = ("24h",),
+                 deprecated_uptime: bool = False) -> list[IntegrationView]:
     """Every integration (or the one called ``name``), worst first (then by name), with the filters applied.
-    ``incidents``: the open incidents, when the caller has read them already. ``hourly=False``: the 24 h
-    uptime figure without the hourly cells (``cells_24h`` stays empty: the report)."""
+    ``incidents``: the open incidents, when the caller has read them already. ``hourly``: the 24 hourly
+    availability cells (the overview's strip; the 24 h figure is then their sum); ``windows``: the availability
+    figures to read ("24h", "7d", "30d"); ``deprecated_uptime``: the API's ``uptime_24h`` too."""
     only = name
     now = now.astimezone(UTC)  # the stores' tzinfo: comparisons below take the fast path
     states: dict[str, dict[str, Any]] = defaultdict(dict)
     for st in store.state_rows(only):
         states[st.integration][st.check] = st
-    since = (now - timedelta(hours=24)).replace(minute=0, second=0, microsecond=0)
-    day = [since + timedelta(hours=i) for i in range(1, 25)]  # the 24 cells: the current hour last
+    starts = {w.key: w.start for w in svg.window_starts(now)}
+    day = [starts["24h"] + timedelta(hours=i) for i in range(24)]  # the 24 cells: the current hour last
     hourly = hourly or only is not None
-    cells: dict[str, list[int]] = {}  # per integration: up, total of each of the 24 hours, flattened
-    sums: dict[str, tuple[int, int]] = {}  # per integration: up, total of the 24 hours (hourly=False)
+    cells: dict[str, list[int]] = {}  # per integration: available, known ms of each of the 24 hours, flattened
     if hourly:
-        # summed per (integration, hour) in the database; placed by slot, each distinct hour looked up once
+        # per (integration, hour) from the rollups; placed by slot, each distinct hour looked up once
         slot_of = {h: i for i, h in enumerate(day)}
         seen: dict[datetime, int] = {}
-        for integ, hour, up, total in store.uptime_by_hour(day[0], integration=only):
+        for integ, hour, up, down in store.availability_by_hour(day[0], integration=only):
             i = seen.get(hour)
             if i is None:
                 i = seen[hour] = slot_of.get(hour, -1)
@@ -170,16 +213,19 @@ def integrations(cfg: Config, store: Any, now: datetime, *, tenant: str | None =
             c = cells.get(integ)
             if c is None:
                 c = cells[integ] = [0] * 48
-            c[2 * i] += int(up or 0)
-            c[2 * i + 1] += int(total or 0)
-    else:
-        sums = {integ: (up, total) for integ, up, total in store.uptime_totals(day[0])}
+            c[2 * i] += up
+            c[2 * i + 1] += up + down
+    summed = [k for k in windows if not (hourly and k == "24h")]
+    top = day[-1] + timedelta(hours=1)
+    sums = store.availability_sums([starts[k] for k in summed], [only] if only else None, top) if summed else {}
+    uptime = {integ: (up, total) for integ, up, total in store.uptime_totals(day[0], only)} if deprecated_uptime else {}
     open_by: dict[str, list[int]] = defaultdict(list)
     for inc in store.incidents("open") if incidents is None else incidents:
         for affected in set(inc.affected) | {m["integration"] for m in inc.members}:
             open_by[affected].append(inc.id)
     intervals = _intervals(cfg)
     default_interval = float(cfg.defaults.interval)
+    none = [(0, 0)] * len(summed)
     out = []
     for row in store.integration_rows(only):
         checks = []
@@ -206,10 +252,14 @@ def integrations(cfg: Config, store: Any, now: datetime, *, tenant: str | None =
         if hourly:
             c = cells.get(row.name) or [0] * 48
             view.day_starts, view.cells_24h = day, c
-            up, total = sum(c[0::2]), sum(c[1::2])
-        else:
-            up, total = sums.get(row.name, (0, 0))
-        view.uptime_24h = round(100.0 * up / total, 1) if total else None
+            if "24h" in windows:
+                up, known = sum(c[0::2]), sum(c[1::2])
+                view.availability["24h"] = percent(up, known - up)
+        for key, (up, down) in zip(summed, sums.get(row.name, none), strict=True):
+            view.availability[key] = percent(up, down)
+        if deprecated_uptime:
+            good, total = uptime.get(row.name, (0, 0))
+            view.uptime_24h = round(100.0 * good / total, 1) if total else None
         out.append(view)
     return select_views(sorted(out, key=lambda v: (RANK.get(v.status, 4), v.name)), tenant=tenant, tag=tag,
                         status=status)
@@ -219,7 +269,8 @@ def select_views(items: list[IntegrationView], *, tenant: str | None = None, tag
                  status: str | None = None) -> list[IntegrationView]:
     """The overview's filters, on views already built."""
     return [v for v in items if (not tenant or v.tenant == tenant) and (not tag or tag in v.tags)
-            and (not status or v.status == status or (status == "problem" and v.status not in ("ok", "paused")))]
+            and (not status or v.status == status or (status == "stale" and v.stale)
+                 or (status == "problem" and v.status not in ("ok", "paused")))]
 
 
 def freshness(cfg: Config, store: Any, now: datetime, items: list[IntegrationView] | None = None) -> dict[str, Any]:
@@ -246,16 +297,16 @@ def credentials(cfg: Config, store: Any, now: datetime, within_days: int | None 
     for c in store.credentials(client_id):
         days = None
         if c.expires_at is not None:
-            days = (c.expires_at - now).total_seconds() / 86400
-            if within_days is not None and days > within_days:
+            days = expiry.days_left(c.expires_at, now)
+            if within_days is not None and (c.expires_at - now).total_seconds() > within_days * 86400:
                 continue
         elif within_days is not None:
             continue
         out.append({"tenant": c.tenant, "app": c.app, "client_id": c.client_id, "kind": c.kind,
                     "key_id": c.key_id, "display_name": redact(c.display_name) if c.display_name else None,
                     "hint": c.hint, "expires_at": iso(c.expires_at),
-                    "days_left": None if days is None else int(days // 1),
-                    "expired": days is not None and days < 0, "source": c.source,
+                    "days_left": days,
+                    "expired": c.expires_at is not None and expiry.expired(c.expires_at, now), "source": c.source,
                     "last_verified_at": iso(c.last_verified_at), "integrations": sorted(users.get(c.app, []))})
     return sorted(out, key=lambda c: (c["expires_at"] is None, c["expires_at"] or ""))
 
@@ -288,15 +339,17 @@ def details(cfg: Config, store: Any, items: list[IntegrationView], now: datetime
             incidents: list[Any] | None = None) -> list[dict[str, Any]]:
     """The page of each of ``items`` (their overview rows), read together: one statement per kind of data
     for all of them (the report gives a page to every integration that is not ok). ``incidents``: every
-    incident, oldest first, when the caller has read them. ``compact``: uptime bars with one tooltip per
-    bar, not per cell (the report)."""
+    incident, oldest first, when the caller has read them. ``compact``: bars with one tooltip per bar, not per
+    cell (the report)."""
     names = [v.name for v in items]
     if not names:
         return []
     latest: dict[str, dict[str, Any]] = defaultdict(dict)
     for r in store.latest_results_of(names):
         latest[r.integration][r.check] = r
-    cells = {w: store.uptime_cells(names, start, cell_h, count) for w, start, cell_h, count in svg.window_starts(now)}
+    windows = svg.window_starts(now)
+    runs = {w.key: store.uptime_cells(names, w.start, w.hours_per_cell, w.cells) for w in windows}
+    available = {w.key: store.availability_cells(names, w.start, w.hours_per_cell, w.cells) for w in windows}
     latency = store.latency_rows(names, now - timedelta(days=7))
     every = store.incidents(None) if incidents is None else incidents
     client_ids = set()
@@ -310,15 +363,17 @@ def details(cfg: Config, store: Any, items: list[IntegrationView], now: datetime
     if client_ids:
         for c in credentials(cfg, store, now, client_id=only):
             creds[c["client_id"]].append(c)
-    return [_page(cfg, store, v, now, latest[v.name], {w: cells[w][v.name] for w in cells}, latency[v.name], every,
-                  creds, compact) for v in items]
+    return [_page(cfg, store, v, now, latest[v.name], {w: runs[w][v.name] for w in runs},
+                  svg.availability_windows({w: available[w][v.name] for w in available}, now, compact=compact),
+                  latency[v.name], every, creds, compact) for v in items]
 
 
 def _page(cfg: Config, store: Any, view: IntegrationView, now: datetime, latest: dict[str, Any],
-          cells: dict[str, list[tuple[str, int, int, int]]], latency_rows: list[Any], every: list[Any],
-          creds_by_client: dict[str, list[dict[str, Any]]], compact: bool) -> dict[str, Any]:
+          runs: dict[str, list[tuple[str, int, int, int]]], availability: list[dict[str, Any]],
+          latency_rows: list[Any], every: list[Any], creds_by_client: dict[str, list[dict[str, Any]]],
+          compact: bool) -> dict[str, Any]:
     name = view.name
-    uptime = svg.uptime_windows(cells, [c.check for c in view.checks], now, compact=compact)
+    uptime = svg.run_windows(runs, [c.check for c in view.checks], now, compact=compact)
     latency = svg.by_check(latency_rows)
     results = []
     for c in view.checks:
@@ -346,10 +401,12 @@ def _page(cfg: Config, store: Any, view: IntegrationView, now: datetime, latest:
     creds = [dict(c) for c in creds_by_client.get(client_id, [])] if client_id else []
     for c in creds:
         c["in_use"] = c["key_id"] in in_use
-    token = store.load_token_cache(name) if view.flow == "delegated" else None
+    # the row of the account's token (tenant, app, account), shared by its integrations (migration 0009)
+    token = store.load_token_cache(token_key(cfg, integ), name) if view.flow == "delegated" and integ else None
     token_state = next((c for c in view.checks if c.check == "token"), None)
     needs_reauth = bool(token_state and token_state.code and diagnoses.get(token_state.code).needs_reauth)
-    return {"view": view, "results": results, "transitions": store.transitions(name, limit=30),
+    return {"view": view, "availability": availability, "results": results,
+            "transitions": store.transitions(name, limit=30),
             "incidents": list(reversed(incidents)), "notifications": list(reversed(notes)), "credentials": creds,
             "reauth": {"delegated": view.flow == "delegated", "account": integ.account if integ else None,
                        "stored_for": token.account if token else None,

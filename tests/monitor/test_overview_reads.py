@@ -1,12 +1,16 @@
 """The store's reads for the overview, the integration page and the report (Core rows, the driver's own values
-converted in Python) give what the ORM reads give, on SQLite and on PostgreSQL."""
+converted in Python) give what the ORM reads give, on SQLite and on PostgreSQL. The availability reads' own
+contract (final hours from memory, every read summing the same rows) is in test_availability.py."""
 
 from __future__ import annotations
 
 from collections import defaultdict
 from datetime import UTC, datetime, timedelta
 
+from sqlmodel import Session, select
+
 from checks.base import Outcome, Status
+from monitor.models import IntegrationRollup
 from monitor.state import Thresholds
 from tests.monitor.test_storage import pg_database, store  # noqa: F401 - the fixtures, on both backends
 
@@ -53,20 +57,22 @@ def test_core_reads_match_the_orm_reads(store):  # noqa: F811 - the fixture
 
     rollups = store.rollups()
     since = now - timedelta(hours=24)
-    per_hour: dict[tuple[str, datetime], list[int]] = defaultdict(lambda: [0, 0])
+    # the hourly availability the overview reads ("gone" left the config before its results: no availability)
+    with Session(store.engine) as s:
+        orm_hours = {(r.integration, r.hour): (r.up_ms, r.down_ms) for r in s.exec(select(IntegrationRollup))
+                     if r.hour >= since}
+    got = {(i, h): (u, d) for i, h, u, d in store.availability_by_hour(since)}
+    assert got == orm_hours and {i for i, _ in got} == {"a", "b"} and all(h.tzinfo == UTC for _, h in got)
+    assert {k for k in store.availability_by_hour(since, integration="a")} == {
+        ("a", h, *v) for (i, h), v in orm_hours.items() if i == "a"}
+    # the API's deprecated uptime_24h: results pooled over the checks
+    totals: dict[str, list[int]] = defaultdict(lambda: [0, 0])
     for r in rollups:
-        if r.hour >= since:  # removed integrations too: the pages pick those in the config
-            per_hour[(r.integration, r.hour)][0] += r.ok + r.warn
-            per_hour[(r.integration, r.hour)][1] += r.total
-    got = {(i, h): [int(u), int(t)] for i, h, u, t in store.uptime_by_hour(since)}
-    assert got == dict(per_hour) and all(h.tzinfo == UTC for _, h in got)
-    assert {(i, h) for i, h, _, _ in store.uptime_by_hour(since, integration="a")} == {
-        k for k in per_hour if k[0] == "a"}
-    totals = defaultdict(lambda: [0, 0])
-    for (integ, _), (u, t) in per_hour.items():
-        totals[integ][0] += u
-        totals[integ][1] += t
+        if r.hour >= since:
+            totals[r.integration][0] += r.ok + r.warn
+            totals[r.integration][1] += r.total
     assert {i: [u, t] for i, u, t in store.uptime_totals(since)} == dict(totals)
+    assert store.uptime_totals(since, "a") == [("a", *totals["a"])]
 
     for start, per, count in ((since, 1, 24), (since, 6, 4), (T0, 24, 2), (T0 + timedelta(hours=5), 7, 3)):
         cells: dict[tuple[str, int], list[int]] = defaultdict(lambda: [0, 0])
@@ -84,20 +90,3 @@ def test_core_reads_match_the_orm_reads(store):  # noqa: F811 - the fixture
     got = sorted(store.latency_rows(["a"], since)["a"])
     assert [g[:2] for g in got] == [e[:2] for e in expected]
     assert all(abs(g[2] - e[2]) < 1e-9 for g, e in zip(got, expected, strict=True))
-
-
-def test_uptime_by_hour_reads_final_hours_once_and_the_current_ones_each_time(store):  # noqa: F811
-    now = _fill(store)
-    since = now - timedelta(hours=24)
-    first = sorted(store.uptime_by_hour(since))
-    assert sorted(store.uptime_by_hour(since)) == first  # the hours before the watermark from memory
-    # a result in the current hour (after the watermark): counted at the next read
-    store.record_result(integration="b", check="token", checked_at=now + timedelta(minutes=30),
-                        outcome=Outcome(Status.FAIL, "auth_failed", "x", latency_ms=1.0), thresholds=Thresholds(1, 1))
-    store.rollup_history(now + timedelta(minutes=40))
-    later = {(i, h): (u, t) for i, h, u, t in store.uptime_by_hour(since)}
-    assert later[("b", now)] == (0, 1)
-    assert {k: v for k, v in later.items() if k != ("b", now)} == {(i, h): (u, t) for i, h, u, t in first}
-    # a second store (another process) reads the same
-    again = type(store)(store.engine)
-    assert {(i, h): (u, t) for i, h, u, t in again.uptime_by_hour(since)} == later

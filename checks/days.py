@@ -25,6 +25,11 @@ def _days(n: int) -> str:
     return f"{n} day" if n == 1 else f"{n} days"
 
 
+def count_words(n: int) -> str:
+    """'1 day', '7 days'."""
+    return _days(n)
+
+
 def expiry_words(end: datetime, now: datetime) -> str:
     """'12 days left', 'less than a day left', 'expired today', 'expired 3 days ago'."""
     left = days_left(end, now)

@@ -8,6 +8,13 @@ Templates (``cause`` and ``fix``) use ``str.format`` names from one fixed set (`
 literal ``{...}`` and they never raise. No template takes a secret value: facts are names, ids,
 addresses and dates only.
 
+Steps are chosen by the facts of the result (``Step``): the flow (app-only or delegated), whether the signing-in
+account is the mailbox itself, the check that failed, whether the integration's token check verified the
+permission, who sends as whom, the consuming system. A step whose fact is unknown (a caller that passed no flow)
+is kept with a label naming what it is for ("App-only: ..."); a step whose fact contradicts it is left out. A
+system's own screens and fields (``SYSTEMS``, from the guides in /work/shared/seeds) appear only for that system;
+any other system gets a neutral step.
+
 Flags:
 - ``needs_reauth``: a person must sign in again as the configured account (mailwarden's own token and,
   separately, the consuming system's).
@@ -25,10 +32,14 @@ Decisions:
 - ``user_disabled`` / ``user_locked`` / ``password_expired`` set ``needs_reauth`` (DESIGN.md: "admin,
   then reauth"). ``conditional_access_blocked`` and ``user_not_assigned`` do not: once the policy or
   the assignment is fixed the existing refresh token works again.
+- A code whose fix signs the consuming system in again (``SYSTEM_SIGN_IN`` steps) leaves that step to do when
+  mailwarden's own token recovers: ``after_recovery`` gives it to the recovery notice.
+- ``ews_retiring`` (warn) is EWS answering in Exchange Online within 180 days of its shutdown on 1 April 2027, or
+  after it: the date alone never makes a failure; a refusal is ``ews_forbidden`` / ``ews_disabled``.
 - Extra codes beyond DESIGN.md's table: ``smtp_auth_disabled_mailbox``, ``config_error``,
   ``graph_unreadable``, ``no_refresh_token``, ``certificate_expiring``, ``credential_not_found``,
   ``wrong_account`` (a delegated sign-in by another account than the configured one), ``reply_too_large``
-  (an HTTP reply past ``checks.graph_client.MAX_REPLY_BYTES``).
+  (an HTTP reply past ``checks.graph_client.MAX_REPLY_BYTES``), ``ews_retiring``.
 """
 
 from __future__ import annotations
@@ -42,11 +53,16 @@ __all__ = [
     "AADSTS_CODES",
     "CATALOG",
     "PLACEHOLDERS",
+    "PRODUCED_BY",
+    "SYSTEMS",
     "Diagnosis",
+    "Step",
+    "after_recovery",
     "classify_aadsts",
     "get",
     "render_cause",
     "render_fix",
+    "system_of",
 ]
 
 SEVERITIES = ("critical", "warning", "info")
@@ -66,6 +82,180 @@ class Diagnosis:
     category: str
 
 
+class Step(str):
+    """A fix step (its template text) that applies only where the result's facts match ``when``.
+
+    ``when`` maps a situation key (see ``_situation``) to the values it accepts; ``tag`` names a step other code
+    looks for (``SYSTEM_SIGN_IN``)."""
+
+    when: tuple[tuple[str, frozenset[str]], ...]
+    tag: str
+
+    def __new__(cls, text: str, *, tag: str = "", **when: str | Iterable[str]) -> Step:
+        step = super().__new__(cls, text)
+        step.when = tuple((key, frozenset([value] if isinstance(value, str) else value)) for key, value in when.items())
+        step.tag = tag
+        return step
+
+    def _again(self, text: str, when: Mapping[str, frozenset[str]]) -> Step:
+        step = str.__new__(Step, text)
+        step.when, step.tag = tuple(when.items()), self.tag
+        return step
+
+    def plus(self, text: str, *, before: bool = False) -> Step:
+        """The same step with ``text`` added after it (or before it), under the same conditions."""
+        return self._again(text + self if before else self + text, dict(self.when))
+
+    def only(self, **when: str | Iterable[str]) -> Step:
+        """The same step under narrower conditions (``when`` replaces the named ones)."""
+        narrowed = dict(self.when)
+        narrowed.update({k: frozenset([v] if isinstance(v, str) else v) for k, v in when.items()})
+        return self._again(str(self), narrowed)
+
+
+SYSTEM_SIGN_IN = "system_sign_in"  # Step.tag: the consuming system signs in again as the account
+
+# ---------------------------------------------------------------------------------------------------
+# The check kinds that can return each code (the others: every kind). Narrows the steps of a result whose check is
+# not known to the integration's kinds that can have produced it, and drives the fix-step matrix test.
+
+_TOKEN_USERS = ("token", "imap", "pop", "smtp", "graph_mail", "ews")  # every check that asks for the app's token
+_MAILBOX = ("imap", "pop", "smtp", "graph_mail", "ews")
+PRODUCED_BY: dict[str, tuple[str, ...]] = {
+    **{code: _TOKEN_USERS for code in (
+        "secret_invalid", "app_disabled", "tenant_not_found", "refresh_token_revoked", "refresh_token_expired",
+        "refresh_token_invalid", "public_client_token", "no_refresh_token", "wrong_account", "consent_missing",
+        "resource_not_found", "user_not_assigned", "user_disabled", "user_locked", "password_expired", "mfa_required",
+        "conditional_access_blocked", "security_defaults_blocked", "signin_frequency", "secret_replicating")},
+    "secret_expired": (*_TOKEN_USERS, "secret_expiry"),
+    "certificate_invalid": (*_TOKEN_USERS, "secret_expiry"),
+    "app_not_found": (*_TOKEN_USERS, "secret_expiry"),
+    "secret_expiring": ("secret_expiry",),
+    "certificate_expiring": ("secret_expiry",),
+    "credential_not_found": ("secret_expiry",),
+    "graph_unreadable": ("secret_expiry",),
+    "redirect_uri_mismatch": ("token",),  # the reauthorisation's sign-in, recorded against the token check
+    "auth_failed": _MAILBOX,
+    "authenticated_not_connected": ("imap", "pop"),
+    "smtp_auth_disabled": ("smtp",),
+    "smtp_auth_disabled_mailbox": ("smtp",),
+    "send_as_denied": ("smtp",),
+    "sending_quota_exceeded": ("smtp",),
+    "outbound_blocked": ("smtp",),
+    "smtp_basic_auth_retired": ("smtp",),
+    "token_too_long": ("pop",),
+    "access_policy_denied": ("graph_mail",),
+    "permission_missing": ("graph_mail", "ews"),
+    "mailbox_not_found": ("graph_mail", "ews"),
+    "ews_forbidden": ("ews",),
+    "ews_disabled": ("ews",),
+    "ews_retiring": ("ews",),
+    "inbox_backlog": ("imap", "pop", "graph_mail"),
+    "blocked_by_token": _MAILBOX,
+    "unexpected_reply": _MAILBOX,
+    "reply_too_large": ("graph_mail", "ews"),
+}
+ALL_KINDS = ("token", "secret_expiry", *_MAILBOX)
+
+
+def kinds_of(code: str | None) -> tuple[str, ...]:
+    return PRODUCED_BY.get(code or "", ALL_KINDS)
+
+
+# ---------------------------------------------------------------------------------------------------
+# The consuming systems of /work/shared/seeds: their own screens and fields, said only to their own admins
+
+
+@dataclass(frozen=True)
+class System:
+    key: str
+    needles: tuple[str, ...]  # lower-case parts of a configured ``system`` name
+    secret_field: str  # where it takes the client secret
+    sign_in: str = ""  # how a person signs it in again as the account (delegated)
+    ids: str = ""  # where it keeps the tenant and client ID
+    mailbox_field: str = ""  # where it keeps the mailbox address
+    sender: str = ""  # where its From address and SMTP login are set
+    after_secret: str = ""  # what it needs after a new client secret besides the value (delegated)
+    access_group: str = ""  # what its guide says about the access policy's group
+    not_connected: str = ""  # what it shows while login works and mailbox access does not
+
+
+_SYSTEM_LIST: tuple[System, ...] = (
+    System(
+        "hoth", ("house-on-the-hill", "hoth"),
+        secret_field="Settings cog > More Tools > OAuth Scripts > the oauth: script > Client Secret",
+        sign_in="In House-on-the-Hill, log in as a Supervisor in a private (InPrivate/Incognito) window, open "
+                "Settings cog > More Tools > OAuth Scripts > the oauth: script > Auth, sign in as {account} and OK the "
+                "script (if another Microsoft account is picked, log out of Microsoft 365 in that browser and click "
+                "Auth again).",
+        ids="In House-on-the-Hill, Settings cog > More Tools > OAuth Scripts > the oauth: script: correct the "
+            "Application (client) ID and the OAuth 2.0 Auth and Token Endpoints (v2), which carry the tenant ID; "
+            "then click Auth again.",
+        mailbox_field="In House-on-the-Hill, Settings cog > Email Settings > Outbound Email Settings (or the folder's "
+                      "email settings): the SMTP Account, and the From address of the email templates.",
+        sender="In House-on-the-Hill, Settings cog > Email Settings > Outbound Email Settings > Modify: SMTP Account "
+               "must be {login}, and the From address of the email templates {sender}."),
+    System(
+        "oracle", ("oracle",),
+        secret_field="the CUSTOM_CFG_MAILBOX_OA_CLIENT_SECRET configuration",
+        sign_in="In Oracle B2C Service, open the mailbox in the mailbox editor > Authenticate and sign in as "
+                "{account} in the tab that opens (an Office 365 admin may be asked for first), then scroll down and "
+                "click OK: without OK the authentication is not complete. The mailbox then shows a green "
+                "'Authenticated'.",
+        ids="In Oracle B2C Service, correct CUSTOM_CFG_MAILBOX_OA_TENANT and CUSTOM_CFG_MAILBOX_OA_CLIENT_ID, then "
+            "authenticate each mailbox again (mailbox editor > Authenticate, then OK).",
+        mailbox_field="In Oracle B2C Service's mailbox editor, the Pop Account on the incoming tab.",
+        after_secret="Oracle B2C Service asks for it: after a new client secret, authenticate each mailbox again "
+                     "(mailbox editor > Authenticate, sign in as {account}, then OK), so that it uses the new "
+                     "secret.",
+        not_connected="In Oracle B2C Service a green 'Authenticated' does not prove mailbox access (the mailbox then "
+                      "reports a password error): after the fix, authenticate the mailbox again only if it still "
+                      "reports one."),
+    System(
+        "sinch", ("sinch",),
+        secret_field="System Configurator > the MS365 mail server's OAuth settings > client secret",
+        ids="In Sinch Contact Center's System Configurator, correct the Application registration ID and the "
+            "directory (tenant) ID of the MS365 mail server.",
+        mailbox_field="In Sinch Contact Center's System Configurator, the email queue's address (the shared "
+                      "mailbox's full address).",
+        access_group="Sinch Contact Center's guide creates this mail-enabled security group for the queues' shared "
+                     "mailboxes: every queue mailbox must be a member."),
+    System(
+        "agiloft", ("agiloft",),
+        secret_field="Setup > Email and SMS > Configure Inbound Email > the account > Account tab > Client Secret",
+        ids="In Agiloft, Setup > Email and SMS > Configure Inbound Email > the account > Account tab: correct the "
+            "Tenant ID and Client ID.",
+        mailbox_field="In Agiloft, Setup > Email and SMS > Configure Inbound Email > the account > Account tab: the "
+                      "email address, or the Additional Users field for the other mailboxes."),
+    System(
+        "enaio", ("enaio",),
+        secret_field="OfficeClientSecret (enterprise-manager) and featureSwitches.sendEmail.oAuthClientSecret "
+                     "(osweb-prod.yml)",
+        ids="In enaio, correct OfficeTenantID / OfficeClientID (enterprise-manager) and "
+            "featureSwitches.sendEmail.oAuthTenantId / oAuthClientId (osweb-prod.yml).",
+        mailbox_field="In enaio, the SMTP user name (SMTPUserName; featureSwitches.sendEmail.smtpUsername) and the "
+                      "E-mail sender (MailSender).",
+        sender="In enaio, the E-mail sender (MailSender) must equal the SMTP user name (SMTPUserName), {login}; the "
+               "webclient sends as each of its users, and each needs Send as permission for {login} (Microsoft 365 "
+               "admin center > Active users > the user > Mail > Send as permissions)."),
+)
+_OTHER = System(
+    "other", (),
+    secret_field="its client secret setting",
+    sign_in="In {system}, sign in again as {account} where it connects to Microsoft 365, in a private window too.",
+    ids="Correct the same value where {system} keeps the tenant ID and client ID.",
+    mailbox_field="Correct the address where {system} keeps it too.",
+    sender="In {system}, check that it signs in as {login} and sends with the From address {sender}.",
+)
+SYSTEMS: dict[str, System] = {s.key: s for s in (*_SYSTEM_LIST, _OTHER)}
+
+
+def system_of(name: str | None) -> System:
+    """The known consuming system a configured ``system`` name is, or the neutral one."""
+    lowered = (name or "").lower()
+    return next((s for s in _SYSTEM_LIST if any(n in lowered for n in s.needles)), _OTHER)
+
+
 # ---------------------------------------------------------------------------------------------------
 # Placeholders and their defaults (what a reader sees when the fact is unknown)
 
@@ -77,58 +267,113 @@ PLACEHOLDERS: dict[str, str] = {
     "client_id": "<application (client) ID>",
     "app": "<app registration>",
     "tenant_id": "<directory (tenant) ID>",
+    "tenant": "<tenant>",  # the tenant's key in mailwarden's config
     "permission": "the needed permission",
+    "permission_path": "the API (Microsoft Graph or Office 365 Exchange Online) and type (Application or "
+                       "Delegated permissions) the consuming system's setup guide names",
     "secret_field": "its client secret setting",
     "days_left": "a few",
+    "days_words": "",
     "expires_on": "the date shown in Certificates & secrets",
+    "retires_on": "1 April 2027",
     "reauth_url": "",  # derived from integration, see _fill
+    "callback_url": "mailwarden's web.base_url followed by /auth/callback",
     "detail": "",  # optional: " ({detail})" disappears when empty, see _render
-    "login": "",  # the address that signed in to SMTP (a delegate signs in as itself); default: the mailbox
+    "login": "",  # the address that signed in to SMTP (a delegate signs in as itself); default: see _fill
+    "sender": "",  # the From address the SMTP check sends with; default: the mailbox
+    "signer": "",  # who signs in: the account (delegated) or the app's service principal; see _fill
     "ews_retirement": "",  # Exchange Online endpoints only: the shutdown date and the move to Graph
+    "monitor_app": "the tenant's monitor app",
+    "monitor_client_id": "its application (client) ID",
+    "monitor_problem": "",  # why the monitor app got no token: "AADSTS7000222: Client secret expired"
+    # the consuming system's own screens (SYSTEMS), filled from ``system``
+    "system_sign_in": "", "system_ids": "", "system_mailbox": "", "system_sender": "", "system_after_secret": "",
+    "system_access_group": "", "system_not_connected": "",
 }
 # Exchange Online shuts EWS down on 1 April 2027 (M365_FACTS.md, "Platform dates"); on-premises EWS stays.
 EWS_SHUTDOWN = "2027-04-01"
 EWS_RETIREMENT = (
     "Exchange Online shuts EWS down on 1 April 2027, with no exceptions: plan the move of {system} to "
-    "Microsoft Graph (Mail.ReadWrite, Mail.Send as application permissions, scoped with RBAC for "
-    "Applications) rather than re-enabling EWS for long."
+    "Microsoft Graph rather than re-enabling EWS for long."
 )
-
-# Where each known consuming system takes its secret (from the guides in /work/shared/seeds).
-_SECRET_FIELDS: tuple[tuple[str, str], ...] = (
-    ("house-on-the-hill", "Settings > More Tools > OAuth Scripts > the oauth: script > Client Secret"),
-    ("hoth", "Settings > More Tools > OAuth Scripts > the oauth: script > Client Secret"),
-    ("oracle", "the CUSTOM_CFG_MAILBOX_OA_CLIENT_SECRET configuration"),
-    ("agiloft", "Setup > Email and SMS > Configure Inbound Email > the account > Account tab > Client Secret"),
-    ("enaio", "OfficeClientSecret (enterprise-manager) and featureSwitches.sendEmail.oAuthClientSecret "
-              "(osweb-prod.yml)"),
-    ("sinch", "System Configurator > the MS365 mail server's OAuth settings > client secret"),
-)
-
-
-def _secret_field_for(system: str | None) -> str:
-    lowered = (system or "").lower()
-    for needle, field in _SECRET_FIELDS:
-        if needle in lowered:
-            return field
-    return PLACEHOLDERS["secret_field"]
+_YES = "yes"
 
 
 def _fill(facts: Mapping[str, Any]) -> dict[str, str]:
-    """Every placeholder with a non-empty value: the fact when given, else its default."""
+    """Every placeholder with a value: the fact when given, else its default."""
     given = {k: str(v).strip() for k, v in facts.items() if v is not None and str(v).strip()}
     values = {name: given.get(name, default) for name, default in PLACEHOLDERS.items()}
+    system = system_of(given.get("system"))
     if "secret_field" not in given:
-        values["secret_field"] = _secret_field_for(given.get("system"))
-    if "login" not in given:
-        values["login"] = values["mailbox"]
+        values["secret_field"] = system.secret_field
+    flow = given.get("flow")
+    if "login" not in given:  # SMTP: a delegate signs in as itself, an app as the mailbox
+        values["login"] = values["account"] if flow != "app" and "account" in given else values["mailbox"]
+    if "sender" not in given:
+        values["sender"] = values["mailbox"]
+    if "signer" not in given:
+        values["signer"] = (f"the service principal of {values['app']} ({values['client_id']})" if flow == "app"
+                            else values["account"])
     if given.get("ews_retirement"):  # a flag: the endpoint is Exchange Online's
         values["ews_retirement"] = EWS_RETIREMENT.replace("{system}", values["system"])
     if "reauth_url" not in given:
         values["reauth_url"] = f"run `mailwarden reauth {values['integration']}` (or open the link in the alert)"
     else:
         values["reauth_url"] = f"open {given['reauth_url']}"
+    # a system's own words are rendered with the facts (a value is not formatted again), the neutral ones else
+    for name, text in (("system_sign_in", system.sign_in or _OTHER.sign_in), ("system_ids", system.ids),
+                       ("system_mailbox", system.mailbox_field), ("system_sender", system.sender or _OTHER.sender),
+                       ("system_after_secret", system.after_secret), ("system_access_group", system.access_group),
+                       ("system_not_connected", system.not_connected)):
+        values[name] = _render(text, values) if text else ""
     return values
+
+
+def _situation(code: str, facts: Mapping[str, Any], values: Mapping[str, str]) -> dict[str, Any]:
+    """What the steps are chosen by. None: not known (a step that depends on it is kept, labelled)."""
+    given = {k: str(v).strip() for k, v in facts.items() if v is not None and str(v).strip()}
+    flow = given.get("flow") if given.get("flow") in ("app", "delegated") else None
+    kinds = None
+    if given.get("check"):
+        kinds = frozenset(k.strip() for k in given["check"].split(",") if k.strip())
+        kinds = (kinds & frozenset(kinds_of(code))) or kinds  # a result's check can only be one that returns it
+    own = "none" if flow == "app" else None  # "none": no account signs in (app-only)
+    if flow == "delegated" and given.get("account") and given.get("mailbox"):
+        own = _YES if given["account"].lower() == given["mailbox"].lower() else "no"
+    system = system_of(given.get("system")).key
+    return {
+        "flow": flow, "check": kinds, "own": own, "system": system,
+        "token_checked": _YES if given.get("token_checked") == _YES else "no",
+        "rotate_reauth": _YES if given.get("reauth_after_rotation") == _YES or system == "oracle" else "no",
+        "same_sender": _YES if values["sender"].lower() == values["login"].lower() else "no",
+        "graph_reason": given.get("graph_reason") or "unknown",
+        "monitor_code": given.get("monitor_code") or "unknown",
+    }
+
+
+_KIND_NAMES = {"imap": "IMAP", "pop": "POP", "smtp": "SMTP", "graph_mail": "Graph", "ews": "EWS",
+               "token": "Token check", "secret_expiry": "Secret expiry"}
+_UNKNOWN_LABELS = {("flow", "app"): "App-only", ("flow", "delegated"): "Delegated",
+                   ("own", "no"): "Shared mailbox", ("own", _YES): "Own mailbox", ("own", "none"): "App-only"}
+
+
+def _label(step: Step, where: Mapping[str, Any]) -> str | None:
+    """None: the step does not apply; else the label it needs ("" for none): what it is for, where a fact it depends
+    on is unknown, or where the result may come from several checks and the step is for some of them."""
+    words = []
+    for key, allowed in step.when:
+        have = where.get(key)
+        if key == "check":
+            candidates = have if have is not None else frozenset(ALL_KINDS)
+            if not candidates & allowed:
+                return None
+            if candidates - allowed:
+                words.append("/".join(_KIND_NAMES.get(k, k) for k in sorted(candidates & allowed)))
+        elif have is None:
+            words.append(" or ".join(_UNKNOWN_LABELS.get((key, v), v) for v in sorted(allowed)))
+        elif have not in allowed:
+            return None
+    return ", ".join(words)
 
 
 class _Defaulting(dict):
@@ -153,6 +398,10 @@ _APP_REG = f"{_ENTRA} > App registrations > {{app}}"
 _ENTERPRISE = f"{_ENTRA} > Enterprise applications > {{app}}"
 _USER = "Entra admin center > Identity > Users > All users > {account}"
 _EXO = "Exchange Online PowerShell (Connect-ExchangeOnline as an Exchange admin): "
+_OBJECT_ID = (f"$objectId = the Object ID on {_ENTERPRISE} > Overview (the enterprise application's, not the app "
+              "registration's)")
+_APP_ONLY, _DELEGATED = "app", "delegated"
+_PROTOCOLS = ("imap", "pop", "smtp")
 
 _NEW_SECRET = (
     f"{_APP_REG} > Certificates & secrets > Client secrets > New client secret; choose an expiry "
@@ -164,40 +413,44 @@ _MAILWARDEN_SECRET = (
     "path), then run `mailwarden validate --resolve`."
 )
 _SYSTEM_SECRET = "In {system}, paste the new Value into {secret_field} and save."
-_SECRET_SURVIVES = (  # delegated only: an app-only integration has no sign-in to survive (render_fix drops it)
-    "Delegated: refresh tokens belong to the app, not to one secret, so existing sign-ins survive the new secret; "
-    "but where {system} asks for it after a secret change (Oracle B2C Service: 'authenticate the mailbox "
-    "again'), authenticate there again as {account}."
-)
+_SECRET_SURVIVES = Step(  # an app-only integration has no sign-in to survive
+    "Refresh tokens belong to the app, not to one secret, so existing sign-ins survive the new secret: {system} need "
+    "not sign in again as {account} unless it asks for it after a secret change.",
+    flow=_DELEGATED, rotate_reauth="no")
+_SECRET_REAUTH = Step("{system_after_secret}", flow=_DELEGATED, rotate_reauth=_YES)
 _REMOVE_OLD = (
     "When {system} works with the new secret, delete the old one in Certificates & secrets so only the "
     "secret in use remains."
 )
-_MAILWARDEN_REAUTH = (
+_MAILWARDEN_REAUTH = Step(
     "Re-authorise mailwarden's own token: {reauth_url}, signing in as {account} in a private "
-    "(InPrivate/Incognito) window so no other Microsoft session is reused."
-)
-_SYSTEM_REAUTH = (
-    "mailwarden's token is separate from {system}'s: in {system}, sign in again as {account} in a private "
-    "window too (House-on-the-Hill: Settings > More Tools > OAuth Scripts > the oauth: script > Auth; "
-    "Oracle B2C Service: mailbox editor > Authenticate, then OK)."
-)
+    "(InPrivate/Incognito) window so no other Microsoft session is reused.", flow=_DELEGATED)
+_SYSTEM_REAUTH = Step("mailwarden's token is separate from {system}'s: {system_sign_in}", flow=_DELEGATED,
+                      tag=SYSTEM_SIGN_IN)
 _SYSTEM_RETRY = (
     "Nothing to re-enter in {system}: it recovers on its next poll or send; confirm it in its mail log "
     "(changes in Exchange can take up to an hour to apply)."
 )
-_SYSTEM_IDS = (
-    "Correct the same value in {system} (Agiloft: inbound email account > Account tab; enaio: "
-    "OfficeTenantID / OfficeClientID; Oracle B2C Service: CUSTOM_CFG_MAILBOX_OA_TENANT / _CLIENT_ID)."
-)
-_SIGNIN_LOG = (
-    "Entra admin center > Identity > Monitoring & health > Sign-in logs, filter on {account} (or the "
-    "app's service principal sign-ins for {client_id}) to see the failing sign-in and the policy involved."
-)
+_SYSTEM_IDS = "{system_ids}"
+_SIGNIN_LOG = Step(
+    "Entra admin center > Identity > Monitoring & health > Sign-in logs, filter on {account} to see the failing "
+    "sign-in and the policy involved.", flow=_DELEGATED)
+_SIGNIN_LOG_APP = Step(
+    "Entra admin center > Identity > Monitoring & health > Sign-in logs > Service principal sign-ins, filter on "
+    "{client_id} to see the failing sign-in and the policy involved.", flow=_APP_ONLY)
 _NETWORK_SYSTEM = (
     "If {system} fails the same way, the same fix applies to its network path; if it works, the problem "
     "is on mailwarden's host."
 )
+_SERVICE_PRINCIPAL = Step(
+    "Register the app in Exchange and give it the mailbox: set " + _OBJECT_ID + "; then " + _EXO +
+    "Get-ServicePrincipal -Identity {client_id} (if it finds nothing: New-ServicePrincipal -AppId {client_id} "
+    "-ObjectId $objectId -DisplayName '{app}'), then Add-MailboxPermission -Identity {mailbox} -User $objectId "
+    "-AccessRights FullAccess.", flow=_APP_ONLY, check=_PROTOCOLS)
+_FULL_ACCESS = Step(
+    "{account} needs FullAccess on the shared mailbox {mailbox}: " + _EXO + "Add-MailboxPermission -Identity "
+    "{mailbox} -User {account} -AccessRights FullAccess -AutoMapping $false.",
+    flow=_DELEGATED, own="no", check=("imap", "pop", "graph_mail", "ews"))
 
 
 def _d(code: str, title: str, cause: str, fix: Iterable[str], *, severity: str = "critical",
@@ -213,12 +466,12 @@ _ENTRIES: tuple[Diagnosis, ...] = (
     _d("secret_expired", "Client secret expired",
        "The client secret of {app} ({client_id}) has expired (AADSTS7000222), so no token can be issued "
        "and {system} stopped reading or sending mail for {mailbox}.",
-       (_NEW_SECRET, _MAILWARDEN_SECRET, _SYSTEM_SECRET, _SECRET_SURVIVES, _REMOVE_OLD),
+       (_NEW_SECRET, _MAILWARDEN_SECRET, _SYSTEM_SECRET, _SECRET_SURVIVES, _SECRET_REAUTH, _REMOVE_OLD),
        category="credential", rotation=True),
     _d("secret_expiring", "Client secret expires soon",
        "The client secret of {app} ({client_id}) that {system} uses ends in {days_left} days "
        "(on {expires_on}); after that every token request fails.",
-       (_NEW_SECRET, _MAILWARDEN_SECRET, _SYSTEM_SECRET, _SECRET_SURVIVES, _REMOVE_OLD),
+       (_NEW_SECRET, _MAILWARDEN_SECRET, _SYSTEM_SECRET, _SECRET_SURVIVES, _SECRET_REAUTH, _REMOVE_OLD),
        severity="warning", category="credential", rotation=True),
     _d("secret_invalid", "Client secret invalid",
        "Entra ID rejected the client secret of {app} ({client_id}) (AADSTS7000215): usually the Secret ID "
@@ -226,7 +479,7 @@ _ENTRIES: tuple[Diagnosis, ...] = (
        (f"{_APP_REG} > Certificates & secrets: compare the Secret ID column with what was configured; "
         "a value shaped like a GUID is the Secret ID, not the secret.",
         "If someone still holds the Value, configure that; otherwise create a new one: " + _NEW_SECRET,
-        _MAILWARDEN_SECRET, _SYSTEM_SECRET, _SECRET_SURVIVES),
+        _MAILWARDEN_SECRET, _SYSTEM_SECRET, _SECRET_SURVIVES, _SECRET_REAUTH),
        category="credential"),
     _d("certificate_invalid", "Certificate rejected",
        "Entra ID rejected the certificate assertion of {app} ({client_id}) (AADSTS700027 / 700024): the "
@@ -320,8 +573,8 @@ _ENTRIES: tuple[Diagnosis, ...] = (
        "Entra ID refused to refresh the token of {account} because it was issued to a public client (a "
        "device-code sign-in, 'Allow public client flows') and the request carried the app's client secret "
        "(AADSTS700025). Such a token is refreshed without a secret.",
-       ("mailwarden refreshes public-client tokens without the secret and retries an imported one that way: "
-        "if this persists, re-authorise: " + _MAILWARDEN_REAUTH,
+       (_MAILWARDEN_REAUTH.plus("mailwarden refreshes public-client tokens without the secret and retries an imported "
+                                "one that way: if this persists, re-authorise: ", before=True),
         "If {system} signs in with a device code, it must refresh without its client secret too (its "
         "vendor's setting for a public client)."),
        category="credential", reauth=True),
@@ -342,12 +595,12 @@ _ENTRIES: tuple[Diagnosis, ...] = (
        category="user", reauth=True),
     # --- consent and assignment ------------------------------------------------------------------
     _d("consent_missing", "Admin consent missing",
-       "{app} ({client_id}) lacks consent for {permission} (AADSTS65001 / 90094, or a token without that "
-       "role/scope): admin consent was never granted or was removed.",
-       (f"{_APP_REG} > API permissions: check {{permission}} is listed with the right type (Application "
-        "for app-only, Delegated for a signed-in user); if not, Add a permission > Microsoft Graph or "
-        "APIs my organization uses > Office 365 Exchange Online > {permission}.",
-        "Click 'Grant admin consent for <tenant>' and confirm: the Status column must read 'Granted'.",
+       "{app} ({client_id}) lacks admin consent for {permission} (AADSTS65001 / 90094, or a token without it): "
+       "consent was never granted or was removed.",
+       (f"{_APP_REG} > API permissions: check {{permission}} is listed; if it is not, Add a permission > "
+        "{permission_path} > Add permissions.",
+        "Click Grant admin consent (the button names the tenant) and confirm: the Status column of {permission} "
+        "must read 'Granted'.",
         f"Or review {_ENTERPRISE} > Permissions for a revoked grant.",
         "New tokens carry the permission; cached tokens end within about an hour.",
         _SYSTEM_RETRY),
@@ -363,23 +616,40 @@ _ENTRIES: tuple[Diagnosis, ...] = (
         "Application type 'Microsoft Applications', search 'Office 365 Exchange Online' (app ID "
         "00000002-0000-0ff1-ce00-000000000000): it must be listed and enabled.",
         "Check the scope the integration requests: app-only Exchange uses https://outlook.office365.com/"
-        ".default, delegated https://outlook.office.com/<permission>; a typo in the host is this error.",
+        ".default, delegated https://outlook.office.com/ followed by the scope name; a typo in the host is this "
+        "error.",
         _SYSTEM_RETRY),
        category="consent", admin=True),
     _d("graph_unreadable", "Monitor app cannot read app credentials",
        "mailwarden's monitor app cannot read {app}'s credentials in Graph, so the secret expiry comes from "
        "secret_expires_on in the config, or is unknown. {detail}",
-       ("Entra admin center > Identity > Applications > App registrations > the monitor app > API "
-        "permissions > Add a permission > Microsoft Graph > Application permissions > "
-        "Application.Read.All (add Application.ReadWrite.OwnedBy only if mailwarden should rotate).",
-        "Grant admin consent for <tenant> and confirm Status reads 'Granted'.",
+       (Step("mailwarden's monitor app {monitor_app} ({monitor_client_id}) got no token itself ({monitor_problem}): "
+             "Graph never saw its permissions, so adding one changes nothing. Fix the monitor app's own sign-in "
+             "first.", graph_reason="monitor_token"),
+        Step(f"{_ENTRA} > App registrations > {{monitor_app}} > Certificates & secrets > New client secret "
+             "(copy the Value, not the Secret ID); put it where mailwarden's secret reference for {monitor_app} "
+             "points and run `mailwarden validate --resolve`.", graph_reason="monitor_token",
+             monitor_code=("secret_expired", "secret_invalid")),
+        Step("Fix what {monitor_problem} says about {monitor_app} as for any app with that refusal: Entra admin "
+             "center > Identity > Applications > App registrations and Enterprise applications > {monitor_app}.",
+             graph_reason="monitor_token",
+             monitor_code=("certificate_invalid", "app_not_found", "app_disabled", "tenant_not_found",
+                           "conditional_access_blocked", "security_defaults_blocked", "resource_not_found",
+                           "consent_missing", "unclassified", "unknown")),
+        Step("No monitor app is configured for tenant {tenant}: add one to mailwarden's config "
+             "(tenants.{tenant}.monitor_app, an app registration of that tenant with a client secret or "
+             "certificate) and give it the permission below.", graph_reason="no_monitor_app"),
+        Step(f"{_ENTRA} > App registrations > {{monitor_app}} > API permissions > Add a permission > Microsoft Graph "
+             "> Application permissions > Application.Read.All (add Application.ReadWrite.OwnedBy only if "
+             "mailwarden should rotate), then Grant admin consent and confirm Status reads 'Granted'.",
+             graph_reason=("forbidden", "no_monitor_app", "unknown")),
         "Until then, keep secret_expires_on for {app} in the config up to date."),
        severity="warning", category="consent", admin=True),
     _d("redirect_uri_mismatch", "Redirect URI not registered",
        "Entra ID refused mailwarden's sign-in for {app} ({client_id}) because the redirect URI does not match the "
        "app's registration (AADSTS50011 at the sign-in page, AADSTS500112 when the code is redeemed). {detail}",
-       (f"{_APP_REG} > Authentication > Add a platform > Web > Redirect URI: add mailwarden's "
-        "<web.base_url>/auth/callback exactly (scheme, host, port, path), and Save.",
+       (f"{_APP_REG} > Authentication > Add a platform > Web > Redirect URI: add {{callback_url}} exactly "
+        "(scheme, host, port, path), and Save.",
         "Check that web.base_url in mailwarden's config is the address the browser reaches mailwarden at.",
         "Open the reauthorisation link again."),
        category="consent", admin=True),
@@ -396,16 +666,17 @@ _ENTRIES: tuple[Diagnosis, ...] = (
        "The account {account} is disabled (AADSTS50057), so it can no longer sign in for {system}.",
        (f"{_USER} > Edit properties > Settings: tick 'Account enabled' (or the M365 admin center > Users "
         "> Active users > Unblock sign-in); confirm first that disabling it was not intended offboarding.",
-        "If sessions were revoked when it was disabled: " + _MAILWARDEN_REAUTH, _SYSTEM_REAUTH),
+        _MAILWARDEN_REAUTH.plus("If sessions were revoked when it was disabled: ", before=True), _SYSTEM_REAUTH),
        category="user", reauth=True, admin=True),
     _d("user_locked", "User account locked",
        "The account {account} is locked (AADSTS50053) after too many failed sign-ins, or sign-ins from a "
        "blocked IP address.",
-       (_SIGNIN_LOG + " Find where the failed attempts come from (often a device or system with an old "
-        "password) and stop it.",
+       (_SIGNIN_LOG.plus(" Find where the failed attempts come from (often a device or system with an old "
+                         "password) and stop it."),
+        # never "password:" followed by a word: redaction takes that for a password value
         "Smart lockout ends by itself after the lockout period; if the account is compromised, reset "
-        f"its password: {_USER} > Reset password.",
-        "If the check still fails after the lockout: " + _MAILWARDEN_REAUTH, _SYSTEM_REAUTH),
+        f"its password ({_USER} > Reset password).",
+        _MAILWARDEN_REAUTH.plus("If the check still fails after the lockout: ", before=True), _SYSTEM_REAUTH),
        category="user", reauth=True, admin=True),
     _d("password_expired", "Password expired",
        "The password of {account} has expired (AADSTS50055), so it cannot sign in interactively. Expiry "
@@ -421,29 +692,32 @@ _ENTRIES: tuple[Diagnosis, ...] = (
        "is required and was not done, the MFA of the last sign-in has expired under the admin's policy, or "
        "the account has no MFA method registered.",
        ("For 50079, register a method first: sign in as {account} at https://aka.ms/mysecurityinfo.",
-        _MAILWARDEN_REAUTH + " Complete the MFA prompt.",
+        _MAILWARDEN_REAUTH.plus(" Complete the MFA prompt."),
         _SYSTEM_REAUTH,
         "Review the policy (Entra admin center > Protection > Conditional Access, or security defaults) "
         "with the admin: a service account that must pass MFA breaks again; an app-only flow avoids it "
         "where {system} supports one."),
        category="user", reauth=True, admin=True),
     _d("conditional_access_blocked", "Blocked by Conditional Access",
-       "A Conditional Access policy blocks this sign-in (AADSTS53003 / 53000) for {account} or {app}.",
-       (_SIGNIN_LOG + " The Conditional Access tab names the policy.",
-        "Entra admin center > Protection > Conditional Access > Policies > that policy: exclude the "
-        "service account (or, for app-only, the workload identity) or allow the network/device it uses.",
-        "Once the policy lets it through the existing token works again; sign in again only if the check "
-        "still fails: " + _MAILWARDEN_REAUTH,
+       "A Conditional Access policy blocks this sign-in (AADSTS53003 / 53000) of {signer}.",
+       (_SIGNIN_LOG.plus(" The Conditional Access tab names the policy."),
+        _SIGNIN_LOG_APP.plus(" The Conditional Access tab names the policy."),
+        Step("Entra admin center > Protection > Conditional Access > Policies > that policy: exclude the "
+             "service account {account}, or allow the network or device it signs in from.", flow=_DELEGATED),
+        Step("Entra admin center > Protection > Conditional Access > Policies > that policy: exclude the workload "
+             "identity {app} ({client_id}), or allow the network it signs in from.", flow=_APP_ONLY),
+        _MAILWARDEN_REAUTH.plus("Once the policy lets it through the existing token works again; sign in again only "
+                                "if the check still fails: ", before=True),
         _SYSTEM_RETRY),
        category="user", admin=True),
     _d("security_defaults_blocked", "Blocked by security defaults",
        "Entra ID's security defaults blocked the sign-in of {account} to {app} (AADSTS530035): the request "
        "used legacy authentication or was deemed unsafe by the security defaults policies.",
-       (_SIGNIN_LOG + " The sign-in's Basic info and Authentication details say what was deemed unsafe.",
+       (_SIGNIN_LOG.plus(" The sign-in's Basic info and Authentication details say what was deemed unsafe."),
         "Entra admin center > Identity > Overview > Properties > Manage security defaults: security defaults "
         "cannot exclude one account; a tenant that needs exceptions replaces them with Conditional Access "
         "policies (Entra ID P1), and then excludes or scopes the service account.",
-        "Once the sign-in is allowed: " + _MAILWARDEN_REAUTH, _SYSTEM_REAUTH),
+        _MAILWARDEN_REAUTH.plus("Once the sign-in is allowed: ", before=True), _SYSTEM_REAUTH),
        category="user", reauth=True, admin=True),
     _d("signin_frequency", "Sign-in frequency reached",
        "A Conditional Access sign-in frequency policy demands a fresh interactive sign-in of {account} "
@@ -455,34 +729,52 @@ _ENTRIES: tuple[Diagnosis, ...] = (
     # --- mailbox protocols -----------------------------------------------------------------------
     _d("auth_failed", "Mailbox login refused",
        "The mail server refused the OAuth login for {mailbox} ({detail}) although a token was issued.",
-       ("Delegated: {account} needs FullAccess on a shared mailbox: " + _EXO +
-        "Add-MailboxPermission -Identity {mailbox} -User {account} -AccessRights FullAccess "
-        "-AutoMapping $false.",
-        "App-only: register the app in Exchange and grant the mailbox: " + _EXO +
-        "New-ServicePrincipal -AppId {client_id} -ObjectId <enterprise app Object ID>; then "
-        "Add-MailboxPermission -Identity {mailbox} -User <that Object ID> -AccessRights FullAccess.",
-        "Check the protocol is on for the mailbox: Get-CASMailbox -Identity {mailbox} | Format-List "
-        "ImapEnabled,PopEnabled,SmtpClientAuthenticationDisabled (Set-CASMailbox -Identity {mailbox} "
-        "-PopEnabled $true / -ImapEnabled $true).",
-        "Check the token's roles/scp (IMAP/POP.AccessAsUser.All, SMTP.Send; IMAP/POP.AccessAsApp, "
-        "SMTP.SendAsApp) and that {mailbox} has an Exchange Online license.",
+       (_SERVICE_PRINCIPAL,
+        _FULL_ACCESS.only(check=("imap", "pop")),
+        Step("Check POP is on for the mailbox: " + _EXO + "Get-CASMailbox -Identity {mailbox} | Format-List "
+             "PopEnabled; if False: Set-CASMailbox -Identity {mailbox} -PopEnabled $true.", check="pop"),
+        Step("Check IMAP is on for the mailbox: " + _EXO + "Get-CASMailbox -Identity {mailbox} | Format-List "
+             "ImapEnabled; if False: Set-CASMailbox -Identity {mailbox} -ImapEnabled $true.", check="imap"),
+        Step("SMTP signs in as {login} itself (Exchange refuses a delegate's token for another address): {login} "
+             "needs an Exchange Online licence (Microsoft 365 admin center > Users > Active users > {login} > "
+             "Licenses and apps), and the token must be {login}'s own: if another account signed in, re-authorise "
+             "as {login}.", flow=_DELEGATED, check="smtp"),
+        Step("Check that {mailbox} exists in Exchange Online: " + _EXO + "Get-EXOMailbox -Identity {mailbox} (a "
+             "user mailbox needs a licence with Exchange Online, a shared mailbox does not).",
+             check=("imap", "pop"), own=("no", "none")),
+        Step("Check that {mailbox} exists in Exchange Online: " + _EXO + "Get-EXOMailbox -Identity {mailbox}.",
+             flow=_APP_ONLY, check="smtp"),
+        Step("{account} signs in to its own mailbox, so no mailbox permission is missing: it needs a licence with "
+             "Exchange Online (Microsoft 365 admin center > Users > Active users > {account} > Licenses and apps), "
+             "and the token must be {account}'s own: if another account signed in, re-authorise as {account}.",
+             own=_YES, check=("imap", "pop")),
+        Step("mailwarden's token check is not enabled for {integration}, so the token's permissions were not "
+             "verified: the token must carry {permission} ({permission_path}), with admin consent.",
+             token_checked="no", check=_PROTOCOLS),
+        Step("Not the permission: mailwarden's token check found {permission} in the token (a mailbox check does "
+             "not run while the token check fails).", token_checked=_YES, check=_PROTOCOLS),
+        Step("Graph refused the access token itself (HTTP 401): it was issued for another cloud or tenant, or had "
+             "expired. Compare cloud and endpoints in mailwarden's config with the tenant's cloud (global, US Gov, "
+             "China), and check the clock of mailwarden's host.", check="graph_mail"),
+        Step("EWS refused the access token itself (HTTP 401; the x-ms-diagnostics text in the result says why): EWS "
+             "takes a token for Exchange Online carrying {permission}. Compare cloud and endpoints in mailwarden's "
+             "config with the tenant's cloud, and check the clock of mailwarden's host.", check="ews"),
         _SYSTEM_RETRY),
        category="mailbox", admin=True),
     _d("authenticated_not_connected", "Logged in but no mailbox access",
-       "IMAP accepted the login but refused the mailbox ('User is authenticated but not connected'), on two "
-       "connections in a row: the token is good, access to {mailbox} is not (while {system} may still show "
-       "'Authenticated'). Exchange answers the same when about 20 IMAP connections to the mailbox are already "
-       "open, so too many clients can be the cause too.",
-       ("Delegated: " + _EXO + "Add-MailboxPermission -Identity {mailbox} -User {account} "
-        "-AccessRights FullAccess -AutoMapping $false.",
-        "App-only: " + _EXO + "Get-ServicePrincipal | Where-Object AppId -eq {client_id}; if missing, "
-        "New-ServicePrincipal -AppId {client_id} -ObjectId <enterprise app Object ID>, then "
-        "Add-MailboxPermission -Identity {mailbox} -User <that Object ID> -AccessRights FullAccess.",
-        "Check that {mailbox} exists and is licensed (Get-EXOMailbox -Identity {mailbox}).",
-        "If the permission is in place, count the mailbox's IMAP connections: every client (phones, {system}, "
-        "old sessions) counts towards about 20; stop the extra ones.",
-        "In {system}, a green 'Authenticated' does not prove mailbox access: after the fix, authenticate "
-        "the mailbox again only if {system} still reports a password error."),
+       "The mail server accepted the login but refused the mailbox ('User is authenticated but not connected'), "
+       "on two connections in a row: the token is good, access to {mailbox} is not (while {system} may still "
+       "report a successful sign-in).",
+       (_FULL_ACCESS,
+        _SERVICE_PRINCIPAL,
+        Step("Check that {mailbox} exists and is licensed (Get-EXOMailbox -Identity {mailbox}).", own=("no", "none")),
+        Step("{account} signs in to its own mailbox, so no mailbox permission is missing: check that {mailbox} "
+             "exists and has a licence with Exchange Online (Get-EXOMailbox -Identity {mailbox}; Microsoft 365 "
+             "admin center > Users > Active users > {account} > Licenses and apps).", own=_YES),
+        Step("Exchange answers the same when about 20 IMAP connections to the mailbox are open: if access is in "
+             "place, count them (phones, {system}, old sessions) and stop the extra ones.", check="imap"),
+        Step("{system_not_connected}", system="oracle"),
+        Step(_SYSTEM_RETRY, system=tuple(k for k in SYSTEMS if k != "oracle"))),
        category="mailbox", admin=True),
     _d("smtp_auth_disabled", "SMTP AUTH disabled for the tenant",
        "Exchange Online refused SMTP AUTH because SmtpClientAuthentication is disabled for the tenant "
@@ -503,12 +795,18 @@ _ENTRIES: tuple[Diagnosis, ...] = (
         _SYSTEM_RETRY),
        category="mailbox", admin=True),
     _d("send_as_denied", "Send As denied",
-       "Exchange refused to send from {mailbox} (554 5.2.252 SendAsDenied): {account} has no Send As "
-       "right on it, or the From address in {system} does not match the mailbox.",
-       (_EXO + "Add-RecipientPermission -Identity {mailbox} -Trustee {account} -AccessRights SendAs "
-        "(or Microsoft 365 admin center > Active users > {mailbox} > Mail > Send as permissions).",
-        "Check in {system} that the From address of its templates matches {mailbox} (enaio: "
-        "MailSender must equal SMTPUserName and the configured user).",
+       "Exchange refused the message from {sender} (554 5.2.252 SendAsDenied): {signer} signed in as {login} and "
+       "may not send as {sender}, or the From address {system} uses is not the one it should be.",
+       (Step(_EXO + "Add-RecipientPermission -Identity {sender} -Trustee {login} -AccessRights SendAs (or Microsoft "
+             "365 admin center: the mailbox {sender} > Send as permissions > add {login}).",
+             flow=_DELEGATED, same_sender="no"),
+        Step("The app's service principal needs Send As on {sender}: set " + _OBJECT_ID + "; then " + _EXO +
+             "Add-RecipientPermission -Identity {sender} -Trustee $objectId -AccessRights SendAs.",
+             flow=_APP_ONLY, same_sender="no"),
+        Step("{login} signed in and sent as itself, so Send As on another address is not what is missing: find the "
+             "refused message (Exchange admin center > Mail flow > Message trace, sender {sender}) and compare its "
+             "From address with {sender}.", same_sender=_YES),
+        "{system_sender}",
         _SYSTEM_RETRY),
        category="mailbox", admin=True),
     _d("access_policy_denied", "Blocked by application access policy",
@@ -517,20 +815,31 @@ _ENTRIES: tuple[Diagnosis, ...] = (
        (_EXO + "Test-ApplicationAccessPolicy -Identity {mailbox} -AppId {client_id} shows the verdict; "
         "Get-ApplicationAccessPolicy | Where-Object AppId -eq {client_id} shows the scope group.",
         "Add {mailbox} to that mail-enabled security group (Exchange admin center > Recipients > Groups > "
-        "the group > Members, or Add-DistributionGroupMember -Identity <group> -Member {mailbox}); for "
-        "Sinch Contact Center this is the group its guide created for the queues.",
+        "the group > Members, or Add-DistributionGroupMember -Identity $group -Member {mailbox}, with $group the "
+        "PolicyScopeGroupId that Get-ApplicationAccessPolicy shows).",
+        "{system_access_group}",
         "Policy changes can take over an hour to apply: run Test-ApplicationAccessPolicy again before "
         "changing more.",
         _SYSTEM_RETRY),
        category="mailbox", admin=True),
     _d("permission_missing", "Permission missing",
-       "Access to {mailbox} was denied with HTTP 403 ({detail}): {app} or {account} lacks {permission}.",
-       (f"{_APP_REG} > API permissions: add {{permission}} (Microsoft Graph > Application permissions for "
-        "app-only, e.g. Mail.ReadWrite / Mail.Send) and Grant admin consent for <tenant>.",
-        "Delegated, for a shared mailbox: " + _EXO + "Add-MailboxPermission -Identity {mailbox} -User "
-        "{account} -AccessRights FullAccess -AutoMapping $false.",
-        "If RBAC for Applications scopes the app: Test-ServicePrincipalAuthorization -Identity "
-        "{client_id} -Resource {mailbox}.",
+       "Access to {mailbox} was denied with HTTP 403 ({detail}): {signer} lacks a permission, a right on the "
+       "mailbox, or a place in the app's scope.",
+       (Step(f"{_APP_REG} > API permissions: add {{permission}} ({{permission_path}}) and Grant admin consent (the "
+             "button names the tenant).", token_checked="no"),
+        Step("Not the permission in the token: mailwarden's token check found {permission} in it; the 403 is about "
+             "the mailbox or a scope on the app.", token_checked=_YES),
+        Step("If the 403 came from the sendMail canary (the result's summary says sendMail), the app also needs "
+             "Mail.Send: Add a permission > Microsoft Graph > Application permissions > Mail.Send, and Grant admin "
+             "consent.", check="graph_mail", flow=_APP_ONLY),
+        Step("If the 403 came from the sendMail canary (the result's summary says sendMail), the token also needs "
+             "Mail.Send.Shared: Add a permission > Microsoft Graph > Delegated permissions > Mail.Send.Shared, and "
+             "Grant admin consent.", check="graph_mail", flow=_DELEGATED),
+        _FULL_ACCESS,
+        Step("If RBAC for Applications or an application access policy scopes the app: " + _EXO +
+             "Test-ServicePrincipalAuthorization -Identity {client_id} -Resource {mailbox} and "
+             "Test-ApplicationAccessPolicy -Identity {mailbox} -AppId {client_id} say whether {mailbox} is in its "
+             "scope.", flow=_APP_ONLY),
         _SYSTEM_RETRY),
        category="mailbox", admin=True),
     _d("mailbox_not_found", "Mailbox not found",
@@ -540,7 +849,8 @@ _ENTRIES: tuple[Diagnosis, ...] = (
         "one).",
         "Microsoft 365 admin center > Users > Active users > the user > Licenses and apps: a user mailbox "
         "needs a license with Exchange Online (a shared mailbox does not).",
-        "Fix the address in mailwarden's config and in {system} (e.g. Agiloft's Additional Users field)."),
+        "Fix the address in mailwarden's config (the integration's mailbox) and run `mailwarden validate`.",
+        "{system_mailbox}"),
        category="mailbox", admin=True),
     _d("ews_forbidden", "EWS refused by policy (HTTP 403)",
        "Exchange answered the EWS request for {mailbox} with a bare HTTP 403: a policy blocks EWS for this app "
@@ -564,10 +874,13 @@ _ENTRIES: tuple[Diagnosis, ...] = (
     _d("ews_disabled", "EWS refused",
        "Exchange refused EWS for {mailbox} or {app} and said that EWS is disabled. {detail}",
        ("{ews_retirement}",
-        "To move: ask the vendor of {system} for its Microsoft Graph (or IMAP/SMTP OAuth) connector; then "
-        f"{_APP_REG} > API permissions > Microsoft Graph > Application permissions > Mail.ReadWrite (and "
-        "Mail.Send if it sends) > Grant admin consent, scoped to the needed mailboxes with RBAC for "
-        "Applications.",
+        Step("To move: ask the vendor of {system} for its Microsoft Graph (or IMAP/SMTP OAuth) connector; then "
+             f"{_APP_REG} > API permissions > Microsoft Graph > Application permissions > Mail.ReadWrite (and "
+             "Mail.Send if it sends) > Grant admin consent, scoped to the needed mailboxes with RBAC for "
+             "Applications.", flow=_APP_ONLY),
+        Step("To move: ask the vendor of {system} for its Microsoft Graph (or IMAP/SMTP OAuth) connector; then "
+             f"{_APP_REG} > API permissions > Microsoft Graph > Delegated permissions > Mail.ReadWrite.Shared (and "
+             "Mail.Send.Shared if it sends) > Grant admin consent.", flow=_DELEGATED),
         "To re-enable EWS meanwhile: " + _EXO + "Get-OrganizationConfig | Format-List EWSEnabled,EWSAllowedAppIDs "
         "and Get-CASMailbox -Identity {mailbox} | Format-List EwsEnabled; Set-OrganizationConfig -EWSEnabled "
         "$true (with {client_id} among EWSAllowedAppIDs when that list is set) or Set-CASMailbox -Identity "
@@ -676,14 +989,37 @@ _ENTRIES: tuple[Diagnosis, ...] = (
         "(not its Secret ID) in Certificates & secrets."),
        severity="warning", category="credential"),
     # --- the consuming system, mailwarden itself -------------------------------------------------
+    _d("ews_retiring", "EWS in Exchange Online retires soon",
+       "Exchange Online shuts EWS down on {retires_on} ({days_words}), with no exceptions: {system} reads {mailbox} "
+       "through EWS, which then refuses every request. EWS answered this check.",
+       ("Ask the vendor of {system} for its Microsoft Graph connector (or IMAP/SMTP with OAuth) and switch before "
+        "{retires_on}.",
+        Step(f"{_APP_REG} > API permissions > Add a permission > Microsoft Graph > Application permissions > "
+             "Mail.ReadWrite (and Mail.Send if {system} sends mail) > Add permissions, then Grant admin consent.",
+             flow=_APP_ONLY),
+        Step(f"{_APP_REG} > API permissions > Add a permission > Microsoft Graph > Delegated permissions > "
+             "Mail.ReadWrite.Shared (and Mail.Send.Shared if {system} sends mail) > Add permissions, then Grant "
+             "admin consent.", flow=_DELEGATED),
+        Step("Scope the app to the mailboxes {system} serves with RBAC for Applications (application access "
+             "policies take no new entries): a management scope holding {mailbox} and New-ManagementRoleAssignment "
+             "-Role 'Application Mail.ReadWrite' for the app's service principal; " + _EXO +
+             "Test-ServicePrincipalAuthorization -Identity {client_id} -Resource {mailbox} shows the result.",
+             flow=_APP_ONLY),
+        "In mailwarden, replace the integration's ews check with graph_mail once {system} reads through Graph, so "
+        "the path in use is the one checked.",
+        Step("When nothing uses EWS any more, remove full_access_as_app from {app} (API permissions > the "
+             "permission > Remove permission): it reaches every mailbox of the tenant.", flow=_APP_ONLY)),
+       severity="warning", category="mailbox", admin=True),
     _d("inbox_backlog", "Mail not being processed",
        "Mail waits unprocessed in {mailbox} longer than its threshold ({detail}): mailwarden's own access "
        "works, so {system} has probably stopped reading.",
        ("Check that {system}'s mail service or poller is running and look at its mail log.",
-        "Check {system}'s own OAuth connection, which mailwarden cannot see: its stored refresh token or "
-        "secret copy may be expired or revoked; re-enter the secret in {secret_field} or authenticate "
-        "there again as {account} in a private window.",
-        "For POP, check that {system} deletes or marks what it has fetched, or the backlog keeps growing."),
+        Step("Check {system}'s own OAuth connection, which mailwarden cannot see: its stored refresh token may be "
+             "expired or revoked while mailwarden's works. If so: {system_sign_in}", flow=_DELEGATED),
+        Step("Check {system}'s own copy of the client secret, which mailwarden cannot see: if it holds an old or "
+             "expired one, paste the current Value into {secret_field}.", flow=_APP_ONLY),
+        Step("For POP, check that {system} deletes or marks what it has fetched, or the backlog keeps growing.",
+             check="pop")),
        severity="warning", category="consumer"),
     _d("blocked_by_token", "Waiting for the token check",
        "This check did not run because the token check of {integration} fails.",
@@ -717,12 +1053,15 @@ _ENTRIES: tuple[Diagnosis, ...] = (
     _d("unclassified", "Unrecognised failure",
        "mailwarden could not match the reply to a known failure; the redacted reply is kept with the "
        "result ({detail}).",
-       ("Read the reply in the result's details; for an AADSTS code look it up at "
-        "https://login.microsoftonline.com/error?code=<number>.",
-        "Check Microsoft 365 service health and Entra sign-in logs for {account} / {client_id}.",
+       ("Read the reply in the result's details; look an AADSTS number up in Microsoft's list of Entra error "
+        "codes (learn.microsoft.com/entra/identity-platform/reference-error-codes).",
+        Step("Check Microsoft 365 service health and Entra sign-in logs for {account} / {client_id}.", flow=_DELEGATED),
+        Step("Check Microsoft 365 service health and Entra's service principal sign-in logs for {client_id}.",
+             flow=_APP_ONLY),
         "Report the reply (redacted) to the mailwarden maintainers so it gets its own code."),
        category="internal"),
 )
+
 
 CATALOG: dict[str, Diagnosis] = {d.code: d for d in _ENTRIES}
 
@@ -785,18 +1124,38 @@ def classify_aadsts(error_codes: Iterable[int] | None) -> str:
     return "unclassified"
 
 
-_FLOW_PREFIX = {"app": "Delegated:", "delegated": "App-only:"}  # steps that do not apply to that flow
+def _steps(code: str, facts: Mapping[str, Any], tag: str | None = None) -> list[str]:
+    values = _fill(facts)
+    where = _situation(code, facts, values)
+    out = []
+    for step in get(code).fix:
+        if tag is not None and getattr(step, "tag", "") != tag:
+            continue
+        label = _label(step, where) if isinstance(step, Step) else ""
+        if label is None:
+            continue
+        text = _render(step, values)
+        if text:  # a step made of an absent optional fact (ews_retirement, a system's own step) is left out
+            out.append(f"{label}: {text}" if label else text)
+    return out
 
 
 def render_fix(code: str, **facts: str | None) -> list[str]:
-    """The fix steps of ``code`` with the facts filled in (defaults for the missing ones). With a ``flow``
-    fact ("app" or "delegated"), steps written for the other flow are left out."""
-    values = _fill(facts)
-    skip = _FLOW_PREFIX.get(str(facts.get("flow") or ""))
-    steps = [_render(step, values) for step in get(code).fix if not (skip and step.startswith(skip))]
-    return [step for step in steps if step]  # a step made of an absent optional fact (ews_retirement) is left out
+    """The fix steps of ``code`` that apply to the result's facts (``monitor.runner.facts``), filled in (defaults
+    for the missing ones). A step for a flow, a check or a mailbox kind that the facts do not name is kept with a
+    label saying what it is for."""
+    return _steps(code, facts)
 
 
 def render_cause(code: str, **facts: str | None) -> str:
     """The cause of ``code`` with the facts filled in (defaults for the missing ones)."""
     return _render(get(code).cause, _fill(facts))
+
+
+def after_recovery(code: str | None, **facts: str | None) -> list[str]:
+    """What is still to do in the consuming system once mailwarden's own token works again: the steps of ``code``
+    that sign the system in again as the account (delegated integrations only; empty otherwise). mailwarden holds
+    its own token, not the system's, so its recovery says nothing about the system's."""
+    if str(facts.get("flow") or "") != _DELEGATED:
+        return []
+    return _steps(code or "", facts, SYSTEM_SIGN_IN)

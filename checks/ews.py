@@ -15,7 +15,9 @@ What EWS answers, and how it is read (``classify``, pure, table-tested in tests/
 
 Exchange Online retires EWS: blocked by default from 1 October 2026 in tenants that did not allow it, shut down on
 1 April 2027 with no exceptions. Every result against Exchange Online carries that notice; on-premises Exchange
-(``endpoints.exchange: on_premises``) keeps EWS and gets none.
+(``endpoints.exchange: on_premises``) keeps EWS and gets none. From 180 days before the shutdown, EWS answering in
+Exchange Online is `warn` ``ews_retiring`` with the date and the days left (``retiring``); a refusal keeps its own
+code (``ews_forbidden``, ``ews_disabled``), before the date or after it: the date alone never fails a check.
 """
 
 from __future__ import annotations
@@ -25,13 +27,14 @@ import re
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
 from typing import ClassVar, NamedTuple
 from xml.etree import ElementTree  # noqa: S405 - stdlib expat limits entity expansion (3.7.1+)
 from xml.sax.saxutils import escape
 
 import httpx
 
-from checks import graph_client
+from checks import days, graph_client
 from checks.base import CheckContext, NoOptions, Outcome, Status, mailbox_target
 from checks.mailbox import Probe, fetch_token, tls_context
 from checks.network import network_outcome
@@ -42,6 +45,8 @@ from monitor.tokens import retry_after
 NOTICE = ("EWS in Exchange Online is being retired: since 1 October 2026 it is blocked by default in tenants that "
           "did not allow it (EWSEnabled, EWSAllowedAppIDs), and on 1 April 2027 Microsoft shuts it down, with no "
           "exceptions. Move this integration to Microsoft Graph before then.")
+SHUTDOWN = datetime(2027, 4, 1, tzinfo=UTC)  # EWS in Exchange Online ends (M365_FACTS.md, "Platform dates")
+RETIRING_FROM = SHUTDOWN - timedelta(days=180)
 NS = {"s": "http://schemas.xmlsoap.org/soap/envelope/",
       "m": "http://schemas.microsoft.com/exchange/services/2006/messages",
       "t": "http://schemas.microsoft.com/exchange/services/2006/types"}
@@ -291,4 +296,20 @@ class EwsCheck:
     def _noted(ctx: CheckContext, outcome: Outcome) -> Outcome:
         if ctx.endpoints.exchange_online:
             outcome.metrics["notice"] = NOTICE
+            outcome = retiring(outcome, ctx.now())
         return outcome
+
+
+def retiring(outcome: Outcome, now: datetime) -> Outcome:
+    """An EWS answer from Exchange Online as `warn` ``ews_retiring`` from ``RETIRING_FROM`` on, with the shutdown date
+    and the days left (past it: how long ago, and EWS still answered). Anything but an answer is left as it is."""
+    if outcome.status != Status.OK or now < RETIRING_FROM:
+        return outcome
+    words = days.expiry_words(SHUTDOWN, now)
+    if days.expired(SHUTDOWN, now):
+        words = words.replace("expired", "passed") + ", and EWS still answered"
+    summary = (f"{outcome.summary}; Exchange Online shuts EWS down on 1 April 2027 ({words}): move this integration "
+               "to Microsoft Graph")
+    return Outcome(Status.WARN, "ews_retiring", summary, latency_ms=outcome.latency_ms,
+                   metrics={**outcome.metrics, "retires_on": SHUTDOWN.date().isoformat(),
+                            "days_left": days.days_left(SHUTDOWN, now), "days_words": words})

@@ -263,13 +263,17 @@ def auth_causes(ctx: CheckContext, kind: str) -> str:
     integ = ctx.integration
     need = permissions.needs(integ.flow, [kind])
     perm = need[0].label if need else "the protocol permission"
+    # a mailbox check runs only once the token check passed, and that check saw the permission in the token
+    checked = "token" in integ.checks
     if integ.flow == "app":
-        return (f"likely: the app lacks {perm}, its service principal is not registered in Exchange "
-                f"(New-ServicePrincipal), or it has no FullAccess on {integ.mailbox} (Add-MailboxPermission)")
+        return (f"likely: {'' if checked else f'the app lacks {perm}, '}its service principal is not registered in "
+                f"Exchange (New-ServicePrincipal), or it has no FullAccess on {integ.mailbox} (Add-MailboxPermission)")
+    scope = [] if checked else [f"the token lacks {perm}"]
     if kind == "smtp":  # a delegate signs in to SMTP as itself: the shared mailbox's permissions do not apply here
-        return (f"likely: the token lacks {perm}, {integ.account} has no Exchange Online mailbox (licence), or "
-                f"the token's user is not {integ.account}")
-    shared = (integ.account or "").lower() != integ.mailbox.lower()
-    return (f"likely: the token lacks {perm}" + (f", {integ.account} has no FullAccess on the shared mailbox "
-                                                 f"{integ.mailbox}" if shared else "")
-            + f", or {kind.upper()} is disabled for the mailbox")
+        causes = [*scope, f"{integ.account} has no Exchange Online mailbox (licence)",
+                  f"the token's user is not {integ.account}"]
+    else:
+        shared = (integ.account or "").lower() != integ.mailbox.lower()
+        causes = [*scope, *([f"{integ.account} has no FullAccess on the shared mailbox {integ.mailbox}"]
+                            if shared else []), f"{kind.upper()} is disabled for the mailbox"]
+    return "likely: " + (", ".join(causes[:-1]) + ", or " + causes[-1] if len(causes) > 1 else causes[0])

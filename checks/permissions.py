@@ -1,7 +1,14 @@
 """Which permission each check needs, by flow: the token check compares these with the token's claims.
 
-Each requirement is a tuple of alternatives (any one satisfies it). Resources are named, not URIs:
-the URI depends on the cloud (monitor.endpoints).
+Each requirement is a tuple of alternatives (any one satisfies it), the one a fix names first. No alternative is
+weaker than what the consuming system needs: a Graph consumer (the Sinch kind) reads and writes mail, so a token
+with Mail.Read or Mail.ReadBasic.All alone would turn mailwarden green while that system still lacks Mail.ReadWrite.
+Resources are named, not URIs: the URI depends on the cloud (monitor.endpoints).
+
+Where an admin adds a permission is not where its token goes: Entra's "API permissions" lists the delegated
+IMAP/POP/SMTP/EWS scopes under Microsoft Graph (their tokens are for Exchange), and the mail protocols' and EWS's
+application roles under APIs my organization uses > Office 365 Exchange Online (Microsoft's "Authenticate an IMAP,
+POP or SMTP connection using OAuth" and EWS OAuth pages; the seeds' guides say the same). ``portal_path`` says it.
 """
 
 from __future__ import annotations
@@ -23,20 +30,26 @@ class Need:
     def label(self) -> str:
         return " or ".join(self.any_of)
 
+    @property
+    def grant(self) -> str:
+        """The permission a fix tells the admin to add: the first alternative, never a weaker one."""
+        return self.any_of[0]
+
 
 _APP: dict[str, list[tuple[str, tuple[str, ...]]]] = {
     "imap": [(EXCHANGE, ("IMAP.AccessAsApp",))],
     "pop": [(EXCHANGE, ("POP.AccessAsApp",))],
     "smtp": [(EXCHANGE, ("SMTP.SendAsApp",))],
     "ews": [(EXCHANGE, ("full_access_as_app",))],
-    "graph_mail": [(GRAPH, ("Mail.Read", "Mail.ReadBasic.All", "Mail.ReadWrite"))],
+    "graph_mail": [(GRAPH, ("Mail.ReadWrite",))],
 }
 _DELEGATED: dict[str, list[tuple[str, tuple[str, ...]]]] = {
     "imap": [(EXCHANGE, ("IMAP.AccessAsUser.All",))],
     "pop": [(EXCHANGE, ("POP.AccessAsUser.All",))],
     "smtp": [(EXCHANGE, ("SMTP.Send",))],
     "ews": [(EXCHANGE, ("EWS.AccessAsUser.All",))],
-    "graph_mail": [(GRAPH, ("Mail.Read.Shared", "Mail.Read", "Mail.ReadWrite", "Mail.ReadWrite.Shared"))],
+    # .Shared reaches the signed-in user's own mailbox and the shared ones; plain Mail.ReadWrite only its own
+    "graph_mail": [(GRAPH, ("Mail.ReadWrite.Shared", "Mail.ReadWrite"))],
 }
 
 
@@ -67,3 +80,31 @@ def delegated_scopes(scope_prefix: dict[str, str], found: list[Need]) -> list[st
         if scope not in scopes:
             scopes.append(scope)
     return scopes
+
+
+MICROSOFT_GRAPH = "Microsoft Graph"
+EXCHANGE_ONLINE = "Office 365 Exchange Online"
+# Delegated scopes of the mail protocols and EWS that Entra lists under Microsoft Graph (see the module docstring)
+_LISTED_UNDER_GRAPH = frozenset({"IMAP.AccessAsUser.All", "POP.AccessAsUser.All", "SMTP.Send", "EWS.AccessAsUser.All"})
+
+
+def api_of(resource: str, name: str, flow: str) -> str:
+    """The API an admin picks in Add a permission for ``name``: Microsoft Graph or Office 365 Exchange Online."""
+    if resource == GRAPH or (flow != "app" and name in _LISTED_UNDER_GRAPH):
+        return MICROSOFT_GRAPH
+    return EXCHANGE_ONLINE
+
+
+def portal_path(resource: str, name: str, flow: str) -> str:
+    """Add a permission > ... > the permission, with the API and the permission type (Application for app-only,
+    Delegated for a signed-in user)."""
+    api = api_of(resource, name, flow)
+    where = MICROSOFT_GRAPH if api == MICROSOFT_GRAPH else f"APIs my organization uses > {EXCHANGE_ONLINE}"
+    kind = "Application permissions" if flow == "app" else "Delegated permissions"
+    return f"{where} > {kind} > {name}"
+
+
+def find(flow: str, check_kinds: list[str] | tuple[str, ...], require: list[str] | tuple[str, ...],
+         label: str) -> Need | None:
+    """The need of an integration whose ``label`` a token check named (its result's ``permission``)."""
+    return next((n for n in needs(flow, check_kinds, require) if n.label == label), None)

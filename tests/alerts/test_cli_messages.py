@@ -6,6 +6,7 @@ import json
 from datetime import UTC, datetime, timedelta
 
 import pytest
+import yaml
 from typer.testing import CliRunner
 
 from alerts import messages
@@ -24,6 +25,9 @@ NOW = datetime.now(UTC)
 @pytest.fixture
 def env(tmp_path, receiver):
     path = write_config(tmp_path / "mailwarden.yaml", routes=[{"name": "hook", "url": receiver.url, "tags": ["ops"]}])
+    doc = yaml.safe_load(path.read_text())  # a revoked refresh token is a delegated integration's
+    doc["integrations"][0].update(flow="delegated", account="svc-a@contoso.com")
+    path.write_text(yaml.safe_dump(doc))
     cfg = load(path)
     store = open_store(cfg.database_url())
     store.sync_integrations(integration_rows(cfg), NOW)
@@ -49,8 +53,8 @@ def test_incidents_ack_and_snooze(env):
     assert cli("snooze", "1", "--for", "2h", "-c", str(path)).exit_code == 0
     until = store.get_incident(1).snoozed_until
     assert timedelta(hours=1, minutes=59) < until - datetime.now(UTC) <= timedelta(hours=2)
-    assert cli("snooze", "1", "--for", "31d", "-c", str(path)).exit_code == 2
-    assert cli("snooze", "1", "--until", "2020-01-01T00:00Z", "-c", str(path)).exit_code == 2
+    assert cli("snooze", "1", "--for", "31d", "-c", str(path)).exit_code == 3  # a usage error (DESIGN.md)
+    assert cli("snooze", "1", "--until", "2020-01-01T00:00Z", "-c", str(path)).exit_code == 3
     for cmd in (["ack", "--help"], ["snooze", "--help"], ["incidents", "--help"], ["alerts", "test", "--help"]):
         assert "Exit" in cli(*cmd).output
 

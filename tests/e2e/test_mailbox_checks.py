@@ -218,11 +218,12 @@ def ews_world(world, roles=("full_access_as_app",), **box):
 def test_ews_ok_carries_the_retirement_notice(world):
     w = ews_world(world)
     w.rewrite(lambda d: d["endpoints"].update(exchange="online"))  # the sandbox stands in for Exchange Online
-    outcome = w.run("ews")
-    assert outcome.status == Status.OK, outcome.summary
+    outcome = w.run("ews")  # it works, and it is retiring: warn ews_retiring within 180 days of the shutdown
+    assert (outcome.status, outcome.code) == (Status.WARN, "ews_retiring"), outcome.summary
     assert "1 April 2027" in outcome.metrics["notice"] and "Graph" in outcome.metrics["notice"]
     w.rewrite(lambda d: d["endpoints"].update(exchange="on_premises"))  # on-premises EWS is not retired
-    assert "notice" not in w.run("ews").metrics
+    on_premises = w.run("ews")
+    assert on_premises.status == Status.OK and "notice" not in on_premises.metrics
 
 
 def test_ews_failures(world):

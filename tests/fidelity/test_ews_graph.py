@@ -129,10 +129,14 @@ def test_the_shutdown_date_only_for_exchange_online(world):
     assert on_premises.code == "ews_forbidden"
     assert "notice" not in on_premises.metrics and SHUTDOWN not in fix_of(w, on_premises)
     w.ctl.set_tenant_exchange(w.tenant_id, ews_enabled=True)
-    assert "notice" not in w.run("ews").metrics  # a healthy on-premises EWS: no notice either
+    healthy = w.run("ews")  # a healthy on-premises EWS: no notice, not retiring
+    assert healthy.status == Status.OK and "notice" not in healthy.metrics
     exchange_is(w, "online")
-    ok = w.run("ews")
-    assert ok.status == Status.OK and SHUTDOWN in ok.metrics["notice"]
+    answered = w.run("ews")  # Exchange Online answers, within 180 days of the shutdown: warn ews_retiring
+    assert (answered.status, answered.code) == (Status.WARN, "ews_retiring") and SHUTDOWN in answered.metrics["notice"]
+    assert SHUTDOWN in answered.summary and answered.metrics["days_words"] in answered.summary
+    assert SHUTDOWN in fix_of(w, answered) and "Microsoft Graph > Application permissions > Mail.ReadWrite" in \
+        fix_of(w, answered)
 
 
 # --- EWS throttled or unavailable ------------------------------------------------------------------------------

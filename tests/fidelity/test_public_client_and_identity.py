@@ -95,7 +95,7 @@ def short_tokens(sandbox):
 
 
 def row(w):
-    return w.open().store.load_token_cache("subject")
+    return w.open().tokens.stored_row("subject")
 
 
 # -- 1. public-client refresh tokens ---------------------------------------------------------------------
@@ -156,7 +156,7 @@ def test_import_of_a_public_client_token_when_public_flows_are_off_stores_nothin
     assert result.exit_code == 1, result.output
     assert "issued to a public client" in result.output and "AADSTS7000218" in result.output
     assert rt not in result.output
-    assert w.open().store.load_token_cache("subject") is None
+    assert w.open().tokens.stored_row("subject") is None
 
 
 def test_confidential_import_and_sign_in_stay_confidential(world, tmp_path):

@@ -50,13 +50,36 @@ def policy_config(config: Config) -> PolicyConfig:
                         correlation_min=a.correlation.min_integrations, maintenance=Maintenance(a.maintenance))
 
 
+def configured_credential(config: Config, app_name: str) -> str | None:
+    """Which credential of the app the config uses: its secret's hint (first three characters, as Graph shows) or
+    its certificate's thumbprint; None when the reference does not resolve (the incident then names the app)."""
+    from monitor.config import resolve_ref
+    from monitor.errors import SecretReferenceError
+    from monitor.tokens import certificate_thumbprint
+
+    app = config.apps.get(app_name)
+    if app is None:
+        return None
+    try:
+        if app.secret:
+            return "hint:" + resolve_ref(app.secret, config.base_dir, what=f"apps.{app_name}.secret")[:3]
+        if app.certificate is not None:
+            cert = resolve_ref(app.certificate.cert, config.base_dir, what=f"apps.{app_name}.certificate.cert")
+            return "cert:" + certificate_thumbprint(cert)
+    except (SecretReferenceError, ValueError):
+        return None
+    return None
+
+
 def check_infos(config: Config) -> dict[tuple[str, str], CheckInfo]:
     out = {}
+    credentials = {name: configured_credential(config, name) for name in config.apps}
     for integ in config.integrations:
         app = config.apps.get(integ.app)
         for kind in integ.checks:
             out[(integ.name, kind)] = CheckInfo(integ.name, kind, app.tenant if app else "",
-                                                app.client_id if app else "", tuple(integ.tags), integ.paused)
+                                                app.client_id if app else "", tuple(integ.tags), integ.paused,
+                                                integ.flow, integ.account, credentials.get(integ.app))
     return out
 
 

@@ -1,8 +1,16 @@
 """Incidents from transitions, and which notices they deserve: pure code, no I/O, ``now`` passed in.
 
-Keys (one open incident per key):
-- ``cred:<client_id>:<code>`` for failures of a shared app credential (``CREDENTIAL_CODES``): one expired
-  secret used by three integrations is one incident naming all three (every integration of that app).
+Keys (one open incident per key): one incident per cause, whatever number of checks it breaks.
+- ``cred:<client_id>:<credential>:<code>`` for failures of an app credential (``CREDENTIAL_CODES``): one expired
+  secret used by three integrations is one incident naming all three: the integrations whose configured
+  credential is that one (its hint or certificate thumbprint), not every integration of the app (two config
+  entries on one app registration with two secrets are two credentials).
+- ``acct:<tenant>:<client_id>:<account>:<code>`` for a delegated account's sign-in failures (``ACCOUNT_CODES``): a
+  revoked user is one incident across all its integrations (they share its refresh token: one
+  reauthorisation fixes them all).
+- ``net:*:idp_unreachable``: the sign-in service is one host for every tenant: one outage, one incident.
+- ``monitor:<tenant>:<code>``: the tenant's monitor app cannot read credentials: one incident for the tenant's
+  secret_expiry checks.
 - ``int:<integration>:<code>`` otherwise: (integration, root diagnosis). Mailbox checks of a failing token
   are ``blocked`` and open nothing, so a revoked refresh token is one incident, not one per protocol.
 - ``net:<tenant or *>:<code>``: most integrations of a tenant (or of every tenant) failing with the same
@@ -32,7 +40,13 @@ BAD = frozenset({"fail", "error"})
 GOOD = frozenset({"ok", "warn"})
 CREDENTIAL_CODES = frozenset({"secret_expired", "secret_invalid", "certificate_invalid", "app_disabled",
                               "app_not_found", "tenant_not_found", "credential_not_found"})
-NETWORK_CODES = frozenset({"idp_unreachable", "dns_error", "tls_error", "connection_refused", "timeout"})
+NETWORK_CODES = frozenset({"idp_unreachable", "dns_error", "tls_error", "connection_refused", "timeout",
+                           "service_unavailable"})
+# A delegated account's sign-in failures: the same for every integration of that account on that app.
+ACCOUNT_CODES = frozenset({"refresh_token_revoked", "refresh_token_expired", "refresh_token_invalid",
+                           "public_client_token", "no_refresh_token", "signin_frequency", "mfa_required",
+                           "user_disabled", "user_locked", "password_expired", "user_not_assigned",
+                           "conditional_access_blocked", "security_defaults_blocked", "wrong_account"})
 # Resolutions that get a notice; the others were never announced on their own or are told otherwise.
 SPOKEN = frozenset({"recovered", "removed", "paused", "stable"})
 NOTICE_KINDS = ("opened", "reminder", "resolved", "grouped", "flapping", "maintenance_summary", "test")
@@ -48,6 +62,9 @@ class CheckInfo:
     client_id: str
     tags: tuple[str, ...] = ()
     paused: bool = False
+    flow: str = "app"
+    account: str | None = None
+    credential: str | None = None  # the configured credential: "hint:<first 3>" or "cert:<thumbprint>"
 
 
 @dataclass(frozen=True)
@@ -96,9 +113,29 @@ class Notice:
 
 
 def incident_key(info: CheckInfo | None, integration: str, code: str) -> tuple[str, str]:
+    """The cause a failure belongs to (see the module's docstring): its incident key and kind."""
     if code in CREDENTIAL_CODES and info is not None:
-        return f"cred:{info.client_id}:{code}", "credential"
+        return f"cred:{info.client_id}:{info.credential or '*'}:{code}", "credential"
+    if code in ACCOUNT_CODES and info is not None and info.flow == "delegated" and info.account:
+        return f"acct:{info.tenant}:{info.client_id}:{info.account.lower()}:{code}", "account"
+    if code == "idp_unreachable":
+        return f"net:*:{code}", "grouped"
+    if code == "graph_unreadable" and info is not None and info.check == "secret_expiry":
+        return f"monitor:{info.tenant}:{code}", "monitor"
     return f"int:{integration}:{code}", "single"
+
+
+def affected_by(kind: str, info: CheckInfo | None, checks: Iterable[CheckInfo]) -> list[str]:
+    """Every integration a cause breaks, from the config: the ones on the same credential, or of the same account."""
+    if info is None:
+        return []
+    if kind == "credential":
+        return sorted({c.integration for c in checks if c.client_id == info.client_id
+                       and (info.credential is None or c.credential == info.credential)})
+    if kind == "account":
+        return sorted({c.integration for c in checks if c.client_id == info.client_id and c.flow == "delegated"
+                       and (c.account or "").lower() == (info.account or "").lower()})
+    return []
 
 
 def _pair(m: dict) -> tuple[str, str]:
@@ -123,8 +160,7 @@ class Policy:
 
     def _new(self, key: str, kind: str, code: str, at: datetime, info: CheckInfo | None,
              notify_after: datetime) -> Incident:
-        affected = sorted({c.integration for c in self.checks.values() if info and c.client_id == info.client_id}) \
-            if kind == "credential" else []
+        affected = affected_by(kind, info, self.checks.values())
         inc = Incident(key=key, kind=kind, code=code, tenant=info.tenant if info else None,
                        client_id=info.client_id if info else None, status="open", members=[], affected=affected,
                        opened_at=at, notify_after=notify_after, reminders=0, sequence=0)
@@ -141,7 +177,7 @@ class Policy:
         inc.members = [*others, {"integration": ch.integration, "check": ch.check, "status": ch.to_status,
                                  "code": ch.code, "since": since, "changed": ch.at.isoformat(),
                                  "transition_id": ch.id}]
-        if inc.kind != "credential":
+        if inc.kind not in ("credential", "account"):
             inc.affected = sorted({m["integration"] for m in inc.members} | set(inc.affected))
         self._touch(inc)
 
@@ -211,6 +247,8 @@ class Policy:
             if inc is None:
                 hold = self.cfg.correlation_window if code in NETWORK_CODES else timedelta(0)
                 inc = self._new(key, kind, code, ch.at, info, ch.at + hold)
+                if kind == "grouped":
+                    inc.tenant = None  # one cause across tenants
             self._set_member(inc, ch)
         elif ch.to_status in GOOD or ch.to_status == "paused":
             reason = "paused" if ch.to_status == "paused" else "recovered"
@@ -219,11 +257,18 @@ class Policy:
         # blocked: not run, so nothing is known: it neither opens nor resolves
 
     def _correlate(self) -> None:
+        active = [c for c in self.checks.values() if not c.paused]
+        for inc in self.open.values():
+            # a cause already grouped (the sign-in service): announced at once when most integrations fail with it,
+            # else after the correlation window, as a lone network failure is
+            if inc.kind == "grouped" and inc.notified_at is None and inc.key.startswith("net:*:"):
+                names = {m["integration"] for m in inc.members}
+                if len(names) >= self.cfg.correlation_min and len(names) * 2 > len({c.integration for c in active}):
+                    inc.notify_after = min(inc.notify_after or self.now, self.now)
         candidates = [i for i in self.open.values() if i.kind == "single" and i.code in NETWORK_CODES
                       and i.notified_at is None]
         if not candidates:
             return
-        active = [c for c in self.checks.values() if not c.paused]
         by_code: dict[str, list[Incident]] = defaultdict(list)
         for inc in candidates:
             by_code[inc.code].append(inc)

@@ -437,27 +437,43 @@ class Store(AlertStore, HistoryStore, RotationStore, ReauthStore):
             return list(s.exec(stmt))
 
     # -- token caches and meta ------------------------------------------------------------------------
-    def save_token_cache(self, integration: str, ciphertext: bytes, key_fingerprint: str,
+    def save_token_cache(self, token_key: str, integration: str, ciphertext: bytes, key_fingerprint: str,
                          account: str | None, now: datetime, *, public_client: bool | None = None,
                          oid: str | None = None) -> None:
-        """Insert or replace the integration's cache. ``public_client`` given: a new sign-in, whose kind and
-        user (``oid``, None for unknown) replace the stored ones. ``public_client`` None: the same sign-in's
-        rotated cache, so the stored kind and user stay (a new row is confidential, with no user)."""
+        """Insert or replace the cache of ``token_key`` (tenant, app, account), stored by ``integration``.
+        ``public_client`` given: a new sign-in, whose kind and user (``oid``, None for unknown) replace the stored
+        ones. ``public_client`` None: the same sign-in's rotated cache, so the stored kind and user stay (a new row
+        is confidential, with no user)."""
         values: dict[str, Any] = {"ciphertext": bytes(ciphertext), "key_fingerprint": key_fingerprint,
-                                  "account": account, "updated_at": now}
+                                  "account": account, "updated_at": now, "integration": integration}
         if public_client is not None:
             values.update(public_client=bool(public_client), oid=oid)
         with self._session(write=True) as s:
-            stmt = self._insert()(TokenCache).values(integration=integration, **values)
-            s.execute(stmt.on_conflict_do_update(index_elements=["integration"], set_=values))
+            stmt = self._insert()(TokenCache).values(token_key=token_key, **values)
+            s.execute(stmt.on_conflict_do_update(index_elements=["token_key"], set_=values))
 
-    def load_token_cache(self, integration: str) -> TokenCache | None:
+    def load_token_cache(self, token_key: str, integration: str | None = None) -> TokenCache | None:
+        """The cache of ``token_key``; else a row from before migration 0009 that ``integration`` stored under its
+        own name, which it adopts (its token_key is set) so that the other integrations of the account find it."""
         with self._session() as s:
-            return s.exec(select(TokenCache).where(TokenCache.integration == integration)).first()
-
-    def delete_token_cache(self, integration: str) -> None:
+            row = s.exec(select(TokenCache).where(TokenCache.token_key == token_key)).first()
+        if row is not None or integration is None:
+            return row
         with self._session(write=True) as s:
-            row = s.exec(select(TokenCache).where(TokenCache.integration == integration)).first()
+            legacy = s.exec(select(TokenCache).where(TokenCache.token_key.is_(None),  # type: ignore[union-attr]
+                                                     TokenCache.integration == integration)).first()
+            if legacy is None:
+                return None
+            legacy.token_key = token_key
+            s.add(legacy)
+            s.flush()
+            s.refresh(legacy)
+            s.expunge(legacy)
+            return legacy
+
+    def delete_token_cache(self, token_key: str) -> None:
+        with self._session(write=True) as s:
+            row = s.exec(select(TokenCache).where(TokenCache.token_key == token_key)).first()
             if row is not None:
                 s.delete(row)
 

@@ -280,34 +280,49 @@ class TokenProvider:
             return self._shared_app(app_name).acquire_token_for_client(scopes)
 
     # -- delegated ---------------------------------------------------------------------------
+    def key_of(self, integ: IntegrationConfig | str) -> str:
+        """The token store's key of an integration's refresh token: (tenant, app, account). The integrations of one
+        account on one app share it: one revocation is one failure, one reauthorisation fixes them all."""
+        if isinstance(integ, str):
+            integ = self.config.integration(integ)
+        return token_key(self.config, integ)
+
     def _integration_lock(self, name: str) -> threading.Lock:
         with self._lock:
             return self._integration_locks.setdefault(name, threading.Lock())
 
     def load_cache(self, integration: str) -> msal.SerializableTokenCache | None:
+        """The token cache the integration uses (its account's), read from the store once."""
+        key = self.key_of(integration)
         with self._lock:
-            cached = self._caches.get(integration)
+            cached = self._caches.get(key)
         if cached is not None:
             return cached
         if self.store is None or self.cipher is None:
             return None
-        row = self.store.load_token_cache(integration)
+        row = self.store.load_token_cache(key, integration)
         if row is None:
             return None
         cache = msal.SerializableTokenCache()
         cache.deserialize(self.cipher.decrypt(row.ciphertext).decode())
         with self._lock:
-            held = self._caches.setdefault(integration, cache)
+            held = self._caches.setdefault(key, cache)
             if held is cache:
-                self._stored[integration] = StoredToken(bool(row.public_client), row.oid, row.account)
+                self._stored[key] = StoredToken(bool(row.public_client), row.oid, row.account)
             return held
+
+    def stored_row(self, integration: str):
+        """The token store's row for the integration's account (None when nothing is stored)."""
+        if self.store is None:
+            return None
+        return self.store.load_token_cache(self.key_of(integration), integration)
 
     def stored_token(self, integration: str) -> StoredToken | None:
         """What the token store records about the integration's sign-in (read from the database, so a sign-in
         stored by another instance counts), or None when nothing is stored."""
         if self.store is None:
             return None
-        row = self.store.load_token_cache(integration)
+        row = self.store.load_token_cache(self.key_of(integration), integration)
         return None if row is None else StoredToken(bool(row.public_client), row.oid, row.account)
 
     def save_cache(self, integ: IntegrationConfig, cache: msal.SerializableTokenCache, *,
@@ -319,31 +334,33 @@ class TokenProvider:
         identity: dict[str, Any] = {}
         if signed_in is not None:
             identity = {"public_client": signed_in.public_client, "oid": signed_in.oid}
-        self.store.save_token_cache(integ.name, self.cipher.encrypt(cache.serialize().encode()),
+        key = self.key_of(integ)
+        self.store.save_token_cache(key, integ.name, self.cipher.encrypt(cache.serialize().encode()),
                                     self.cipher.fingerprint, integ.account, datetime.now(UTC), **identity)
         cache.has_state_changed = False
         with self._lock:
-            self._caches[integ.name] = cache
+            self._caches[key] = cache
             if signed_in is not None:
-                self._stored[integ.name] = StoredToken(signed_in.public_client, signed_in.oid, integ.account)
+                self._stored[key] = StoredToken(signed_in.public_client, signed_in.oid, integ.account)
             else:
-                kept = self._stored.get(integ.name) or StoredToken()
-                self._stored[integ.name] = StoredToken(kept.public_client, kept.oid, integ.account)
-            self._forget_access(integ.name)
+                kept = self._stored.get(key) or StoredToken()
+                self._stored[key] = StoredToken(kept.public_client, kept.oid, integ.account)
+            self._forget_access(key)
 
-    def _forget_access(self, integration: str) -> None:
-        for key in [k for k in list(self._access) if k[0] == integration]:
-            self._access.pop(key, None)
+    def _forget_access(self, key: str) -> None:
+        for held in [k for k in list(self._access) if k[0] == key]:
+            self._access.pop(held, None)
 
     def delegated_token(self, integ: IntegrationConfig, scopes: list[str], *,
                         force_refresh: bool = False) -> dict[str, Any]:
         """A delegated token from the stored refresh token. Raises NoRefreshToken when none is stored."""
-        key = (integ.name, tuple(sorted(scopes)))
+        token = self.key_of(integ)
+        key = (token, tuple(sorted(scopes)))
         if not force_refresh:
             held = self._access.get(key)
             if held is not None and held[0] > time.monotonic():
                 return held[1]
-        with self._integration_lock(integ.name):
+        with self._integration_lock(token):
             result = self._delegated(integ, scopes, force_refresh)
             if "access_token" not in result and self._reload_cache(integ.name):
                 # refused with the cache this process holds: another instance (a reauthorisation completed on
@@ -359,7 +376,7 @@ class TokenProvider:
         if cache is None:
             raise NoRefreshToken(integ.name)
         with self._lock:
-            stored = self._stored.get(integ.name) or StoredToken()
+            stored = self._stored.get(self.key_of(integ)) or StoredToken()
         # A fresh app object for every call: MSAL replays a cached HTTP 400 for 60 s per object,
         # which would hide a reauthorisation that just happened. A public client's refresh token is redeemed
         # without the app's secret (with it, Entra ID answers AADSTS700025).
@@ -392,19 +409,27 @@ class TokenProvider:
         """Drop the cache held in memory for the stored one; True when the stored one differs."""
         if self.store is None or self.cipher is None:
             return False
+        key = self.key_of(integration)
         with self._lock:
-            held = self._caches.get(integration)
-        row = self.store.load_token_cache(integration)
+            held = self._caches.get(key)
+        row = self.store.load_token_cache(key, integration)
         if row is None or held is None:
             return False
         stored = self.cipher.decrypt(row.ciphertext).decode()
         if stored == held.serialize():
             return False
         with self._lock:
-            self._caches.pop(integration, None)
-            self._stored.pop(integration, None)
-            self._forget_access(integration)
+            self._caches.pop(key, None)
+            self._stored.pop(key, None)
+            self._forget_access(key)
         return True
+
+
+def token_key(config: Config, integ: IntegrationConfig) -> str:
+    """(tenant id, client id, account), lower case: whose refresh token an integration uses."""
+    app = config.apps[integ.app]
+    tenant = config.tenants[app.tenant]
+    return f"{tenant.tenant_id}:{app.client_id}:{integ.account or ''}".lower()
 
 
 def hint_of(secret: str) -> str:

@@ -51,3 +51,34 @@ def test_break_and_repair_through_the_sandbox(world, receiver):
     assert [c["title"].split(":")[0] for c in CAPTURED] == ["[mailwarden] FAILING", "[mailwarden] STILL FAILING",
                                                              "[mailwarden] RESOLVED"]
     assert len(receiver.bodies) == 3
+
+
+def test_one_revoked_account_one_incident_one_reauthorisation_fixes_all(world, receiver):
+    """Issue 14: the two integrations of one delegated account (two shared mailboxes) share its refresh token: a
+    revocation is one incident naming both, and one sign-in (through either) makes both work again."""
+    CAPTURED.clear()
+    w = world("delegated", checks={"token": {}, "pop": {}},
+              exchange=lambda ids: {"mailboxes": [
+                  {"address": f"box@{ids['domain']}", "type": "shared", "full_access": [ids["upn"]]},
+                  {"address": f"box2@{ids['domain']}", "type": "shared", "full_access": [ids["upn"]]}]})
+
+    def second(doc):
+        base = doc["integrations"][0]
+        doc["integrations"].append({**base, "name": "subject2", "mailbox": base["mailbox"].replace("box@", "box2@")})
+        doc["alerts"] = {"routes": [{"name": "capture", "url": "mwcapture://"}]}
+    w.rewrite(second)
+    w.sign_in()  # through "subject" only
+    assert w.run("token", "subject2").status == "ok", "the account's token serves both integrations"
+    assert w.run("pop", "subject2").status == "ok"
+    w.ctl.revoke_user_sessions(w.upn)
+    assert [w.run("token", n).code for n in ("subject", "subject2")] == ["refresh_token_revoked"] * 2
+    rt = w.runtime
+    d = Dispatcher(rt.config, rt.store)
+    assert d.run_once().sent == 1
+    assert "subject" in CAPTURED[0]["body"] and "subject2" in CAPTURED[0]["body"]
+    assert "One reauthorisation fixes all of them" in CAPTURED[0]["body"]
+    [inc] = rt.store.incidents("open")
+    assert inc.affected == ["subject", "subject2"]
+    w.sign_in()  # one reauthorisation
+    assert [w.run("token", n).status for n in ("subject", "subject2")] == ["ok", "ok"]
+    assert d.run_once().sent == 1 and "RESOLVED" in CAPTURED[-1]["title"]

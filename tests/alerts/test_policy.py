@@ -132,7 +132,7 @@ def test_one_expired_secret_shared_by_three_integrations_is_one_incident_naming_
         s.result(n, "token", "fail", "secret_expired").result(n, "secret_expiry", "fail", "secret_expired")
     assert kinds(s.dispatch()) == ["opened"]
     [inc] = s.open()
-    assert inc.key == f"cred:{APP}:secret_expired" and inc.affected == ["a", "b", "c"] and len(inc.members) == 6
+    assert inc.key == f"cred:{APP}:*:secret_expired" and inc.affected == ["a", "b", "c"] and len(inc.members) == 6
     # integrations dispatched one by one (right after each result) still give one incident
     s2 = Sim(infos("a", "b", "c", checks=("token",)), threshold=1)
     got = [k for n in ("a", "b", "c") for k in kinds(s2.at(0).result(n, "token", "fail", "secret_expired").dispatch())]
@@ -140,6 +140,57 @@ def test_one_expired_secret_shared_by_three_integrations_is_one_incident_naming_
     for n in ("a", "b"):
         assert s2.at(5).result(n, "token", "ok").dispatch() == []
     assert kinds(s2.at(6).result("c", "token", "ok").dispatch()) == ["resolved"]
+
+
+def test_the_affected_list_comes_from_the_credential_in_use():
+    """Two config entries on one app registration, each with its own secret: the expired one's incident lists only
+    the integrations that use it (issue 14: it was built from the client id)."""
+    checks = {**{(n, "token"): CheckInfo(n, "token", "t", APP, credential="hint:old") for n in ("a", "b")},
+              **{(n, "token"): CheckInfo(n, "token", "t", APP, credential="hint:new") for n in ("c",)}}
+    s = Sim(checks, threshold=1)
+    assert kinds(s.at(0).result("a", "token", "fail", "secret_expired").dispatch()) == ["opened"]
+    [inc] = s.open()
+    assert inc.key == f"cred:{APP}:hint:old:secret_expired" and inc.affected == ["a", "b"]
+
+
+def test_a_revoked_account_is_one_incident_across_its_integrations():
+    """The integrations of one delegated account share its refresh token (the token store is keyed on tenant, app
+    and account): one revocation is one incident naming them all, resolved when they all recover."""
+    checks = {(n, k): CheckInfo(n, k, "t", APP, flow="delegated", account="b2c@contoso.com")
+              for n in ("support", "billing") for k in ("token", "pop")}
+    checks[("other", "token")] = CheckInfo("other", "token", "t", APP, flow="delegated", account="x@contoso.com")
+    s = Sim(checks, threshold=1)
+    got = kinds(s.at(0).result("support", "token", "fail", "refresh_token_revoked").dispatch())
+    got += kinds(s.at(1).result("billing", "token", "fail", "refresh_token_revoked").dispatch())
+    assert got == ["opened"]
+    [inc] = s.open()
+    assert inc.key == f"acct:t:{APP}:b2c@contoso.com:refresh_token_revoked" and inc.affected == ["billing", "support"]
+    assert kinds(s.at(5).result("other", "token", "fail", "refresh_token_revoked").dispatch()) == ["opened"]
+    s.at(9).result("support", "token", "ok").result("billing", "token", "ok")
+    assert kinds(s.dispatch()) == ["resolved"]
+
+
+def test_an_unreachable_login_host_is_one_outage_across_tenants_and_checks():
+    """The sign-in service is one host: token checks and the monitor apps' credential reads failing with
+    idp_unreachable in any tenant are one incident and one notice."""
+    checks = {**infos("a1", "a2", checks=("token", "secret_expiry"), tenant="A"),
+              **infos("b1", checks=("token", "secret_expiry"), tenant="B", client_id="x")}
+    s = Sim(checks, threshold=1)
+    s.at(0)
+    for n in ("a1", "a2", "b1"):
+        s.result(n, "token", "error", "idp_unreachable").result(n, "secret_expiry", "error", "idp_unreachable")
+    assert kinds(s.dispatch()) == ["grouped"]
+    [inc] = s.open()
+    assert inc.key == "net:*:idp_unreachable" and inc.affected == ["a1", "a2", "b1"] and inc.tenant is None
+
+
+def test_a_blind_monitor_app_is_one_incident_per_tenant():
+    s = Sim(infos("a", "b", "c", checks=("secret_expiry",)), threshold=1)
+    s.at(0)
+    for n in ("a", "b", "c"):
+        s.result(n, "secret_expiry", "error", "graph_unreadable")
+    assert kinds(s.dispatch()) == ["opened"]
+    assert [i.key for i in s.open()] == ["monitor:t:graph_unreadable"]
 
 
 def test_revoked_refresh_token_is_one_alert_not_one_per_protocol():
@@ -229,7 +280,7 @@ def test_network_outage_of_most_of_a_tenant_is_one_grouped_alert():
         got += kinds(s.at(n).result(name, "token", "error", "idp_unreachable").dispatch())
     assert got == ["grouped"]
     [group] = s.open()
-    assert group.key == "net:t:idp_unreachable" and group.affected == names[:4]
+    assert group.key == "net:*:idp_unreachable" and group.affected == names[:4]  # one sign-in service
     assert s.at(10).result("i4", "token", "error", "idp_unreachable").dispatch() == []
     assert s.open()[0].affected == names
     for n, name in enumerate(names):

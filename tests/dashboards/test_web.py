@@ -64,11 +64,13 @@ def test_overview_rows_show_24h_uptime_and_mark_integrations_whose_checks_stoppe
         row = {name: part[:part.index("</tr>")] for name, part in row.items()}
         assert [n for n, r in row.items() if "s-stale" in r] == ["hoth-support"]
         assert "The monitor has stalled" not in html  # the others report: only one integration has stopped
-        # 24 h: an hourly bar (the current hour up) and the figure; the failing one names its hour not fully up
+        # 24 h availability: an hourly bar and the figure; the failing one names its hour not fully up and, its
+        # token check failing since its first result, is 0 % available (its other checks ok change nothing)
         for r in row.values():
-            assert 'aria-label="last 24 hours"' in r and "% up" in r
+            assert 'aria-label="availability, last 24 hours"' in r and re.search(r">[\d.]+%</div>", r)
         assert f"not fully up at {now - timedelta(minutes=1):%H}:00" in row["sinch-sales"]
-        assert "no failure" in row["sinch-queue"] and "100.0% up" in row["sinch-queue"]
+        assert ">0.0%</div>" in row["sinch-sales"]
+        assert "no failure" in row["sinch-queue"] and ">100.0%</div>" in row["sinch-queue"]
     finally:
         store.close()
 
@@ -299,7 +301,7 @@ def test_metrics_parse_in_the_prometheus_exposition_format(client):
     for name in ("mailwarden_check_status", "mailwarden_check_up", "mailwarden_check_latency_seconds",
                  "mailwarden_credential_expiry_seconds", "mailwarden_notification_failures",
                  "mailwarden_notifications", "mailwarden_check_duration_seconds", "mailwarden_open_incidents",
-                 "mailwarden_newest_result_age_seconds"):
+                 "mailwarden_newest_result_age_seconds", "mailwarden_integration_availability_ratio"):
         assert name in families, name
     up = {(s.labels["integration"], s.labels["check"]): s.value for s in families["mailwarden_check_up"].samples}
     assert up[("enaio-notify", "token")] == 0 and up[("sinch-queue", "graph_mail")] == 1
@@ -323,7 +325,7 @@ def test_no_secret_value_in_pages_api_metrics_or_report(client, demo, tmp_path):
     blob = "\n".join(bodies)
     for s in secrets:
         assert s not in blob
-    cache = env.runtime.store.load_token_cache("hoth-support")
+    cache = env.runtime.tokens.stored_row("hoth-support")
     assert cache is not None and cache.ciphertext.decode(errors="ignore")[:40] not in blob
     assert not re.search(r"eyJ[A-Za-z0-9_-]{10,}\.", blob), "a JWT in the output"
 

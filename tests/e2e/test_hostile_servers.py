@@ -42,6 +42,7 @@ class Hostile:
         self.mode = "garbage"
         self.protocol = "imap"
         self.sent = 0
+        self._per_conn: dict[int, int] = {}
         self.closed_by_client = threading.Event()
         self.ctx = None
         if tls:
@@ -55,6 +56,7 @@ class Hostile:
 
     def reset(self, mode: str, protocol: str = "imap") -> None:
         self.mode, self.protocol, self.sent = mode, protocol, 0
+        self._per_conn: dict[int, int] = {}
         self.closed_by_client.clear()
 
     def _accept(self) -> None:
@@ -69,7 +71,8 @@ class Hostile:
     def _send(self, conn, data: bytes) -> None:
         conn.sendall(data)
         self.sent += len(data)
-        if self.sent > CAP:
+        mine = self._per_conn[id(conn)] = self._per_conn.get(id(conn), 0) + len(data)
+        if mine > CAP:  # per connection: a second run in the same mode must meet the same endless stream
             raise BrokenPipeError("cap reached")
 
     def _serve(self, raw: socket.socket) -> None:

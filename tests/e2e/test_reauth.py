@@ -146,7 +146,7 @@ def test_sign_in_as_the_account_stores_an_encrypted_token(world):
 def test_other_account_is_refused_and_the_stored_token_kept(world):
     w = world("delegated")
     assert reauth(w, browser(w)).exit_code == 0
-    before = w.open().store.load_token_cache("subject").ciphertext
+    before = w.open().tokens.stored_row("subject").ciphertext
     other, other_pw = add_other_user(w)
     result = reauth(w, browser(w, other, other_pw))
     assert result.exit_code == 1, result.output
@@ -154,7 +154,7 @@ def test_other_account_is_refused_and_the_stored_token_kept(world):
     assert f"must be authorised by {w.upn}" in result.output and "[wrong_account]" in result.output
     assert "previous token is kept" in result.output
     no_secrets(result, w.secret)
-    assert w.open().store.load_token_cache("subject").ciphertext == before
+    assert w.open().tokens.stored_row("subject").ciphertext == before
     token_ok(w)
 
 
@@ -163,7 +163,7 @@ def test_other_account_on_an_empty_store_stores_nothing(world):
     other, other_pw = add_other_user(w)
     result = reauth(w, browser(w, other, other_pw))
     assert result.exit_code == 1 and "[wrong_account]" in result.output
-    assert w.open().store.load_token_cache("subject") is None
+    assert w.open().tokens.stored_row("subject") is None
 
 
 def test_missing_delegated_permission_admin_consent_required(world):
@@ -174,7 +174,7 @@ def test_missing_delegated_permission_admin_consent_required(world):
     assert result.exit_code == 1, result.output
     assert "[consent_missing]" in result.output and "AADSTS90094" in result.output
     no_secrets(result, w.secret)
-    assert w.open().store.load_token_cache("subject") is None
+    assert w.open().tokens.stored_row("subject") is None
 
 
 def test_a_sign_in_that_grants_fewer_scopes_than_needed_stores_nothing(world, monkeypatch):
@@ -183,7 +183,7 @@ def test_a_sign_in_that_grants_fewer_scopes_than_needed_stores_nothing(world, mo
     token is kept. The sandbox, like Entra ID, refuses such a sign-in outright, so the answer is trimmed."""
     w = world("delegated")
     assert reauth(w, browser(w)).exit_code == 0
-    before = w.open().store.load_token_cache("subject").ciphertext
+    before = w.open().tokens.stored_row("subject").ciphertext
     real = msal.ClientApplication.acquire_token_by_auth_code_flow
 
     def fewer_scopes(self, *args, **kwargs):
@@ -197,7 +197,7 @@ def test_a_sign_in_that_grants_fewer_scopes_than_needed_stores_nothing(world, mo
     assert "[consent_missing]" in result.output and "did not grant" in result.output
     assert "SMTP.Send" in result.output and "Grant admin consent" in result.output
     no_secrets(result, w.secret)
-    assert w.open().store.load_token_cache("subject").ciphertext == before
+    assert w.open().tokens.stored_row("subject").ciphertext == before
     token_ok(w)
 
 
@@ -205,13 +205,13 @@ def test_missing_delegated_permission_user_declines_consent(world):
     """Users may consent but the user does not tick the box: refused, nothing stored, previous token kept."""
     w = world("delegated")
     assert reauth(w, browser(w)).exit_code == 0
-    before = w.open().store.load_token_cache("subject").ciphertext
+    before = w.open().tokens.stored_row("subject").ciphertext
     w.ctl.remove_delegated_permission(w.app_id, "exchange", "SMTP.Send")
     result = reauth(w, browser(w, consent=False))
     assert result.exit_code == 1, result.output
     assert "Entra ID refused the sign-in" in result.output and "AADSTS65004" in result.output
     no_secrets(result, w.secret)
-    assert w.open().store.load_token_cache("subject").ciphertext == before
+    assert w.open().tokens.stored_row("subject").ciphertext == before
 
 
 def test_pasted_url_without_code(world):
@@ -219,7 +219,7 @@ def test_pasted_url_without_code(world):
     result = reauth(w, lambda url: REDIRECT + "?state=abc")
     assert result.exit_code == 1, result.output
     assert "neither a code nor an error" in result.output and "paste the whole address" in result.output
-    assert w.open().store.load_token_cache("subject") is None
+    assert w.open().tokens.stored_row("subject") is None
 
 
 def test_pasted_url_of_another_flow_is_refused(world):
@@ -232,7 +232,7 @@ def test_pasted_url_of_another_flow_is_refused(world):
     assert result.exit_code == 1, result.output
     assert "does not belong to this request" in result.output and "paste the newest URL" in result.output
     no_secrets(result, w.secret)
-    assert w.open().store.load_token_cache("subject") is None
+    assert w.open().tokens.stored_row("subject") is None
 
 
 # -- --import --------------------------------------------------------------------------------------------
@@ -263,7 +263,7 @@ def test_import_json_file(world, tmp_path):
 def test_import_refresh_token_of_another_account_is_refused(world, tmp_path):
     w = world("delegated")
     assert reauth(w, browser(w)).exit_code == 0
-    before = w.open().store.load_token_cache("subject").ciphertext
+    before = w.open().tokens.stored_row("subject").ciphertext
     other, other_pw = add_other_user(w)
     rt = msal_refresh_token(w, other, other_pw)
     f = tmp_path / "rt.txt"
@@ -272,7 +272,7 @@ def test_import_refresh_token_of_another_account_is_refused(world, tmp_path):
     assert result.exit_code == 1, result.output
     assert f"signed in as {other}" in result.output and f"must be authorised by {w.upn}" in result.output
     no_secrets(result, rt, w.secret)
-    assert w.open().store.load_token_cache("subject").ciphertext == before
+    assert w.open().tokens.stored_row("subject").ciphertext == before
     token_ok(w)
 
 
@@ -287,19 +287,20 @@ def test_import_after_consent_removed_is_refused(world, tmp_path):
     assert result.exit_code == 1, result.output
     assert "[consent_missing]" in result.output and "AADSTS65001" in result.output
     no_secrets(result, rt, w.secret)
-    assert w.open().store.load_token_cache("subject") is None
+    assert w.open().tokens.stored_row("subject") is None
 
 
-@pytest.mark.parametrize("content,message", [
-    (None, "cannot be read"), ("", "empty"), ("  \n", "empty"), ('{"access_token": "x"}', "without a refresh_token"),
+@pytest.mark.parametrize("content,message,code", [
+    (None, "cannot be read", 3),  # the file itself: a usage error
+    ("", "empty", 1), ("  \n", "empty", 1), ('{"access_token": "x"}', "without a refresh_token", 1),  # refused
 ])
-def test_import_unusable_file_exits_3(world, tmp_path, content, message):
+def test_import_unusable_file(world, tmp_path, content, message, code):
     w = world("delegated")
     f = tmp_path / "rt.txt"
     if content is not None:
         f.write_text(content)
     result = reauth(w, None, "--import", str(f))
-    assert result.exit_code == 3, result.output
+    assert result.exit_code == code, result.output
     assert message in result.output
 
 
@@ -312,7 +313,7 @@ def test_import_garbage_token_is_refused_by_entra(world, tmp_path):
     assert result.exit_code == 1, result.output
     assert "Entra ID refused the sign-in: AADSTS" in result.output
     no_secrets(result, garbage, w.secret)
-    assert w.open().store.load_token_cache("subject") is None
+    assert w.open().tokens.stored_row("subject") is None
 
 
 # -- what reauth is not for ------------------------------------------------------------------------------

@@ -104,7 +104,7 @@ def test_admin_consent_required_90094_at_sign_in(world):
     with pytest.raises(ReauthError) as info:
         w.sign_in()
     assert info.value.code == "consent_missing" and "AADSTS90094" in info.value.message()
-    assert w.runtime.store.load_token_cache("subject") is None
+    assert w.runtime.tokens.stored_row("subject") is None
 
 
 def test_assertion_out_of_time_range_700024(world, monkeypatch):
@@ -143,10 +143,10 @@ def test_token_check_always_asks_the_token_endpoint(world):
 def test_delegated_refresh_token_rotates_and_is_saved_encrypted(world):
     w = world("delegated")
     w.sign_in()
-    store = w.runtime.store
-    before = store.load_token_cache("subject").ciphertext
+    store = w.runtime.tokens
+    before = store.stored_row("subject").ciphertext
     assert w.run("token").status == Status.OK
-    after = store.load_token_cache("subject").ciphertext
+    after = store.stored_row("subject").ciphertext
     assert after != before, "the rotated refresh token is saved"
     # what is stored is ciphertext: no refresh token, no JWT, no account secret in the database file
     raw = (w.dir / "mailwarden.db").read_bytes() + (w.dir / "mailwarden.db-wal").read_bytes()

@@ -12,12 +12,13 @@ import psycopg
 import pytest
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
+from alembic.script import ScriptDirectory
 from sqlalchemy import MetaData, inspect, text
 from sqlalchemy.exc import IntegrityError
 
 from checks.base import Outcome, Status
 from monitor import state as sm
-from monitor.db import Store, make_engine, open_store, upgrade
+from monitor.db import Store, alembic_config, make_engine, open_store, upgrade
 from monitor.errors import StorageError
 from monitor.models import MODELS, TABLE_NAMES, CheckResult, CheckState, Transition
 from monitor.redact import register_secret
@@ -91,7 +92,9 @@ def test_migrations_idempotent_and_match_models(store):
     for model in MODELS:
         model.__table__.to_metadata(mine)
     with store.engine.connect() as conn:
-        assert conn.execute(text("SELECT version_num FROM alembic_version")).scalars().all() == ["0007"]
+        head = ScriptDirectory.from_config(alembic_config()).get_current_head()
+        assert head is not None and head >= "0008"  # 0008: integration_rollups
+        assert conn.execute(text("SELECT version_num FROM alembic_version")).scalars().all() == [head]
         with warnings.catch_warnings():  # expression index ux_credentials_identity: not comparable
             warnings.simplefilter("ignore")
             diff = compare_metadata(MigrationContext.configure(conn), mine)
@@ -206,16 +209,18 @@ def test_credentials_upsert_and_removal(store):
 
 
 def test_token_cache_round_trip(store):
+    """One cache per (tenant, app, account): two integrations of one account share it (migration 0009)."""
     blob = bytes(range(256)) * 4
-    assert store.load_token_cache("helpdesk") is None
-    store.save_token_cache("helpdesk", blob, "sha256:aa", "mail@contoso.com", T0)
-    store.save_token_cache("helpdesk", blob[::-1], "sha256:bb", None, T0 + timedelta(minutes=1))
-    row = store.load_token_cache("helpdesk")
-    assert (row.ciphertext, row.key_fingerprint, row.account, row.updated_at) == (
-        blob[::-1], "sha256:bb", None, T0 + timedelta(minutes=1))
-    store.delete_token_cache("helpdesk")
-    store.delete_token_cache("helpdesk")
-    assert store.load_token_cache("helpdesk") is None
+    key = "tid:cid:mail@contoso.com"
+    assert store.load_token_cache(key) is None
+    store.save_token_cache(key, "helpdesk", blob, "sha256:aa", "mail@contoso.com", T0)
+    store.save_token_cache(key, "helpdesk-imap", blob[::-1], "sha256:bb", None, T0 + timedelta(minutes=1))
+    row = store.load_token_cache(key)
+    assert (row.ciphertext, row.key_fingerprint, row.account, row.updated_at, row.integration) == (
+        blob[::-1], "sha256:bb", None, T0 + timedelta(minutes=1), "helpdesk-imap")
+    store.delete_token_cache(key)
+    store.delete_token_cache(key)
+    assert store.load_token_cache(key) is None
 
 
 def test_meta(store):

@@ -73,7 +73,7 @@ def test_reauthorise_in_a_browser(browser, revoked):
         # another user: refused as the wrong account, the revoked token kept, the link still usable
         other, other_pw = f"someone-else@{env.w.upn.split('@')[1]}", "Pw-other-123"
         env.w.ctl.add_user(env.w.tenant_id, upn=other, password=other_pw)
-        before = env.rt.store.load_token_cache("subject").ciphertext
+        before = env.rt.tokens.stored_row("subject").ciphertext
         page.goto(link)
         page.click("#start")
         page.wait_for_selector("form#signin")
@@ -82,7 +82,7 @@ def test_reauthorise_in_a_browser(browser, revoked):
         page.click("form#signin button[type=submit]")
         page.wait_for_selector("#reauth-wrong_account", timeout=30_000)
         assert env.w.upn in page.text_content("main") and other in page.text_content("main")
-        assert env.rt.store.load_token_cache("subject").ciphertext == before
+        assert env.rt.tokens.stored_row("subject").ciphertext == before
         errors.clear()  # the refusals above answer 400/403 on purpose
         # the right user
         page.goto(link)

@@ -23,7 +23,7 @@ def _with_query(url: str, **changes: str) -> str:
 
 
 def _cache(env):
-    return bytes(env.rt.store.load_token_cache("subject").ciphertext)
+    return bytes(env.rt.tokens.stored_row("subject").ciphertext)
 
 
 def _results(env):

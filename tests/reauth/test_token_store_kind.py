@@ -64,13 +64,15 @@ def test_0007_upgrades_a_database_written_before_it(empty_engine):
     upgrade(empty_engine)
     assert {"public_client", "oid"} <= _columns(empty_engine)
     st = Store(empty_engine)
-    row = st.load_token_cache("helpdesk")
+    row = st.load_token_cache("t:c:mail@contoso.com", "helpdesk")  # adopted by its integration (migration 0009)
     assert (bytes(row.ciphertext), row.account, row.public_client, row.oid) == (BLOB, "mail@contoso.com", False, None)
-    assert st.load_token_cache("oracle").public_client is False
+    assert st.load_token_cache("t:c:b2c@contoso.com", "oracle").public_client is False
     # the new columns are usable at once, and a second upgrade changes nothing
-    st.save_token_cache("oracle", BLOB, "sha256:aa", "b2c@contoso.com", T0, public_client=True, oid="oid-1")
+    st.save_token_cache("t:c:b2c@contoso.com", "oracle", BLOB, "sha256:aa", "b2c@contoso.com", T0,
+                        public_client=True, oid="oid-1")
     upgrade(empty_engine)
-    assert (st.load_token_cache("oracle").public_client, st.load_token_cache("oracle").oid) == (True, "oid-1")
+    row = st.load_token_cache("t:c:b2c@contoso.com")
+    assert (row.public_client, row.oid) == (True, "oid-1")
     # and it can be taken back (the rows keep their caches)
     _migrate(empty_engine, command.downgrade, "0006")
     assert "public_client" not in _columns(empty_engine)
@@ -79,20 +81,25 @@ def test_0007_upgrades_a_database_written_before_it(empty_engine):
 
 
 def test_a_refresh_keeps_the_sign_in_kind_and_a_new_sign_in_replaces_it(store):  # noqa: F811
-    save = store.save_token_cache
+    def save(name, *args, **kwargs):
+        store.save_token_cache(f"key:{name}", name, *args, **kwargs)
+
+    def load(name):
+        return store.load_token_cache(f"key:{name}")
+
     save("helpdesk", BLOB, "sha256:aa", "anna@contoso.com", T0, public_client=True, oid="oid-anna")
     save("helpdesk", BLOB[::-1], "sha256:aa", "anna@contoso.com", T0 + timedelta(minutes=5))  # rotated by a refresh
-    row = store.load_token_cache("helpdesk")
+    row = load("helpdesk")
     assert (bytes(row.ciphertext), row.public_client, row.oid) == (BLOB[::-1], True, "oid-anna")
     save("helpdesk", BLOB, "sha256:aa", "anna@contoso.com", T0 + timedelta(minutes=9), public_client=False, oid=None)
-    row = store.load_token_cache("helpdesk")
+    row = load("helpdesk")
     assert (row.public_client, row.oid, row.updated_at) == (False, None, T0 + timedelta(minutes=9))
     save("new", BLOB, "sha256:aa", None, T0)  # a first save without a sign-in's facts: confidential, nobody
-    assert (store.load_token_cache("new").public_client, store.load_token_cache("new").oid) == (False, None)
+    assert (load("new").public_client, load("new").oid) == (False, None)
     # re-encrypting with a new key keeps them too
     store.rekey_token_caches(lambda b: b[::-1], "sha256:bb", "token_key_fingerprint")
-    assert store.load_token_cache("helpdesk").public_client is False
+    assert load("helpdesk").public_client is False
     save("helpdesk", BLOB, "sha256:bb", "anna@contoso.com", T0, public_client=True, oid="oid-anna")
     store.rekey_token_caches(lambda b: b[::-1], "sha256:cc", "token_key_fingerprint")
-    assert (store.load_token_cache("helpdesk").public_client, store.load_token_cache("helpdesk").oid) == (
+    assert (load("helpdesk").public_client, load("helpdesk").oid) == (
         True, "oid-anna")

@@ -15,6 +15,7 @@ from datetime import UTC, datetime
 
 from alerts.messages import Message, _env
 from checks import days
+from checks.days import count_words, expiry_words
 from monitor.config import AppConfig, Config, IntegrationConfig
 from monitor.redact import redact
 
@@ -93,8 +94,8 @@ def runbook(config: Config, app_name: str, integrations: list[IntegrationConfig]
     days = app.rotation.remove_old_after_days
     old = f"the old secret (Secret ID {cred.key_id}, hint {cred.hint}...)" if cred.kind == "client_secret" \
         else f"the old certificate ({cred.key_id})"
-    steps.append(f"After every consuming system above has worked with the new one for {days} day(s): delete {old} "
-                 f"in {portal}. Never before: a system still on it breaks at once.")
+    steps.append(f"After every consuming system above has worked with the new one for {count_words(days)}: "
+                 f"delete {old} in {portal}. Never before: a system still on it breaks at once.")
     return steps
 
 
@@ -109,7 +110,7 @@ def render_reminder(config: Config, cred: CredentialFacts, integrations: list[In
         headline = f"The {word} of app {app.display_name or cred.app} EXPIRED on {_when(cred.expires_at)}"
     else:
         headline = (f"The {word} of app {app.display_name or cred.app} expires on {_when(cred.expires_at)} "
-                    f"({left} day(s) left)")
+                    f"({expiry_words(cred.expires_at, now)})")
     values = {
         "headline": headline, "stage": stage, "left": left, "word": word, "cred": cred, "names": names,
         "systems": systems, "app_name": app.display_name or cred.app, "client_id": cred.client_id,
@@ -119,7 +120,7 @@ def render_reminder(config: Config, cred: CredentialFacts, integrations: list[In
                           "secret_field": i.secret_field or "-", "reauth": i.reauth_after_rotation}
                          for i in integrations],
     }
-    label = "EXPIRED" if stage == 0 else f"EXPIRES IN {left} DAY(S)"
+    label = "EXPIRED" if stage == 0 else f"EXPIRES IN {count_words(left).upper()}"
     title = f"[mailwarden] {label}: {word} of {app.display_name or cred.app} - {', '.join(systems)} [{key}]"
     kind = "failure" if stage <= 3 else "warning"
     return _render("expiry", values, title, kind)

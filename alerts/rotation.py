@@ -16,6 +16,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
+from checks.days import count_words as days_words
 from monitor.credentials import AppCredential
 from monitor.models import Rotation
 
@@ -107,8 +108,9 @@ def advance(row: Rotation, obs: Observation, now: datetime, remove_old_after_day
         worked = timedelta(days=remove_old_after_days)
         if obs.healthy_since is not None and now - max(row.in_use_at, obs.healthy_since) >= worked:
             row.remind_remove_at = now
-            out.steps.append(Step("remind_remove_old", f"the new credential has worked for {remove_old_after_days} "
-                                  f"day(s): remove the old one ({row.key_id})", notice="remove_old"))
+            out.steps.append(Step("remind_remove_old", f"mailwarden's own checks have worked with the new credential "
+                                  f"for {days_words(remove_old_after_days)}: the old one ({row.key_id}) can go once "
+                                  "every consuming system is confirmed on the new one", notice="remove_old"))
     if (row.state == "new_secret_created" and row.stuck_alert_at is None and row.old_expires_at is not None
             and row.old_expires_at - now <= STUCK_WINDOW):
         row.stuck_alert_at = now

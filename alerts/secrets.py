@@ -21,6 +21,7 @@ from alerts import expiry, routes
 from alerts.autorotate import AutoRotator
 from alerts.messages import Message
 from alerts.rotation import Observation, Step, advance, should_open
+from checks import diagnoses
 from monitor.config import Config, IntegrationConfig
 from monitor.credentials import AppCredential, CredentialReader, match
 from monitor.db import Store
@@ -200,12 +201,16 @@ def inventory(config: Config, store: Store, now: datetime) -> list[dict[str, Any
     for rem in store.reminders():
         reminders.setdefault((rem.client_id, rem.key_id), []).append(rem.stage)
     apps = {a.client_id: (name, a) for name, a in config.apps.items()}
+    creds = store.credentials()
+    matched = {c.client_id for c in creds if c.reference is not None}
     rows = []
-    for cred in store.credentials():
+    for cred in creds:
         name, app = apps.get(cred.client_id, (cred.app, None))
         used = [i.name for i in config.integrations if i.app == name] if cred.reference else []
         monitor = any(t.monitor_app == name for t in config.tenants.values()) and cred.reference is not None
         rot = rotations.get((cred.client_id, cred.key_id or ""))
+        usage = usage_of(config, name, app, cred, by_mailwarden=bool(used) or monitor, monitor=monitor,
+                         app_matched=cred.client_id in matched, rotated=rot is not None)
         lifetime = (cred.expires_at - cred.start_at).days if cred.expires_at and cred.start_at else None
         rows.append({
             "app": name, "display_name": (app.display_name if app else None) or name, "client_id": cred.client_id,
@@ -213,13 +218,80 @@ def inventory(config: Config, store: Store, now: datetime) -> list[dict[str, Any
             "starts": _iso(cred.start_at), "expires": _iso(cred.expires_at),
             "days_left": expiry.days_left(cred.expires_at, now) if cred.expires_at else None,
             "lifetime_days": lifetime, "long_lived": lifetime is not None and lifetime > LONG_LIVED.days,
-            "integrations": used, "used_by_mailwarden": monitor, "unused": not used and not monitor,
+            "integrations": used, "used_by_mailwarden": monitor, "unused": usage.pop("unused"), "usage": usage,
             "rotation": rot.state if rot else None, "auto_step": rot.auto_step if rot else None,
             "reminders_sent": sorted(reminders.get((cred.client_id, cred.key_id or ""), []), reverse=True),
             "source": cred.source,
         })
     rows.sort(key=lambda r: (r["days_left"] if r["days_left"] is not None else 10**6, r["app"]))
     return rows
+
+
+SIGNIN_LOGS = "Entra admin center > Identity > Monitoring & health > Sign-in logs"
+
+
+def _seed_secret_field(system: str) -> str:
+    """Where the guide of this consuming system (the seeds) says its client secret goes, or a neutral phrase."""
+    system_of = getattr(diagnoses, "system_of", None)  # the catalog's public lookup, where it has one
+    if system_of is not None:
+        return system_of(system).secret_field
+    return diagnoses._secret_field_for(system)
+
+
+def usage_of(config: Config, name: str, app: Any, cred: Any, *, by_mailwarden: bool, monitor: bool,
+             app_matched: bool, rotated: bool) -> dict[str, Any]:
+    """Who uses the credential, as far as mailwarden knows. mailwarden sees its own configured secret (by hint) or
+    certificate (by thumbprint) only: a consuming system holds its own copy, which may still be the old one after
+    mailwarden's moved on. "Nothing uses it" (``unused``) needs evidence about those systems: their sign-ins by
+    credential keyId, which mailwarden does not collect yet, so ``unused`` stays false and ``unknown`` says what
+    to check before deleting it."""
+    if by_mailwarden:
+        known = "mailwarden uses it as its monitor app" if monitor else "mailwarden's own configuration uses it"
+        return {"mailwarden": "uses", "known": known, "unknown": None, "systems": [], "evidence": None,
+                "unused": False}
+    word = "certificate" if cred.kind == "certificate" else "secret"
+    if app is not None and not app_matched:
+        mine, known = "unknown", (f"mailwarden's configured {word} matched none of this app's credentials at the last "
+                                  f"read (a wrong or unreadable {word}: see the app's token check), so whether it "
+                                  "uses this one is not known")
+    else:
+        mine = "does_not_use"
+        known = f"mailwarden's own configuration {'no longer uses' if rotated else 'does not use'} it"
+    verb = "still uses" if rotated else "uses"
+    key = f"credential key ID {cred.key_id}" if cred.key_id else "the credential's key ID"
+    service_signins = (f"{SIGNIN_LOGS} > Service principal sign-ins for the app ({cred.client_id}), filtered by "
+                       f"{key}")
+    by_system: dict[str, list[IntegrationConfig]] = {}
+    for integ in config.integrations:
+        if integ.app == name:
+            by_system.setdefault(integ.system or integ.name, []).append(integ)
+    systems, unknown = [], []
+    for system, items in by_system.items():
+        if word == "certificate":
+            fields = ["its certificate setting"]
+        else:  # the configured secret_field, else where the seeds say this system takes it
+            fields = sorted({i.secret_field for i in items if i.secret_field}) or [_seed_secret_field(system)]
+        where = " / ".join(fields)
+        names = ", ".join(i.name for i in items)
+        flows = sorted({i.flow for i in items})
+        accounts = sorted({i.account for i in items if i.account})
+        systems.append({"system": system, "integrations": [i.name for i in items], "flows": flows,
+                        "secret_field": where, "accounts": accounts})
+        text = f"whether {system} ({names}) {verb} it is not known: check {system}'s configuration ({where})"
+        if "app" in flows:
+            text += f" or {service_signins}, before deleting it"
+        else:
+            text += " before deleting it"
+        if "delegated" in flows:
+            text += (f"; it signs in as {', '.join(accounts)}: {SIGNIN_LOGS} > User sign-ins (non-interactive) for "
+                     f"the app show whether it still signs in, not necessarily with which {word}")
+        unknown.append(text)
+    if not unknown:
+        unknown.append(f"whether anything outside mailwarden {verb} it is not known: check {service_signins}, "
+                       "before deleting it")
+    return {"mailwarden": mine, "known": known, "unknown": "; ".join(unknown), "systems": systems,
+            "evidence": None,  # the consuming systems' sign-ins with this keyId: not collected yet
+            "unused": False}
 
 
 def rotation_rows(store: Store) -> list[dict[str, Any]]:

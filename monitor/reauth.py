@@ -18,14 +18,17 @@ secret, AADSTS700025) is stored as public and refreshed without the secret (M365
 from __future__ import annotations
 
 import asyncio
+import json
 import warnings
-from collections.abc import Callable, Coroutine
+from collections.abc import Callable, Coroutine, Iterator
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 from urllib.parse import parse_qs, quote, urlsplit
 
 import msal
+import requests
 
 from checks import graph_client, permissions
 from checks.diagnoses import classify_aadsts
@@ -73,12 +76,13 @@ def _delegated(integ: IntegrationConfig) -> None:
 def start(tokens: TokenProvider, integ: IntegrationConfig, redirect_uri: str) -> dict[str, Any]:
     """Begin an auth code + PKCE flow; returns MSAL's flow dict (its ``auth_uri`` is for the browser)."""
     _delegated(integ)
-    app = tokens.new_app(integ.app, msal.SerializableTokenCache())
-    with warnings.catch_warnings():
-        # MSAL recommends form_post; the headless flow needs the code in the URL the admin pastes back.
-        warnings.filterwarnings("ignore", message="response_mode='form_post'", category=UserWarning)
-        return app.initiate_auth_code_flow(required_scopes(tokens, integ), redirect_uri=redirect_uri,
-                                           login_hint=integ.account, prompt="select_account")
+    with _login_host(tokens, integ, "starting the sign-in"):
+        app = tokens.new_app(integ.app, msal.SerializableTokenCache())
+        with warnings.catch_warnings():
+            # MSAL recommends form_post; the headless flow needs the code in the URL the admin pastes back.
+            warnings.filterwarnings("ignore", message="response_mode='form_post'", category=UserWarning)
+            return app.initiate_auth_code_flow(required_scopes(tokens, integ), redirect_uri=redirect_uri,
+                                               login_hint=integ.account, prompt="select_account")
 
 
 def parse_redirect(url: str) -> dict[str, str]:
@@ -100,12 +104,15 @@ def complete(tokens: TokenProvider, integ: IntegrationConfig, flow: dict[str, An
     if auth_response.get("error"):
         _refused(auth_response, tokens, integ)
     cache = msal.SerializableTokenCache()
-    app = tokens.new_app(integ.app, cache)
-    try:
-        result = app.acquire_token_by_auth_code_flow(flow, auth_response)
-    except ValueError as exc:  # state mismatch, reused flow
-        raise ReauthError(f"the sign-in response does not belong to this request ({exc})",
-                          code="config_error", hint="Start again and paste the newest URL") from None
+    with _login_host(tokens, integ, "redeeming the sign-in"):
+        app = tokens.new_app(integ.app, cache)
+        try:
+            result = app.acquire_token_by_auth_code_flow(flow, auth_response)
+        except ValueError as exc:  # state mismatch, reused flow
+            if isinstance(exc, json.JSONDecodeError):
+                raise  # a reply that is not JSON: the login host's problem, said by _login_host
+            raise ReauthError(f"the sign-in response does not belong to this request ({exc})",
+                              code="config_error", hint="Start again and paste the newest URL") from None
     return _accept(tokens, integ, cache, result)
 
 
@@ -120,12 +127,14 @@ def device_code(tokens: TokenProvider, integ: IntegrationConfig, show) -> Reauth
                           hint="Use the sign-in URL flow (without --device-code), or enable 'Allow public client "
                                "flows' on the app registration and set public_client: true")
     cache = msal.SerializableTokenCache()
-    app = tokens.new_public_app(integ.app, cache)
-    flow = app.initiate_device_flow(scopes=required_scopes(tokens, integ))
+    with _login_host(tokens, integ, "starting the device-code sign-in"):
+        app = tokens.new_public_app(integ.app, cache)
+        flow = app.initiate_device_flow(scopes=required_scopes(tokens, integ))
     if "user_code" not in flow:
         _refused(flow, tokens, integ)
     show(flow["message"])
-    result = app.acquire_token_by_device_flow(flow)
+    with _login_host(tokens, integ, "waiting for the device-code sign-in"):
+        result = app.acquire_token_by_device_flow(flow)
     return _accept(tokens, integ, cache, result, public_client=True)
 
 
@@ -135,17 +144,110 @@ def import_refresh_token(tokens: TokenProvider, integ: IntegrationConfig, refres
     register_secret(refresh_token)
     scopes = required_scopes(tokens, integ)
     cache = msal.SerializableTokenCache()
-    result = tokens.new_app(integ.app, cache).acquire_token_by_refresh_token(refresh_token, scopes)
+    with _login_host(tokens, integ, "redeeming the imported refresh token"):
+        result = tokens.new_app(integ.app, cache).acquire_token_by_refresh_token(refresh_token, scopes)
     if PUBLIC_CLIENT_WITH_SECRET not in (result.get("error_codes") or []):
         return _accept(tokens, integ, cache, result)
     # Issued to a public client (a device-code sign-in elsewhere): Entra ID refuses it with the app's secret,
     # and it is redeemed, and from now on refreshed, without one.
     cache = msal.SerializableTokenCache()
-    result = tokens.new_public_app(integ.app, cache).acquire_token_by_refresh_token(refresh_token, scopes)
+    with _login_host(tokens, integ, "redeeming the imported refresh token as a public client"):
+        result = tokens.new_public_app(integ.app, cache).acquire_token_by_refresh_token(refresh_token, scopes)
     if "access_token" not in result:
         _refused(result, tokens, integ, context="the token was issued to a public client (refused with the app's "
                                                 "secret: AADSTS700025), and redeeming it without the secret failed")
     return _accept(tokens, integ, cache, result, public_client=True)
+
+
+_NETWORK_CODES = ("idp_unreachable", "connection_refused", "dns_error", "timeout")
+
+
+@contextmanager
+def _login_host(tokens: TokenProvider, integ: IntegrationConfig, doing: str) -> Iterator[None]:
+    """MSAL raises when the login host gives no usable answer: requests' errors for a host it cannot reach, a bare
+    ValueError when the tenant's discovery document fails (an unknown tenant: AADSTS90002), MsalServiceError or a
+    JSON error for a reply that is not OAuth. Each becomes a refusal with a sentence; nothing is stored."""
+    from checks.token import reply_outcome, token_failure
+    from monitor.tokens import REPLIES, TokenReply
+
+    REPLIES.begin()
+    try:
+        yield
+    except (requests.RequestException, OSError, ValueError, msal.exceptions.MsalServiceError) as exc:
+        authority = tokens.endpoints.authority
+        resp = getattr(exc, "response", None)
+        if isinstance(exc, requests.HTTPError) and resp is not None:  # discovery answered 5xx
+            outcome = reply_outcome(TokenReply(resp.status_code, {k.lower(): v for k, v in resp.headers.items()},
+                                               resp.text[:4000], str(resp.url)), "Entra ID")
+        elif isinstance(exc, requests.RequestException | OSError) and network_code(exc):
+            outcome = _unreachable(exc, authority)
+        else:
+            outcome = token_failure(exc, "Entra ID", authority, reply=REPLIES.last())
+        if outcome is None:
+            outcome = _discovery_failure(tokens, integ)
+        if outcome is None:  # the login host answers as it should: not its failure
+            raise
+        said = outcome.summary.split("; the next run waits")[0].rstrip(". ")  # the check's wording, not this one's
+        raise ReauthError(f"{doing} failed: {said}; nothing was stored", code=outcome.code or "unclassified",
+                          hint=_login_hint(tokens, integ, outcome.code, outcome.retry_after_s)) from None
+
+
+def _unreachable(exc: BaseException, authority: str):
+    """The login host gave no answer: one short clause (the token check's summary carries the raw error too)."""
+    from checks.base import Outcome, Status
+    from checks.network import WORDS, tls_words
+
+    code = network_code(exc)
+    if code == "tls_error":
+        return Outcome(Status.ERROR, code, f"the login host {authority} {tls_words(exc, authority)}")
+    return Outcome(Status.ERROR, "idp_unreachable",
+                   f"the login host {authority} {WORDS.get(code or '', 'could not be reached')}")
+
+
+def _discovery_failure(tokens: TokenProvider, integ: IntegrationConfig):
+    """What is wrong with the tenant's discovery document, as an outcome (None when nothing is): MSAL raises a bare
+    ValueError for it, so it is read once more for Entra ID's own answer (AADSTS90002 for an unknown tenant)."""
+    from checks.base import Outcome, Status
+    from checks.token import refused_outcome
+    from monitor.tokens import http_session
+
+    tenant_id = tokens.config.tenants[tokens.config.apps[integ.app].tenant].tenant_id
+    url = f"{tokens.endpoints.authority_for(tenant_id)}/v2.0/.well-known/openid-configuration"
+    try:
+        resp = http_session(tokens.endpoints).get(url, timeout=tokens.timeout_s)
+    except (requests.RequestException, OSError) as exc:
+        return _unreachable(exc, tokens.endpoints.authority)
+    try:
+        body = resp.json()
+    except ValueError:
+        body = None
+    if isinstance(body, dict) and body.get("error_codes"):
+        return refused_outcome(body, f"Entra ID (tenant {tenant_id})")
+    if resp.status_code == 200 and isinstance(body, dict) and body.get("token_endpoint"):
+        return None
+    return Outcome(Status.ERROR, "unclassified", f"the discovery document of tenant {tenant_id} ({url}) is not "
+                   f"usable: HTTP {resp.status_code}, {'JSON' if body is not None else 'not JSON'}")
+
+
+def _login_hint(tokens: TokenProvider, integ: IntegrationConfig, code: str | None, wait_s: float | None) -> str:
+    tenant_name = tokens.config.apps[integ.app].tenant
+    tenant_id = tokens.config.tenants[tenant_name].tenant_id
+    authority = tokens.endpoints.authority
+    if code == "tenant_not_found":
+        return (f"Entra ID knows no tenant {tenant_id}: copy the Tenant ID from Entra admin center > Identity > "
+                f"Overview into tenants.{tenant_name}.tenant_id (and check cloud) in the config, then try "
+                "again")
+    if code in _NETWORK_CODES:
+        return (f"Check that this host reaches {authority} over HTTPS (firewall, proxy) and that cloud and "
+                "endpoints in the config name the right cloud, then try again")
+    if code == "tls_error":
+        return ("If a proxy inspects TLS, add its CA as endpoints.ca_bundle in the config; check this host's "
+                "clock; then try again")
+    if code in ("service_unavailable", "throttled"):
+        when = f"in {wait_s:g} s or later (Entra ID asked to wait that long)" if wait_s else "later"
+        return ("Check Microsoft 365 service health (admin.microsoft.com > Health > Service health) and try "
+                f"again {when}")
+    return f"Check cloud, endpoints and tenants.{tenant_name} in the config, then try again"
 
 
 def _refused(result: dict[str, Any], tokens: TokenProvider, integ: IntegrationConfig, *,

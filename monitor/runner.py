@@ -54,7 +54,8 @@ class RunResult:
         integ = config.integration(self.integration)
         app = config.apps.get(integ.app)
         o = self.outcome
-        fix = [] if o.status == Status.OK else render_fix(o.code or "unclassified", **facts(config, integ, o))
+        fix = [] if o.status == Status.OK else render_fix(o.code or "unclassified",
+                                                          **facts(config, integ, o, self.check))
         return {
             "integration": self.integration,
             "check": self.check,
@@ -69,22 +70,90 @@ class RunResult:
         }
 
 
-def facts(config: Config, integ: IntegrationConfig, outcome: Outcome | None = None) -> dict[str, str | None]:
-    """What the diagnosis texts may name about an integration (never a secret)."""
+def facts(config: Config, integ: IntegrationConfig, outcome: Outcome | None = None,
+          check: str | Iterable[str] | None = None) -> dict[str, str | None]:
+    """What the diagnosis texts may name about an integration and one result of it (never a secret), and what the
+    catalog chooses its steps by (checks.diagnoses.Step). ``check``: the kind(s) of the result's check when the
+    caller knows them; else read from the result's metrics; else every check of the integration (the catalog keeps
+    those that can return the code, each step labelled with what it is for)."""
+    import re
+    from datetime import date
+
+    from checks import diagnoses, permissions
+
     app = config.apps.get(integ.app)
     tenant = config.tenants.get(app.tenant) if app else None
     metrics = outcome.metrics if outcome else {}
+    summary = outcome.summary if outcome else ""
+    code = outcome.code if outcome else None
+    if isinstance(check, str):
+        kinds = [k for k in check.split(",") if k]
+    elif check:
+        kinds = list(check)
+    else:  # what only one kind of check records
+        phases = set(metrics.get("phases_ms") or {})
+        guessed = ("token" if "needed_by" in metrics or "tokens" in metrics else
+                   "smtp" if "login_as" in metrics else
+                   "graph_mail" if "graph_code" in metrics or phases & {"inbox", "sendMail"} else
+                   "ews" if "getfolder" in phases or "response_code" in metrics or "notice" in metrics else
+                   "imap" if "select" in phases else "pop" if "stat" in phases else
+                   "secret_expiry" if "source" in metrics or "credentials_on_app" in metrics else None)
+        kinds = [guessed] if guessed in integ.checks else list(integ.checks)
+
+    # the permission the result is about, with where an admin adds it (API and type) and never a weaker one
+    require = list((integ.checks.get("token") or {}).get("require") or [])
+    found = permissions.find(integ.flow, list(integ.checks), require, str(metrics.get("permission") or ""))
+    if found is not None:
+        needs = [found]
+    elif metrics.get("needed_by") in integ.checks:  # a result stored before the need changed
+        needs = permissions.needs(integ.flow, [metrics["needed_by"]])
+    else:
+        needs = (permissions.needs(integ.flow, kinds, require if "token" in kinds else ())
+                 or permissions.needs(integ.flow, list(integ.checks), require))
+    grants = list(dict.fromkeys(n.grant for n in needs))
+    paths = list(dict.fromkeys(permissions.portal_path(n.resource, n.grant, integ.flow) for n in needs))
+
+    detail = summary or None
+    if code == "auth_failed" and " (likely: " in summary:  # the catalog gives the causes from these facts
+        detail = summary[:summary.index(" (likely: ")]
+    # secret_expiry: why the monitor app read nothing (monitor.credentials words its reason)
+    monitor = tenant.monitor_app if tenant else None
+    monitor_app = config.apps.get(monitor or "")
+    reason, monitor_code, problem = None, None, None
+    if code == "graph_unreadable":
+        aadsts = re.search(r"got no Graph token \(AADSTS(\d+)", summary)
+        if "names no monitor_app" in summary or not monitor:
+            reason = "no_monitor_app"
+        elif aadsts:
+            reason, monitor_code = "monitor_token", diagnoses.classify_aadsts([int(aadsts.group(1))])
+            problem = f"AADSTS{aadsts.group(1)}: {diagnoses.get(monitor_code).title}"
+        elif "'s Graph token:" in summary:
+            reason, monitor_code, problem = "monitor_token", "unknown", summary
+        elif "needs Application.Read.All" in summary:
+            reason = "forbidden"
+    retires = date.fromisoformat(metrics["retires_on"]) if metrics.get("retires_on") else None
     return {
         "system": integ.system, "integration": integ.name, "mailbox": integ.mailbox, "account": integ.account,
-        "flow": integ.flow,
+        "flow": integ.flow, "check": ",".join(kinds),
         "client_id": app.client_id if app else None, "app": (app.display_name or integ.app) if app else integ.app,
-        "tenant_id": tenant.tenant_id if tenant else None, "secret_field": integ.secret_field,
-        "permission": metrics.get("permission"),
+        "tenant_id": tenant.tenant_id if tenant else None, "tenant": app.tenant if app else None,
+        "secret_field": integ.secret_field,
+        "reauth_after_rotation": "yes" if integ.reauth_after_rotation else "no",
+        "permission": " and ".join(grants) or metrics.get("permission"), "permission_path": "; ".join(paths) or None,
+        "token_checked": "yes" if "token" in integ.checks else "no",
         "days_left": str(metrics["days_left"]) if metrics.get("days_left") is not None else None,
+        "days_words": metrics.get("days_words"),
         "expires_on": (metrics.get("expires_at") or "")[:10] or None,
-        "detail": outcome.summary if outcome else None,
-        "login": metrics.get("login_as"),
+        "retires_on": f"{retires.day} {retires:%B %Y}" if retires else None,
+        "detail": detail,
+        "login": metrics.get("login_as") or (integ.account if integ.flow == "delegated" and "smtp" in kinds
+                                             else integ.mailbox),
+        "sender": (integ.checks.get("smtp") or {}).get("canary_from") or integ.mailbox,
+        "callback_url": config.web.base_url.rstrip("/") + "/auth/callback",
         "ews_retirement": "yes" if "ews" in integ.checks and config.endpoints_resolved().exchange_online else None,
+        "graph_reason": reason, "monitor_code": monitor_code, "monitor_problem": problem,
+        "monitor_app": (monitor_app.display_name or monitor) if monitor_app else monitor,
+        "monitor_client_id": monitor_app.client_id if monitor_app else None,
     }
 
 
@@ -354,7 +423,12 @@ class Runner:
 
 def select(config: Config, integration: str | None = None, check: str | None = None,
            *, include_paused: bool = False) -> list[tuple[str, list[str]]]:
-    """(integration, kinds) pairs matching the filters, in config order."""
+    """(integration, kinds) pairs matching the filters, in config order.
+
+    A mailbox check selected without its integration's token check brings that token check along, first: the
+    token check proves the token with a real round trip (a forced refresh), and `run_many` runs it before the
+    others, so the mailbox check is blocked by its failure as under the scheduler. Alone, the mailbox check
+    would present an access token cached before a revocation and report ok."""
     out = []
     for integ in config.integrations:
         if integration and integ.name != integration:
@@ -362,6 +436,9 @@ def select(config: Config, integration: str | None = None, check: str | None = N
         if integ.paused and not (include_paused or integration):
             continue
         kinds = [k for k in integ.checks if check is None or k == check]
+        if TOKEN in integ.checks and TOKEN not in kinds and any(
+                getattr(REGISTRY.get(k), "depends_on_token", False) for k in kinds):
+            kinds.insert(0, TOKEN)
         if kinds:
             out.append((integ.name, kinds))
     return out

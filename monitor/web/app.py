@@ -27,7 +27,7 @@ from starlette.staticfiles import StaticFiles
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from monitor.config import Config, WebConfig
-from monitor.web import api, pages, reauth, secrets_view
+from monitor.web import api, incidents, pages, reauth, secrets_view
 from monitor.web.auth import Access, access_from, login_url, session_key
 from monitor.web.metrics import Metrics
 
@@ -167,7 +167,8 @@ def create_app(config: Callable[[], Config] | Config, store: Callable[[], Any] |
 
         state.metrics.registry.register(LeaderCollector(monitor))
     https = cfg.web.base_url.startswith("https://")
-    routes = [*pages.ROUTES, *reauth.ROUTES, *api.ROUTES, *secrets_view.ROUTES, Route("/healthz", healthz),
+    routes = [*pages.ROUTES, *incidents.ROUTES, *reauth.ROUTES, *api.ROUTES, *secrets_view.ROUTES,
+              Route("/healthz", healthz),
               Route("/metrics", metrics_endpoint),
               Mount("/static", StaticFiles(directory=STATIC_DIR), name="static")]
     middleware = [Middleware(Headers, https=https),

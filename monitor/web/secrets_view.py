@@ -1,7 +1,8 @@
 """The credentials inventory and rotation view: `/secrets` (HTML) and `/api/secrets` (JSON).
 
 Everything comes from alerts.secrets.api_secrets (store reads only): every credential of every configured
-app with its expiry, who uses it, rotation state and the reminders sent. Never a secret value.
+app with its expiry, whether mailwarden's own configuration uses it and what is not known about the consuming
+systems' copies (``usage``), rotation state and the reminders sent. Never a secret value.
 """
 
 from __future__ import annotations

@@ -125,9 +125,12 @@ def test_static_report_opens_from_a_file_without_network(browser, demo, tmp_path
     page.goto(out.as_uri())
     assert page.locator("tr.row").count() == len(INTEGRATIONS)
     assert page.locator("#i-enaio-notify .fix li").count() >= 3
-    # the inline CSS applied: a failing chip is red
+    # the inline CSS applied: a failing chip is red, and the text is in the stylesheet's fonts (escaped, the
+    # stylesheet's quotes became &#34; and the whole font declaration was dropped: the browser's serif)
     color = page.locator("tr.row .chip.s-fail").first.evaluate("e => getComputedStyle(e).backgroundColor")
     assert color == "rgb(198, 40, 40)"
+    font = page.evaluate("getComputedStyle(document.body).fontFamily")
+    assert font.startswith("system-ui") and "serif" not in font.replace("sans-serif", ""), font
     assert [u for u in requests if not u.startswith("file:")] == [] and errors == []
     ARTIFACTS.mkdir(exist_ok=True)
     page.screenshot(path=str(ARTIFACTS / "report.png"))

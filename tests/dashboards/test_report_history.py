@@ -40,7 +40,7 @@ def test_report_has_a_row_for_every_integration_and_full_pages_only_for_those_no
     page = html[html.index('id="i-enaio-notify"'):]
     page = page[:page.index("</article>")]
     assert "What to do" in page and "secret_expired" in page and "Transitions" in page
-    assert 'aria-label="uptime 30 d"' in page
+    assert 'aria-label="availability 30 d"' in page and 'aria-label="runs 30 d"' in page
     for name in ("hoth-support", "sinch-queue"):  # ok: the row only, and the row is what links point at
         assert f'id="i-{name}"' in rows[name]
     # a row: tenant, worst status, a chip per check, since, last success, 24 h uptime figure
@@ -72,6 +72,8 @@ def test_report_details_an_ok_integration_whose_checks_stopped(demo, tmp_path):
         # pages are for the statuses only (not 11 pages that all say the same)
         later = render_report(cfg, store, now + timedelta(days=1))
         assert "The monitor has stalled" in later
+        newest = f"{now - timedelta(minutes=1):%Y-%m-%d %H:%M} UTC"  # absolute: the file is read later
+        assert re.search(rf"The newest result was taken <time [^>]*>{newest}</time>", later)
         assert all("s-stale" in r for r in summary_rows(later).values())
         assert detailed(later) == {"sinch-sales"}
     finally:

@@ -78,13 +78,20 @@ def test_old_removed_while_still_in_use_is_an_alert(world, receiver, clock):
     assert not ev.ok and "still used it" in ev.detail
 
 
-def test_inventory_lists_unused_and_long_lived(world, clock):
+def test_inventory_lists_credentials_mailwarden_does_not_use_and_long_lived(world, clock):
     w = world("app", secret_end="+200d")
     w.ctl.add_secret(w.app_id, display_name="forgotten", start="-10d", end="+700d")
     asyncio.run(_read_all(w.open()))  # as `mailwarden secrets` does: every app, the monitor app too
     rows = api_secrets(w.runtime.config, w.runtime.store, clock() + timedelta(seconds=1))["credentials"]
     forgotten = next(r for r in rows if r["name"] == "forgotten")
-    assert forgotten["unused"] and forgotten["long_lived"] and forgotten["integrations"] == []
+    assert forgotten["long_lived"] and forgotten["integrations"] == []
+    # mailwarden's secret is another one, but whether the consuming system uses this one is not known: no
+    # evidence of its sign-ins, so never "unused" (deleting a secret a system still uses is an outage)
+    assert not forgotten["unused"] and forgotten["usage"]["mailwarden"] == "does_not_use"
+    assert forgotten["usage"]["known"] == "mailwarden's own configuration does not use it"
+    assert forgotten["usage"]["unknown"].startswith("whether Test helpdesk (subject) uses it is not known: check "
+                                                    "Test helpdesk's configuration (its client secret setting) or ")
+    assert f"filtered by credential key ID {forgotten['key_id']}, before deleting it" in forgotten["usage"]["unknown"]
     used = next(r for r in rows if r["key_id"] == w.key_id)
     assert used["integrations"] == ["subject"] and not used["unused"] and not used["long_lived"]
     monitor = next(r for r in rows if r["app"] == "monitor")

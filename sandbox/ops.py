@@ -323,12 +323,18 @@ def open_incident(state: State, service: str, effect: str = "html", title: str =
     return {"id": inc.id}
 
 
+def _drop(state: State, attr: str, id: str | None) -> int:  # noqa: A002 - the item's id
+    """Remove the item with ``id`` from ``state.<attr>`` (every item when None); how many went."""
+    with state.lock:
+        items = getattr(state, attr)
+        kept = [i for i in items if id is not None and i.id != id]
+        setattr(state, attr, kept)
+        return len(items) - len(kept)
+
+
 @op
 def close_incident(state: State, id: str | None = None) -> dict:  # noqa: A002 - the incident's id
-    with state.lock:
-        before = len(state.incidents)
-        state.incidents = [i for i in state.incidents if id is not None and i.id != id]
-        return {"closed": before - len(state.incidents)}
+    return {"closed": _drop(state, "incidents", id)}
 
 
 @op
@@ -403,10 +409,7 @@ def add_fault(state: State, path_prefix: str, status: int | None = 429, count: i
 
 @op
 def clear_faults(state: State, id: str | None = None) -> dict:  # noqa: A002 - the fault's id
-    with state.lock:
-        before = len(state.faults)
-        state.faults = [f for f in state.faults if id is not None and f.id != id]
-        return {"cleared": before - len(state.faults)}
+    return {"cleared": _drop(state, "faults", id)}
 
 
 @op

@@ -10,21 +10,11 @@ import pytest
 from checks.base import Status
 from checks.diagnoses import render_fix
 from monitor.runner import facts
+from tests.e2e.test_mailbox_checks import shared_mailbox as house_on_the_hill  # a licensed delegate on a shared box
 
 MAIL = {"token": {}, "imap": {}, "pop": {}, "smtp": {}}
 PERMISSION_WORDS = ("Add-MailboxPermission", "API permissions", "Grant admin consent", "FullAccess",
                     "Add-RecipientPermission")
-
-
-def house_on_the_hill(**box):
-    """A licensed delegate with FullAccess and SendAs on a shared mailbox (the House-on-the-Hill setup)."""
-    def build(ids):
-        return {"mailboxes": [
-            {"address": f"box@{ids['domain']}", "type": "shared", "full_access": [ids["upn"]],
-             "send_as": [ids["upn"]], **box},
-            {"address": ids["upn"], "type": "user"},
-        ]}
-    return build
 
 
 @pytest.fixture

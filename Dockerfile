@@ -2,14 +2,18 @@
 FROM python:3.11-slim AS build
 WORKDIR /src
 COPY pyproject.toml README.md ./
+COPY core ./core
 COPY monitor ./monitor
 COPY checks ./checks
 COPY alerts ./alerts
 COPY dashboards ./dashboards
 COPY sandbox ./sandbox
+COPY deploy/strip_sandbox.py ./deploy/
+# the wheel carries the sandbox (the demo's stand-in for Microsoft): a production image leaves it out
 RUN python -m venv /opt/mailwarden \
  && /opt/mailwarden/bin/pip install --no-cache-dir --upgrade pip \
  && /opt/mailwarden/bin/pip install --no-cache-dir . \
+ && /opt/mailwarden/bin/python deploy/strip_sandbox.py \
  && /opt/mailwarden/bin/python -m compileall -q /opt/mailwarden/lib
 
 FROM python:3.11-slim

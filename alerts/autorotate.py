@@ -27,12 +27,12 @@ from typing import Any
 
 import httpx
 
-from alerts.rotation import Observation, Step
-from monitor.config import Config
-from monitor.credentials import CredentialReader, match
-from monitor.models import Rotation
-from monitor.redact import redact, register_secret
-from monitor.tokens import TokenProvider
+from mailwarden.alerts.rotation import Observation, Step
+from mailwarden.monitor.config import Config
+from mailwarden.monitor.credentials import CredentialReader, match
+from mailwarden.monitor.models import Rotation
+from mailwarden.monitor.tokens import TokenProvider
+from mailwarden.redact import redact, register_secret
 
 log = logging.getLogger("mailwarden.rotation")
 RETRY_AFTER_FAILURE = timedelta(days=1)

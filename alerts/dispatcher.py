@@ -21,14 +21,14 @@ from datetime import UTC, datetime, timedelta
 
 import httpx
 
-from alerts import messages, routes
-from alerts.policy import Change, CheckInfo, Notice, Policy, PolicyConfig
-from alerts.windows import Maintenance
-from checks import diagnoses
-from monitor.config import Config
-from monitor.db import Store
-from monitor.db_alerts import AlertBatch
-from monitor.models import AlertDelivery
+from mailwarden.alerts import messages, routes
+from mailwarden.alerts.policy import Change, CheckInfo, Notice, Policy, PolicyConfig
+from mailwarden.alerts.windows import Maintenance
+from mailwarden.checks import diagnoses
+from mailwarden.monitor.config import Config
+from mailwarden.monitor.db import Store
+from mailwarden.monitor.db_alerts import AlertBatch
+from mailwarden.monitor.models import AlertDelivery
 
 log = logging.getLogger("mailwarden.alerts")
 MAX_BACKOFF = timedelta(hours=1)
@@ -53,9 +53,9 @@ def policy_config(config: Config) -> PolicyConfig:
 def configured_credential(config: Config, app_name: str) -> str | None:
     """Which credential of the app the config uses: its secret's hint (first three characters, as Graph shows) or
     its certificate's thumbprint; None when the reference does not resolve (the incident then names the app)."""
-    from monitor.config import resolve_ref
-    from monitor.errors import SecretReferenceError
-    from monitor.tokens import certificate_thumbprint
+    from mailwarden.errors import SecretReferenceError
+    from mailwarden.monitor.config import resolve_ref
+    from mailwarden.monitor.tokens import certificate_thumbprint
 
     app = config.apps.get(app_name)
     if app is None:

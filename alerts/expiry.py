@@ -13,11 +13,11 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
-from alerts.messages import Message, _env
-from checks import days
-from checks.days import count_words, expiry_words
-from monitor.config import AppConfig, Config, IntegrationConfig
-from monitor.redact import redact
+from mailwarden import days
+from mailwarden.alerts.messages import Message, _env
+from mailwarden.days import count_words, expiry_words
+from mailwarden.monitor.config import AppConfig, Config, IntegrationConfig
+from mailwarden.redact import redact
 
 PORTAL = "Entra admin center > App registrations > {app} ({client_id}) > Certificates & secrets"
 

@@ -21,13 +21,13 @@ from functools import lru_cache
 
 from jinja2 import Environment, PackageLoader, StrictUndefined
 
-from alerts.policy import BAD, Notice
-from checks import diagnoses
-from checks.base import Outcome, Status
-from monitor.config import Config
-from monitor.models import Incident
-from monitor.redact import redact
-from monitor.runner import facts
+from mailwarden.alerts.policy import BAD, Notice
+from mailwarden.checks import diagnoses
+from mailwarden.checks.base import Outcome, Status
+from mailwarden.monitor.config import Config
+from mailwarden.monitor.models import Incident
+from mailwarden.monitor.runner import facts
+from mailwarden.redact import redact
 
 LABELS = {"opened": "FAILING", "reminder": "STILL FAILING", "resolved": "RESOLVED", "grouped": "OUTAGE",
           "flapping": "FLAPPING"}
@@ -61,7 +61,7 @@ class Context:
 
 @lru_cache(maxsize=1)
 def _env() -> Environment:
-    env = Environment(loader=PackageLoader("dashboards", "templates"), autoescape=False,  # noqa: S701 - text/markdown
+    env = Environment(loader=PackageLoader("mailwarden.dashboards", "templates"), autoescape=False,  # noqa: S701 - text/markdown
                       undefined=StrictUndefined, trim_blocks=True, lstrip_blocks=True, keep_trailing_newline=True)
     return env
 

@@ -34,7 +34,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
-from monitor.models import Incident
+from mailwarden.monitor.models import Incident
 
 BAD = frozenset({"fail", "error"})
 GOOD = frozenset({"ok", "warn"})

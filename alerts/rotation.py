@@ -16,9 +16,9 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
-from checks.days import count_words as days_words
-from monitor.credentials import AppCredential
-from monitor.models import Rotation
+from mailwarden.days import count_words as days_words
+from mailwarden.monitor.credentials import AppCredential
+from mailwarden.monitor.models import Rotation
 
 STATES = ("expiring", "new_secret_created", "in_use", "old_removed")
 STUCK_WINDOW = timedelta(days=7)

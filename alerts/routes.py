@@ -19,8 +19,8 @@ from urllib.parse import quote
 import apprise
 from apprise import AppriseResultStatus, NotifyFormat
 
-from monitor.config import Config, RouteConfig
-from monitor.redact import redact
+from mailwarden.monitor.config import Config, RouteConfig
+from mailwarden.redact import redact
 
 OWNER_PREFIX = "owner:"
 

@@ -17,17 +17,17 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from alerts import expiry, routes
-from alerts.autorotate import AutoRotator
-from alerts.messages import Message
-from alerts.rotation import Observation, Step, advance, should_open
-from checks import diagnoses
-from monitor.config import Config, IntegrationConfig
-from monitor.credentials import AppCredential, CredentialReader, match
-from monitor.db import Store
-from monitor.errors import MailwardenError
-from monitor.models import AlertDelivery, ExpiryReminder, Rotation, RotationEvent
-from monitor.tokens import TokenProvider
+from mailwarden.alerts import expiry, routes
+from mailwarden.alerts.autorotate import AutoRotator
+from mailwarden.alerts.messages import Message
+from mailwarden.alerts.rotation import Observation, Step, advance, should_open
+from mailwarden.checks import diagnoses
+from mailwarden.errors import MailwardenError
+from mailwarden.monitor.config import Config, IntegrationConfig
+from mailwarden.monitor.credentials import AppCredential, CredentialReader, match
+from mailwarden.monitor.db import Store
+from mailwarden.monitor.models import AlertDelivery, ExpiryReminder, Rotation, RotationEvent
+from mailwarden.monitor.tokens import TokenProvider
 
 log = logging.getLogger("mailwarden.secrets")
 LONG_LIVED = timedelta(days=365)

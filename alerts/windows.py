@@ -13,7 +13,7 @@ from zoneinfo import ZoneInfo
 
 from apscheduler.triggers.cron import CronTrigger
 
-from monitor.config import MaintenanceWindow
+from mailwarden.monitor.config import MaintenanceWindow
 
 
 def _aware(value: datetime, zone: str) -> datetime:

@@ -10,9 +10,9 @@ from datetime import UTC, datetime, timedelta
 
 from bench.instrument import IdpCounter
 from bench.sandbox_proc import SandboxProcess
-from monitor.runner import TOKEN, RunResult
-from monitor.runtime import Runtime
-from monitor.scheduler import Monitor
+from mailwarden.monitor.runner import TOKEN, RunResult
+from mailwarden.monitor.runtime import Runtime
+from mailwarden.monitor.scheduler import Monitor
 
 MAILBOX_KINDS = ("pop", "imap", "smtp", "graph_mail", "ews")
 OFFSET_S = 3.0  # the scheduler starts mailbox and expiry checks this long after the token checks (jitter 0)

@@ -22,11 +22,11 @@ from typing import Any
 import yaml
 from sqlalchemy import text
 
-from monitor import config as config_mod
-from monitor.db import open_store
-from monitor.db_history import AVAILABILITY_MARK, WATERMARK
-from monitor.models import CheckResult, CheckRollup, CheckState, IntegrationRollup, Meta
-from monitor.runtime import integration_rows
+from mailwarden.monitor import config as config_mod
+from mailwarden.monitor.db import open_store
+from mailwarden.monitor.db_history import AVAILABILITY_MARK, WATERMARK
+from mailwarden.monitor.models import CheckResult, CheckRollup, CheckState, IntegrationRollup, Meta
+from mailwarden.monitor.runtime import integration_rows
 
 CHECKS = {"delegated": ["token", "pop", "imap", "smtp", "secret_expiry"],
           "app": ["token", "graph_mail", "ews", "smtp", "secret_expiry"]}
@@ -173,9 +173,9 @@ def _best(fn: Any, repeat: int, first: list[float] | None = None) -> tuple[float
 def render(n: int, workdir: Path, say: Any, *, reuse: bool = False) -> dict[str, Any]:
     from starlette.testclient import TestClient
 
-    from monitor.web.app import create_app
-    from monitor.web.auth import Access
-    from monitor.web.report import render_report
+    from mailwarden.monitor.web.app import create_app
+    from mailwarden.monitor.web.auth import Access
+    from mailwarden.monitor.web.report import render_report
 
     workdir.mkdir(parents=True, exist_ok=True)
     done = workdir / f"history-{n}.built"  # a store built for n integrations, kept by --workdir: reused

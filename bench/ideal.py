@@ -12,7 +12,7 @@ look better than what was measured.
 
 from __future__ import annotations
 
-from checks import permissions
+from mailwarden.checks import permissions
 
 # kind -> (delayed replies the check needs, what they are, handshake round trips on a real network)
 PATH = {

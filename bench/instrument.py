@@ -10,9 +10,9 @@ import threading
 from collections import Counter
 from types import SimpleNamespace
 
-import monitor.scheduler as scheduler_mod
-import monitor.tokens as tokens_mod
-from checks import REGISTRY
+import mailwarden.monitor.scheduler as scheduler_mod
+import mailwarden.monitor.tokens as tokens_mod
+from mailwarden.checks import REGISTRY
 
 current_kind: contextvars.ContextVar[str] = contextvars.ContextVar("bench_kind", default="-")
 

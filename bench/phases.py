@@ -7,15 +7,15 @@ from typing import Any
 
 import requests
 
-import monitor.tokens as tokens_mod
+import mailwarden.monitor.tokens as tokens_mod
 from bench.cycle import Measured, Meter
-from checks import REGISTRY
-from checks.base import CheckContext
-from checks.mailbox import fetch_token
-from monitor.credentials import CredentialReader
-from monitor.runner import Runner
-from monitor.runtime import Runtime
-from monitor.tokens import TokenProvider
+from mailwarden.checks import REGISTRY
+from mailwarden.checks.base import CheckContext
+from mailwarden.checks.mailbox import fetch_token
+from mailwarden.monitor.credentials import CredentialReader
+from mailwarden.monitor.runner import Runner
+from mailwarden.monitor.runtime import Runtime
+from mailwarden.monitor.tokens import TokenProvider
 
 
 async def by_kind(runtime: Runtime, meter: Meter, kinds: list[str], limit: int) -> dict[str, Measured]:

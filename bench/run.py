@@ -18,7 +18,7 @@ from bench.ideal import ideal_s
 from bench.instrument import IdpCounter, instrumented, no_jitter
 from bench.sandbox_proc import SandboxProcess
 from bench.stage import staged
-from monitor.runtime import open_runtime
+from mailwarden.monitor.runtime import open_runtime
 
 DEFAULT_JSON = Path(__file__).with_name("results.json")
 

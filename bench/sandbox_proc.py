@@ -10,7 +10,7 @@ import sys
 import threading
 from pathlib import Path
 
-from sandbox.control import ControlClient
+from mailwarden_sandbox.control import ControlClient
 
 _TICK = os.sysconf("SC_CLK_TCK")
 
@@ -19,7 +19,7 @@ class SandboxProcess:
     def __init__(self, scenario: Path, workdir: Path):
         self.workdir = workdir
         self.proc = subprocess.Popen(  # noqa: S603 - our own interpreter and module
-            [sys.executable, "-m", "sandbox", "--scenario", str(scenario), "--port", "0",
+            [sys.executable, "-m", "mailwarden_sandbox", "--scenario", str(scenario), "--port", "0",
              "--workdir", str(workdir)],
             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
         text = ""

@@ -6,9 +6,9 @@ from __future__ import annotations
 
 import msal
 
-from monitor import reauth
-from monitor.runtime import Runtime
-from sandbox.browser import sign_in
+from mailwarden.monitor import reauth
+from mailwarden.monitor.runtime import Runtime
+from mailwarden_sandbox.browser import sign_in
 
 
 def seed_delegated(runtime: Runtime, passwords: dict[str, str], ca_path: str) -> dict[str, int]:

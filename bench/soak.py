@@ -37,10 +37,10 @@ import yaml
 from bench import workload
 from bench.sandbox_proc import SandboxProcess
 from bench.stage import staged
-from monitor import config as config_mod
-from monitor.runner import RunResult
-from monitor.runtime import open_runtime
-from monitor.scheduler import Monitor
+from mailwarden.monitor import config as config_mod
+from mailwarden.monitor.runner import RunResult
+from mailwarden.monitor.runtime import open_runtime
+from mailwarden.monitor.scheduler import Monitor
 
 # Rows before the soak is judged: the first minutes fill the token caches and store, the connection pools and
 # SQLite's page caches (at full scale on 2 cores RSS rose 186 -> 197 MB in the first 5 minutes, 2026-11).

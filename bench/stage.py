@@ -16,10 +16,10 @@ from typing import Any
 from bench import workload
 from bench.sandbox_proc import SandboxProcess
 from bench.seed import seed_delegated
-from monitor import config as config_mod
-from monitor import logs
-from monitor.config import Config
-from monitor.runtime import open_runtime
+from mailwarden.monitor import config as config_mod
+from mailwarden.monitor import logs
+from mailwarden.monitor.config import Config
+from mailwarden.monitor.runtime import open_runtime
 
 
 @dataclass

@@ -1,22 +1,50 @@
-"""The check registry: one explicit dict. Adding a kind = one module + one line here + a table of tests."""
+"""The check registry: kind -> the class that runs it, as a dotted path, loaded on first use (so importing the
+diagnosis catalog or one check does not load every protocol library). Adding a kind = one module + one line here +
+a table of tests."""
 
 from __future__ import annotations
 
-from checks.base import Check
-from checks.ews import EwsCheck
-from checks.graph_mail import GraphMailCheck
-from checks.imap import ImapCheck
-from checks.pop import PopCheck
-from checks.secret_expiry import SecretExpiryCheck
-from checks.smtp import SmtpCheck
-from checks.token import TokenCheck
+import importlib
+from collections.abc import Iterator, Mapping
+from typing import TYPE_CHECKING
 
-REGISTRY: dict[str, Check] = {
-    TokenCheck.kind: TokenCheck(),
-    SecretExpiryCheck.kind: SecretExpiryCheck(),
-    ImapCheck.kind: ImapCheck(),
-    PopCheck.kind: PopCheck(),
-    SmtpCheck.kind: SmtpCheck(),
-    GraphMailCheck.kind: GraphMailCheck(),
-    EwsCheck.kind: EwsCheck(),
+if TYPE_CHECKING:  # pragma: no cover
+    from mailwarden.checks.base import Check
+
+CHECKS: dict[str, str] = {
+    "token": "mailwarden.checks.token:TokenCheck",
+    "secret_expiry": "mailwarden.checks.secret_expiry:SecretExpiryCheck",
+    "imap": "mailwarden.checks.imap:ImapCheck",
+    "pop": "mailwarden.checks.pop:PopCheck",
+    "smtp": "mailwarden.checks.smtp:SmtpCheck",
+    "graph_mail": "mailwarden.checks.graph_mail:GraphMailCheck",
+    "ews": "mailwarden.checks.ews:EwsCheck",
 }
+
+
+class _Registry(Mapping[str, "Check"]):
+    """A read-only mapping whose values are made on first access (one instance per kind)."""
+
+    def __init__(self, paths: dict[str, str]):
+        self._paths = paths
+        self._made: dict[str, Check] = {}
+
+    def __getitem__(self, kind: str) -> Check:
+        made = self._made.get(kind)
+        if made is None:
+            module, _, name = self._paths[kind].partition(":")
+            made = self._made[kind] = getattr(importlib.import_module(module), name)()
+            assert made.kind == kind, f"{self._paths[kind]} declares kind {made.kind!r}, registered as {kind!r}"
+        return made
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._paths)
+
+    def __len__(self) -> int:
+        return len(self._paths)
+
+    def __contains__(self, kind: object) -> bool:
+        return kind in self._paths
+
+
+REGISTRY: Mapping[str, Check] = _Registry(CHECKS)

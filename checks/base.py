@@ -11,49 +11,69 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from enum import StrEnum
 from typing import TYPE_CHECKING, Any, ClassVar, Protocol
 
 from pydantic import BaseModel, ConfigDict
 
+from mailwarden.outcome import SEVERITY_ORDER, Outcome, Status  # noqa: F401 - the kernel's types, re-exported
+
 if TYPE_CHECKING:  # pragma: no cover - typing only
-    from monitor.config import AppConfig, Config, IntegrationConfig, TenantConfig
-    from monitor.credentials import CredentialReader
-    from monitor.endpoints import Endpoints
-    from monitor.tokens import TokenProvider
+    from datetime import date
+
+    from mailwarden.checks.credentials import CredentialRead
+    from mailwarden.endpoints import Endpoints
 
 
-class Status(StrEnum):
-    """Raw status of one result, before failure/success thresholds (DESIGN.md, Contracts)."""
+# -- ports: what a check needs from the application (mailwarden.monitor implements them) ----------------------
+class IntegrationConfig(Protocol):
+    """One integration as configured (monitor.config.IntegrationConfig)."""
 
-    OK = "ok"
-    WARN = "warn"
-    FAIL = "fail"
-    ERROR = "error"
-    BLOCKED = "blocked"
+    name: str
+    app: str
+    flow: str
+    mailbox: str
+    account: str | None
+    system: str | None
+    checks: dict[str, Any]
 
 
-# Worst first: used to sort integrations and to pick an exit code.
-SEVERITY_ORDER = {Status.FAIL: 0, Status.ERROR: 1, Status.WARN: 2, Status.BLOCKED: 3, Status.OK: 4}
+class AppConfig(Protocol):
+    """An app registration as configured (monitor.config.AppConfig)."""
+
+    tenant: str
+    client_id: str
+    secret: str | None
+    secret_expires_on: date | None
 
 
-@dataclass
-class Outcome:
-    status: Status
-    code: str | None = None  # diagnosis code; None only for a plain ok
-    summary: str = ""
-    latency_ms: float | None = None
-    metrics: dict[str, Any] = field(default_factory=dict)  # e.g. days_left, message_count
-    transcript: list[str] = field(default_factory=list)  # redacted protocol lines, kept for failures
-    raw: str | None = None  # redacted raw reply, kept for `unclassified`
-    retry_after_s: float | None = None  # a throttled check asks the scheduler to wait this long
-    # the target the server's back-off applies to (see ``targets``): every check on it waits, not only this one
-    backoff_target: str | None = None
-    recheck_s: float | None = None  # run this check again this soon, instead of at its interval
+class TenantConfig(Protocol):
+    tenant_id: str
+    monitor_app: str | None
 
-    @classmethod
-    def ok(cls, summary: str, **kw: Any) -> Outcome:
-        return cls(Status.OK, None, summary, **kw)
+
+class Config(Protocol):
+    """What checks read of the whole configuration (monitor.config.Config)."""
+
+    defaults: Any
+
+    def threshold(self, integ: Any, name: str) -> Any: ...
+
+
+class TokenProvider(Protocol):
+    """Where a check gets the token the consuming system would present (monitor.tokens.TokenProvider). Blocking
+    (MSAL): call it in a worker thread."""
+
+    def app_token(self, app_name: str, resource: str, *, fresh: bool = False) -> dict[str, Any]: ...
+
+    def delegated_token(self, integ: Any, scopes: list[str], *, force_refresh: bool = False) -> dict[str, Any]: ...
+
+    def client_credential(self, app_name: str) -> str | dict[str, str]: ...
+
+
+class CredentialReader(Protocol):
+    """Where a check reads an app registration's credentials (monitor.credentials.CredentialReader)."""
+
+    async def read(self, app_name: str) -> CredentialRead: ...
 
 
 class NoOptions(BaseModel):

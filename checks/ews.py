@@ -34,12 +34,13 @@ from xml.sax.saxutils import escape
 
 import httpx
 
-from checks import days, graph_client
-from checks.base import CheckContext, NoOptions, Outcome, Status, mailbox_target
-from checks.mailbox import Probe, fetch_token, tls_context
-from checks.network import network_outcome
-from monitor.redact import redact
-from monitor.tokens import retry_after
+from mailwarden import days
+from mailwarden.checks import graph_client
+from mailwarden.checks.base import CheckContext, NoOptions, Outcome, Status, mailbox_target
+from mailwarden.checks.mailbox import Probe, fetch_token, tls_context
+from mailwarden.checks.network import network_outcome
+from mailwarden.durations import retry_after
+from mailwarden.redact import redact
 
 # M365_FACTS.md, "Platform dates": Exchange Online only; on-premises EWS is not retired
 NOTICE = ("EWS in Exchange Online is being retired: since 1 October 2026 it is blocked by default in tenants that "

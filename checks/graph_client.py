@@ -19,8 +19,8 @@ from typing import Any
 
 import httpx
 
-from checks.tls import http_verify
-from monitor.endpoints import Endpoints
+from mailwarden.checks.tls import http_verify
+from mailwarden.endpoints import Endpoints
 
 # The largest HTTP reply body read (after decoding). What the checks read is a few KB: a mail folder, one
 # message's receivedDateTime, an EWS GetFolder reply, an application object with its credentials (some

@@ -22,13 +22,12 @@ from typing import Any, ClassVar, NamedTuple
 
 from pydantic import BaseModel, ConfigDict
 
-from checks import graph_client
-from checks.base import CheckContext, Outcome, Status, mailbox_target, token_target
-from checks.mailbox import Probe, fetch_token
-from checks.network import network_outcome
-from monitor.config import Duration
-from monitor.redact import redact
-from monitor.tokens import retry_after
+from mailwarden.checks import graph_client
+from mailwarden.checks.base import CheckContext, Outcome, Status, mailbox_target, token_target
+from mailwarden.checks.mailbox import Probe, fetch_token
+from mailwarden.checks.network import network_outcome
+from mailwarden.durations import Duration, retry_after
+from mailwarden.redact import redact
 
 
 class GraphMailOptions(BaseModel):
@@ -245,7 +244,7 @@ def _token_outcome(ctx: CheckContext, exc: BaseException) -> Outcome | None:
     import msal
     import requests
 
-    from checks.token import refused_outcome, token_failure
+    from mailwarden.checks.token import refused_outcome, token_failure
 
     target = token_target(ctx.tenant.tenant_id, ctx.app.client_id)
     if isinstance(exc, graph_client.TokenRefused):

@@ -16,8 +16,8 @@ from typing import Any, ClassVar
 
 from pydantic import BaseModel, ConfigDict
 
-from checks.base import CheckContext, Outcome, Status, mailbox_target
-from checks.mailbox import (
+from mailwarden.checks.base import CheckContext, Outcome, Status, mailbox_target
+from mailwarden.checks.mailbox import (
     SASL_PLACEHOLDER,
     Probe,
     ProtocolCheck,
@@ -27,7 +27,7 @@ from checks.mailbox import (
     tls_context,
     xoauth2,
 )
-from monitor.config import Duration
+from mailwarden.durations import Duration
 
 
 class ImapOptions(BaseModel):

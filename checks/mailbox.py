@@ -20,14 +20,15 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, TypeVar
 
-from checks import permissions
-from checks.base import CheckContext, Outcome, Status, token_target
-from checks.network import network_outcome
-from checks.tls import mail_context
-from checks.token import refused_outcome, replicating_sync, token_failure
-from monitor.errors import SecretReferenceError
-from monitor.redact import redact
-from monitor.tokens import REPLIES, NoRefreshToken, scope_prefixes
+from mailwarden.checks import permissions
+from mailwarden.checks.base import CheckContext, Outcome, Status, token_target
+from mailwarden.checks.network import network_outcome
+from mailwarden.checks.replies import REPLIES
+from mailwarden.checks.tls import mail_context
+from mailwarden.checks.token import refused_outcome, replicating_sync, token_failure
+from mailwarden.endpoints import scope_prefixes
+from mailwarden.errors import NoRefreshToken, SecretReferenceError
+from mailwarden.redact import redact
 
 T = TypeVar("T")
 SASL_PLACEHOLDER = "<XOAUTH2 response>"

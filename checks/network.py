@@ -13,8 +13,9 @@ import ssl
 import httpx
 import requests
 
-from checks.base import Outcome, Status
-from monitor.redact import redact
+from mailwarden.checks.base import Outcome, Status
+from mailwarden.endpoints import Endpoints
+from mailwarden.redact import redact
 
 
 def _chain(exc: BaseException) -> list[BaseException]:
@@ -89,3 +90,13 @@ def tls_words(exc: BaseException, host: str) -> str:
 def _last_line(exc: BaseException) -> str:
     text = str(exc).strip() or type(exc).__name__
     return text.splitlines()[-1][:300]
+
+
+def http_session(endpoints: Endpoints) -> requests.Session:
+    """A requests session for the configured cloud (its CA bundle)."""
+    session = requests.Session()
+    session.verify = endpoints.verify
+    if endpoints.ca_bundle:
+        # REQUESTS_CA_BUNDLE and friends would otherwise override verify (M365_FACTS.md).
+        session.trust_env = False
+    return session

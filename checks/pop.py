@@ -13,8 +13,8 @@ from typing import ClassVar
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from checks.base import CheckContext, Outcome, Status, mailbox_target
-from checks.mailbox import (
+from mailwarden.checks.base import CheckContext, Outcome, Status, mailbox_target
+from mailwarden.checks.mailbox import (
     SASL_PLACEHOLDER,
     Probe,
     ProtocolCheck,

@@ -15,10 +15,10 @@ from typing import Any, ClassVar
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from checks import days
-from checks.base import CheckContext, Outcome, Status
-from monitor import credentials  # module import: monitor.credentials imports checks (a cycle)
-from monitor.errors import SecretReferenceError
+from mailwarden import days
+from mailwarden.checks import credentials
+from mailwarden.checks.base import CheckContext, Outcome, Status
+from mailwarden.errors import SecretReferenceError
 
 
 class SecretExpiryOptions(BaseModel):

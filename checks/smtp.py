@@ -17,8 +17,8 @@ from typing import Any, ClassVar
 
 from pydantic import BaseModel, ConfigDict
 
-from checks.base import CheckContext, Outcome, Status, mailbox_target
-from checks.mailbox import (
+from mailwarden.checks.base import CheckContext, Outcome, Status, mailbox_target
+from mailwarden.checks.mailbox import (
     SASL_PLACEHOLDER,
     Probe,
     ProtocolCheck,

@@ -20,13 +20,14 @@ import jwt
 import requests
 from pydantic import BaseModel, ConfigDict, field_validator
 
-from checks import permissions
-from checks.base import CheckContext, Outcome, Status, token_target
-from checks.diagnoses import AADSTS_STATUS, classify_aadsts
-from checks.network import network_outcome
-from monitor.errors import SecretReferenceError
-from monitor.redact import redact
-from monitor.tokens import REPLIES, NoRefreshToken, TokenReply, http_session, scope_prefixes
+from mailwarden.checks import permissions
+from mailwarden.checks.base import CheckContext, Outcome, Status, token_target
+from mailwarden.checks.diagnoses import AADSTS_STATUS, classify_aadsts
+from mailwarden.checks.network import http_session, network_outcome
+from mailwarden.checks.replies import REPLIES, TokenReply
+from mailwarden.endpoints import scope_prefixes
+from mailwarden.errors import NoRefreshToken, SecretReferenceError
+from mailwarden.redact import redact
 
 
 class TokenOptions(BaseModel):
@@ -286,7 +287,7 @@ async def replicating(ctx: CheckContext, refused: Outcome) -> Outcome:
     minutes ago: Entra ID refuses a new secret for seconds to about two minutes while it replicates
     (M365_FACTS.md). Within the grace it is `warn` `secret_replicating`, re-checked in seconds; after it, the
     refusal stands. Without Graph evidence the refusal stands at once."""
-    from monitor import credentials
+    from mailwarden.checks import credentials
 
     try:
         configured = ctx.tokens.client_credential(ctx.integration.app)

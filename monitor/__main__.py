@@ -1,3 +1,3 @@
-from monitor.cli import main
+from mailwarden.monitor.cli import main
 
 main()

@@ -22,12 +22,12 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
-from checks.base import Outcome, Status
-from monitor.errors import StorageError
+from mailwarden.checks.base import Outcome, Status
+from mailwarden.errors import StorageError
 
 if TYPE_CHECKING:  # pragma: no cover
-    from monitor.models import Transition
-    from monitor.state import Thresholds
+    from mailwarden.monitor.models import Transition
+    from mailwarden.state import Thresholds
 
 log = logging.getLogger("mailwarden.storage")
 CAPACITY = 10_000

@@ -12,8 +12,8 @@ import typer
 from typer import core as typer_core
 from typer.core import TyperGroup
 
-from monitor import config as config_mod
-from monitor.errors import ConfigError, MailwardenError
+from mailwarden.errors import ConfigError, MailwardenError
+from mailwarden.monitor import config as config_mod
 
 EXIT_OK, EXIT_WARN, EXIT_FAIL, EXIT_UNKNOWN = 0, 1, 2, 3
 # the click Typer runs on: vendored as typer._click since Typer 0.22, the click package before
@@ -152,7 +152,7 @@ def schema() -> None:
 def db_upgrade(config: ConfigOpt = None) -> None:
     """Apply the database migrations (also done at every start). Exit 0, or 3 when the database fails or on a
     usage error."""
-    from monitor.db import open_store
+    from mailwarden.monitor.db import open_store
 
     cfg = load_config(config, EXIT_UNKNOWN)
     try:
@@ -181,9 +181,9 @@ def check(
     ok; a blocked check counts as the token check that blocks it (its fail or error). 3 also when the
     selection matches nothing, the config or database is unusable, or on a usage error.
     """
-    from monitor import logs, output
-    from monitor.runner import select
-    from monitor.runtime import open_runtime
+    from mailwarden.monitor import logs, output
+    from mailwarden.monitor.runner import select
+    from mailwarden.monitor.runtime import open_runtime
 
     if fmt not in ("table", "json"):
         raise fail(f"--format must be table or json, not {fmt!r}", EXIT_UNKNOWN)
@@ -197,7 +197,7 @@ def check(
     try:
         results = output.run_with_progress(runtime.runner, selection, show=fmt == "table" and sys.stdout.isatty())
         if not no_alerts and cfg.alerts.active():
-            from monitor.cli_alerts import dispatch_once
+            from mailwarden.monitor.cli_alerts import dispatch_once
 
             dispatch_once(runtime)
     finally:
@@ -211,7 +211,7 @@ def check(
 
 
 def _selection(cfg, integration, kind, select):
-    from checks import REGISTRY
+    from mailwarden.checks import REGISTRY
 
     if integration and not any(i.name == integration for i in cfg.integrations):
         raise fail(f"--integration: no integration named {integration!r} in the config; nothing was run",
@@ -234,7 +234,7 @@ def exit_code(rows: list[dict]) -> int:
     """The monitoring-plugin exit code of a run's rows: 2 if any fail, else 3 if any error, else 1 if any warn,
     else 0. A `blocked` row counts as the status of the token check that blocks it (its fail or error): a run
     whose only failure is a token check's, and whose mailbox checks show as blocked, is not ok."""
-    from monitor.runner import TOKEN
+    from mailwarden.monitor.runner import TOKEN
 
     token = {r["integration"]: r["status"] for r in rows if r["check"] == TOKEN}
     # the runner blocks a check only while the token check fails or errs; when the run does not hold that
@@ -259,7 +259,7 @@ def main() -> None:
 
 def _register_more() -> None:
     # Commands in their own modules, to keep this one short; they attach to `app`.
-    from monitor import cli_alerts, cli_reauth, cli_secrets, cli_serve, cli_web  # noqa: F401
+    from mailwarden.monitor import cli_alerts, cli_reauth, cli_secrets, cli_serve, cli_web  # noqa: F401
 
 
 _register_more()

@@ -3,25 +3,24 @@
 from __future__ import annotations
 
 import json
-import re
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from typing import Annotated
 
 import typer
 
-from monitor.cli import EXIT_UNKNOWN, ConfigOpt, app, fail, load_config
-from monitor.errors import MailwardenError
+from mailwarden.alerts.incidents import incident_json as _row
+from mailwarden.alerts.incidents import parse_until
+from mailwarden.errors import MailwardenError
+from mailwarden.monitor.cli import EXIT_UNKNOWN, ConfigOpt, app, fail, load_config
 
 alerts_app = typer.Typer(no_args_is_help=True, help="Alert routes.")
 app.add_typer(alerts_app, name="alerts")
-MAX_SNOOZE = timedelta(days=30)
-_FOR = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(m|h|d)\s*$")
 
 
 def dispatch_once(runtime) -> None:
     """After `mailwarden check`: one dispatch cycle; a failure is reported, never changes the exit code."""
-    from alerts.dispatcher import Dispatcher
-    from monitor.reauth_links import for_runtime
+    from mailwarden.alerts.dispatcher import Dispatcher
+    from mailwarden.monitor.reauth_links import for_runtime
 
     try:
         report = Dispatcher(runtime.config, runtime.store, reauth_urls=for_runtime(runtime)).run_once()
@@ -34,7 +33,7 @@ def dispatch_once(runtime) -> None:
 
 
 def _store(config):
-    from monitor.db import open_store
+    from mailwarden.monitor.db import open_store
 
     cfg = load_config(config, EXIT_UNKNOWN)
     try:
@@ -70,28 +69,6 @@ def ack(incident_id: Annotated[int, typer.Argument(help="The incident number (in
     typer.echo(f"incident #{incident_id} acknowledged by {by}: reminders stop")
 
 
-def parse_until(until: str | None, for_: str | None, now: datetime) -> datetime:
-    if (until is None) == (for_ is None):
-        raise ValueError("give exactly one of --until or --for")
-    if for_ is not None:
-        m = _FOR.match(for_)
-        if not m:
-            raise ValueError(f"--for {for_!r}: use e.g. 30m, 2h, 3d")
-        end = now + timedelta(seconds=float(m.group(1)) * {"m": 60, "h": 3600, "d": 86400}[m.group(2)])
-    else:
-        try:
-            end = datetime.fromisoformat(until.replace("Z", "+00:00"))
-        except ValueError:
-            raise ValueError(f"--until {until!r} is not an ISO 8601 time (e.g. 2030-01-07T18:00+01:00)") from None
-        if end.tzinfo is None:
-            raise ValueError("--until needs a UTC offset (e.g. 2030-01-07T18:00+01:00 or ...Z)")
-    if end <= now:
-        raise ValueError("the snooze must end in the future")
-    if end - now > MAX_SNOOZE:
-        raise ValueError("a snooze lasts at most 30 days")
-    return end.astimezone(UTC)
-
-
 @app.command()
 def snooze(incident_id: Annotated[int, typer.Argument(help="The incident number.")],
            until: Annotated[str | None, typer.Option("--until", help="ISO 8601 time with offset.")] = None,
@@ -114,20 +91,6 @@ def snooze(incident_id: Annotated[int, typer.Argument(help="The incident number.
     finally:
         store.close()
     typer.echo(f"incident #{incident_id} snoozed until {end.isoformat().replace('+00:00', 'Z')}")
-
-
-def _row(inc) -> dict:
-    from checks import diagnoses
-
-    def iso(v):
-        return v.astimezone(UTC).isoformat().replace("+00:00", "Z") if v else None
-
-    return {"id": inc.id, "kind": inc.kind, "code": inc.code, "title": diagnoses.get(inc.code).title,
-            "integrations": list(inc.affected) or sorted({m["integration"] for m in inc.members}),
-            "checks": sorted({f"{m['integration']}/{m['check']}" for m in inc.members}),
-            "opened_at": iso(inc.opened_at), "notified_at": iso(inc.notified_at), "reminders": inc.reminders,
-            "ack_by": inc.ack_by, "ack_at": iso(inc.ack_at), "snoozed_until": iso(inc.snoozed_until),
-            "status": inc.status}
 
 
 @app.command()
@@ -170,8 +133,8 @@ def alerts_test(config: ConfigOpt = None,
     Exit 0 every service accepted it, 1 some failed, 3 no route matches, a config/database error, or a usage
     error.
     """
-    from alerts import routes as routes_mod
-    from alerts.dispatcher import Dispatcher
+    from mailwarden.alerts import routes as routes_mod
+    from mailwarden.alerts.dispatcher import Dispatcher
 
     cfg, store = _store(config)
     try:

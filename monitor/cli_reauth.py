@@ -8,8 +8,8 @@ from typing import Annotated
 
 import typer
 
-from monitor.cli import EXIT_UNKNOWN, ConfigOpt, app, fail, load_config
-from monitor.errors import MailwardenError
+from mailwarden.errors import MailwardenError
+from mailwarden.monitor.cli import EXIT_UNKNOWN, ConfigOpt, app, fail, load_config
 
 
 @app.command()
@@ -39,8 +39,8 @@ def reauth(
     (AADSTS), a file that holds no refresh token, a login host that cannot be reached or an unknown tenant;
     3 config/database error, an unknown integration, a file that cannot be read, or a usage error.
     """
-    from monitor import reauth as flow
-    from monitor.runtime import open_runtime
+    from mailwarden.monitor import reauth as flow
+    from mailwarden.monitor.runtime import open_runtime
 
     cfg = load_config(config, EXIT_UNKNOWN)
     try:
@@ -133,9 +133,9 @@ def token_key_rotate(
     Stop every mailwarden instance first, rotate, then point token_key in the config at the new key and
     start again. Exit 0 done, 3 when a key or the database is unusable, or on a usage error.
     """
-    from monitor import config as config_mod
-    from monitor.db import open_store
-    from monitor.tokenstore import FINGERPRINT_KEY, TokenCipher, load_cipher, verify_fingerprint
+    from mailwarden.monitor import config as config_mod
+    from mailwarden.monitor.db import open_store
+    from mailwarden.monitor.tokenstore import FINGERPRINT_KEY, TokenCipher, load_cipher, verify_fingerprint
 
     cfg = load_config(config, EXIT_UNKNOWN)
     try:

@@ -10,8 +10,8 @@ from typing import Annotated
 
 import typer
 
-from monitor.cli import EXIT_OK, EXIT_UNKNOWN, EXIT_WARN, ConfigOpt, app, fail, load_config
-from monitor.errors import MailwardenError
+from mailwarden.errors import MailwardenError
+from mailwarden.monitor.cli import EXIT_OK, EXIT_UNKNOWN, EXIT_WARN, ConfigOpt, app, fail, load_config
 
 secrets_app = typer.Typer(help="Client secrets and certificates: inventory, expiry reminders, rotation.")
 app.add_typer(secrets_app, name="secrets")
@@ -19,8 +19,8 @@ FormatOpt = Annotated[str, typer.Option("--format", "-f", help="table or json.")
 
 
 def _runtime(config, fmt: str = "table"):
-    from monitor import logs
-    from monitor.runtime import open_runtime
+    from mailwarden.monitor import logs
+    from mailwarden.monitor.runtime import open_runtime
 
     if fmt not in ("table", "json"):
         raise fail(f"--format must be table or json, not {fmt!r}", EXIT_UNKNOWN)
@@ -50,7 +50,7 @@ def secrets(ctx: typer.Context, config: ConfigOpt = None, fmt: FormatOpt = "tabl
     """
     if ctx.invoked_subcommand is not None:
         return
-    from alerts.secrets import api_secrets
+    from mailwarden.alerts.secrets import api_secrets
 
     runtime = _runtime(config, fmt)
     try:
@@ -104,14 +104,14 @@ def _table(rows: list[dict]) -> None:
 def run(config: ConfigOpt = None) -> None:
     """Run one reminders/rotation cycle now (what `serve` does every hour), then dispatch alerts once.
     Exit 0, 1 when an app could not be handled, 3 config/database error or a usage error."""
-    from alerts.secrets import SecretsCycle
+    from mailwarden.alerts.secrets import SecretsCycle
 
     runtime = _runtime(config)
     try:
         cycle = SecretsCycle(runtime.config, runtime.store, runtime.tokens, runtime.credentials)
         report = asyncio.run(cycle.run())
         if runtime.config.alerts.active():
-            from monitor.cli_alerts import dispatch_once
+            from mailwarden.monitor.cli_alerts import dispatch_once
 
             dispatch_once(runtime)
     finally:
@@ -155,7 +155,7 @@ def remove_old(app_name: Annotated[str, typer.Argument(help="The app (its name i
     """Remove the old secret of the app's rotation through Graph (removePassword), now. Refused while
     mailwarden's configured secret still matches it, or before its token checks passed with the new one.
     Exit 0 removed, 1 refused or failed, 3 config/database error, an app not in the config, or a usage error."""
-    from alerts.secrets import SecretsCycle
+    from mailwarden.alerts.secrets import SecretsCycle
 
     runtime = _runtime(config)
     try:
@@ -170,7 +170,7 @@ def remove_old(app_name: Annotated[str, typer.Argument(help="The app (its name i
 
 
 async def _remove(cycle, app_name: str) -> tuple[int, str]:
-    from alerts.rotation import Observation
+    from mailwarden.alerts.rotation import Observation
 
     client_id = cycle.config.apps[app_name].client_id
     rows = [r for r in cycle.store.rotations(client_id, open_only=True) if r.state == "in_use"]

@@ -11,8 +11,8 @@ from typing import Annotated
 
 import typer
 
-from monitor.cli import EXIT_UNKNOWN, ConfigOpt, app, exit_code, fail, load_config
-from monitor.errors import MailwardenError
+from mailwarden.errors import MailwardenError
+from mailwarden.monitor.cli import EXIT_UNKNOWN, ConfigOpt, app, exit_code, fail, load_config
 
 
 async def _serve_forever(monitor, *, reload_on_hup: bool = True, web=None) -> None:
@@ -35,7 +35,7 @@ async def _serve_forever(monitor, *, reload_on_hup: bool = True, web=None) -> No
 
 def _web_for(monitor):
     """The web app's server for `monitor` (socket bound), None when off; exit 3 when it cannot start."""
-    from monitor.web import server
+    from mailwarden.monitor.web import server
 
     try:
         return server.prepare(monitor)
@@ -53,9 +53,9 @@ def serve(config: ConfigOpt = None) -> None:
     Logs are JSON lines when stderr is not a terminal. Exit 0 on a clean stop, 3 when the config or
     database is unusable at start, or on a usage error.
     """
-    from monitor import logs
-    from monitor.runtime import open_runtime
-    from monitor.scheduler import Monitor
+    from mailwarden.monitor import logs
+    from mailwarden.monitor.runtime import open_runtime
+    from mailwarden.monitor.scheduler import Monitor
 
     cfg = load_config(config, EXIT_UNKNOWN)
     logs.setup(cfg.log_level)
@@ -78,10 +78,15 @@ def sandbox(
 
     Exit 0 when stopped, 3 on a usage error.
     """
-    from monitor import demo
-    from sandbox import Sandbox
+    from mailwarden.monitor import demo
 
-    sb = Sandbox(scenario or demo.SCENARIO, workdir=workdir, port=port)
+    try:
+        path = scenario or demo.demo_scenario()
+    except MailwardenError as exc:
+        raise fail(exc, 3) from None
+    from mailwarden_sandbox import Sandbox
+
+    sb = Sandbox(path, workdir=workdir, port=port)
     sb.start()
     typer.echo(f"sandbox listening on {sb.base_url}\nCA certificate: {sb.ca_path}")
     for key, value in sb.endpoints.items():
@@ -111,8 +116,8 @@ def demo(
     error, else 1 some warn, else 0; a blocked check counts as the token check that blocks it). Exit 3 when
     the demo cannot start, or on a usage error.
     """
-    from monitor import demo as demo_mod
-    from monitor import logs
+    from mailwarden.monitor import demo as demo_mod
+    from mailwarden.monitor import logs
 
     if fmt not in ("table", "json"):
         raise fail(f"--format must be table or json, not {fmt!r}", EXIT_UNKNOWN)
@@ -127,7 +132,7 @@ def demo(
             if fmt == "json":
                 typer.echo(json.dumps(rows, indent=2))
             else:
-                from monitor.output import print_table
+                from mailwarden.monitor.output import print_table
 
                 print_table(rows, title="mailwarden demo: one cycle")
             raise typer.Exit(exit_code(rows))

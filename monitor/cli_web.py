@@ -10,8 +10,8 @@ from typing import Annotated
 
 import typer
 
-from monitor.cli import EXIT_UNKNOWN, ConfigOpt, app, fail, load_config
-from monitor.errors import MailwardenError
+from mailwarden.errors import MailwardenError
+from mailwarden.monitor.cli import EXIT_UNKNOWN, ConfigOpt, app, fail, load_config
 
 web_app = typer.Typer(no_args_is_help=True, help="The status web app.")
 app.add_typer(web_app, name="web")
@@ -26,8 +26,8 @@ def report(config: ConfigOpt = None,
 
     Exit 0 written, 3 config or database error, the file cannot be written, or a usage error.
     """
-    from monitor.db import open_store
-    from monitor.web.report import render_report
+    from mailwarden.monitor.db import open_store
+    from mailwarden.monitor.web.report import render_report
 
     cfg = load_config(config, EXIT_UNKNOWN)
     try:
@@ -59,7 +59,7 @@ def hash_password(stdin: Annotated[bool, typer.Option("--stdin", help="Read the 
 
     Exit 0, 1 when the password is empty or short or the two entries differ, 3 on a usage error.
     """
-    from monitor.web.auth import hash_password as make
+    from mailwarden.monitor.web.auth import hash_password as make
 
     if stdin:
         password = sys.stdin.readline().rstrip("\r\n")

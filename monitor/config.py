@@ -24,34 +24,18 @@ from pydantic import (
     model_validator,
 )
 
-from monitor import endpoints as _endpoints
-from monitor import yamlpos
-from monitor.errors import ConfigError, SecretReferenceError
-from monitor.redact import register_secret
+from mailwarden import endpoints as _endpoints
+from mailwarden.errors import ConfigError, SecretReferenceError
+from mailwarden.monitor import yamlpos
+from mailwarden.redact import register_secret
 
 DEFAULT_CONFIG = "mailwarden.yaml"
-_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)?\s*$")
-_UNITS = {"ms": 0.001, "s": 1, None: 1, "m": 60, "h": 3600, "d": 86400}
 _GUID = re.compile(r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$")
 _EMAIL = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
 _REF = re.compile(r"^(env|file):(.+)$")
 
 
-def parse_duration(value: Any) -> float:
-    """'5m', '30s', '1.5h', '2d', '250ms' or a number of seconds -> seconds."""
-    if isinstance(value, int | float) and not isinstance(value, bool):
-        seconds = float(value)
-    else:
-        m = _DURATION.match(str(value))
-        if not m:
-            raise ValueError(f"not a duration: {value!r} (use e.g. 30s, 5m, 1h, 2d)")
-        seconds = float(m.group(1)) * _UNITS[m.group(2)]
-    if seconds <= 0:
-        raise ValueError("a duration must be greater than zero")
-    return seconds
-
-
-Duration = Annotated[float, BeforeValidator(parse_duration)]
+from mailwarden.durations import Duration, parse_duration  # noqa: E402,F401 - the kernel's, re-exported
 
 
 def _check_ref(value: str) -> str:
@@ -439,7 +423,7 @@ class Config(_Model):
             if app.tenant not in self.tenants:
                 problems.append((("apps", name, "tenant"), f"no tenant named {app.tenant!r}"))
         seen: dict[str, int] = {}
-        from checks import REGISTRY  # late: the registry imports this module's types
+        from mailwarden.checks import REGISTRY  # late: the registry imports this module's types
 
         for i, integ in enumerate(self.integrations):
             if integ.name in seen:

@@ -13,51 +13,25 @@ A wait Microsoft asks for is kept with the monitor app's back-off target.
 from __future__ import annotations
 
 import asyncio
-import base64
-import re
 import time
-from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 import httpx
 
-from checks import graph_client
-from checks.base import Outcome, Status, token_target
-from checks.diagnoses import classify_aadsts
-from checks.network import network_code
-from monitor.config import Config
-from monitor.errors import SecretReferenceError
-from monitor.redact import redact
-from monitor.tokens import retry_after
+from mailwarden.checks import graph_client
+from mailwarden.checks.base import Outcome, Status, token_target
+from mailwarden.checks.credentials import AppCredential, CredentialRead, match, thumbprint_of  # noqa: F401
+from mailwarden.checks.diagnoses import classify_aadsts
+from mailwarden.checks.network import network_code
+from mailwarden.errors import SecretReferenceError
+from mailwarden.monitor.config import Config
+from mailwarden.monitor.tokens import retry_after
+from mailwarden.redact import redact
 
 if TYPE_CHECKING:  # pragma: no cover
-    from monitor.db import Store
-    from monitor.tokens import TokenProvider
-
-
-@dataclass(frozen=True)
-class AppCredential:
-    kind: str  # client_secret | certificate
-    key_id: str
-    display_name: str | None
-    hint: str | None  # secrets: first three characters
-    thumbprint: str | None  # certificates: SHA-1, upper hex
-    start_at: datetime | None
-    end_at: datetime | None
-
-
-@dataclass
-class CredentialRead:
-    app: str
-    ok: bool
-    credentials: list[AppCredential] = field(default_factory=list)
-    display_name: str | None = None
-    # when not ok: why Graph could not be read
-    code: str | None = None
-    reason: str | None = None
-    retry_after_s: float | None = None
-    backoff_target: str | None = None  # the monitor app's target Microsoft asked to wait on (checks.base)
+    from mailwarden.monitor.db import Store
+    from mailwarden.monitor.tokens import TokenProvider
 
 
 THROTTLE_DEFAULT_S = 60.0  # a Graph 429 without Retry-After
@@ -150,8 +124,8 @@ class CredentialReader:
     def _monitor_token(self, monitor_app: str, tenant_id: str, target: str | None) -> dict[str, Any] | CredentialRead:
         """The monitor app's Graph token, or why there is none (in the worker thread that asked, where the token
         endpoint's raw reply is known: MSAL raises on a 5xx and on a body that is not JSON)."""
-        from checks.token import refused_outcome, token_failure
-        from monitor.tokens import REPLIES
+        from mailwarden.checks.token import refused_outcome, token_failure
+        from mailwarden.monitor.tokens import REPLIES
 
         endpoints = self.tokens.endpoints
         what = f"the monitor app {monitor_app}'s Graph token"
@@ -250,28 +224,3 @@ class CredentialReader:
         ]
         self.store.upsert_credentials(tenant=app.tenant, app=app_name, client_id=app.client_id,
                                       creds=rows, now=datetime.now(UTC), source="graph")
-
-
-def thumbprint_of(raw: bytes | str | None) -> str | None:
-    """Graph types customKeyIdentifier as binary, but for certificates it carries the thumbprint as 40 hex
-    characters, which msgraph-sdk base64-decodes into 30 bytes. Undo that; accept the 20 raw bytes too."""
-    if not raw:
-        return None
-    if isinstance(raw, str):
-        return raw.upper()
-    if len(raw) == 20:
-        return bytes(raw).hex().upper()
-    text = base64.b64encode(bytes(raw)).decode()
-    return text.upper() if re.fullmatch(r"[0-9A-Fa-f]{40}", text) else bytes(raw).hex().upper()
-
-
-def match(credentials: list[AppCredential], configured: str | dict[str, str]) -> list[AppCredential]:
-    """The app's credentials the configured secret (by hint) or certificate (by thumbprint) can be,
-    the one ending last first."""
-    if isinstance(configured, str):
-        found = [c for c in credentials if c.kind == "client_secret" and c.hint == configured[:3]]
-    else:
-        thumb = configured["thumbprint"].upper()
-        found = [c for c in credentials if c.kind == "certificate" and c.thumbprint == thumb]
-    far = datetime.max.replace(tzinfo=UTC)
-    return sorted(found, key=lambda c: c.end_at or far, reverse=True)

@@ -26,15 +26,15 @@ from sqlalchemy.exc import ArgumentError, DBAPIError
 from sqlalchemy.orm import aliased
 from sqlmodel import Session, col, select
 
-from checks.base import Outcome, Status
-from monitor import state as sm
-from monitor.db_alerts import AlertStore
-from monitor.db_history import HistoryStore
-from monitor.db_reauth import ReauthStore
-from monitor.db_rotation import RotationStore
-from monitor.errors import StorageError
-from monitor.models import CheckResult, CheckState, Credential, Integration, Meta, TokenCache, Transition
-from monitor.redact import MASK, redact, redact_obj
+from mailwarden import state as sm
+from mailwarden.checks.base import Outcome, Status
+from mailwarden.errors import StorageError
+from mailwarden.monitor.db_alerts import AlertStore
+from mailwarden.monitor.db_history import HistoryStore
+from mailwarden.monitor.db_reauth import ReauthStore
+from mailwarden.monitor.db_rotation import RotationStore
+from mailwarden.monitor.models import CheckResult, CheckState, Credential, Integration, Meta, TokenCache, Transition
+from mailwarden.redact import MASK, redact, redact_obj
 
 MIGRATIONS_DIR = Path(__file__).with_name("migrations")
 INTEGRATION_FIELDS = ("tenant", "app", "flow", "mailbox", "account", "system", "tags", "owners", "checks",

@@ -18,7 +18,7 @@ from typing import Any
 from sqlalchemy import or_, update
 from sqlmodel import Session, col, select
 
-from monitor.models import AlertDelivery, CheckResult, CheckState, Incident, Notification, Transition
+from mailwarden.monitor.models import AlertDelivery, CheckResult, CheckState, Incident, Notification, Transition
 
 _ALERTS_LOCK = 726193500452
 

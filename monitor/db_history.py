@@ -27,7 +27,7 @@ from sqlalchemy.sql.functions import FunctionElement
 from sqlalchemy.types import Integer, NullType
 from sqlmodel import col, select
 
-from monitor.models import (
+from mailwarden.monitor.models import (
     CheckResult,
     CheckRollup,
     CheckState,
@@ -230,7 +230,7 @@ def maintenance_spans(windows: Sequence[Any], start: datetime,
 
     from apscheduler.triggers.cron import CronTrigger
 
-    from alerts.windows import covers
+    from mailwarden.alerts.windows import covers
 
     found: list[tuple[Any, list[tuple[datetime, datetime]]]] = []
     for w in windows:

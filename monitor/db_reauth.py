@@ -18,9 +18,9 @@ from sqlalchemy import select as core_select
 from sqlalchemy import update as core_update
 from sqlmodel import col, select
 
-from checks import diagnoses
-from monitor.models import Integration, ReauthAttempt, ReauthRequest
-from monitor.redact import redact
+from mailwarden.checks import diagnoses
+from mailwarden.monitor.models import Integration, ReauthAttempt, ReauthRequest
+from mailwarden.redact import redact
 
 _REQ = ReauthRequest.__table__
 _INTEG = Integration.__table__

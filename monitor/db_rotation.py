@@ -13,8 +13,8 @@ from typing import Any
 
 from sqlmodel import col, select
 
-from monitor.models import AlertDelivery, ExpiryReminder, Rotation, RotationEvent
-from monitor.redact import redact
+from mailwarden.monitor.models import AlertDelivery, ExpiryReminder, Rotation, RotationEvent
+from mailwarden.redact import redact
 
 
 class RotationStore:

@@ -11,17 +11,33 @@ from __future__ import annotations
 import asyncio
 import os
 from dataclasses import dataclass
+from importlib import resources
 from pathlib import Path
 
 import yaml
 from rich.console import Console
 
-from monitor import config as config_mod
-from monitor import reauth
-from monitor.runner import RunResult, select
-from monitor.runtime import Runtime, open_runtime
+from mailwarden.errors import MailwardenError
+from mailwarden.monitor import config as config_mod
+from mailwarden.monitor import reauth
+from mailwarden.monitor.runner import RunResult, select
+from mailwarden.monitor.runtime import Runtime, open_runtime
 
-SCENARIO = Path(__file__).resolve().parent.parent / "sandbox" / "scenarios" / "demo.yaml"
+
+def demo_scenario() -> Path:
+    """The demo tenant's scenario, inside the sandbox package (which the production image leaves out)."""
+    require_sandbox()
+    return Path(str(resources.files("mailwarden_sandbox") / "scenarios" / "demo.yaml"))
+
+
+def require_sandbox() -> None:
+    """The demo and sandbox commands need ``mailwarden_sandbox``; say so where it is not installed."""
+    try:
+        import mailwarden_sandbox  # noqa: F401
+    except ImportError:
+        raise MailwardenError("the sandbox (mailwarden_sandbox) is not installed here: the production image leaves "
+                              "it out", hint="Run the demo from a source checkout: python3 -m venv .venv && "
+                              ".venv/bin/pip install -e . && .venv/bin/mailwarden demo") from None
 TENANT = "contoso"
 
 # Each of the five systems of shared/seeds on its real path, healthy or broken as admins meet them.
@@ -89,8 +105,8 @@ def _web_section(port: int | None) -> tuple[dict, str | None]:
     import secrets
     import socket
 
-    from monitor.redact import register_secret
-    from monitor.web.auth import hash_password
+    from mailwarden.monitor.web.auth import hash_password
+    from mailwarden.redact import register_secret
 
     if port == 0:
         with socket.socket() as s:
@@ -157,8 +173,8 @@ class DemoEnv:
         return [r.as_json(self.runtime.config) for r in results]
 
     def monitor(self):
-        from monitor.output import print_table
-        from monitor.scheduler import Monitor
+        from mailwarden.monitor.output import print_table
+        from mailwarden.monitor.scheduler import Monitor
 
         jobs = sum(len(i.checks) for i in self.runtime.config.integrations)
         latest: dict[tuple[str, str], dict] = {}
@@ -181,9 +197,9 @@ def first_secrets_cycle(runtime: Runtime, *, dispatch: bool = True) -> None:
     """The reminders due at start: the Agiloft secret ends in 10 days (its 14-day reminder, naming both
     agiloft-* integrations), enaio's has expired (its on-expiry reminder). Without ``dispatch`` they wait in
     the outbox for the scheduler's dispatch job, so the interactive demo prints its dashboard URL first."""
-    from alerts.dispatcher import Dispatcher
-    from alerts.secrets import SecretsCycle
-    from monitor.reauth_links import for_runtime
+    from mailwarden.alerts.dispatcher import Dispatcher
+    from mailwarden.alerts.secrets import SecretsCycle
+    from mailwarden.monitor.reauth_links import for_runtime
 
     asyncio.run(SecretsCycle(runtime.config, runtime.store, runtime.tokens, runtime.credentials).run())
     if dispatch:
@@ -192,15 +208,16 @@ def first_secrets_cycle(runtime: Runtime, *, dispatch: bool = True) -> None:
 
 def prepare(workdir: Path, *, interval: int = 60, quiet: bool = False, web_port: int | None = None) -> DemoEnv:
     """``web_port``: write a dashboard section (0: a free port); None (``--once``, tests) writes none."""
-    from sandbox import Sandbox
-    from sandbox.browser import sign_in
+    require_sandbox()
+    from mailwarden_sandbox import Sandbox
+    from mailwarden_sandbox.browser import sign_in
 
     workdir = workdir.resolve()
     workdir.mkdir(parents=True, exist_ok=True)
     for stale in ("mailwarden.db", "mailwarden.db-wal", "mailwarden.db-shm", "mailwarden.key"):
         (workdir / stale).unlink(missing_ok=True)  # a new sandbox is a new tenant: start clean
-    scenario = yaml.safe_load(SCENARIO.read_text(encoding="utf-8"))
-    sb = Sandbox(SCENARIO, workdir=workdir / "sandbox", port=0)
+    scenario = yaml.safe_load(demo_scenario().read_text(encoding="utf-8"))
+    sb = Sandbox(demo_scenario(), workdir=workdir / "sandbox", port=0)
     sb.start()
     try:
         web, password = _web_section(web_port)

@@ -33,8 +33,8 @@ from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 from sqlalchemy.engine import make_url
 
-from monitor.db import normalise_url
-from monitor.redact import redact
+from mailwarden.monitor.db import normalise_url
+from mailwarden.redact import redact
 
 log = logging.getLogger("mailwarden.leader")
 

@@ -7,7 +7,7 @@ import logging
 import sys
 from datetime import UTC, datetime
 
-from monitor.redact import redact, redact_obj
+from mailwarden.redact import redact, redact_obj
 
 _STANDARD = set(vars(logging.LogRecord("x", 0, "x", 0, "x", None, None))) | {"message", "asctime", "taskName"}
 

@@ -10,10 +10,10 @@ from rich.padding import Padding
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from checks.base import SEVERITY_ORDER, Status
+from mailwarden.checks.base import SEVERITY_ORDER, Status
 
 if TYPE_CHECKING:  # pragma: no cover
-    from monitor.runner import Runner, RunResult
+    from mailwarden.monitor.runner import Runner, RunResult
 
 COLOURS = {"ok": "green", "warn": "yellow", "fail": "bold red", "error": "magenta", "blocked": "dim"}
 

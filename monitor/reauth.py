@@ -30,13 +30,13 @@ from urllib.parse import parse_qs, quote, urlsplit
 import msal
 import requests
 
-from checks import graph_client, permissions
-from checks.diagnoses import classify_aadsts
-from checks.network import network_code
-from monitor.config import IntegrationConfig
-from monitor.errors import MailwardenError
-from monitor.redact import redact, register_secret
-from monitor.tokens import StoredToken, TokenProvider, scope_prefixes
+from mailwarden.checks import graph_client, permissions
+from mailwarden.checks.diagnoses import classify_aadsts
+from mailwarden.checks.network import network_code
+from mailwarden.errors import MailwardenError
+from mailwarden.monitor.config import IntegrationConfig
+from mailwarden.monitor.tokens import StoredToken, TokenProvider, scope_prefixes
+from mailwarden.redact import redact, register_secret
 
 PUBLIC_CLIENT_WITH_SECRET = 700025  # "Client is public so neither 'client_assertion' nor 'client_secret' ..."
 _T = TypeVar("_T")
@@ -167,8 +167,8 @@ def _login_host(tokens: TokenProvider, integ: IntegrationConfig, doing: str) -> 
     """MSAL raises when the login host gives no usable answer: requests' errors for a host it cannot reach, a bare
     ValueError when the tenant's discovery document fails (an unknown tenant: AADSTS90002), MsalServiceError or a
     JSON error for a reply that is not OAuth. Each becomes a refusal with a sentence; nothing is stored."""
-    from checks.token import reply_outcome, token_failure
-    from monitor.tokens import REPLIES, TokenReply
+    from mailwarden.checks.token import reply_outcome, token_failure
+    from mailwarden.monitor.tokens import REPLIES, TokenReply
 
     REPLIES.begin()
     try:
@@ -194,8 +194,8 @@ def _login_host(tokens: TokenProvider, integ: IntegrationConfig, doing: str) -> 
 
 def _unreachable(exc: BaseException, authority: str):
     """The login host gave no answer: one short clause (the token check's summary carries the raw error too)."""
-    from checks.base import Outcome, Status
-    from checks.network import WORDS, tls_words
+    from mailwarden.checks.base import Outcome, Status
+    from mailwarden.checks.network import WORDS, tls_words
 
     code = network_code(exc)
     if code == "tls_error":
@@ -207,9 +207,9 @@ def _unreachable(exc: BaseException, authority: str):
 def _discovery_failure(tokens: TokenProvider, integ: IntegrationConfig):
     """What is wrong with the tenant's discovery document, as an outcome (None when nothing is): MSAL raises a bare
     ValueError for it, so it is read once more for Entra ID's own answer (AADSTS90002 for an unknown tenant)."""
-    from checks.base import Outcome, Status
-    from checks.token import refused_outcome
-    from monitor.tokens import http_session
+    from mailwarden.checks.base import Outcome, Status
+    from mailwarden.checks.token import refused_outcome
+    from mailwarden.monitor.tokens import http_session
 
     tenant_id = tokens.config.tenants[tokens.config.apps[integ.app].tenant].tenant_id
     url = f"{tokens.endpoints.authority_for(tenant_id)}/v2.0/.well-known/openid-configuration"

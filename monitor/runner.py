@@ -19,22 +19,22 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
-from checks import REGISTRY
-from checks.base import CheckContext, Outcome, Status, targets
-from checks.diagnoses import render_fix
-from monitor.backoff import Backoff, Wait
-from monitor.breaker import Breaker
-from monitor.buffer import Pending, ResultBuffer
-from monitor.config import Config, IntegrationConfig
-from monitor.errors import MailwardenError, StorageError
-from monitor.redact import redact
-from monitor.state import Thresholds
+from mailwarden.checks import REGISTRY
+from mailwarden.checks.base import CheckContext, Outcome, Status, targets
+from mailwarden.checks.diagnoses import render_fix
+from mailwarden.errors import MailwardenError, StorageError
+from mailwarden.monitor.backoff import Backoff, Wait
+from mailwarden.monitor.breaker import Breaker
+from mailwarden.monitor.buffer import Pending, ResultBuffer
+from mailwarden.monitor.config import Config, IntegrationConfig
+from mailwarden.redact import redact
+from mailwarden.state import Thresholds
 
 if TYPE_CHECKING:  # pragma: no cover
-    from monitor.credentials import CredentialReader
-    from monitor.db import Store
-    from monitor.models import CheckResult, Transition
-    from monitor.tokens import TokenProvider
+    from mailwarden.monitor.credentials import CredentialReader
+    from mailwarden.monitor.db import Store
+    from mailwarden.monitor.models import CheckResult, Transition
+    from mailwarden.monitor.tokens import TokenProvider
 
 log = logging.getLogger("mailwarden.runner")
 TOKEN = "token"
@@ -79,7 +79,7 @@ def facts(config: Config, integ: IntegrationConfig, outcome: Outcome | None = No
     import re
     from datetime import date
 
-    from checks import diagnoses, permissions
+    from mailwarden.checks import diagnoses, permissions
 
     app = config.apps.get(integ.app)
     tenant = config.tenants.get(app.tenant) if app else None

@@ -6,12 +6,12 @@ import hashlib
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
-from monitor.config import Config
-from monitor.credentials import CredentialReader
-from monitor.db import Store, open_store
-from monitor.runner import Runner
-from monitor.tokens import TokenProvider
-from monitor.tokenstore import TokenCipher, load_cipher, verify_fingerprint
+from mailwarden.monitor.config import Config
+from mailwarden.monitor.credentials import CredentialReader
+from mailwarden.monitor.db import Store, open_store
+from mailwarden.monitor.runner import Runner
+from mailwarden.monitor.tokens import TokenProvider
+from mailwarden.monitor.tokenstore import TokenCipher, load_cipher, verify_fingerprint
 
 
 @dataclass

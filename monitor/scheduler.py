@@ -19,12 +19,12 @@ from apscheduler.schedulers.asyncio import AsyncIOScheduler
 from apscheduler.triggers.date import DateTrigger
 from apscheduler.triggers.interval import IntervalTrigger
 
-from monitor import config as config_mod
-from monitor import trim_heap
-from monitor.buffer import ResultBuffer
-from monitor.errors import MailwardenError, StorageError
-from monitor.runner import TOKEN, RunResult
-from monitor.runtime import Runtime, open_runtime
+from mailwarden.errors import MailwardenError, StorageError
+from mailwarden.monitor import config as config_mod
+from mailwarden.monitor import trim_heap
+from mailwarden.monitor.buffer import ResultBuffer
+from mailwarden.monitor.runner import TOKEN, RunResult
+from mailwarden.monitor.runtime import Runtime, open_runtime
 
 log = logging.getLogger("mailwarden.scheduler")
 
@@ -135,7 +135,7 @@ class Monitor:
             log.exception("history rollup failed")
 
     async def _secrets(self) -> None:
-        from alerts.secrets import SecretsCycle
+        from mailwarden.alerts.secrets import SecretsCycle
 
         rt = self.runtime
         if not await self._ready():
@@ -163,8 +163,8 @@ class Monitor:
                                    next_run_time=now)
 
     async def _dispatch(self) -> None:
-        from alerts.dispatcher import Dispatcher
-        from monitor.reauth_links import for_runtime
+        from mailwarden.alerts.dispatcher import Dispatcher
+        from mailwarden.monitor.reauth_links import for_runtime
 
         runtime = self.runtime
         if self._dispatcher is None or self._dispatcher[0] is not runtime:
@@ -260,7 +260,7 @@ class Monitor:
 
     # -- lifecycle ---------------------------------------------------------------------------
     def start(self) -> None:
-        from monitor.leader import Leadership, lease_for
+        from mailwarden.monitor.leader import Leadership, lease_for
 
         self.leadership = Leadership(lease_for(self.runtime.config.database_url()), self)
         self._attach(self.runtime)

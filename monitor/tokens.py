@@ -22,12 +22,16 @@ import requests
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes
 
-from monitor.config import Config, IntegrationConfig, resolve_ref
-from monitor.endpoints import Endpoints
-from monitor.tokenstore import TokenCipher
+from mailwarden.checks.network import http_session
+from mailwarden.checks.replies import REPLIES, TokenReply, record_token_replies  # noqa: F401 - re-exported
+from mailwarden.durations import retry_after  # noqa: F401 - re-exported
+from mailwarden.endpoints import Endpoints, scope_prefixes  # noqa: F401 - re-exported
+from mailwarden.errors import NoRefreshToken  # noqa: F401 - re-exported
+from mailwarden.monitor.config import Config, IntegrationConfig, resolve_ref
+from mailwarden.monitor.tokenstore import TokenCipher
 
 if TYPE_CHECKING:  # pragma: no cover
-    from monitor.db import Store
+    from mailwarden.monitor.db import Store
 
 _APP_TOKEN_SKEW_S = 300  # a cached token this close to expiry is refreshed first
 DISCOVERY_TTL_S = 3600.0  # how long an authority's OpenID discovery document is reused
@@ -43,23 +47,6 @@ class StoredToken:
     public_client: bool = False
     oid: str | None = None
     account: str | None = None
-
-
-@dataclass
-class NoRefreshToken(Exception):
-    integration: str
-
-    def __str__(self) -> str:
-        return f"no refresh token stored for {self.integration}"
-
-
-def http_session(endpoints: Endpoints) -> requests.Session:
-    session = requests.Session()
-    session.verify = endpoints.verify
-    if endpoints.ca_bundle:
-        # REQUESTS_CA_BUNDLE and friends would otherwise override verify (M365_FACTS.md).
-        session.trust_env = False
-    return session
 
 
 class _DiscoveryCache:
@@ -96,96 +83,9 @@ class _DiscoveryCache:
         return session
 
 
-@dataclass(frozen=True)
-class TokenReply:
-    """What the token endpoint answered, as HTTP: MSAL raises on a 5xx and on a body that is not JSON (the
-    plain-text 429, an HTML error page), and then only the status tells what happened (M365_FACTS.md)."""
-
-    status: int
-    headers: dict[str, str]
-    text: str
-    url: str
-
-    def retry_after_s(self) -> float | None:
-        return retry_after(self.headers.get("retry-after"))
-
-
-def retry_after(value: str | None) -> float | None:
-    """Retry-After as seconds: a number of seconds, or an HTTP date."""
-    if not value:
-        return None
-    value = value.strip()
-    try:
-        return max(0.0, float(value))
-    except ValueError:
-        pass
-    from email.utils import parsedate_to_datetime
-
-    try:
-        when = parsedate_to_datetime(value)
-    except (TypeError, ValueError):
-        return None
-    if when.tzinfo is None:
-        when = when.replace(tzinfo=UTC)
-    return max(0.0, (when - datetime.now(UTC)).total_seconds())
-
-
-class _Replies:
-    """The token endpoint's latest reply per worker thread (the caller's own request), and per (URL, client):
-    MSAL replays a 429/5xx from its own cache without a request while Retry-After lasts."""
-
-    def __init__(self) -> None:
-        self._local = threading.local()
-        self._by_client: dict[tuple[str, str], TokenReply] = {}
-        self._lock = threading.Lock()
-
-    def begin(self) -> None:
-        self._local.reply = None
-
-    def record(self, reply: TokenReply, client_id: str) -> None:
-        self._local.reply = reply
-        if reply.status >= 400:
-            with self._lock:
-                if len(self._by_client) > 4096:
-                    self._by_client.clear()
-                self._by_client[(reply.url, client_id)] = reply
-
-    def last(self, url: str | None = None, client_id: str | None = None) -> TokenReply | None:
-        mine = getattr(self._local, "reply", None)
-        if mine is not None or url is None:
-            return mine
-        with self._lock:
-            return self._by_client.get((url, client_id or ""))
-
-
-REPLIES = _Replies()
-
-
-def _record_token_replies(session: requests.Session) -> requests.Session:
-    post = session.post
-
-    def recorded(url, *args, **kwargs):
-        resp = post(url, *args, **kwargs)
-        if str(url).endswith("/token"):
-            data = kwargs.get("data")
-            client_id = str(data.get("client_id") or "") if isinstance(data, dict) else ""
-            text = resp.text[:4000] if resp.status_code >= 400 else ""
-            REPLIES.record(TokenReply(resp.status_code, {k.lower(): v for k, v in resp.headers.items()}, text,
-                                      str(url)), client_id)
-        return resp
-
-    session.post = recorded  # type: ignore[method-assign]
-    return session
-
-
 def certificate_thumbprint(cert_pem: str) -> str:
     cert = x509.load_pem_x509_certificate(cert_pem.encode())
     return cert.fingerprint(hashes.SHA1()).hex().upper()  # noqa: S303 - x5t is defined as SHA-1
-
-
-def scope_prefixes(endpoints: Endpoints, flow: str) -> dict[str, str]:
-    exchange = endpoints.exchange_resource if flow == "app" else endpoints.exchange_delegated_resource
-    return {"graph": endpoints.graph_resource, "exchange": exchange}
 
 
 ACCESS_MARGIN_S = 300.0  # MSAL refreshes an access token this long before it expires
@@ -211,7 +111,7 @@ class TokenProvider:
         self._discovery = _DiscoveryCache()
         # One session (one connection pool) for every MSAL object of this provider: a fresh MSAL object per
         # token check no longer means a fresh TCP + TLS handshake per token request (bench/).
-        self._session = _record_token_replies(self._discovery.wrap(http_session(self.endpoints)))
+        self._session = record_token_replies(self._discovery.wrap(http_session(self.endpoints)))
         pool = config.concurrency.total + 8
         adapter = requests.adapters.HTTPAdapter(pool_connections=4, pool_maxsize=pool)
         self._session.mount("https://", adapter)

@@ -16,12 +16,12 @@ from typing import TYPE_CHECKING
 
 from cryptography.fernet import Fernet, InvalidToken
 
-from monitor.config import Config, resolve_ref
-from monitor.errors import SecretReferenceError, TokenStoreError
-from monitor.redact import register_secret
+from mailwarden.errors import SecretReferenceError, TokenStoreError
+from mailwarden.monitor.config import Config, resolve_ref
+from mailwarden.redact import register_secret
 
 if TYPE_CHECKING:  # pragma: no cover
-    from monitor.db import Store
+    from mailwarden.monitor.db import Store
 
 FINGERPRINT_KEY = "token_key_fingerprint"
 

@@ -11,7 +11,7 @@ from alembic import context
 from sqlalchemy.engine import Connection
 from sqlmodel import SQLModel
 
-import monitor.models  # noqa: F401  (registers the tables on SQLModel.metadata)
+import mailwarden.monitor.models  # noqa: F401 (loads the submodule)
 
 config = context.config
 target_metadata = SQLModel.metadata
@@ -33,7 +33,7 @@ def run_migrations_online() -> None:
     if connection is not None:
         _run(connection)
         return
-    from monitor.db import make_engine
+    from mailwarden.monitor.db import make_engine
 
     engine = make_engine(config.get_main_option("sqlalchemy.url") or "")
     try:

@@ -1,5 +1,5 @@
 """The status web app (Starlette + Jinja2 templates from dashboards/) and the static report."""
 
-from monitor.web.app import create_app
+from mailwarden.monitor.web.app import create_app
 
 __all__ = ["create_app"]

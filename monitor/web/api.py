@@ -13,7 +13,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route
 
-from monitor.web import views
+from mailwarden.monitor.web import views
 
 _S = {"type": "string"}
 _NS = {"type": ["string", "null"]}

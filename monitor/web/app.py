@@ -12,6 +12,7 @@ import re
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from importlib import resources
 from pathlib import Path
 from typing import Any
 
@@ -26,13 +27,13 @@ from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from monitor.config import Config, WebConfig
-from monitor.web import api, incidents, pages, reauth, secrets_view
-from monitor.web.auth import Access, access_from, login_url, session_key
-from monitor.web.metrics import Metrics
+from mailwarden.monitor.config import Config, WebConfig
+from mailwarden.monitor.web import api, incidents, pages, reauth, secrets_view
+from mailwarden.monitor.web.auth import Access, access_from, login_url, session_key
+from mailwarden.monitor.web.metrics import Metrics
 
 access_log = logging.getLogger("mailwarden.web.access")
-STATIC_DIR = Path(__file__).resolve().parents[2] / "dashboards" / "static"
+STATIC_DIR = Path(str(resources.files("mailwarden.dashboards") / "static"))
 # /reauth/ and the callback: the signed single-use link is the credential (monitor.web.reauth)
 PUBLIC = ("/login", "/healthz", "/static/", "/reauth/", "/auth/callback")
 CSP = ("default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; connect-src 'self'; "
@@ -41,9 +42,9 @@ _REAUTH = re.compile(r"(/reauth/)[^/?#]+")
 
 
 def templates() -> Environment:
-    env = Environment(loader=PackageLoader("dashboards", "templates"),
+    env = Environment(loader=PackageLoader("mailwarden.dashboards", "templates"),
                       autoescape=select_autoescape(["html"]), trim_blocks=True, lstrip_blocks=True)
-    from monitor.web import svg, views
+    from mailwarden.monitor.web import svg, views
 
     env.globals.update(svg=svg, views=views, LABEL=views.LABEL)
     return env
@@ -163,7 +164,7 @@ def create_app(config: Callable[[], Config] | Config, store: Callable[[], Any] |
     state = WebState(get_config, get_store, access or access_from(cfg.web, cfg.base_dir), cfg.web, monitor)
     state.metrics = Metrics(get_config, get_store)
     if monitor is not None and hasattr(monitor, "leading"):
-        from monitor.leader import LeaderCollector
+        from mailwarden.monitor.leader import LeaderCollector
 
         state.metrics.registry.register(LeaderCollector(monitor))
     https = cfg.web.base_url.startswith("https://")

@@ -21,8 +21,8 @@ from urllib.parse import quote, urlsplit
 
 from starlette.requests import Request
 
-from monitor.config import WebConfig, resolve_ref
-from monitor.errors import ConfigError
+from mailwarden.errors import ConfigError
+from mailwarden.monitor.config import WebConfig, resolve_ref
 
 SCHEME = "scrypt"
 _N, _R, _P = 2**15, 8, 1

@@ -16,9 +16,9 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from checks import diagnoses
-from monitor.config import Config
-from monitor.web import pages
+from mailwarden.checks import diagnoses
+from mailwarden.monitor.config import Config
+from mailwarden.monitor.web import pages
 
 RECENT_DAYS = 7
 STATUSES = ("all", "open", "resolved")

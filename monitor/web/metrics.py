@@ -85,7 +85,7 @@ class StoreCollector(Collector):
     def _availability(store: Any, now: datetime) -> GaugeMetricFamily:
         """The pages' and the API's availability (same rollups, same windows), as a ratio; no sample for a window
         in which no time is known."""
-        from monitor.web.svg import window_starts
+        from mailwarden.monitor.web.svg import window_starts
 
         gauge = GaugeMetricFamily(
             "mailwarden_integration_availability_ratio",

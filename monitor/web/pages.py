@@ -12,8 +12,8 @@ from starlette.requests import Request
 from starlette.responses import HTMLResponse, RedirectResponse, Response
 from starlette.routing import Route
 
-from monitor.web import csrf, views
-from monitor.web.auth import safe_next
+from mailwarden.monitor.web import csrf, views
+from mailwarden.monitor.web.auth import safe_next
 
 
 def page_context(request: Request | None, state: Any, now: datetime, **extra: Any) -> dict[str, Any]:
@@ -70,7 +70,7 @@ async def integration(request: Request) -> Response:
     data = await asyncio.to_thread(views.detail, state.config(), state.store(), name, datetime.now(UTC))
     if data is None:
         raise HTTPException(404, f"no integration named {name!r}")
-    from monitor.web.reauth import link_of
+    from mailwarden.monitor.web.reauth import link_of
 
     data["reauth"]["link"] = await asyncio.to_thread(link_of, request, name) if data["reauth"]["delegated"] else None
     return render(request, "integration.html", d=data)
@@ -126,7 +126,7 @@ async def rerun(request: Request, form: dict[str, str]) -> Response:
         raise HTTPException(404, f"{name} has no {kind!r} check")
     result = await monitor.runtime.runner.run_one(name, kind)
     if result.transition is not None:
-        from monitor.scheduler import DISPATCH_JOB
+        from mailwarden.monitor.scheduler import DISPATCH_JOB
 
         job = monitor.scheduler.get_job(DISPATCH_JOB)
         if job is not None:
@@ -157,7 +157,7 @@ async def ack(request: Request, form: dict[str, str]) -> Response:
 
 @csrf.protected
 async def snooze(request: Request, form: dict[str, str]) -> Response:
-    from monitor.cli_alerts import parse_until
+    from mailwarden.alerts.incidents import parse_until
 
     state = request.app.state.web
     store, incident_id = state.store(), request.path_params["id"]

@@ -30,13 +30,13 @@ from starlette.requests import Request
 from starlette.responses import HTMLResponse, RedirectResponse, Response
 from starlette.routing import Route
 
-from checks import diagnoses
-from monitor import reauth as flows
-from monitor import reauth_links as links
-from monitor.errors import MailwardenError
-from monitor.redact import redact
-from monitor.web import csrf
-from monitor.web.pages import render
+from mailwarden.checks import diagnoses
+from mailwarden.errors import MailwardenError
+from mailwarden.monitor import reauth as flows
+from mailwarden.monitor import reauth_links as links
+from mailwarden.monitor.web import csrf
+from mailwarden.monitor.web.pages import render
+from mailwarden.redact import redact
 
 log = logging.getLogger("mailwarden.web.reauth")
 SESSION_KEY = "reauth_attempt"
@@ -134,7 +134,7 @@ def link_of(request: Request, name: str) -> str | None:
 
 def _csp_allowing(authority: str) -> str:
     """The app's CSP, with the authority added to form-action: the button's POST is redirected there."""
-    from monitor.web.app import CSP
+    from mailwarden.monitor.web.app import CSP
 
     parts = urlsplit(authority)
     return CSP.replace("form-action 'self'", f"form-action 'self' {parts.scheme}://{parts.netloc}")
@@ -270,7 +270,7 @@ async def _run_checks(request: Request, integ: Any) -> list[dict[str, Any]]:
     results = [await runner.run_one(integ.name, k) for k in first]
     results += await asyncio.gather(*(runner.run_one(integ.name, k) for k in kinds if k not in first))
     if any(r.transition is not None for r in results):
-        from monitor.scheduler import DISPATCH_JOB
+        from mailwarden.monitor.scheduler import DISPATCH_JOB
 
         job = monitor.scheduler.get_job(DISPATCH_JOB)
         if job is not None:

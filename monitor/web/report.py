@@ -18,11 +18,11 @@ from typing import Any
 
 from markupsafe import Markup
 
-from monitor.config import Config
-from monitor.web import views
-from monitor.web.app import STATIC_DIR, WebState, templates
-from monitor.web.auth import Access
-from monitor.web.pages import overview_context, page_context
+from mailwarden.monitor.config import Config
+from mailwarden.monitor.web import views
+from mailwarden.monitor.web.app import STATIC_DIR, WebState, templates
+from mailwarden.monitor.web.auth import Access
+from mailwarden.monitor.web.pages import overview_context, page_context
 
 DETAILED = ("fail", "error", "blocked", "warn")
 

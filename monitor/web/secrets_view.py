@@ -14,8 +14,8 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from alerts.secrets import api_secrets
-from monitor.web import pages
+from mailwarden.alerts.secrets import api_secrets
+from mailwarden.monitor.web import pages
 
 
 def _doc(request: Request) -> dict:

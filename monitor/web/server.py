@@ -17,8 +17,8 @@ from typing import Any
 
 import uvicorn
 
-from monitor.errors import ConfigError
-from monitor.web.app import create_app
+from mailwarden.errors import ConfigError
+from mailwarden.monitor.web.app import create_app
 
 log = logging.getLogger("mailwarden.web")
 

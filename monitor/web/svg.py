@@ -14,8 +14,8 @@ from typing import Any, NamedTuple
 
 from markupsafe import Markup, escape
 
-from checks.days import words_for
-from monitor.db_history import percent
+from mailwarden.days import words_for
+from mailwarden.monitor.db_history import percent
 
 
 def pct_text(value: float | None) -> str:

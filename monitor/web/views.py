@@ -19,15 +19,15 @@ from typing import Any
 
 from markupsafe import Markup, escape
 
-from checks import days as expiry
-from checks import diagnoses
-from checks.base import Outcome, Status
-from monitor.config import Config
-from monitor.db_history import percent
-from monitor.redact import redact
-from monitor.runner import facts
-from monitor.tokens import token_key
-from monitor.web import svg
+from mailwarden import days as expiry
+from mailwarden.checks import diagnoses
+from mailwarden.checks.base import Outcome, Status
+from mailwarden.monitor.config import Config
+from mailwarden.monitor.db_history import percent
+from mailwarden.monitor.runner import facts
+from mailwarden.monitor.tokens import token_key
+from mailwarden.monitor.web import svg
+from mailwarden.redact import redact
 
 pct_text = svg.pct_text  # the templates write availability as views.pct_text
 
@@ -313,9 +313,9 @@ def credentials(cfg: Config, store: Any, now: datetime, within_days: int | None 
 
 def incident_json(inc: Any) -> dict[str, Any]:
     """The shape of `mailwarden incidents --format json`."""
-    from monitor.cli_alerts import _row
+    from mailwarden.alerts.incidents import incident_json as serialize
 
-    return _row(inc)
+    return serialize(inc)
 
 
 def result_json(cfg: Config, r: Any) -> dict[str, Any]:

@@ -12,9 +12,9 @@ from pathlib import Path
 import pytest
 import yaml
 
-from checks.base import Outcome, Status
-from monitor import config as config_mod
-from monitor import state as sm
+from mailwarden import state as sm
+from mailwarden.checks.base import Outcome, Status
+from mailwarden.monitor import config as config_mod
 from tests.e2e.conftest import sandbox, world  # noqa: F401 - the session sandbox and its tenant factory
 
 APP_ID = "66666666-7777-8888-9999-000000000000"

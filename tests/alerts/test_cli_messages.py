@@ -9,14 +9,14 @@ import pytest
 import yaml
 from typer.testing import CliRunner
 
-from alerts import messages
-from alerts.dispatcher import Dispatcher
-from alerts.policy import Notice
-from monitor.cli import app
-from monitor.cli_alerts import parse_until
-from monitor.db import open_store
-from monitor.models import Incident
-from monitor.runtime import integration_rows
+from mailwarden.alerts import messages
+from mailwarden.alerts.dispatcher import Dispatcher
+from mailwarden.alerts.incidents import parse_until
+from mailwarden.alerts.policy import Notice
+from mailwarden.monitor.cli import app
+from mailwarden.monitor.db import open_store
+from mailwarden.monitor.models import Incident
+from mailwarden.monitor.runtime import integration_rows
 from tests.alerts.conftest import load, record, write_config
 
 NOW = datetime.now(UTC)
@@ -97,7 +97,7 @@ def test_check_dispatches_unless_no_alerts(tmp_path, receiver, monkeypatch):
     cfg = load(path)
     # The endpoints are a closed loopback port: the check errors; what matters is whether check dispatches.
     calls = []
-    import monitor.cli_alerts as cli_alerts
+    import mailwarden.monitor.cli_alerts as cli_alerts
 
     monkeypatch.setattr(cli_alerts, "dispatch_once", lambda runtime: calls.append(runtime))
     cli("check", "-c", str(path), "--check", "secret_expiry", "--no-alerts")
@@ -113,8 +113,8 @@ async def test_scheduler_runs_the_dispatcher_after_a_transition(tmp_path, receiv
 
     import time_machine
 
-    from monitor.runtime import open_runtime
-    from monitor.scheduler import DISPATCH_JOB, Monitor
+    from mailwarden.monitor.runtime import open_runtime
+    from mailwarden.monitor.scheduler import DISPATCH_JOB, Monitor
 
     path = write_config(tmp_path / "mailwarden.yaml", routes=[{"name": "hook", "url": receiver.url}])
     t0 = datetime(2030, 1, 7, 9, 0, tzinfo=UTC)

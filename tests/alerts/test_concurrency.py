@@ -8,10 +8,10 @@ from datetime import UTC, datetime, timedelta
 import pytest
 from sqlalchemy import text
 
-from alerts.dispatcher import Dispatcher
-from monitor.db import open_store
-from monitor.models import TABLE_NAMES
-from monitor.runtime import integration_rows
+from mailwarden.alerts.dispatcher import Dispatcher
+from mailwarden.monitor.db import open_store
+from mailwarden.monitor.models import TABLE_NAMES
+from mailwarden.monitor.runtime import integration_rows
 from tests.alerts.conftest import load, record, write_config
 from tests.conftest import require_service
 from tests.monitor.test_storage import pg_database  # noqa: F401 - the session's PostgreSQL database

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 
-from alerts.dispatcher import Dispatcher
-from monitor.db import open_store
-from monitor.models import Incident, Notification
-from monitor.redact import register_secret
+from mailwarden.alerts.dispatcher import Dispatcher
+from mailwarden.monitor.db import open_store
+from mailwarden.monitor.models import Incident, Notification
+from mailwarden.redact import register_secret
 from tests.alerts.conftest import SECRET, load, record, write_config
 
 T0 = datetime(2030, 1, 7, 9, 0, tzinfo=UTC)
@@ -16,7 +16,7 @@ T0 = datetime(2030, 1, 7, 9, 0, tzinfo=UTC)
 def setup(tmp_path, **kw):
     cfg = load(write_config(tmp_path / "mailwarden.yaml", **kw))
     store = open_store(cfg.database_url())
-    from monitor.runtime import integration_rows
+    from mailwarden.monitor.runtime import integration_rows
 
     store.sync_integrations(integration_rows(cfg), T0)
     return cfg, store

@@ -7,7 +7,7 @@ from datetime import UTC, datetime, timedelta
 
 import apprise
 
-from alerts.dispatcher import Dispatcher
+from mailwarden.alerts.dispatcher import Dispatcher
 
 CAPTURED: list[dict] = []
 

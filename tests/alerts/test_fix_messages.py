@@ -9,11 +9,11 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from alerts import messages
-from alerts.policy import Notice
-from checks import diagnoses
-from monitor.config import Config
-from monitor.models import Incident
+from mailwarden.alerts import messages
+from mailwarden.alerts.policy import Notice
+from mailwarden.checks import diagnoses
+from mailwarden.monitor.config import Config
+from mailwarden.monitor.models import Incident
 
 NOW = datetime(2026, 12, 2, 9, 0, tzinfo=UTC)
 ACCOUNT = "b2c-support@contoso.com"

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 
-from alerts.policy import Change, CheckInfo, Policy, PolicyConfig
-from alerts.windows import Maintenance
-from monitor import state as sm
-from monitor.config import MaintenanceWindow
+from mailwarden import state as sm
+from mailwarden.alerts.policy import Change, CheckInfo, Policy, PolicyConfig
+from mailwarden.alerts.windows import Maintenance
+from mailwarden.monitor.config import MaintenanceWindow
 
 T0 = datetime(2030, 1, 7, 9, 0, tzinfo=UTC)
 APP = "66666666-7777-8888-9999-000000000000"

@@ -6,9 +6,9 @@ from __future__ import annotations
 import gc
 from datetime import UTC, datetime, timedelta
 
-from alerts.dispatcher import Dispatcher
-from monitor.models import Incident
-from monitor.runtime import integration_rows, open_runtime
+from mailwarden.alerts.dispatcher import Dispatcher
+from mailwarden.monitor.models import Incident
+from mailwarden.monitor.runtime import integration_rows, open_runtime
 from tests.alerts.conftest import load, record, write_config
 
 T0 = datetime(2030, 1, 7, 9, 0, tzinfo=UTC)

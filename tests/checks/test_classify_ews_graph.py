@@ -7,9 +7,9 @@ from __future__ import annotations
 
 import pytest
 
-from checks import ews, graph_mail
-from checks.base import Status
-from checks.diagnoses import render_fix
+from mailwarden.checks import ews, graph_mail
+from mailwarden.checks.base import Status
+from mailwarden.checks.diagnoses import render_fix
 
 OK, WARN, FAIL, ERROR = Status.OK, Status.WARN, Status.FAIL, Status.ERROR
 PERMISSION_ADVICE = ("Add-MailboxPermission", "API permissions", "Grant admin consent", "Application.Read.All")
@@ -219,10 +219,10 @@ def test_graph_token_failures_are_classified_as_the_token_check_does():
 
     import requests
 
-    from checks import graph_client
-    from checks.base import token_target
-    from monitor.endpoints import build
-    from monitor.tokens import REPLIES
+    from mailwarden.checks import graph_client
+    from mailwarden.checks.base import token_target
+    from mailwarden.endpoints import build
+    from mailwarden.monitor.tokens import REPLIES
 
     ctx = SimpleNamespace(tenant=SimpleNamespace(tenant_id="T"), app=SimpleNamespace(client_id="C"),
                           endpoints=build("global"))

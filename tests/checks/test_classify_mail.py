@@ -8,14 +8,14 @@ from __future__ import annotations
 
 import pytest
 
-from checks.base import Status
-from checks.diagnoses import CATALOG
-from checks.imap import classify_login as imap_login
-from checks.imap import classify_reply as imap_reply
-from checks.pop import classify_login as pop_login
-from checks.smtp import classify_auth, classify_submit, login_identity
-from checks.token import refused_outcome, reply_outcome
-from monitor.tokens import TokenReply, retry_after
+from mailwarden.checks.base import Status
+from mailwarden.checks.diagnoses import CATALOG
+from mailwarden.checks.imap import classify_login as imap_login
+from mailwarden.checks.imap import classify_reply as imap_reply
+from mailwarden.checks.pop import classify_login as pop_login
+from mailwarden.checks.smtp import classify_auth, classify_submit, login_identity
+from mailwarden.checks.token import refused_outcome, reply_outcome
+from mailwarden.monitor.tokens import TokenReply, retry_after
 
 W, F, E = Status.WARN, Status.FAIL, Status.ERROR
 
@@ -194,7 +194,7 @@ M365_FACTS_CODES = [7000222, 7000215, 700016, 7000112, 70001, 90002, 70008, 7000
 @pytest.mark.parametrize("code", M365_FACTS_CODES)
 def test_no_code_in_m365_facts_is_unclassified(code):
     """Every AADSTS code M365_FACTS.md names maps to a diagnosis with a cause and a fix."""
-    from checks.diagnoses import AADSTS_CODES, classify_aadsts, render_cause, render_fix
+    from mailwarden.checks.diagnoses import AADSTS_CODES, classify_aadsts, render_cause, render_fix
 
     assert code in AADSTS_CODES and classify_aadsts([code]) != "unclassified"
     diagnosis = classify_aadsts([code])

@@ -5,7 +5,7 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from checks.days import days_left, expired, expiry_words, words_for
+from mailwarden.days import days_left, expired, expiry_words, words_for
 
 NOW = datetime(2026, 12, 2, 12, 0, tzinfo=UTC)
 

@@ -3,8 +3,8 @@ import re
 
 import pytest
 
-from checks import diagnoses
-from checks.diagnoses import AADSTS_CODES, CATALOG, Diagnosis, classify_aadsts, get, render_cause, render_fix
+from mailwarden.checks import diagnoses
+from mailwarden.checks.diagnoses import AADSTS_CODES, CATALOG, Diagnosis, classify_aadsts, get, render_cause, render_fix
 
 # DESIGN.md "Diagnosis codes" plus the codes the brief adds.
 DESIGN_CODES = {

@@ -9,9 +9,9 @@ from types import SimpleNamespace
 
 import pytest
 
-from checks.base import Outcome, Status
-from checks.diagnoses import render_cause, render_fix
-from checks.ews import EwsCheck, retiring
+from mailwarden.checks.base import Outcome, Status
+from mailwarden.checks.diagnoses import render_cause, render_fix
+from mailwarden.checks.ews import EwsCheck, retiring
 
 ANSWER = Outcome(Status.OK, None, "EWS GetFolder inbox of records@contoso.com: 12 message(s), 3 unread",
                  latency_ms=80.0, metrics={"message_count": 12, "unread_count": 3})

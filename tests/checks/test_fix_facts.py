@@ -6,10 +6,10 @@ from __future__ import annotations
 
 import pytest
 
-from checks import permissions
-from checks.base import Outcome, Status
-from monitor.config import Config
-from monitor.runner import facts
+from mailwarden.checks import permissions
+from mailwarden.checks.base import Outcome, Status
+from mailwarden.monitor.config import Config
+from mailwarden.monitor.runner import facts
 
 
 def config(flow: str, checks: dict) -> Config:

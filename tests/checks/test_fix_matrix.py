@@ -21,13 +21,13 @@ from datetime import UTC, datetime
 from functools import cache
 from types import SimpleNamespace
 
-from alerts import messages
-from alerts.policy import Notice
-from checks import diagnoses
-from checks.smtp import login_identity
-from monitor.config import Config
-from monitor.models import Incident
-from monitor.web.views import result_json
+from mailwarden.alerts import messages
+from mailwarden.alerts.policy import Notice
+from mailwarden.checks import diagnoses
+from mailwarden.checks.smtp import login_identity
+from mailwarden.monitor.config import Config
+from mailwarden.monitor.models import Incident
+from mailwarden.monitor.web.views import result_json
 
 NOW = datetime(2026, 12, 2, 9, 0, tzinfo=UTC)
 TENANT_ID = "11111111-2222-3333-4444-555555555555"
@@ -155,7 +155,7 @@ def config(system: str, flow: str, own: str, kind: str, token: bool, sender: str
 
 def result(cfg: Config, code: str, kind: str, reason: str) -> tuple[str, str, dict]:
     """(status, summary, details) as the check of ``kind`` records a result with ``code``."""
-    from checks import permissions
+    from mailwarden.checks import permissions
 
     integ = cfg.integrations[0]
     status = "warn" if code in WARN_CODES else "error" if code in ERROR_CODES else "fail"

@@ -11,8 +11,8 @@ from pathlib import Path
 import pytest
 from starlette.testclient import TestClient
 
-from monitor.web.app import create_app
-from monitor.web.auth import Access, hash_password
+from mailwarden.monitor.web.app import create_app
+from mailwarden.monitor.web.auth import Access, hash_password
 
 PASSWORD = "correct horse battery"  # noqa: S105 - the test admin's password
 ARTIFACTS = Path(__file__).resolve().parents[1] / "artifacts"
@@ -20,8 +20,8 @@ ARTIFACTS = Path(__file__).resolve().parents[1] / "artifacts"
 
 @pytest.fixture(scope="session")
 def demo(tmp_path_factory):
-    from alerts.dispatcher import Dispatcher
-    from monitor import demo as demo_mod
+    from mailwarden.alerts.dispatcher import Dispatcher
+    from mailwarden.monitor import demo as demo_mod
 
     env = demo_mod.prepare(tmp_path_factory.mktemp("demo"), quiet=True)
     try:
@@ -77,10 +77,10 @@ def small_store(path: Path, cfg, now: datetime, *, stale: tuple[str, ...] = (), 
     are two hours old: the demo checks every minute)."""
     from datetime import timedelta
 
-    from checks.base import Outcome, Status
-    from monitor.db import open_store
-    from monitor.runtime import integration_rows
-    from monitor.state import Thresholds
+    from mailwarden.checks.base import Outcome, Status
+    from mailwarden.monitor.db import open_store
+    from mailwarden.monitor.runtime import integration_rows
+    from mailwarden.state import Thresholds
 
     store = open_store(f"sqlite:///{path}")
     store.sync_integrations(integration_rows(cfg), now - timedelta(days=1))

@@ -11,13 +11,13 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 from starlette.testclient import TestClient
 
-from checks.base import Outcome, Status
-from monitor.db import open_store
-from monitor.runtime import integration_rows
-from monitor.state import Thresholds
-from monitor.web.app import create_app
-from monitor.web.auth import Access
-from monitor.web.report import render_report
+from mailwarden.checks.base import Outcome, Status
+from mailwarden.monitor.db import open_store
+from mailwarden.monitor.runtime import integration_rows
+from mailwarden.monitor.web.app import create_app
+from mailwarden.monitor.web.auth import Access
+from mailwarden.monitor.web.report import render_report
+from mailwarden.state import Thresholds
 from tests.dashboards.test_web import BROKEN
 
 WINDOWS = ("24h", "7d", "30d")

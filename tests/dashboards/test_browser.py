@@ -18,8 +18,8 @@ import time
 import pytest
 import uvicorn
 
-from monitor.demo import INTEGRATIONS
-from monitor.web.auth import Access
+from mailwarden.monitor.demo import INTEGRATIONS
+from mailwarden.monitor.web.auth import Access
 from tests.conftest import require_service
 from tests.dashboards.conftest import ARTIFACTS, PASSWORD, make_app
 
@@ -113,7 +113,7 @@ def test_dashboard_in_a_browser(browser, served):
 def test_static_report_opens_from_a_file_without_network(browser, demo, tmp_path):
     env, _ = demo
     out = tmp_path / "status.html"
-    subprocess.run([sys.executable, "-m", "monitor", "report", "-c", str(env.config_path), "-o", str(out)],
+    subprocess.run([sys.executable, "-m", "mailwarden.monitor", "report", "-c", str(env.config_path), "-o", str(out)],
                    check=True, capture_output=True, timeout=60)
     context = browser.new_context(offline=True)
     page = context.new_page()
@@ -142,7 +142,7 @@ def test_demo_prints_the_dashboard_url_and_a_login_that_works(tmp_path):
 
     err = tmp_path / "stderr.log"
     with err.open("w") as ferr:
-        proc = subprocess.Popen([sys.executable, "-m", "monitor", "demo", "--port", "0",
+        proc = subprocess.Popen([sys.executable, "-m", "mailwarden.monitor", "demo", "--port", "0",
                                  "--workdir", str(tmp_path / "w")],
                                 stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=ferr, cwd=tmp_path)
     try:

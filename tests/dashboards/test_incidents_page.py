@@ -9,10 +9,10 @@ from datetime import UTC, datetime, timedelta
 import pytest
 from starlette.testclient import TestClient
 
-from alerts.dispatcher import Dispatcher
-from checks.base import Outcome, Status
-from monitor.state import Thresholds
-from monitor.web.auth import Access
+from mailwarden.alerts.dispatcher import Dispatcher
+from mailwarden.checks.base import Outcome, Status
+from mailwarden.monitor.web.auth import Access
+from mailwarden.state import Thresholds
 from tests.dashboards.conftest import csrf_of, login, make_app, small_store
 
 NOW = datetime.now(UTC)

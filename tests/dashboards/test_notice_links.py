@@ -15,12 +15,12 @@ from datetime import UTC, datetime, timedelta
 
 from starlette.testclient import TestClient
 
-from alerts import expiry, messages
-from alerts.policy import Notice
-from alerts.secrets import NOTICE_TEXT, SecretsCycle
-from monitor.models import Rotation
-from monitor.reauth_links import open_urls
-from monitor.web.auth import Access
+from mailwarden.alerts import expiry, messages
+from mailwarden.alerts.policy import Notice
+from mailwarden.alerts.secrets import NOTICE_TEXT, SecretsCycle
+from mailwarden.monitor.models import Rotation
+from mailwarden.monitor.reauth_links import open_urls
+from mailwarden.monitor.web.auth import Access
 from tests.dashboards.conftest import login, make_app
 
 URL = re.compile(r"https?://[^\s<>\"'`)\]]+")
@@ -84,7 +84,7 @@ def _notices(env, now: datetime) -> list[tuple[str, str]]:
 
 
 def test_every_link_in_every_notice_answers(demo, admin_hash):
-    from monitor.scheduler import Monitor
+    from mailwarden.monitor.scheduler import Monitor
 
     env, _ = demo
     cfg = env.runtime.config

@@ -7,16 +7,16 @@ import subprocess
 import sys
 from datetime import UTC, datetime, timedelta
 
-from checks.base import Outcome, Status
-from monitor.db import open_store
-from monitor.models import CheckResult
-from monitor.state import Thresholds
-from monitor.web.auth import verify_password
-from monitor.web.report import render_report
+from mailwarden.checks.base import Outcome, Status
+from mailwarden.monitor.db import open_store
+from mailwarden.monitor.models import CheckResult
+from mailwarden.monitor.web.auth import verify_password
+from mailwarden.monitor.web.report import render_report
+from mailwarden.state import Thresholds
 from tests.dashboards.conftest import small_store
 from tests.dashboards.test_web import BROKEN
 
-MAILWARDEN = [sys.executable, "-m", "monitor"]
+MAILWARDEN = [sys.executable, "-m", "mailwarden.monitor"]
 
 
 def summary_rows(html: str) -> dict[str, str]:

@@ -9,11 +9,11 @@ from datetime import UTC, datetime, timedelta
 
 from starlette.testclient import TestClient
 
-from checks import days
-from monitor.web import views
-from monitor.web.app import create_app
-from monitor.web.auth import Access
-from monitor.web.report import render_report
+from mailwarden import days
+from mailwarden.monitor.web import views
+from mailwarden.monitor.web.app import create_app
+from mailwarden.monitor.web.auth import Access
+from mailwarden.monitor.web.report import render_report
 from tests.dashboards.conftest import small_store
 from tests.dashboards.test_report_history import summary_rows
 

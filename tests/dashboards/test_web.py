@@ -11,13 +11,13 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 from starlette.testclient import TestClient
 
-from checks import diagnoses
-from checks.base import Outcome, Status
-from monitor.demo import INTEGRATIONS
-from monitor.runner import facts
-from monitor.web import views
-from monitor.web.api import openapi
-from monitor.web.auth import Access, safe_next, verify_password
+from mailwarden.checks import diagnoses
+from mailwarden.checks.base import Outcome, Status
+from mailwarden.monitor.demo import INTEGRATIONS
+from mailwarden.monitor.runner import facts
+from mailwarden.monitor.web import views
+from mailwarden.monitor.web.api import openapi
+from mailwarden.monitor.web.auth import Access, safe_next, verify_password
 from tests.dashboards.conftest import PASSWORD, basic, csrf_of, login, make_app, small_store
 
 BROKEN = {"enaio-notify", "enaio-webclient", "hoth-sales", "oracle-b2c-support", "oracle-b2c-billing",
@@ -48,7 +48,7 @@ def test_overview_lists_integrations_worst_first_with_their_codes(client):
 def test_overview_rows_show_24h_uptime_and_mark_integrations_whose_checks_stopped(demo, tmp_path):
     from datetime import UTC, timedelta
 
-    from monitor.web.app import create_app
+    from mailwarden.monitor.web.app import create_app
 
     env, _ = demo
     cfg = env.runtime.config
@@ -124,7 +124,7 @@ def test_ack_and_snooze_go_through_the_alerts_store(client, demo):
 
 
 def test_rerun_runs_the_check_through_the_monitors_runner(demo, admin_hash):
-    from monitor.scheduler import Monitor
+    from mailwarden.monitor.scheduler import Monitor
 
     env, _ = demo
     monitor = Monitor(env.runtime)
@@ -311,7 +311,7 @@ def test_metrics_parse_in_the_prometheus_exposition_format(client):
 
 
 def test_no_secret_value_in_pages_api_metrics_or_report(client, demo, tmp_path):
-    from monitor.web.report import render_report
+    from mailwarden.monitor.web.report import render_report
 
     env, _ = demo
     secrets = [p.read_text().strip() for p in Path(env.config_path).parent.glob("secrets/*.secret")]
@@ -331,7 +331,7 @@ def test_no_secret_value_in_pages_api_metrics_or_report(client, demo, tmp_path):
 
 
 def test_password_hash_round_trip():
-    from monitor.web.auth import hash_password
+    from mailwarden.monitor.web.auth import hash_password
 
     h = hash_password("s3cret-pass", n=2**12)
     assert h.startswith("scrypt$4096$8$1$") and verify_password("s3cret-pass", h)
@@ -340,7 +340,7 @@ def test_password_hash_round_trip():
 
 def test_secrets_inventory_page_and_api(client, demo):
     env, _ = demo
-    from alerts.secrets import SecretsCycle  # noqa: F401 - the demo's first secrets cycle already ran
+    from mailwarden.alerts.secrets import SecretsCycle  # noqa: F401 - the demo's first secrets cycle already ran
 
     doc = client.get("/api/secrets").json()
     creds = {c["display_name"]: c for c in doc["credentials"]}

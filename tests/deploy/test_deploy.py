@@ -42,6 +42,7 @@ def test_dockerfile_declares_non_root_and_healthcheck():
     text = (ROOT / "Dockerfile").read_text()
     assert "USER mailwarden" in text and "HEALTHCHECK" in text and "/healthz" in text
     assert "compileall" in text and "python:3.11-slim" in text
+    assert "deploy/strip_sandbox.py" in text  # the production image leaves the sandbox out (tested below)
 
 
 @pytest.fixture(scope="module")
@@ -55,11 +56,18 @@ def wheel(tmp_path_factory):
 
 def test_wheel_carries_templates_migrations_and_scenarios(wheel):
     names = set(zipfile.ZipFile(wheel).namelist())
-    for needed in ("monitor/migrations/env.py", "monitor/migrations/script.py.mako",
-                   "dashboards/templates/base.html", "dashboards/templates/alerts/", "dashboards/static/app.css",
-                   "sandbox/scenarios/demo.yaml"):
+    for needed in ("mailwarden/monitor/migrations/env.py", "mailwarden/monitor/migrations/script.py.mako",
+                   "mailwarden/dashboards/templates/base.html", "mailwarden/dashboards/templates/alerts/",
+                   "mailwarden/dashboards/static/app.css", "mailwarden_sandbox/scenarios/demo.yaml"):
         assert any(n.startswith(needed) for n in names), needed
-    assert any(n.startswith("monitor/migrations/versions/0001") for n in names)
+    assert any(n.startswith("mailwarden/monitor/migrations/versions/0001") for n in names)
+
+
+def test_the_wheel_installs_two_import_names_only(wheel):
+    """Issue 15: `pip install .` puts only `mailwarden` and `mailwarden_sandbox` into site-packages; nothing as
+    `monitor`, `checks`, `alerts` (PyPI has packages of those names) or `sandbox`."""
+    tops = {n.split("/")[0] for n in zipfile.ZipFile(wheel).namelist() if not n.split("/")[0].endswith(".dist-info")}
+    assert tops == {"mailwarden", "mailwarden_sandbox"}
 
 
 def _free_port() -> int:
@@ -88,6 +96,16 @@ def test_image_steps_outside_docker(wheel, image_dir):
     pip = subprocess.run([str(venv / "bin" / "pip"), "install", "-q", str(wheel)], capture_output=True, text=True,
                          timeout=900)
     assert pip.returncode == 0, pip.stderr[-2000:]
+    strip = subprocess.run([str(venv / "bin" / "python"), str(ROOT / "deploy" / "strip_sandbox.py")],
+                           capture_output=True, text=True, timeout=60)  # the Dockerfile's step
+    assert strip.returncode == 0 and "removed" in strip.stdout, strip.stderr
+    site = next((venv / "lib").glob("python3*/site-packages"))
+    assert not (site / "mailwarden_sandbox").exists() and (site / "mailwarden").is_dir()
+    check = subprocess.run([str(venv / "bin" / "pip"), "check"], capture_output=True, text=True, timeout=60)
+    assert "mailwarden_sandbox" not in check.stdout + check.stderr
+    demo = subprocess.run([str(venv / "bin" / "mailwarden"), "demo", "--once"], capture_output=True, text=True,
+                          timeout=60, cwd=tmp_path)
+    assert demo.returncode == 3 and "sandbox (mailwarden_sandbox) is not installed" in demo.stdout + demo.stderr
     subprocess.run([str(venv / "bin" / "python"), "-m", "compileall", "-q", str(venv / "lib")], check=True,
                    timeout=300)
     state = tmp_path / "state"

@@ -15,11 +15,11 @@ from pathlib import Path
 import pytest
 import yaml
 
-from monitor import config as config_mod
-from monitor import reauth
-from monitor.runtime import Runtime, open_runtime
-from sandbox import Sandbox
-from sandbox.browser import sign_in
+from mailwarden.monitor import config as config_mod
+from mailwarden.monitor import reauth
+from mailwarden.monitor.runtime import Runtime, open_runtime
+from mailwarden_sandbox import Sandbox
+from mailwarden_sandbox.browser import sign_in
 
 DELEGATED_SCOPES = {"exchange": ["POP.AccessAsUser.All", "SMTP.Send"], "graph": ["User.Read"]}
 REQUIRE_DELEGATED = ["exchange:POP.AccessAsUser.All", "exchange:SMTP.Send"]

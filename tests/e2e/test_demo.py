@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-MAILWARDEN = [sys.executable, "-m", "monitor"]
+MAILWARDEN = [sys.executable, "-m", "mailwarden.monitor"]
 OK = ("ok", None)
 EXPECTED = {
     ("hoth-support", "token"): OK, ("hoth-support", "pop"): OK, ("hoth-support", "smtp"): OK,
@@ -107,7 +107,7 @@ def test_demo_leaks_no_secret(demo_run):
 
 
 def test_check_against_the_demo_tenant_exits_2(tmp_path):
-    from monitor import demo
+    from mailwarden.monitor import demo
 
     env = demo.prepare(tmp_path / "demo", quiet=True)
     try:

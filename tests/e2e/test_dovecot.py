@@ -10,7 +10,7 @@ import socket
 
 import pytest
 
-from checks.base import Status
+from mailwarden.checks.base import Status
 from tests.conftest import require_service
 from tests.e2e.dovecot import HOST, Dovecot, unusable_reason
 

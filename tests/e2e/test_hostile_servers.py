@@ -23,10 +23,10 @@ import zlib
 
 import pytest
 
-from checks.base import Status
-from checks.diagnoses import get
-from checks.graph_client import MAX_REPLY_BYTES
-from monitor.credentials import CredentialReader
+from mailwarden.checks.base import Status
+from mailwarden.checks.diagnoses import get
+from mailwarden.checks.graph_client import MAX_REPLY_BYTES
+from mailwarden.monitor.credentials import CredentialReader
 from tests.e2e.dovecot import HOST, _self_signed
 
 TIMEOUT = 3.0

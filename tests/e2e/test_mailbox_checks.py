@@ -7,9 +7,9 @@ import asyncio
 
 import pytest
 
-from checks.base import Status
-from checks.diagnoses import get, render_fix
-from monitor.runner import facts, select
+from mailwarden.checks.base import Status
+from mailwarden.checks.diagnoses import get, render_fix
+from mailwarden.monitor.runner import facts, select
 
 MAIL = {"token": {}, "imap": {}, "pop": {}, "smtp": {}}
 
@@ -275,10 +275,10 @@ def test_a_reauthorisation_stored_by_another_instance_is_picked_up(hoth):
     """Two instances share the database: the leader runs the checks with the token cache it holds in memory,
     and the admin's sign-in completes on the other one (a follower serving the dashboard). The leader's next
     refusal makes it read the stored cache again instead of failing until it restarts."""
-    from monitor import config as config_mod
-    from monitor import reauth
-    from monitor.runtime import open_runtime
-    from sandbox.browser import sign_in
+    from mailwarden.monitor import config as config_mod
+    from mailwarden.monitor import reauth
+    from mailwarden.monitor.runtime import open_runtime
+    from mailwarden_sandbox.browser import sign_in
     from tests.e2e.conftest import REDIRECT
 
     w = hoth()

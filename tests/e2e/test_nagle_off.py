@@ -13,11 +13,12 @@ import ssl
 
 import httpx
 
-import checks.imap
-import checks.pop
-import checks.smtp
-from checks.base import Status
-from monitor.web.server import listening_socket
+import mailwarden.checks.imap  # noqa: F401 (loads the submodule)
+import mailwarden.checks.pop  # noqa: F401 (loads the submodule)
+import mailwarden.checks.smtp  # noqa: F401 (loads the submodule)
+from mailwarden import checks
+from mailwarden.checks.base import Status
+from mailwarden.monitor.web.server import listening_socket
 
 from .test_mailbox_checks import shared_mailbox
 

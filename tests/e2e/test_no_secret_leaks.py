@@ -10,22 +10,21 @@ import base64
 import json
 import logging
 import re
-from pathlib import Path
 from urllib.parse import quote, quote_plus
 
 import pytest
 import yaml
 from typer.testing import CliRunner
 
-from alerts.dispatcher import Dispatcher
-from checks.mailbox import xoauth2
-from monitor import demo as demo_mod
-from monitor import logs, reauth
-from monitor.cli import app
-from monitor.tokenstore import load_cipher
-from sandbox.browser import sign_in
+from mailwarden.alerts.dispatcher import Dispatcher
+from mailwarden.checks.mailbox import xoauth2
+from mailwarden.monitor import demo as demo_mod
+from mailwarden.monitor import logs, reauth
+from mailwarden.monitor.cli import app
+from mailwarden.monitor.tokenstore import load_cipher
+from mailwarden_sandbox.browser import sign_in
 
-SCENARIO = Path(__file__).resolve().parents[2] / "sandbox" / "scenarios" / "demo.yaml"
+SCENARIO = demo_mod.demo_scenario()
 
 
 def forms(secret: str) -> set[str]:

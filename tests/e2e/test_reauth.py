@@ -23,9 +23,9 @@ import requests
 import typer.testing
 from typer.testing import CliRunner
 
-from checks.base import Status
-from monitor.cli import app
-from sandbox.browser import sign_in
+from mailwarden.checks.base import Status
+from mailwarden.monitor.cli import app
+from mailwarden_sandbox.browser import sign_in
 
 from .conftest import REDIRECT
 

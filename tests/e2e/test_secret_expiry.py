@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import asyncio
 
-from checks.base import Status
-from monitor.runner import select
+from mailwarden.checks.base import Status
+from mailwarden.monitor.runner import select
 
 
 def test_ok_warn_fail_by_days_left(world):

@@ -10,8 +10,8 @@ from pathlib import Path
 import certifi
 import pytest
 
-from checks.mailbox import tls_context
-from checks.tls import http_verify, mail_context
+from mailwarden.checks.mailbox import tls_context
+from mailwarden.checks.tls import http_verify, mail_context
 
 
 def handshake(ctx: ssl.SSLContext, address: str) -> None:

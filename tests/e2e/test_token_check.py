@@ -11,8 +11,8 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from checks.base import Status
-from checks.diagnoses import get
+from mailwarden.checks.base import Status
+from mailwarden.checks.diagnoses import get
 
 
 def app_case(mutate, **make):
@@ -97,7 +97,7 @@ def test_aadsts_code_end_to_end(world, aadsts):
 def test_admin_consent_required_90094_at_sign_in(world):
     """Entra answers 90094 at the sign-in (not on refresh) when consent is missing and users may not
     consent: the reauthorisation is refused with the consent diagnosis, nothing stored."""
-    from monitor.reauth import ReauthError
+    from mailwarden.monitor.reauth import ReauthError
 
     w = world("delegated", user_consent=False)
     _remove_consent(w)

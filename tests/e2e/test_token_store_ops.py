@@ -8,10 +8,10 @@ import pytest
 from cryptography.fernet import Fernet
 from typer.testing import CliRunner
 
-from checks.base import Status
-from monitor import reauth
-from monitor.cli import app
-from monitor.errors import TokenStoreError
+from mailwarden.checks.base import Status
+from mailwarden.errors import TokenStoreError
+from mailwarden.monitor import reauth
+from mailwarden.monitor.cli import app
 
 runner = CliRunner()
 

@@ -9,9 +9,9 @@ from __future__ import annotations
 
 import pytest
 
-from checks.base import Status, mailbox_target, token_target
-from checks.diagnoses import render_fix
-from monitor.runner import facts
+from mailwarden.checks.base import Status, mailbox_target, token_target
+from mailwarden.checks.diagnoses import render_fix
+from mailwarden.monitor.runner import facts
 
 PERMISSION_ADVICE = ("Add-MailboxPermission", "API permissions", "Grant admin consent", "Application.Read.All")
 POLICY_WORDS = ("EWSEnabled", "EWSAllowedAppIDs", "Test-ApplicationAccessPolicy")

@@ -17,8 +17,8 @@ import msal
 import pytest
 import requests
 
-from checks.base import Status
-from monitor import reauth as flows
+from mailwarden.checks.base import Status
+from mailwarden.monitor import reauth as flows
 from tests.e2e.test_reauth import browser, msal_refresh_token
 from tests.e2e.test_reauth import reauth as run_reauth
 

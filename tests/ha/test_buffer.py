@@ -8,15 +8,15 @@ from datetime import UTC, datetime, timedelta
 import psycopg
 import pytest
 
-from checks.base import Outcome, Status
-from monitor import config as config_mod
-from monitor import state as sm
-from monitor.buffer import Pending, ResultBuffer
-from monitor.db import open_store
-from monitor.errors import StorageError
-from monitor.leader import LocalLease, PgLease, lease_for
-from monitor.runtime import open_runtime
-from monitor.scheduler import Monitor
+from mailwarden import state as sm
+from mailwarden.checks.base import Outcome, Status
+from mailwarden.errors import StorageError
+from mailwarden.monitor import config as config_mod
+from mailwarden.monitor.buffer import Pending, ResultBuffer
+from mailwarden.monitor.db import open_store
+from mailwarden.monitor.leader import LocalLease, PgLease, lease_for
+from mailwarden.monitor.runtime import open_runtime
+from mailwarden.monitor.scheduler import Monitor
 from tests.monitor.test_scheduler import integ, kinds, write_config  # noqa: F401 - the scripted check kinds
 
 T0 = datetime(2030, 1, 7, 9, 0, tzinfo=UTC)

@@ -10,12 +10,18 @@ from datetime import UTC, datetime, timedelta
 import pytest
 from sqlalchemy import text
 
-from checks.base import Outcome, Status
-from monitor import db_history
-from monitor.config import MaintenanceWindow
-from monitor.db_history import AVAILABILITY_MARK, availability_ms, integration_state, maintenance_spans, percent
-from monitor.models import IntegrationRollup
-from monitor.state import Thresholds
+from mailwarden.checks.base import Outcome, Status
+from mailwarden.monitor import db_history
+from mailwarden.monitor.config import MaintenanceWindow
+from mailwarden.monitor.db_history import (
+    AVAILABILITY_MARK,
+    availability_ms,
+    integration_state,
+    maintenance_spans,
+    percent,
+)
+from mailwarden.monitor.models import IntegrationRollup
+from mailwarden.state import Thresholds
 from tests.monitor.test_storage import pg_database, store  # noqa: F401 - the fixtures, on both backends
 
 T0 = datetime(2030, 3, 4, 8, 0, tzinfo=UTC)  # a Monday

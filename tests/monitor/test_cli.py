@@ -5,7 +5,7 @@ import json
 import pytest
 from typer.testing import CliRunner
 
-from monitor.cli import app
+from mailwarden.monitor.cli import app
 
 runner = CliRunner()
 
@@ -109,7 +109,7 @@ def test_schema_is_json():
 
 
 def test_exit_code_order():
-    from monitor.cli import exit_code
+    from mailwarden.monitor.cli import exit_code
 
     def rows(*statuses):
         return [{"integration": f"i{n}", "check": "imap", "status": s} for n, s in enumerate(statuses)]

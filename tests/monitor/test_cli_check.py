@@ -11,11 +11,11 @@ import pytest
 from pydantic import BaseModel
 from typer.testing import CliRunner
 
-import checks
-from checks.base import NoOptions, Outcome, Status
-from monitor import config as config_mod
-from monitor.cli import app, exit_code
-from monitor.db import open_store
+from mailwarden import checks
+from mailwarden.checks.base import NoOptions, Outcome, Status
+from mailwarden.monitor import config as config_mod
+from mailwarden.monitor.cli import app, exit_code
+from mailwarden.monitor.db import open_store
 
 runner = CliRunner()
 
@@ -42,7 +42,7 @@ def kinds(monkeypatch):
     token, mailbox = Scripted("token", log), Scripted("pop_test", log, depends_on_token=True)
     registry = {**checks.REGISTRY, "token": token, "pop_test": mailbox}
     monkeypatch.setattr(checks, "REGISTRY", registry)
-    import monitor.runner as runner_mod
+    import mailwarden.monitor.runner as runner_mod
 
     monkeypatch.setattr(runner_mod, "REGISTRY", registry)
     return token, mailbox, log

@@ -11,7 +11,7 @@ import uuid
 import pytest
 from typer.testing import CliRunner
 
-from monitor.cli import app
+from mailwarden.monitor.cli import app
 from tests.e2e import conftest as e2e
 from tests.e2e.test_mailbox_checks import shared_mailbox
 from tests.e2e.test_reauth import browser, msal_refresh_token, reauth

@@ -9,7 +9,7 @@ import pytest
 import typer.main
 from typer.testing import CliRunner
 
-from monitor.cli import app
+from mailwarden.monitor.cli import app
 
 runner = CliRunner()
 
@@ -111,11 +111,11 @@ def test_version_on_the_installed_command(tmp_path):
     import subprocess
     import sys
 
-    proc = subprocess.run([sys.executable, "-m", "monitor", "--version"], capture_output=True, text=True,
+    proc = subprocess.run([sys.executable, "-m", "mailwarden.monitor", "--version"], capture_output=True, text=True,
                           timeout=60, cwd=tmp_path)
     assert proc.returncode == 0 and proc.stdout.startswith("mailwarden ") and proc.stderr == ""
-    proc = subprocess.run([sys.executable, "-m", "monitor", "check", "--bogus"], capture_output=True, text=True,
-                          timeout=60, cwd=tmp_path)
+    proc = subprocess.run([sys.executable, "-m", "mailwarden.monitor", "check", "--bogus"], capture_output=True,
+                          text=True, timeout=60, cwd=tmp_path)
     assert proc.returncode == 3 and proc.stdout == ""
     assert proc.stderr.strip().splitlines() == [
         "mailwarden check: No such option: --bogus. Usage error (exit 3): see 'mailwarden check --help'."]

@@ -11,7 +11,7 @@ from datetime import timedelta
 
 from apscheduler.events import EVENT_JOB_EXECUTED, EVENT_JOB_MISSED
 
-from monitor.scheduler import job_id
+from mailwarden.monitor.scheduler import job_id
 from tests.monitor.test_scheduler import T0, count, integ, kinds, running, write_config  # noqa: F401, F811
 
 PAIRS = [(n, k) for n in ("i0", "i1") for k in ("token", "mail_test")]

@@ -5,8 +5,8 @@ from pathlib import Path
 
 import pytest
 
-from monitor import config as config_mod
-from monitor.errors import ConfigError, SecretReferenceError
+from mailwarden.errors import ConfigError, SecretReferenceError
+from mailwarden.monitor import config as config_mod
 
 EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "mailwarden.yaml"
 

@@ -11,8 +11,8 @@ import yaml
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from monitor import config as config_mod
-from monitor.errors import ConfigError
+from mailwarden.errors import ConfigError
+from mailwarden.monitor import config as config_mod
 
 KEYS = ["database", "token_key", "cloud", "endpoints", "web", "defaults", "tenants", "apps", "integrations",
         "alerts", "name", "app", "flow", "mailbox", "account", "checks", "tenant", "client_id", "secret",

@@ -10,8 +10,8 @@ from datetime import UTC, datetime, timedelta
 from sqlalchemy import and_, delete, not_, text
 from sqlmodel import Session, col, select
 
-from monitor.db_history import GOOD, WATERMARK
-from monitor.models import CheckResult, CheckState, Meta
+from mailwarden.monitor.db_history import GOOD, WATERMARK
+from mailwarden.monitor.models import CheckResult, CheckState, Meta
 from tests.monitor.test_storage import pg_database, store  # noqa: F401 - the fixtures, on both backends
 
 NOW = datetime(2030, 6, 1, 12, 0, tzinfo=UTC)

@@ -7,7 +7,7 @@ import io
 
 from rich.console import Console
 
-from monitor.output import print_table
+from mailwarden.monitor.output import print_table
 
 ROWS = [
     {"integration": "hoth-helpdesk", "check": "pop", "status": "ok", "code": None,

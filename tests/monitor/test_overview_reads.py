@@ -9,9 +9,9 @@ from datetime import UTC, datetime, timedelta
 
 from sqlmodel import Session, select
 
-from checks.base import Outcome, Status
-from monitor.models import IntegrationRollup
-from monitor.state import Thresholds
+from mailwarden.checks.base import Outcome, Status
+from mailwarden.monitor.models import IntegrationRollup
+from mailwarden.state import Thresholds
 from tests.monitor.test_storage import pg_database, store  # noqa: F401 - the fixtures, on both backends
 
 T0 = datetime(2030, 3, 1, 8, 0, tzinfo=UTC)

@@ -6,11 +6,11 @@ import stat
 import pytest
 from cryptography.fernet import Fernet
 
-from monitor import config as config_mod
-from monitor.db import open_store
-from monitor.errors import TokenStoreError
-from monitor.redact import MASK, redact, redact_obj, register_secret
-from monitor.tokenstore import TokenCipher, key_file_for, load_cipher, verify_fingerprint
+from mailwarden.errors import TokenStoreError
+from mailwarden.monitor import config as config_mod
+from mailwarden.monitor.db import open_store
+from mailwarden.monitor.tokenstore import TokenCipher, key_file_for, load_cipher, verify_fingerprint
+from mailwarden.redact import MASK, redact, redact_obj, register_secret
 
 XOAUTH = "dXNlcj1zdXBwb3J0QGNvbnRvc28uY29tAWF1dGg9QmVhcmVy"
 JWT = "eyJhbGciOiJSUzI1NiIsImtpZCI6ImsxIn0.eyJhdWQiOiJodHRwczovL2dyYXBoIn0.c2lnbmF0dXJlLWJ5dGVz"

@@ -8,11 +8,11 @@ from typing import ClassVar
 import pytest
 from pydantic import BaseModel
 
-import checks
-from checks.base import NoOptions, Outcome, Status
-from monitor import config as config_mod
-from monitor.runner import select
-from monitor.runtime import open_runtime
+from mailwarden import checks
+from mailwarden.checks.base import NoOptions, Outcome, Status
+from mailwarden.monitor import config as config_mod
+from mailwarden.monitor.runner import select
+from mailwarden.monitor.runtime import open_runtime
 
 
 class Scripted:
@@ -52,7 +52,7 @@ def kinds(monkeypatch):
     registry = dict(checks.REGISTRY)
     registry.update({"token": token, "imap_test": mailbox})
     monkeypatch.setattr(checks, "REGISTRY", registry)
-    import monitor.runner as runner_mod
+    import mailwarden.monitor.runner as runner_mod
 
     monkeypatch.setattr(runner_mod, "REGISTRY", registry)
     return token, mailbox

@@ -25,11 +25,11 @@ import time_machine
 from apscheduler.events import EVENT_JOB_ERROR, EVENT_JOB_EXECUTED, EVENT_JOB_MAX_INSTANCES, EVENT_JOB_MISSED
 from pydantic import BaseModel
 
-import checks
-from checks.base import NoOptions, Outcome, Status
-from monitor import config as config_mod
-from monitor.runtime import open_runtime
-from monitor.scheduler import Monitor, job_id
+from mailwarden import checks
+from mailwarden.checks.base import NoOptions, Outcome, Status
+from mailwarden.monitor import config as config_mod
+from mailwarden.monitor.runtime import open_runtime
+from mailwarden.monitor.scheduler import Monitor, job_id
 
 T0 = datetime(2030, 1, 7, 9, 0, tzinfo=UTC)
 MAILWARDEN = Path(__file__).resolve().parents[2] / ".venv" / "bin" / "mailwarden"
@@ -64,7 +64,7 @@ def kinds(monkeypatch):
     registry = dict(checks.REGISTRY)
     registry.update({"token": token, "mail_test": mail})
     monkeypatch.setattr(checks, "REGISTRY", registry)
-    import monitor.runner as runner_mod
+    import mailwarden.monitor.runner as runner_mod
 
     monkeypatch.setattr(runner_mod, "REGISTRY", registry)
     return token, mail

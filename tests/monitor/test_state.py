@@ -4,7 +4,7 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from monitor.state import (
+from mailwarden.state import (
     BAD,
     GOOD,
     NEW,

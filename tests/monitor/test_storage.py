@@ -16,12 +16,12 @@ from alembic.script import ScriptDirectory
 from sqlalchemy import MetaData, inspect, text
 from sqlalchemy.exc import IntegrityError
 
-from checks.base import Outcome, Status
-from monitor import state as sm
-from monitor.db import Store, alembic_config, make_engine, open_store, upgrade
-from monitor.errors import StorageError
-from monitor.models import MODELS, TABLE_NAMES, CheckResult, CheckState, Transition
-from monitor.redact import register_secret
+from mailwarden import state as sm
+from mailwarden.checks.base import Outcome, Status
+from mailwarden.errors import StorageError
+from mailwarden.monitor.db import Store, alembic_config, make_engine, open_store, upgrade
+from mailwarden.monitor.models import MODELS, TABLE_NAMES, CheckResult, CheckState, Transition
+from mailwarden.redact import register_secret
 from tests.conftest import require_service
 
 PG_HOST, PG_PORT = "127.0.0.1", 5432

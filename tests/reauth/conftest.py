@@ -12,11 +12,11 @@ import apprise
 import pytest
 from starlette.testclient import TestClient
 
-from alerts.dispatcher import Dispatcher
-from monitor.reauth_links import for_runtime
-from monitor.scheduler import Monitor
-from monitor.web.app import create_app
-from monitor.web.auth import Access, hash_password
+from mailwarden.alerts.dispatcher import Dispatcher
+from mailwarden.monitor.reauth_links import for_runtime
+from mailwarden.monitor.scheduler import Monitor
+from mailwarden.monitor.web.app import create_app
+from mailwarden.monitor.web.auth import Access, hash_password
 from tests.e2e.conftest import sandbox, world  # noqa: F401 - the sandbox and its worlds
 
 BASE = "http://127.0.0.1:8080"

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from monitor.models import ReauthAttempt
-from sandbox.browser import sign_in
+from mailwarden.monitor.models import ReauthAttempt
+from mailwarden_sandbox.browser import sign_in
 
 from .conftest import CAPTURED, outcome_of
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import pytest
 
-from monitor.reauth import DirectoryRead, DirectoryUser, SignedIn, judge
+from mailwarden.monitor.reauth import DirectoryRead, DirectoryUser, SignedIn, judge
 
 ANNA = DirectoryUser("oid-anna", "anna.smith@contoso.com", "anna@contoso.com",
                      ("SMTP:anna@contoso.com", "smtp:helpdesk@contoso.com", "SIP:anna.sip@contoso.com",

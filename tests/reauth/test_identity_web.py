@@ -4,7 +4,7 @@ decided it (Graph through the monitor app, or the weaker comparison when it lack
 
 from __future__ import annotations
 
-from sandbox.browser import sign_in
+from mailwarden_sandbox.browser import sign_in
 from tests.fidelity.test_public_client_and_identity import USER_READ, add_anna, add_bob
 
 from .conftest import outcome_of

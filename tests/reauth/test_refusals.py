@@ -9,8 +9,8 @@ from urllib.parse import parse_qs, urlencode, urlsplit, urlunsplit
 import pytest
 from starlette.testclient import TestClient
 
-from monitor import reauth_links as links
-from sandbox.browser import SignInError, cancel, sign_in
+from mailwarden.monitor import reauth_links as links
+from mailwarden_sandbox.browser import SignInError, cancel, sign_in
 
 from .conftest import BASE, outcome_of
 
@@ -143,7 +143,7 @@ def test_user_not_assigned_explains_aadsts50105(revoked):
 
 
 def test_rate_limited(revoked):
-    from monitor.web.reauth import Limiter
+    from mailwarden.monitor.web.reauth import Limiter
 
     env = revoked()
     env.client.app.state.reauth_limiter = Limiter(limit=2)
@@ -153,7 +153,7 @@ def test_rate_limited(revoked):
 
 
 def test_limiter_window():
-    from monitor.web.reauth import Limiter
+    from mailwarden.monitor.web.reauth import Limiter
 
     lim = Limiter(limit=2, window_s=10)
     assert [lim.allow("a", t) for t in (0, 1, 2)] == [True, True, False]

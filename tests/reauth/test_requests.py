@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 
-from monitor import reauth_links as links
+from mailwarden.monitor import reauth_links as links
 from tests.dashboards.conftest import login
 
 from .conftest import BASE, CAPTURED

@@ -7,10 +7,10 @@ from __future__ import annotations
 import msal
 from sqlalchemy import text
 
-from monitor import config as config_mod
-from monitor.db import Store, upgrade
-from monitor.tokens import TokenProvider
-from monitor.tokenstore import TokenCipher
+from mailwarden.monitor import config as config_mod
+from mailwarden.monitor.db import Store, upgrade
+from mailwarden.monitor.tokens import TokenProvider
+from mailwarden.monitor.tokenstore import TokenCipher
 from tests.reauth.test_token_store_kind import BLOB, T0, _migrate, empty_engine  # noqa: F401
 
 

@@ -10,7 +10,7 @@ import pytest
 from alembic import command
 from sqlalchemy import inspect, text
 
-from monitor.db import Store, alembic_config, make_engine, upgrade
+from mailwarden.monitor.db import Store, alembic_config, make_engine, upgrade
 from tests.conftest import require_service
 from tests.monitor.test_storage import PG_HOST, PG_PORT, _admin_connect, pg_database, store  # noqa: F401
 

@@ -9,8 +9,8 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from alerts.dispatcher import Dispatcher
-from alerts.secrets import SecretsCycle
+from mailwarden.alerts.dispatcher import Dispatcher
+from mailwarden.alerts.secrets import SecretsCycle
 from tests.alerts.conftest import receiver  # noqa: F401 - loopback json:// receiver
 from tests.e2e.conftest import sandbox, world  # noqa: F401 - the session sandbox and its tenant factory
 

@@ -159,7 +159,7 @@ def test_the_https_webhook_hook_receives_the_new_secret_and_only_it(world, sandb
 def test_a_hook_url_that_is_not_https_is_a_config_error():
     from pydantic import ValidationError
 
-    from monitor.config import RotationConfig
+    from mailwarden.monitor.config import RotationConfig
 
     with pytest.raises(ValidationError, match="must be an https:// URL"):
         RotationConfig(automated=True, hook_url="http://hooks.example/rotate")

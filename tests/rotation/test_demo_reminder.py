@@ -3,7 +3,7 @@ consuming systems (both agiloft-* integrations)."""
 
 from __future__ import annotations
 
-from monitor import demo
+from mailwarden.monitor import demo
 
 
 def test_demo_sent_the_agiloft_14_day_reminder(tmp_path, capsys):

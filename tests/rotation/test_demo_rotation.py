@@ -11,10 +11,10 @@ import json
 from starlette.testclient import TestClient
 from typer.testing import CliRunner
 
-from monitor import demo
-from monitor.cli import app as cli_app
-from monitor.web.app import create_app
-from monitor.web.auth import Access
+from mailwarden.monitor import demo
+from mailwarden.monitor.cli import app as cli_app
+from mailwarden.monitor.web.app import create_app
+from mailwarden.monitor.web.auth import Access
 
 APP = "agiloft-application-for-oauth2"
 runner = CliRunner()

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from datetime import timedelta
 
-from alerts.expiry import current_stage, days_left
-from monitor.models import ExpiryReminder
+from mailwarden.alerts.expiry import current_stage, days_left
+from mailwarden.monitor.models import ExpiryReminder
 from tests.rotation.conftest import cycle, dispatch, with_alerts
 
 STAGES = [60, 30, 14, 7, 3, 1, 0]

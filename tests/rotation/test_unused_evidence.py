@@ -15,12 +15,12 @@ from datetime import timedelta
 from starlette.testclient import TestClient
 from typer.testing import CliRunner
 
-from alerts.secrets import api_secrets
-from monitor import demo
-from monitor.cli import app as cli_app
-from monitor.cli_secrets import _read_all
-from monitor.web.app import create_app
-from monitor.web.auth import Access
+from mailwarden.alerts.secrets import api_secrets
+from mailwarden.monitor import demo
+from mailwarden.monitor.cli import app as cli_app
+from mailwarden.monitor.cli_secrets import _read_all
+from mailwarden.monitor.web.app import create_app
+from mailwarden.monitor.web.auth import Access
 
 AGILOFT = "agiloft-application-for-oauth2"
 HOTH = "hoth-email-integration"

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from sandbox import Sandbox
+from mailwarden_sandbox import Sandbox
 from tests.sandbox.helpers import SCENARIO, session_for
 
 

@@ -8,7 +8,7 @@ from urllib.parse import parse_qs, urlsplit
 import msal
 import requests
 
-from sandbox.browser import sign_in
+from mailwarden_sandbox.browser import sign_in
 
 TENANT = "11111111-2222-3333-4444-555555555555"
 DOMAIN = "contoso.onmicrosoft.com"

@@ -8,7 +8,7 @@ from urllib.parse import parse_qs, urlsplit
 import jwt
 import pytest
 
-from sandbox.browser import SignInError, device_login, sign_in
+from mailwarden_sandbox.browser import SignInError, device_login, sign_in
 from tests.sandbox.helpers import (
     OUTLOOK,
     PASSWORD,

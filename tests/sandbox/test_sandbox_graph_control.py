@@ -170,7 +170,7 @@ async def test_msgraph_sdk_parses_application(sb):
 def test_cli_runs_and_stops_on_sigterm(tmp_path):
     scenario = Path(__file__).resolve().parents[2] / "sandbox" / "scenarios" / "minimal.yaml"
     env = dict(os.environ, PYTHONUNBUFFERED="1")
-    proc = subprocess.Popen([sys.executable, "-m", "sandbox", "--scenario", str(scenario), "--port", "0",
+    proc = subprocess.Popen([sys.executable, "-m", "mailwarden_sandbox", "--scenario", str(scenario), "--port", "0",
                              "--workdir", str(tmp_path)], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                             text=True, env=env, cwd=Path(__file__).resolve().parents[2])
     try:

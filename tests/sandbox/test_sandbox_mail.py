@@ -302,8 +302,8 @@ def test_latency_fault_delays_replies(sb):
 
 
 def test_scenario_exchange_section(tmp_path):
-    from sandbox import scenario
-    from sandbox.control import snapshot
+    from mailwarden_sandbox import scenario
+    from mailwarden_sandbox.control import snapshot
 
     spec = {"tenants": [{"id": TENANT, "domain": "contoso.onmicrosoft.com",
                          "users": [{"upn": "a@contoso.com", "password": "x"}],

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 
 class MailwardenError(Exception):
     """Base of the errors the CLI turns into one paragraph and an exit code."""
@@ -40,3 +42,13 @@ class SecretReferenceError(MailwardenError):
 
 class TokenStoreError(MailwardenError):
     """The token store key is missing or is not the key the stored tokens were written with."""
+
+
+@dataclass
+class NoRefreshToken(Exception):
+    """No delegated refresh token is stored for the integration's account yet."""
+
+    integration: str
+
+    def __str__(self) -> str:
+        return f"no refresh token stored for {self.integration}"

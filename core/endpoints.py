@@ -117,3 +117,10 @@ def build(cloud: str, custom: dict[str, str | None] | None = None) -> Endpoints:
         ca_bundle=ca_bundle,
         exchange_online=online_host(str(values["ews"])) if exchange is None else exchange == "online",
     )
+
+
+def scope_prefixes(endpoints: Endpoints, flow: str) -> dict[str, str]:
+    """The scope prefix of each resource for a flow: app-only Exchange tokens are for outlook.office365.com,
+    delegated ones for outlook.office.com (M365_FACTS.md, "Scopes")."""
+    exchange = endpoints.exchange_resource if flow == "app" else endpoints.exchange_delegated_resource
+    return {"graph": endpoints.graph_resource, "exchange": exchange}

@@ -17,7 +17,7 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 from datetime import datetime
 
-from checks.base import Status
+from mailwarden.outcome import Status
 
 NEW = "new"
 PAUSED = "paused"

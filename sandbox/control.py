@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import requests
+from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
@@ -55,6 +56,10 @@ def snapshot(state: State) -> dict:
             } for a in t.apps.values()]
             ex = state.exchange.get(t.id)
             tenants.append({"id": t.id, "domain": t.domain, "user_consent": t.user_consent,
+                            "entra_licence": t.entra_licence, "admin": t.admin_upn,
+                            "signin_log_delay_s": t.signin_log_delay_s,
+                            "noninteractive_log_delay_s": t.noninteractive_log_delay_s,
+                            "audit_log_delay_s": t.audit_log_delay_s,
                             "users": users, "apps": apps, "exchange": exchange_json(ex) if ex else None})
         return {
             "now": now.isoformat(), "started_at": state.started_at.isoformat(),
@@ -63,6 +68,12 @@ def snapshot(state: State) -> dict:
                               "expired": d.expires_at <= now, "redeemed": d.redeemed}
                              for d in state.device_codes.values()],
             "faults": [vars(f) for f in state.faults],
+            "incidents": [{"id": i.id, "issue_id": i.issue_id, "service": i.service, "effect": i.effect,
+                           "status": i.status, "title": i.title, "started": _iso(i.started), "ended": _iso(i.ended)}
+                          for i in state.incidents],
+            "actors": [a.status() for a in state.actors.values()],
+            "logs": {"signins": len(state.signins), "audits": len(state.audits),
+                     "pending": sum(1 for e in list(state.signins) + list(state.audits) if e.visible_at > now)},
             "protocol_faults": {p: dict(v) for p, v in state.protocol_faults.items()},
         }
 
@@ -78,7 +89,8 @@ def routes(state: State) -> list[Route]:
             params = json.loads(raw) if raw else {}
             if not isinstance(params, dict):
                 raise ValueError("the body must be a JSON object")
-            return JSONResponse(fn(state, **params))
+            # in a worker thread: an op may take time (certificates, actors' rounds that call this very server)
+            return JSONResponse(await run_in_threadpool(fn, state, **params))
         except KeyError as exc:
             return JSONResponse({"error": str(exc.args[0] if exc.args else exc)}, status_code=404)
         except (ValueError, TypeError) as exc:
@@ -118,8 +130,8 @@ class ControlClient:
         self.session.trust_env = False
         self.timeout = timeout
 
-    def call(self, name: str, **params: Any) -> Any:
-        r = self.session.post(f"{self.base_url}/_sandbox/ops/{name}", json=params, timeout=self.timeout)
+    def call(self, op: str, /, **params: Any) -> Any:
+        r = self.session.post(f"{self.base_url}/_sandbox/ops/{op}", json=params, timeout=self.timeout)
         if r.status_code != 200:
             raise ControlError(r.status_code, r.json().get("error", r.text))
         return r.json()
@@ -133,61 +145,99 @@ class ControlClient:
     def reset_stats(self) -> dict:
         return self.session.post(f"{self.base_url}/_sandbox/stats/reset", timeout=self.timeout).json()
 
+    def _with(self, op: str, actor: str | None, /, **params):
+        """Ops an admin performs take an optional `actor` (who the directory audit names)."""
+        if actor is not None:
+            params["actor"] = actor
+        return self.call(op, **params)
+
     # directory
     def add_tenant(self, **spec): return self.call("add_tenant", **spec)
     def add_user(self, tenant: str, **spec): return self.call("add_user", tenant=tenant, **spec)
     def patch_user(self, upn: str, **fields): return self.call("patch_user", upn=upn, **fields)
-    def delete_user(self, upn: str): return self.call("delete_user", upn=upn)
+    def delete_user(self, upn: str, actor: str | None = None): return self._with("delete_user", actor, upn=upn)
     def add_app(self, tenant: str, **spec): return self.call("add_app", tenant=tenant, **spec)
     def patch_app(self, app_id: str, **fields): return self.call("patch_app", app_id=app_id, **fields)
-    def disable_app(self, app_id: str): return self.call("disable_app", app_id=app_id)
-    def enable_app(self, app_id: str): return self.call("enable_app", app_id=app_id)
-    def delete_app(self, app_id: str): return self.call("delete_app", app_id=app_id)
-    def assign_user(self, app_id: str, upn: str): return self.call("assign_user", app_id=app_id, upn=upn)
-    def unassign_user(self, app_id: str, upn: str): return self.call("unassign_user", app_id=app_id, upn=upn)
+    def disable_app(self, app_id: str, actor: str | None = None): return self._with("disable_app", actor, app_id=app_id)
+    def enable_app(self, app_id: str, actor: str | None = None): return self._with("enable_app", actor, app_id=app_id)
+    def delete_app(self, app_id: str, actor: str | None = None): return self._with("delete_app", actor, app_id=app_id)
+    def assign_user(self, app_id: str, upn: str, actor: str | None = None):
+        return self._with("assign_user", actor, app_id=app_id, upn=upn)
+    def unassign_user(self, app_id: str, upn: str, actor: str | None = None):
+        return self._with("unassign_user", actor, app_id=app_id, upn=upn)
     def set_user_consent(self, tenant: str, allowed: bool):
         return self.call("set_user_consent", tenant=tenant, allowed=allowed)
-    def add_owner(self, app_id: str, owner: str): return self.call("add_owner", app_id=app_id, owner=owner)
-    def remove_owner(self, app_id: str, owner: str): return self.call("remove_owner", app_id=app_id, owner=owner)
+    def add_owner(self, app_id: str, owner: str, actor: str | None = None):
+        return self._with("add_owner", actor, app_id=app_id, owner=owner)
+    def remove_owner(self, app_id: str, owner: str, actor: str | None = None):
+        return self._with("remove_owner", actor, app_id=app_id, owner=owner)
 
     # credentials
     def add_secret(self, app_id: str, **spec): return self.call("add_secret", app_id=app_id, **spec)
     def expire_secret(self, app_id: str, key_id: str): return self.call("expire_secret", app_id=app_id, key_id=key_id)
     def set_secret_end(self, app_id: str, key_id: str, end: str):
         return self.call("set_secret_end", app_id=app_id, key_id=key_id, end=end)
-    def delete_secret(self, app_id: str, key_id: str): return self.call("delete_secret", app_id=app_id, key_id=key_id)
+    def delete_secret(self, app_id: str, key_id: str, actor: str | None = None):
+        return self._with("delete_secret", actor, app_id=app_id, key_id=key_id)
     def add_certificate(self, app_id: str, **spec): return self.call("add_certificate", app_id=app_id, **spec)
     def expire_certificate(self, app_id: str, key_id: str):
         return self.call("expire_certificate", app_id=app_id, key_id=key_id)
-    def delete_certificate(self, app_id: str, key_id: str):
-        return self.call("delete_certificate", app_id=app_id, key_id=key_id)
+    def delete_certificate(self, app_id: str, key_id: str, actor: str | None = None):
+        return self._with("delete_certificate", actor, app_id=app_id, key_id=key_id)
 
-    # permissions
-    def add_app_permission(self, app_id: str, resource: str, permission: str):
-        return self.call("add_app_permission", app_id=app_id, resource=resource, permission=permission)
-    def remove_app_permission(self, app_id: str, resource: str, permission: str):
-        return self.call("remove_app_permission", app_id=app_id, resource=resource, permission=permission)
-    def add_delegated_permission(self, app_id: str, resource: str, permission: str):
-        return self.call("add_delegated_permission", app_id=app_id, resource=resource, permission=permission)
-    def remove_delegated_permission(self, app_id: str, resource: str, permission: str):
-        return self.call("remove_delegated_permission", app_id=app_id, resource=resource, permission=permission)
+    # permissions (admin consent)
+    def add_app_permission(self, app_id: str, resource: str, permission: str, actor: str | None = None):
+        return self._with("add_app_permission", actor, app_id=app_id, resource=resource, permission=permission)
+    def remove_app_permission(self, app_id: str, resource: str, permission: str, actor: str | None = None):
+        return self._with("remove_app_permission", actor, app_id=app_id, resource=resource, permission=permission)
+    def add_delegated_permission(self, app_id: str, resource: str, permission: str, actor: str | None = None):
+        return self._with("add_delegated_permission", actor, app_id=app_id, resource=resource, permission=permission)
+    def remove_delegated_permission(self, app_id: str, resource: str, permission: str, actor: str | None = None):
+        return self._with("remove_delegated_permission", actor, app_id=app_id, resource=resource,
+                          permission=permission)
 
     # sessions
-    def revoke_user_sessions(self, upn: str): return self.call("revoke_user_sessions", upn=upn)
+    def revoke_user_sessions(self, upn: str, actor: str | None = None):
+        return self._with("revoke_user_sessions", actor, upn=upn)
     def expire_refresh_tokens(self, upn: str): return self.call("expire_refresh_tokens", upn=upn)
     def age_refresh_tokens(self, upn: str, days: float): return self.call("age_refresh_tokens", upn=upn, days=days)
     def approve_device_code(self, user_code: str, upn: str, mfa: bool = False):
         return self.call("approve_device_code", user_code=user_code, upn=upn, mfa=mfa)
     def expire_device_code(self, user_code: str): return self.call("expire_device_code", user_code=user_code)
     def set_token_lifetime(self, seconds: int): return self.call("set_token_lifetime", seconds=seconds)
-    def reset_password(self, upn: str, password: str | None = None):
-        return self.call("reset_password", upn=upn, password=password)
+    def reset_password(self, upn: str, password: str | None = None, actor: str | None = None):
+        return self._with("reset_password", actor, upn=upn, password=password)
     def set_tenant(self, tenant: str, **fields): return self.call("set_tenant", tenant=tenant, **fields)
 
-    # Microsoft's own incidents (what service health would list)
-    def open_incident(self, service: str, effect: str = "html", title: str = "", retry_after: int = 30) -> str:
-        return self.call("open_incident", service=service, effect=effect, title=title, retry_after=retry_after)["id"]
+    # Microsoft's own incidents (service health lists them)
+    def open_incident(self, service: str, effect: str = "html", title: str = "", retry_after: int = 30,
+                      **issue) -> str:
+        """issue: issue_id, status, classification, impact_description, feature, feature_group."""
+        return self.call("open_incident", service=service, effect=effect, title=title, retry_after=retry_after,
+                         **issue)["id"]
+    def set_incident_status(self, id: str, status: str, post: str | None = None):  # noqa: A002
+        return self.call("set_incident_status", id=id, status=status, post=post)
     def close_incident(self, id: str | None = None): return self.call("close_incident", id=id)  # noqa: A002
+
+    # the logs (sign-ins, directory audits)
+    def ingest_logs(self, tenant: str | None = None): return self.call("ingest_logs", tenant=tenant)
+    def record_signin(self, tenant: str, app_id: str, **event):
+        """event: upn, error_code, event_type, resource, correlation_id, at, ip_address, key_id."""
+        return self.call("record_signin", tenant=tenant, app_id=app_id, **event)
+
+    # the consuming systems' actors
+    def add_actor(self, tenant: str, **spec): return self.call("add_actor", tenant=tenant, **spec)
+    def remove_actor(self, name: str): return self.call("remove_actor", name=name)
+    def get_actors(self, name: str | None = None): return self.call("get_actors", name=name)
+    def stop_actor(self, name: str): return self.call("stop_actor", name=name)
+    def start_actor(self, name: str): return self.call("start_actor", name=name)
+    def set_actor_secret(self, name: str, value: str | None = None, key_id: str | None = None):
+        return self.call("set_actor_secret", name=name, value=value, key_id=key_id)
+    def revoke_actor_token(self, name: str, how: str = "sessions", actor: str | None = None):
+        return self._with("revoke_actor_token", actor, name=name, how=how)
+    def actor_sign_in(self, name: str, at: str | None = None): return self.call("actor_sign_in", name=name, at=at)
+    def tick_actors(self, name: str | None = None) -> list[dict]:
+        return self.call("tick_actors", name=name)["results"]
 
     # faults
     def add_fault(self, path_prefix: str, status: int | None = 429, count: int | None = 1, retry_after: int = 5,

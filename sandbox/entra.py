@@ -12,7 +12,7 @@ from starlette.requests import Request
 from starlette.responses import HTMLResponse, JSONResponse, PlainTextResponse, RedirectResponse, Response
 from starlette.routing import Route
 
-from . import grants, pages
+from . import audit, grants, logs, pages
 from .errors import AADError, aad_body, aad_response
 from .grants import Issuer
 from .state import App, AuthCode, DeviceCode, Tenant
@@ -124,18 +124,27 @@ class Entra:
         grant = form.get("grant_type", "")
         client_id = form.get("client_id") or (basic[0] if basic else "")
         self.state.count_token(grant, client_id)
-        corr = request.headers.get("client-request-id")
-        busy = self._unavailable(request.path_params["tenant"], grant, client_id, form, corr)
+        # every token request is a sign-in event (sandbox.logs); its correlationId is the client's
+        # client-request-id, or one made up here and returned in the error body as Entra does
+        kind = logs.SERVICE_PRINCIPAL if grant == "client_credentials" else logs.NON_INTERACTIVE
+        ctx = logs.context(request.headers, request.client.host if request.client else None, kind)
+        ctx.client_id, ctx.grant = client_id, grant
+        corr = ctx.correlation_id
+        busy = self._unavailable(request.path_params["tenant"], grant, client_id, form, corr, ctx)
         if busy is not None:
             return busy
         try:
             with self.state.lock:
-                body = self._token(request.path_params["tenant"], grant, client_id, form, basic)
+                body = self._token(request.path_params["tenant"], grant, client_id, form, basic, ctx)
         except AADError as err:
-            return aad_response(err, corr)
+            ctx.skip = ctx.skip or err.code == 70016  # a device-code poll still pending is not a sign-in
+            logs.record(self.state, ctx, err)
+            return aad_response(err, corr, trace_id=ctx.request_id)
+        logs.record_success(self.state, ctx)
         return JSONResponse(body, headers=NO_STORE)
 
-    def _unavailable(self, ident: str, grant: str, client_id: str, form: dict, corr: str | None) -> Response | None:
+    def _unavailable(self, ident: str, grant: str, client_id: str, form: dict, corr: str | None,
+                     ctx: logs.SignInContext) -> Response | None:
         """Answers that come before the request is looked at: an open incident on Entra ID, the throttling
         limits (M365_FACTS.md, "Throttling and transient replies"). Their bodies are not always JSON."""
         incident = self.state.incident("entra")
@@ -157,26 +166,36 @@ class Entra:
             wait = max(1, int((oldest + minute - self.state.now()).total_seconds()) + 1)
             return PlainTextResponse("Too Many Requests", status_code=429, headers={"Retry-After": str(wait)})
         tenant_key = f"tenant:{tenant.id}"
+        refused = None
         if per_tenant is not None and self.state.count_in_window(tenant_key, minute) > per_tenant:
-            return aad_response(AADError(90055), corr, {"Retry-After": "60"})
+            refused, extra = AADError(90055), {"Retry-After": "60"}
         limit = tenant.identical_requests_limit
-        if limit is not None:
+        if refused is None and limit is not None:
             same = "|".join((tenant.id, (client_id or "").lower(), grant, form.get("scope") or "",
                              form.get("refresh_token") or form.get("assertion") or ""))
             if self.state.count_in_window(f"same:{same}", dt.timedelta(minutes=5)) > limit:
-                return aad_response(AADError(50196), corr)
-        return None
+                refused, extra = AADError(50196), {}
+        if refused is None:
+            return None
+        with self.state.lock:  # an AADSTS refusal is logged like any other (the plain 429 and 5xx are not)
+            ctx.tenant, ctx.app = tenant, tenant.apps.get((client_id or "").lower())
+            logs.describe(self.state, ctx, tenant, grant, form)
+        logs.record(self.state, ctx, refused)
+        return aad_response(refused, corr, extra, trace_id=ctx.request_id)
 
-    def _token(self, ident: str, grant: str, client_id: str, form: dict, basic) -> dict:
+    def _token(self, ident: str, grant: str, client_id: str, form: dict, basic, ctx: logs.SignInContext) -> dict:
         tenant = self.tenant(ident)
+        ctx.tenant = tenant
+        logs.describe(self.state, ctx, tenant, grant, form)
         if not grant:
             raise AADError(900144, param="grant_type")
         app = self.app(tenant, client_id)
+        ctx.app = app
         if not app.enabled:
             raise AADError(7000112, app_id=app.app_id, app_name=app.display_name)
         urls = self.token_urls(tenant)
         if grant == "client_credentials":
-            acr = grants.authenticate_client(self.state, tenant, app, form, basic, urls, allow_public=False)
+            acr = grants.authenticate_client(self.state, tenant, app, form, basic, urls, allow_public=False, ctx=ctx)
             if not form.get("scope"):
                 raise AADError(900144, param="scope")
             return self.issuer.app_only(app, grants.parse_scopes(form["scope"], tenant), acr)
@@ -184,7 +203,7 @@ class Entra:
                   DEVICE_GRANT: grants.redeem_device_code}.get(grant)
         if redeem is None:
             raise AADError(70003, grant=grant)
-        acr = grants.authenticate_client(self.state, tenant, app, form, basic, urls, allow_public=True)
+        acr = grants.authenticate_client(self.state, tenant, app, form, basic, urls, allow_public=True, ctx=ctx)
         return redeem(self.state, self.issuer, tenant, app, form, acr)
 
     # -- authorize -------------------------------------------------------------------------------
@@ -203,17 +222,26 @@ class Entra:
             try:
                 return self._authorize(request, tenant, app, params, redirect_uri)
             except AADError as err:
-                return self._redirect_error(redirect_uri, err, params.get("state"),
-                                            request.headers.get("client-request-id"), params.get("response_mode"))
+                # the ids of the sign-in event when one was logged, so the redirect's text names the logged request
+                corr, trace = getattr(err, "log_ids", (request.headers.get("client-request-id"), None))
+                return self._redirect_error(redirect_uri, err, params.get("state"), corr, params.get("response_mode"),
+                                            trace)
+
+    def _interactive(self, request: Request, tenant: Tenant, app: App, login: str,
+                     resource: str | None) -> logs.SignInContext:
+        """The context of a sign-in on a page: the browser sends no client-request-id, so Entra makes one up."""
+        ctx = logs.context(request.headers, request.client.host if request.client else None, logs.INTERACTIVE)
+        ctx.tenant, ctx.app, ctx.upn, ctx.resource, ctx.client_app = tenant, app, login, resource, logs.BROWSER
+        return ctx
 
     def _redirect_error(self, redirect_uri: str, err: AADError, state: str | None, corr: str | None,
-                        mode: str | None):
+                        mode: str | None, trace: str | None = None):
         error = err.error
         if err.code in MFA_CODES:
             error = "interaction_required"
         elif error == "invalid_grant":
             error = "access_denied"
-        body = aad_body(err, corr)
+        body = aad_body(err, corr, trace)
         query = {"error": error, "error_description": body["error_description"], "error_uri": body["error_uri"]}
         if state is not None:
             query["state"] = state
@@ -241,23 +269,35 @@ class Entra:
             return _respond(redirect_uri, query, params.get("response_mode"))
         login = (params.get("login") or "").strip()
         user = tenant.users.get(login.lower())
+        ctx = self._interactive(request, tenant, app, login, req.resource)
         if user is None:
             err = AADError(50034, upn=login, tenant=tenant.domain)
+            logs.record(self.state, ctx, err)
             return pages.sign_in(action, params, app.display_name, error=err.text, consent_for=to_consent)
         if params.get("passwd") != user.password:
+            logs.record(self.state, ctx, AADError(50126))
             return pages.sign_in(action, params, app.display_name, error=AADError(50126).text,
                                  consent_for=to_consent)
         mfa = user.mfa == "required" and bool(params.get("mfa_code")) and params["mfa_code"] == user.mfa_code
-        grants.check_user(self.state, app, user, req, mfa, None, frequency=False, interactive=True)
-        missing = grants.missing_consent(app, user, req)
-        if missing:
-            if not tenant.user_consent:
-                raise AADError(90094)
-            if params.get("consent") != "accept":
-                if "consent" in params or to_consent:
-                    raise AADError(65004)
-                return pages.sign_in(action, params, app.display_name, consent_for=sorted(missing))
-            grants.grant_user_consent(app, user, req)
+        ctx.mfa = mfa
+        try:
+            grants.check_user(self.state, app, user, req, mfa, None, frequency=False, interactive=True)
+            missing = grants.missing_consent(app, user, req)
+            if missing:
+                if not tenant.user_consent:
+                    raise AADError(90094)
+                if params.get("consent") != "accept":
+                    if "consent" in params or to_consent:
+                        raise AADError(65004)
+                    return pages.sign_in(action, params, app.display_name, consent_for=sorted(missing))
+                grants.grant_user_consent(app, user, req)
+                audit.consent(self.state, app, req.resource, sorted(missing), user.upn, admin=False, app_only=False,
+                              upn=user.upn)
+        except AADError as err:
+            logs.record(self.state, ctx, err)
+            err.log_ids = (ctx.correlation_id, ctx.request_id)
+            raise
+        logs.record(self.state, ctx)
         now = self.state.now()
         code = AuthCode(code="1.Acode" + secrets.token_urlsafe(48), tenant_id=tenant.id, client_id=app.app_id,
                         upn=user.upn.lower(), redirect_uri=redirect_uri, scopes=list(req.raw),
@@ -312,13 +352,27 @@ class Entra:
                 return pages.device_login(action, error=AADError(70019).text)
             tenant = self.state.tenant(dc.tenant_id)
             app = tenant.apps.get(dc.client_id) if tenant else None
-            user = tenant.users.get((form.get("login") or "").lower()) if tenant else None
+            login = (form.get("login") or "").strip()
+            user = tenant.users.get(login.lower()) if tenant else None
+            ctx = self._interactive(request, tenant, app, login, None) if tenant else None
+            if ctx is not None:
+                ctx.protocol = "deviceCode"
+                try:
+                    ctx.resource = grants.parse_scopes(dc.scopes, tenant).resource
+                except AADError:
+                    pass
             if app is None or user is None or form.get("passwd") != user.password:
+                err = AADError(50126) if user is not None else AADError(50034, upn=login, tenant=tenant.domain)
+                if ctx is not None:
+                    logs.record(self.state, ctx, err)
                 return pages.device_login(action, error=AADError(50126).text, user_code=dc.user_code)
             if user.password_expired:  # an interactive sign-in: the password must be changed first
+                logs.record(self.state, ctx, AADError(50055))
                 return pages.device_login(action, error=AADError(50055).text, user_code=dc.user_code)
             mfa = user.mfa == "required" and form.get("mfa_code") == user.mfa_code
+            ctx.mfa = mfa
             grants.approve_device(self.state, tenant, app, dc, user, mfa)
+            logs.record(self.state, ctx)
         return pages.device_login(action, done=f"You have signed in to the {app.display_name} application "
                                   "on your device. You may now close this window.")
 

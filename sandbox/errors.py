@@ -104,6 +104,11 @@ AADSTS: dict[int, tuple[str, int, str | None, str]] = {
     90033: ("temporarily_unavailable", 503, None,
             "A transient error has occurred. Please try again."),
     50126: ("invalid_grant", 400, None, "Error validating credentials due to invalid username or password."),
+    # interrupts seen in sign-in logs; the sandbox's flows do not produce them (the record_signin op does).
+    # Texts as quoted in SharePoint/sp-dev-docs#2685 and MicrosoftDocs/azure-docs#9033
+    50058: ("interaction_required", 400, None, "A silent sign-in request was sent but no user is signed in."),
+    50140: ("interaction_required", 400, None,
+            "This error occurred due to 'Keep me signed in' interrupt when the user was signing-in."),
     50034: ("invalid_grant", 400, None,
             "The user account {upn} does not exist in the {tenant} directory. To sign into this "
             "application, the account must be added to the directory."),
@@ -168,8 +173,9 @@ def ms_timestamp(now: dt.datetime | None = None) -> str:
     return (now or dt.datetime.now(dt.UTC)).strftime("%Y-%m-%d %H:%M:%SZ")
 
 
-def aad_body(err: AADError, correlation_id: str | None = None) -> dict:
-    trace_id, corr = str(uuid.uuid4()), correlation_id or str(uuid.uuid4())
+def aad_body(err: AADError, correlation_id: str | None = None, trace_id: str | None = None) -> dict:
+    """`trace_id`: the request's id, which is also the id of its sign-in log event."""
+    trace_id, corr = trace_id or str(uuid.uuid4()), correlation_id or str(uuid.uuid4())
     ts = ms_timestamp()
     body = {
         "error": err.error,
@@ -185,9 +191,10 @@ def aad_body(err: AADError, correlation_id: str | None = None) -> dict:
     return body
 
 
-def aad_response(err: AADError, correlation_id: str | None = None, extra: dict | None = None) -> JSONResponse:
+def aad_response(err: AADError, correlation_id: str | None = None, extra: dict | None = None,
+                 trace_id: str | None = None) -> JSONResponse:
     headers = {"Cache-Control": "no-store, no-cache", "Pragma": "no-cache", **(extra or {})}
-    return JSONResponse(aad_body(err, correlation_id), status_code=err.status, headers=headers)
+    return JSONResponse(aad_body(err, correlation_id, trace_id), status_code=err.status, headers=headers)
 
 
 def graph_error(status: int, code: str, message: str, client_request_id: str | None = None,

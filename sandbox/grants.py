@@ -87,30 +87,36 @@ def parse_scopes(raw: str | list[str] | None, tenant: Tenant) -> ScopeRequest:
 # -- client authentication ---------------------------------------------------------------------------
 
 def authenticate_client(state: State, tenant: Tenant, app: App, form: dict, basic: tuple | None,
-                        token_urls: set[str], allow_public: bool) -> str:
-    """Returns `appidacr`: '0' public client, '1' secret, '2' certificate."""
+                        token_urls: set[str], allow_public: bool, ctx=None) -> str:
+    """Returns `appidacr`: '0' public client, '1' secret, '2' certificate. `ctx` (a logs.SignInContext) learns
+    which credential the client presented, as the sign-in logs record it."""
     secret = form.get("client_secret") or (basic[1] if basic else None)
     assertion = form.get("client_assertion")
     if secret:
-        check_secret(state, app, secret)
+        check_secret(state, app, secret, ctx)
         return "1"
     if assertion:
         if form.get("client_assertion_type") != ASSERTION_TYPE:
             raise AADError(900144, param="client_assertion_type")
-        check_assertion(state, app, assertion, token_urls)
+        check_assertion(state, app, assertion, token_urls, ctx)
         return "2"
     if allow_public and app.public_client:
         return "0"
     raise AADError(7000218)
 
 
-def check_secret(state: State, app: App, value: str) -> None:
+def check_secret(state: State, app: App, value: str, ctx=None) -> None:
     now = state.now()
     matching = [s for s in app.secrets if hmac.compare_digest(s.value.encode(), value.encode())
                 and (s.usable_from is None or s.usable_from <= now)]  # a new secret still replicating: unknown
     if not matching:
         raise AADError(7000215, app_id=app.app_id)
-    if any(s.start - SKEW <= now < s.end for s in matching):
+    if ctx is not None:
+        ctx.credential = matching[0]
+    good = next((s for s in matching if s.start - SKEW <= now < s.end), None)
+    if good is not None:
+        if ctx is not None:
+            ctx.credential = good
         return
     if any(s.end <= now for s in matching):
         raise AADError(7000222, app_id=app.app_id)
@@ -128,7 +134,7 @@ def _thumb(header: dict) -> tuple[str, str]:
     return "thumbprint", ""
 
 
-def check_assertion(state: State, app: App, assertion: str, token_urls: set[str]) -> None:
+def check_assertion(state: State, app: App, assertion: str, token_urls: set[str], ctx=None) -> None:
     try:
         header = jwt.get_unverified_header(assertion)
     except jwt.PyJWTError as exc:
@@ -140,6 +146,8 @@ def check_assertion(state: State, app: App, assertion: str, token_urls: set[str]
     if cert is None:
         raise AADError(700027, reason="The certificate with identifier used to sign the client assertion "
                        f"is not registered on application. [Reason - The key was not found., {tail}]")
+    if ctx is not None:
+        ctx.credential = cert
     now = state.now()
     if now >= cert.end or now < cert.start - SKEW:
         raise AADError(700027, reason="Client assertion contains an invalid signature. [Reason - The key "
@@ -354,5 +362,9 @@ def approve_device(state: State, tenant: Tenant, app: App, dc, user: User, mfa: 
     dc.auth_time = state.now()
     dc.mfa = mfa
     req = parse_scopes(dc.scopes, tenant)
-    if tenant.user_consent and missing_consent(app, user, req):
+    missing = missing_consent(app, user, req)
+    if tenant.user_consent and missing:
         grant_user_consent(app, user, req)
+        from . import audit
+
+        audit.consent(state, app, req.resource, sorted(missing), user.upn, admin=False, app_only=False, upn=user.upn)

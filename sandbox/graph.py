@@ -14,6 +14,7 @@ from . import passwords
 from .errors import graph_error
 from .grants import Issuer
 from .mail.graph_mail import GraphMail
+from .reports import Reports
 from .state import App, Tenant
 from .tokens import GRAPH_AUDIENCES, sts_issuer
 
@@ -43,6 +44,7 @@ class Graph:
         self.state = issuer.state
         self.base = issuer.base_url + "/v1.0"
         self.mail = GraphMail(self.state, self.base)
+        self.reports = Reports(self.state, issuer.base_url)
 
     def authenticate(self, request: Request) -> tuple[dict, Tenant]:
         crid = request.headers.get("client-request-id")
@@ -78,6 +80,9 @@ class Graph:
         except AuthFailure as failure:
             return failure.response
         rest = request.path_params["rest"]
+        answer = await self.reports.dispatch(request, claims, tenant, rest, "v1.0")
+        if answer is not None:
+            return answer
         if rest.lower().startswith(("users/", "me/")):
             answer = await self.mail.dispatch(request, claims, tenant, rest)
             if answer is not None:
@@ -161,8 +166,22 @@ class Graph:
         return JSONResponse({"@odata.context": f"{self.base}/$metadata#users/$entity", **body},
                             headers={"OData-Version": "4.0", **({"client-request-id": crid} if crid else {})})
 
+    async def dispatch_beta(self, request: Request) -> Response:
+        """`/beta`: the audit logs, the usage reports and service health (sandbox.reports); nothing else."""
+        try:
+            claims, tenant = self.authenticate(request)
+        except AuthFailure as failure:
+            return failure.response
+        rest = request.path_params["rest"]
+        answer = await self.reports.dispatch(request, claims, tenant, rest, "beta")
+        if answer is not None:
+            return answer
+        return graph_error(400, "BadRequest", f"Resource not found for the segment '{rest.split('/')[0]}'.",
+                           request.headers.get("client-request-id"))
+
     def routes(self) -> list[Route]:
-        return [Route("/v1.0/{rest:path}", self.dispatch, methods=["GET", "POST", "PATCH", "DELETE"])]
+        return [Route("/v1.0/{rest:path}", self.dispatch, methods=["GET", "POST", "PATCH", "DELETE"]),
+                Route("/beta/{rest:path}", self.dispatch_beta, methods=["GET", "POST", "PATCH", "DELETE"])]
 
 
 def application_json(app: App, tenant: Tenant) -> dict:

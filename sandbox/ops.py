@@ -2,6 +2,8 @@
 
 Each op is `name(state, **params) -> JSON-able`, registered in OPS; the HTTP control API and
 `ControlClient` expose them one to one. KeyError -> 404, ValueError/TypeError -> 400.
+Ops that an admin performs in the portal take `actor` (a UPN, or the app id of a service principal acting through
+Graph; default the tenant's `admin`) and write the directory audit Entra would (sandbox.audit).
 """
 
 from __future__ import annotations
@@ -9,9 +11,10 @@ from __future__ import annotations
 import datetime as dt
 from collections.abc import Callable
 
-from . import grants, scenario
-from .passwords import replicated_at
-from .state import INCIDENT_EFFECTS, RESOURCES, SERVICES, Fault, Incident, State, new_id
+from . import audit, grants, logs, scenario
+from .audit import prop
+from .errors import AADError
+from .state import RESOURCES, Fault, State, new_id
 
 OPS: dict[str, Callable] = {}
 
@@ -39,96 +42,145 @@ def add_tenant(state: State, **spec) -> dict:
 
 
 @op
-def add_user(state: State, tenant: str, **spec) -> dict:
+def add_user(state: State, tenant: str, actor: str | None = None, **spec) -> dict:
     u = scenario.add_user(state, tenant, spec)
+    audit.user_changed(state, state.tenants[u.tenant_id], u.upn, "Add user", [], actor, "Add")
     return {"upn": u.upn, "oid": u.oid}
 
 
 @op
-def patch_user(state: State, upn: str, **fields) -> dict:
+def patch_user(state: State, upn: str, actor: str | None = None, **fields) -> dict:
     scenario.check_user_fields({"mfa": fields.get("mfa"), **fields})
     with state.lock:
         user = state.require_user(upn)
+        was_enabled = user.enabled
         for k, v in fields.items():
             setattr(user, k, v)
+        tenant = state.tenants[user.tenant_id]
+        if "enabled" in fields and bool(fields["enabled"]) != was_enabled:
+            props = [prop("AccountEnabled", [was_enabled], [user.enabled]), audit.included("AccountEnabled")]
+            audit.user_changed(state, tenant, user.upn, "Enable account" if user.enabled else "Disable account",
+                               props, actor)
+        rest = sorted(set(fields) - {"enabled"})
+        if rest:
+            audit.user_changed(state, tenant, user.upn, "Update user", [audit.included(*rest)], actor)
     return {"upn": user.upn}
 
 
 @op
-def delete_user(state: State, upn: str) -> dict:
+def delete_user(state: State, upn: str, actor: str | None = None) -> dict:
     with state.lock:
         user = state.require_user(upn)
-        del state.tenants[user.tenant_id].users[upn.lower()]
+        tenant = state.tenants[user.tenant_id]
+        audit.user_changed(state, tenant, user.upn, "Delete user", [], actor, "Delete")
+        del tenant.users[upn.lower()]
     return {"deleted": upn}
 
 
 @op
-def add_app(state: State, tenant: str, **spec) -> dict:
+def add_app(state: State, tenant: str, actor: str | None = None, **spec) -> dict:
     app = scenario.add_app(state, tenant, spec)
+    corr = new_id()
+    t = state.tenants[app.tenant_id]
+    audit.record(state, t, "Add application", "ApplicationManagement", "Add", [audit.app_target(app)], actor, corr)
+    audit.record(state, t, "Add service principal", "ApplicationManagement", "Add", [audit.sp_target(app)], actor,
+                 corr)
     return {"app_id": app.app_id, "object_id": app.object_id,
             "secrets": [{"keyId": s.key_id, "value": s.value} for s in app.secrets],
             "certificates": [{"keyId": c.key_id, "thumbprint": c.thumbprint, "key_path": str(c.key_path),
                               "cert_path": str(c.cert_path)} for c in app.certificates]}
 
 
+# the audited name of each patchable field: (on the service principal?, modified property)
+APP_FIELDS = {"enabled": (True, "AccountEnabled"), "assignment_required": (True, "AppRoleAssignmentRequired"),
+              "public_client": (False, "PublicClient"), "redirect_uris": (False, "AppAddress"),
+              "display_name": (False, "DisplayName")}
+
+
 @op
-def patch_app(state: State, app_id: str, **fields) -> dict:
-    allowed = {"enabled", "public_client", "redirect_uris", "assignment_required", "display_name"}
-    if set(fields) - allowed:
-        raise ValueError(f"patch_app accepts {sorted(allowed)}")
+def patch_app(state: State, app_id: str, actor: str | None = None, **fields) -> dict:
+    """Enterprise application (service principal): enabled ("Enabled for users to sign in?"), assignment_required;
+    app registration: public_client, redirect_uris, display_name."""
+    if set(fields) - set(APP_FIELDS):
+        raise ValueError(f"patch_app accepts {sorted(APP_FIELDS)}")
     with state.lock:
         app = state.require_app(app_id)
         for k, v in fields.items():
+            old = getattr(app, k)
             setattr(app, k, v)
+            on_sp, name = APP_FIELDS[k]
+            if old != v:
+                (audit.service_principal_updated if on_sp else audit.application_updated)(state, app, name, old, v,
+                                                                                         actor)
     return {"app_id": app.app_id}
 
 
 @op
-def disable_app(state: State, app_id: str) -> dict:
-    return patch_app(state, app_id, enabled=False)
+def disable_app(state: State, app_id: str, actor: str | None = None) -> dict:
+    return patch_app(state, app_id, actor=actor, enabled=False)
 
 
 @op
-def enable_app(state: State, app_id: str) -> dict:
-    return patch_app(state, app_id, enabled=True)
+def enable_app(state: State, app_id: str, actor: str | None = None) -> dict:
+    return patch_app(state, app_id, actor=actor, enabled=True)
 
 
 @op
-def delete_app(state: State, app_id: str) -> dict:
+def delete_app(state: State, app_id: str, actor: str | None = None) -> dict:
     with state.lock:
         app = state.require_app(app_id)
-        del state.tenants[app.tenant_id].apps[app.app_id]
+        t, corr = state.tenants[app.tenant_id], new_id()
+        audit.record(state, t, "Delete application", "ApplicationManagement", "Delete", [audit.app_target(app)],
+                     actor, corr)
+        audit.record(state, t, "Remove service principal", "ApplicationManagement", "Delete",
+                     [audit.sp_target(app)], actor, corr)
+        del t.apps[app.app_id]
     return {"deleted": app_id}
 
 
+def _assignment(state: State, app, upn: str, added: bool, actor: str | None) -> None:
+    t = state.tenants[app.tenant_id]
+    props = [prop("User.UPN", None, upn) if added else prop("User.UPN", upn, None),
+             prop("TargetId.ServicePrincipalNames", None, app.app_id)]
+    activity = "Add app role assignment grant to user" if added else "Remove app role assignment from user"
+    audit.record(state, t, activity, "UserManagement", "Assign" if added else "Unassign",
+                 [audit.sp_target(app, props), audit.target(audit.user_id(t, upn), None, "User", upn=upn)], actor)
+
+
 @op
-def assign_user(state: State, app_id: str, upn: str) -> dict:
+def assign_user(state: State, app_id: str, upn: str, actor: str | None = None) -> dict:
     with state.lock:
-        state.require_app(app_id).assigned_users.add(upn.lower())
+        app = state.require_app(app_id)
+        app.assigned_users.add(upn.lower())
+        _assignment(state, app, upn, True, actor)
     return {"app_id": app_id, "upn": upn}
 
 
 @op
-def unassign_user(state: State, app_id: str, upn: str) -> dict:
+def unassign_user(state: State, app_id: str, upn: str, actor: str | None = None) -> dict:
     with state.lock:
-        state.require_app(app_id).assigned_users.discard(upn.lower())
+        app = state.require_app(app_id)
+        app.assigned_users.discard(upn.lower())
+        _assignment(state, app, upn, False, actor)
     return {"app_id": app_id, "upn": upn}
 
 
 @op
-def add_owner(state: State, app_id: str, owner: str) -> dict:
+def add_owner(state: State, app_id: str, owner: str, actor: str | None = None) -> dict:
     """Owners > Add owners: a user (UPN) or a service principal (its app id)."""
     with state.lock:
         app = state.require_app(app_id)
         app.owners.add(owner.lower())
+        audit.owner_changed(state, app, owner, True, actor)
         return {"app_id": app_id, "owners": sorted(app.owners)}
 
 
 @op
-def remove_owner(state: State, app_id: str, owner: str) -> dict:
+def remove_owner(state: State, app_id: str, owner: str, actor: str | None = None) -> dict:
     with state.lock:
         app = state.require_app(app_id)
         app.owners.discard(owner.lower())
+        audit.owner_changed(state, app, owner, False, actor)
         return {"app_id": app_id, "owners": sorted(app.owners)}
 
 
@@ -139,125 +191,6 @@ def set_user_consent(state: State, tenant: str, allowed: bool) -> dict:
     return {"tenant": tenant, "user_consent": bool(allowed)}
 
 
-# -- credentials -----------------------------------------------------------------------------------
-@op
-def add_secret(state: State, app_id: str, **spec) -> dict:
-    """Like Graph addPassword: the value is returned here, once."""
-    with state.lock:
-        app = state.require_app(app_id)
-        spec.setdefault("start", state.now().isoformat())
-        s = scenario.make_secret(state, spec)
-        s.usable_from = replicated_at(state, app)
-        app.secrets.append(s)
-    return {"keyId": s.key_id, "value": s.value, "hint": s.hint, "displayName": s.display_name,
-            "startDateTime": _iso(s.start), "endDateTime": _iso(s.end)}
-
-
-def _secret(state: State, app_id: str, key_id: str):
-    app = state.require_app(app_id)
-    for s in app.secrets:
-        if s.key_id == key_id:
-            return app, s
-    raise KeyError(f"no secret {key_id} on app {app_id}")
-
-
-@op
-def expire_secret(state: State, app_id: str, key_id: str) -> dict:
-    with state.lock:
-        _, s = _secret(state, app_id, key_id)
-        s.end = state.now() - dt.timedelta(seconds=1)
-    return {"keyId": key_id, "endDateTime": _iso(s.end)}
-
-
-@op
-def set_secret_end(state: State, app_id: str, key_id: str, end: str) -> dict:
-    with state.lock:
-        _, s = _secret(state, app_id, key_id)
-        s.end = scenario.parse_when(end, state.now())
-    return {"keyId": key_id, "endDateTime": _iso(s.end)}
-
-
-@op
-def delete_secret(state: State, app_id: str, key_id: str) -> dict:
-    with state.lock:
-        app, s = _secret(state, app_id, key_id)
-        app.secrets.remove(s)
-    return {"deleted": key_id}
-
-
-@op
-def add_certificate(state: State, app_id: str, **spec) -> dict:
-    with state.lock:
-        app = state.require_app(app_id)
-        spec.setdefault("start", state.now().isoformat())
-        c = scenario.make_certificate(state, app, spec)
-        app.certificates.append(c)
-    return {"keyId": c.key_id, "thumbprint": c.thumbprint, "key_path": str(c.key_path) if c.key_path else None,
-            "cert_path": str(c.cert_path) if c.cert_path else None, "endDateTime": _iso(c.end)}
-
-
-def _cert(state: State, app_id: str, key_id: str):
-    app = state.require_app(app_id)
-    for c in app.certificates:
-        if c.key_id == key_id:
-            return app, c
-    raise KeyError(f"no certificate {key_id} on app {app_id}")
-
-
-@op
-def expire_certificate(state: State, app_id: str, key_id: str) -> dict:
-    """The key credential's endDateTime passes (the certificate file itself is unchanged)."""
-    with state.lock:
-        _, c = _cert(state, app_id, key_id)
-        c.end = state.now() - dt.timedelta(seconds=1)
-    return {"keyId": key_id, "endDateTime": _iso(c.end)}
-
-
-@op
-def delete_certificate(state: State, app_id: str, key_id: str) -> dict:
-    with state.lock:
-        app, c = _cert(state, app_id, key_id)
-        app.certificates.remove(c)
-    return {"deleted": key_id}
-
-
-# -- permissions and consent -----------------------------------------------------------------------
-@op
-def add_app_permission(state: State, app_id: str, resource: str, permission: str) -> dict:
-    with state.lock:
-        app = state.require_app(app_id)
-        app.app_permissions.setdefault(_res(resource), set()).add(permission)
-        return {"app_id": app_id, resource: sorted(app.app_permissions[resource])}
-
-
-@op
-def remove_app_permission(state: State, app_id: str, resource: str, permission: str) -> dict:
-    with state.lock:
-        app = state.require_app(app_id)
-        app.app_permissions.setdefault(_res(resource), set()).discard(permission)
-        return {"app_id": app_id, resource: sorted(app.app_permissions[resource])}
-
-
-@op
-def add_delegated_permission(state: State, app_id: str, resource: str, permission: str) -> dict:
-    """Admin consent for a delegated scope (an oauth2PermissionGrant for all principals)."""
-    with state.lock:
-        app = state.require_app(app_id)
-        app.delegated_permissions.setdefault(_res(resource), set()).add(permission)
-        return {"app_id": app_id, resource: sorted(app.delegated_permissions[resource])}
-
-
-@op
-def remove_delegated_permission(state: State, app_id: str, resource: str, permission: str) -> dict:
-    """Removes the admin grant and every user's own grant of that scope."""
-    with state.lock:
-        app = state.require_app(app_id)
-        app.delegated_permissions.setdefault(_res(resource), set()).discard(permission)
-        for grants_of_user in app.user_grants.values():
-            grants_of_user.get(resource, set()).discard(permission)
-        return {"app_id": app_id, resource: sorted(app.delegated_permissions[resource])}
-
-
 # -- sessions and tokens ---------------------------------------------------------------------------
 def _user_tokens(state: State, upn: str):
     state.require_user(upn)
@@ -265,16 +198,19 @@ def _user_tokens(state: State, upn: str):
 
 
 @op
-def revoke_user_sessions(state: State, upn: str) -> dict:
+def revoke_user_sessions(state: State, upn: str, actor: str | None = None) -> dict:
     """revokeSignInSessions: refresh tokens from sign-ins before now stop working (50173)."""
     with state.lock:
         user = state.require_user(upn)
+        old = user.tokens_valid_from
         user.tokens_valid_from = state.now()
+        audit.user_changed(state, state.tenants[user.tenant_id], user.upn, "Update StsRefreshTokenValidFrom Timestamp",
+                           [prop("StsRefreshTokensValidFrom", _iso(old), _iso(user.tokens_valid_from))], actor)
         return {"upn": upn, "tokens_valid_from": _iso(user.tokens_valid_from)}
 
 
 @op
-def reset_password(state: State, upn: str, password: str | None = None) -> dict:
+def reset_password(state: State, upn: str, password: str | None = None, actor: str | None = None) -> dict:
     """An admin resets the password (or the user changes it): refresh tokens from sign-ins with the old password
     stop working (50173 on their next use)."""
     with state.lock:
@@ -283,15 +219,17 @@ def reset_password(state: State, upn: str, password: str | None = None) -> dict:
             user.password = str(password)
         user.password_changed_at = state.now()
         user.password_expired = False
+        audit.user_changed(state, state.tenants[user.tenant_id], user.upn, "Reset password", [], actor)
         return {"upn": upn, "password_changed_at": _iso(user.password_changed_at)}
 
 
 @op
 def set_tenant(state: State, tenant: str, **fields) -> dict:
     """Tenant-wide settings: secret_replication_s, exchange_online, token_requests_per_app_minute,
-    token_requests_per_tenant_minute, identical_requests_limit, user_consent."""
+    token_requests_per_tenant_minute, identical_requests_limit, user_consent, entra_licence, the log delays, admin."""
     allowed = {"secret_replication_s", "exchange_online", "token_requests_per_app_minute",
-               "token_requests_per_tenant_minute", "identical_requests_limit", "user_consent"}
+               "token_requests_per_tenant_minute", "identical_requests_limit", "user_consent", "entra_licence",
+               "signin_log_delay_s", "noninteractive_log_delay_s", "audit_log_delay_s", "admin_upn"}
     if set(fields) - allowed:
         raise ValueError(f"set_tenant accepts {sorted(allowed)}")
     with state.lock:
@@ -299,28 +237,18 @@ def set_tenant(state: State, tenant: str, **fields) -> dict:
         for k, v in fields.items():
             if k == "secret_replication_s":
                 v = float(v or 0)
+            elif k.endswith("_delay_s"):
+                v = scenario.parse_duration(v)
+            elif k == "entra_licence":
+                v = scenario.check_licence(v)
+            elif k == "admin_upn":
+                v = str(v)
             elif k in ("exchange_online", "user_consent"):
                 v = bool(v)
             elif v is not None:
                 v = int(v)
             setattr(t, k, v)
         return {k: getattr(t, k) for k in sorted(allowed)}
-
-
-@op
-def open_incident(state: State, service: str, effect: str = "html", title: str = "",
-                  retry_after: int = 30) -> dict:
-    """A Microsoft incident on Entra ID (the token endpoint answers 503 HTML, 500 empty or AADSTS90033) or
-    Exchange Online (Graph 503, EWS 503, SMTP 421), until closed."""
-    if service not in SERVICES:
-        raise ValueError(f"service must be one of {SERVICES}")
-    if effect not in INCIDENT_EFFECTS:
-        raise ValueError(f"effect must be one of {INCIDENT_EFFECTS}")
-    inc = Incident(id=new_id(), service=service, effect=effect, title=title or f"{service} degraded",
-                   retry_after=int(retry_after))
-    with state.lock:
-        state.incidents.append(inc)
-    return {"id": inc.id}
 
 
 def _drop(state: State, attr: str, id: str | None) -> int:  # noqa: A002 - the item's id
@@ -330,11 +258,6 @@ def _drop(state: State, attr: str, id: str | None) -> int:  # noqa: A002 - the i
         kept = [i for i in items if id is not None and i.id != id]
         setattr(state, attr, kept)
         return len(items) - len(kept)
-
-
-@op
-def close_incident(state: State, id: str | None = None) -> dict:  # noqa: A002 - the incident's id
-    return {"closed": _drop(state, "incidents", id)}
 
 
 @op
@@ -372,7 +295,16 @@ def approve_device_code(state: State, user_code: str, upn: str, mfa: bool = Fals
         user = tenant.users.get(upn.lower())
         if user is None:
             raise KeyError(f"no user {upn} in tenant {tenant.id}")
-        grants.approve_device(state, tenant, tenant.apps[dc.client_id], dc, user, bool(mfa))
+        app = tenant.apps[dc.client_id]
+        grants.approve_device(state, tenant, app, dc, user, bool(mfa))
+        # the user's sign-in on /devicelogin, as the page would log it
+        ctx = logs.SignInContext(correlation_id=new_id(), event_type=logs.INTERACTIVE, tenant=tenant, app=app,
+                                 upn=user.upn, client_app=logs.BROWSER, protocol="deviceCode", mfa=bool(mfa))
+        try:
+            ctx.resource = grants.parse_scopes(dc.scopes, tenant).resource
+        except AADError:
+            pass
+        logs.record(state, ctx)
     return {"user_code": dc.user_code, "approved": upn}
 
 
@@ -418,4 +350,7 @@ def reset_stats(state: State) -> dict:
     return {"reset": True}
 
 
+from . import actor_ops as _actor_ops  # noqa: E402,F401 - registers the consuming systems' ops
+from . import app_ops as _app_ops  # noqa: E402,F401 - registers the credential and permission ops
+from . import log_ops as _log_ops  # noqa: E402,F401 - registers the log ops
 from .mail import ops as _mail_ops  # noqa: E402,F401 - registers the Exchange ops

@@ -19,6 +19,7 @@ import uuid
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
+from . import audit
 from .errors import graph_error
 from .scenario import ScenarioError, generate_secret_value, parse_when
 from .state import App, Secret, State, Tenant
@@ -71,9 +72,15 @@ async def handle(request: Request, claims: dict, tenant: Tenant, state: State, r
         if not _allowed(claims, app):
             return graph_error(403, "Authorization_RequestDenied",
                                "Insufficient privileges to complete the operation.", crid)
+        before = list(app.secrets) + list(app.certificates)
         if action == "addpassword":
-            return _add(state, app, body.get("passwordCredential") or {}, crid, base)
-        return _remove(app, body.get("keyId"), crid)
+            answer = _add(state, app, body.get("passwordCredential") or {}, crid, base)
+        else:
+            answer = _remove(app, body.get("keyId"), crid)
+        if answer.status_code in (200, 204):  # audited with the token's caller: the app itself, or the user
+            caller = claims.get("appid") if "scp" not in claims else claims.get("upn")
+            audit.credentials_changed(state, app, before, caller)
+        return answer
 
 
 def replicated_at(state: State, app: App):

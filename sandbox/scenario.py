@@ -13,7 +13,7 @@ from typing import Any
 import yaml
 
 from . import tls
-from .state import MFA_STATES, RESOURCES, App, Certificate, Secret, State, Tenant, User, new_id
+from .state import LICENCES, MFA_STATES, RESOURCES, App, Certificate, Secret, State, Tenant, User, new_id
 
 _REL = re.compile(r"^\s*([+-])\s*(\d+(?:\.\d+)?)\s*([smhdw])\s*$")
 _UNITS = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days", "w": "weeks"}
@@ -25,8 +25,10 @@ USER_FIELDS = {
 TENANT_FIELDS = {
     "id", "domain", "display_name", "user_consent", "users", "apps", "exchange", "secret_replication_s",
     "exchange_online", "token_requests_per_app_minute", "token_requests_per_tenant_minute",
-    "identical_requests_limit",
+    "identical_requests_limit", "entra_licence", "signin_log_delay_s", "noninteractive_log_delay_s",
+    "audit_log_delay_s", "admin", "actors",
 }
+_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smhdw]?)\s*$")
 
 
 class ScenarioError(ValueError):
@@ -50,6 +52,23 @@ def parse_when(value: Any, base: dt.datetime) -> dt.datetime:
         except ValueError:
             pass
     raise ScenarioError(f"not a date, datetime or relative time ('+10d', '-3h'): {value!r}")
+
+
+def parse_duration(value: Any) -> float:
+    """Seconds: a number, or '90s' '5m' '2h' '1d' '1w'."""
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        return float(value)
+    m = _DURATION.match(str(value or "0"))
+    if not m:
+        raise ScenarioError(f"not a duration (seconds, or '30s' '5m' '2h'): {value!r}")
+    amount, unit = m.groups()
+    return dt.timedelta(**{_UNITS[unit or "s"]: float(amount)}).total_seconds()
+
+
+def check_licence(value: Any) -> str:
+    if value not in LICENCES:
+        raise ScenarioError(f"entra_licence must be one of {LICENCES}")
+    return str(value)
 
 
 def load(source: dict | str | Path) -> dict:
@@ -95,6 +114,11 @@ def add_tenant(state: State, spec: dict) -> Tenant:
         token_requests_per_app_minute=_opt_int(spec.get("token_requests_per_app_minute")),
         token_requests_per_tenant_minute=_opt_int(spec.get("token_requests_per_tenant_minute")),
         identical_requests_limit=_opt_int(spec.get("identical_requests_limit")),
+        entra_licence=check_licence(spec.get("entra_licence", "p1")),
+        signin_log_delay_s=parse_duration(spec.get("signin_log_delay_s", 0)),
+        noninteractive_log_delay_s=parse_duration(spec.get("noninteractive_log_delay_s", 0)),
+        audit_log_delay_s=parse_duration(spec.get("audit_log_delay_s", 0)),
+        admin_upn=str(spec.get("admin") or f"admin@{domain}"),
     )
     with state.lock:
         if state.tenant(tid) or state.tenant(domain):
@@ -116,6 +140,13 @@ def add_tenant(state: State, spec: dict) -> Tenant:
             parse_exchange(state, tid, spec.get("exchange"))
         except (KeyError, TypeError, ValueError) as exc:
             raise ScenarioError(f"exchange: {exc}") from exc
+        from .actors import add_actor
+
+        for j, a in enumerate(spec.get("actors") or []):
+            try:
+                add_actor(state, tid, dict(a))
+            except (KeyError, TypeError, ValueError) as exc:
+                raise ScenarioError(f"actors[{j}]: {exc}") from exc
     return tenant
 
 

@@ -15,6 +15,7 @@ from starlette.applications import Starlette
 from starlette.responses import JSONResponse, Response
 
 from . import control, scenario
+from .actors import ActorRunner
 from .entra import Entra
 from .errors import graph_error
 from .grants import Issuer
@@ -43,7 +44,7 @@ class FaultsAndStats:
         if fault is None:
             return await self.app(scope, receive, send)
         headers = {"Retry-After": str(fault.retry_after)}
-        if path.startswith("/v1.0"):
+        if path.startswith(("/v1.0", "/beta")):
             code = "TooManyRequests" if fault.status == 429 else "ServiceUnavailable"
             msg = "Too many requests." if fault.status == 429 else "The service is temporarily unavailable."
             response = graph_error(fault.status, code, msg, None, headers)
@@ -97,6 +98,8 @@ class Sandbox:
         self.issuer = Issuer(self.state, self.signer, self.base_url)
         self.mail = MailServers(self.state, self.signer, host, self.tls.cert_path, self.tls.key_path,
                                 {"imap": imap_port, "pop": pop_port, "smtp": smtp_port})
+        self.actors = ActorRunner(self.state, self.base_url, self.ca_path, self.mail.addresses)
+        self.state.actor_runner = self.actors
         self.app = self._build_app()
         self._server: _Server | None = None
         self._thread: threading.Thread | None = None
@@ -149,9 +152,11 @@ class Sandbox:
             if not self._thread.is_alive() or time.monotonic() > deadline:
                 raise RuntimeError(f"the sandbox did not start on {self.base_url}")
             time.sleep(0.01)
+        self.actors.start()
         return self
 
     def stop(self) -> None:
+        self.actors.stop()
         if self._control is not None:
             self._control.close()
             self._control = None

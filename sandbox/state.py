@@ -7,9 +7,10 @@ Every answer of the sandbox is derived from this state. Mutations happen under `
 from __future__ import annotations
 
 import datetime as dt
+import itertools
 import threading
 import uuid
-from collections import defaultdict
+from collections import defaultdict, deque
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -26,7 +27,12 @@ SERVICES = ("entra", "exchange")
 # What an open Microsoft incident does to the service's answers (M365_FACTS.md, "Throttling and transient
 # replies"): Entra's token endpoint answers 5xx with an HTML page or an empty body, or AADSTS90033 in JSON;
 # Exchange answers Graph 503 with Retry-After, SMTP 421 4.3.2 and EWS 503.
-INCIDENT_EFFECTS = ("html", "empty", "busy")
+INCIDENT_EFFECTS = ("html", "empty", "busy", "none")  # none: listed in service health, answers unchanged
+# Entra ID licence of a tenant: sign-in logs and the usage reports need P1 or P2 (M365_FACTS.md, "What Graph can
+# tell about the consuming system"); a free tenant answers 403 Authentication_RequestFromNonPremiumTenantOrB2CTenant
+LICENCES = ("free", "p1", "p2")
+# Events kept per log (sign-ins, directory audits). Entra keeps 30 days; the sandbox keeps the newest N (memory)
+LOG_RETENTION = 50_000
 
 
 def utcnow() -> dt.datetime:
@@ -138,6 +144,13 @@ class Tenant:
     token_requests_per_tenant_minute: int | None = None
     # Identical token requests (client, grant, scope, user) per 5 minutes before AADSTS50196 (loop detected)
     identical_requests_limit: int | None = None
+    entra_licence: str = "p1"  # free | p1 | p2
+    # Logs arrive late (M365_FACTS.md): seconds before an event shows in the sign-in logs (interactive and service
+    # principal), in the non-interactive sign-in logs, and in the directory audits
+    signin_log_delay_s: float = 0.0
+    noninteractive_log_delay_s: float = 0.0
+    audit_log_delay_s: float = 0.0
+    admin_upn: str = ""  # who changes the directory when a control op names no actor (default admin@<domain>)
 
 
 @dataclass
@@ -190,14 +203,23 @@ class DeviceCode:
 
 @dataclass
 class Incident:
-    """A Microsoft-side incident on a service (what service health would list), and how it shows."""
+    """A Microsoft-side incident on a service (what service health lists), and how it shows."""
 
     id: str
     service: str  # entra | exchange
-    effect: str = "html"  # entra: html | empty | busy (AADSTS90033); exchange: any (503 / 421)
+    effect: str = "html"  # entra: html | empty | busy (AADSTS90033); exchange: any (503 / 421); none: listed only
     title: str = ""
     started: dt.datetime = field(default_factory=utcnow)
     retry_after: int = 30
+    issue_id: str = ""  # service health id, e.g. EX123456
+    status: str = "serviceDegradation"  # serviceHealthStatus while open; serviceRestored once closed
+    classification: str = "incident"  # incident | advisory
+    impact_description: str = ""
+    feature: str = ""
+    feature_group: str = ""
+    ended: dt.datetime | None = None  # closed (service restored); still listed by service health
+    last_modified: dt.datetime = field(default_factory=utcnow)
+    posts: list = field(default_factory=list)  # (time, text) updates, as service health posts them
 
 
 @dataclass
@@ -225,7 +247,14 @@ class State:
         self.auth_codes: dict[str, AuthCode] = {}
         self.device_codes: dict[str, DeviceCode] = {}
         self.faults: list[Fault] = []
-        self.incidents: list[Incident] = []
+        self.incidents: list[Incident] = []  # open and closed (service health keeps the history)
+        # sign-in logs and directory audits (sandbox.logs, sandbox.audit), oldest first; seq orders events
+        self.signins: deque = deque(maxlen=LOG_RETENTION)
+        self.audits: deque = deque(maxlen=LOG_RETENTION)
+        self.log_seq = itertools.count(1)
+        # the consuming systems' actors (sandbox.actors) and the runner that drives them (set by Sandbox)
+        self.actors: dict = {}
+        self.actor_runner = None
         # live logged-in sessions per (protocol, mailbox address lower-case), kept by the mail servers
         self.sessions: dict[tuple[str, str], int] = defaultdict(int)
         # token requests seen (monotonic-free wall times) per app, per tenant and per identical request
@@ -306,8 +335,10 @@ class State:
             return next((d for d in self.device_codes.values() if d.user_code == code), None)
 
     def incident(self, service: str) -> Incident | None:
+        """The open incident that changes the service's answers (closed and `effect: none` ones do not)."""
         with self.lock:
-            return next((i for i in self.incidents if i.service == service), None)
+            return next((i for i in self.incidents
+                         if i.service == service and i.ended is None and i.effect != "none"), None)
 
     def count_in_window(self, key: str, window: dt.timedelta, add: bool = True) -> int:
         """How many events of ``key`` happened within ``window`` (this one included when ``add``)."""

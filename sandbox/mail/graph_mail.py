@@ -20,9 +20,14 @@ _PATH = re.compile(r"^(?:users/([^/]+)|me)/(.*)$", re.I)
 _FOLDER = re.compile(r"^mailFolders(?:/([^/()]+)|\('([^']*)'\))(/messages)?/?$", re.I)
 _FILTER = re.compile(r"^\s*isRead\s+eq\s+(true|false)\s*$", re.I)
 _ORDER = re.compile(r"^\s*receivedDateTime(?:\s+(asc|desc))?\s*$", re.I)
+_MESSAGE = re.compile(r"^(?:mailFolders(?:/[^/()]+|\('[^']*'\))/)?messages/([^/]+)/?$", re.I)
 APP_READ = {"Mail.Read", "Mail.ReadWrite", "Mail.ReadBasic.All", "Mail.ReadBasic"}
 USER_READ_OWN = {"Mail.Read", "Mail.ReadWrite", "Mail.ReadBasic", "Mail.Read.Shared", "Mail.ReadWrite.Shared"}
 USER_READ_SHARED = {"Mail.Read.Shared", "Mail.ReadWrite.Shared"}
+# PATCH a message (isRead): Mail.ReadWrite; a delegate on another's mailbox needs Mail.ReadWrite.Shared
+APP_WRITE = {"Mail.ReadWrite"}
+USER_WRITE_OWN = {"Mail.ReadWrite", "Mail.ReadWrite.Shared"}
+USER_WRITE_SHARED = {"Mail.ReadWrite.Shared"}
 DENIED = "Access is denied. Check credentials and try again."
 POLICY = "Access to OData is disabled: Blocked by tenant configured AppOnly AccessPolicy settings."
 
@@ -74,6 +79,8 @@ class GraphMail:
             op, folder = "messages", None
         elif request.method == "POST" and tail.rstrip("/").lower() == "sendmail":
             op, folder = "send", None
+        elif request.method == "PATCH" and _MESSAGE.match(tail):
+            op, folder = "update", None
         else:
             return None
         if ident is None and app_only:
@@ -83,9 +90,13 @@ class GraphMail:
         if op == "send":
             if not granted & ({"Mail.Send"} if app_only else {"Mail.Send", "Mail.Send.Shared"}):
                 return graph_error(403, "ErrorAccessDenied", DENIED, crid)
+        elif op == "update":
+            if not granted & (APP_WRITE if app_only else USER_WRITE_OWN):
+                return graph_error(403, "ErrorAccessDenied", DENIED, crid)
         elif not granted & (APP_READ if app_only else USER_READ_OWN):
             return graph_error(403, "ErrorAccessDenied", DENIED, crid)
         upn = (claims.get("upn") or claims.get("preferred_username") or "").lower()
+        raw = await request.body() if op == "update" else b""  # read before the state lock is taken
         incident = self.state.incident("exchange")
         if incident is not None:
             return graph_error(503, "UnknownError", "", crid,  # as captured (microsoft-graph-docs#5288)
@@ -103,6 +114,8 @@ class GraphMail:
             elif mb.owner != upn:
                 if op == "send":
                     ok = "Mail.Send.Shared" in granted and upn in mb.send_as
+                elif op == "update":
+                    ok = bool(granted & USER_WRITE_SHARED) and upn in mb.full_access
                 else:
                     ok = bool(granted & USER_READ_SHARED) and upn in mb.full_access
                 if not ok:
@@ -114,10 +127,12 @@ class GraphMail:
                 return graph_error(404, "ErrorItemNotFound", "The specified object was not found in the store.",
                                    crid)
             self.state.count_mail("graph", {"folder": "GET_INBOX", "messages": "LIST_MESSAGES",
-                                            "send": "SENDMAIL"}[op], mb.address)
+                                            "send": "SENDMAIL", "update": "UPDATE_MESSAGE"}[op], mb.address)
             ctx = f"{self.base}/$metadata#users('{ident or upn}')"
             if op == "folder":
                 return self.folder(request, mb, ctx, crid)
+            if op == "update":
+                return self.update(raw, mb, _MESSAGE.match(tail).group(1), ctx, crid)
             if op == "messages":
                 return self.messages(request, mb, ctx, crid)
         return await self.send(request, mb, crid)
@@ -199,6 +214,22 @@ class GraphMail:
         if skip + top < len(msgs):
             body["@odata.nextLink"] = str(request.url.include_query_params(**{"$skip": str(skip + top)}))
         return self._ok(body, crid)
+
+    def update(self, raw: bytes, mb: Mailbox, message_id: str, ctx: str, crid) -> Response:
+        """PATCH a message: isRead (what a consuming system sets once it has taken the message)."""
+        msg = next((m for m in mb.messages if m.id == message_id), None)
+        if msg is None:
+            return graph_error(404, "ErrorItemNotFound", "The specified object was not found in the store.", crid)
+        try:
+            payload = json.loads(raw or b"{}")
+        except ValueError:
+            payload = None
+        if not isinstance(payload, dict) or not isinstance(payload.get("isRead", False), bool):
+            return graph_error(400, "ErrorInvalidRequest", "Cannot process the request because it is malformed or "
+                               "incorrect.", crid)
+        if "isRead" in payload:
+            msg.seen = payload["isRead"]
+        return self._ok({"@odata.context": f"{ctx}/messages/$entity", **message_json(mb, msg)}, crid)
 
     async def send(self, request: Request, mb: Mailbox, crid) -> Response:
         try:

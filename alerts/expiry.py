@@ -14,12 +14,13 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 
 from mailwarden import days
+from mailwarden.alerts.inert import Wording
 from mailwarden.alerts.messages import Message, _env
 from mailwarden.days import count_words, expiry_words
 from mailwarden.monitor.config import AppConfig, Config, IntegrationConfig
 from mailwarden.redact import redact
 
-PORTAL = "Entra admin center > App registrations > {app} ({client_id}) > Certificates & secrets"
+PORTAL = "Entra admin center > App registrations > {app:config} ({client_id:code}) > Certificates & secrets"
 
 
 days_left = days.days_left  # one count for every surface (checks.days)
@@ -58,17 +59,20 @@ def _when(value: datetime) -> str:
     return value.astimezone(UTC).strftime("%Y-%m-%d %H:%M UTC")
 
 
-def runbook(config: Config, app_name: str, integrations: list[IntegrationConfig], cred: CredentialFacts) -> list[str]:
-    """The rotation steps for this app and the systems that consume it, in the order they must happen."""
+def runbook(config: Config, app_name: str, integrations: list[IntegrationConfig],
+            cred: CredentialFacts) -> list[Wording]:
+    """The rotation steps for this app and the systems that consume it, in the order they must happen; each step
+    mailwarden's own wording with the configuration's names and Entra ID's values made inert for every body format."""
     app: AppConfig = config.apps[app_name]
-    shown = app.display_name or app_name
-    portal = PORTAL.format(app=shown, client_id=app.client_id)
+    portal = Wording(PORTAL, app=app.display_name or app_name, client_id=app.client_id)
     steps = []
     if cred.kind == "certificate":
-        steps.append(f"In {portal} > Certificates > Upload certificate: upload the new certificate (keep the old one).")
+        steps.append(Wording("In {portal} > Certificates > Upload certificate: upload the new certificate (keep the "
+                             "old one).", portal=portal))
     else:
-        steps.append(f"In {portal} > New client secret: add a secret (expiry 12 months or less, as Microsoft "
-                     "recommends), then copy its **Value** at once - not the Secret ID; the Value is shown only once.")
+        steps.append(Wording("In {portal} > New client secret: add a secret (expiry 12 months or less, as Microsoft "
+                             "recommends), then copy its **Value** at once - not the Secret ID; the Value is shown "
+                             "only once.", portal=portal))
     by_system: dict[str, list[IntegrationConfig]] = {}
     for integ in integrations:
         by_system.setdefault(integ.system or integ.name, []).append(integ)
@@ -76,26 +80,31 @@ def runbook(config: Config, app_name: str, integrations: list[IntegrationConfig]
         names = ", ".join(i.name for i in items)
         fields = sorted({i.secret_field for i in items if i.secret_field})
         where = " / ".join(f"'{f}'" for f in fields) if fields else "its client secret setting"
-        steps.append(f"In {system} ({names}): paste the new Value into {where}, and save.")
+        steps.append(Wording("In {system:config} ({names:config}): paste the new Value into {where:config}, and "
+                             "save.", system=system, names=names, where=where))
         reauth = [i for i in items if i.reauth_after_rotation]
         if reauth:
-            boxes = ", ".join(i.mailbox for i in reauth)
-            steps.append(f"In {system}: authenticate each mailbox again ({boxes}): {system} requires a new sign-in "
-                         "after a new secret, or its mailboxes keep failing.")
+            steps.append(Wording("In {system:config}: authenticate each mailbox again ({boxes:config}): "
+                                 "{system:config} requires a new sign-in after a new secret, or its mailboxes keep "
+                                 "failing.", system=system, boxes=", ".join(i.mailbox for i in reauth)))
     if app.certificate is not None:
         ref = f"apps.{app_name}.certificate ({app.certificate.cert})"
     else:
         ref = f"apps.{app_name}.secret ({app.secret})"
-    steps.append(f"Update mailwarden's own copy, {ref}: write the new value there (file: references are re-read "
-                 "on every run; for env: restart mailwarden).")
+    steps.append(Wording("Update mailwarden's own copy, {ref:code}: write the new value there (file: references are "
+                         "re-read on every run; for env: restart mailwarden).", ref=ref))
     first = integrations[0].name if integrations else app_name
-    steps.append(f"Verify in mailwarden: `mailwarden check --integration {first}` passes and `mailwarden secrets` "
-                 "shows the rotation as in_use (the new secret's hint is the one configured).")
+    steps.append(Wording("Verify in mailwarden: {command:code} passes and `mailwarden secrets` shows the rotation as "
+                         "in_use (the new secret's hint is the one configured).",
+                         command=f"mailwarden check --integration {first}"))
     days = app.rotation.remove_old_after_days
-    old = f"the old secret (Secret ID {cred.key_id}, hint {cred.hint}...)" if cred.kind == "client_secret" \
-        else f"the old certificate ({cred.key_id})"
-    steps.append(f"After every consuming system above has worked with the new one for {count_words(days)}: "
-                 f"delete {old} in {portal}. Never before: a system still on it breaks at once.")
+    if cred.kind == "client_secret":
+        old = Wording("the old secret (Secret ID {key_id}, hint {hint}...)", key_id=cred.key_id, hint=cred.hint)
+    else:
+        old = Wording("the old certificate ({key_id})", key_id=cred.key_id)
+    steps.append(Wording("After every consuming system above has worked with the new one for {days:config}: delete "
+                         "{old} in {portal}. Never before: a system still on it breaks at once.",
+                         days=count_words(days), old=old, portal=portal))
     return steps
 
 
@@ -133,7 +142,7 @@ def _render(template: str, values: dict, title: str, notify_type: str) -> Messag
     return Message(redact(title), redact(text).strip() + "\n", redact(md).strip() + "\n", notify_type)
 
 
-def render_rotation(config: Config, *, app_name: str, event: str, headline: str, detail: str, steps: list[str],
+def render_rotation(config: Config, *, app_name: str, event: str, headline: str, detail: str, steps: list[Wording],
                     key: str, notify_type: str) -> Message:
     """A rotation notice: a step that needs a person (remove the old secret, a stuck rotation, a failure)."""
     app = config.apps.get(app_name)

@@ -9,22 +9,25 @@ from typing import Any
 from mailwarden.checks import diagnoses
 
 MAX_SNOOZE = timedelta(days=30)
-_FOR = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(m|h|d)\s*$")
+_FOR = re.compile(r"\s*([0-9]{1,9}(?:\.[0-9]{1,6})?)\s*(m|h|d)\s*", re.ASCII)
 
 
 def parse_until(until: str | None, for_: str | None, now: datetime) -> datetime:
     if (until is None) == (for_ is None):
         raise ValueError("give exactly one of --until or --for")
     if for_ is not None:
-        m = _FOR.match(for_)
+        m = _FOR.fullmatch(for_)
         if not m:
-            raise ValueError(f"--for {for_!r}: use e.g. 30m, 2h, 3d")
-        end = now + timedelta(seconds=float(m.group(1)) * {"m": 60, "h": 3600, "d": 86400}[m.group(2)])
+            raise ValueError(f"--for {for_[:40]!r}: use e.g. 30m, 2h, 3d")
+        seconds = float(m.group(1)) * {"m": 60, "h": 3600, "d": 86400}[m.group(2)]
+        if seconds > MAX_SNOOZE.total_seconds():  # before timedelta: 10**9 days would overflow it
+            raise ValueError("a snooze lasts at most 30 days")
+        end = now + timedelta(seconds=seconds)
     else:
         try:
             end = datetime.fromisoformat(until.replace("Z", "+00:00"))
         except ValueError:
-            raise ValueError(f"--until {until!r} is not an ISO 8601 time (e.g. 2030-01-07T18:00+01:00)") from None
+            raise ValueError(f"--until {until[:40]!r} is not an ISO 8601 time (e.g. 2030-01-07T18:00+01:00)") from None
         if end.tzinfo is None:
             raise ValueError("--until needs a UTC offset (e.g. 2030-01-07T18:00+01:00 or ...Z)")
     if end <= now:

@@ -11,6 +11,11 @@ the stored summary and metrics, as the dashboard reads them). Two notices say on
 recovery of a delegated integration is mailwarden's own token working again, with the consuming system's own sign-in
 still to do where the failure reached it too (``diagnoses.after_recovery``); a flapping notice keyed on a recovery
 names no diagnosis unless a failure of the check is on record in it.
+
+Outside text is inert in every body (``alerts.inert``): the Jinja environment escapes every value for the template's
+format (``.txt.j2`` plain text, ``.md.j2`` markdown), as ``autoescape`` does for HTML, and the values this module
+composes are built per format from escaped parts. Each body is rendered from its own values; the only links are
+mailwarden's own (``web.base_url``, the reauthorisation links).
 """
 
 from __future__ import annotations
@@ -19,8 +24,11 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from functools import lru_cache
 
-from jinja2 import Environment, PackageLoader, StrictUndefined
+from jinja2 import Environment, PackageLoader, StrictUndefined, pass_context
+from jinja2.runtime import Context as TemplateContext
 
+from mailwarden.alerts import inert
+from mailwarden.alerts.inert import MARKDOWN, TEXT
 from mailwarden.alerts.policy import BAD, Notice
 from mailwarden.checks import diagnoses
 from mailwarden.checks.base import Outcome, Status
@@ -59,10 +67,54 @@ class Context:
     reauth_urls: dict[str, str] = field(default_factory=dict)  # filled by the reauthorisation feature
 
 
+def _fmt(ctx: TemplateContext) -> str:
+    """The body format of the template being rendered: markdown for ``*.md.j2``, plain text for the rest."""
+    return MARKDOWN if (ctx.name or "").endswith(".md.j2") else TEXT
+
+
+@pass_context
+def _autoescape(ctx: TemplateContext, value: object) -> str:
+    """Every ``{{ value }}``: inert for the template's format unless it already is (``inert.Text`` / ``Markdown``)."""
+    return inert.escape(value, _fmt(ctx))
+
+
+@pass_context
+def _join(ctx: TemplateContext, items: object, sep: str = "", attribute: str | None = None) -> str:
+    """``join`` that escapes each item (the separator is the template's own text), as autoescape's join does."""
+    fmt = _fmt(ctx)
+    values = [getattr(i, attribute) if attribute else i for i in items]  # type: ignore[attr-defined]
+    return inert.SAFE[fmt](sep.join(inert.escape(v, fmt) for v in values))
+
+
+@pass_context
+def _url(ctx: TemplateContext, value: object) -> str:
+    """A link target mailwarden composed (``[label]({{ url|url }})``): percent-encoded; a non-http(s) one is no link."""
+    return inert.SAFE[_fmt(ctx)](inert.own_url(value) or "#")
+
+
+@pass_context
+def _code(ctx: TemplateContext, value: object) -> str:
+    """A value shown as a code span in markdown (``{{ code|code }}``), backticks inside neutralised."""
+    return inert.code(value, _fmt(ctx))
+
+
+@pass_context
+def _strong(ctx: TemplateContext, value: object) -> str:
+    """A value in bold in markdown (``{{ value|strong }}``): nothing at all when it is empty ("****" is a rule)."""
+    fmt = _fmt(ctx)
+    shown = inert.escape(value, fmt)
+    return inert.SAFE[fmt](f"**{shown}**" if fmt == MARKDOWN and shown else shown)
+
+
 @lru_cache(maxsize=1)
 def _env() -> Environment:
-    env = Environment(loader=PackageLoader("mailwarden.dashboards", "templates"), autoescape=False,  # noqa: S701 - text/markdown
-                      undefined=StrictUndefined, trim_blocks=True, lstrip_blocks=True, keep_trailing_newline=True)
+    # Jinja's own autoescape is HTML's (markupsafe): the bodies are plain text and markdown, so every output value
+    # goes through ``finalize``, which escapes it for the template's format. Markup around a value only through
+    # filters: |url (a link target), |code (a code span), |strong (bold), |join (escapes each item).
+    env = Environment(loader=PackageLoader("mailwarden.dashboards", "templates"), autoescape=False,  # noqa: S701 - finalize escapes
+                      finalize=_autoescape, undefined=StrictUndefined, trim_blocks=True, lstrip_blocks=True,
+                      keep_trailing_newline=True)
+    env.filters.update(join=_join, url=_url, code=_code, strong=_strong)
     return env
 
 
@@ -87,82 +139,146 @@ def _names(inc: Incident) -> list[str]:
 
 
 def render(notice: Notice, ctx: Context, *, route: str = "") -> Message:
+    """The notice's title, plain-text body and markdown body; each body from values made for its format."""
+    text, notify_type = _values(notice, ctx, route, TEXT)
+    md, _ = _values(notice, ctx, route, MARKDOWN)
+    return _finish(text, md, notify_type)
+
+
+def _values(notice: Notice, ctx: Context, route: str, fmt: str) -> tuple[dict, str]:
+    """The template values of ``notice`` for one body format, and the Apprise notify type."""
     cfg = ctx.config
     base = cfg.web.base_url.rstrip("/")
+    names_of = lambda names: [inert.config_text(n, fmt) for n in names]  # noqa: E731 - config's own names
     common = {"kind": notice.kind, "key": notice.key, "base_url": base, "route": route}
     if notice.kind == "maintenance_summary":
-        incs = [{"id": i.id, "title": _title_of(i), "names": _names(i), "opened_at": _when(i.opened_at),
+        incs = [{"id": i.id, "title": _title_of(i), "names": names_of(_names(i)), "opened_at": _when(i.opened_at),
                  "resolved_at": _when(i.resolved_at)} for i in notice.incidents]
         values = {**common, "window": notice.window, "window_end": _when(notice.window_end), "incidents": incs,
                   "still_open": sum(1 for i in notice.incidents if i.status == "open")}
-        return _finish(values, "warning")
+        return values, "warning"
     if notice.kind == "test":
-        return _finish(common, "info")
+        return common, "info"
     inc = notice.incident
     assert inc is not None
     members = inc.members or []
     code = _code_of(inc)
     diag = diagnoses.get(code) if code else None
     names = _names(inc)
-    fact = _facts(cfg, ctx, inc, names[0] if names else None, failing=notice.kind != "resolved")
+    shown = names_of(names)
     items = []
     for m in sorted(members, key=lambda m: (m["integration"], m["check"])):
         known = ctx.checks.get((m["integration"], m["check"]), CheckFacts())
-        items.append({"integration": m["integration"], "check": m["check"], "status": m["status"],
-                      "summary": known.summary, "since": _when(m.get("since")),
-                      "last_success": _when(known.last_ok_at), "dashboard": f"{base}/integrations/{m['integration']}"})
-    reauth = [(n, ctx.reauth_urls[n]) for n in names if diag and diag.needs_reauth and n in ctx.reauth_urls]
+        items.append({"integration": inert.config_text(m["integration"], fmt), "check": m["check"],
+                      "status": m["status"], "summary": known.summary, "since": _when(m.get("since")),
+                      "last_success": _when(known.last_ok_at),
+                      "dashboard": f"{base}/integrations/{m['integration']}"})
+    # the reauthorisation links are mailwarden's own (monitor.reauth_links: base_url/reauth/<signed token>)
+    reauth = [(n, ctx.reauth_urls[n]) for n in names if diag and diag.needs_reauth and n in ctx.reauth_urls
+              and inert.own_url(ctx.reauth_urls[n])]
     if inc.kind == "account":  # one refresh token for all of them: one sign-in, through any one link, fixes all
         reauth = reauth[:1]
+    fact = _facts(cfg, ctx, inc, names[0] if names else None, failing=notice.kind != "resolved")
     if diag is not None:
-        fix = diagnoses.render_fix(code, **fact, **({"reauth_url": reauth[0][1]} if reauth else {}))
+        fix = _catalog(diagnoses.render_fix, code, fact, fmt, reauth[0][1] if reauth else None)
     else:  # flapping with no failure on record in this incident: nothing to diagnose, only where to look
-        fix = [f"Open {items[0]['dashboard'] if items else base + '/'}: the check's recent results list each "
-               "failure with its own diagnosis and fix.",
-               f"mailwarden sends no further notice for this check until it has not changed state for "
-               f"{_dur(cfg.alerts.flapping.window)}; then one notice says whether it settled working or failing, "
-               "and with which diagnosis."]
+        where = items[0]["dashboard"] if items else base + "/"
+        fix = [inert.say(fmt, "Open {where}: the check's recent results list each failure with its own diagnosis "
+                         "and fix.", where=inert.link(where, fmt)),
+               inert.say(fmt, "mailwarden sends no further notice for this check until it has not changed state for "
+                         "{window}; then one notice says whether it settled working or failing, and with which "
+                         "diagnosis.", window=_dur(cfg.alerts.flapping.window))]
     # a delegated integration's recovery is mailwarden's own token: the consuming system holds its own
-    still = _still_to_do(cfg, ctx, inc, names) if notice.kind == "resolved" and inc.resolve_reason == "recovered" \
-        else []
+    still = _still_to_do(cfg, ctx, inc, names, fmt) \
+        if notice.kind == "resolved" and inc.resolve_reason == "recovered" else []
     title = _title_of(inc)
     label = LABELS.get(notice.kind, notice.kind.upper())
+    joined = inert.SAFE[fmt](", ".join(shown))
     if still:
         label = "RESOLVED (mailwarden's own token only)"
-        headline = (f"mailwarden's own token works again ({title}): {', '.join(names)}, open since "
-                    f"{_when(inc.opened_at)}. The consuming system's own sign-in is still to do, below.")
+        headline = inert.say(fmt, "mailwarden's own token works again ({title}): {names}, open since {since}. The "
+                             "consuming system's own sign-in is still to do, below.", title=title, names=joined,
+                             since=_when(inc.opened_at))
     elif notice.kind == "resolved":
-        headline = f"Resolved ({REASONS.get(inc.resolve_reason or '', inc.resolve_reason)}): {title}"
-        headline += f" - {', '.join(names)}, open since {_when(inc.opened_at)}"
+        headline = inert.say(fmt, "Resolved ({reason}): {title} - {names}, open since {since}",
+                             reason=REASONS.get(inc.resolve_reason or "", inc.resolve_reason), title=title,
+                             names=joined, since=_when(inc.opened_at))
     elif notice.kind == "flapping":
-        headline = (f"{', '.join(names)}: {items[0]['check'] if items else 'a check'} keeps changing state "
-                    f"({cfg.alerts.flapping.transitions}+ changes within {_dur(cfg.alerts.flapping.window)}); "
-                    "no further notices until it is stable")
+        headline = inert.say(fmt, "{names}: {check} keeps changing state ({n}+ changes within {window}); no further "
+                             "notices until it is stable", names=joined,
+                             check=items[0]["check"] if items else "a check", n=cfg.alerts.flapping.transitions,
+                             window=_dur(cfg.alerts.flapping.window))
     elif notice.kind == "reminder":
-        headline = f"Still failing since {_when(inc.opened_at)} (reminder {inc.reminders}): {title}"
+        headline = inert.say(fmt, "Still failing since {since} (reminder {n}): {title}", since=_when(inc.opened_at),
+                             n=inc.reminders, title=title)
     elif notice.kind == "grouped":
-        headline = f"{len(names)} integrations failing: {title}"
+        headline = inert.say(fmt, "{n} integrations failing: {title}", n=len(names), title=title)
     else:
-        headline = f"{title}: {', '.join(names)}"
+        headline = inert.say(fmt, "{title}: {names}", title=title, names=joined)
     note = None
     if inc.kind == "credential" and len(names) > 1:
-        note = (f"One credential of app {fact.get('app')} ({inc.client_id}) is shared by {len(names)} integrations, "
-                f"all affected: {', '.join(names)}.")
+        note = inert.say(fmt, "One credential of app {app} ({client_id}) is shared by {n} integrations, all "
+                         "affected: {names}.", app=fact.get("app"), client_id=inc.client_id, n=len(names),
+                         names=joined)
     elif inc.kind == "account" and len(names) > 1:
-        note = (f"{len(names)} integrations sign in as the same account with app {fact.get('app')} and share "
-                f"mailwarden's token of it: {', '.join(names)}. One reauthorisation fixes all of them.")
+        note = inert.say(fmt, "{n} integrations sign in as the same account with app {app} and share mailwarden's "
+                         "token of it: {names}. One reauthorisation fixes all of them.", n=len(names),
+                         app=fact.get("app"), names=joined)
     if diag is None:
-        cause = (f"this notice holds no failure of the check, which changed state {cfg.alerts.flapping.transitions} or "
-                 f"more times within {_dur(cfg.alerts.flapping.window)}; its latest result is "
-                 f"{items[0]['status'] if items else 'unknown'}.")
+        cause = inert.say(fmt, "this notice holds no failure of the check, which changed state {n} or more times "
+                          "within {window}; its latest result is {status}.", n=cfg.alerts.flapping.transitions,
+                          window=_dur(cfg.alerts.flapping.window),
+                          status=items[0]["status"] if items else "unknown")
     else:
-        cause = diagnoses.render_cause(code, **fact)
+        cause = _catalog(diagnoses.render_cause, code, fact, fmt, None)
     values = {**common, "label": label, "title": title, "diagnosis": diag, "code": code,
-              "cause": cause, "items": items, "names": names, "fix": fix, "still_to_do": still,
+              "cause": cause, "items": items, "names": shown, "fix": fix, "still_to_do": still,
               "headline": headline, "affected_note": note, "reauth_links": reauth, "tenant": inc.tenant,
               "ack": f"{inc.ack_by} at {_when(inc.ack_at)}" if inc.ack_by else None, "incident_id": inc.id}
     kind = {"resolved": "success", "flapping": "warning"}.get(notice.kind)
-    return _finish(values, kind or ("warning" if diag and diag.severity == "warning" else "failure"))
+    return values, kind or ("warning" if diag and diag.severity == "warning" else "failure")
+
+
+# The facts (monitor.runner.facts) the catalog chooses steps by and never shows: passed as they are.
+_CHOOSERS = frozenset({"flow", "check", "reauth_after_rotation", "token_checked", "ews_retirement", "graph_reason",
+                       "monitor_code"})
+# Facts mailwarden derives itself (permission names, dates, counts) or the configuration names: escaped, not defanged
+# (``Mail.ReadWrite`` stays as written). Every other fact (a result's summary, the address a server reported, the
+# monitor app's refusal) is outside text: defanged too.
+_OWN = frozenset({"permission", "permission_path", "days_left", "days_words", "expires_on", "retires_on", "system",
+                  "integration", "mailbox", "account", "client_id", "app", "tenant_id", "tenant", "secret_field",
+                  "sender", "monitor_app", "monitor_client_id"})
+# mailwarden's own links among the facts: shown as links, through a placeholder the escaping leaves alone
+_LINKS = ("reauth_url", "callback_url")
+_SLOT = "\ue000{}\ue001"  # private use: ``inert.clean`` removes these from every fact, so none can forge a slot
+
+
+def _catalog(fn, code: str | None, fact: dict, fmt: str, reauth_url: str | None):
+    """``diagnoses.render_fix`` / ``render_cause`` / ``after_recovery`` for one body format: each fact made inert
+    before it is filled in (for markdown with no backtick left, so the catalog's own code spans stay whole), the
+    catalog's text escaped around its code spans, mailwarden's links put back as links."""
+    given: dict[str, str | None] = {}
+    for k, v in fact.items():
+        if v is None or k in _CHOOSERS or k in _LINKS:
+            given[k] = v
+            continue
+        value = redact(inert.clean(v))
+        value = value if k in _OWN else inert.defang(value)
+        given[k] = value.replace("`", inert.NEUTRAL_BACKTICK) if fmt == MARKDOWN else value
+    links = {"reauth_url": reauth_url, "callback_url": fact.get("callback_url")}
+    for i, name in enumerate(_LINKS):
+        if links[name]:
+            given[name] = _SLOT.format(i)
+
+    def finish(text: str) -> str:
+        out = inert.trusted(text, fmt)
+        for i, name in enumerate(_LINKS):
+            if links[name]:
+                out = out.replace(_SLOT.format(i), inert.link(links[name], fmt))
+        return inert.SAFE[fmt](out)
+
+    result = fn(code, **given)
+    return [finish(step) for step in result] if isinstance(result, list) else finish(result)
 
 
 def _code_of(inc: Incident) -> str | None:
@@ -195,7 +311,7 @@ def _facts(cfg: Config, ctx: Context, inc: Incident, name: str | None, *, failin
     return facts(cfg, integ, outcome, check=kinds)
 
 
-def _still_to_do(cfg: Config, ctx: Context, inc: Incident, names: list[str]) -> list[str]:
+def _still_to_do(cfg: Config, ctx: Context, inc: Incident, names: list[str], fmt: str) -> list[str]:
     """The consuming systems' own sign-ins after mailwarden's token recovered (``diagnoses.after_recovery``), for
     each delegated integration of the incident, once per system."""
     steps: list[str] = []
@@ -203,7 +319,8 @@ def _still_to_do(cfg: Config, ctx: Context, inc: Incident, names: list[str]) -> 
         integ = _integration(cfg, name)
         if integ is None or integ.flow != "delegated":
             continue
-        for step in diagnoses.after_recovery(inc.code, **_facts(cfg, ctx, inc, name, failing=False)):
+        facts = _facts(cfg, ctx, inc, name, failing=False)
+        for step in _catalog(diagnoses.after_recovery, inc.code, facts, fmt, None):
             if step not in steps:
                 steps.append(step)
     return steps
@@ -220,9 +337,10 @@ def _integration(cfg: Config, name: str | None):
         return None
 
 
-def _finish(values: dict, notify_type: str) -> Message:
+def _finish(text_values: dict, md_values: dict, notify_type: str) -> Message:
     env = _env()
-    title = env.get_template("alerts/title.txt.j2").render(**values).strip()
-    text = env.get_template("alerts/body.txt.j2").render(**values)
-    md = env.get_template("alerts/body.md.j2").render(**values)
-    return Message(redact(title), redact(text).strip() + "\n", redact(md).strip() + "\n", notify_type)
+    title = env.get_template("alerts/title.txt.j2").render(**text_values).strip()
+    text = env.get_template("alerts/body.txt.j2").render(**text_values)
+    md = env.get_template("alerts/body.md.j2").render(**md_values)
+    return Message(redact(title), redact(text).strip() + "\n", inert.fix_masks(redact(md)).strip() + "\n",
+                   notify_type)

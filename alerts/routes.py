@@ -19,6 +19,7 @@ from urllib.parse import quote
 import apprise
 from apprise import AppriseResultStatus, NotifyFormat
 
+from mailwarden.alerts import inert
 from mailwarden.monitor.config import Config, RouteConfig
 from mailwarden.redact import redact
 
@@ -118,6 +119,25 @@ def display(target: str | object) -> str:
     return redact(plugin.url(privacy=True))
 
 
+def body_format(plugin: object) -> NotifyFormat:
+    """The format the service renders this delivery in: its URL's ``?format=`` when the service takes it, else its
+    default. A markdown or HTML service gets the markdown body (Apprise converts it to HTML where needed: its
+    escapes become entities), a text service the plain-text body; never plain text read as markup."""
+    resolve = getattr(plugin, "resolve_format", None)
+    if resolve is not None:  # Apprise 2: multi-format services, per-URL overrides
+        return NotifyFormat(resolve(None))
+    formats = plugin.notify_format if isinstance(plugin.notify_format, tuple) else (plugin.notify_format,)  # type: ignore[attr-defined]
+    return NotifyFormat(formats[0])
+
+
+def _title_in_body(plugin: object) -> bool:
+    """The service has no title field: Apprise puts the title into the body, converted like the body."""
+    try:
+        return int(getattr(plugin, "title_maxlen", 0) or 0) <= 0
+    except (TypeError, ValueError):
+        return True
+
+
 def send(target: str | object, *, title: str, text: str, markdown: str, notify_type: str) -> SendOutcome:
     plugin = _plugin(target)
     if plugin is None:
@@ -126,8 +146,9 @@ def send(target: str | object, *, title: str, text: str, markdown: str, notify_t
                            f"the scheme {scheme!r}", permanent=True)
     plugin.retry = 0
     shown = redact(plugin.url(privacy=True))
-    formats = plugin.notify_format if isinstance(plugin.notify_format, tuple) else (plugin.notify_format,)
-    rich = formats[0] in (NotifyFormat.MARKDOWN, NotifyFormat.HTML)
+    rich = body_format(plugin) in (NotifyFormat.MARKDOWN, NotifyFormat.HTML)
+    if rich and _title_in_body(plugin):  # Apprise converts such a title with the body: markdown, like it
+        title = inert.md_escape(title)
     ap = apprise.Apprise(asset=asset())
     ap.add(plugin)
     try:

@@ -19,6 +19,7 @@ from typing import Any
 
 from mailwarden.alerts import expiry, routes
 from mailwarden.alerts.autorotate import AutoRotator
+from mailwarden.alerts.inert import Wording
 from mailwarden.alerts.messages import Message
 from mailwarden.alerts.rotation import Observation, Step, advance, should_open
 from mailwarden.checks import diagnoses
@@ -178,19 +179,21 @@ class SecretsCycle:
                                  severity="critical" if notify_type == "failure" else "warning", msg=msg, now=now)
         self.store.save_rotation(row, events, queued)
 
-    def _steps_for(self, notice: str, name: str, row: Rotation, integrations: list[IntegrationConfig]) -> list[str]:
+    def _steps_for(self, notice: str, name: str, row: Rotation, integrations: list[IntegrationConfig]) -> list[Wording]:
         if notice in ("stuck", "removed_in_use"):
             facts = expiry.CredentialFacts(name, row.client_id, "client_secret", row.key_id, None, row.hint,
                                            row.old_expires_at or self.clock())
             return expiry.runbook(self.config, name, integrations, facts)[1:]
         if notice == "remove_old":
             app = self.config.apps[name]
-            return [f"Confirm every consuming system ({', '.join(sorted({i.system or i.name for i in integrations}))}) "
-                    "runs on the new secret.",
-                    f"{expiry.PORTAL.format(app=app.display_name or name, client_id=app.client_id)}: delete the "
-                    f"secret with Secret ID {row.key_id} (hint {row.hint}...). Or run "
-                    f"`mailwarden secrets remove-old {name}` (refused while mailwarden still uses it)."]
-        return [f"See `mailwarden secrets history --app {name}`; fix the cause and the next cycle retries."]
+            portal = Wording(expiry.PORTAL, app=app.display_name or name, client_id=app.client_id)
+            return [Wording("Confirm every consuming system ({systems:config}) runs on the new secret.",
+                            systems=", ".join(sorted({i.system or i.name for i in integrations}))),
+                    Wording("{portal}: delete the secret with Secret ID {key_id} (hint {hint}...). Or run "
+                            "{command:code} (refused while mailwarden still uses it).", portal=portal,
+                            key_id=row.key_id, hint=row.hint, command=f"mailwarden secrets remove-old {name}")]
+        return [Wording("See {command:code}; fix the cause and the next cycle retries.",
+                        command=f"mailwarden secrets history --app {name}")]
 
 
 # -- inventory (CLI and API) ----------------------------------------------------------------------------------

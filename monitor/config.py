@@ -3,18 +3,27 @@
 Every problem is reported at once with its key path (``integrations[2].mailbox``) and YAML line.
 Secrets are never in the file: ``env:NAME`` or ``file:PATH`` references, resolved only when used
 (``resolve_ref``), so an unset variable breaks only the integrations that use it.
+
+What ``validate`` accepts, ``serve`` can run: durations, counts of days and ports are bounded (an interval of
+10^11 days overflowed the scheduler), the YAML loader limits aliases and nesting (``monitor.yamlpos``), and the
+configuration file and every ``file:`` reference are read only when they are regular files of bounded size
+(``read_capped``): a FIFO, ``/dev/zero`` or a non-UTF-8 file is a clear error naming the reference, never a hang,
+a MemoryError or a traceback, and never showing the file's content.
 """
 
 from __future__ import annotations
 
 import os
 import re
+import stat
+import unicodedata
 from datetime import date, datetime
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import yaml
 from pydantic import (
+    AfterValidator,
     BaseModel,
     BeforeValidator,
     ConfigDict,
@@ -46,19 +55,79 @@ def _check_ref(value: str) -> str:
 
 SecretRef = Annotated[str, BeforeValidator(lambda v: _check_ref(str(v)))]
 
+MINUTE, HOUR, DAY = 60.0, 3600.0, 86400.0
+MAX_DAYS = 3650  # a count of days (warnings, retention, rotation stages): ten years
+
+
+def _shown(seconds: float) -> str:
+    for unit, size in (("d", DAY), ("h", HOUR), ("m", MINUTE), ("s", 1.0)):
+        if seconds >= size and (seconds / size).is_integer():
+            return f"{seconds / size:g}{unit}"
+    return f"{seconds * 1000:g}ms"
+
+
+def _between(low: float, high: float) -> AfterValidator:
+    def check(seconds: float) -> float:
+        if not low <= seconds <= high:  # also NaN and infinity
+            raise ValueError(f"must be between {_shown(low)} and {_shown(high)}")
+        return seconds
+    return AfterValidator(check)
+
+
+def _duration(value: Any) -> float:
+    try:
+        return parse_duration(value)
+    except OverflowError:  # an integer of hundreds of digits: no float holds it
+        raise ValueError("is far too large (use e.g. 30s, 5m, 1h, 2d)") from None
+
+
+def _bounded(low: float, high: float) -> Any:
+    """A duration (``Duration``) within [low, high] seconds: beyond it the scheduler, a socket or a timestamp
+    cannot take it (``serve`` crashed on an interval of 10^11 days that ``validate`` accepted)."""
+    return Annotated[float, BeforeValidator(_duration), _between(low, high)]
+
+
+Interval = _bounded(1.0, 31 * DAY)  # how often a check runs
+Timeout = _bounded(0.01, HOUR)  # one network conversation
+Window = _bounded(1.0, 31 * DAY)  # flapping, correlation
+Lifetime = _bounded(1.0, 366 * DAY)  # sessions, links, reminders, maintenance windows
+Wait = _bounded(0.001, DAY)  # a grace period, a retry's first backoff, how long to wait for others
+Refresh = _bounded(1.0, DAY)  # how often a page reloads itself
+Days = Annotated[int, Field(ge=0, le=MAX_DAYS)]
+
+
+def _port_ok(port: int | None) -> bool:
+    return port is None or 1 <= port <= 65535
+
+
+def _url_port(url: str | None) -> str | None:
+    """``url`` when its port (if any) is 1-65535; raises ValueError saying so otherwise (never echoing the URL,
+    which may hold a password)."""
+    if url is None:
+        return url
+    from urllib.parse import urlsplit
+
+    try:
+        port = urlsplit(url).port
+    except ValueError:
+        port = -1
+    if not _port_ok(port):
+        raise ValueError("its port must be a number from 1 to 65535")
+    return url
+
 
 class _Model(BaseModel):
     model_config = ConfigDict(extra="forbid", populate_by_name=True)
 
 
 class Defaults(_Model):
-    interval: Duration = 300.0
-    timeout: Duration = 30.0
-    failure_threshold: int = Field(2, ge=1)
-    success_threshold: int = Field(1, ge=1)
-    expiry_warning_days: int = Field(30, ge=0)
+    interval: Interval = 300.0
+    timeout: Timeout = 30.0
+    failure_threshold: int = Field(2, ge=1, le=10_000)
+    success_threshold: int = Field(1, ge=1, le=10_000)
+    expiry_warning_days: int = Field(30, ge=0, le=MAX_DAYS)
     # how long a refusal of a client secret that Graph shows as just added counts as replication, not failure
-    replication_grace: Duration = 300.0
+    replication_grace: Wait = 300.0
 
 
 class CustomEndpoints(_Model):
@@ -81,15 +150,25 @@ class CustomEndpoints(_Model):
     def _https(cls, v: str | None) -> str | None:
         if v is not None and not v.startswith("https://"):
             raise ValueError("must be an https:// URL (MSAL refuses other authorities)")
+        return _url_port(v)
+
+    @field_validator("imap", "pop", "smtp")
+    @classmethod
+    def _host_port(cls, v: str | None) -> str | None:
+        # as endpoints.HostPort.parse reads it: after the last ':' a port (HOST:PORT, [::1]:PORT), else the protocol's
+        if v is not None and ":" in v:
+            port = v.rpartition(":")[2]
+            if not port.isascii() or not port.isdigit() or not _port_ok(int(port)):
+                raise ValueError("must be HOST or HOST:PORT (an IPv6 address as [::1]:993), the port from 1 to 65535")
         return v
 
 
 class RetentionConfig(_Model):
     """Bounded history: raw results capped per check, hourly rollups for uptime and latency."""
 
-    raw_per_check: int = Field(200, ge=10)  # newest raw results kept per (integration, check)
-    failures_days: int = Field(30, ge=0)  # non-ok raw results are kept this long even beyond the cap
-    rollup_days: int = Field(90, ge=31)  # hourly rollups (uptime bars go back 30 days)
+    raw_per_check: int = Field(200, ge=10, le=1_000_000)  # newest raw results kept per (integration, check)
+    failures_days: int = Field(30, ge=0, le=MAX_DAYS)  # non-ok raw results are kept this long even beyond the cap
+    rollup_days: int = Field(90, ge=31, le=MAX_DAYS)  # hourly rollups (uptime bars go back 30 days)
 
 
 class WebConfig(_Model):
@@ -104,12 +183,17 @@ class WebConfig(_Model):
     admin_user: str = "admin"
     password_hash: str | None = None  # `mailwarden web hash-password`; or env:NAME / file:PATH holding it
     proxy_header: str | None = None  # e.g. X-Forwarded-User, set by the proxy after its own login
-    trusted_proxies: list[str] = Field(default_factory=lambda: ["127.0.0.1", "::1"])  # header honoured from
+    # addresses or networks (CIDR) of reverse proxies: their X-Forwarded-For names the client (rate limits, the
+    # log, the audit) and, with auth: proxy, their proxy_header names the user
+    trusted_proxies: list[str] = Field(default_factory=lambda: ["127.0.0.1", "::1"])
+    # Host names the app answers to besides base_url's host, the listen host and loopback (DNS rebinding):
+    # e.g. the name Prometheus scrapes each instance by; "*.example.com" patterns; no ports
+    allowed_hosts: list[str] = Field(default_factory=list)
     session_key: SecretRef | None = None  # signs session cookies; default: random per start (logins reset)
-    session_max_age: Duration = 12 * 3600.0
-    refresh: Duration = 60.0  # the pages reload themselves this often
+    session_max_age: Lifetime = 12 * 3600.0  # absolute: a session ends this long after sign-in
+    refresh: Refresh = 60.0  # the pages reload themselves this often
     public_metrics: bool = False  # /metrics without login (Prometheus may also use basic auth)
-    reauth_link_ttl: Duration = 7 * 86400.0  # how long a reauthorisation link in an alert stays valid
+    reauth_link_ttl: Lifetime = 7 * 86400.0  # how long a reauthorisation link in an alert stays valid
     retention: RetentionConfig = Field(default_factory=RetentionConfig)
 
     @field_validator("listen")
@@ -120,12 +204,29 @@ class WebConfig(_Model):
             raise ValueError("must be HOST:PORT, e.g. 127.0.0.1:8080 (or [::1]:8080)")
         return v
 
+    @field_validator("allowed_hosts")
+    @classmethod
+    def _allowed_hosts(cls, v: list[str]) -> list[str]:
+        for host in v:
+            if not re.fullmatch(r"(\*\.)?[A-Za-z0-9.-]+|\[[0-9A-Fa-f:.]+\]|[0-9A-Fa-f:.]+", host):
+                raise ValueError(f"{host!r}: a host name or address without a port (or *.example.com); '*' alone "
+                                 "would let any site's name in")
+        return v
+
+    @field_validator("trusted_proxies")
+    @classmethod
+    def _trusted_proxies(cls, v: list[str]) -> list[str]:
+        if "*" in v:
+            raise ValueError("'*' would let anyone name the client and the user: list the proxies' addresses or "
+                             "networks (CIDR)")
+        return v
+
     @field_validator("base_url")
     @classmethod
     def _base_url(cls, v: str) -> str:
         if not re.match(r"^https?://[^/\s]+", v):
             raise ValueError("must be the URL people open, e.g. https://mailwarden.contoso.com")
-        return v.rstrip("/")
+        return _url_port(v.rstrip("/"))
 
     @model_validator(mode="after")
     def _auth_complete(self) -> WebConfig:
@@ -151,8 +252,8 @@ class WebConfig(_Model):
 
 
 class Concurrency(_Model):
-    total: int = Field(20, ge=1)
-    per_tenant: int = Field(5, ge=1)
+    total: int = Field(20, ge=1, le=1000)
+    per_tenant: int = Field(5, ge=1, le=1000)
 
 
 class TenantConfig(_Model):
@@ -180,19 +281,19 @@ class RotationConfig(_Model):
     Application.ReadWrite.OwnedBy and to be an owner of this app (or Application.ReadWrite.All)."""
 
     automated: bool = False
-    start_days: int = Field(30, ge=1)  # automated: start when the secret in use has this many days left
+    start_days: int = Field(30, ge=1, le=MAX_DAYS)  # automated: start when the secret in use has this many days left
     lifetime_days: int = Field(180, ge=1, le=730)  # automated: the new secret's lifetime (portal cap: 24 months)
     hook_command: list[str] | None = None  # argv of a command that reads the new secret on stdin
     hook_url: str | None = None  # HTTPS webhook: POST JSON {app, client_id, key_id, end, secret}
-    hook_timeout: Duration = 60.0
-    remove_old_after_days: int = Field(7, ge=0)  # the new secret has worked this long: remove the old one
+    hook_timeout: Timeout = 60.0
+    remove_old_after_days: int = Field(7, ge=0, le=MAX_DAYS)  # the new secret has worked this long: remove the old one
 
     @field_validator("hook_url")
     @classmethod
     def _https_hook(cls, v: str | None) -> str | None:
         if v is not None and not v.startswith("https://"):
             raise ValueError("the hook receives a secret: it must be an https:// URL")
-        return v
+        return _url_port(v)
 
 
 class AppConfig(_Model):
@@ -203,7 +304,7 @@ class AppConfig(_Model):
     secret_expires_on: date | None = None  # used only when Graph cannot be read
     display_name: str | None = None
     public_client: bool = False  # "Allow public client flows" is on: `reauth --device-code` may be used
-    reminder_days: list[int] = Field(default_factory=lambda: list(DEFAULT_REMINDER_DAYS))  # expiry reminder stages
+    reminder_days: list[Days] = Field(default_factory=lambda: list(DEFAULT_REMINDER_DAYS))  # expiry reminder stages
     rotation: RotationConfig = Field(default_factory=RotationConfig)
 
     @field_validator("client_id")
@@ -235,11 +336,11 @@ class IntegrationConfig(_Model):
     checks: dict[str, dict[str, Any]] = Field(default_factory=lambda: {"token": {}, "secret_expiry": {}})
     owners: list[str] = Field(default_factory=list)
     tags: list[str] = Field(default_factory=list)
-    interval: Duration | None = None
-    timeout: Duration | None = None
-    failure_threshold: int | None = Field(None, ge=1)
-    success_threshold: int | None = Field(None, ge=1)
-    expiry_warning_days: int | None = Field(None, ge=0)
+    interval: Interval | None = None
+    timeout: Timeout | None = None
+    failure_threshold: int | None = Field(None, ge=1, le=10_000)
+    success_threshold: int | None = Field(None, ge=1, le=10_000)
+    expiry_warning_days: int | None = Field(None, ge=0, le=MAX_DAYS)
     secret_field: str | None = None  # where the consuming system takes its secret
     reauth_after_rotation: bool = False
     paused: bool = False
@@ -302,7 +403,7 @@ class MaintenanceWindow(_Model):
     start: datetime | None = None
     end: datetime | None = None
     cron: str | None = None  # standard 5-field crontab, e.g. "0 22 * * tue"
-    duration: Duration | None = None
+    duration: Lifetime | None = None
     timezone: str = "UTC"
     integrations: list[str] = Field(default_factory=list)
     tags: list[str] = Field(default_factory=list)
@@ -330,26 +431,31 @@ class MaintenanceWindow(_Model):
 
 
 class FlappingConfig(_Model):
-    transitions: int = Field(4, ge=2)  # this many state changes of one check within `window`...
-    window: Duration = 3600.0  # ...is flapping; quiet until no change for `window`
+    transitions: int = Field(4, ge=2, le=1000)  # this many state changes of one check within `window`...
+    window: Window = 3600.0  # ...is flapping; quiet until no change for `window`
 
 
 class CorrelationConfig(_Model):
-    window: Duration = 300.0  # network/IdP failures wait this long for others before alerting alone
-    min_integrations: int = Field(2, ge=2)
+    window: Wait = 300.0  # network/IdP failures wait this long for others before alerting alone
+    min_integrations: int = Field(2, ge=2, le=100_000)
 
 
 class AlertsConfig(_Model):
     owner_route: str | None = None  # Apprise URL template with {owner}, e.g. mailto://relay?to={owner}
     routes: list[RouteConfig] = Field(default_factory=list)
-    reminder_interval: Duration = 4 * 3600.0
-    max_attempts: int = Field(6, ge=1)  # per delivery, then permanent
-    retry_backoff: Duration = 30.0  # first retry delay; doubles each attempt, capped at 1 h
+    reminder_interval: Lifetime = 4 * 3600.0
+    max_attempts: int = Field(6, ge=1, le=1000)  # per delivery, then permanent
+    retry_backoff: Wait = 30.0  # first retry delay; doubles each attempt, capped at 1 h
     heartbeat_url: str | None = None  # dead-man switch: GET after every dispatch cycle
     maintenance: list[MaintenanceWindow] = Field(default_factory=list)
     flapping: FlappingConfig = Field(default_factory=FlappingConfig)
     correlation: CorrelationConfig = Field(default_factory=CorrelationConfig)
     enabled: bool | None = None  # default: on when a route, owner_route or heartbeat_url is set
+
+    @field_validator("heartbeat_url")
+    @classmethod
+    def _heartbeat_port(cls, v: str | None) -> str | None:
+        return _url_port(v)
 
     def active(self) -> bool:
         if self.enabled is not None:
@@ -408,6 +514,11 @@ class Config(_Model):
         own = getattr(integ, name)
         return own if own is not None else getattr(self.defaults, name)
 
+    @field_validator("database")
+    @classmethod
+    def _database_port(cls, v: str) -> str:
+        return v if v.startswith("sqlite") else _url_port(v) or v
+
     # -- cross-references ----------------------------------------------------------------------
     @model_validator(mode="after")
     def _cross_refs(self) -> Config:
@@ -458,18 +569,72 @@ def config_path(explicit: str | Path | None) -> Path:
     return Path(explicit or os.environ.get("MAILWARDEN_CONFIG") or DEFAULT_CONFIG)
 
 
+MAX_CONFIG_BYTES = 16 * 1024 * 1024  # a 1,000-integration configuration is about 300 KiB
+MAX_SECRET_BYTES = 64 * 1024  # a client secret, a PEM key or certificate chain, a Fernet key
+
+
+class Unreadable(Exception):
+    """A file that is not read: not a regular file, or larger than its cap. ``reason`` completes "the file ..."."""
+
+    def __init__(self, reason: str):
+        self.reason = reason
+        super().__init__(reason)
+
+
+_KINDS = ((stat.S_ISDIR, "a directory"), (stat.S_ISFIFO, "a FIFO (named pipe)"), (stat.S_ISCHR, "a character device"),
+          (stat.S_ISBLK, "a block device"), (stat.S_ISSOCK, "a socket"))
+
+
+def read_capped(path: Path, limit: int) -> bytes:
+    """The bytes of ``path`` if it is a regular file (after symlinks) of at most ``limit`` bytes. Never blocks on a
+    FIFO (opened non-blocking, then refused), never reads a device (``/dev/zero``) or more than ``limit`` + 1 bytes.
+
+    Raises OSError (missing, no permission, ...) or Unreadable."""
+    flags = os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_NOCTTY", 0) | getattr(os, "O_CLOEXEC", 0)
+    try:
+        fd = os.open(path, flags)
+    except ValueError:  # a NUL in the path
+        raise Unreadable("has a path with a NUL character") from None
+    try:
+        mode = os.fstat(fd).st_mode
+        if not stat.S_ISREG(mode):
+            kind = next((name for test, name in _KINDS if test(mode)), "not a regular file")
+            raise Unreadable(f"is {kind}, not a regular file")
+        os.set_blocking(fd, True)
+        data = bytearray()
+        while len(data) <= limit:
+            chunk = os.read(fd, limit + 1 - len(data))
+            if not chunk:
+                break
+            data += chunk
+    finally:
+        os.close(fd)
+    if len(data) > limit:
+        raise Unreadable(f"is larger than {_size(limit)}")
+    return bytes(data)
+
+
+def _size(n: int) -> str:
+    return f"{n // (1024 * 1024)} MiB" if n >= 1024 * 1024 else f"{n // 1024} KiB"
+
+
 def load(path: str | Path) -> Config:
     """Read and validate the config file; raise ConfigError listing every problem with path and line."""
     path = Path(path)
     try:
-        text = path.read_text(encoding="utf-8")
+        raw = read_capped(path, MAX_CONFIG_BYTES)
     except FileNotFoundError:
         raise ConfigError("the configuration file does not exist", where=str(path),
                           hint="Pass --config FILE or set MAILWARDEN_CONFIG") from None
     except OSError as exc:
         raise ConfigError(f"the configuration file cannot be read ({exc.strerror})", where=str(path)) from None
+    except Unreadable as exc:
+        raise ConfigError(f"the configuration file {exc.reason}", where=str(path),
+                          hint="Pass the YAML file itself with --config") from None
+    try:
+        text = raw.decode("utf-8")
     except UnicodeDecodeError as exc:
-        line = text_line_of(path, exc.start)
+        line = raw[:exc.start].count(b"\n") + 1
         raise ConfigError(f"the file is not UTF-8 text (byte 0x{exc.object[exc.start]:02x})",
                           where=f"{path}, line {line}", hint="Save the configuration as UTF-8") from None
     try:
@@ -478,7 +643,8 @@ def load(path: str | Path) -> Config:
         mark = getattr(exc, "problem_mark", None)
         where = f"{path}, line {mark.line + 1}" if mark else str(path)
         problem = getattr(exc, "problem", None) or str(exc)
-        raise ConfigError(f"malformed YAML: {problem}", where=where) from None
+        refused = "refused YAML" if isinstance(exc, yamlpos.LimitError) else "malformed YAML"
+        raise ConfigError(f"{refused}: {problem}", where=where) from None
     data = doc.data if doc.data is not None else {}
     if not isinstance(data, dict):
         raise ConfigError("the top level must be a mapping (key: value)", where=f"{path}, line 1")
@@ -517,26 +683,49 @@ def _problem(doc: yamlpos.PositionedYaml, loc: tuple[str | int, ...], msg: str) 
 
 
 def resolve_ref(ref: str, base_dir: Path, *, what: str) -> str:
-    """Resolve 'env:NAME' / 'file:PATH' to its value. The value is registered with the redactor."""
+    """Resolve 'env:NAME' / 'file:PATH' to its value. The value is registered with the redactor.
+
+    A file is read only when it is a regular file of at most ``MAX_SECRET_BYTES`` (``read_capped``) holding UTF-8
+    text (a leading byte-order mark is dropped); every refusal is a SecretReferenceError naming ``what`` and the
+    reference, never the value."""
     m = _REF.match(ref)
     if not m:
-        raise SecretReferenceError(f"{what}: {ref!r} is not a reference (env:NAME or file:PATH)")
+        raise SecretReferenceError(f"{what}: the value is not a reference (env:NAME or file:PATH)")
     scheme, target = m.groups()
     if scheme == "env":
         value = os.environ.get(target)
         if not value:
             raise SecretReferenceError(f"{what}: environment variable {target} is not set or empty",
                                        hint=f"Set {target} in the service's environment")
+        if len(value) > MAX_SECRET_BYTES:
+            raise SecretReferenceError(f"{what}: environment variable {target} is longer than "
+                                       f"{_size(MAX_SECRET_BYTES)}")
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError:  # bytes that are not UTF-8, kept by Python as surrogates
+            raise SecretReferenceError(f"{what}: environment variable {target} is not UTF-8 text",
+                                       hint=f"Set {target} to the value as UTF-8 text") from None
     else:
         p = Path(target).expanduser()
         p = p if p.is_absolute() else base_dir / p
         try:
-            value = p.read_text(encoding="utf-8").strip()
+            raw = read_capped(p, MAX_SECRET_BYTES)
         except OSError as exc:
             raise SecretReferenceError(f"{what}: file {p} cannot be read ({exc.strerror})",
                                        hint="Check the path and that mailwarden's user may read it") from None
+        except Unreadable as exc:
+            raise SecretReferenceError(f"{what}: file {p} {exc.reason}",
+                                       hint="Point the reference at a regular file holding only the value") from None
+        try:
+            value = raw.decode("utf-8-sig").strip()
+        except UnicodeDecodeError as exc:
+            raise SecretReferenceError(f"{what}: file {p} is not UTF-8 text (at byte {exc.start + 1})",
+                                       hint="Save the file as UTF-8 text holding only the value") from None
         if not value:
             raise SecretReferenceError(f"{what}: file {p} is empty")
+        if any(unicodedata.category(ch) == "Cc" and ch not in "\n\r\t" for ch in value):
+            raise SecretReferenceError(f"{what}: file {p} holds control characters (is it a binary file?)",
+                                       hint="Point the reference at a text file holding only the value")
     register_secret(value)
     return value
 

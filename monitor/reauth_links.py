@@ -12,6 +12,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import hmac
+import re
 from datetime import UTC, datetime
 from typing import Any
 
@@ -36,10 +37,13 @@ def url_for(base_url: str, key: bytes, req: Any) -> str:
     return f"{base_url.rstrip('/')}/reauth/{token_for(key, req)}"
 
 
+_SHAPE = re.compile(r"[0-9]{1,12}", re.ASCII)  # an id, and an expiry in Unix seconds: ASCII digits, bounded
+
+
 def parse(token: str) -> tuple[int, int] | None:
     """(request id, expiry) from the token's shape, or None; says nothing about validity."""
     parts = token.split(".")
-    if len(parts) != 3 or not parts[0].isdigit() or not parts[1].isdigit() or len(parts[0]) > 12:
+    if len(parts) != 3 or not all(_SHAPE.fullmatch(p) for p in parts[:2]):
         return None
     return int(parts[0]), int(parts[1])
 

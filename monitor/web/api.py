@@ -13,7 +13,8 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route
 
-from mailwarden.monitor.web import views
+from mailwarden.monitor.output import result_json  # the one JSON of a result (`mailwarden check --format json` too)
+from mailwarden.monitor.web import params, views
 
 _S = {"type": "string"}
 _NS = {"type": ["string", "null"]}
@@ -27,6 +28,9 @@ _AVAILABILITY = ("Availability over the last {window}, in percent: the share of 
                  "({cells}); null when no time in it is known. One decimal, more where rounding would say 0 or 100 "
                  "of a partial figure.")
 _WINDOW_WORDS = {"24h": ("24 hours", "24 hourly cells"), "7d": ("7 days", "168 hours"), "30d": ("30 days", "720 hours")}
+
+MAX_LIMIT = 500  # results per /api/results request
+MAX_WITHIN_DAYS = 36500  # /api/credentials?within_days: a century
 
 
 def _obj(props: dict[str, Any], required: list[str] | None = None) -> dict[str, Any]:
@@ -61,7 +65,11 @@ SCHEMAS: dict[str, Any] = {
         "id": {"type": "integer"}, "integration": _S, "check": _S,
         "status": {"type": "string", "enum": ["ok", "warn", "fail", "error", "blocked"]}, "code": _NS,
         "summary": _S, "fix": {"type": "array", "items": _S}, "latency_ms": {"type": ["number", "null"]},
-        "checked_at": _T, "details": {"type": "object"}}),
+        "checked_at": _T,
+        "details": {"type": "object", "description": "the check's metrics, and the integration's tenant, flow and "
+                    "mailbox (null once it has left the configuration)",
+                    "properties": {"tenant": _NS, "flow": _NS, "mailbox": _NS},
+                    "required": ["tenant", "flow", "mailbox"]}}),
     "IntegrationDetail": _obj({
         "integration": {"$ref": "#/components/schemas/Integration"},
         "results": {"type": "array", "items": {"$ref": "#/components/schemas/Result"}}}),
@@ -115,13 +123,15 @@ PATHS = {
                                      not_found=True),
     "/api/results": _get("Stored results, newest first (the `mailwarden check --format json` shape)", "Result", [
         _param("integration", "integration name", required=True), _param("check", "check kind"),
-        _param("limit", "at most this many (1-500, default 50)", {"type": "integer", "minimum": 1, "maximum": 500})],
+        _param("limit", f"at most this many (1-{MAX_LIMIT}, default 50)",
+               {"type": "integer", "minimum": 1, "maximum": MAX_LIMIT})],
         True, not_found=True),
     "/api/incidents": _get("Incidents (the `mailwarden incidents --format json` shape)", "Incident", [
         _param("status", "open (default), resolved or all", {"type": "string", "enum": ["open", "resolved", "all"]})],
         True),
     "/api/credentials": _get("Credential metadata (never a secret), soonest expiry first", "Credential", [
-        _param("within_days", "only those expiring within this many days (and expired ones)", {"type": "integer"})],
+        _param("within_days", "only those expiring within this many days (and expired ones)",
+               {"type": "integer", "minimum": 0, "maximum": MAX_WITHIN_DAYS})],
         True),
     "/api/secrets": _get("Credentials inventory (who uses what, lifetimes, unused ones) and rotation progress",
                          "SecretsInventory"),
@@ -185,7 +195,7 @@ async def integration(request: Request) -> JSONResponse:
         if not found:
             return None
         return {"integration": found[0].as_json(),
-                "results": [views.result_json(cfg, r) for r in store.latest_results(name)]}
+                "results": [result_json(cfg, r) for r in store.latest_results(name)]}
 
     doc = await asyncio.to_thread(build)
     return JSONResponse(doc) if doc else JSONResponse({"error": f"no integration named {name!r}"}, 404)
@@ -196,13 +206,13 @@ async def results(request: Request) -> JSONResponse:
     q = request.query_params
     name = q.get("integration") or ""
     try:
-        limit = min(max(int(q.get("limit") or 50), 1), 500)
-    except ValueError:
-        return JSONResponse({"error": "limit must be a number from 1 to 500"}, 400)
+        limit = params.integer(q.get("limit") or "50", lo=1, hi=MAX_LIMIT, what="limit")
+    except params.BadParameter as e:
+        return JSONResponse({"error": e.detail}, 400)
     if name not in {i.name for i in store.integrations()}:
         return JSONResponse({"error": f"no integration named {name!r} (pass ?integration=NAME)"}, 404)
     rows = await asyncio.to_thread(store.results, name, q.get("check") or None, None, limit)
-    return JSONResponse([views.result_json(cfg, r) for r in rows])
+    return JSONResponse([result_json(cfg, r) for r in rows])
 
 
 async def incidents(request: Request) -> JSONResponse:
@@ -218,9 +228,9 @@ async def credentials(request: Request) -> JSONResponse:
     cfg, store, now = _ctx(request)
     raw = request.query_params.get("within_days")
     try:
-        within = int(raw) if raw else None
-    except ValueError:
-        return JSONResponse({"error": "within_days must be a whole number"}, 400)
+        within = params.integer(raw, lo=0, hi=MAX_WITHIN_DAYS, what="within_days") if raw else None
+    except params.BadParameter as e:
+        return JSONResponse({"error": e.detail}, 400)
     return JSONResponse(await asyncio.to_thread(views.credentials, cfg, store, now, within))
 
 

@@ -1,25 +1,37 @@
-"""CSRF protection: a per-session token in every form, compared on every POST; plus an Origin check.
+"""CSRF protection: a per-session token in every form, compared on every POST; an Origin check against the
+Host allow-list; and the allow-list itself (against DNS rebinding).
 
 Every POST handler is wrapped with ``protected``: it parses the form body (urlencoded; no multipart is
-ever posted) and refuses the request with 403 unless the token matches the session's. The session
-cookie is SameSite=Lax as a second line.
+ever posted; at most ``MAX_BODY`` bytes, counted while reading) and refuses the request with 403 unless the
+token matches the session's and the Origin, when sent, is one of this app's hosts. The session cookie is
+SameSite=Lax as a second line.
+
+The Host allow-list (``allowed_hosts``) is ``web.base_url``'s host, the host of ``web.listen`` (unless it is a
+wildcard address), loopback, and ``web.allowed_hosts``. A page that rebinds its own name to this server's
+address sends its own name as Host and Origin: ``monitor.web.app`` refuses such a Host (400) on every path but
+``/healthz``, and this module refuses such an Origin.
 """
 
 from __future__ import annotations
 
 import functools
 import hmac
+import ipaddress
 import secrets
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterable
 from urllib.parse import parse_qs, urlsplit
 
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import Response
 
+from mailwarden.monitor.config import WebConfig
+
 FIELD = "csrf_token"
 HEADER = "x-csrf-token"
 MAX_BODY = 64 * 1024
+MAX_FIELDS = 50
+LOOPBACK = ("127.0.0.1", "localhost", "[::1]")
 
 
 def token(request: Request) -> str:
@@ -30,22 +42,63 @@ def token(request: Request) -> str:
 
 
 async def read_form(request: Request) -> dict[str, str]:
-    body = await request.body()
-    if len(body) > MAX_BODY:
-        raise HTTPException(413, "form too large")
+    """The urlencoded body as a dict (first value of each field); 413 past ``MAX_BODY`` (counted while reading,
+    so a larger body is never held), 400 when it is not a form."""
+    chunks, size = [], 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > MAX_BODY:
+            raise HTTPException(413, "form too large")
+        chunks.append(chunk)
     try:
-        parsed = parse_qs(body.decode(), keep_blank_values=True, max_num_fields=50)
+        parsed = parse_qs(b"".join(chunks).decode(), keep_blank_values=True, max_num_fields=MAX_FIELDS,
+                          strict_parsing=False)
     except (UnicodeDecodeError, ValueError):
         raise HTTPException(400, "malformed form") from None
     return {k: v[0] for k, v in parsed.items()}
 
 
-def _same_origin(request: Request, base_url: str) -> bool:
-    origin = request.headers.get("origin")
-    if not origin or origin == "null":
-        return origin is None  # "null" (sandboxed frame, file://) is never ours
-    mine = {urlsplit(base_url).netloc, request.headers.get("host", "")}
-    return urlsplit(origin).netloc in mine
+def _bracketed(host: str) -> str:
+    host = host.strip().lower().rstrip(".")
+    try:
+        if isinstance(ipaddress.ip_address(host.strip("[]")), ipaddress.IPv6Address):
+            return f"[{host.strip('[]')}]"
+    except ValueError:
+        pass
+    return host
+
+
+def allowed_hosts(web: WebConfig) -> list[str]:
+    """The hosts (no ports; IPv6 in brackets; ``*.example.com`` patterns) this app answers to."""
+    hosts = [_bracketed(urlsplit(web.base_url).hostname or "")]
+    listen, _ = web.host_port()
+    try:
+        wildcard = ipaddress.ip_address(listen).is_unspecified
+    except ValueError:
+        wildcard = False
+    if listen and not wildcard:
+        hosts.append(_bracketed(listen))
+    hosts += [*LOOPBACK, *(_bracketed(h) for h in web.allowed_hosts)]
+    return list(dict.fromkeys(h for h in hosts if h))
+
+
+def host_allowed(host: str, allowed: Iterable[str]) -> bool:
+    """``host`` (no port; IPv6 in brackets) is in the allow-list, patterns included."""
+    host = _bracketed(host)
+    return any(host == p or (p.startswith("*.") and host.endswith(p[1:])) for p in allowed)
+
+
+def origin_allowed(origin: str | None, allowed: Iterable[str]) -> bool:
+    """No Origin (an older browser, a script) passes: the token still has to match. ``null`` (a sandboxed frame,
+    file://) never does; otherwise an http(s) origin whose host is on the allow-list."""
+    if origin is None:
+        return True
+    try:
+        parts = urlsplit(origin)
+        host = parts.hostname
+    except ValueError:
+        return False
+    return parts.scheme in ("http", "https") and bool(host) and host_allowed(host or "", allowed)
 
 
 def protected(handler: Callable[[Request, dict[str, str]], Awaitable[Response]]):
@@ -56,9 +109,10 @@ def protected(handler: Callable[[Request, dict[str, str]], Awaitable[Response]])
         form = await read_form(request)
         expected = request.session.get("csrf")
         given = form.get(FIELD) or request.headers.get(HEADER) or ""
-        if not expected or not hmac.compare_digest(str(expected), given):
+        if not expected or not hmac.compare_digest(str(expected).encode(), given.encode("utf-8", "replace")):
             raise HTTPException(403, "missing or wrong CSRF token: reload the page and try again")
-        if not _same_origin(request, request.app.state.web.base_url):
+        allowed = getattr(request.app.state, "allowed_hosts", None) or allowed_hosts(request.app.state.web.web)
+        if not origin_allowed(request.headers.get("origin"), allowed):
             raise HTTPException(403, "cross-origin request refused")
         return await handler(request, form)
 

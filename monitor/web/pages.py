@@ -12,7 +12,7 @@ from starlette.requests import Request
 from starlette.responses import HTMLResponse, RedirectResponse, Response
 from starlette.routing import Route
 
-from mailwarden.monitor.web import csrf, views
+from mailwarden.monitor.web import csrf, views  # params registers the {id:id} route type
 from mailwarden.monitor.web.auth import safe_next
 
 
@@ -124,15 +124,9 @@ async def rerun(request: Request, form: dict[str, str]) -> Response:
         raise HTTPException(404, f"no integration named {name!r}") from None
     if kind not in integ.checks:
         raise HTTPException(404, f"{name} has no {kind!r} check")
+    # stored, then alerts and metrics as after a scheduled run: the runner's ResultPipeline, whose subscribers the
+    # Monitor set
     result = await monitor.runtime.runner.run_one(name, kind)
-    if result.transition is not None:
-        from mailwarden.monitor.scheduler import DISPATCH_JOB
-
-        job = monitor.scheduler.get_job(DISPATCH_JOB)
-        if job is not None:
-            job.modify(next_run_time=datetime.now(UTC))  # alerts follow at once, as after a scheduled run
-    if monitor.on_result is not None:
-        monitor.on_result(result)
     status = result.outcome.status.value
     return _back(request, name, f"{kind} re-run: {status}" + (f" ({result.outcome.code})" if result.outcome.code
                                                                else ""))
@@ -180,6 +174,6 @@ ROUTES = [
     Route("/login", login_form, methods=["GET"]), Route("/login", login, methods=["POST"]),
     Route("/logout", logout, methods=["POST"]),
     Route("/integrations/{name}/checks/{check}/run", rerun, methods=["POST"]),
-    Route("/incidents/{id:int}/ack", ack, methods=["POST"]),
-    Route("/incidents/{id:int}/snooze", snooze, methods=["POST"]),
+    Route("/incidents/{id:id}/ack", ack, methods=["POST"]),
+    Route("/incidents/{id:id}/snooze", snooze, methods=["POST"]),
 ]

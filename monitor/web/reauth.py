@@ -10,8 +10,10 @@ through ``monitor.reauth.complete`` (identity and scope checks, storing the toke
 runs the integration's checks through the running runner and shows their results.
 
 These routes need no admin login: the signed, single-use, expiring link is the credential. They are
-rate-limited per client address and show nothing beyond the integration's name and account until a
-sign-in has been started with a valid link.
+rate-limited per client address (behind a proxy in ``web.trusted_proxies``, the address it names in
+X-Forwarded-For; an IPv6 client by its /64), the link pages and the callback each with their own limit, in
+tables that a flood of new addresses cannot clear (``monitor.web.throttle``). They show nothing beyond the
+integration's name and account until a sign-in has been started with a valid link.
 """
 
 from __future__ import annotations
@@ -20,8 +22,6 @@ import asyncio
 import hashlib
 import json
 import logging
-import time
-from collections import defaultdict, deque
 from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import urlsplit
@@ -36,12 +36,14 @@ from mailwarden.monitor import reauth as flows
 from mailwarden.monitor import reauth_links as links
 from mailwarden.monitor.web import csrf
 from mailwarden.monitor.web.pages import render
+from mailwarden.monitor.web.throttle import CAPACITY, Throttle, client_key, retry_header
 from mailwarden.redact import redact
 
 log = logging.getLogger("mailwarden.web.reauth")
 SESSION_KEY = "reauth_attempt"
 CALLBACK = "/auth/callback"
-LIMIT, WINDOW_S = 30, 300.0  # requests per client address to these routes
+LIMIT, WINDOW_S = 30, 300.0  # requests per client to the link pages (GET and POST /reauth/<token>)
+CALLBACK_LIMIT = 10  # requests per client to the callback, per WINDOW_S (one per sign-in)
 
 # The step inside the consuming system, as the seeds' guides describe it (mailwarden's token is its own).
 SYSTEM_STEPS = {
@@ -58,37 +60,29 @@ GENERIC_STEP = ("{system} keeps its own sign-in, separate from mailwarden's: if 
                 "as {account}, in a private window.")
 
 
-class Limiter:
-    """A sliding window of request times per client address."""
+class Limiter(Throttle):
+    """``limit`` requests per ``window_s`` per client, in a bounded table (``throttle.Throttle``)."""
 
-    def __init__(self, limit: int = LIMIT, window_s: float = WINDOW_S):
-        self.limit, self.window_s = limit, window_s
-        self.hits: dict[str, deque[float]] = defaultdict(deque)
-
-    def allow(self, client: str, now: float | None = None) -> bool:
-        now = time.monotonic() if now is None else now
-        if len(self.hits) > 10_000:
-            self.hits.clear()
-        q = self.hits[client]
-        while q and q[0] <= now - self.window_s:
-            q.popleft()
-        if len(q) >= self.limit:
-            return False
-        q.append(now)
-        return True
+    def __init__(self, limit: int = LIMIT, window_s: float = WINDOW_S, capacity: int = CAPACITY):
+        super().__init__(limit, window_s, capacity)
 
 
 def _client(request: Request) -> str:
+    """The client's address: behind a trusted proxy the one it names (``monitor.web.app.ClientAddress``)."""
     return request.client.host if request.client else "-"
 
 
 def _limited(request: Request) -> Response | None:
-    limiter = getattr(request.app.state, "reauth_limiter", None)
+    callback = request.url.path == CALLBACK
+    name = "reauth_callback_limiter" if callback else "reauth_limiter"
+    limiter = getattr(request.app.state, name, None)
     if limiter is None:
-        limiter = request.app.state.reauth_limiter = Limiter()
-    if limiter.allow(_client(request)):
+        limiter = Limiter(CALLBACK_LIMIT if callback else LIMIT)
+        setattr(request.app.state, name, limiter)
+    wait = limiter.hit(client_key(_client(request)))
+    if not wait:
         return None
-    return _page(request, "reauth_result.html", 429, kind="limited", headers={"retry-after": str(int(WINDOW_S))})
+    return _page(request, "reauth_result.html", 429, kind="limited", headers={"retry-after": retry_header(wait)})
 
 
 def _page(request: Request, template: str, status: int = 200, headers: dict[str, str] | None = None,
@@ -269,16 +263,10 @@ async def _run_checks(request: Request, integ: Any) -> list[dict[str, Any]]:
     first = [k for k in kinds if k == "token"]
     results = [await runner.run_one(integ.name, k) for k in first]
     results += await asyncio.gather(*(runner.run_one(integ.name, k) for k in kinds if k not in first))
-    if any(r.transition is not None for r in results):
-        from mailwarden.monitor.scheduler import DISPATCH_JOB
-
-        job = monitor.scheduler.get_job(DISPATCH_JOB)
-        if job is not None:
-            job.modify(next_run_time=datetime.now(UTC))  # the recovery notice follows at once
+    # the result pipeline (monitor.pipeline) already sent each result to the dispatcher (at once after a
+    # transition: the recovery notice follows) and to the metrics
     out = []
     for r in results:
-        if monitor.on_result is not None:
-            monitor.on_result(r)
         code = r.outcome.code
         out.append({"check": r.check, "status": r.outcome.status.value, "code": code,
                     "title": diagnoses.get(code).title if code else None, "summary": redact(r.outcome.summary)})

@@ -3,7 +3,9 @@
 The socket is bound before the loop starts, so a busy port or a bad access rule stops the command at
 once with a message (exit 3) instead of a half-started service. uvicorn's own signal handling and
 access log are off: the command owns SIGINT/SIGTERM/SIGHUP, and ``monitor.web.app`` logs requests
-without query strings.
+without query strings. uvicorn's proxy headers are off too: ``monitor.web.app.ClientAddress`` reads
+X-Forwarded-For from ``web.trusted_proxies`` only. At most ``MAX_CONNECTIONS`` connections and requests are
+served at once (uvicorn answers 503 past it), so a flood of connections cannot grow the process without bound.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ from mailwarden.errors import ConfigError
 from mailwarden.monitor.web.app import create_app
 
 log = logging.getLogger("mailwarden.web")
+MAX_CONNECTIONS = 256
 
 
 class _Server(uvicorn.Server):
@@ -38,7 +41,7 @@ class WebServer:
 
     async def start(self) -> None:
         config = uvicorn.Config(self.app, log_config=None, access_log=False, lifespan="off", server_header=False,
-                                proxy_headers=False, timeout_graceful_shutdown=5)
+                                proxy_headers=False, timeout_graceful_shutdown=5, limit_concurrency=MAX_CONNECTIONS)
         self.server = _Server(config)
         self.task = asyncio.create_task(self.server.serve(sockets=[self.sock]))
         while not self.server.started and not self.task.done():

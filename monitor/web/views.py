@@ -24,6 +24,7 @@ from mailwarden.checks import diagnoses
 from mailwarden.checks.base import Outcome, Status
 from mailwarden.monitor.config import Config
 from mailwarden.monitor.db_history import percent
+from mailwarden.monitor.output import result_json
 from mailwarden.monitor.runner import facts
 from mailwarden.monitor.tokens import token_key
 from mailwarden.monitor.web import svg
@@ -316,17 +317,6 @@ def incident_json(inc: Any) -> dict[str, Any]:
     from mailwarden.alerts.incidents import incident_json as serialize
 
     return serialize(inc)
-
-
-def result_json(cfg: Config, r: Any) -> dict[str, Any]:
-    """A stored result in the shape of `mailwarden check --format json` (plus its id)."""
-    outcome = Outcome(Status(r.status), r.code, r.summary, r.latency_ms, dict(r.details or {}))
-    fix = [] if r.status == "ok" else diagnoses.render_fix(r.code or "unclassified",
-                                                           **_integ_facts(cfg, r.integration, outcome))
-    return {"id": r.id, "integration": r.integration, "check": r.check, "status": r.status, "code": r.code,
-            "summary": redact(r.summary), "fix": fix,
-            "latency_ms": round(r.latency_ms, 1) if r.latency_ms is not None else None,
-            "checked_at": iso(r.checked_at), "details": r.details or {}}
 
 
 def detail(cfg: Config, store: Any, name: str, now: datetime) -> dict[str, Any] | None:

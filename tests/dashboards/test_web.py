@@ -164,7 +164,7 @@ def test_every_post_without_the_csrf_token_is_refused(client, app):
     posts = [r.path for r in app.routes if "POST" in getattr(r, "methods", set())]
     assert len(posts) >= 5
     for path in posts:
-        url = path.replace("{name}", "sinch-queue").replace("{check}", "token").replace("{id:int}", "1")
+        url = path.replace("{name}", "sinch-queue").replace("{check}", "token").replace("{id:id}", "1")
         assert client.post(url, data={}).status_code == 403, url
         assert client.post(url, data={"csrf_token": "forged"}).status_code == 403, url
     # the right token from another origin is refused too

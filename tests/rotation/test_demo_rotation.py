@@ -25,7 +25,7 @@ def test_rotating_the_demo_secret_shows_each_step_on_the_dashboard(tmp_path):
     try:
         cfg, store, ctl = env.runtime.config, env.runtime.store, env.sandbox.control
         client_id = cfg.apps[APP].client_id
-        web = TestClient(create_app(cfg, store, access=Access(mode="none")))
+        web = TestClient(create_app(cfg, store, access=Access(mode="none")), base_url="http://127.0.0.1:8080")
 
         def cli(*args: str):
             return runner.invoke(cli_app, [*args, "-c", str(env.config_path)], env={"COLUMNS": "220"})

@@ -39,7 +39,7 @@ def test_an_old_secret_mailwarden_moved_off_is_not_called_unused(tmp_path):
     try:
         cfg, store, ctl = env.runtime.config, env.runtime.store, env.sandbox.control
         agiloft, hoth, sinch = (cfg.apps[a].client_id for a in (AGILOFT, HOTH, SINCH))
-        web = TestClient(create_app(cfg, store, access=Access(mode="none")))
+        web = TestClient(create_app(cfg, store, access=Access(mode="none")), base_url="http://127.0.0.1:8080")
 
         def cli(*args: str):
             return runner.invoke(cli_app, [*args, "-c", str(env.config_path)], env={"COLUMNS": "200"})

@@ -1,5 +1,15 @@
-"""One dispatch cycle: fold new transitions into incidents and queue their notices (one transaction), then
-send what is due, each delivery claimed by one process, then ping the dead-man heartbeat.
+"""One dispatch cycle: evaluate (two steps), send what is due, each delivery claimed by one process, then ping the
+dead-man heartbeat.
+
+Evaluation first asks the store whether anything is new (one cheap read: a transition not yet folded, a notice not
+yet routed, or the policy's next due time reached, see ``next_due``); an idle cycle reads nothing else and takes no
+lock. Otherwise:
+1. fold: the unprocessed transitions into incidents (``alerts.policy``), committed with the notices they decide,
+   under the write lock; it reads only the checks that changed, and the config's credentials are resolved before;
+2. route: after the commit, outside the lock, each notice is rendered (Jinja2) and routed (routes, Apprise config
+   files) into the outbox.
+A dispatcher's first evaluation always folds: its config may differ from the one the stored due time was computed
+with (a reload, a paused or removed integration, other windows or intervals).
 
 Delivery is at least once: claim, send, record. A crash between send and record re-sends after the claim's
 lease; every message carries its stable key so a receiver can drop the duplicate. Transient failures are
@@ -14,7 +24,7 @@ import logging
 import os
 import socket
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -27,8 +37,8 @@ from mailwarden.alerts.windows import Maintenance
 from mailwarden.checks import diagnoses
 from mailwarden.monitor.config import Config
 from mailwarden.monitor.db import Store
-from mailwarden.monitor.db_alerts import AlertBatch
-from mailwarden.monitor.models import AlertDelivery
+from mailwarden.monitor.db_alerts import AlertBatch, notice_params, notice_row
+from mailwarden.monitor.models import AlertDelivery, Incident
 
 log = logging.getLogger("mailwarden.alerts")
 MAX_BACKOFF = timedelta(hours=1)
@@ -83,6 +93,34 @@ def check_infos(config: Config) -> dict[tuple[str, str], CheckInfo]:
     return out
 
 
+def next_due(incidents: Iterable[Incident], pcfg: PolicyConfig, now: datetime) -> datetime | None:
+    """When the policy's time-driven rules (``Policy._tick`` and ``_summaries``) next act on ``incidents`` (the open
+    ones, and the resolved ones a maintenance window still holds), given no new transition and the same config; None
+    when nothing will happen until something changes. A maintenance summary at ``held_until``; a flapping check's
+    verdict ``flap_window`` after its last change; a held-back opening notice at ``notify_after``; a reminder
+    ``reminder_interval`` after the last notice, not before a snooze ends, never once acknowledged or while a window
+    holds the incident. A person's ack or snooze clears the stored time (``Store.ack_incident``, ``snooze_incident``:
+    a new snooze may end before the last). Earlier than needed costs one evaluation that finds nothing; later would
+    delay a notice (tests/alerts/test_idle_skip.py holds this against the policy itself)."""
+    due: list[datetime] = []
+    for inc in incidents:
+        if inc.held_window is not None and inc.held_until is not None:
+            due.append(inc.held_until)
+        if inc.status != "open":
+            continue
+        announced = inc.notified_at is not None or inc.held_window is not None
+        if inc.kind == "flapping":
+            changed = [datetime.fromisoformat(m["changed"]) for m in inc.members or [] if m.get("changed")]
+            due += [max(changed) + pcfg.flap_window] if changed else []
+            due += [] if announced else [now]
+        elif not announced:  # its opening notice waits (the correlation window)
+            due.append(inc.notify_after or now)
+        elif inc.notified_at is not None and inc.ack_at is None and inc.held_window is None:
+            at = inc.last_notice_at + pcfg.reminder_interval if inc.last_notice_at is not None else now
+            due.append(max(at, inc.snoozed_until) if inc.snoozed_until is not None else at)
+    return min(due) if due else None
+
+
 class Dispatcher:
     def __init__(self, config: Config, store: Store, *, clock: Callable[[], datetime] = lambda: datetime.now(UTC),
                  reauth_urls: Callable[[], dict[str, str]] | None = None, worker: str | None = None):
@@ -91,30 +129,81 @@ class Dispatcher:
         self.clock = clock
         self.reauth_urls = reauth_urls or dict
         self.worker = worker or f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
+        self._folded = False  # see the module's docstring: a dispatcher's first evaluation always folds
 
     # -- evaluation ------------------------------------------------------------------------------
     def evaluate(self, now: datetime | None = None) -> list[AlertDelivery]:
+        """Fold and route what is new; the deliveries queued."""
         now = now or self.clock()
-        pcfg = policy_config(self.config)
-        return self.store.evaluate_alerts(lambda batch: self._step(batch, pcfg, now), now=now,
-                                          flap_window=pcfg.flap_window)
+        if self._folded and not self.store.alerts_pending(now):
+            return []
+        self.fold(now)
+        return self.route(now)
 
-    def _step(self, batch: AlertBatch, pcfg: PolicyConfig, now: datetime) -> list[AlertDelivery]:
+    def fold(self, now: datetime) -> None:
+        """Step 1: transitions into incidents and notices, one transaction under the write lock."""
+        pcfg = policy_config(self.config)
+        infos = check_infos(self.config)  # before the lock: it reads each app's secret reference
+        self.store.fold_alerts(lambda batch: self._fold(batch, pcfg, infos, now), now=now,
+                               flap_window=pcfg.flap_window)
+        self._folded = True
+
+    def _fold(self, batch: AlertBatch, pcfg: PolicyConfig, infos: dict[tuple[str, str], CheckInfo],
+              now: datetime) -> tuple[list[AlertDelivery], datetime | None]:
         changes = [Change(t.id or 0, t.integration, t.check, t.from_status, t.to_status, t.code, t.at, t.silent)
                    for t in batch.transitions]
-        policy = Policy(pcfg, check_infos(self.config), now)
-        touched, notices = policy.apply(batch.incidents, changes, batch.recent)
+        touched, notices = Policy(pcfg, infos, now).apply(batch.incidents, changes, batch.recent)
         for inc in touched:
             batch.add(inc)
         batch.flush()  # ids for the stable keys
-        ctx = messages.Context(self.config, {
-            pair: messages.CheckFacts(batch.summaries.get(pair), st.last_ok_at, batch.details.get(pair) or {})
-            for pair, st in batch.states.items()},
-            self.reauth_urls())
-        out = []
-        for notice in notices:
-            out += self._deliveries(notice, ctx, now)
+        rows = []
+        for n in notices:
+            params = {"sequence": n.sequence}
+            if n.kind == "maintenance_summary":
+                params.update(window=n.window, window_end=n.window_end.isoformat() if n.window_end else None,
+                              incidents=[i.id for i in n.incidents])
+            rows.append(notice_row(n.key, n.kind, n.incident.id if n.incident else None, params, now))
+        known = {id(i): i for i in [*batch.incidents, *touched]}
+        return rows, next_due(known.values(), pcfg, now)
+
+    def route(self, now: datetime) -> list[AlertDelivery]:
+        """Step 2, after the fold's commit and outside the lock: render and route each folded notice into the outbox.
+        A notice that cannot be rendered is logged and stays for the next cycle; the others go on."""
+        rows = self.store.notices_to_route()
+        if not rows:
+            return []
+        params = {r.id: notice_params(r) for r in rows}
+        named = [i for p in params.values() for i in p.get("incidents", [])]
+        incidents = self.store.incidents_by_id([r.incident_id for r in rows if r.incident_id] + named)
+        notices = {r.id: self._notice(r, params[r.id], incidents) for r in rows}
+        pairs = {(m["integration"], m["check"]) for n in notices.values() if n is not None and n.incident is not None
+                 for m in n.incident.members or []}
+        ctx = messages.Context(self.config, {pair: messages.CheckFacts(*known)
+                                             for pair, known in self.store.check_facts(pairs).items()},
+                               self.reauth_urls())
+        out, done = [], []
+        for r in rows:
+            notice = notices[r.id]
+            try:
+                out += self._deliveries(notice, ctx, now) if notice is not None else []
+            except Exception:  # noqa: BLE001 - one notice that cannot be rendered must not hold back the others
+                log.exception("alert notice not rendered; tried again next cycle", extra={"key": r.key})
+                continue
+            done.append(r.id)
+        self.store.route_notices(done, out)
         return out
+
+    @staticmethod
+    def _notice(row: AlertDelivery, params: dict, incidents: dict[int, Incident]) -> Notice | None:
+        if row.kind == "maintenance_summary":
+            return Notice(row.kind, None, params.get("sequence", 1), window=params.get("window"),
+                          window_end=datetime.fromisoformat(params["window_end"]) if params.get("window_end") else None,
+                          incidents=[incidents[i] for i in params.get("incidents", []) if i in incidents])
+        inc = incidents.get(row.incident_id or 0)
+        if inc is None:  # gone from the database: nothing left to say
+            log.warning("alert notice dropped: its incident is gone", extra={"key": row.key})
+            return None
+        return Notice(row.kind, inc, params.get("sequence", 1))
 
     def _deliveries(self, notice: Notice, ctx: messages.Context, now: datetime) -> list[AlertDelivery]:
         incs = notice.incidents if notice.kind == "maintenance_summary" else [notice.incident]

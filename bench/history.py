@@ -5,6 +5,9 @@ tables with bulk inserts (no checks run): N integrations x 5 checks, one result 
   last ``failures_days``), hourly rollups for ``rollup_days``, 2 % of the integrations failing and 1 % warning
   (``degrade``: the report gives those full pages); then GET / and one integration page through Starlette's
   TestClient (``auth: none``) and ``render_report`` (time and size).
+- alerts (issue 15, item 4): on the render store, the alert evaluation a dispatch cycle starts every 15 s: idle (nothing
+  new, ``ALERT_CHANGES`` incidents open) and busy (``ALERT_CHANGES`` checks fail at once, then recover; the second of
+  two rounds), each with the time the SQLite write lock was held (BEGIN IMMEDIATE to COMMIT, on the engine's events).
 - storage: results written tick by tick (5 minutes) with a fake clock, ``rollup_history`` and ``prune_history``
   called as the scheduler calls them (rollup every tick, prune every hour); the SQLite file (after a WAL
   checkpoint, no VACUUM: the product does none) is measured after day 1 and after a steady-state day.
@@ -217,6 +220,7 @@ def render(n: int, workdir: Path, say: Any, *, reuse: bool = False) -> dict[str,
         html = render_report(cfg, store, now)
         report_s = time.perf_counter() - t
         say(f"report {report_s:.2f} s, {len(html.encode()) / 1e6:.1f} MB")
+        alert_figs = alerts(workdir, store, say)  # last: it adds results, transitions and incidents
     finally:
         store.close()
     built.pop("now", None)
@@ -224,7 +228,91 @@ def render(n: int, workdir: Path, say: Any, *, reuse: bool = False) -> dict[str,
             "overview_ms": round(overview_s * 1000, 1), "overview_first_ms": round(cold[0] * 1000, 1),
             "overview_bytes": len(page.content),
             "integration_page_ms": round(integ_s * 1000, 1), "report_s": round(report_s, 2),
-            "report_mb": round(len(html.encode()) / 1e6, 2), "rollup_catchup_s": round(rollup_s, 3)}
+            "report_mb": round(len(html.encode()) / 1e6, 2), "rollup_catchup_s": round(rollup_s, 3), **alert_figs}
+
+
+ALERT_CHANGES = 10  # checks that fail at once, then recover (the busy evaluations)
+IDLE_RUNS = 30
+
+
+class WriteLockTimer:
+    """How long the SQLite write lock is held: from BEGIN IMMEDIATE (``monitor.db``'s write transactions) to the
+    COMMIT or ROLLBACK that ends it, summed over one ``measure``d call."""
+
+    def __init__(self, engine: Any):
+        from sqlalchemy import event
+
+        from mailwarden.monitor.db import _IMMEDIATE
+
+        self.held_s, self._open = 0.0, {}
+
+        def begin(conn: Any) -> None:
+            if conn.get_execution_options().get(_IMMEDIATE):
+                self._open[id(conn.connection)] = time.perf_counter()
+
+        def end(conn: Any) -> None:
+            t = self._open.pop(id(conn.connection), None)
+            if t is not None:
+                self.held_s += time.perf_counter() - t
+
+        for name, fn in (("begin", begin), ("commit", end), ("rollback", end)):
+            event.listen(engine, name, fn)
+
+    def measure(self, fn: Any) -> tuple[float, float, Any]:
+        """(wall ms, write lock held ms, result) of one call."""
+        self.held_s = 0.0
+        t = time.perf_counter()
+        out = fn()
+        return (time.perf_counter() - t) * 1000, self.held_s * 1000, out
+
+
+def alerts(workdir: Path, store: Any, say: Any) -> dict[str, Any]:
+    """The dispatcher's evaluation on the render store (N integrations x 5 checks, their states and results):
+    idle, and folding ``ALERT_CHANGES`` transitions (opening, then resolving, one incident each). Nothing is sent:
+    the route is a loopback port nobody listens on, and only ``evaluate`` runs."""
+    from statistics import median
+
+    from mailwarden import state as sm
+    from mailwarden.alerts.dispatcher import Dispatcher
+    from mailwarden.checks.base import Outcome, Status
+
+    doc = yaml.safe_load((workdir / "history.yaml").read_text(encoding="utf-8"))
+    doc["alerts"] = {"routes": [{"name": "bench", "url": "json://127.0.0.1:9/bench"}]}
+    path = workdir / "alerts.yaml"
+    path.write_text(yaml.safe_dump(doc, sort_keys=False), encoding="utf-8")
+    acfg = config_mod.load(path)
+    timer = WriteLockTimer(store.engine)
+    dispatcher = Dispatcher(acfg, store)
+    first_ms, first_lock_ms, _ = timer.measure(lambda: dispatcher.evaluate(datetime.now(UTC)))
+    # each round: ALERT_CHANGES integrations' token checks fail (one transition and one incident each), then recover;
+    # integrations that changed within the flapping window (an earlier round, or run on a reused store) are left
+    # out, so that no round is a flapping notice instead
+    th = sm.Thresholds(failure_threshold=1, success_threshold=1)
+    window = timedelta(seconds=acfg.alerts.flapping.window)
+    recent = {t.integration for t in store.transitions(limit=100_000) if t.at > datetime.now(UTC) - window}
+    spare = iter([i.name for i in acfg.integrations if i.name not in recent][::7])
+
+    def results(status: str, code: str | None) -> None:
+        for name in changed:
+            store.record_result(integration=name, check="token", checked_at=datetime.now(UTC), thresholds=th,
+                                outcome=Outcome(Status(status), code, f"bench {status}"))
+
+    for _ in range(2):  # the first round compiles the statements and templates; the second is measured
+        changed = [next(spare) for _ in range(ALERT_CHANGES)]
+        results("fail", "consent_missing")
+        open_ms, open_lock_ms, queued = timer.measure(lambda: dispatcher.evaluate(datetime.now(UTC)))
+        idle = [timer.measure(lambda: dispatcher.evaluate(datetime.now(UTC)))[:2] for _ in range(IDLE_RUNS)]
+        results("ok", None)
+        resolve_ms, resolve_lock_ms, _ = timer.measure(lambda: dispatcher.evaluate(datetime.now(UTC)))
+    idle_ms, idle_lock_ms = median(w for w, _ in idle), median(h for _, h in idle)
+    say(f"alert evaluation: idle {idle_ms:.2f} ms (write lock {idle_lock_ms:.2f} ms), {len(changed)} checks failing "
+        f"{open_ms:.1f} ms (lock {open_lock_ms:.1f} ms, {len(queued)} deliveries), recovering {resolve_ms:.1f} ms "
+        f"(lock {resolve_lock_ms:.1f} ms); first evaluation {first_ms:.1f} ms (lock {first_lock_ms:.1f} ms)")
+    return {"alert_idle_eval_ms": round(idle_ms, 2), "alert_idle_eval_best_ms": round(min(w for w, _ in idle), 2),
+            "alert_idle_lock_ms": round(idle_lock_ms, 2), "alert_changes": len(changed),
+            "alert_open_eval_ms": round(open_ms, 1), "alert_open_lock_ms": round(open_lock_ms, 1),
+            "alert_resolve_eval_ms": round(resolve_ms, 1), "alert_resolve_lock_ms": round(resolve_lock_ms, 1),
+            "alert_first_eval_ms": round(first_ms, 1), "alert_first_lock_ms": round(first_lock_ms, 1)}
 
 
 def _db_bytes(store: Any, path: Path) -> int:

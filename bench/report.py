@@ -22,6 +22,7 @@ TARGETS = {
     "overview_ms": ("<=", 300.0),
     "report_s": ("<=", 1.0),
     "storage_steady_mb_per_day": ("<=", 50.0),
+    "alert_idle_eval_ms": ("<=", 5.0),
 }
 
 
@@ -176,7 +177,7 @@ def history_lines(doc: dict) -> list[str]:
     h, t = doc.get("history"), doc["targets"]
     lines: list[str] = []
     if not h:
-        return ["render and storage figures: not measured in this run (`python -m bench --history`)"]
+        return ["render, alert and storage figures: not measured in this run (`python -m bench --history`)"]
     lines += ["", f"history: {h.get('render_integrations')} integrations x 5 checks, 90 days (render); "
               f"{h.get('storage_integrations')} x 5 checks every 5 min (storage)"]
     hv = {k: verdict(k, h.get(k)) for k in TARGETS}
@@ -191,6 +192,13 @@ def history_lines(doc: dict) -> list[str]:
     hrow("integration page", "integration_page_ms", " ms")
     hrow("static report", "report_s", " s")
     hrow("  report size", "report_mb", " MB")
+    hrow("alert evaluation, idle (median)", "alert_idle_eval_ms", " ms")
+    hrow("  write lock held per idle evaluation", "alert_idle_lock_ms", " ms")
+    changes = h.get("alert_changes", "N")
+    hrow(f"alert evaluation, {changes} checks failing", "alert_open_eval_ms", " ms")
+    hrow("  write lock held", "alert_open_lock_ms", " ms")
+    hrow(f"alert evaluation, {changes} checks recovering", "alert_resolve_eval_ms", " ms")
+    hrow("  write lock held", "alert_resolve_lock_ms", " ms")
     hrow("storage growth, day 1 (caps filling)", "storage_day1_mb", " MB")
     hrow("storage growth, steady-state day", "storage_steady_mb_per_day", " MB")
     hrow("rollup_history per run (storage sim, mean)", "rollup_ms_mean", " ms")

@@ -93,6 +93,9 @@ def history_figures(args: argparse.Namespace) -> dict:
 
 
 def main(argv: list[str] | None = None) -> int:
+    from mailwarden.monitor import tune_malloc
+
+    tune_malloc()  # the monitor is measured as `mailwarden serve` runs it
     args = parse(argv)
     if args.history_only:
         doc = {"integrations": args.integrations, "machine": report.machine(), "history": history_figures(args),

@@ -38,6 +38,7 @@ from bench import workload
 from bench.sandbox_proc import SandboxProcess
 from bench.stage import staged
 from mailwarden.monitor import config as config_mod
+from mailwarden.monitor import tune_malloc
 from mailwarden.monitor.runner import RunResult
 from mailwarden.monitor.runtime import open_runtime
 from mailwarden.monitor.scheduler import Monitor
@@ -242,6 +243,7 @@ def _configure(path: Path, interval_s: float) -> None:
 
 def run(integrations: int, minutes: float, *, interval_s: float = 60.0, sample_s: float = 60.0,
         latency_ms: int = 50, workdir: Path | None = None) -> dict[str, Any]:
+    tune_malloc()  # as `mailwarden serve` does at start (its figures are serve's)
     work = workload.build(integrations)
     note = f", every {interval_s:g} s for {minutes:g} min, a row every {sample_s:g} s"
     with staged(work, workdir, "mailwarden-soak-", say, edit=lambda path: _configure(path, interval_s),

@@ -1,11 +1,12 @@
-"""mailwarden's core. Importing it tunes glibc's malloc for a long-running service (see ``_tune_malloc``)."""
+"""mailwarden's application layer. Importing it changes nothing in the process: the long-running commands
+(`mailwarden serve`, `mailwarden demo`) tune glibc's malloc at start with ``tune_malloc``."""
 
 from __future__ import annotations
 
-import ctypes
-import ctypes.util
+import functools
 import os
 import sys
+from typing import Any, NamedTuple
 
 _M_ARENA_MAX = -8  # glibc's mallopt parameter numbers
 _M_MMAP_THRESHOLD = -3
@@ -13,11 +14,16 @@ MALLOC_ARENAS = 2
 MMAP_THRESHOLD = 128 * 1024
 
 
-def _libc() -> ctypes.CDLL | None:
+@functools.cache
+def _libc() -> Any:
+    """glibc as a ctypes library, None elsewhere (musl has neither mallopt arenas nor malloc_trim)."""
     if not sys.platform.startswith("linux"):
         return None
+    import ctypes
+    import ctypes.util
+
     name = ctypes.util.find_library("c")
-    if not name or "libc.so" not in name:  # glibc only (musl has neither mallopt arenas nor malloc_trim)
+    if not name or "libc.so" not in name:
         return None
     try:
         return ctypes.CDLL(name)
@@ -25,14 +31,12 @@ def _libc() -> ctypes.CDLL | None:
         return None
 
 
-_LIBC = _libc()
-
-
 def _mallopt(param: int, value: int, env: str) -> bool:
-    if _LIBC is None or env in os.environ:
+    libc = _libc()
+    if libc is None or env in os.environ:
         return False
     try:
-        return bool(_LIBC.mallopt(param, value))
+        return bool(libc.mallopt(param, value))
     except AttributeError:
         return False
 
@@ -54,17 +58,27 @@ def _pin_mmap_threshold() -> bool:
     return _mallopt(_M_MMAP_THRESHOLD, MMAP_THRESHOLD, "MALLOC_MMAP_THRESHOLD_")
 
 
+class MallocTuning(NamedTuple):
+    arenas_capped: bool  # False: not glibc, or MALLOC_ARENA_MAX set by the operator
+    mmap_threshold_pinned: bool  # False: not glibc, or MALLOC_MMAP_THRESHOLD_ set by the operator
+
+
+def tune_malloc() -> MallocTuning:
+    """Tune glibc's malloc for a long-running service: arenas capped at ``MALLOC_ARENAS``, the mmap threshold
+    pinned at ``MMAP_THRESHOLD``. Call it at the start of the process, before its worker threads allocate (an
+    arena a thread already has stays). A setting the operator made in the environment is left as glibc read
+    it. Process-wide and meant for a command's process only: a library user's process is not changed."""
+    return MallocTuning(_cap_malloc_arenas(), _pin_mmap_threshold())
+
+
 def trim_heap() -> bool:
     """Give the free pages inside malloc's heaps back to the system (glibc ``malloc_trim``): freed memory
     in the middle of a heap is otherwise kept until the blocks above it go. Called by the scheduler's
     minutely housekeeping; a few milliseconds, in a worker thread (ctypes releases the GIL)."""
-    if _LIBC is None:
+    libc = _libc()
+    if libc is None:
         return False
     try:
-        return bool(_LIBC.malloc_trim(0))
+        return bool(libc.malloc_trim(0))
     except AttributeError:
         return False
-
-
-ARENAS_CAPPED = _cap_malloc_arenas()
-MMAP_THRESHOLD_PINNED = _pin_mmap_threshold()

@@ -53,10 +53,11 @@ def serve(config: ConfigOpt = None) -> None:
     Logs are JSON lines when stderr is not a terminal. Exit 0 on a clean stop, 3 when the config or
     database is unusable at start, or on a usage error.
     """
-    from mailwarden.monitor import logs
+    from mailwarden.monitor import logs, tune_malloc
     from mailwarden.monitor.runtime import open_runtime
     from mailwarden.monitor.scheduler import Monitor
 
+    tune_malloc()  # before any thread allocates (README "Memory")
     cfg = load_config(config, EXIT_UNKNOWN)
     logs.setup(cfg.log_level)
     try:
@@ -117,10 +118,12 @@ def demo(
     the demo cannot start, or on a usage error.
     """
     from mailwarden.monitor import demo as demo_mod
-    from mailwarden.monitor import logs
+    from mailwarden.monitor import logs, tune_malloc
 
     if fmt not in ("table", "json"):
         raise fail(f"--format must be table or json, not {fmt!r}", EXIT_UNKNOWN)
+    if not once:
+        tune_malloc()  # the long-running demo, before the sandbox's threads (README "Memory")
     logs.setup("warning" if once else "info")
     try:
         env = demo_mod.prepare(workdir, interval=interval, quiet=fmt == "json", web_port=None if once else port)

@@ -9,9 +9,11 @@ instead of failing on a stale snapshot; PostgreSQL serialises writers of one che
 from __future__ import annotations
 
 import json
+import os
 import threading
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, NamedTuple
@@ -65,9 +67,36 @@ def display_url(url: str) -> str:
     return _mask_password(redact(url), url)
 
 
+def sqlite_file(url: str) -> Path | None:
+    """The database file of a SQLite URL; None for PostgreSQL, ``:memory:`` and ``file:`` URIs."""
+    if not url.startswith("sqlite"):
+        return None
+    try:
+        name = make_url(url).database
+    except ArgumentError:
+        return None
+    if not name or name == ":memory:" or name.startswith("file:"):
+        return None
+    return Path(name)
+
+
+def create_private(path: Path) -> None:
+    """Create ``path`` empty with mode 0600 unless it exists. SQLite gives its WAL, shared-memory and journal files
+    the database file's mode, so none of them is readable by other users (it created them 0644 under the usual
+    umask: the results, transcripts and encrypted tokens for anyone on the host). An existing file keeps its mode."""
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_CLOEXEC", 0), 0o600)
+    except FileExistsError:
+        return
+    os.close(fd)
+
+
 def make_engine(url: str) -> Engine:
     url = normalise_url(url)
     if url.startswith("sqlite"):
+        path = sqlite_file(url)
+        if path is not None and path.parent.is_dir():
+            create_private(path)
         engine = create_engine(url)
 
         @event.listens_for(engine, "connect")
@@ -168,6 +197,30 @@ _INSERT_RESULT = _RESULTS.insert().returning(_RESULTS.c.id)
 _INSERT_TRANSITION = _TRANSITIONS.insert().returning(_TRANSITIONS.c.id)
 
 
+def result_row(integration: str, check: str, outcome: Outcome, checked_at: datetime) -> dict[str, Any]:
+    """The stored shape of one outcome (a ``CheckResult`` row's values): summary, metrics, transcript and raw reply
+    redacted. What is printed of a result that could not be stored is this shape too (``monitor.output``)."""
+    return dict(
+        integration=integration, check=check, status=Status(outcome.status).value, code=outcome.code,
+        summary=redact(outcome.summary), latency_ms=outcome.latency_ms,
+        details=redact_obj(_jsonable(outcome.metrics or {})),
+        transcript=redact("\n".join(outcome.transcript)) if outcome.transcript else None,
+        raw=redact(outcome.raw) if outcome.raw is not None else None, checked_at=checked_at)
+
+
+@dataclass(frozen=True)
+class Recorded:
+    """What ``Store.record_result`` wrote: the result row, the Transition (None: the state did not change) and the
+    status of the check's result before this one (None: its first). Unpacks as ``(result, transition)``."""
+
+    result: CheckResult
+    transition: Transition | None
+    previous: str | None
+
+    def __iter__(self) -> Iterator[Any]:
+        return iter((self.result, self.transition))
+
+
 class LatestRun(NamedTuple):
     checked_at: datetime | None  # None: never run (a state without a result, e.g. paused before its first run)
     status: str | None
@@ -220,16 +273,16 @@ class Store(AlertStore, HistoryStore, RotationStore, ReauthStore):
         return row
 
     def record_result(self, *, integration: str, check: str, outcome: Outcome, checked_at: datetime,
-                      thresholds: sm.Thresholds) -> tuple[CheckResult, Transition | None]:
+                      thresholds: sm.Thresholds,
+                      in_transaction: Callable[[Any, Recorded], None] | None = None) -> Recorded:
+        """Store one result, fold it into the check's state (``mailwarden.state.advance``, pure) and record a
+        Transition when the state changes: one transaction. ``in_transaction(conn, recorded)`` runs last inside it,
+        before the commit (``monitor.pipeline``'s reauthorisation rule); everything else that follows a result is the
+        pipeline's, after the commit."""
         # SQLAlchemy Core, not the ORM unit of work: this runs once per check, and the ORM spent about
         # 4 ms of CPU on it, more than a whole mailbox check may (bench/). Same statements, same locking.
-        status = Status(outcome.status).value
-        values = dict(
-            integration=integration, check=check, status=status, code=outcome.code,
-            summary=redact(outcome.summary), latency_ms=outcome.latency_ms,
-            details=redact_obj(_jsonable(outcome.metrics or {})),
-            transcript=redact("\n".join(outcome.transcript)) if outcome.transcript else None,
-            raw=redact(outcome.raw) if outcome.raw is not None else None, checked_at=checked_at)
+        values = result_row(integration, check, outcome, checked_at)
+        status = values["status"]
         with self._connection(write=True) as conn:
             # Lock the state first so result ids follow the order in which the state was folded.
             st = self._locked_state_row(conn, integration, check)
@@ -251,9 +304,10 @@ class Store(AlertStore, HistoryStore, RotationStore, ReauthStore):
                                silent=event_.silent)
                 tid = conn.execute(_INSERT_TRANSITION, tvalues).scalar_one()
                 transition = Transition(id=tid, **tvalues)
-            # open / close the integration's ReauthRequest (monitor.db_reauth) with this result
-            self._reauth_after_result(conn, integration, check, status, outcome.code, st.last_status, checked_at)
-        return CheckResult(id=result_id, **values), transition
+            recorded = Recorded(CheckResult(id=result_id, **values), transition, st.last_status)
+            if in_transaction is not None:
+                in_transaction(conn, recorded)
+        return recorded
 
     @contextmanager
     def _connection(self, write: bool = False) -> Iterator[Any]:

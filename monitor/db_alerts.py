@@ -1,38 +1,60 @@
 """The alert tables' part of the Store (mixed into ``monitor.db.Store``): evaluation, claiming, ack, snooze.
 
-Evaluation (transitions -> incidents -> outbox rows) runs in one transaction under one lock: SQLite's
-write lock (BEGIN IMMEDIATE), a transaction-scoped advisory lock on PostgreSQL. Two processes therefore
-never fold the same transition twice, and a crash leaves transitions unprocessed rather than half done.
+Evaluation runs in two steps (``alerts.dispatcher``):
+1. ``fold_alerts``: the unprocessed transitions into incidents, in one transaction under one lock: SQLite's write
+   lock (BEGIN IMMEDIATE), a transaction-scoped advisory lock on PostgreSQL. It reads the transitions, the open
+   incidents and the recent changes of the checks that changed, nothing else. The notices it decides are stored as
+   outbox rows in the state ``notice`` (``notice_row``), with the time at which the policy's time-driven
+   rules (reminders, held notices, maintenance summaries, flapping) next have something to do. Two processes
+   therefore never fold the same transition twice, and a crash leaves transitions unprocessed rather than half done.
+2. After that commit, outside the lock, the notices are rendered and routed (``notices_to_route``, ``check_facts``)
+   and their deliveries queued (``route_notices``: a key already queued stays as it is, so two processes routing the
+   same notice queue it once); a crash in between leaves the notice rows for the next cycle.
+``alerts_pending`` is what a dispatch cycle asks first: one read-only statement, no lock; nothing new and nothing
+due means no evaluation at all. A person's ack or snooze clears the stored due time, so the next cycle folds.
+
 Sending is claimed per delivery with a conditional UPDATE (healthchecks' pattern): only the process whose
 UPDATE changed the row sends it; a claim expires after a lease so a crashed sender's work is retried.
 """
 
 from __future__ import annotations
 
+import json
 from collections import defaultdict
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import or_, update
+from sqlalchemy import delete, exists, or_, update
+from sqlalchemy import select as core_select
 from sqlmodel import Session, col, select
 
-from mailwarden.monitor.models import AlertDelivery, CheckResult, CheckState, Incident, Notification, Transition
+from mailwarden.monitor.models import AlertDelivery, CheckResult, CheckState, Incident, Meta, Notification, Transition
 
 _ALERTS_LOCK = 726193500452
+NOTICE = "notice"  # AlertDelivery.state of a notice decided by a fold, not yet rendered and routed
+NEXT_DUE = "alerts.next_due"  # Meta: when the policy's time-driven rules next act (ISO 8601; "" for never)
+
+
+def notice_row(key: str, kind: str, incident_id: int | None, params: dict[str, Any], now: datetime) -> AlertDelivery:
+    """A notice a fold decided, as an outbox row until it is rendered and routed: no route yet, state ``NOTICE``
+    (never claimed for sending); ``params`` (JSON in the body) hold what rendering needs besides the incident."""
+    return AlertDelivery(key=key, incident_id=incident_id, kind=kind, route="", service=0, state=NOTICE,
+                         body_text=json.dumps(params), next_attempt_at=now, created_at=now)
+
+
+def notice_params(row: AlertDelivery) -> dict[str, Any]:
+    return json.loads(row.body_text or "{}")
 
 
 @dataclass
 class AlertBatch:
-    """What one evaluation sees; ``add`` and ``flush`` give new incidents their ids before rendering."""
+    """What one fold sees; ``add`` and ``flush`` give new incidents their ids (the notices' stable keys)."""
 
     transitions: list[Transition]
     incidents: list[Incident]
     recent: dict[tuple[str, str], list[datetime]]
-    states: dict[tuple[str, str], CheckState]
-    summaries: dict[tuple[str, str], str]
-    details: dict[tuple[str, str], dict]
     session: Session = field(repr=False)
 
     def add(self, obj: Any) -> None:
@@ -45,11 +67,26 @@ class AlertBatch:
 class AlertStore:
     # provided by monitor.db.Store
     _session: Callable[..., Any]
+    _connection: Callable[..., Any]
     _sqlite: bool
     _insert: Callable[[], Any]
 
-    def evaluate_alerts(self, step: Callable[[AlertBatch], list[AlertDelivery]], *, now: datetime,
-                        flap_window: timedelta, limit: int = 2000) -> list[AlertDelivery]:
+    def alerts_pending(self, now: datetime) -> bool:
+        """Whether an evaluation has anything to do at ``now``: a transition not yet folded, a notice not yet routed,
+        or the time the last fold stored for the policy's next time-driven step reached (no time stored: yes)."""
+        t, d, m = Transition.__table__, AlertDelivery.__table__, Meta.__table__
+        stmt = core_select(exists().where(t.c.processed_at.is_(None)), exists().where(d.c.state == NOTICE),
+                           core_select(m.c.value).where(m.c.key == NEXT_DUE).scalar_subquery())
+        with self._connection() as conn:
+            unfolded, unrouted, due = conn.execute(stmt).one()
+        if unfolded or unrouted or due is None:
+            return True
+        return bool(due) and now >= datetime.fromisoformat(due)
+
+    def fold_alerts(self, fold: Callable[[AlertBatch], tuple[list[AlertDelivery], datetime | None]], *,
+                    now: datetime, flap_window: timedelta, limit: int = 2000) -> list[AlertDelivery]:
+        """Step 1: ``fold(batch)`` returns the notice rows it decided and the policy's next due time; both are stored
+        with the incidents and the transitions marked processed, in one transaction under the alerts lock."""
         with self._session(write=True) as s:
             if not self._sqlite:
                 s.connection().exec_driver_sql(f"SELECT pg_advisory_xact_lock({_ALERTS_LOCK})")
@@ -68,24 +105,63 @@ class AlertStore:
                 for integ, check, at in rows:
                     if (integ, check) in pairs:
                         recent[(integ, check)].append(at)
-            states = {(st.integration, st.check): st for st in s.exec(select(CheckState))}
-            ids = [st.last_result_id for st in states.values() if st.last_result_id]
-            summaries, details = {}, {}
-            for i in range(0, len(ids), 500):
-                for r in s.exec(select(CheckResult).where(col(CheckResult.id).in_(ids[i:i + 500]))):
-                    summaries[(r.integration, r.check)] = r.summary
-                    details[(r.integration, r.check)] = r.details or {}
-            batch = AlertBatch(transitions, incidents, dict(recent), states, summaries, details, s)
-            deliveries = step(batch)
-            for t in transitions:
-                t.processed_at = now
-                s.add(t)
+            notices, next_due = fold(AlertBatch(transitions, incidents, dict(recent), s))
             s.flush()
+            ids = [t.id for t in transitions]
+            for i in range(0, len(ids), 500):
+                s.execute(update(Transition).where(col(Transition.id).in_(ids[i:i + 500])).values(processed_at=now))
+            for n in notices:
+                values = {k: getattr(n, k) for k in AlertDelivery.model_fields if k != "id"}
+                s.execute(self._insert()(AlertDelivery).values(**{**values, "state": NOTICE})
+                          .on_conflict_do_nothing(index_elements=["key", "route", "service"]))
+            due = next_due.isoformat() if next_due is not None else ""
+            s.execute(self._insert()(Meta).values(key=NEXT_DUE, value=due)
+                      .on_conflict_do_update(index_elements=["key"], set_={"value": due}))
+        return notices
+
+    def notices_to_route(self) -> list[AlertDelivery]:
+        """Step 2's input: the notices folded but not yet routed (``notice_row``), oldest first."""
+        with self._session() as s:
+            return list(s.exec(select(AlertDelivery).where(AlertDelivery.state == NOTICE).order_by(AlertDelivery.id)))
+
+    def incidents_by_id(self, ids: Iterable[int]) -> dict[int, Incident]:
+        wanted = sorted(set(ids))
+        if not wanted:
+            return {}
+        with self._session() as s:
+            return {i.id: i for i in s.exec(select(Incident).where(col(Incident.id).in_(wanted)))}
+
+    def check_facts(self, pairs: Iterable[tuple[str, str]]) -> dict[tuple[str, str], tuple[str | None, Any, dict]]:
+        """(latest summary, last success, latest metrics) of each (integration, check) in ``pairs``: what a notice
+        says about its checks."""
+        wanted = set(pairs)
+        if not wanted:
+            return {}
+        with self._session() as s:
+            states = [st for st in s.exec(select(CheckState).where(
+                col(CheckState.integration).in_({i for i, _ in wanted}))) if (st.integration, st.check) in wanted]
+            ids = [st.last_result_id for st in states if st.last_result_id]
+            latest: dict[int, CheckResult] = {}
+            for i in range(0, len(ids), 500):
+                latest.update({r.id: r for r in s.exec(select(CheckResult).where(
+                    col(CheckResult.id).in_(ids[i:i + 500])))})
+        out = {}
+        for st in states:
+            r = latest.get(st.last_result_id or 0)
+            out[(st.integration, st.check)] = (r.summary if r else None, st.last_ok_at, (r.details or {}) if r else {})
+        return out
+
+    def route_notices(self, notice_ids: list[int], deliveries: list[AlertDelivery]) -> None:
+        """Step 2's output, in one short transaction: queue the deliveries (a key, route and service already queued
+        is left alone) and drop the notice rows they were rendered from."""
+        with self._session(write=True) as s:
             for d in deliveries:
                 values = {k: getattr(d, k) for k in AlertDelivery.model_fields if k != "id"}
                 s.execute(self._insert()(AlertDelivery).values(**values)
                           .on_conflict_do_nothing(index_elements=["key", "route", "service"]))
-        return deliveries
+            if notice_ids:
+                s.execute(delete(AlertDelivery).where(col(AlertDelivery.id).in_(notice_ids),
+                                                      AlertDelivery.state == NOTICE))
 
     # -- sending ---------------------------------------------------------------------------------------
     def claim_deliveries(self, worker: str, now: datetime, *, lease: timedelta = timedelta(minutes=5),
@@ -144,6 +220,7 @@ class AlertStore:
             if inc is not None and inc.status == "open":
                 inc.ack_by, inc.ack_at = by, now
                 s.add(inc)
+                self._fold_again(s)
             return inc
 
     def snooze_incident(self, incident_id: int, until: datetime) -> Incident | None:
@@ -152,7 +229,14 @@ class AlertStore:
             if inc is not None and inc.status == "open":
                 inc.snoozed_until = until
                 s.add(inc)
+                self._fold_again(s)  # a shorter snooze than before brings the reminder forward
             return inc
+
+    @staticmethod
+    def _fold_again(s: Session) -> None:
+        """An incident changed outside a fold (a person's ack or snooze): the stored due time no longer holds, so the
+        next dispatch cycle folds and stores a new one."""
+        s.execute(delete(Meta).where(Meta.key == NEXT_DUE))
 
     def notifications(self, incident_id: int | None = None) -> list[Notification]:
         stmt = select(Notification).order_by(Notification.at, Notification.id)

@@ -1,10 +1,11 @@
 """The reauthorisation tables' part of the Store (mixed into ``monitor.db.Store``).
 
-A ReauthRequest opens when a result's diagnosis needs a person to sign in again (``needs_reauth``), in the
-same transaction that records the result; one is open per integration (the unique ``open_key``). It
-closes when the sign-in succeeds (the callback), when the next token check is good again, or when its link
-expires and a new failing result opens the next one. ReauthAttempt rows are the audit, and hold a started
-sign-in's MSAL flow (encrypted) until the callback claims it, once.
+When a request opens and closes with a result is the result pipeline's rule (``monitor.pipeline.ReauthRequests``),
+applied inside the transaction that records the result through ``open_reauth_in`` / ``close_reauth_in``. One
+request is open per integration (the unique ``open_key``). It closes when the sign-in succeeds (the callback), when
+the next token check is good again, or when its link expires and a new failing result opens the next one.
+ReauthAttempt rows are the audit, and hold a started sign-in's MSAL flow (encrypted) until the callback claims it,
+once.
 """
 
 from __future__ import annotations
@@ -18,14 +19,11 @@ from sqlalchemy import select as core_select
 from sqlalchemy import update as core_update
 from sqlmodel import col, select
 
-from mailwarden.checks import diagnoses
 from mailwarden.monitor.models import Integration, ReauthAttempt, ReauthRequest
 from mailwarden.redact import redact
 
 _REQ = ReauthRequest.__table__
 _INTEG = Integration.__table__
-_GOOD = ("ok", "warn")
-_BAD = ("fail", "error")
 
 
 class ReauthStore:
@@ -36,17 +34,10 @@ class ReauthStore:
     reauth_link_ttl: timedelta = timedelta(days=7)  # runtime sets it from web.reauth_link_ttl
 
     # -- requests ------------------------------------------------------------------------------------
-    def _reauth_after_result(self, conn: Any, integration: str, check: str, status: str, code: str | None,
-                             previous: str | None, now: datetime) -> None:
-        """Called by ``record_result`` inside its transaction: open on a needs_reauth failure, close on the
-        first good token result after a bad one. Costs nothing on the usual (good after good) path."""
-        if code is not None and status in _BAD and diagnoses.get(code).needs_reauth:
-            self._open_reauth(conn, integration, code, now)
-        elif check == "token" and status in _GOOD and previous not in _GOOD:
-            conn.execute(core_update(_REQ).where(_REQ.c.open_key == integration)
-                         .values(open_key=None, closed_at=now, closed_by="token_ok"))
-
-    def _open_reauth(self, conn: Any, integration: str, code: str | None, now: datetime) -> int | None:
+    def open_reauth_in(self, conn: Any, integration: str, code: str | None, now: datetime) -> int | None:
+        """Open (or find the open) request of a delegated integration within the caller's transaction ``conn``; its id,
+        or None for an app-only integration (nobody to sign in). A request whose link expired is closed and a new one
+        opened, with a new link for the next alert."""
         row = conn.execute(core_select(_REQ.c.id, _REQ.c.expires_at).where(_REQ.c.open_key == integration)).first()
         if row is not None and row.expires_at > now:
             return row.id
@@ -64,10 +55,15 @@ class ReauthStore:
         found = conn.execute(core_select(_REQ.c.id).where(_REQ.c.open_key == integration)).first()
         return found.id if found else None
 
+    def close_reauth_in(self, conn: Any, integration: str, by: str, now: datetime) -> None:
+        """Close the integration's open request, if any, within the caller's transaction ``conn``."""
+        conn.execute(core_update(_REQ).where(_REQ.c.open_key == integration)
+                     .values(open_key=None, closed_at=now, closed_by=by))
+
     def open_reauth_request(self, integration: str, code: str | None, now: datetime) -> ReauthRequest | None:
         """Open (or return the open) request of a delegated integration; None for an app-only one."""
         with self._connection(write=True) as conn:
-            rid = self._open_reauth(conn, integration, code, now)
+            rid = self.open_reauth_in(conn, integration, code, now)
         return self.get_reauth_request(rid) if rid is not None else None
 
     def get_reauth_request(self, request_id: int) -> ReauthRequest | None:

@@ -1,21 +1,54 @@
-"""What `check` and `demo` print on a terminal: progress while checks run, then a table, worst first."""
+"""What `check` and `demo` print: progress while checks run, then a table, worst first; and the JSON of a result,
+the same object wherever a result is given as JSON (``result_json``)."""
 
 from __future__ import annotations
 
 import asyncio
-from typing import TYPE_CHECKING
+from datetime import UTC
+from typing import TYPE_CHECKING, Any
 
 from rich.console import Console
 from rich.padding import Padding
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from mailwarden.checks.base import SEVERITY_ORDER, Status
+from mailwarden.checks.base import SEVERITY_ORDER, Outcome, Status
 
 if TYPE_CHECKING:  # pragma: no cover
+    from mailwarden.monitor.config import Config
     from mailwarden.monitor.runner import Runner, RunResult
 
 COLOURS = {"ok": "green", "warn": "yellow", "fail": "bold red", "error": "magenta", "blocked": "dim"}
+
+
+def result_json(config: Config, r: Any) -> dict[str, Any]:
+    """One result (a ``CheckResult`` row: stored, or as it would have been stored) as JSON: what `mailwarden check
+    --format json` and the demo print, and what /api/results and /api/integrations/NAME answer. The fix steps are
+    chosen by the result's own facts and check kind, for the integration's flow (``monitor.runner.facts``);
+    ``details`` are the stored metrics plus the integration's tenant, flow and mailbox (None once it has left the
+    config). ``id`` is None for a result that could not be stored."""
+    from mailwarden.checks.diagnoses import render_fix
+    from mailwarden.monitor.runner import facts
+    from mailwarden.redact import redact
+
+    outcome = Outcome(Status(r.status), r.code, r.summary, r.latency_ms, dict(r.details or {}))
+    try:
+        integ = config.integration(r.integration)
+    except KeyError:  # stored, no longer in the config
+        integ = None
+    app = config.apps.get(integ.app) if integ is not None else None
+    fix = [] if r.status == Status.OK.value else render_fix(
+        r.code or "unclassified", **(facts(config, integ, outcome, r.check) if integ is not None
+                                     else {"integration": r.integration}))
+    return {
+        "id": r.id, "integration": r.integration, "check": r.check, "status": r.status, "code": r.code,
+        "summary": redact(r.summary), "fix": fix,
+        "latency_ms": round(r.latency_ms, 1) if r.latency_ms is not None else None,
+        "checked_at": r.checked_at.astimezone(UTC).isoformat().replace("+00:00", "Z"),
+        "details": {**(r.details or {}), "tenant": app.tenant if app else None,
+                    "flow": integ.flow if integ is not None else None,
+                    "mailbox": integ.mailbox if integ is not None else None},
+    }
 
 
 def run_with_progress(runner: Runner, selection: list[tuple[str, list[str]]], *, show: bool) -> list[RunResult]:

@@ -1,4 +1,5 @@
-"""Runs checks: concurrency limits, a timeout per check, dependencies, and storing every result.
+"""Runs checks: concurrency limits, a timeout per check, dependencies; every result goes to the result pipeline
+(``monitor.pipeline``: stored, then followed up).
 
 Nothing a check does can stop the others: an exception or a hang becomes an ``error`` result.
 Limits: a global one, one per tenant (Microsoft throttles per tenant), and at most one connection per
@@ -21,12 +22,11 @@ from typing import TYPE_CHECKING, Any
 
 from mailwarden.checks import REGISTRY
 from mailwarden.checks.base import CheckContext, Outcome, Status, targets
-from mailwarden.checks.diagnoses import render_fix
 from mailwarden.errors import MailwardenError, StorageError
 from mailwarden.monitor.backoff import Backoff, Wait
 from mailwarden.monitor.breaker import Breaker
-from mailwarden.monitor.buffer import Pending, ResultBuffer
 from mailwarden.monitor.config import Config, IntegrationConfig
+from mailwarden.monitor.pipeline import ResultPipeline
 from mailwarden.redact import redact
 from mailwarden.state import Thresholds
 
@@ -51,23 +51,14 @@ class RunResult:
     transition: Transition | None
 
     def as_json(self, config: Config) -> dict:
-        integ = config.integration(self.integration)
-        app = config.apps.get(integ.app)
-        o = self.outcome
-        fix = [] if o.status == Status.OK else render_fix(o.code or "unclassified",
-                                                          **facts(config, integ, o, self.check))
-        return {
-            "integration": self.integration,
-            "check": self.check,
-            "status": o.status.value,
-            "code": o.code,
-            "summary": redact(o.summary),
-            "fix": fix,
-            "latency_ms": round(o.latency_ms, 1) if o.latency_ms is not None else None,
-            "checked_at": self.checked_at.astimezone(UTC).isoformat().replace("+00:00", "Z"),
-            "details": {**o.metrics, "tenant": app.tenant if app else None, "flow": integ.flow,
-                        "mailbox": integ.mailbox},
-        }
+        """The result's JSON (``monitor.output.result_json``): the stored row, or for a result that could not be
+        stored the row it would have been."""
+        from mailwarden.monitor.db import result_row
+        from mailwarden.monitor.models import CheckResult
+        from mailwarden.monitor.output import result_json
+
+        row = self.result or CheckResult(**result_row(self.integration, self.check, self.outcome, self.checked_at))
+        return result_json(config, row)
 
 
 def facts(config: Config, integ: IntegrationConfig, outcome: Outcome | None = None,
@@ -186,10 +177,8 @@ class Runner:
         self.clock = clock
         self._loop: asyncio.AbstractEventLoop | None = None
         self._bind_limits()
-        # Set by a serving Monitor (monitor.buffer, monitor.leader): results that cannot be written now wait in
-        # the buffer; ``writable`` is False while this instance must re-take its leadership lease first.
-        self.buffer: ResultBuffer | None = None
-        self.writable: Callable[[], bool] = lambda: True
+        # every result goes through it: stored (or buffered in a storage outage), then its subscribers
+        self.pipeline = ResultPipeline(store)
         # latest (status, code) of each check, for _blocked: as this runner stored it, or as read at start
         self._last: dict[tuple[str, str], tuple[str | None, str | None]] = {}
         # until when each check waits (a Retry-After), as this runner last stored it: the scheduler asks
@@ -253,29 +242,13 @@ class Runner:
         self._last[(name, kind)] = (Status(outcome.status).value, outcome.code)
         self._not_before[(name, kind)] = (checked_at + timedelta(seconds=outcome.retry_after_s)
                                           if outcome.retry_after_s else None)
-        row, transition = None, None
-        buffer = self.buffer
-        if buffer is not None and (len(buffer) or not self.writable()):
-            buffer.add(Pending(name, kind, outcome, checked_at, thresholds))  # behind the older ones, in order
-        else:
-            try:
-                row, transition = await asyncio.to_thread(
-                    self.store.record_result, integration=name, check=kind, outcome=outcome,
-                    checked_at=checked_at, thresholds=thresholds)
-            except StorageError as exc:
-                if buffer is None:
-                    log.error("result not stored", extra={"integration": name, "check": kind,
-                                                          "error": exc.message()})
-                else:
-                    buffer.unavailable(exc.message())
-                    buffer.add(Pending(name, kind, outcome, checked_at, thresholds))
-            except MailwardenError as exc:
-                log.error("result not stored", extra={"integration": name, "check": kind, "error": exc.message()})
+        result = await self.pipeline.record(RunResult(name, kind, outcome, checked_at, None, None), thresholds)
+        transition = result.transition
         log.info("check finished", extra={
             "integration": name, "check": kind, "status": outcome.status.value, "code": outcome.code,
             "latency_ms": round(outcome.latency_ms or 0, 1), "summary": redact(outcome.summary),
             "transition": f"{transition.from_status}->{transition.to_status}" if transition else None})
-        return RunResult(name, kind, outcome, checked_at, row, transition)
+        return result
 
     def remember_latest(self, latest: Mapping[tuple[str, str], Any], scheduled: Iterable[tuple[str, str]]) -> None:
         """Take the stored latest status, code and Retry-After of the ``scheduled`` checks (``Store.latest()``,
@@ -309,7 +282,7 @@ class Runner:
             last, code = known
         else:
             try:
-                if self.buffer is not None and self.buffer.outage:
+                if self.pipeline.buffer is not None and self.pipeline.buffer.outage:
                     raise StorageError("storage outage")  # do not wait for a connect timeout per check
                 state = await asyncio.to_thread(self.store.get_state, integ.name, TOKEN)
                 last, code = (state.last_status, state.last_code) if state is not None else (None, None)

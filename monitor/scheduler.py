@@ -56,6 +56,7 @@ class Monitor:
         self.buffer = ResultBuffer()
         self.leadership = None  # monitor.leader.Leadership, from start()
         self._watch: asyncio.Task | None = None
+        self._subscribe(runtime)
 
     # -- jobs --------------------------------------------------------------------------------
     def wanted_jobs(self) -> dict[str, tuple[str, str, float]]:
@@ -206,20 +207,26 @@ class Monitor:
                 if not_before > datetime.now(UTC):
                     log.info("check deferred (Retry-After)", extra={"integration": name, "check": kind})
                     return
+            # stored (or buffered) and followed up by the runner's ResultPipeline: see _attach
             result = await runtime.runner.run_one(name, kind)
         except KeyError:  # removed from the config between scheduling and running
             return
         except Exception:  # noqa: BLE001 - the scheduler must keep going whatever happens
             log.exception("check job failed", extra={"integration": name, "check": kind})
             return
-        if result.transition is not None:
-            self._dispatch_soon()
         if result.outcome.recheck_s:  # e.g. a brand-new secret still replicating: look again in seconds
             at = datetime.now(UTC) + timedelta(seconds=result.outcome.recheck_s)
             self.scheduler.add_job(self._run, DateTrigger(at, timezone=UTC),
                                    args=[name, kind], id=f"recheck::{name}::{kind}", replace_existing=True,
                                    misfire_grace_time=60)
-        if self.on_result is not None:
+
+    # -- after each result (the runtime's ResultPipeline calls these, whoever ran the check) --------------------
+    def _dispatch_after(self, result: RunResult) -> None:
+        if result.transition is not None:
+            self._dispatch_soon()
+
+    def _observe(self, result: RunResult) -> None:
+        if self.on_result is not None:  # read per call: the web app wraps it with its metrics (web.server)
             self.on_result(result)
 
     # -- leadership and the buffer (monitor.leader, monitor.buffer) ------------------------------
@@ -228,9 +235,16 @@ class Monitor:
         return self.leadership is None or self.leadership.leading
 
     def _attach(self, runtime: Runtime) -> None:
+        pipeline = runtime.runner.pipeline
         # Only the leader buffers: a follower's result (a re-run from the dashboard) is written or not at all.
-        runtime.runner.buffer = self.buffer if self.leading else None
-        runtime.runner.writable = lambda: self.leadership is None or self.leadership.writable
+        pipeline.buffer = self.buffer if self.leading else None
+        pipeline.writable = lambda: self.leadership is None or self.leadership.writable
+        self._subscribe(runtime)
+
+    def _subscribe(self, runtime: Runtime) -> None:
+        """After every result of this runtime's runner (scheduled, re-run from the dashboard, after a sign-in)."""
+        runtime.runner.pipeline.subscribe(self._dispatch_after)  # alerts follow a state change at once
+        runtime.runner.pipeline.subscribe(self._observe)  # then the metrics (and whoever else set on_result)
 
     async def _ready(self) -> bool:
         """May housekeeping write and send now: lease held, every buffered result written first."""
@@ -241,7 +255,8 @@ class Monitor:
         return not len(self.buffer) and not self.buffer.outage
 
     async def flush(self) -> None:
-        out = await asyncio.to_thread(self.buffer.flush, self.runtime.store)
+        # through the pipeline's transaction: a buffered result opens or closes its reauthorisation request too
+        out = await asyncio.to_thread(self.buffer.flush, self.runtime.runner.pipeline)
         if out is not None and out[1]:
             self._dispatch_soon()
 
@@ -254,7 +269,7 @@ class Monitor:
 
     def stand_down(self) -> None:
         self.scheduler.remove_all_jobs()
-        self.runtime.runner.buffer = None
+        self.runtime.runner.pipeline.buffer = None
         self.buffer.clear("another instance leads now")
         self._dispatcher = None
 
@@ -295,7 +310,8 @@ class Monitor:
         if self._watch is not None:
             self._watch.cancel()
         if self.leadership is not None:
-            if len(self.buffer) and self.leadership.writable and self.buffer.flush(self.runtime.store) is None:
+            if len(self.buffer) and self.leadership.writable and \
+                    self.buffer.flush(self.runtime.runner.pipeline) is None:
                 log.warning("buffered results lost at shutdown", extra={"results": len(self.buffer)})
             self.leadership.close()  # releases the lease: a follower takes over at once
         self.runtime.close()

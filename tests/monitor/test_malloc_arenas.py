@@ -1,42 +1,155 @@
-"""Importing mailwarden caps glibc's malloc arenas (peak RSS, bench/) and pins its mmap threshold (the soak's RSS
-creep); an operator's MALLOC_ARENA_MAX / MALLOC_MMAP_THRESHOLD_ wins. The heap trim gives pages back."""
+"""`mailwarden serve` and `mailwarden demo` cap glibc's malloc arenas (peak RSS, bench/) and pin its mmap threshold
+(the soak's RSS creep) at start; importing mailwarden changes neither; an operator's MALLOC_ARENA_MAX /
+MALLOC_MMAP_THRESHOLD_ wins. The heap trim gives pages back.
+
+Each is observed in the process itself, from what malloc does (``PROBE``): how many arenas eight new threads get,
+and whether a 1 MiB block comes from mmap after a 4 MiB one was freed (glibc's own threshold would have risen to
+4 MiB). The commands run unmodified: a ``sitecustomize`` on PYTHONPATH installs the probe as a SIGUSR1 handler."""
 
 from __future__ import annotations
 
+import json
 import os
+import signal
 import subprocess
 import sys
+import textwrap
+import time
+from pathlib import Path
 
 import pytest
+
+from mailwarden.monitor import MALLOC_ARENAS
+from tests.monitor.test_scheduler import MAILWARDEN, serve_config, serve_env
 
 pytestmark = pytest.mark.skipif(not os.path.exists("/lib/x86_64-linux-gnu/libc.so.6")
                                 and not os.path.exists("/lib/aarch64-linux-gnu/libc.so.6"),
                                 reason="glibc only: other C libraries have no malloc arenas to cap")
 
+PROBE = textwrap.dedent("""\
+    import ctypes, json, os, tempfile, threading
 
-def capped(env_extra: dict[str, str], flag: str = "ARENAS_CAPPED") -> str:
+    class _Mallinfo2(ctypes.Structure):
+        _fields_ = [(f, ctypes.c_size_t) for f in ("arena", "ordblks", "smblks", "hblks", "hblkhd", "usmblks",
+                                                   "fsmblks", "uordblks", "fordblks", "keepcost")]
+
+    def malloc_probe():
+        libc = ctypes.CDLL("libc.so.6")
+        libc.malloc.restype, libc.malloc.argtypes = ctypes.c_void_p, [ctypes.c_size_t]
+        libc.free.argtypes = [ctypes.c_void_p]
+        libc.mallinfo2.restype = _Mallinfo2
+        libc.fopen.restype, libc.fopen.argtypes = ctypes.c_void_p, [ctypes.c_char_p, ctypes.c_char_p]
+        libc.malloc_info.argtypes, libc.fclose.argtypes = [ctypes.c_int, ctypes.c_void_p], [ctypes.c_void_p]
+        # arenas: a thread's first allocation gets an arena of its own until the cap
+        ready, done = threading.Barrier(9), threading.Event()
+
+        def hold():
+            block = libc.malloc(64)
+            ready.wait()
+            done.wait()
+            libc.free(block)
+
+        threads = [threading.Thread(target=hold) for _ in range(8)]
+        for t in threads:
+            t.start()
+        ready.wait()
+        with tempfile.NamedTemporaryFile(suffix=".xml") as info:
+            fp = libc.fopen(info.name.encode(), b"w")
+            libc.malloc_info(0, fp)
+            libc.fclose(fp)
+            arenas = open(info.name).read().count("<heap nr=")
+        done.set()
+        for t in threads:
+            t.join()
+        # the mmap threshold: freeing a mapped 4 MiB block raises glibc's own threshold to 4 MiB unless pinned
+        libc.free(libc.malloc(4 << 20))
+        before = libc.mallinfo2().hblks
+        block = libc.malloc(1 << 20)
+        mapped = libc.mallinfo2().hblks > before
+        libc.free(block)
+        return {"arenas": arenas, "mib_mapped": mapped}
+    """)
+
+# loaded at interpreter start by every process of the test (PYTHONPATH); the probe runs on SIGUSR1
+SITECUSTOMIZE = PROBE + textwrap.dedent("""\
+    if os.environ.get("MALLOC_PROBE_OUT"):
+        import signal
+
+        def _on_usr1(signum, frame):
+            out = os.environ["MALLOC_PROBE_OUT"]
+            with open(out + ".part", "w") as fh:
+                json.dump(malloc_probe(), fh)
+            os.replace(out + ".part", out)
+
+        signal.signal(signal.SIGUSR1, _on_usr1)
+    """)
+
+
+def probed_env(tmp_path: Path, **extra: str) -> dict[str, str]:
+    site = tmp_path / "site"
+    site.mkdir(exist_ok=True)
+    (site / "sitecustomize.py").write_text(SITECUSTOMIZE)
+    env = {k: v for k, v in serve_env().items() if k not in ("MALLOC_ARENA_MAX", "MALLOC_MMAP_THRESHOLD_")}
+    return env | {"PYTHONPATH": str(site), "MALLOC_PROBE_OUT": str(tmp_path / "probe.json")} | extra
+
+
+def probe_running(command: str, tmp_path: Path, **env: str) -> dict:
+    """Start `mailwarden <command>`, probe it once its scheduler runs, stop it."""
+    if command == "serve":
+        args = ["serve", "-c", str(serve_config(tmp_path / "mailwarden.yaml", ["keep"]))]
+    else:
+        args = ["demo", "--workdir", str(tmp_path / "demo"), "--port", "0"]
+    err = tmp_path / "stderr.log"
+    with err.open("w") as ferr:
+        proc = subprocess.Popen([str(MAILWARDEN), *args], cwd=tmp_path, env=probed_env(tmp_path, **env),
+                                stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=ferr)
+    out = tmp_path / "probe.json"
+    try:
+        deadline = time.monotonic() + 60
+        while "scheduler started" not in err.read_text():
+            assert proc.poll() is None and time.monotonic() < deadline, err.read_text()[-3000:]
+            time.sleep(0.05)
+        proc.send_signal(signal.SIGUSR1)
+        while not out.exists():
+            assert proc.poll() is None and time.monotonic() < deadline, err.read_text()[-3000:]
+            time.sleep(0.05)
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=30) == 0, err.read_text()[-3000:]
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(timeout=10)
+    return json.loads(out.read_text())
+
+
+@pytest.mark.parametrize("command", ["serve", "demo"])
+def test_the_long_running_commands_tune_malloc_at_start(command, tmp_path):
+    assert probe_running(command, tmp_path) == {"arenas": MALLOC_ARENAS, "mib_mapped": True}
+
+
+def test_the_operators_settings_win(tmp_path):
+    # glibc applies these at start; serve must not override them (2 MiB: a 1 MiB block stays in the heap)
+    probe = probe_running("serve", tmp_path, MALLOC_ARENA_MAX="8", MALLOC_MMAP_THRESHOLD_=str(2 << 20))
+    assert probe == {"arenas": 8, "mib_mapped": False}
+
+
+def test_importing_mailwarden_changes_nothing_in_malloc(tmp_path):
+    """A process that imports mailwarden (a script, a test, the bench) keeps glibc's defaults."""
+    code = PROBE + textwrap.dedent("""\
+        import mailwarden.monitor, mailwarden.monitor.cli, mailwarden.monitor.cli_serve, mailwarden.monitor.scheduler
+        print(json.dumps(malloc_probe()))
+        """)
     env = {k: v for k, v in os.environ.items() if k not in ("MALLOC_ARENA_MAX", "MALLOC_MMAP_THRESHOLD_")}
-    return subprocess.run([sys.executable, "-c", f"import monitor; print(monitor.{flag})"], env=env | env_extra,
-                          capture_output=True, text=True, check=True).stdout.strip()
+    probe = json.loads(subprocess.run([sys.executable, "-c", code], env=env, cwd=tmp_path, capture_output=True,
+                                      text=True, check=True).stdout)
+    assert probe["arenas"] > MALLOC_ARENAS and probe["mib_mapped"] is False
 
 
-def test_arenas_capped_on_import():
-    assert capped({}) == "True"
-
-
-def test_the_operators_setting_wins():
-    assert capped({"MALLOC_ARENA_MAX": "8"}) == "False"
-
-
-def test_mmap_threshold_pinned_on_import_unless_the_operator_sets_it():
-    assert capped({}, "MMAP_THRESHOLD_PINNED") == "True"
-    assert capped({"MALLOC_MMAP_THRESHOLD_": "65536"}, "MMAP_THRESHOLD_PINNED") == "False"
-
-
-def test_the_heap_trim_gives_freed_pages_back():
+def test_the_heap_trim_gives_freed_pages_back(tmp_path):
     """Freed memory inside the heap is kept by malloc until trimmed: RSS falls when trim_heap runs."""
     code = """
-import ctypes, monitor
+import ctypes
+from mailwarden.monitor import trim_heap
 libc = ctypes.CDLL("libc.so.6")
 libc.malloc.restype = ctypes.c_void_p
 libc.free.argtypes = [ctypes.c_void_p]
@@ -49,8 +162,8 @@ keep = blocks[-1]
 for b in blocks[:-1]:
     libc.free(b)  # the block at the top stays: the heap cannot shrink from its end
 before = rss()
-print(monitor.trim_heap(), before - rss())
+print(trim_heap(), before - rss())
 """
-    trimmed, freed_kb = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+    trimmed, freed_kb = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, capture_output=True, text=True,
                                        check=True).stdout.split()
     assert trimmed == "True" and int(freed_kb) > 50_000

@@ -1,0 +1,122 @@
+"""What happens to a check's result, whoever ran the check: the scheduler, the dashboard's "Re-run now", `mailwarden
+check`, the re-authorisation page (each through ``Runner.run_one``).
+
+``ResultPipeline.record(result)``:
+
+1. One transaction (``Store.record_result``): store the CheckResult, fold it into the check's state (the pure state
+   machine, ``mailwarden.state``), record a Transition only when the state changes, and last, still inside it, the
+   reauthorisation rule (``ReauthRequests``: open a request on a failure that needs a sign-in, close it on the first
+   good token result after a bad one). The rule stays in the transaction because two promises of the README
+   ("Reauthorisation") would break if a crash lost it: the alert about the failure carries the request's link (the
+   dispatcher may fold the transition as soon as it is committed, so the request must be there by then), and the
+   link stops working once the next token check is good again (the close depends on the previous result's status,
+   which the commit overwrites: a lost close would leave the link working for its whole lifetime).
+2. After the commit, the subscribers in the order they subscribed; the scheduler subscribes "dispatch soon" (after a
+   transition), then the metrics hook (``Monitor.on_result``: the check-duration histogram, the demo's table).
+   A subscriber that fails is logged; the result stays stored and the others still run.
+
+While the database cannot be written (``monitor.buffer``, set by a serving Monitor with ``buffer``/``writable``),
+results wait in the buffer in the order they were taken, and the buffer writes them through ``record_result`` here
+(the same transaction, reauthorisation rule included) when the database returns; the Monitor dispatches after that
+flush. The subscribers run for a buffered result too (it was taken: it counts in the metrics), with no transition.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+from mailwarden.checks import diagnoses
+from mailwarden.errors import MailwardenError, StorageError
+from mailwarden.monitor.buffer import Pending, ResultBuffer
+
+if TYPE_CHECKING:  # pragma: no cover
+    from mailwarden.monitor.db import Recorded, Store
+    from mailwarden.monitor.runner import RunResult
+    from mailwarden.state import Thresholds
+
+log = logging.getLogger("mailwarden.runner")
+GOOD = ("ok", "warn")
+BAD = ("fail", "error")
+TOKEN = "token"  # monitor.runner.TOKEN (the runner imports this module)
+
+Subscriber = Callable[["RunResult"], None]
+
+
+class ReauthRequests:
+    """The reauthorisation rule of a result, applied inside the transaction that records it: a failure whose
+    diagnosis needs a person to sign in again (``needs_reauth``) opens the integration's request (a delegated one's;
+    the open one is kept), and the first good token result after a result that was not good closes it. Costs nothing
+    on the usual path (a good result after a good one)."""
+
+    def __init__(self, store: Store):
+        self.store = store
+
+    def __call__(self, conn: Any, recorded: Recorded) -> None:
+        r = recorded.result
+        if r.code is not None and r.status in BAD and diagnoses.get(r.code).needs_reauth:
+            self.store.open_reauth_in(conn, r.integration, r.code, r.checked_at)
+        elif r.check == TOKEN and r.status in GOOD and recorded.previous not in GOOD:
+            self.store.close_reauth_in(conn, r.integration, "token_ok", r.checked_at)
+
+
+class ResultPipeline:
+    def __init__(self, store: Store):
+        self.store = store
+        self.reauth = ReauthRequests(store)
+        self._subscribers: list[Subscriber] = []
+        # Set by a serving Monitor (monitor.buffer, monitor.leader): results that cannot be written now wait in
+        # the buffer; ``writable`` is False while this instance must re-take its leadership lease first.
+        self.buffer: ResultBuffer | None = None
+        self.writable: Callable[[], bool] = lambda: True
+
+    def subscribe(self, subscriber: Subscriber) -> None:
+        """Call ``subscriber(result)`` after each result, after those subscribed before it; once, however often
+        subscribed."""
+        if subscriber not in self._subscribers:
+            self._subscribers.append(subscriber)
+
+    async def record(self, result: RunResult, thresholds: Thresholds) -> RunResult:
+        """Store ``result`` (or buffer it), then tell the subscribers. Fills ``result.result`` and
+        ``result.transition`` when it was stored; never raises for the database (logged, or buffered)."""
+        item = Pending(result.integration, result.check, result.outcome, result.checked_at, thresholds)
+        buffer = self.buffer
+        if buffer is not None and (len(buffer) or not self.writable()):
+            buffer.add(item)  # behind the older ones, in order
+        else:
+            try:
+                recorded = await asyncio.to_thread(
+                    self.record_result, integration=item.integration, check=item.check, outcome=item.outcome,
+                    checked_at=item.checked_at, thresholds=thresholds)
+                result.result, result.transition = recorded.result, recorded.transition
+            except StorageError as exc:
+                if buffer is None:
+                    log.error("result not stored", extra={"integration": result.integration, "check": result.check,
+                                                          "error": exc.message()})
+                else:
+                    buffer.unavailable(exc.message())
+                    buffer.add(item)
+            except MailwardenError as exc:
+                log.error("result not stored", extra={"integration": result.integration, "check": result.check,
+                                                      "error": exc.message()})
+        for subscriber in list(self._subscribers):
+            try:
+                subscriber(result)
+            except Exception:  # noqa: BLE001 - the result is stored; one subscriber must not stop the others
+                log.exception("result subscriber failed", extra={"integration": result.integration,
+                                                                 "check": result.check})
+        return result
+
+    # -- what the buffer writes through (monitor.buffer.ResultBuffer.flush) ------------------------------
+    def record_result(self, *, integration: str, check: str, outcome: Any, checked_at: Any,
+                      thresholds: Thresholds) -> Recorded:
+        """Step 1 alone (blocking): the result, its state, its transition and its reauthorisation request."""
+        return self.store.record_result(integration=integration, check=check, outcome=outcome, checked_at=checked_at,
+                                        thresholds=thresholds, in_transaction=self.reauth)
+
+    @property
+    def engine(self) -> Any:
+        """The store's engine: the buffer probes it before writing after an outage."""
+        return self.store.engine

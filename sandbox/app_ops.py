@@ -31,38 +31,47 @@ def add_secret(state: State, app_id: str, actor: str | None = None, **spec) -> d
             "startDateTime": _iso(s.start), "endDateTime": _iso(s.end)}
 
 
-def _secret(state: State, app_id: str, key_id: str):
+def _credential(state: State, app_id: str, key_id: str, kind: str):
+    """(app, the secret or certificate with ``key_id``); ``kind``: "secrets" or "certificates"."""
     app = state.require_app(app_id)
-    for s in app.secrets:
-        if s.key_id == key_id:
-            return app, s
-    raise KeyError(f"no secret {key_id} on app {app_id}")
+    for c in getattr(app, kind):
+        if c.key_id == key_id:
+            return app, c
+    raise KeyError(f"no {kind[:-1]} {key_id} on app {app_id}")
+
+
+def _expire(state: State, app_id: str, key_id: str, kind: str) -> dict:
+    with state.lock:
+        _, c = _credential(state, app_id, key_id, kind)
+        c.end = state.now() - dt.timedelta(seconds=1)
+    return {"keyId": key_id, "endDateTime": _iso(c.end)}
+
+
+def _delete(state: State, app_id: str, key_id: str, kind: str, actor: str | None) -> dict:
+    with state.lock:
+        app, c = _credential(state, app_id, key_id, kind)
+        before = _creds(app)
+        getattr(app, kind).remove(c)
+        audit.credentials_changed(state, app, before, actor)
+    return {"deleted": key_id}
 
 
 @op
 def expire_secret(state: State, app_id: str, key_id: str) -> dict:
-    with state.lock:
-        _, s = _secret(state, app_id, key_id)
-        s.end = state.now() - dt.timedelta(seconds=1)
-    return {"keyId": key_id, "endDateTime": _iso(s.end)}
+    return _expire(state, app_id, key_id, "secrets")
 
 
 @op
 def set_secret_end(state: State, app_id: str, key_id: str, end: str) -> dict:
     with state.lock:
-        _, s = _secret(state, app_id, key_id)
+        _, s = _credential(state, app_id, key_id, "secrets")
         s.end = scenario.parse_when(end, state.now())
     return {"keyId": key_id, "endDateTime": _iso(s.end)}
 
 
 @op
 def delete_secret(state: State, app_id: str, key_id: str, actor: str | None = None) -> dict:
-    with state.lock:
-        app, s = _secret(state, app_id, key_id)
-        before = _creds(app)
-        app.secrets.remove(s)
-        audit.credentials_changed(state, app, before, actor)
-    return {"deleted": key_id}
+    return _delete(state, app_id, key_id, "secrets", actor)
 
 
 @op
@@ -78,31 +87,15 @@ def add_certificate(state: State, app_id: str, actor: str | None = None, **spec)
             "cert_path": str(c.cert_path) if c.cert_path else None, "endDateTime": _iso(c.end)}
 
 
-def _cert(state: State, app_id: str, key_id: str):
-    app = state.require_app(app_id)
-    for c in app.certificates:
-        if c.key_id == key_id:
-            return app, c
-    raise KeyError(f"no certificate {key_id} on app {app_id}")
-
-
 @op
 def expire_certificate(state: State, app_id: str, key_id: str) -> dict:
     """The key credential's endDateTime passes (the certificate file itself is unchanged)."""
-    with state.lock:
-        _, c = _cert(state, app_id, key_id)
-        c.end = state.now() - dt.timedelta(seconds=1)
-    return {"keyId": key_id, "endDateTime": _iso(c.end)}
+    return _expire(state, app_id, key_id, "certificates")
 
 
 @op
 def delete_certificate(state: State, app_id: str, key_id: str, actor: str | None = None) -> dict:
-    with state.lock:
-        app, c = _cert(state, app_id, key_id)
-        before = _creds(app)
-        app.certificates.remove(c)
-        audit.credentials_changed(state, app, before, actor)
-    return {"deleted": key_id}
+    return _delete(state, app_id, key_id, "certificates", actor)
 
 
 # -- permissions and consent -----------------------------------------------------------------------

@@ -7,7 +7,6 @@ and a `serve` process whose JSON log lines the tests read.
 
 from __future__ import annotations
 
-import getpass
 import glob
 import http.server
 import json
@@ -21,19 +20,17 @@ import tempfile
 import textwrap
 import threading
 import time
-import uuid
 from collections.abc import Callable
 from pathlib import Path
 
-import psycopg
 import pytest
 from cryptography.fernet import Fernet
 
 from tests.conftest import require_service
+from tests.pg import fresh_database
 
 ROOT = Path(__file__).resolve().parents[2]
 MAILWARDEN = ROOT / ".venv" / "bin" / "mailwarden"
-PG_HOST, PG_PORT = "127.0.0.1", 5432
 SECRET = "Zq8~ha-canary-secret-51c0de"  # noqa: S105 - a recognisable fake secret
 KEY_IN_TITLE = re.compile(r"\[([^\[\]]+)\]\s*$")
 
@@ -49,32 +46,11 @@ def free_port() -> int:
 
 
 # -- the shared server ------------------------------------------------------------------------------------
-def _admin_connect() -> tuple[psycopg.Connection, str]:
-    errors = []
-    for user in dict.fromkeys(["postgres", getpass.getuser()]):
-        for db in ("postgres", "test"):
-            try:
-                return psycopg.connect(host=PG_HOST, port=PG_PORT, user=user, dbname=db, connect_timeout=3,
-                                       autocommit=True), user
-            except psycopg.Error as exc:
-                errors.append(f"{user}@{db}: {' '.join(str(exc).split())}")
-    raise ConnectionError(errors[-1])
-
-
 @pytest.fixture
 def shared_pg_url():
     """A fresh database on the shared server for one test; dropped at the end."""
-    try:
-        admin, user = _admin_connect()
-    except ConnectionError as exc:
-        require_service("PostgreSQL", f"PostgreSQL not reachable at {PG_HOST}:{PG_PORT} ({exc})")
-    name = f"mailwarden_ha_{uuid.uuid4().hex[:10]}"
-    admin.execute(f'CREATE DATABASE "{name}"')
-    try:
-        yield f"postgresql+psycopg://{user}@{PG_HOST}:{PG_PORT}/{name}"
-    finally:
-        admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-        admin.close()
+    with fresh_database("mailwarden_ha") as url:
+        yield url
 
 
 # -- a throwaway cluster ----------------------------------------------------------------------------------

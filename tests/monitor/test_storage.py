@@ -2,13 +2,11 @@
 
 from __future__ import annotations
 
-import getpass
 import threading
 import uuid
 import warnings
 from datetime import UTC, datetime, timedelta
 
-import psycopg
 import pytest
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
@@ -23,23 +21,11 @@ from mailwarden.monitor.db import Store, alembic_config, make_engine, open_store
 from mailwarden.monitor.models import MODELS, TABLE_NAMES, CheckResult, CheckState, Transition
 from mailwarden.redact import register_secret
 from tests.conftest import require_service
+from tests.pg import PG_HOST, PG_PORT
+from tests.pg import admin_connect as _admin_connect
 
-PG_HOST, PG_PORT = "127.0.0.1", 5432
 T0 = datetime(2025, 3, 1, 12, 0, tzinfo=UTC)
 TH = sm.Thresholds(failure_threshold=2, success_threshold=1)
-
-
-def _admin_connect() -> tuple[psycopg.Connection, str]:
-    errors = []
-    for user in dict.fromkeys(["postgres", getpass.getuser()]):
-        for db in ("postgres", "test"):
-            try:
-                conn = psycopg.connect(host=PG_HOST, port=PG_PORT, user=user, dbname=db, connect_timeout=3,
-                                       autocommit=True)
-                return conn, user
-            except psycopg.Error as exc:
-                errors.append(f"{user}@{db}: {' '.join(str(exc).split())}")
-    raise ConnectionError(errors[-1])
 
 
 @pytest.fixture(scope="session")

@@ -22,7 +22,6 @@ import subprocess
 import sys
 import tarfile
 import time
-import uuid
 from datetime import UTC, datetime
 from importlib import metadata
 from pathlib import Path
@@ -38,7 +37,7 @@ from mailwarden.monitor.scheduler import Monitor
 from mailwarden.monitor.web.app import create_app
 from tests.conftest import require_service
 from tests.dashboards.conftest import login
-from tests.monitor.test_storage import PG_HOST, PG_PORT, _admin_connect
+from tests.pg import fresh_database
 
 pytestmark = pytest.mark.slow
 
@@ -135,17 +134,8 @@ def old_python(tmp_path_factory):
 @pytest.fixture
 def pg_url():
     """A PostgreSQL database of this test's own, dropped at the end."""
-    try:
-        admin, user = _admin_connect()
-    except ConnectionError as exc:
-        require_service("PostgreSQL", f"PostgreSQL not reachable at {PG_HOST}:{PG_PORT} ({exc})")
-    name = f"mailwarden_upgrade_{uuid.uuid4().hex[:10]}"
-    admin.execute(f'CREATE DATABASE "{name}"')
-    try:
-        yield f"postgresql+psycopg://{user}@{PG_HOST}:{PG_PORT}/{name}"
-    finally:
-        admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-        admin.close()
+    with fresh_database("mailwarden_upgrade") as url:
+        yield url
 
 
 @pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])

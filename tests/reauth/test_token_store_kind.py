@@ -3,7 +3,6 @@ belongs to a public client, and whose object id was accepted. On SQLite and Post
 
 from __future__ import annotations
 
-import uuid
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -11,8 +10,8 @@ from alembic import command
 from sqlalchemy import inspect, text
 
 from mailwarden.monitor.db import Store, alembic_config, make_engine, upgrade
-from tests.conftest import require_service
-from tests.monitor.test_storage import PG_HOST, PG_PORT, _admin_connect, pg_database, store  # noqa: F401
+from tests.monitor.test_storage import pg_database, store  # noqa: F401
+from tests.pg import fresh_database
 
 T0 = datetime(2026, 11, 30, 9, 0, tzinfo=UTC)
 BLOB = bytes(range(256)) * 2
@@ -26,19 +25,12 @@ def empty_engine(request, tmp_path):
         yield engine
         engine.dispose()
         return
-    try:
-        admin, user = _admin_connect()
-    except ConnectionError as exc:
-        require_service("PostgreSQL", f"PostgreSQL not reachable at {PG_HOST}:{PG_PORT} ({exc})")
-    name = f"mailwarden_0007_{uuid.uuid4().hex[:10]}"
-    admin.execute(f'CREATE DATABASE "{name}"')
-    engine = make_engine(f"postgresql+psycopg://{user}@{PG_HOST}:{PG_PORT}/{name}")
-    try:
-        yield engine
-    finally:
-        engine.dispose()
-        admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-        admin.close()
+    with fresh_database("mailwarden_0007") as url:
+        engine = make_engine(url)
+        try:
+            yield engine
+        finally:
+            engine.dispose()
 
 
 def _migrate(engine, action, revision: str) -> None:

@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import asyncio
 from datetime import UTC, datetime
+from http import HTTPStatus
 from typing import Any
 from urllib.parse import quote
 
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
-from starlette.responses import HTMLResponse, RedirectResponse, Response
+from starlette.responses import HTMLResponse, PlainTextResponse, RedirectResponse, Response
 from starlette.routing import Route
 
 from mailwarden.monitor.web import csrf, views  # params registers the {id:id} route type
@@ -53,6 +54,35 @@ def render(request: Request, template: str, status_code: int = 200, **ctx: Any) 
     state = request.app.state.web
     html = state.env.get_template(template).render(**page_context(request, state, datetime.now(UTC), **ctx))
     return HTMLResponse(html, status_code)
+
+
+ERROR_HEADINGS = {400: "Bad request", 403: "Refused", 404: "Not found", 405: "Method not allowed",
+                  409: "Not possible here", 410: "Gone", 413: "Too large", 414: "Address too long",
+                  429: "Too many requests", 500: "Something went wrong", 503: "Not available"}
+ERROR_HINTS = {404: "The address may be mistyped, or the integration was renamed or removed from the configuration.",
+               410: "This link was used already or has expired; the newest alert has a fresh one.",
+               500: "The error is in the service log. Reload the page to try again."}
+
+
+def error_page(scope: Any, code: int, text: str, headers: dict[str, str] | None = None) -> Response:
+    """A refusal or an error (404, 410, 500, ...) as a page in the app's layout, for the app's error helper
+    (``app._error``) on every path that is not the API's. It reads nothing from the store, so it renders when the
+    store does not; if it cannot be rendered at all the answer is the plain text line it replaces. The header
+    names the user and offers "Sign out" only where the request came with a signed-in session."""
+    try:
+        state = scope["app"].state.web
+        user = scope.get("state", {}).get("user")
+        # the sign-out form needs the session's CSRF token; before the session middleware there is none
+        token = csrf.token(Request(scope)) if user and "session" in scope else ""
+        reason = HTTPStatus(code).phrase if code in {s.value for s in HTTPStatus} else "Error"
+        ctx = {"now": datetime.now(UTC), "static": False, "refresh": 0, "base_url": state.web.base_url,
+               "user": user, "csrf": token, "flash": None,
+               "auth_mode": state.access.mode, "can_rerun": False, "code": code, "reason": reason,
+               "heading": ERROR_HEADINGS.get(code, reason), "text": text, "hint": ERROR_HINTS.get(code)}
+        html = state.env.get_template("error.html").render(**ctx)
+    except Exception:  # noqa: BLE001 - the error's own page must never fail: its text line instead
+        return PlainTextResponse(f"{code}: {text}", code, headers=headers)
+    return HTMLResponse(html, code, headers=headers)
 
 
 async def overview(request: Request) -> Response:

@@ -11,6 +11,7 @@ The overview reads check states and rollups only; raw results are read for one i
 
 from __future__ import annotations
 
+import re
 from collections import defaultdict
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -103,6 +104,86 @@ def diagnosis(code: str | None) -> Markup:
     if not code:
         return Markup("")
     return Markup(f"{escape(diagnoses.get(code).title)} (<code>{escape(code)}</code>)")  # noqa: S704 - escaped
+
+
+# -- the commands inside a fix step, for the integration page's copyable code blocks ----------------------------
+# A step is prose with commands in it: `mailwarden ...` between backticks, and PowerShell cmdlets (Verb-Noun) with
+# their arguments ("Set-CASMailbox -Identity a@b -PopEnabled $true", "Get-CASMailbox -Identity a@b | Format-List
+# PopEnabled"). A cmdlet only named in a sentence ("New-ServicePrincipal and Add-MailboxPermission") is no command,
+# except the one that opens every Exchange Online session.
+_TICKED = re.compile(r"`([^`\n]+)`")
+_CMDLET = re.compile(r"(?<![\w$-])(?:Add|Connect|Disconnect|Format|Get|Grant|New|Remove|Revoke|Select|Set|Test|"
+                     r"Update|Where)-[A-Z][A-Za-z]+(?![\w-])")
+_PARAM = re.compile(r"-[A-Za-z]\w*(?![\w-])")
+_VALUE = re.compile(r"<[^<>]*>|'[^']*'|\"[^\"]*\"|[^\s;,()|]+(?:,[^\s;,()|]+)*")
+_SPACES = re.compile(r" +")
+_PIPE = re.compile(r" *\| *")
+_BARE_OK = ("Connect-ExchangeOnline",)
+_TRAILING = ".,;:"
+
+
+def _is_value(word: str) -> bool:
+    """A parameter's value or a positional argument (an address, an id, a property list, $true, a quoted or
+    <placeholder> value), not a word of the sentence around the command."""
+    if word[:1] in "<'\"$":
+        return True
+    word = word.rstrip(_TRAILING)
+    return bool(word) and (word[:1].isupper() or any(c in word for c in "@.$,_0123456789-"))
+
+
+def _powershell(text: str, start: int) -> tuple[str, int]:
+    """The command whose cmdlet starts at ``start``: the cmdlet, a positional argument, ``-Param [value]`` pairs,
+    and ``| cmdlet ...``; it ends at the first word that is none of these. Returns (command, where it ends)."""
+    parts: list[str] = []
+    pos = start
+    while (cmdlet := _CMDLET.match(text, pos)) is not None:
+        parts.append(cmdlet.group(0))
+        pos, first = cmdlet.end(), True
+        while (gap := _SPACES.match(text, pos)) is not None:
+            at = gap.end()
+            if (param := _PARAM.match(text, at)) is not None:
+                parts.append(param.group(0))
+                pos, first = param.end(), False
+                gap = _SPACES.match(text, pos)
+                if gap is not None and not _PARAM.match(text, gap.end()):
+                    value = _VALUE.match(text, gap.end())
+                    if value is not None and _is_value(value.group(0)):
+                        parts.append(value.group(0))
+                        pos = value.end()
+                continue
+            value = _VALUE.match(text, at)
+            if first and value is not None and _is_value(value.group(0)) and not _CMDLET.match(text, at):
+                parts.append(value.group(0))
+                pos, first = value.end(), False
+                continue
+            break
+        pipe = _PIPE.match(text, pos)
+        if pipe is None or not _CMDLET.match(text, pipe.end()):
+            break
+        parts.append("|")
+        pos = pipe.end()
+    return " ".join(parts).rstrip(_TRAILING), pos
+
+
+@lru_cache(maxsize=1024)
+def _commands(step: str) -> tuple[str, ...]:
+    # between backticks: mailwarden's own commands (not the log lines or words a step quotes that way)
+    found = [m.group(1).strip() for m in _TICKED.finditer(step)
+             if m.group(1).startswith("mailwarden ") or _CMDLET.match(m.group(1))]
+    prose = _TICKED.sub(lambda m: " " * len(m.group(0)), step)  # no cmdlet is looked for inside those
+    pos = 0
+    while (m := _CMDLET.search(prose, pos)) is not None:
+        command, end = _powershell(prose, m.start())
+        if " " in command or command in _BARE_OK:
+            found.append(command)
+        pos = max(end, m.end())
+    return tuple(dict.fromkeys(found))
+
+
+def commands(step: str) -> list[str]:
+    """The commands of a fix step, in order, each once: the integration page shows each as a copyable code block
+    under the step (whose text stays as written)."""
+    return list(_commands(str(step)))
 
 
 def expiry_words(cred: dict[str, Any]) -> str:

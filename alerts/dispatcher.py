@@ -12,10 +12,16 @@ A dispatcher's first evaluation always folds: its config may differ from the one
 with (a reload, a paused or removed integration, other windows or intervals).
 
 Delivery is at least once: claim, send, record. A crash between send and record re-sends after the claim's
-lease; every message carries its stable key so a receiver can drop the duplicate. Transient failures are
-retried with exponential backoff (``alerts.retry_backoff`` doubling, capped at 1 h) up to
-``alerts.max_attempts``; invalid URLs, schemes Apprise does not know and exhausted retries are permanent.
-Sends run on a small thread pool, so a slow or failing route never holds back the others.
+lease, or at once when a process of the same instance starts (its first send releases the claims of this host's
+mailwarden processes that are gone, ``release_claims``); every message carries its stable key so a receiver can drop
+the duplicate. Transient failures are retried with exponential backoff (``alerts.retry_backoff`` doubling, capped at
+1 h) up to ``alerts.max_attempts``; invalid URLs, schemes Apprise does not know and exhausted retries are permanent.
+A send whose request went out and whose answer did not come in the route's timeout is *unconfirmed* and not retried
+(``alerts.routes``). Sends run on a small thread pool, so a slow or failing route never holds back the others.
+
+The outbox never holds a reauthorisation link: a notice is queued with link slots (``messages.render(...,
+link_slots=True)``) and each send fills them with the links of the requests open at that moment (``reauth_urls``),
+or with the wording for no link when its request has closed since.
 """
 
 from __future__ import annotations
@@ -32,7 +38,8 @@ from datetime import UTC, datetime, timedelta
 import httpx
 
 from mailwarden.alerts import messages, routes
-from mailwarden.alerts.policy import Change, CheckInfo, Notice, Policy, PolicyConfig
+from mailwarden.alerts.inert import MARKDOWN, TEXT
+from mailwarden.alerts.policy import CAUSED, Change, CheckInfo, Notice, Policy, PolicyConfig, cause_of
 from mailwarden.alerts.windows import Maintenance
 from mailwarden.checks import diagnoses
 from mailwarden.monitor.config import Config
@@ -42,6 +49,48 @@ from mailwarden.monitor.models import AlertDelivery, Incident
 
 log = logging.getLogger("mailwarden.alerts")
 MAX_BACKOFF = timedelta(hours=1)
+LEASE = timedelta(minutes=5)  # a claim's lease, at least: longer when a route's timeouts allow a longer send
+
+
+def _instance() -> str:
+    """This host as the claims name it: its host name and, on Linux, its PID namespace (two containers that share a
+    host name do not share process ids)."""
+    host = socket.gethostname().replace(":", "_")
+    try:
+        namespace = os.readlink("/proc/self/ns/pid")  # "pid:[4026531836]"
+    except OSError:
+        return host
+    return f"{host}/{''.join(ch for ch in namespace if ch.isdigit())}"
+
+
+INSTANCE = _instance()
+PROCESS = uuid.uuid4().hex[:8]  # this process among those that had its pid (a container restarted keeps pid 1)
+
+
+def worker_id() -> str:
+    """A dispatcher's claim owner: ``<instance>:<pid>:<process>.<dispatcher>``."""
+    return f"{INSTANCE}:{os.getpid()}:{PROCESS}.{uuid.uuid4().hex[:6]}"
+
+
+def gone(owner: str) -> bool:
+    """Whether the process that claimed as ``owner`` is gone: one of this instance, whose pid runs no process any more,
+    or is this process's while the claim names another process (the pid was reused). Any other owner (another host,
+    a live process, a name not made by ``worker_id``) is not: its claim waits for its lease."""
+    parts = owner.rsplit(":", 2)
+    if len(parts) != 3 or parts[0] != INSTANCE or not parts[1].isascii() or not parts[1].isdigit():
+        return False
+    pid, process = int(parts[1]), parts[2].split(".", 1)[0]
+    if pid == os.getpid():
+        return process != PROCESS
+    if pid <= 0 or pid > 2**22:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return True
+    except OSError:  # alive, someone else's (EPERM)
+        return False
+    return False
 
 
 @dataclass
@@ -128,8 +177,9 @@ class Dispatcher:
         self.store = store
         self.clock = clock
         self.reauth_urls = reauth_urls or dict
-        self.worker = worker or f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
+        self.worker = worker or worker_id()
         self._folded = False  # see the module's docstring: a dispatcher's first evaluation always folds
+        self._released = False  # a dispatcher's first send releases the claims of its instance's gone processes
 
     # -- evaluation ------------------------------------------------------------------------------
     def evaluate(self, now: datetime | None = None) -> list[AlertDelivery]:
@@ -150,8 +200,10 @@ class Dispatcher:
 
     def _fold(self, batch: AlertBatch, pcfg: PolicyConfig, infos: dict[tuple[str, str], CheckInfo],
               now: datetime) -> tuple[list[AlertDelivery], datetime | None]:
-        changes = [Change(t.id or 0, t.integration, t.check, t.from_status, t.to_status, t.code, t.at, t.silent)
-                   for t in batch.transitions]
+        # a failure of the consuming system itself is grouped by its cause, read from its result (alerts.policy)
+        details = batch.result_details([t.result_id for t in batch.transitions if t.code in CAUSED and t.result_id])
+        changes = [Change(t.id or 0, t.integration, t.check, t.from_status, t.to_status, t.code, t.at, t.silent,
+                          cause_of(t.code, details.get(t.result_id))) for t in batch.transitions]
         touched, notices = Policy(pcfg, infos, now).apply(batch.incidents, changes, batch.recent)
         for inc in touched:
             batch.add(inc)
@@ -178,6 +230,7 @@ class Dispatcher:
         notices = {r.id: self._notice(r, params[r.id], incidents) for r in rows}
         pairs = {(m["integration"], m["check"]) for n in notices.values() if n is not None and n.incident is not None
                  for m in n.incident.members or []}
+        # the links decide which slots a body gets (an open request's); only the slots are stored (``fill``)
         ctx = messages.Context(self.config, {pair: messages.CheckFacts(*known)
                                              for pair, known in self.store.check_facts(pairs).items()},
                                self.reauth_urls())
@@ -214,7 +267,7 @@ class Dispatcher:
         if not chosen:
             log.warning("no route takes this notice", extra={"key": notice.key})
             return []
-        msg = messages.render(notice, ctx)
+        msg = messages.render(notice, ctx, link_slots=True)
         out = []
         for name in chosen:
             try:
@@ -230,23 +283,51 @@ class Dispatcher:
         return out
 
     # -- sending ---------------------------------------------------------------------------------
+    def release_claims(self) -> int:
+        """Release the claims that processes of this instance, gone now (a crash mid-send), still hold: their
+        deliveries are due at once, not after the lease."""
+        released = self.store.release_claims(gone)
+        if released:
+            log.warning("alert deliveries released: claimed by a process of this host that is gone",
+                        extra={"deliveries": released})
+        return released
+
+    def lease(self) -> timedelta:
+        """How long a claim holds: 5 minutes, or longer when a route's timeouts let one send take longer."""
+        return max(LEASE, timedelta(seconds=2 * routes.longest_send(self.config) + 60))
+
     def send_due(self, now: datetime | None = None) -> tuple[int, int]:
         now = now or self.clock()
-        claimed = self.store.claim_deliveries(self.worker, now)
+        if not self._released:
+            self.release_claims()
+            self._released = True
+        claimed = self.store.claim_deliveries(self.worker, now, lease=self.lease())
         if not claimed:
             return 0, 0
+        urls = self._links() if any(messages.has_slots(d.body_text + d.body_markdown) for d in claimed) else {}
         with ThreadPoolExecutor(max_workers=min(8, len(claimed))) as pool:
-            results = list(pool.map(lambda d: self._send_one(d, now), claimed))
+            results = list(pool.map(lambda d: self._send_one(d, now, urls), claimed))
         return sum(results), len(results) - sum(results)
 
-    def _send_one(self, d: AlertDelivery, now: datetime) -> bool:
+    def _links(self) -> dict[str, str]:
+        """The reauthorisation links of the requests open now, for the link slots; none when they cannot be read (the
+        bodies then say how to re-authorise without one)."""
+        try:
+            return self.reauth_urls()
+        except Exception:  # noqa: BLE001 - a notice without its link beats no notice
+            log.exception("reauthorisation links not read; alerts go out without them")
+            return {}
+
+    def _send_one(self, d: AlertDelivery, now: datetime, urls: dict[str, str] | None = None) -> bool:
         try:
             targets = routes.services(self.config, d.route)
             if d.service >= len(targets):
                 raise LookupError(f"route {d.route!r} has no service #{d.service} any more")
             target = targets[d.service]
-            outcome = routes.send(target, title=d.title, text=d.body_text, markdown=d.body_markdown,
-                                  notify_type=d.notify_type)
+            outcome = routes.send(target, title=d.title, text=messages.fill(d.body_text, TEXT, urls or {}),
+                                  markdown=messages.fill(d.body_markdown, MARKDOWN, urls or {}),
+                                  notify_type=d.notify_type, timeout=routes.timeout_of(self.config, d.route),
+                                  key=d.key)
         except LookupError as exc:
             outcome = routes.SendOutcome(False, "", str(exc), permanent=True)
         except Exception as exc:  # noqa: BLE001 - one broken route must not stop the cycle
@@ -254,7 +335,7 @@ class Dispatcher:
             outcome = routes.SendOutcome(False, "", f"{type(exc).__name__}: {exc}")
         permanent = outcome.permanent
         next_at = None
-        if not outcome.ok and not permanent:
+        if not outcome.ok and not permanent and not outcome.unconfirmed:
             if d.attempts >= self.config.alerts.max_attempts:
                 permanent = True
                 outcome.error = f"{outcome.error} (retries exhausted after {d.attempts} attempts)"
@@ -262,10 +343,12 @@ class Dispatcher:
                 delay = timedelta(seconds=self.config.alerts.retry_backoff * 2 ** (d.attempts - 1))
                 next_at = now + min(delay, MAX_BACKOFF)
         self.store.finish_delivery(d, self.worker, ok=outcome.ok, service=outcome.service, error=outcome.error,
-                                   permanent=permanent, next_attempt_at=next_at, now=now)
-        log.log(logging.INFO if outcome.ok else logging.WARNING, "alert sent" if outcome.ok else "alert not sent",
+                                   permanent=permanent, next_attempt_at=next_at, now=now,
+                                   unconfirmed=outcome.unconfirmed)
+        said = "alert sent" if outcome.ok else "alert sent, unconfirmed" if outcome.unconfirmed else "alert not sent"
+        log.log(logging.INFO if outcome.ok else logging.WARNING, said,
                 extra={"key": d.key, "route": d.route, "service": outcome.service, "error": outcome.error,
-                       "permanent": permanent})
+                       "permanent": permanent, "unconfirmed": outcome.unconfirmed})
         return outcome.ok
 
     def test(self, names: list[str]) -> list[tuple[str, routes.SendOutcome]]:
@@ -278,7 +361,9 @@ class Dispatcher:
             try:
                 targets = routes.services(self.config, name)
                 results = [routes.send(t, title=msg.title, text=msg.text, markdown=msg.markdown,
-                                       notify_type=msg.notify_type) for t in targets]
+                                       notify_type=msg.notify_type, timeout=routes.timeout_of(self.config, name),
+                                       key=notice.key)
+                           for t in targets]
             except LookupError as exc:
                 results = [routes.SendOutcome(False, "", str(exc), permanent=True)]
             for o in results:

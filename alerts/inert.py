@@ -84,7 +84,9 @@ def _top_level(label: str) -> bool:
 def _defang_host(m: re.Match[str]) -> str:
     host = m.group(0)
     labels = host.split(".")
-    if labels[0].lower() == "www" or any(_top_level(label) for label in labels[1:]):
+    # "evil.net__https": Slack reads "__" as emphasis and links what is left, "evil.net": a label's part before an
+    # underscore counts as a top-level domain too
+    if labels[0].lower() == "www" or any(_top_level(label.split("_", 1)[0]) for label in labels[1:]):
         return "[.]".join(labels)
     return host
 

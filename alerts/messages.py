@@ -16,10 +16,18 @@ Outside text is inert in every body (``alerts.inert``): the Jinja environment es
 format (``.txt.j2`` plain text, ``.md.j2`` markdown), as ``autoescape`` does for HTML, and the values this module
 composes are built per format from escaped parts. Each body is rendered from its own values; the only links are
 mailwarden's own (``web.base_url``, the reauthorisation links).
+
+The reauthorisation links are never stored: ``render(..., link_slots=True)`` (what the dispatcher queues in its outbox)
+writes a link slot where each link goes, holding both wordings (with the link, and without it, as when no request is
+open), and ``fill`` puts the link in at send time, from the requests open then; a request closed by then gets the
+wording without a link, and a section left with no link is left out. The slots are private-use characters, which
+``inert.clean`` removes from every value: outside text can neither forge one nor make one hold anything else than a
+link of mailwarden's own (``inert.own_url``).
 """
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from functools import lru_cache
@@ -138,11 +146,69 @@ def _names(inc: Incident) -> list[str]:
     return list(inc.affected) or sorted({m["integration"] for m in inc.members})
 
 
-def render(notice: Notice, ctx: Context, *, route: str = "") -> Message:
-    """The notice's title, plain-text body and markdown body; each body from values made for its format."""
+def render(notice: Notice, ctx: Context, *, route: str = "", link_slots: bool = False) -> Message:
+    """The notice's title, plain-text body and markdown body; each body from values made for its format.
+
+    The reauthorisation links are those of ``ctx.reauth_urls``; with ``link_slots`` the bodies hold a link slot for
+    each instead (for the outbox: the link is put in at send time by ``fill``, never stored)."""
     text, notify_type = _values(notice, ctx, route, TEXT)
     md, _ = _values(notice, ctx, route, MARKDOWN)
-    return _finish(text, md, notify_type)
+    msg = _finish(text, md, notify_type)
+    if not link_slots:
+        msg.text, msg.markdown = fill(msg.text, TEXT, ctx.reauth_urls), fill(msg.markdown, MARKDOWN, ctx.reauth_urls)
+    return msg
+
+
+# -- link slots ----------------------------------------------------------------------------------------------------
+# A slot: OPEN <integration name, hex> ALT <wording with the link at LINK> ALT <wording without a link> CLOSE; a
+# section (the "Re-authorise:" list): SECTION <...> END, left out when none of its slots gets a link. Private use
+# characters (``inert.clean`` drops them from every value), none of them ever inside a wording.
+_OPEN, _ALT, _CLOSE, _LINK, _SECTION, _END = "\ue002", "\ue003", "\ue004", "\ue005", "\ue006", "\ue007"
+_MARKS = _OPEN + _ALT + _CLOSE + _LINK + _SECTION + _END
+_WORDING = f"[^{_OPEN}{_ALT}{_CLOSE}{_SECTION}{_END}]*"
+_SLOT_RE = re.compile(f"{_OPEN}([0-9a-f]*){_ALT}({_WORDING}){_ALT}({_WORDING}){_CLOSE}")
+_SECTION_RE = re.compile(f"{_SECTION}([^{_SECTION}{_END}]*){_END}")
+_STRAY = re.compile(f"[{_MARKS}]")
+
+
+def _slot(name: str, linked: str, unlinked: str, fmt: str) -> str:
+    """A link slot for ``name``'s reauthorisation link: ``linked`` (``_LINK`` where the URL goes) when its request is
+    open at send time, else ``unlinked``."""
+    return inert.SAFE[fmt](f"{_OPEN}{name.encode().hex()}{_ALT}{linked}{_ALT}{unlinked}{_CLOSE}")
+
+
+def has_slots(body: str) -> bool:
+    """Whether ``body`` has a link slot for ``fill`` (an outbox body of an incident notice that needs a sign-in)."""
+    return _OPEN in body
+
+
+def fill(body: str, fmt: str, urls: dict[str, str]) -> str:
+    """``body`` with each link slot filled: the link of the integration's open request (``urls``: integration name ->
+    link, what ``monitor.reauth_links.open_urls`` gives at send time), written as mailwarden's own URL
+    (``inert.own_url``), or the wording without a link when its request is no longer open; a section none of whose
+    slots got a link is left out. ``fmt`` is the body's format (the slots hold that format's wording already)."""
+    if not _STRAY.search(body):
+        return body
+
+    def slot(m: re.Match[str], linked: list[bool]) -> str:
+        try:
+            name = bytes.fromhex(m.group(1)).decode()
+        except ValueError:
+            return m.group(3)
+        url = inert.own_url(urls[name]) if urls.get(name) else None
+        if url is None:
+            return m.group(3)
+        linked.append(True)
+        return m.group(2).replace(_LINK, url)
+
+    def section(m: re.Match[str]) -> str:
+        linked: list[bool] = []
+        inner = _SLOT_RE.sub(lambda s: slot(s, linked), m.group(1))
+        return inner if linked else ""
+
+    out = _SECTION_RE.sub(section, body)
+    out = _SLOT_RE.sub(lambda s: slot(s, []), out)
+    return inert.SAFE[fmt](_STRAY.sub("", out))
 
 
 def _values(notice: Notice, ctx: Context, route: str, fmt: str) -> tuple[dict, str]:
@@ -180,7 +246,12 @@ def _values(notice: Notice, ctx: Context, route: str, fmt: str) -> tuple[dict, s
         reauth = reauth[:1]
     fact = _facts(cfg, ctx, inc, names[0] if names else None, failing=notice.kind != "resolved")
     if diag is not None:
-        fix = _catalog(diagnoses.render_fix, code, fact, fmt, reauth[0][1] if reauth else None)
+        fix = _catalog(diagnoses.render_fix, code, fact, fmt, None)
+        if reauth:  # the steps that name the link: a slot with both wordings, the link put in at send time
+            linked = _catalog(diagnoses.render_fix, code, fact, fmt, _LINK)
+            if len(linked) == len(fix):
+                fix = [step if with_link == step else _slot(reauth[0][0], with_link, step, fmt)
+                       for with_link, step in zip(linked, fix, strict=True)]
     else:  # flapping with no failure on record in this incident: nothing to diagnose, only where to look
         where = items[0]["dashboard"] if items else base + "/"
         fix = [inert.say(fmt, "Open {where}: the check's recent results list each failure with its own diagnosis "
@@ -233,10 +304,20 @@ def _values(notice: Notice, ctx: Context, route: str, fmt: str) -> tuple[dict, s
         cause = _catalog(diagnoses.render_cause, code, fact, fmt, None)
     values = {**common, "label": label, "title": title, "diagnosis": diag, "code": code,
               "cause": cause, "items": items, "names": shown, "fix": fix, "still_to_do": still,
-              "headline": headline, "affected_note": note, "reauth_links": reauth, "tenant": inc.tenant,
+              "headline": headline, "affected_note": note, "tenant": inc.tenant,
+              "reauth_links": [(n, _template_slot(n, fmt)) for n, _ in reauth],
+              "reauth_section": {"open": inert.SAFE[fmt](_SECTION), "end": inert.SAFE[fmt](_END)},
               "ack": f"{inc.ack_by} at {_when(inc.ack_at)}" if inc.ack_by else None, "incident_id": inc.id}
     kind = {"resolved": "success", "flapping": "warning"}.get(notice.kind)
     return values, kind or ("warning" if diag and diag.severity == "warning" else "failure")
+
+
+def _template_slot(name: str, fmt: str) -> dict[str, str]:
+    """The marks of one link slot for a template (``{{ s.open }}...{{ s.url }}...{{ s.alt }}{{ s.close }}``: the
+    wording between ``open`` and ``alt`` shows with the link, nothing without)."""
+    safe = inert.SAFE[fmt]
+    return {"open": safe(f"{_OPEN}{name.encode().hex()}{_ALT}"), "url": safe(_LINK), "alt": safe(_ALT),
+            "close": safe(_CLOSE)}
 
 
 # The facts (monitor.runner.facts) the catalog chooses steps by and never shows: passed as they are.
@@ -256,7 +337,8 @@ _SLOT = "\ue000{}\ue001"  # private use: ``inert.clean`` removes these from ever
 def _catalog(fn, code: str | None, fact: dict, fmt: str, reauth_url: str | None):
     """``diagnoses.render_fix`` / ``render_cause`` / ``after_recovery`` for one body format: each fact made inert
     before it is filled in (for markdown with no backtick left, so the catalog's own code spans stay whole), the
-    catalog's text escaped around its code spans, mailwarden's links put back as links."""
+    catalog's text escaped around its code spans, mailwarden's links put back as links. ``reauth_url`` ``_LINK``: the
+    place of the link in a slot (``_slot``), written as the link is (an autolink in markdown)."""
     given: dict[str, str | None] = {}
     for k, v in fact.items():
         if v is None or k in _CHOOSERS or k in _LINKS:
@@ -273,7 +355,9 @@ def _catalog(fn, code: str | None, fact: dict, fmt: str, reauth_url: str | None)
     def finish(text: str) -> str:
         out = inert.trusted(text, fmt)
         for i, name in enumerate(_LINKS):
-            if links[name]:
+            if links[name] == _LINK:
+                out = out.replace(_SLOT.format(i), f"<{_LINK}>" if fmt == MARKDOWN else _LINK)
+            elif links[name]:
                 out = out.replace(_SLOT.format(i), inert.link(links[name], fmt))
         return inert.SAFE[fmt](out)
 

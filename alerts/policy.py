@@ -17,22 +17,31 @@ Keys (one open incident per key): one incident per cause, whatever number of che
   network/IdP code within the correlation window; one ``grouped`` notice naming how many.
 - ``flap:<integration>:<check>``: a check changing state ``flapping.transitions`` times within
   ``flapping.window``; one ``flapping`` notice, then quiet until no change for a whole window.
+- The consuming system's own sign-in failure (``consumer_signin_failed``, checks.consumer) is keyed by its cause
+  (``Change.cause``: the catalog's diagnosis of the consumer's AADSTS code, the credential it presented, its account)
+  as mailwarden's own failure of that cause is: the Oracle B2C Service mailbox whose refresh token was revoked and
+  mailwarden's token check of the same account are one ``acct:`` incident; Agiloft and mailwarden failing on the
+  same expired secret one ``cred:`` incident. A credential failure whose credential is not known stays the
+  integration's own. While only consuming systems fail in such an incident its code is ``consumer_signin_failed``
+  (their fix, in that system); once a mailwarden check fails in it too, the cause's code (whose fix covers both).
 
 Opened on the transition to fail/error (the state machine has applied the failure threshold); ``warn``
-and ``blocked`` open nothing; ``blocked`` resolves nothing either (nothing is known). Resolved when its
-last failing member recovers (after the success threshold), is paused, or leaves the config. Network
-codes hold their opening notice for the correlation window so that an outage gives one grouped alert.
-An incident opened and resolved before its notice was due says nothing. Reminders every
-``reminder_interval`` while open, unless acknowledged or snoozed. Maintenance windows hold opening
-notices and reminders; when the window ends one summary lists what happened in it.
+and ``blocked`` open nothing; ``blocked`` resolves nothing either (nothing is known), nor does a ``warn`` that says
+nothing is known or nothing is fine (``UNJUDGED``: the consumer check cannot read the sign-in log, or sees failures
+it cannot call fatal). Resolved when its last failing member recovers (after the success threshold), is paused, or
+leaves the config. Network codes hold their opening notice for the correlation window so that an outage gives one
+grouped alert. An incident opened and resolved before its notice was due says nothing. Reminders every
+``reminder_interval`` while open, unless acknowledged or snoozed. Maintenance windows hold opening notices and
+reminders; when the window ends one summary lists what happened in it.
 """
 
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
+from typing import Any
 
 from mailwarden.monitor.models import Incident
 
@@ -47,6 +56,13 @@ ACCOUNT_CODES = frozenset({"refresh_token_revoked", "refresh_token_expired", "re
                            "public_client_token", "no_refresh_token", "signin_frequency", "mfa_required",
                            "user_disabled", "user_locked", "password_expired", "user_not_assigned",
                            "conditional_access_blocked", "security_defaults_blocked", "wrong_account"})
+# A warn with one of these codes is no recovery: nothing is known (the sign-in log cannot be read), or the consuming
+# system still fails in a way not known to be fatal. It neither opens nor resolves, like ``blocked``.
+UNJUDGED = frozenset({"consumer_unknown", "consumer_signin_failed"})
+# Codes whose incident key is their cause's (``Cause``), not their own
+CAUSED = frozenset({"consumer_signin_failed"})
+# Causes about one credential: keyed by the credential the consuming system presented
+CREDENTIAL_CAUSES = frozenset({"secret_expired", "secret_invalid", "certificate_invalid"})
 # Resolutions that get a notice; the others were never announced on their own or are told otherwise.
 SPOKEN = frozenset({"recovered", "removed", "paused", "stable"})
 NOTICE_KINDS = ("opened", "reminder", "resolved", "grouped", "flapping", "maintenance_summary", "test")
@@ -68,6 +84,41 @@ class CheckInfo:
 
 
 @dataclass(frozen=True)
+class Cause:
+    """What a failure of the consuming system itself is about (``CAUSED`` codes; ``cause_of`` reads it from the
+    result): the catalog's diagnosis of its AADSTS code, the credential it presented (``hint:<3>`` or
+    ``cert:<thumbprint>``) when known, its account (delegated)."""
+
+    code: str
+    credential: str | None = None
+    account: str | None = None
+
+    def as_dict(self) -> dict[str, str | None]:
+        """As an incident's member keeps it (``_stable`` keys the member again from it)."""
+        return {"code": self.code, "credential": self.credential, "account": self.account}
+
+    @classmethod
+    def from_dict(cls, raw: Any) -> Cause | None:
+        return _cause(raw, "code", "credential", "account") if isinstance(raw, Mapping) else None
+
+
+def cause_of(code: str | None, details: Mapping[str, Any] | None) -> Cause | None:
+    """The cause a stored result of a ``CAUSED`` code names in its details (checks.consumer's metrics ``cause``,
+    ``cause_credential``, ``cause_account``); None for another code, or a cause the catalog does not know."""
+    if code not in CAUSED or not details:
+        return None
+    return _cause(details, "cause", "cause_credential", "cause_account")
+
+
+def _cause(raw: Mapping[str, Any], code: str, credential: str, account: str) -> Cause | None:
+    said, cred, acct = raw.get(code), raw.get(credential), raw.get(account)
+    if not isinstance(said, str) or not said or said in ("unclassified", "unknown"):
+        return None
+    return Cause(said, cred if isinstance(cred, str) and cred else None,
+                 acct.lower() if isinstance(acct, str) and acct else None)
+
+
+@dataclass(frozen=True)
 class Change:
     """A Transition as the policy needs it."""
 
@@ -79,6 +130,7 @@ class Change:
     code: str | None
     at: datetime
     silent: bool = False
+    cause: Cause | None = None  # a CAUSED code's cause (the dispatcher reads it from the result: ``cause_of``)
 
 
 @dataclass(frozen=True)
@@ -112,8 +164,12 @@ class Notice:
         return f"{self.incident.id}/{self.kind}/{self.sequence}"
 
 
-def incident_key(info: CheckInfo | None, integration: str, code: str) -> tuple[str, str]:
-    """The cause a failure belongs to (see the module's docstring): its incident key and kind."""
+def incident_key(info: CheckInfo | None, integration: str, code: str,
+                 cause: Cause | None = None) -> tuple[str, str]:
+    """The cause a failure belongs to (see the module's docstring): its incident key and kind. A ``CAUSED`` code
+    (the consuming system's own failure) takes its cause's key, as mailwarden's own failure of that cause would."""
+    if code in CAUSED and cause is not None and info is not None:
+        return _caused_key(info, integration, cause) or (f"int:{integration}:{code}", "single")
     if code in CREDENTIAL_CODES and info is not None:
         return f"cred:{info.client_id}:{info.credential or '*'}:{code}", "credential"
     if code in ACCOUNT_CODES and info is not None and info.flow == "delegated" and info.account:
@@ -123,6 +179,27 @@ def incident_key(info: CheckInfo | None, integration: str, code: str) -> tuple[s
     if code == "graph_unreadable" and info is not None and info.check == "secret_expiry":
         return f"monitor:{info.tenant}:{code}", "monitor"
     return f"int:{integration}:{code}", "single"
+
+
+def _caused_key(info: CheckInfo, integration: str, cause: Cause) -> tuple[str, str] | None:
+    """The key of mailwarden's own failure with ``cause``, for the consuming system's failure with it; None when the
+    two cannot be known to be the same (a credential failure whose credential is not known)."""
+    if cause.code in CREDENTIAL_CAUSES:
+        if cause.credential is None:
+            return None
+        subject = replace(info, credential=cause.credential)
+    else:
+        subject = replace(info, account=cause.account or info.account)
+    return incident_key(subject, integration, cause.code)
+
+
+def _subject(info: CheckInfo | None, cause: Cause | None) -> CheckInfo | None:
+    """The check as the cause's incident sees it: on the credential the consuming system presented, as its account."""
+    if info is None or cause is None:
+        return info
+    if cause.code in CREDENTIAL_CAUSES and cause.credential:
+        return replace(info, credential=cause.credential)
+    return replace(info, account=cause.account or info.account)
 
 
 def affected_by(kind: str, info: CheckInfo | None, checks: Iterable[CheckInfo]) -> list[str]:
@@ -174,15 +251,33 @@ class Policy:
         others = [m for m in inc.members if _pair(m) != (ch.integration, ch.check)]
         old = next((m for m in inc.members if _pair(m) == (ch.integration, ch.check)), None)
         since = old["since"] if old and old["status"] in BAD and ch.to_status in BAD else ch.at.isoformat()
-        inc.members = [*others, {"integration": ch.integration, "check": ch.check, "status": ch.to_status,
-                                 "code": ch.code, "since": since, "changed": ch.at.isoformat(),
-                                 "transition_id": ch.id}]
-        if inc.kind not in ("credential", "account"):
+        member = {"integration": ch.integration, "check": ch.check, "status": ch.to_status, "code": ch.code,
+                  "since": since, "changed": ch.at.isoformat(), "transition_id": ch.id}
+        if ch.cause is not None:
+            member["cause"] = ch.cause.as_dict()
+        inc.members = [*others, member]
+        if inc.kind not in ("credential", "account") or ch.code in CAUSED:
             inc.affected = sorted({m["integration"] for m in inc.members} | set(inc.affected))
+        self._recode(inc)
         self._touch(inc)
+
+    @staticmethod
+    def _recode(inc: Incident) -> None:
+        """An incident that holds a consuming system's own failure (``CAUSED``): the cause's code while a mailwarden
+        check fails in it too (its fix covers mailwarden and the system), else the consuming system's code (its fix
+        is in that system; mailwarden's token may be fine)."""
+        if inc.kind == "flapping" or not any(m.get("code") in CAUSED for m in inc.members):
+            return
+        failing = [m for m in inc.members if m.get("status") in BAD]
+        own = next((m["code"] for m in failing if m.get("code") and m["code"] not in CAUSED), None)
+        if own is not None:
+            inc.code = own
+        elif failing:
+            inc.code = failing[0]["code"]
 
     def _drop_member(self, inc: Incident, pair: tuple[str, str], reason: str, at: datetime) -> None:
         inc.members = [m for m in inc.members if _pair(m) != pair]
+        self._recode(inc)
         self._touch(inc)
         if not inc.members:
             self._resolve(inc, reason, at)
@@ -239,17 +334,20 @@ class Policy:
         if ch.to_status in BAD:
             code = ch.code or ch.to_status
             info = self.checks.get(pair)
-            key, kind = incident_key(info, ch.integration, code)
+            key, kind = incident_key(info, ch.integration, code, ch.cause)
             for inc in self._containing(pair):
                 if inc.key != key:
                     self._drop_member(inc, pair, "superseded", ch.at)
             inc = self.open.get(key)
             if inc is None:
                 hold = self.cfg.correlation_window if code in NETWORK_CODES else timedelta(0)
-                inc = self._new(key, kind, code, ch.at, info, ch.at + hold)
+                inc = self._new(key, kind, code, ch.at, _subject(info, ch.cause) if code in CAUSED else info,
+                                ch.at + hold)
                 if kind == "grouped":
                     inc.tenant = None  # one cause across tenants
             self._set_member(inc, ch)
+        elif ch.to_status == "warn" and ch.code in UNJUDGED:
+            return  # nothing known, or not known to be fine: it neither opens nor resolves
         elif ch.to_status in GOOD or ch.to_status == "paused":
             reason = "paused" if ch.to_status == "paused" else "recovered"
             for inc in self._containing(pair):
@@ -354,10 +452,12 @@ class Policy:
         self._resolve(inc, "stable-bad", self.now)
         info = self.checks.get(_pair(m))
         code = m["code"] or m["status"]
-        key, kind = incident_key(info, m["integration"], code)
-        new = self.open.get(key) or self._new(key, kind, code, last, info, self.now)
+        cause = Cause.from_dict(m.get("cause")) if code in CAUSED else None
+        key, kind = incident_key(info, m["integration"], code, cause)
+        new = self.open.get(key) or self._new(key, kind, code, last,
+                                              _subject(info, cause) if code in CAUSED else info, self.now)
         self._set_member(new, Change(m.get("transition_id") or 0, m["integration"], m["check"], "", m["status"],
-                                     m["code"], last))
+                                     m["code"], last, cause=cause))
         self._announce(new, "opened")
 
     def _summaries(self, incidents: Iterable[Incident]) -> None:

@@ -19,6 +19,7 @@ CHECKS: dict[str, str] = {
     "smtp": "mailwarden.checks.smtp:SmtpCheck",
     "graph_mail": "mailwarden.checks.graph_mail:GraphMailCheck",
     "ews": "mailwarden.checks.ews:EwsCheck",
+    "consumer": "mailwarden.checks.consumer:ConsumerCheck",
 }
 
 

@@ -76,6 +76,38 @@ class CredentialReader(Protocol):
     async def read(self, app_name: str) -> CredentialRead: ...
 
 
+@dataclass(frozen=True, slots=True)
+class SignIn:
+    """One sign-in of an integration's app by the consuming system, from Entra ID's sign-in log (Graph beta
+    ``auditLogs/signIns``). mailwarden's own sign-ins are never among them (matched exactly by correlation id)."""
+
+    id: str
+    at: datetime  # createdDateTime
+    event_type: str  # interactiveUser | nonInteractiveUser | servicePrincipal
+    error_code: int  # status.errorCode: 0 is a success
+    failure_reason: str | None  # status.failureReason
+    credential_key_id: str | None  # servicePrincipalCredentialKeyId (app-only sign-ins)
+    account: str | None  # userPrincipalName (delegated sign-ins)
+    origin: str = "consumer"  # "consumer", or "unconfirmed": inside a browser reauthorisation window, not matched
+
+
+@dataclass(frozen=True, slots=True)
+class SignInWindow:
+    """What the sign-in log says of one integration's consuming system, as far as mailwarden has read it."""
+
+    state: str  # ok | pending (not read yet) | unlicensed | forbidden | unsupported | error
+    note: str | None  # state != ok: why the consuming system is unknown, and how to enable the evidence
+    since: datetime | None  # the oldest time the stored sign-ins cover
+    read_until: datetime | None  # the newest time read (logs arrive late: recent minutes may still fill in)
+    signins: tuple[SignIn, ...] = ()  # the consumer's sign-ins (unconfirmed ones too, labelled), oldest first
+
+
+class SignInLog(Protocol):
+    """Where a check reads the consuming system's sign-ins (monitor.signins implements it)."""
+
+    def window(self, integration: IntegrationConfig) -> SignInWindow: ...
+
+
 class NoOptions(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
@@ -98,6 +130,8 @@ class CheckContext:
     cycle_cache: dict[str, Any] = field(default_factory=dict)
     # the event loop the check runs on: a check's worker thread reaches async helpers (the credential read) here
     loop: Any = None
+    # the consuming system's sign-ins (the `consumer` check); None where the application has no sign-in log
+    signins: SignInLog | None = None
 
     def now(self) -> datetime:
         return self.clock()
@@ -128,6 +162,8 @@ def targets(kind: str, integration: IntegrationConfig, app: AppConfig, tenant: T
     """The back-off targets a check of ``kind`` touches, the token endpoint first."""
     if kind == "secret_expiry":
         return [token_target(tenant.tenant_id, monitor_client_id)] if monitor_client_id else []
+    if kind == "consumer":
+        return []  # it reads the stored sign-in log; the poller's Graph requests have their own back-off
     out = [token_target(tenant.tenant_id, app.client_id)]
     if kind == "graph_mail":
         out.append(mailbox_target("graph", integration.mailbox, app.client_id))

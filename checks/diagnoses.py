@@ -36,6 +36,13 @@ Decisions:
   mailwarden's own token recovers: ``after_recovery`` gives it to the recovery notice.
 - ``ews_retiring`` (warn) is EWS answering in Exchange Online within 180 days of its shutdown on 1 April 2027, or
   after it: the date alone never makes a failure; a refusal is ``ews_forbidden`` / ``ews_disabled``.
+- The consuming system's own sign-ins (``checks.consumer``, issue 16): ``consumer_signin_failed`` takes its cause
+  and steps from the AADSTS code that system got (situation ``consumer``: ``AADSTS_CODES``' diagnosis of it, read
+  from the result's summary or a ``consumer_aadsts`` fact), and acts where that system signs in or keeps its secret
+  (``SYSTEMS``) or in Entra ID, never on mailwarden's own token: it sets no flag (``needs_reauth`` would open a
+  reauthorisation of mailwarden's token, which may be fine). ``consumer_silent``: the system stopped signing in.
+  ``consumer_unknown`` (info, a ``warn`` result that opens no incident): its sign-ins cannot be read; the steps
+  follow why (situation ``signin_state``: the window's state as the summary names it).
 - Extra codes beyond DESIGN.md's table: ``smtp_auth_disabled_mailbox``, ``config_error``,
   ``graph_unreadable``, ``no_refresh_token``, ``certificate_expiring``, ``credential_not_found``,
   ``wrong_account`` (a delegated sign-in by another account than the configured one), ``reply_too_large``
@@ -44,6 +51,7 @@ Decisions:
 
 from __future__ import annotations
 
+import re
 import string
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
@@ -59,6 +67,8 @@ __all__ = [
     "Step",
     "after_recovery",
     "classify_aadsts",
+    "consumer_aadsts",
+    "consumer_cause",
     "get",
     "render_cause",
     "render_fix",
@@ -289,6 +299,9 @@ PLACEHOLDERS: dict[str, str] = {
     # the consuming system's own screens (SYSTEMS), filled from ``system``
     "system_sign_in": "", "system_ids": "", "system_mailbox": "", "system_sender": "", "system_after_secret": "",
     "system_access_group": "", "system_not_connected": "",
+    # the consumer check: the AADSTS code the consuming system itself got, and what the catalog calls it
+    "consumer_code": "an AADSTS code",
+    "consumer_problem": "the sign-in log names it",
 }
 # Exchange Online shuts EWS down on 1 April 2027 (M365_FACTS.md, "Platform dates"); on-premises EWS stays.
 EWS_SHUTDOWN = "2027-04-01"
@@ -320,6 +333,11 @@ def _fill(facts: Mapping[str, Any]) -> dict[str, str]:
         values["reauth_url"] = f"run `mailwarden reauth {values['integration']}` (or open the link in the alert)"
     else:
         values["reauth_url"] = f"open {given['reauth_url']}"
+    aadsts = consumer_aadsts(facts)
+    if aadsts is not None:
+        values["consumer_code"] = f"AADSTS{aadsts}"
+        cause = classify_aadsts([aadsts])
+        values["consumer_problem"] = get(cause).title if cause != "unclassified" else "not in mailwarden's catalog"
     # a system's own words are rendered with the facts (a value is not formatted again), the neutral ones else
     for name, text in (("system_sign_in", system.sign_in or _OTHER.sign_in), ("system_ids", system.ids),
                        ("system_mailbox", system.mailbox_field), ("system_sender", system.sender or _OTHER.sender),
@@ -348,7 +366,39 @@ def _situation(code: str, facts: Mapping[str, Any], values: Mapping[str, str]) -
         "same_sender": _YES if values["sender"].lower() == values["login"].lower() else "no",
         "graph_reason": given.get("graph_reason") or "unknown",
         "monitor_code": given.get("monitor_code") or "unknown",
+        "consumer": consumer_cause(facts),
+        "signin_state": _signin_state(given),
     }
+
+
+# The consumer check (checks.consumer) says the consuming system's own AADSTS code in its summary, which the
+# dashboard and the alerts pass as ``detail``; a caller may pass it as ``consumer_aadsts`` instead.
+_CONSUMER_AADSTS = re.compile(r"\bAADSTS(\d{5,7})\b")
+_SIGNIN_STATE = re.compile(r"own sign-ins are unknown \((\w+)\)")
+
+
+def consumer_aadsts(facts: Mapping[str, Any]) -> int | None:
+    """The AADSTS code the consuming system itself got (the ``consumer`` check's result), if the facts name one."""
+    given = str(facts.get("consumer_aadsts") or "").strip()
+    if given.isdigit():
+        return int(given)
+    found = _CONSUMER_AADSTS.search(str(facts.get("detail") or ""))
+    return int(found.group(1)) if found else None
+
+
+def consumer_cause(facts: Mapping[str, Any]) -> str:
+    """The diagnosis of the consuming system's own AADSTS code ("unclassified" for a code the catalog does not know),
+    or "unknown" when the facts name none."""
+    aadsts = consumer_aadsts(facts)
+    return "unknown" if aadsts is None else classify_aadsts([aadsts])
+
+
+def _signin_state(given: Mapping[str, str]) -> str:
+    """Why the consuming system's sign-ins are unknown (``SignInWindow.state``), as the consumer check says it."""
+    if given.get("signin_state"):
+        return given["signin_state"]
+    found = _SIGNIN_STATE.search(given.get("detail", ""))
+    return found.group(1) if found else "unknown"
 
 
 _KIND_NAMES = {"imap": "IMAP", "pop": "POP", "smtp": "SMTP", "graph_mail": "Graph", "ews": "EWS",
@@ -451,6 +501,95 @@ _FULL_ACCESS = Step(
     "{account} needs FullAccess on the shared mailbox {mailbox}: " + _EXO + "Add-MailboxPermission -Identity "
     "{mailbox} -User {account} -AccessRights FullAccess -AutoMapping $false.",
     flow=_DELEGATED, own="no", check=("imap", "pop", "graph_mail", "ews"))
+
+
+# The consumer check: the consuming system's own AADSTS code (situation ``consumer``: the diagnosis the catalog gives
+# that code, "unclassified", or "unknown" when the result names none) chooses the steps. They act where that system
+# signs in or keeps its credential (``SYSTEMS``), or in Entra ID; never on mailwarden's own token, which may be fine.
+_C_SIGN_IN_AGAIN = ("refresh_token_revoked", "refresh_token_expired", "refresh_token_invalid", "signin_frequency",
+                    "mfa_required", "password_expired", "user_disabled", "user_locked", "security_defaults_blocked",
+                    "redirect_uri_mismatch", "consent_missing")
+_C_RETRY = ("conditional_access_blocked", "user_not_assigned", "app_disabled", "resource_not_found")
+_C_UNKNOWN = ("unclassified", "unknown")
+_C_SECRET = ("secret_expired", "secret_invalid")
+_SIGNINS = "Entra admin center > Identity > Monitoring & health > Sign-in logs"
+_CONSUMER_STEPS: tuple[str, ...] = (
+    Step(f"{_USER} > Audit logs: find who reset the password of {{account}} or revoked its sessions, and why "
+         "(offboarding, a compromise response, a scheduled password change), before signing {system} in again.",
+         consumer="refresh_token_revoked", flow=_DELEGATED),
+    Step("{system} holds a refresh token that expired: unused for 90 days, or {system} did not save the new refresh "
+         "token each refresh returns. After signing it in again, check that it stores the rotated token.",
+         consumer="refresh_token_expired", flow=_DELEGATED),
+    Step("{system} presents a refresh token that was not issued to {app} ({client_id}) in this tenant: check the "
+         "client ID and tenant in its settings. {system_ids}", consumer="refresh_token_invalid", flow=_DELEGATED),
+    Step(f"{_USER} > Edit properties > Settings: tick 'Account enabled' (first confirm that disabling it was not an "
+         "intended offboarding).", consumer="user_disabled", flow=_DELEGATED),
+    Step(f"{_SIGNINS}, filter on {{account}}: find where the failed attempts come from (often a device or system "
+         "with an old password) and stop them; the lockout ends by itself after its period.", consumer="user_locked",
+         flow=_DELEGATED),
+    Step(f"{_USER} > Reset password (or sign in once as {{account}} and change it): a password change also revokes "
+         "{system}'s refresh token, so sign it in again afterwards.", consumer="password_expired", flow=_DELEGATED),
+    Step("The sign-in needs multi-factor authentication: complete the MFA prompt when signing {system} in again "
+         "(for AADSTS50079 register a method first at https://aka.ms/mysecurityinfo), and review the policy with the "
+         "admin: a service account that must pass MFA breaks again.", consumer="mfa_required", flow=_DELEGATED),
+    Step("Entra admin center > Protection > Conditional Access > Policies > the policy's Session > Sign-in "
+         "frequency: exclude the service account {account}, or {system} must be signed in again every period.",
+         consumer="signin_frequency", flow=_DELEGATED),
+    Step("Entra admin center > Identity > Overview > Properties > Manage security defaults: they blocked the sign-in "
+         "of {system}; security defaults cannot exclude one account, so a tenant that needs an exception replaces "
+         "them with Conditional Access policies.", consumer="security_defaults_blocked"),
+    Step(f"{_SIGNINS}, filter on {{account}} and application {{client_id}}: the Conditional Access tab names the "
+         "policy that blocks {system}; exclude the service account or allow the network {system} signs in from.",
+         consumer="conditional_access_blocked", flow=_DELEGATED),
+    Step(f"{_SIGNINS} > Service principal sign-ins, filter on {{client_id}}: the Conditional Access tab names the "
+         "policy that blocks {system}; exclude the workload identity {app} or allow the network {system} signs in "
+         "from.", consumer="conditional_access_blocked", flow=_APP_ONLY),
+    Step(f"{_ENTERPRISE} > Users and groups > Add user/group > {{account}} > Assign (or set Properties > 'Assignment "
+         "required?' to No).", consumer="user_not_assigned", flow=_DELEGATED),
+    Step(f"{_APP_REG} > API permissions: Grant admin consent (the button names the tenant) and confirm {{permission}} "
+         f"reads 'Granted'; {_ENTERPRISE} > Permissions shows a revoked grant.", consumer="consent_missing"),
+    Step(f"{_ENTERPRISE} > Properties: set 'Enabled for users to sign-in?' to Yes and Save; its audit logs say who "
+         "disabled it, or Microsoft's notice why.", consumer="app_disabled"),
+    Step("{system} signs in with an application or tenant Entra ID does not know: compare the client ID and tenant in "
+         "its settings with {client_id} and {tenant_id} on the app's Overview (a deleted app registration can be "
+         "restored for 30 days). {system_ids}", consumer=("app_not_found", "tenant_not_found")),
+    Step("{system} asks for a resource the tenant lacks: Office 365 Exchange Online's service principal is missing "
+         "(a tenant without Exchange Online), or the scope in its settings names the wrong host.",
+         consumer="resource_not_found"),
+    Step(f"{_APP_REG} > Authentication: the redirect URI {{system}} signs in with must be listed exactly (scheme, "
+         "host, path, as its guide gives it); add it and Save.", consumer="redirect_uri_mismatch"),
+    Step(f"{{system}} presents a certificate {{app}} does not accept (not uploaded, expired, or another key): compare "
+         f"its thumbprint with {_APP_REG} > Certificates & secrets > Certificates, and install the current "
+         "certificate and key in {system}.", consumer="certificate_invalid"),
+    Step(f"{{system}} still presents a client secret that has expired: {_APP_REG} > Certificates & secrets lists "
+         "the app's secrets and their end dates. If one is current and someone holds its Value (the one mailwarden "
+         "uses, if mailwarden's own checks pass), give {system} that Value; otherwise create one: " + _NEW_SECRET,
+         consumer="secret_expired"),
+    Step(f"{{system}} presents a client secret {{app}} does not know (often the Secret ID pasted instead of the "
+         f"Value, or a deleted secret): {_APP_REG} > Certificates & secrets. Give {{system}} the Value of a current "
+         "secret, or create one: " + _NEW_SECRET, consumer="secret_invalid"),
+    Step("In {system}, paste that Value into {secret_field} and save.", consumer=_C_SECRET),
+    Step("{system_after_secret}", flow=_DELEGATED, rotate_reauth=_YES, consumer=_C_SECRET),
+    Step("{system} refreshes a public-client token (a device-code sign-in) with its client secret: it must refresh "
+         "without the secret (its vendor's setting for a public client), or sign in again the way it normally does.",
+         consumer="public_client_token", flow=_DELEGATED),
+    Step(f"{_SIGNINS} > User sign-ins (non-interactive), filter on application {{client_id}} and {{account}}: the "
+         "failing sign-ins of {system} give {consumer_code} with Microsoft's explanation (Microsoft's list of Entra "
+         "error codes: learn.microsoft.com/entra/identity-platform/reference-error-codes).", consumer=_C_UNKNOWN,
+         flow=_DELEGATED),
+    Step(f"{_SIGNINS} > Service principal sign-ins, filter on {{client_id}}: the failing sign-ins of {{system}} give "
+         "{consumer_code} with Microsoft's explanation (Microsoft's list of Entra error codes: "
+         "learn.microsoft.com/entra/identity-platform/reference-error-codes).", consumer=_C_UNKNOWN, flow=_APP_ONLY),
+    Step("{system_sign_in}", flow=_DELEGATED, consumer=_C_SIGN_IN_AGAIN),
+    Step("If the explanation asks for a new sign-in (a revoked or expired token, MFA, a changed password): "
+         "{system_sign_in}", flow=_DELEGATED, consumer=_C_UNKNOWN),
+    Step("If the explanation names the client secret: in {system}, paste the Value of a current secret of {app} into "
+         "{secret_field}.", flow=_APP_ONLY, consumer=_C_UNKNOWN),
+    Step(_SYSTEM_RETRY, consumer=_C_RETRY),
+    Step(_SYSTEM_RETRY, consumer="consent_missing", flow=_APP_ONLY),
+    "mailwarden's consumer check turns ok at the next successful sign-in of {system}, once Entra ID's sign-in log "
+    "shows it (minutes; up to half an hour for non-interactive sign-ins).",
+)
 
 
 def _d(code: str, title: str, cause: str, fix: Iterable[str], *, severity: str = "critical",
@@ -1021,9 +1160,63 @@ _ENTRIES: tuple[Diagnosis, ...] = (
         Step("For POP, check that {system} deletes or marks what it has fetched, or the backlog keeps growing.",
              check="pop")),
        severity="warning", category="consumer"),
+    # --- the consuming system's own sign-ins (checks.consumer) -------------------------------------
+    _d("consumer_signin_failed", "Consuming system fails to sign in",
+       "Entra ID refuses the sign-ins of {system} itself to {app} ({client_id}) with {consumer_code} "
+       "({consumer_problem}), and {system} has not signed in successfully since. {system} signs in with its own "
+       "refresh token or its own copy of the credential, which mailwarden does not hold: mailwarden's own checks may "
+       "pass meanwhile, and nothing done to mailwarden's token fixes {system}.",
+       _CONSUMER_STEPS, category="consumer"),
+    _d("consumer_silent", "Consuming system stopped signing in",
+       "{system} has not signed in to {app} ({client_id}) for longer than the consumer check expects: it has "
+       "probably stopped polling or sending mail (its service is down or stuck, or it was moved to another app "
+       "registration). mailwarden's own checks do not show this: they use mailwarden's own sign-in.",
+       ("Check that {system}'s mail service, poller or scheduled job runs, and read its mail or connector log.",
+        Step("If that log shows an authentication error: {system_sign_in}", flow=_DELEGATED),
+        Step("If that log shows an authentication error: in {system}, paste the Value of a current client secret "
+             "of {app} into {secret_field}.", flow=_APP_ONLY),
+        "Check that {system} still signs in with {app} ({client_id}); if it now uses another app registration, "
+        "point the integration in mailwarden's config at that app.",
+        "If {system} now signs in less often on purpose, raise expect_every of the integration's consumer check in "
+        "mailwarden's config (the check's result suggests a value from the cadence it observed)."),
+       category="consumer"),
+    _d("consumer_unknown", "Consuming system's sign-ins unknown",
+       "mailwarden cannot read the sign-ins of {system} itself in tenant {tenant_id}, so whether {system} signs in "
+       "is unknown; mailwarden's own checks run as before. The result's note says why.",
+       (Step("Sign-in logs of service principals and non-interactive sign-ins need Microsoft Entra ID P1 or P2, "
+             "which tenant {tenant_id} lacks (Graph answers 403 Authentication_RequestFromNonPremiumTenantOrB2CTenant)."
+             " With a P1 or P2 licence in the tenant mailwarden reads them at its next poll; without one, {system}'s "
+             "own sign-ins stay unknown.", signin_state="unlicensed"),
+        Step(f"{_ENTRA} > App registrations > {{monitor_app}} > API permissions > Add a permission > Microsoft Graph "
+             "> Application permissions > AuditLog.Read.All and Directory.Read.All > Add permissions, then Grant "
+             "admin consent and confirm their Status reads 'Granted' (the tenant also needs Microsoft Entra ID P1 or "
+             "P2).", signin_state="forbidden"),
+        Step("The sign-in log mailwarden reads (Graph beta auditLogs/signIns, with service principal and "
+             "non-interactive sign-ins) is not offered in this tenant's cloud: {system}'s own sign-ins stay unknown "
+             "there.", signin_state="unsupported"),
+        Step("Nothing to do: mailwarden has not read tenant {tenant}'s sign-in log yet; its first poll fills this "
+             "in.", signin_state="pending"),
+        Step("mailwarden's last read of tenant {tenant}'s sign-in log failed (the note says why); it reads again at "
+             "its next poll. If this lasts, check the sign-in of mailwarden's monitor app ({monitor_app}) and "
+             "Microsoft 365 service health.", signin_state="error"),
+        Step("No sign-in log is collected where this check ran: the consumer check is judged by the mailwarden "
+             "process that polls the tenants' sign-in logs (mailwarden serve).", signin_state="none"),
+        Step("The tenant needs Microsoft Entra ID P1 or P2, and mailwarden's monitor app ({monitor_app}) the "
+             "Microsoft Graph permissions AuditLog.Read.All and Directory.Read.All with admin consent; the result's "
+             "note says which is missing.", signin_state="unknown"),
+        Step("To stop this note for an integration whose tenant cannot give sign-in logs, remove the consumer check "
+             "from {integration} in mailwarden's config.", signin_state=("unlicensed", "unsupported"))),
+       severity="info", category="consumer", admin=True),
     _d("blocked_by_token", "Waiting for the token check",
        "This check did not run because the token check of {integration} fails.",
        ("Fix the token check's failure first (see its diagnosis); this check runs again once it passes.",),
+       severity="info", category="internal"),
+    _d("storage_unavailable", "Not run: mailwarden's database is unavailable",
+       "This check of {integration} needs what mailwarden stores (its delegated token cache), and mailwarden's "
+       "database could not be read; nothing about {integration} is known from this run, and no state changed. "
+       "It runs again at its next interval.",
+       ("Bring mailwarden's database back: the log's `storage unavailable` and `check deferred` lines name it and "
+        "the error; results taken meanwhile are written once it returns.",),
        severity="info", category="internal"),
     _d("config_error", "Configuration error",
        "The configuration of {integration} is invalid or a credential reference (env:/file:) does not "

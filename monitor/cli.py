@@ -195,6 +195,7 @@ def check(
     except MailwardenError as exc:
         raise fail(exc, EXIT_UNKNOWN) from None
     try:
+        _read_signins(runtime, selection)
         results = output.run_with_progress(runtime.runner, selection, show=fmt == "table" and sys.stdout.isatty())
         if not no_alerts and cfg.alerts.active():
             from mailwarden.monitor.cli_alerts import dispatch_once
@@ -208,6 +209,22 @@ def check(
     else:
         output.print_table(rows)
     raise typer.Exit(exit_code(rows))
+
+
+def _read_signins(runtime, selection: list[tuple[str, list[str]]]) -> None:
+    """A consumer check judges the stored sign-ins: read the sign-in logs first when the last read is older than
+    evidence.signins.poll_every (a failed read is the check's to report: its window says why)."""
+    import asyncio
+    import logging
+
+    from mailwarden.monitor.signins import needs_poll
+
+    if runtime.signins is None or not needs_poll(k for _, kinds in selection for k in kinds):
+        return
+    try:
+        asyncio.run(runtime.signins.poll_if_stale())
+    except MailwardenError as exc:
+        logging.getLogger("mailwarden.signins").warning("sign-in logs not read", extra={"error": exc.message()})
 
 
 def _selection(cfg, integration, kind, select):

@@ -146,6 +146,7 @@ def alerts_test(config: ConfigOpt = None,
     finally:
         store.close()
     for name, outcome in results:
-        mark = "ok" if outcome.ok else ("FAILED (permanent)" if outcome.permanent else "FAILED")
+        mark = ("ok" if outcome.ok else "UNCONFIRMED (sent, no answer in time)" if outcome.unconfirmed
+                else "FAILED (permanent)" if outcome.permanent else "FAILED")
         typer.echo(f"{name}  {outcome.service or '-'}  {mark}{'' if outcome.ok else ': ' + (outcome.error or '')}")
     raise typer.Exit(0 if all(o.ok for _, o in results) else 1)

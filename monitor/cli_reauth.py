@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Annotated
 
@@ -41,6 +43,7 @@ def reauth(
     """
     from mailwarden.monitor import reauth as flow
     from mailwarden.monitor.runtime import open_runtime
+    from mailwarden.monitor.signins import open_reauth_window
 
     cfg = load_config(config, EXIT_UNKNOWN)
     try:
@@ -52,7 +55,10 @@ def reauth(
         runtime = open_runtime(cfg)
     except MailwardenError as exc:
         raise fail(exc, EXIT_UNKNOWN) from None
+    window = None
     try:
+        if imported is None:  # a browser sign-in follows: its sign-in-log events are not the consuming system's
+            window = open_reauth_window(runtime.store, cfg, integ, "cli", datetime.now(UTC))
         if imported is not None:
             result = flow.import_refresh_token(runtime.tokens, integ, imported)
         elif device:
@@ -70,6 +76,9 @@ def reauth(
     except MailwardenError as exc:
         raise fail(exc, EXIT_UNKNOWN) from None
     finally:
+        if window is not None:
+            with contextlib.suppress(MailwardenError):
+                runtime.store.close_reauth_window(datetime.now(UTC), window_id=window)
         runtime.close()
     kind = " (public client: refreshed without the app's secret)" if result.details.get("public_client") else ""
     typer.echo(f"Stored a refresh token for {result.integration}{kind}, signed in as {result.account} "

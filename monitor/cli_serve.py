@@ -21,7 +21,7 @@ async def _serve_forever(monitor, *, reload_on_hup: bool = True, web=None) -> No
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
     if reload_on_hup:
-        loop.add_signal_handler(signal.SIGHUP, monitor.reload)
+        loop.add_signal_handler(signal.SIGHUP, reload, monitor, web)
     monitor.start()
     try:
         if web is not None:  # monitor.web.server.WebServer: uvicorn as a task in this loop
@@ -31,6 +31,34 @@ async def _serve_forever(monitor, *, reload_on_hup: bool = True, web=None) -> No
         if web is not None:
             await web.stop()
         monitor.shutdown()
+
+
+def reload(monitor, web) -> bool:
+    """SIGHUP: the new config replaces the running one whole, the web app's settings included (password, access
+    rule, hosts, proxies, sessions), or not at all: a config that cannot load, or a web setting a running process
+    cannot change (web.listen, web.enabled, turning the web app on or off), is refused with an error in the log and
+    the old config keeps running."""
+    import logging
+
+    from mailwarden.monitor import config as config_mod
+    from mailwarden.monitor.web import server
+
+    log = logging.getLogger("mailwarden.scheduler")
+    try:
+        new = config_mod.load(config_mod.config_path(monitor.config_path))
+    except MailwardenError as exc:
+        log.error("config reload failed; keeping the running config", extra={"error": exc.message()})
+        return False
+    problem = server.reload_problem(monitor.runtime.config, new)
+    if problem is not None:
+        log.error("config reload refused; keeping the running config", extra={"error": problem})
+        return False
+    if not monitor.reload():
+        return False
+    if web is not None:
+        web.rebuild()
+        log.info("web app rebuilt from the reloaded config")
+    return True
 
 
 def _web_for(monitor):

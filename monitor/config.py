@@ -384,6 +384,7 @@ class RouteConfig(_Model):
     severity: list[Literal["critical", "warning", "info"]] = Field(default_factory=list)
     checks: list[str] = Field(default_factory=list)  # check kinds (any of)
     default: bool = False
+    timeout: Timeout | None = None  # each service: connect and answer (Apprise's cto and rto); None: Apprise's 4 s
 
     @model_validator(mode="after")
     def _one_target(self) -> RouteConfig:
@@ -463,6 +464,39 @@ class AlertsConfig(_Model):
         return bool(self.routes or self.owner_route or self.heartbeat_url)
 
 
+PollEvery = _bounded(MINUTE, DAY)  # how often a log is read
+Overlap = _bounded(1.0, 7 * DAY)
+LogDays = _bounded(DAY, 30 * DAY)  # what is kept of a log Entra ID keeps 30 days
+LogSpan = _bounded(1.0, 30 * DAY)
+
+
+class SignInEvidenceConfig(_Model):
+    """Reading the consuming systems' own sign-ins from Entra ID's sign-in log (Graph beta ``auditLogs/signIns``),
+    through each tenant's ``monitor_app`` (AuditLog.Read.All and Directory.Read.All; the tenant needs Entra ID P1 or
+    P2). One request per tenant, event type and app per poll, whatever the number of integrations."""
+
+    enabled: bool | None = None  # default: on for every tenant with a monitor_app
+    poll_every: PollEvery = 5 * MINUTE
+    overlap: Overlap = 45 * MINUTE  # each poll reads again this far back: non-interactive logs come ~30 min late
+    keep: LogDays = 14 * DAY  # Entra ID itself keeps 30 days
+    backfill: LogSpan = DAY  # how far back the first poll reads
+
+    @model_validator(mode="after")
+    def _windows(self) -> SignInEvidenceConfig:
+        if self.overlap >= self.keep:
+            raise ValueError(f"overlap ({_shown(self.overlap)}) must be shorter than keep ({_shown(self.keep)})")
+        if self.backfill > self.keep:
+            raise ValueError(f"backfill ({_shown(self.backfill)}) reads more than keep ({_shown(self.keep)}) "
+                             "would hold: make it at most keep")
+        return self
+
+
+class EvidenceConfig(_Model):
+    """What Microsoft records about the consuming systems themselves (issue 16)."""
+
+    signins: SignInEvidenceConfig = Field(default_factory=SignInEvidenceConfig)
+
+
 class Config(_Model):
     database: str = "sqlite:///mailwarden.db"
     token_key: SecretRef | None = None
@@ -475,6 +509,7 @@ class Config(_Model):
     apps: dict[str, AppConfig] = Field(default_factory=dict)
     integrations: list[IntegrationConfig] = Field(default_factory=list)
     alerts: AlertsConfig = Field(default_factory=AlertsConfig)
+    evidence: EvidenceConfig = Field(default_factory=EvidenceConfig)
     log_level: Literal["debug", "info", "warning", "error"] = "info"
 
     # Set by load(): the directory relative paths are resolved against.
@@ -510,6 +545,12 @@ class Config(_Model):
                 return "sqlite:///" + str(self.path(rel))
         return self.database
 
+    def signins_enabled(self, tenant: str) -> bool:
+        """Whether the sign-in log of the tenant (its name in ``tenants``) is read: it has a monitor_app and
+        ``evidence.signins.enabled`` is not false."""
+        t = self.tenants.get(tenant)
+        return bool(t and t.monitor_app) and self.evidence.signins.enabled is not False
+
     def threshold(self, integ: IntegrationConfig, name: str) -> Any:
         own = getattr(integ, name)
         return own if own is not None else getattr(self.defaults, name)
@@ -530,6 +571,10 @@ class Config(_Model):
         for name, tenant in self.tenants.items():
             if tenant.monitor_app and tenant.monitor_app not in self.apps:
                 problems.append((("tenants", name, "monitor_app"), f"no app named {tenant.monitor_app!r}"))
+        if self.evidence.signins.enabled and self.tenants and not any(t.monitor_app for t in self.tenants.values()):
+            problems.append((("evidence", "signins", "enabled"),
+                             "sign-in evidence is read with a tenant's monitor_app, and no tenant names one: set "
+                             "tenants.<name>.monitor_app to an app with AuditLog.Read.All and Directory.Read.All"))
         for name, app in self.apps.items():
             if app.tenant not in self.tenants:
                 problems.append((("apps", name, "tenant"), f"no tenant named {app.tenant!r}"))

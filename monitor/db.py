@@ -35,6 +35,7 @@ from mailwarden.monitor.db_alerts import AlertStore
 from mailwarden.monitor.db_history import HistoryStore
 from mailwarden.monitor.db_reauth import ReauthStore
 from mailwarden.monitor.db_rotation import RotationStore
+from mailwarden.monitor.db_signins import SignInStore
 from mailwarden.monitor.models import CheckResult, CheckState, Credential, Integration, Meta, TokenCache, Transition
 from mailwarden.redact import MASK, redact, redact_obj
 
@@ -232,7 +233,7 @@ def _aware(at: datetime | None) -> datetime | None:
     return at.replace(tzinfo=UTC) if at is not None and at.tzinfo is None else at
 
 
-class Store(AlertStore, HistoryStore, RotationStore, ReauthStore):
+class Store(AlertStore, HistoryStore, RotationStore, ReauthStore, SignInStore):
     def __init__(self, engine: Engine, display: str | None = None):
         self.engine = engine
         self.display = display or display_url(engine.url.render_as_string(hide_password=False))

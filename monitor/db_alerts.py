@@ -14,7 +14,11 @@ Evaluation runs in two steps (``alerts.dispatcher``):
 due means no evaluation at all. A person's ack or snooze clears the stored due time, so the next cycle folds.
 
 Sending is claimed per delivery with a conditional UPDATE (healthchecks' pattern): only the process whose
-UPDATE changed the row sends it; a claim expires after a lease so a crashed sender's work is retried.
+UPDATE changed the row sends it, and the row names it (``claimed_by``: the dispatcher's worker id, host, process and
+a random part, see ``alerts.dispatcher``); a claim expires after a lease so a crashed sender's work is retried, and a
+process that starts releases at once the claims of its own instance's processes that are gone
+(``release_claims``). A delivery ends ``sent``, ``failed`` (permanent) or ``unconfirmed``: its request went out and
+no answer came, so it is not sent again.
 """
 
 from __future__ import annotations
@@ -35,6 +39,7 @@ from mailwarden.monitor.models import AlertDelivery, CheckResult, CheckState, In
 _ALERTS_LOCK = 726193500452
 NOTICE = "notice"  # AlertDelivery.state of a notice decided by a fold, not yet rendered and routed
 NEXT_DUE = "alerts.next_due"  # Meta: when the policy's time-driven rules next act (ISO 8601; "" for never)
+UNCONFIRMED = "unconfirmed"  # AlertDelivery.state, and the start of its Notification's error: sent, answer missing
 
 
 def notice_row(key: str, kind: str, incident_id: int | None, params: dict[str, Any], now: datetime) -> AlertDelivery:
@@ -46,6 +51,16 @@ def notice_row(key: str, kind: str, incident_id: int | None, params: dict[str, A
 
 def notice_params(row: AlertDelivery) -> dict[str, Any]:
     return json.loads(row.body_text or "{}")
+
+
+def attempt_outcome(n: Notification) -> str:
+    """How a send attempt ended, as people read it: ``ok``, ``unconfirmed`` (the request went out, no answer came: not
+    sent again), ``permanent`` (not retried) or ``error`` (retried)."""
+    if n.ok:
+        return "ok"
+    if (n.error or "").startswith(UNCONFIRMED + ":"):
+        return UNCONFIRMED
+    return "permanent" if n.permanent else "error"
 
 
 @dataclass
@@ -62,6 +77,14 @@ class AlertBatch:
 
     def flush(self) -> None:
         self.session.flush()
+
+    def result_details(self, result_ids: list[int]) -> dict[int, dict[str, Any]]:
+        """The stored details (metrics) of these results, by id: what a transition's cause is read from."""
+        if not result_ids:
+            return {}
+        rows = self.session.exec(select(CheckResult.id, CheckResult.details)
+                                 .where(col(CheckResult.id).in_(result_ids))).all()
+        return {rid: details or {} for rid, details in rows}
 
 
 class AlertStore:
@@ -183,15 +206,35 @@ class AlertStore:
                     claimed.append(s.get(AlertDelivery, did))
         return claimed
 
+    def release_claims(self, gone: Callable[[str], bool]) -> int:
+        """Release the claims of pending deliveries whose claimant ``gone(claimed_by)`` says is gone (a process of
+        this instance that crashed mid-send): due again at once instead of after the lease. How many."""
+        with self._session() as s:
+            owners = set(s.exec(select(AlertDelivery.claimed_by).where(
+                AlertDelivery.state == "pending", col(AlertDelivery.claimed_by).is_not(None)).distinct()))
+        dead = sorted(o for o in owners if o and gone(o))
+        if not dead:
+            return 0
+        with self._session(write=True) as s:
+            res = s.execute(update(AlertDelivery)
+                            .where(AlertDelivery.state == "pending", col(AlertDelivery.claimed_by).in_(dead))
+                            .values(claimed_by=None, claimed_until=None))
+            return res.rowcount or 0
+
     def finish_delivery(self, delivery: AlertDelivery, worker: str, *, ok: bool, service: str, error: str | None,
-                        permanent: bool, next_attempt_at: datetime | None, now: datetime) -> bool:
-        """Record the attempt (a Notification row) and release the claim. False when the claim was lost."""
-        state = "sent" if ok else ("failed" if permanent else "pending")
+                        permanent: bool, next_attempt_at: datetime | None, now: datetime,
+                        unconfirmed: bool = False) -> bool:
+        """Record the attempt (a Notification row) and release the claim. False when the claim was lost.
+        ``unconfirmed``: the request went out and no answer came; the delivery ends there (state ``unconfirmed``),
+        its Notification's error saying so."""
+        state = UNCONFIRMED if unconfirmed else "sent" if ok else ("failed" if permanent else "pending")
+        if unconfirmed and not (error or "").startswith(UNCONFIRMED + ":"):
+            error = f"{UNCONFIRMED}: {error or 'the request was sent, no answer came'}"
         with self._session(write=True) as s:
             res = s.execute(update(AlertDelivery).where(AlertDelivery.id == delivery.id,
                                                         AlertDelivery.claimed_by == worker)
                             .values(state=state, claimed_by=None, claimed_until=None,
-                                    sent_at=now if ok else None,
+                                    sent_at=now if ok or unconfirmed else None,
                                     next_attempt_at=next_attempt_at or delivery.next_attempt_at))
             s.add(Notification(delivery_id=delivery.id, incident_id=delivery.incident_id, key=delivery.key,
                                kind=delivery.kind, route=delivery.route, service=service, ok=ok, error=error,

@@ -232,7 +232,7 @@ class AlertDelivery(SQLModel, table=True):
     body_text: str = Field(default="", sa_type=Text)
     body_markdown: str = Field(default="", sa_type=Text)
     notify_type: str = "failure"  # apprise NotifyType: info | success | warning | failure
-    state: str = "pending"  # pending | sent | failed
+    state: str = "pending"  # notice (folded, not routed) | pending | sent | failed | unconfirmed (no answer in time)
     attempts: int = 0
     next_attempt_at: datetime = _ts()
     claimed_by: str | None = None
@@ -414,8 +414,92 @@ class ReauthAttempt(SQLModel, table=True):
     finished_at: datetime | None = _ts(nullable=True, default=None)
 
 
+class OwnTokenRequest(SQLModel, table=True):
+    """One of mailwarden's own token requests, recorded before it was sent: its ``client-request-id`` is the
+    ``correlationId`` of the sign-in Entra ID logs for it, so the sign-in poller labels that sign-in mailwarden's
+    and never the consuming system's (``monitor.signins``). Kept 72 hours (logs arrive up to hours late)."""
+
+    __tablename__ = "own_token_requests"
+    __table_args__ = (UniqueConstraint("correlation_id", name="uq_own_token_requests_correlation_id"),
+                      Index("ix_own_token_requests_at", "at"))
+
+    id: int | None = Field(default=None, primary_key=True)
+    correlation_id: str
+    tenant: str  # the authority's tenant segment (an id or a domain)
+    client_id: str
+    at: datetime = _ts()
+    generated: bool = False  # MSAL sent no client-request-id: mailwarden set this one
+
+
+class ReauthWindow(SQLModel, table=True):
+    """A reauthorisation sign-in under way (the web link's button, ``mailwarden reauth``): the person signs in
+    in a browser, which mailwarden cannot tag, so a sign-in of this app and account inside the window that matches
+    none of mailwarden's own requests is labelled ``unconfirmed``, never the consuming system's."""
+
+    __tablename__ = "reauth_windows"
+    __table_args__ = (Index("ix_reauth_windows_client_account", "client_id", "account", "started_at"),
+                      Index("ix_reauth_windows_attempt", "attempt_id"))
+
+    id: int | None = Field(default=None, primary_key=True)
+    attempt_id: int | None = None  # the web sign-in's ReauthAttempt; None for the command line
+    integration: str
+    tenant_id: str
+    client_id: str
+    account: str  # lower case
+    source: str  # web | cli
+    started_at: datetime = _ts()
+    ends_at: datetime = _ts()  # when the callback came, or when an abandoned sign-in stops counting
+
+
+class SignInRecord(SQLModel, table=True):
+    """One sign-in event of an integration's app read from Entra ID's sign-in log (Graph beta ``auditLogs/signIns``).
+    ``origin``: ``own`` (a correlation id of mailwarden's own token requests), ``unconfirmed`` (in a reauthorisation
+    window, unmatched) or ``consumer`` (the consuming system's). Kept ``evidence.signins.keep`` (14 days)."""
+
+    __tablename__ = "signins"
+    __table_args__ = (UniqueConstraint("signin_id", name="uq_signins_signin_id"),
+                      Index("ix_signins_app_type_at", "tenant_id", "app_id", "event_type", "created_at"),
+                      Index("ix_signins_created_at", "created_at"),
+                      Index("ix_signins_correlation_id", "correlation_id"))
+
+    id: int | None = Field(default=None, primary_key=True)
+    signin_id: str  # the event's id
+    tenant_id: str
+    app_id: str  # lower case
+    event_type: str  # interactiveUser | nonInteractiveUser | servicePrincipal
+    created_at: datetime = _ts()
+    user_principal_name: str | None = None  # lower case
+    error_code: int = 0
+    failure_reason: str | None = Field(default=None, sa_type=Text)
+    credential_key_id: str | None = None
+    correlation_id: str | None = None
+    origin: str = "consumer"  # own | unconfirmed | consumer
+    read_at: datetime = _ts()
+
+
+class SignInPoll(SQLModel, table=True):
+    """Where reading one (tenant, event type, app)'s sign-ins stands: ``state`` ok | unlicensed | forbidden |
+    unsupported | error, why (``note``, one wording per tenant), and what has been read: from ``covered_from`` to
+    ``read_until`` without a gap."""
+
+    __tablename__ = "signin_polls"
+    __table_args__ = (UniqueConstraint("tenant_id", "event_type", "app_id",
+                                       name="uq_signin_polls_tenant_type_app"),)
+
+    id: int | None = Field(default=None, primary_key=True)
+    tenant_id: str
+    event_type: str
+    app_id: str
+    state: str = "ok"
+    note: str | None = Field(default=None, sa_type=Text)
+    checked_at: datetime | None = _ts(nullable=True, default=None)
+    last_success_at: datetime | None = _ts(nullable=True, default=None)
+    covered_from: datetime | None = _ts(nullable=True, default=None)
+    read_until: datetime | None = _ts(nullable=True, default=None)
+
+
 MODELS: tuple[type[SQLModel], ...] = (Integration, Credential, CheckResult, CheckState, Transition,
                                       TokenCache, Meta, Incident, AlertDelivery, Notification, CheckRollup,
                                       IntegrationRollup, ExpiryReminder, Rotation, RotationEvent, ReauthRequest,
-                                      ReauthAttempt)
+                                      ReauthAttempt, OwnTokenRequest, ReauthWindow, SignInRecord, SignInPoll)
 TABLE_NAMES: tuple[str, ...] = tuple(m.__tablename__ for m in MODELS)  # type: ignore[misc]

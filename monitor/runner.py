@@ -21,7 +21,7 @@ from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 from mailwarden.checks import REGISTRY
-from mailwarden.checks.base import CheckContext, Outcome, Status, targets
+from mailwarden.checks.base import CheckContext, Outcome, SignInLog, Status, targets
 from mailwarden.errors import MailwardenError, StorageError
 from mailwarden.monitor.backoff import Backoff, Wait
 from mailwarden.monitor.breaker import Breaker
@@ -186,6 +186,8 @@ class Runner:
         self._not_before: dict[tuple[str, str], datetime | None] = {}
         self.backoff = Backoff()
         self.breaker = Breaker()
+        # the consuming systems' sign-ins (checks.base.SignInLog; monitor.signins), set by the runtime
+        self.signins: SignInLog | None = None
 
     def targets_of(self, integ: IntegrationConfig, kind: str) -> list[str]:
         app = self.config.apps[integ.app]
@@ -231,7 +233,10 @@ class Runner:
         if outcome is None:
             outcome = self._waiting(integ, kind)
         if outcome is None:
-            outcome = await self._execute(integ, kind)
+            try:
+                outcome = await self._execute(integ, kind)
+            except StorageError as exc:
+                return self._deferred(name, kind, exc)
             if outcome.retry_after_s and outcome.backoff_target:
                 self.backoff.defer(outcome.backoff_target, Wait(
                     self.clock() + timedelta(seconds=outcome.retry_after_s), outcome.status.value, outcome.code,
@@ -249,6 +254,16 @@ class Runner:
             "latency_ms": round(outcome.latency_ms or 0, 1), "summary": redact(outcome.summary),
             "transition": f"{transition.from_status}->{transition.to_status}" if transition else None})
         return result
+
+    def _deferred(self, name: str, kind: str, exc: StorageError) -> RunResult:
+        """A check that needed the database (a delegated token check reading its token cache) while it was down:
+        nothing is recorded, nothing is known, no state changes (a result here would read `config_error`, block
+        the mailbox checks and page once the database returned); the check runs again at its next interval."""
+        log.warning("check deferred: the database is unavailable", extra={
+            "integration": name, "check": kind, "error": redact(exc.message())})
+        outcome = Outcome(Status.BLOCKED, "storage_unavailable",
+                          f"not run: mailwarden's database is unavailable ({redact(exc.message())})")
+        return RunResult(name, kind, outcome, self.clock(), None, None)
 
     def remember_latest(self, latest: Mapping[tuple[str, str], Any], scheduled: Iterable[tuple[str, str]]) -> None:
         """Take the stored latest status, code and Retry-After of the ``scheduled`` checks (``Store.latest()``,
@@ -334,7 +349,7 @@ class Runner:
             config=self.config, integration=integ, app=app, tenant=self.config.tenants[app.tenant],
             options=check.config_model.model_validate(integ.checks[kind]), tokens=self.tokens,
             credentials=self.credentials, endpoints=self.tokens.endpoints, timeout_s=timeout, clock=self.clock,
-            loop=asyncio.get_running_loop())
+            loop=asyncio.get_running_loop(), signins=self.signins)
         self._bind_limits()
         lock = self._mailbox[(integ.mailbox, kind)] if check.depends_on_token else None
         server = self._server(integ, kind) if check.depends_on_token else None
@@ -357,6 +372,8 @@ class Runner:
                 outcome = await asyncio.wait_for(check.run(ctx), timeout + RUN_GRACE_S)
             except TimeoutError:
                 outcome = Outcome(Status.ERROR, "timeout", f"the {kind} check did not finish within {timeout:g} s")
+            except StorageError:
+                raise  # not the check's result: run_one defers it
             except MailwardenError as exc:
                 outcome = Outcome(Status.ERROR, "config_error", exc.message())
             except Exception as exc:  # noqa: BLE001 - a broken check must not stop the others

@@ -10,6 +10,7 @@ from mailwarden.monitor.config import Config
 from mailwarden.monitor.credentials import CredentialReader
 from mailwarden.monitor.db import Store, open_store
 from mailwarden.monitor.runner import Runner
+from mailwarden.monitor.signins import SignInEvidence
 from mailwarden.monitor.tokens import TokenProvider
 from mailwarden.monitor.tokenstore import TokenCipher, load_cipher, verify_fingerprint
 
@@ -22,6 +23,7 @@ class Runtime:
     tokens: TokenProvider
     credentials: CredentialReader
     runner: Runner
+    signins: SignInEvidence | None = None  # the sign-in poller and the consumer check's port
 
     def close(self) -> None:
         self.store.close()
@@ -50,5 +52,8 @@ def open_runtime(config: Config, *, migrate: bool = True) -> Runtime:
         raise
     tokens = TokenProvider(config, store, cipher, timeout_s=config.defaults.timeout)
     credentials = CredentialReader(config, tokens, store, timeout_s=config.defaults.timeout)
-    return Runtime(config, store, cipher, tokens, credentials, Runner(config, store, tokens, credentials))
+    runner = Runner(config, store, tokens, credentials)
+    # the poller waits on the same back-off as the checks: a 429 of the monitor app's token endpoint is one wait
+    runner.signins = signins = SignInEvidence(config, store, tokens, backoff=runner.backoff)
+    return Runtime(config, store, cipher, tokens, credentials, runner, signins)
 

@@ -23,6 +23,7 @@ from mailwarden.errors import MailwardenError, StorageError
 from mailwarden.monitor import config as config_mod
 from mailwarden.monitor import trim_heap
 from mailwarden.monitor.buffer import ResultBuffer
+from mailwarden.monitor.clockwatch import ClockWatch
 from mailwarden.monitor.runner import TOKEN, RunResult
 from mailwarden.monitor.runtime import Runtime, open_runtime
 
@@ -35,6 +36,8 @@ HISTORY_JOB = "history::rollup"  # hourly rollups every minute, pruning of raw r
 HISTORY_EVERY = 60.0
 SECRETS_JOB = "secrets::cycle"  # expiry reminders, rotation tracking, automated rotation
 SECRETS_EVERY = 3600.0
+SIGNINS_JOB = "evidence::signins"  # the consuming systems' sign-ins, read from Entra ID's sign-in log
+HOUSEKEEPING = (DISPATCH_JOB, HISTORY_JOB, SECRETS_JOB, SIGNINS_JOB)
 PRUNE_EVERY = timedelta(hours=1)
 
 
@@ -56,6 +59,8 @@ class Monitor:
         self.buffer = ResultBuffer()
         self.leadership = None  # monitor.leader.Leadership, from start()
         self._watch: asyncio.Task | None = None
+        self.clockwatch = ClockWatch(self.scheduler)
+        self._clock: asyncio.Task | None = None
         self._subscribe(runtime)
 
     # -- jobs --------------------------------------------------------------------------------
@@ -73,7 +78,7 @@ class Monitor:
     def sync_jobs(self, *, first: bool = False) -> None:
         wanted = self.wanted_jobs()
         for job in self.scheduler.get_jobs():
-            if job.id not in wanted and job.id not in (DISPATCH_JOB, HISTORY_JOB, SECRETS_JOB):
+            if job.id not in wanted and job.id not in HOUSEKEEPING:
                 job.remove()
                 log.info("check unscheduled", extra={"job": job.id})
         now = datetime.now(UTC)
@@ -105,6 +110,39 @@ class Monitor:
             self.scheduler.add_job(self._history, IntervalTrigger(seconds=HISTORY_EVERY, timezone=UTC),
                                    id=HISTORY_JOB, coalesce=True, max_instances=1, misfire_grace_time=300,
                                    next_run_time=now + timedelta(seconds=10))
+        self._sync_signins(now)
+
+    def _sync_signins(self, now: datetime) -> None:
+        """The sign-in poll runs every ``evidence.signins.poll_every`` while a tenant's log is read."""
+        from mailwarden.monitor.signins import targets_of
+
+        job = self.scheduler.get_job(SIGNINS_JOB)
+        every = float(self.runtime.config.evidence.signins.poll_every)
+        if not targets_of(self.runtime.config):
+            if job is not None:
+                job.remove()
+            return
+        if job is not None and job.trigger.interval.total_seconds() == every:
+            return
+        self.scheduler.add_job(self._signins, IntervalTrigger(seconds=every, timezone=UTC), id=SIGNINS_JOB,
+                               replace_existing=True, coalesce=True, max_instances=1,
+                               misfire_grace_time=max(int(every), 60), next_run_time=now + timedelta(seconds=15))
+
+    async def _signins(self) -> None:
+        """One poll of the sign-in logs; its database writes run in worker threads (monitor.signins)."""
+        signins = self.runtime.signins
+        if signins is None or not await self._ready():
+            return
+        try:
+            report = await signins.poll()
+        except StorageError as exc:
+            self.buffer.unavailable(exc.message())
+            return
+        except Exception:  # noqa: BLE001 - the scheduler must keep going whatever happens
+            log.exception("sign-in poll failed")
+            return
+        log.info("sign-in logs read", extra={"requests": report.requests, "read": report.read,
+                                             "stored": report.stored})
 
     def _last_runs(self, scheduled: Iterable[tuple[str, str]]) -> dict[tuple[str, str], datetime]:
         """When each check last ran, as stored; the runner learns each scheduled check's latest status and
@@ -284,6 +322,7 @@ class Monitor:
         self.scheduler.start()
         with contextlib.suppress(RuntimeError):  # no running loop: nothing to watch
             self._watch = asyncio.get_running_loop().create_task(self.leadership.run())
+            self._clock = asyncio.get_running_loop().create_task(self.clockwatch.run())  # monitor.clockwatch
         log.info("scheduler started", extra={"jobs": len(self.scheduler.get_jobs()), "leader": self.leading})
 
     def reload(self) -> bool:
@@ -309,6 +348,8 @@ class Monitor:
             self.scheduler.shutdown(wait=False)
         if self._watch is not None:
             self._watch.cancel()
+        if self._clock is not None:
+            self._clock.cancel()
         if self.leadership is not None:
             if len(self.buffer) and self.leadership.writable and \
                     self.buffer.flush(self.runtime.runner.pipeline) is None:

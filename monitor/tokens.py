@@ -11,6 +11,7 @@ MSAL calls are blocking (requests): callers run them in a worker thread.
 
 from __future__ import annotations
 
+import logging
 import threading
 import time
 from dataclasses import dataclass
@@ -23,16 +24,23 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes
 
 from mailwarden.checks.network import http_session
-from mailwarden.checks.replies import REPLIES, TokenReply, record_token_replies  # noqa: F401 - re-exported
+from mailwarden.checks.replies import (  # noqa: F401 - REPLIES, TokenReply re-exported
+    REPLIES,
+    TokenReply,
+    record_token_replies,
+    record_token_requests,
+)
 from mailwarden.durations import retry_after  # noqa: F401 - re-exported
 from mailwarden.endpoints import Endpoints, scope_prefixes  # noqa: F401 - re-exported
-from mailwarden.errors import NoRefreshToken  # noqa: F401 - re-exported
+from mailwarden.errors import NoRefreshToken, StorageError  # noqa: F401 - NoRefreshToken re-exported
 from mailwarden.monitor.config import Config, IntegrationConfig, resolve_ref
+from mailwarden.monitor.db_signins import OwnRequestRecorder
 from mailwarden.monitor.tokenstore import TokenCipher
 
 if TYPE_CHECKING:  # pragma: no cover
     from mailwarden.monitor.db import Store
 
+log = logging.getLogger("mailwarden.tokens")
 _APP_TOKEN_SKEW_S = 300  # a cached token this close to expiry is refreshed first
 DISCOVERY_TTL_S = 3600.0  # how long an authority's OpenID discovery document is reused
 _DISCOVERY_SUFFIX = "/.well-known/openid-configuration"
@@ -109,9 +117,13 @@ class TokenProvider:
         # client secret (0.3-0.8 ms CPU per mailbox check; bench/). Dropped whenever the cache is saved.
         self._access: dict[tuple[str, tuple[str, ...]], tuple[float, dict[str, Any]]] = {}
         self._discovery = _DiscoveryCache()
+        # Every token request's client-request-id, in the database before the request is sent: the sign-in log's
+        # correlationId, by which mailwarden's own sign-ins are left out of the consuming system's (monitor.signins)
+        self.own_requests = OwnRequestRecorder(store)
         # One session (one connection pool) for every MSAL object of this provider: a fresh MSAL object per
         # token check no longer means a fresh TCP + TLS handshake per token request (bench/).
-        self._session = record_token_replies(self._discovery.wrap(http_session(self.endpoints)))
+        self._session = record_token_requests(record_token_replies(self._discovery.wrap(http_session(self.endpoints))),
+                                              self.own_requests)
         pool = config.concurrency.total + 8
         adapter = requests.adapters.HTTPAdapter(pool_connections=4, pool_maxsize=pool)
         self._session.mount("https://", adapter)
@@ -289,7 +301,14 @@ class TokenProvider:
         if result is None:
             raise NoRefreshToken(integ.name)
         if cache.has_state_changed:
-            self.save_cache(integ, cache)
+            try:
+                self.save_cache(integ, cache)
+            except StorageError as exc:
+                # the token works; only its rotated refresh token is not written yet: it stays in this process's
+                # cache and is written at the next use once the database is back (serialize() cleared the flag)
+                cache.has_state_changed = True
+                log.warning("token cache not saved: the database is unavailable; kept in memory",
+                            extra={"integration": integ.name, "error": exc.message()})
         return result
 
     @staticmethod

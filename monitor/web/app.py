@@ -28,7 +28,7 @@ from starlette.middleware import Middleware
 from starlette.middleware.sessions import SessionMiddleware
 from starlette.middleware.trustedhost import TrustedHostMiddleware
 from starlette.requests import Request
-from starlette.responses import JSONResponse, PlainTextResponse, RedirectResponse, Response
+from starlette.responses import JSONResponse, RedirectResponse, Response
 from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -133,10 +133,11 @@ class Headers:
 
 
 def _error(scope: Scope, code: int, text: str, headers: dict[str, str] | None = None) -> Response:
-    """A refusal in the shape of its path: JSON under /api and at /metrics, plain text elsewhere."""
+    """A refusal in the shape of its path: JSON under /api and at /metrics, elsewhere a page in the app's layout
+    (pages.error_page; plain text if that page cannot be rendered)."""
     if scope["path"].startswith("/api/") or scope["path"] == "/metrics":
         return JSONResponse({"error": text}, code, headers=headers)
-    return PlainTextResponse(f"{code}: {text}", code, headers=headers)
+    return pages.error_page(scope, code, text, headers)
 
 
 class ClientAddress:
@@ -305,19 +306,28 @@ async def http_error(request: Request, exc: Exception) -> Response:
 
 
 def create_app(config: Callable[[], Config] | Config, store: Callable[[], Any] | Any, *, monitor: Any = None,
-               access: Access | None = None) -> Starlette:
-    """``config`` and ``store`` may be callables (a Monitor swaps its runtime on reload) or plain objects."""
+               access: Access | None = None, previous: Starlette | None = None) -> Starlette:
+    """``config`` and ``store`` may be callables (a Monitor swaps its runtime on reload) or plain objects.
+    ``previous``: the app this one replaces after a reload (``monitor.web.server``): its metrics carry on, and so does
+    the process's random session key while no ``web.session_key`` is set: sessions survive a reload unless the
+    password or the key changed, which ends them."""
     get_config = config if callable(config) else (lambda: config)
     get_store = store if callable(store) else (lambda: store)
     cfg = get_config()
     state = WebState(get_config, get_store, access or access_from(cfg.web, cfg.base_dir), cfg.web, monitor)
-    state.metrics = Metrics(get_config, get_store)
-    if monitor is not None and hasattr(monitor, "leading"):
-        from mailwarden.monitor.leader import LeaderCollector
+    if previous is not None:
+        state.metrics = previous.state.web.metrics
+    else:
+        state.metrics = Metrics(get_config, get_store)
+        if monitor is not None and hasattr(monitor, "leading"):
+            from mailwarden.monitor.leader import LeaderCollector
 
-        state.metrics.registry.register(LeaderCollector(monitor))
+            state.metrics.registry.register(LeaderCollector(monitor))
     https = cfg.web.base_url.startswith("https://")
-    secret = session_key(cfg.web, cfg.base_dir)
+    if previous is not None and cfg.web.session_key is None and previous.state.web.web.session_key is None:
+        secret = previous.state.session_secret  # the random key of this process
+    else:
+        secret = session_key(cfg.web, cfg.base_dir)
     sessions = Sessions(secret=secret, password_hash=state.access.password_hash,
                         lifetime_s=float(cfg.web.session_max_age), store=get_store)
     hosts = csrf.allowed_hosts(cfg.web)
@@ -338,4 +348,5 @@ def create_app(config: Callable[[], Config] | Config, store: Callable[[], Any] |
     app.state.web = state
     app.state.allowed_hosts = hosts
     app.state.sessions = sessions
+    app.state.session_secret = secret
     return app

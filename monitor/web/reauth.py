@@ -34,6 +34,7 @@ from mailwarden.checks import diagnoses
 from mailwarden.errors import MailwardenError
 from mailwarden.monitor import reauth as flows
 from mailwarden.monitor import reauth_links as links
+from mailwarden.monitor.signins import open_reauth_window
 from mailwarden.monitor.web import csrf
 from mailwarden.monitor.web.pages import render
 from mailwarden.monitor.web.throttle import CAPACITY, Throttle, client_key, retry_header
@@ -183,6 +184,9 @@ async def start(request: Request, form: dict[str, str]) -> Response:
     sealed = rt.cipher.encrypt(json.dumps(flow).encode())
     attempt = await asyncio.to_thread(rt.store.start_reauth_attempt, req, client=_client(request),
                                       state_hash=_hash(flow["state"]), flow=sealed, now=now)
+    # the browser's sign-in carries no id of mailwarden's: the sign-in log's events of this account meanwhile
+    # are "unconfirmed", never the consuming system's (monitor.signins)
+    await asyncio.to_thread(open_reauth_window, rt.store, rt.config, integ, "web", now, attempt)
     request.session[SESSION_KEY] = attempt
     return RedirectResponse(flow["auth_uri"], 303)
 
@@ -211,6 +215,7 @@ async def callback(request: Request) -> Response:
                                     result="unknown_state", detail="a callback whose state belongs to no started "
                                     "sign-in (forged, or already used)", now=now)
         return _page(request, "reauth_result.html", 400, kind="unknown_state")
+    await asyncio.to_thread(rt.store.close_reauth_window, now, attempt_id=attempt.id)  # the sign-in is over
     finish = rt.store.finish_reauth_attempt
     req = await asyncio.to_thread(rt.store.get_reauth_request, attempt.request_id)
     if request.session.get(SESSION_KEY) != attempt.id:

@@ -19,8 +19,9 @@ from typing import Any
 
 import uvicorn
 
-from mailwarden.errors import ConfigError
+from mailwarden.errors import ConfigError, MailwardenError
 from mailwarden.monitor.web.app import create_app
+from mailwarden.monitor.web.auth import access_from, session_key
 
 log = logging.getLogger("mailwarden.web")
 MAX_CONNECTIONS = 256
@@ -31,13 +32,57 @@ class _Server(uvicorn.Server):
         return contextlib.nullcontext()
 
 
+class Swappable:
+    """The ASGI app uvicorn serves: the current web app, replaced whole on a reload (a request already under way
+    finishes on the app it started on)."""
+
+    def __init__(self, app: Any):
+        self.current = app
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        await self.current(scope, receive, send)
+
+
+# What a reload cannot change while the process runs: the socket is bound at start, and a web app that did not start
+# (off, or no access rule) cannot start later. Any other web.* setting is rebuilt at once.
+FIXED = ("enabled", "listen")
+
+
+def reload_problem(old: Any, new: Any) -> str | None:
+    """Why ``new`` (a Config) cannot replace ``old`` in a running process because of its web settings, or None.
+    Resolves what the new web app would need (password hash, session key references) so that a reload is refused
+    before anything is swapped, never half-applied."""
+    changed = [k for k in FIXED if getattr(old.web, k) != getattr(new.web, k)]
+    if (old.web.auth_mode() is None) != (new.web.auth_mode() is None):
+        changed.append("auth" if new.web.auth_mode() is None else "auth/password_hash (the web app did not start)")
+    if changed:
+        return (f"web.{', web.'.join(changed)} changed: a reload cannot apply that (restart mailwarden); the running "
+                "config stays as it was")
+    if new.web.enabled and new.web.auth_mode() is not None:
+        try:
+            access_from(new.web, new.base_dir)
+            session_key(new.web, new.base_dir)
+        except MailwardenError as exc:
+            return f"{exc.message()}; the running config stays as it was"
+    return None
+
+
 @dataclass
 class WebServer:
-    app: Any
+    app: Swappable
     sock: socket.socket
     url: str
+    monitor: Any = None
     server: _Server | None = None
     task: asyncio.Task | None = None
+
+    def rebuild(self) -> None:
+        """A new web app from the monitor's current config (after a reload): access rule, password, allowed hosts,
+        trusted proxies, session lifetime and the rest of web.*; metrics carry on. Raises on a bad setting (the
+        caller keeps the old app)."""
+        monitor = self.monitor
+        self.app.current = create_app(lambda: monitor.runtime.config, lambda: monitor.runtime.store,
+                                      monitor=monitor, previous=self.app.current)
 
     async def start(self) -> None:
         config = uvicorn.Config(self.app, log_config=None, access_log=False, lifespan="off", server_header=False,
@@ -86,7 +131,7 @@ def prepare(monitor: Any) -> WebServer | None:
                     "web.auth: proxy with web.proxy_header, or web.auth: none")
         return None
     app = create_app(lambda: monitor.runtime.config, lambda: monitor.runtime.store, monitor=monitor)
-    metrics = app.state.web.metrics
+    metrics = app.state.web.metrics  # kept by every app a reload builds (create_app's ``previous``)
     previous = monitor.on_result
 
     def on_result(result: Any) -> None:
@@ -99,4 +144,4 @@ def prepare(monitor: Any) -> WebServer | None:
     sock = listening_socket(host, port, web.listen)
     bound = sock.getsockname()[1]
     url = web.base_url if port else f"http://{host}:{bound}"
-    return WebServer(app, sock, url)
+    return WebServer(Swappable(app), sock, url, monitor)

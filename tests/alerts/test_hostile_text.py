@@ -45,7 +45,9 @@ PHISH = "https://login-microsoftonline.com/common/reauth"
 LINKS = [
     f"[Re-authorise here]({PHISH})", f"![x]({PHISH}/pixel.png)", f'<a href="{PHISH}">Re-authorise here</a>',
     f"<{PHISH}>", "<security@evil-support.com>", PHISH, "www.evil-support.com/reauth", "evil-support.com/reauth",
-    "login.microsoftonline.com.evil.net", "[Re-authorise][1]\n\n[1]: https://evil.net/x", f"<{PHISH}|Re-authorise>",
+    "login.microsoftonline.com.evil.net",
+    "evil\u200b.net__https://login-microsoftonline.com/common/reauth",  # found by the fuzz below: Slack's "__"
+    "[Re-authorise][1]\n\n[1]: https://evil.net/x", f"<{PHISH}|Re-authorise>",
     "<!channel> <@U024BE7LH>", "ｈｔｔｐｓ：／／evil．net/x", "ht\u200btps://evil.net/\u200bx", "evil\u200b.net",
     "\u202eten.live\u202c", "```\ncode\n```", "\n# Re-authorise now\n", "\n\n---\n", "\n> quoted\n", "\n- item\n",
     f"{BASE}@evil.net/x", f"{BASE}.evil.net/x", "eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiIxIn0.c2lnbmF0dXJl(https://evil.net)",

@@ -253,7 +253,8 @@ def test_not_admin_codes(code):
 
 def test_severities():
     assert {c for c, d in CATALOG.items() if d.severity == "warning"} == WARNINGS
-    assert {c for c, d in CATALOG.items() if d.severity == "info"} == {"blocked_by_token"}
+    assert {c for c, d in CATALOG.items() if d.severity == "info"} == {"blocked_by_token", "storage_unavailable",
+                                                                       "consumer_unknown"}
 
 
 @pytest.mark.parametrize("code", sorted(NEEDS_REAUTH - {"no_refresh_token", "refresh_token_invalid",

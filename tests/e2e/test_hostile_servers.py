@@ -11,9 +11,11 @@ The hostile server is a loopback thread (127.0.0.2, free port) with a certificat
 from __future__ import annotations
 
 import asyncio
+import base64
 import contextlib
 import functools
 import gzip
+import json
 import socket
 import ssl
 import threading
@@ -44,6 +46,7 @@ class Hostile:
         self.sent = 0
         self._per_conn: dict[int, int] = {}
         self.closed_by_client = threading.Event()
+        self.received: list[str] = []  # what the echo mode was sent
         self.ctx = None
         if tls:
             self.ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
@@ -131,6 +134,29 @@ class Hostile:
                 return
             self._send(conn, bytes([b]))
             time.sleep(0.1)
+
+    def _echo(self, conn) -> None:
+        """An IMAP server that refuses the login and echoes what it was sent, base64 and decoded (the login
+        carries the bearer token): what it received is kept in ``self.received``."""
+        conn.settimeout(TIMEOUT * 3)
+        reader = conn.makefile("rb")
+        self._send(conn, b"* OK [CAPABILITY IMAP4rev1 AUTH=XOAUTH2 SASL-IR] echo ready\r\n")
+        for line in reader:
+            tag, _, rest = line.strip().partition(b" ")
+            verb, _, arg = rest.partition(b" ")
+            if verb.upper() == b"CAPABILITY":
+                self._send(conn, b"* CAPABILITY IMAP4rev1 AUTH=XOAUTH2 SASL-IR\r\n" + tag + b" OK done\r\n")
+            elif verb.upper() == b"AUTHENTICATE":
+                payload = arg.partition(b" ")[2]
+                if not payload:
+                    self._send(conn, b"+ \r\n")
+                    payload = reader.readline().strip()
+                self.received.append(payload.decode())
+                decoded = base64.b64decode(payload).replace(b"\x01", b" ")
+                self._send(conn, tag + b" NO [AUTHENTICATIONFAILED] you sent " + payload + b" = " + decoded + b"\r\n")
+            else:
+                self._send(conn, b"* BYE\r\n" + tag + b" OK bye\r\n")
+                return
 
     def close(self) -> None:
         self._stop.set()
@@ -420,3 +446,26 @@ def test_the_runner_serves_other_checks_while_one_reads_a_hostile_stream(mail_wo
     assert token.outcome.status == Status.OK
     assert imap.outcome.status == Status.ERROR and imap.outcome.code == "timeout", imap.outcome.summary
     assert time.monotonic() - t0 < TIMEOUT + 4
+
+
+def test_a_server_echoing_the_login_puts_no_token_on_stdout(mail_world, servers):
+    """Attacks `mailwarden check --format json` (item 3 of the hardening issue) with an IMAP server that echoes the
+    XOAUTH2 login it was sent, base64 and decoded, in its refusal: the bearer token and the SASL string were printed
+    in ``details`` (the database copy was clean). Expected: the refusal is diagnosed, and neither the SASL string
+    nor the token appears on stdout, in any form."""
+    from typer.testing import CliRunner
+
+    from mailwarden.monitor.cli import app
+
+    server = servers["tls"]
+    server.reset("echo", "imap")
+    res = CliRunner().invoke(app, ["check", "-c", str(mail_world.config_path), "-i", "subject", "--check", "imap",
+                                   "--format", "json", "--no-alerts"])
+    assert server.received, res.output  # the server did get a login
+    rows = json.loads(res.stdout)
+    imap = next(r for r in rows if r["check"] == "imap")
+    assert imap["status"] == "fail" and imap["code"], imap
+    for payload in server.received:
+        token = base64.b64decode(payload).decode().split("auth=Bearer ")[1].strip("\x01")
+        for secret in (payload, token, token[:40], token.split(".")[1]):
+            assert secret not in res.output, "a login secret reached stdout"

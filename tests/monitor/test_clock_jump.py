@@ -60,3 +60,30 @@ async def test_an_hour_jump_runs_each_job_at_most_once_then_keeps_the_interval(t
     await _settle(clock, jump + 70, lambda: all(handled(j) >= before[j] + 1 for j in jids))
     assert {j: handled(j) - before[j] for j in jids} == {j: 1 for j in jids}
     assert len(token.calls) <= 2 * 3 and len(mail.calls) <= 2 * 3
+
+
+async def test_a_backward_step_does_not_stop_the_schedule(tmp_path, running, kinds, caplog):  # noqa: F811
+    """Attacks the scheduler with the wall clock stepped back an hour (an NTP step, a VM restored): every job's next
+    run was an hour away, so checks, dispatch and the heartbeat stopped for that hour, even once the clock was right.
+    Expected: the jobs keep their place in their interval and run a minute later, and a warning says what happened."""
+    clock = await running(write_config(tmp_path / "mailwarden.yaml", integ("i0")))
+    jids = [job_id("i0", k) for k in ("token", "mail_test")]
+    await clock.step(10, {j: 1 for j in jids})
+    watch = clock.monitor.clockwatch
+    watch.every = 0.05  # sample often: the test waits for the watch, not for the production period
+    clock.monitor._clock.cancel()
+    clock.monitor._clock = asyncio.get_running_loop().create_task(watch.run())
+    await asyncio.sleep(0.1)  # the watch has its first sample at T0+10
+
+    back = 10 - 3600
+    clock.traveller.move_to(T0 + timedelta(seconds=back))
+    deadline = time.monotonic() + 5
+    while watch.steps == 0:
+        assert time.monotonic() < deadline, "the backward step was not noticed"
+        await asyncio.sleep(0.02)
+    assert any("stepped back" in r.getMessage() for r in caplog.records)
+    now = T0 + timedelta(seconds=back)
+    for job in clock.monitor.scheduler.get_jobs():
+        if job.id in jids:
+            assert now < job.next_run_time <= now + timedelta(seconds=61), job  # still within its interval
+    await clock.step(back + 61, {j: 2 for j in jids})  # the next run comes a minute after the step, not an hour

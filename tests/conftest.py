@@ -6,6 +6,9 @@ import os
 
 import pytest
 
+# shared fixtures: pg_database, store, database_url (SQLite and PostgreSQL); browser (Debian's chromium)
+pytest_plugins = ["tests.storage_fixtures", "tests.browser_fixtures"]
+
 
 def services_required() -> bool:
     """CI sets MAILWARDEN_REQUIRE_SERVICES=1: a missing service is then a failure, not a skip."""

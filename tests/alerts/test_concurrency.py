@@ -6,31 +6,18 @@ import threading
 from datetime import UTC, datetime, timedelta
 
 import pytest
-from sqlalchemy import text
 
 from mailwarden.alerts.dispatcher import Dispatcher
 from mailwarden.monitor.db import open_store
-from mailwarden.monitor.models import TABLE_NAMES
 from mailwarden.monitor.runtime import integration_rows
 from tests.alerts.conftest import load, record, write_config
-from tests.conftest import require_service
-from tests.monitor.test_storage import pg_database  # noqa: F401 - the session's PostgreSQL database
 
 T0 = datetime(2030, 1, 7, 9, 0, tzinfo=UTC)
 
 
-@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
-def database(request, tmp_path):
-    if request.param == "sqlite":
-        return f"sqlite:///{tmp_path / 'shared.db'}"
-    url, why_not = request.getfixturevalue("pg_database")
-    if url is None:
-        require_service("PostgreSQL", why_not)
-    s = open_store(url)
-    with s.engine.begin() as conn:
-        conn.execute(text(f"TRUNCATE {', '.join(TABLE_NAMES)} RESTART IDENTITY"))
-    s.close()
-    return url
+@pytest.fixture
+def database(database_url):
+    return database_url
 
 
 def test_two_dispatchers_at_once_send_each_notification_once(tmp_path, receiver, database):

@@ -6,12 +6,9 @@ every row of every table is read back after the dispatch."""
 
 from __future__ import annotations
 
-import getpass
 import re
-import uuid
 from datetime import UTC, datetime, timedelta
 
-import psycopg
 import pytest
 import yaml
 from cryptography.fernet import Fernet
@@ -24,42 +21,14 @@ from mailwarden.monitor.models import TABLE_NAMES
 from mailwarden.monitor.runtime import integration_rows
 from mailwarden.monitor.tokenstore import TokenCipher
 from tests.alerts.conftest import load, record, write_config
-from tests.conftest import require_service
 
 T0 = datetime.now(UTC).replace(microsecond=0) - timedelta(hours=1)  # the link's expiry is checked against the clock
-PG_HOST, PG_PORT = "127.0.0.1", 5432
 LINK = re.compile(r"https?://mw\.example:8080/reauth/[0-9]+\.[0-9]+\.[A-Za-z0-9_-]+")
 
 
-def _admin() -> tuple[psycopg.Connection, str]:
-    errors = []
-    for user in dict.fromkeys(["postgres", getpass.getuser()]):
-        for db in ("test", "postgres"):
-            try:
-                return psycopg.connect(host=PG_HOST, port=PG_PORT, user=user, dbname=db, connect_timeout=3,
-                                       autocommit=True), user
-            except psycopg.Error as exc:
-                errors.append(f"{user}@{db}: {' '.join(str(exc).split())}")
-    raise ConnectionError(errors[-1])
-
-
-@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
-def database(request, tmp_path):
-    """A database URL: a SQLite file, or a fresh database on the shared PostgreSQL server (dropped afterwards)."""
-    if request.param == "sqlite":
-        yield f"sqlite:///{tmp_path / 'mw.db'}"
-        return
-    try:
-        admin, user = _admin()
-    except ConnectionError as exc:
-        require_service("PostgreSQL", f"PostgreSQL not reachable at {PG_HOST}:{PG_PORT} ({exc})")
-    name = f"mailwarden_links_{uuid.uuid4().hex[:10]}"
-    admin.execute(f'CREATE DATABASE "{name}"')
-    try:
-        yield f"postgresql+psycopg://{user}@{PG_HOST}:{PG_PORT}/{name}"
-    finally:
-        admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-        admin.close()
+@pytest.fixture
+def database(database_url):
+    return database_url
 
 
 def setup(tmp_path, database, receiver):

@@ -20,7 +20,7 @@ from pathlib import Path
 import pytest
 
 # browser, site and world are fixtures (pytest finds them here once imported)
-from tests.dashboards.test_a11y_reflow import PAGES, SCHEMES, WIDTHS, browser, open_page, site, world  # noqa: F401
+from tests.dashboards.test_a11y_reflow import PAGES, SCHEMES, WIDTHS, open_page, site, world  # noqa: F401
 
 AXE = Path(__file__).with_name("vendor") / "axe.min.js"
 AXE_VERSION = "4.14.1"

@@ -20,7 +20,6 @@ fresh (younger than twice the demo's 60 s interval), so minutes of browser runs 
 
 from __future__ import annotations
 
-import os
 import re
 import socket
 import threading
@@ -37,10 +36,8 @@ from starlette.testclient import TestClient
 from mailwarden.monitor.web import pages, views
 from mailwarden.monitor.web.app import create_app
 from mailwarden.monitor.web.auth import Access
-from tests.conftest import require_service
 from tests.dashboards.conftest import ARTIFACTS, PASSWORD, csrf_of, login
 
-CHROMIUM = "/usr/bin/chromium"
 SCREENSHOTS = ARTIFACTS / "screenshots"
 WIDTHS = (390, 1400)
 SCHEMES = ("light", "dark")
@@ -58,18 +55,6 @@ PAGES = {
 
 
 # -- the harness (test_a11y.py imports it) ---------------------------------------------------------------------
-@pytest.fixture(scope="module")
-def browser():
-    if not os.path.exists(CHROMIUM):
-        require_service("chromium", "Debian's chromium is not installed (apt-get install chromium)")
-    try:
-        from playwright.sync_api import sync_playwright
-    except ImportError:
-        require_service("playwright", "playwright is not installed (pip install -e '.[test]')")
-    with sync_playwright() as p:
-        b = p.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox", "--disable-gpu"])
-        yield b
-        b.close()
 
 
 @contextmanager

@@ -6,7 +6,6 @@ failure. The screenshot goes to tests/artifacts/ (git-ignored).
 
 from __future__ import annotations
 
-import os
 import re
 import shutil
 import socket
@@ -20,24 +19,7 @@ import uvicorn
 
 from mailwarden.monitor.demo import INTEGRATIONS
 from mailwarden.monitor.web.auth import Access
-from tests.conftest import require_service
 from tests.dashboards.conftest import ARTIFACTS, PASSWORD, make_app
-
-CHROMIUM = "/usr/bin/chromium"
-
-
-@pytest.fixture(scope="module")
-def browser():
-    if not os.path.exists(CHROMIUM):
-        require_service("chromium", "Debian's chromium is not installed (apt-get install chromium)")
-    try:
-        from playwright.sync_api import sync_playwright
-    except ImportError:
-        require_service("playwright", "playwright is not installed (pip install -e '.[test]')")
-    with sync_playwright() as p:
-        b = p.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox", "--disable-gpu"])
-        yield b
-        b.close()
 
 
 @pytest.fixture

@@ -22,7 +22,6 @@ from mailwarden.monitor.db_history import (
 )
 from mailwarden.monitor.models import IntegrationRollup
 from mailwarden.state import Thresholds
-from tests.monitor.test_storage import pg_database, store  # noqa: F401 - the fixtures, on both backends
 
 T0 = datetime(2030, 3, 4, 8, 0, tzinfo=UTC)  # a Monday
 MIN = timedelta(minutes=1)

@@ -12,7 +12,6 @@ from sqlmodel import Session, col, select
 
 from mailwarden.monitor.db_history import GOOD, WATERMARK
 from mailwarden.monitor.models import CheckResult, CheckState, Meta
-from tests.monitor.test_storage import pg_database, store  # noqa: F401 - the fixtures, on both backends
 
 NOW = datetime(2030, 6, 1, 12, 0, tzinfo=UTC)
 CAP, FAILURE_DAYS = 6, 30

@@ -12,7 +12,6 @@ from sqlmodel import Session, select
 from mailwarden.checks.base import Outcome, Status
 from mailwarden.monitor.models import IntegrationRollup
 from mailwarden.state import Thresholds
-from tests.monitor.test_storage import pg_database, store  # noqa: F401 - the fixtures, on both backends
 
 T0 = datetime(2030, 3, 1, 8, 0, tzinfo=UTC)
 

@@ -7,32 +7,19 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 import requests
-from sqlalchemy import text
 
 from mailwarden.checks.replies import CLIENT_REQUEST_ID, TokenRequest, record_token_requests
 from mailwarden.errors import StorageError
 from mailwarden.monitor.db import open_store
 from mailwarden.monitor.db_signins import OwnRequestRecorder
-from mailwarden.monitor.models import TABLE_NAMES
-from tests.conftest import require_service
-from tests.monitor.test_storage import pg_database  # noqa: F401 - the session's PostgreSQL database
 
 T0 = datetime(2026, 12, 1, 9, 0, tzinfo=UTC)
 TENANT, APP = "11111111-2222-3333-4444-555555555555", "66666666-7777-8888-9999-000000000000"
 
 
-@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
-def url(request, tmp_path):
-    if request.param == "sqlite":
-        return f"sqlite:///{tmp_path / 'mailwarden.db'}"
-    found, why_not = request.getfixturevalue("pg_database")
-    if found is None:
-        require_service("PostgreSQL", why_not)
-    s = open_store(found)
-    with s.engine.begin() as conn:
-        conn.execute(text(f"TRUNCATE {', '.join(TABLE_NAMES)} RESTART IDENTITY"))
-    s.close()
-    return found
+@pytest.fixture
+def url(database_url):
+    return database_url
 
 
 @pytest.fixture

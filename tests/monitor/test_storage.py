@@ -20,46 +20,9 @@ from mailwarden.errors import StorageError
 from mailwarden.monitor.db import Store, alembic_config, make_engine, open_store, upgrade
 from mailwarden.monitor.models import MODELS, TABLE_NAMES, CheckResult, CheckState, Transition
 from mailwarden.redact import register_secret
-from tests.conftest import require_service
-from tests.pg import PG_HOST, PG_PORT
-from tests.pg import admin_connect as _admin_connect
 
 T0 = datetime(2025, 3, 1, 12, 0, tzinfo=UTC)
 TH = sm.Thresholds(failure_threshold=2, success_threshold=1)
-
-
-@pytest.fixture(scope="session")
-def pg_database():
-    """A fresh database for this test session, migrated once; dropped at the end."""
-    try:
-        admin, user = _admin_connect()
-    except ConnectionError as exc:
-        yield None, f"PostgreSQL not reachable at {PG_HOST}:{PG_PORT} ({exc})"
-        return
-    name = f"mailwarden_test_{uuid.uuid4().hex[:10]}"
-    admin.execute(f'CREATE DATABASE "{name}"')
-    url = f"postgresql+psycopg://{user}@{PG_HOST}:{PG_PORT}/{name}"
-    try:
-        open_store(url).close()
-        yield url, None
-    finally:
-        admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-        admin.close()
-
-
-@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
-def store(request, tmp_path):
-    if request.param == "sqlite":
-        s = open_store(f"sqlite:///{tmp_path / 'mailwarden.db'}")
-    else:
-        url, why_not = request.getfixturevalue("pg_database")
-        if url is None:
-            require_service("PostgreSQL", why_not)
-        s = open_store(url)
-        with s.engine.begin() as conn:
-            conn.execute(text(f"TRUNCATE {', '.join(TABLE_NAMES)} RESTART IDENTITY"))
-    yield s
-    s.close()
 
 
 def record(store: Store, status: str, minute: int, *, check: str = "token", integration: str = "helpdesk",

@@ -5,36 +5,15 @@ Screenshot: tests/artifacts/reauth_success.png."""
 
 from __future__ import annotations
 
-import os
 import socket
 import threading
 import time
 
-import pytest
 import uvicorn
 
-from tests.conftest import require_service
 from tests.dashboards.conftest import ARTIFACTS
 
 from .conftest import CAPTURED
-
-CHROMIUM = "/usr/bin/chromium"
-ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
-        "--no-first-run"]
-
-
-@pytest.fixture(scope="module")
-def browser():
-    if not os.path.exists(CHROMIUM):
-        require_service("chromium", "Debian's chromium is not installed (apt-get install chromium)")
-    try:
-        from playwright.sync_api import sync_playwright
-    except ImportError:
-        require_service("playwright", "playwright is not installed (pip install -e '.[test]')")
-    with sync_playwright() as p:
-        b = p.chromium.launch(executable_path=CHROMIUM, args=ARGS)
-        yield b
-        b.close()
 
 
 def _free_port() -> int:

@@ -10,7 +10,6 @@ from alembic import command
 from sqlalchemy import inspect, text
 
 from mailwarden.monitor.db import Store, alembic_config, make_engine, upgrade
-from tests.monitor.test_storage import pg_database, store  # noqa: F401
 from tests.pg import fresh_database
 
 T0 = datetime(2026, 11, 30, 9, 0, tzinfo=UTC)

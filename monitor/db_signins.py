@@ -60,13 +60,7 @@ class SignInStore:
 
     def own_correlation_ids(self, ids: Iterable[str]) -> set[str]:
         """Which of ``ids`` are correlation ids of mailwarden's own token requests."""
-        wanted = sorted({i for i in ids if i})
-        found: set[str] = set()
-        with self._connection() as conn:
-            for chunk in _chunks(wanted):
-                found.update(conn.execute(select(_OWN.c.correlation_id)
-                                          .where(_OWN.c.correlation_id.in_(chunk))).scalars())
-        return found
+        return self._present(_OWN.c.correlation_id, ids)
 
     def recorded_from(self) -> datetime | None:
         """Since when mailwarden's own token requests are recorded: sign-ins from before cannot be told apart."""
@@ -125,12 +119,15 @@ class SignInStore:
 
     def stored_signin_ids(self, ids: Iterable[str]) -> set[str]:
         """Which of these event ids are stored already (a poll re-reads its overlap: those need no write)."""
+        return self._present(_SIGNINS.c.signin_id, ids)
+
+    def _present(self, column: Any, ids: Iterable[str]) -> set[str]:
+        """Which of ``ids`` are in ``column`` (read in chunks: a poll may bring thousands)."""
         wanted = sorted({i for i in ids if i})
         found: set[str] = set()
         with self._connection() as conn:
             for chunk in _chunks(wanted):
-                found.update(conn.execute(select(_SIGNINS.c.signin_id)
-                                          .where(_SIGNINS.c.signin_id.in_(chunk))).scalars())
+                found.update(conn.execute(select(column).where(column.in_(chunk))).scalars())
         return found
 
     def relabel_signins(self, since: datetime, windows: Sequence[ReauthWindow]) -> int:

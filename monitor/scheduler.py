@@ -11,9 +11,10 @@ import asyncio
 import contextlib
 import logging
 import random
-from collections.abc import Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import TypeVar
 
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
 from apscheduler.triggers.date import DateTrigger
@@ -28,6 +29,7 @@ from mailwarden.monitor.runner import TOKEN, RunResult
 from mailwarden.monitor.runtime import Runtime, open_runtime
 
 log = logging.getLogger("mailwarden.scheduler")
+T = TypeVar("T")
 
 
 DISPATCH_JOB = "alerts::dispatch"
@@ -128,18 +130,24 @@ class Monitor:
                                replace_existing=True, coalesce=True, max_instances=1,
                                misfire_grace_time=max(int(every), 60), next_run_time=now + timedelta(seconds=15))
 
+    async def _guarded(self, what: str, work: Callable[[], Awaitable[T]]) -> T | None:
+        """One housekeeping step: a database outage goes to the buffer's one warning, anything else is logged with
+        its traceback; None then, and the scheduler goes on whatever happens."""
+        try:
+            return await work()
+        except StorageError as exc:
+            self.buffer.unavailable(exc.message())
+        except Exception:  # noqa: BLE001 - the scheduler must keep going whatever happens
+            log.exception(f"{what} failed")
+        return None
+
     async def _signins(self) -> None:
         """One poll of the sign-in logs; its database writes run in worker threads (monitor.signins)."""
         signins = self.runtime.signins
         if signins is None or not await self._ready():
             return
-        try:
-            report = await signins.poll()
-        except StorageError as exc:
-            self.buffer.unavailable(exc.message())
-            return
-        except Exception:  # noqa: BLE001 - the scheduler must keep going whatever happens
-            log.exception("sign-in poll failed")
+        report = await self._guarded("sign-in poll", signins.poll)
+        if report is None:
             return
         log.info("sign-in logs read", extra={"requests": report.requests, "read": report.read,
                                              "stored": report.stored})
@@ -162,16 +170,15 @@ class Monitor:
         await asyncio.to_thread(trim_heap)  # the minute's freed memory back to the system (monitor/__init__)
         if not await self._ready():
             return
-        try:
+
+        async def rollup() -> None:
             await asyncio.to_thread(store.rollup_history, now, maintenance=self.runtime.config.alerts.maintenance)
             if self._pruned_at is None or now - self._pruned_at >= PRUNE_EVERY:
                 removed = await asyncio.to_thread(store.prune_history, now, **retention.model_dump())
                 self._pruned_at = now
                 log.info("history pruned", extra=removed)
-        except StorageError as exc:
-            self.buffer.unavailable(exc.message())
-        except Exception:  # noqa: BLE001 - the scheduler must keep going whatever happens
-            log.exception("history rollup failed")
+
+        await self._guarded("history rollup", rollup)
 
     async def _secrets(self) -> None:
         from mailwarden.alerts.secrets import SecretsCycle
@@ -179,15 +186,8 @@ class Monitor:
         rt = self.runtime
         if not await self._ready():
             return
-        try:
-            report = await SecretsCycle(rt.config, rt.store, rt.tokens, rt.credentials).run()
-        except StorageError as exc:
-            self.buffer.unavailable(exc.message())
-            return
-        except Exception:  # noqa: BLE001 - the scheduler must keep going whatever happens
-            log.exception("secrets cycle failed")
-            return
-        if report.reminders or report.steps:
+        report = await self._guarded("secrets cycle", SecretsCycle(rt.config, rt.store, rt.tokens, rt.credentials).run)
+        if report is not None and (report.reminders or report.steps):
             self._dispatch_soon()
 
     def _sync_dispatch(self, now: datetime) -> None:

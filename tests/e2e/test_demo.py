@@ -39,6 +39,9 @@ EXPECTED = {
     ("enaio-notify", "secret_expiry"): ("fail", "secret_expired"),
     ("enaio-webclient", "token"): OK, ("enaio-webclient", "smtp"): ("fail", "smtp_auth_disabled_mailbox"),
     ("enaio-webclient", "secret_expiry"): OK,
+    # the consuming systems themselves (their actors in the demo scenario), from Entra ID's sign-in log
+    ("hoth-support", "consumer"): OK, ("sinch-queue", "consumer"): OK, ("agiloft-inbound", "consumer"): OK,
+    ("oracle-b2c-support", "consumer"): ("fail", "consumer_signin_failed"),
 }
 
 
@@ -120,3 +123,87 @@ def test_check_against_the_demo_tenant_exits_2(tmp_path):
     assert proc.returncode == 2
     assert {r["code"] for r in json.loads(proc.stdout)} == {"secret_expired", "blocked_by_token"}
     assert ok.returncode == 0 and "sinch-queue" in ok.stdout
+
+
+def test_demo_consumer_checks_judge_the_consuming_systems_own_sign_ins(demo_run):
+    """Issue 16: the first cycle already reads the actors' first rounds. Oracle B2C Service's own refresh token ended
+    with the revocation (AADSTS50173, beside mailwarden's refresh_token_revoked); the other three sign in, the
+    app-only ones with the keyId of the secret they hold."""
+    rows = {(r["integration"], r["check"]): r for r in json.loads(demo_run[0].stdout)}
+    b2c = rows["oracle-b2c-support", "consumer"]
+    assert b2c["summary"].startswith("Oracle B2C Service itself fails to sign in: AADSTS50173")
+    assert b2c["details"]["consumer_code"] == 50173 and b2c["details"]["consumer_fatal"] is True
+    assert b2c["fix"]
+    for name, system in (("hoth-support", "House-on-the-Hill helpdesk"), ("sinch-queue", "Sinch Contact Center"),
+                         ("agiloft-inbound", "Agiloft")):
+        row = rows[name, "consumer"]
+        assert row["summary"].startswith(f"{system} signed in successfully at "), row
+        assert row["details"]["last_success_at"], row
+    assert rows["hoth-support", "consumer"]["details"]["credential_in_use"] == "unknown"  # delegated
+    secrets = rows["agiloft-inbound", "secret_expiry"]["details"]
+    for name in ("sinch-queue", "agiloft-inbound"):  # app-only: the keyId of the secret the system presented
+        key_id = rows[name, "consumer"]["details"]["credential_key_id"]
+        assert key_id and key_id in rows[name, "consumer"]["summary"]
+        assert rows[name, "consumer"]["details"]["credential_in_use"] == key_id
+    assert rows["agiloft-inbound", "consumer"]["details"]["credential_key_id"] in json.dumps(secrets)
+
+
+def test_demo_story_mailwardens_token_reauthorised_while_oracle_b2c_itself_still_fails(tmp_path):
+    """The issue's case: after someone re-authorises mailwarden (as `mailwarden reauth` does, inside a
+    reauthorisation window), mailwarden's token is ok while Oracle B2C Service's own stays revoked: `consumer` keeps
+    failing with AADSTS50173 until the system itself is signed in again (the sandbox's actor_sign_in)."""
+    import asyncio
+    from datetime import UTC, datetime, timedelta
+
+    from mailwarden.monitor import demo, reauth
+    from mailwarden.monitor.signins import open_reauth_window
+    from mailwarden_sandbox.browser import sign_in
+
+    env = demo.prepare(tmp_path / "demo", quiet=True)
+    try:
+        rt, sb = env.runtime, env.sandbox
+
+        def results() -> dict:
+            asyncio.run(rt.signins.poll())
+            return {(r["integration"], r["check"]): r for r in env.run_once()
+                    if r["integration"] == "oracle-b2c-support"}
+
+        first = results()
+        assert (first["oracle-b2c-support", "token"]["status"], first["oracle-b2c-support", "token"]["code"]) == \
+            ("fail", "refresh_token_revoked")
+        assert first["oracle-b2c-support", "consumer"]["status"] == "fail"
+
+        integ = rt.config.integration("oracle-b2c-support")
+        opened = datetime.now(UTC)
+        window = open_reauth_window(rt.store, rt.config, integ, "cli", opened)
+        flow = reauth.start(rt.tokens, integ, demo.DEMO_REDIRECT)
+        back = sign_in(flow["auth_uri"], integ.account, "Demo-B2C-2026!", sb.ca_path)
+        reauth.complete(rt.tokens, integ, flow, reauth.parse_redirect(back))
+        rt.store.close_reauth_window(datetime.now(UTC), window_id=window)
+        asyncio.run(rt.signins.poll())  # the browser sign-in is stored as unconfirmed, not as the system's success
+        # The system's next rounds come minutes later (every 5 minutes), past the window's clock margin. The sandbox's
+        # clock cannot move: the window is closed as if the reauthorisation were that long ago instead.
+        rt.store.close_reauth_window(opened - timedelta(minutes=10), window_id=window)
+        demo.next_log_second()
+        (round_,) = sb.control.tick_actors(demo.REVOKED_ACTOR)  # the system's next round: its token stays revoked
+        assert round_["ok"] is False and round_["error_code"] == 50173
+
+        after = results()
+        assert after["oracle-b2c-support", "token"]["status"] == "ok"
+        assert after["oracle-b2c-support", "pop"]["status"] == "ok"
+        consumer = after["oracle-b2c-support", "consumer"]
+        assert (consumer["status"], consumer["code"]) == ("fail", "consumer_signin_failed")
+        assert consumer["summary"].startswith("Oracle B2C Service itself fails to sign in: AADSTS50173")
+        assert consumer["details"]["consumer_code"] == 50173
+        # mailwarden's own browser sign-in is never counted as the system's success: unconfirmed, and said so
+        assert consumer["details"]["unconfirmed"] >= 1 and "unconfirmed" in consumer["summary"]
+
+        demo.next_log_second()
+        sb.control.actor_sign_in(demo.REVOKED_ACTOR)  # someone signs Oracle B2C Service itself in again
+        (round_,) = sb.control.tick_actors(demo.REVOKED_ACTOR)
+        assert round_["ok"] is True
+        healed = results()["oracle-b2c-support", "consumer"]
+        assert healed["status"] == "ok", healed
+        assert healed["summary"].startswith("Oracle B2C Service signed in successfully at ")
+    finally:
+        env.close()

@@ -24,6 +24,7 @@ from mailwarden import days as expiry
 from mailwarden.checks import diagnoses
 from mailwarden.checks.base import Outcome, Status
 from mailwarden.monitor.config import Config
+from mailwarden.monitor.db_alerts import attempt_outcome  # noqa: F401 - the templates read it (views.attempt_outcome)
 from mailwarden.monitor.db_history import percent
 from mailwarden.monitor.output import result_json
 from mailwarden.monitor.runner import facts

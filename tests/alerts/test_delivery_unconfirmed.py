@@ -110,6 +110,15 @@ def test_a_receiver_slower_than_the_timeout_gets_the_notice_once_and_the_deliver
     assert not note.ok and not note.permanent
     assert note.error.startswith("unconfirmed: the request was sent") and "within 1 s" in note.error, note.error
     assert db_alerts.attempt_outcome(note) == "unconfirmed"
+    # and the integration page says so: sent, unconfirmed, never "failed"
+    from starlette.testclient import TestClient
+
+    from mailwarden.monitor.web.app import create_app
+    from mailwarden.monitor.web.auth import Access
+
+    with TestClient(create_app(cfg, store, access=Access(mode="none")), base_url="http://127.0.0.1:8080") as c:
+        page = c.get("/integrations/a").text
+    assert "sent, unconfirmed" in page and "failed: unconfirmed" not in page
     store.close()
 
 

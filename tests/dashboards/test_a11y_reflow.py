@@ -21,21 +21,17 @@ fresh (younger than twice the demo's 60 s interval), so minutes of browser runs 
 from __future__ import annotations
 
 import re
-import socket
-import threading
-import time
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import contextmanager
 from datetime import UTC, datetime
 
 import pytest
-import uvicorn
 from markupsafe import escape
 from starlette.testclient import TestClient
 
 from mailwarden.monitor.web import pages, views
 from mailwarden.monitor.web.app import create_app
 from mailwarden.monitor.web.auth import Access
+from tests.browser_fixtures import serving
 from tests.dashboards.conftest import ARTIFACTS, PASSWORD, csrf_of, login
 
 SCREENSHOTS = ARTIFACTS / "screenshots"
@@ -55,26 +51,6 @@ PAGES = {
 
 
 # -- the harness (test_a11y.py imports it) ---------------------------------------------------------------------
-
-
-@contextmanager
-def serving(app):
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_config=None, access_log=False,
-                                           lifespan="off"))
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 10
-    while not server.started:
-        assert time.monotonic() < deadline and thread.is_alive(), "the web app did not start"
-        time.sleep(0.02)
-    try:
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        server.should_exit = True
-        thread.join(10)
 
 
 @pytest.fixture(scope="module")

@@ -8,17 +8,15 @@ from __future__ import annotations
 
 import re
 import shutil
-import socket
 import subprocess
 import sys
-import threading
 import time
 
 import pytest
-import uvicorn
 
 from mailwarden.monitor.demo import INTEGRATIONS
 from mailwarden.monitor.web.auth import Access
+from tests.browser_fixtures import serving
 from tests.dashboards.conftest import ARTIFACTS, PASSWORD, make_app
 
 
@@ -26,20 +24,8 @@ from tests.dashboards.conftest import ARTIFACTS, PASSWORD, make_app
 def served(demo, admin_hash):
     env, _ = demo
     app = make_app(env, Access(mode="password", user="admin", password_hash=admin_hash))
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_config=None, access_log=False,
-                                           lifespan="off"))
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 10
-    while not server.started:
-        assert time.monotonic() < deadline and thread.is_alive(), "the web app did not start"
-        time.sleep(0.02)
-    yield f"http://127.0.0.1:{port}", env
-    server.should_exit = True
-    thread.join(10)
+    with serving(app) as url:
+        yield url, env
 
 
 def test_dashboard_in_a_browser(browser, served):

@@ -16,6 +16,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
+from . import directory as _directory  # noqa: F401 - registers add_page_fault in OPS
 from .mail.model import exchange_json
 from .ops import OPS
 from .state import State
@@ -53,14 +54,24 @@ def snapshot(state: State) -> dict:
                 "delegated_permissions": {r: sorted(p) for r, p in a.delegated_permissions.items() if p},
                 "user_grants": {u: {r: sorted(p) for r, p in g.items() if p} for u, g in a.user_grants.items()},
                 "owners": sorted(a.owners),
+                "sign_in_audience": a.sign_in_audience,
+                "federated_credentials": [{"id": f.id, "name": f.name, "issuer": f.issuer, "subject": f.subject}
+                                          for f in a.federated_credentials],
             } for a in t.apps.values()]
+            sps = [{"app_id": sp.app_id, "object_id": sp.object_id, "display_name": sp.display_name,
+                    "type": sp.kind, "home_tenant": sp.home_tenant_id, "enabled": sp.enabled,
+                    "application_permissions": {r: sorted(p) for r, p in sp.app_permissions.items() if p},
+                    "delegated_permissions": {r: sorted(p) for r, p in sp.delegated_permissions.items() if p},
+                    "user_grants": {u: {r: sorted(p) for r, p in g.items() if p} for u, g in sp.user_grants.items()}}
+                   for sp in t.service_principals.values()]
             ex = state.exchange.get(t.id)
             tenants.append({"id": t.id, "domain": t.domain, "user_consent": t.user_consent,
                             "entra_licence": t.entra_licence, "admin": t.admin_upn,
                             "signin_log_delay_s": t.signin_log_delay_s,
                             "noninteractive_log_delay_s": t.noninteractive_log_delay_s,
                             "audit_log_delay_s": t.audit_log_delay_s,
-                            "users": users, "apps": apps, "exchange": exchange_json(ex) if ex else None})
+                            "users": users, "apps": apps, "service_principals": sps,
+                            "exchange": exchange_json(ex) if ex else None})
         return {
             "now": now.isoformat(), "started_at": state.started_at.isoformat(),
             "token_lifetime_s": state.token_lifetime_s, "tenants": tenants,
@@ -246,6 +257,26 @@ class ControlClient:
                          retry_after=retry_after, latency_ms=latency_ms, method=method)["id"]
     def clear_faults(self, id: str | None = None):  # noqa: A002
         return self.call("clear_faults", id=id)
+    # directory objects for discovery (sandbox.directory)
+    def add_foreign_service_principal(self, tenant: str, app_id: str, home_tenant: str, **spec):
+        return self.call("add_foreign_service_principal", tenant=tenant, app_id=app_id, home_tenant=home_tenant,
+                         **spec)
+    def add_managed_identity(self, tenant: str, **spec): return self.call("add_managed_identity", tenant=tenant, **spec)
+    def delete_directory_service_principal(self, tenant: str, app_id: str):
+        return self.call("delete_directory_service_principal", tenant=tenant, app_id=app_id)
+    def add_federated_credential(self, app_id: str, name: str, issuer: str, subject: str, **spec):
+        return self.call("add_federated_credential", app_id=app_id, name=name, issuer=issuer, subject=subject, **spec)
+    def remove_federated_credential(self, app_id: str, id: str):  # noqa: A002
+        return self.call("remove_federated_credential", app_id=app_id, id=id)
+    def set_sign_in_audience(self, app_id: str, sign_in_audience: str):
+        return self.call("set_sign_in_audience", app_id=app_id, sign_in_audience=sign_in_audience)
+    def add_page_fault(self, listing: str, page: int, status: int = 503, retry_after: int = 5,
+                       count: int | None = 1, tenant: str | None = None) -> str:
+        """Request number `page` (1 = without $skiptoken) of a Graph directory listing (applications,
+        servicePrincipals, oauth2PermissionGrants, users, appRoleAssignedTo, appRoleAssignments, owners,
+        federatedIdentityCredentials) answers `status`; clear_faults removes it."""
+        return self.call("add_page_fault", listing=listing, page=page, status=status, retry_after=retry_after,
+                         count=count, tenant=tenant)["id"]
 
     # Exchange Online
     def add_mailbox(self, tenant: str, **spec): return self.call("add_mailbox", tenant=tenant, **spec)

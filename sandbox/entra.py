@@ -60,7 +60,9 @@ class Entra:
     def app(self, tenant: Tenant, client_id: str | None) -> App:
         if not client_id:
             raise AADError(900144, param="client_id")
-        app = tenant.apps.get(client_id.lower())
+        # the tenant's own registration, or the service principal of another tenant's multitenant app (which
+        # signs in with its home registration's credentials); else "not found in the directory"
+        app = self.state.client_app(tenant, client_id)
         if app is None:
             raise AADError(700016, app_id=client_id, tenant=tenant.id)
         return app
@@ -178,7 +180,7 @@ class Entra:
         if refused is None:
             return None
         with self.state.lock:  # an AADSTS refusal is logged like any other (the plain 429 and 5xx are not)
-            ctx.tenant, ctx.app = tenant, tenant.apps.get((client_id or "").lower())
+            ctx.tenant, ctx.app = tenant, self.state.client_app(tenant, client_id or "")
             logs.describe(self.state, ctx, tenant, grant, form)
         logs.record(self.state, ctx, refused)
         return aad_response(refused, corr, extra, trace_id=ctx.request_id)
@@ -351,7 +353,7 @@ class Entra:
             if self.state.now() >= dc.expires_at:
                 return pages.device_login(action, error=AADError(70019).text)
             tenant = self.state.tenant(dc.tenant_id)
-            app = tenant.apps.get(dc.client_id) if tenant else None
+            app = self.state.client_app(tenant, dc.client_id) if tenant else None
             login = (form.get("login") or "").strip()
             user = tenant.users.get(login.lower()) if tenant else None
             ctx = self._interactive(request, tenant, app, login, None) if tenant else None

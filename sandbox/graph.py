@@ -1,8 +1,8 @@
-"""Microsoft Graph v1.0: bearer validation and `applications`; mail endpoints in `mail.graph_mail`."""
+"""Microsoft Graph v1.0: bearer validation and `applications`; mail endpoints in `mail.graph_mail`, directory
+listings (applications, servicePrincipals, grants ...) in `directory`."""
 
 from __future__ import annotations
 
-import datetime as dt
 import re
 
 import jwt
@@ -11,11 +11,12 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from . import passwords
+from .directory import Directory, application_json, graph_time  # noqa: F401 - graph_time: the shared date format
 from .errors import graph_error
 from .grants import Issuer
 from .mail.graph_mail import GraphMail
 from .reports import Reports
-from .state import App, Tenant
+from .state import Tenant
 from .tokens import GRAPH_AUDIENCES, sts_issuer
 
 READ_APPS = {"Application.Read.All", "Application.ReadWrite.All", "Directory.Read.All",
@@ -27,10 +28,6 @@ READ_USERS = {"User.Read.All", "User.ReadBasic.All", "Directory.Read.All", "Dire
               "User.ReadWrite.All"}
 WWW_AUTH = ('Bearer realm="", authorization_uri="https://login.microsoftonline.com/common/oauth2/authorize", '
             'client_id="00000003-0000-0000-c000-000000000000"')
-
-
-def graph_time(value: dt.datetime) -> str:
-    return value.astimezone(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 class AuthFailure(Exception):
@@ -45,6 +42,7 @@ class Graph:
         self.base = issuer.base_url + "/v1.0"
         self.mail = GraphMail(self.state, self.base)
         self.reports = Reports(self.state, issuer.base_url)
+        self.directory = Directory(self.state, self.base)
 
     def authenticate(self, request: Request) -> tuple[dict, Tenant]:
         crid = request.headers.get("client-request-id")
@@ -81,6 +79,10 @@ class Graph:
             return failure.response
         rest = request.path_params["rest"]
         answer = await self.reports.dispatch(request, claims, tenant, rest, "v1.0")
+        if answer is not None:
+            return answer
+        # tenant-wide directory reads (discovery): applications, servicePrincipals, grants, owners, users
+        answer = await self.directory.dispatch(request, claims, tenant, rest)
         if answer is not None:
             return answer
         if rest.lower().startswith(("users/", "me/")):
@@ -182,43 +184,3 @@ class Graph:
     def routes(self) -> list[Route]:
         return [Route("/v1.0/{rest:path}", self.dispatch, methods=["GET", "POST", "PATCH", "DELETE"]),
                 Route("/beta/{rest:path}", self.dispatch_beta, methods=["GET", "POST", "PATCH", "DELETE"])]
-
-
-def application_json(app: App, tenant: Tenant) -> dict:
-    return {
-        "id": app.object_id,
-        "deletedDateTime": None,
-        "appId": app.app_id,
-        "applicationTemplateId": None,
-        "createdDateTime": graph_time(app.created),
-        "description": None,
-        "displayName": app.display_name,
-        "identifierUris": [],
-        "isFallbackPublicClient": app.public_client,
-        "publisherDomain": tenant.domain,
-        "signInAudience": "AzureADMyOrg",
-        "tags": [],
-        "keyCredentials": [{
-            "customKeyIdentifier": c.thumbprint,
-            "displayName": c.display_name,
-            "endDateTime": graph_time(c.end),
-            "key": None,
-            "keyId": c.key_id,
-            "startDateTime": graph_time(c.start),
-            "type": "AsymmetricX509Cert",
-            "usage": "Verify",
-        } for c in app.certificates],
-        "passwordCredentials": [{
-            "customKeyIdentifier": None,
-            "displayName": s.display_name,
-            "endDateTime": graph_time(s.end),
-            "hint": s.hint,
-            "keyId": s.key_id,
-            "secretText": None,
-            "startDateTime": graph_time(s.start),
-        } for s in app.secrets],
-        "publicClient": {"redirectUris": [u for u in app.redirect_uris if u.startswith("http://localhost")]},
-        "web": {"redirectUris": [u for u in app.redirect_uris if not u.startswith("http://localhost")],
-                "homePageUrl": None, "logoutUrl": None},
-        "requiredResourceAccess": [],
-    }

@@ -295,7 +295,9 @@ def approve_device_code(state: State, user_code: str, upn: str, mfa: bool = Fals
         user = tenant.users.get(upn.lower())
         if user is None:
             raise KeyError(f"no user {upn} in tenant {tenant.id}")
-        app = tenant.apps[dc.client_id]
+        app = state.client_app(tenant, dc.client_id)  # a multitenant app of another tenant too
+        if app is None:
+            raise KeyError(f"no app {dc.client_id} in tenant {tenant.id}")
         grants.approve_device(state, tenant, app, dc, user, bool(mfa))
         # the user's sign-in on /devicelogin, as the page would log it
         ctx = logs.SignInContext(correlation_id=new_id(), event_type=logs.INTERACTIVE, tenant=tenant, app=app,

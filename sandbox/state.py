@@ -21,6 +21,10 @@ EXCHANGE = "exchange"
 RESOURCES = (GRAPH, EXCHANGE)
 GRAPH_APP_ID = "00000003-0000-0000-c000-000000000000"
 EXCHANGE_APP_ID = "00000002-0000-0ff1-ce00-000000000000"
+# Microsoft's own tenant: appOwnerOrganizationId of Microsoft Graph's and Exchange Online's service principals
+MICROSOFT_TENANT_ID = "f8cdef31-a31e-4b4a-93e4-5f571e91255a"
+SIGN_IN_AUDIENCES = ("AzureADMyOrg", "AzureADMultipleOrgs")
+SP_APPLICATION, SP_MANAGED_IDENTITY = "Application", "ManagedIdentity"
 MFA_STATES = (None, "required", "enrollment_required", "not_passed")
 INACTIVITY_LIMIT = dt.timedelta(days=90)
 SERVICES = ("entra", "exchange")
@@ -73,6 +77,18 @@ class Certificate:
 
 
 @dataclass
+class FederatedCredential:
+    """A federated identity credential of an app registration (workload identity federation)."""
+
+    id: str
+    name: str
+    issuer: str
+    subject: str
+    audiences: list[str] = field(default_factory=lambda: ["api://AzureADTokenExchange"])
+    description: str | None = None
+
+
+@dataclass
 class App:
     app_id: str
     tenant_id: str
@@ -93,10 +109,61 @@ class App:
     created: dt.datetime = field(default_factory=utcnow)
     # owners (directory objects): app ids of service principals and lower-case UPNs of users
     owners: set[str] = field(default_factory=set)
+    sign_in_audience: str = "AzureADMyOrg"  # AzureADMultipleOrgs: other tenants may hold a service principal
+    federated_credentials: list[FederatedCredential] = field(default_factory=list)
+    # set on the per-request view of a multitenant app's service principal in another tenant (State.client_app)
+    home_tenant_id: str | None = None
 
     def consented_scopes(self, upn: str, resource: str) -> set[str]:
         own = self.user_grants.get(upn.lower(), {}).get(resource, set())
         return set(self.delegated_permissions.get(resource, set())) | set(own)
+
+
+@dataclass
+class ServicePrincipal:
+    """A service principal with no application object in its tenant: the service principal of another tenant's
+    multitenant app (consented here: its own app roles, delegated grants, enabled flag), or a managed identity."""
+
+    app_id: str
+    tenant_id: str  # the tenant it lives in
+    display_name: str
+    kind: str = SP_APPLICATION  # Application | ManagedIdentity
+    home_tenant_id: str | None = None  # the app's home tenant (appOwnerOrganizationId); None for managed identities
+    object_id: str = field(default_factory=new_id)
+    enabled: bool = True
+    assignment_required: bool = False
+    assigned_users: set[str] = field(default_factory=set)
+    app_permissions: dict[str, set[str]] = field(default_factory=lambda: defaultdict(set))
+    delegated_permissions: dict[str, set[str]] = field(default_factory=lambda: defaultdict(set))
+    user_grants: dict[str, dict[str, set[str]]] = field(default_factory=dict)
+    created: dt.datetime = field(default_factory=utcnow)
+    # managed identities: ["isExplicit=False|True", "<Azure resource id>"], and the certificate Azure rotates
+    alternative_names: list[str] = field(default_factory=list)
+    certificate_start: dt.datetime | None = None
+    certificate_end: dt.datetime | None = None
+    certificate_key_id: str = field(default_factory=new_id)
+
+    def consented_scopes(self, upn: str, resource: str) -> set[str]:
+        own = self.user_grants.get(upn.lower(), {}).get(resource, set())
+        return set(self.delegated_permissions.get(resource, set())) | set(own)
+
+
+def foreign_client(sp: ServicePrincipal, home: App | None) -> App:
+    """The App the token endpoint works with when a multitenant app signs in to a tenant where it has a service
+    principal: the home registration's credentials, client settings and name; this tenant's service principal
+    (object id, enabled, assignment, consent). Containers are shared, so consent given here lands on `sp`."""
+    return App(
+        app_id=sp.app_id, tenant_id=sp.tenant_id, display_name=home.display_name if home else sp.display_name,
+        object_id=home.object_id if home else sp.object_id, sp_object_id=sp.object_id, enabled=sp.enabled,
+        public_client=home.public_client if home else False,
+        redirect_uris=home.redirect_uris if home else [],
+        assignment_required=sp.assignment_required, assigned_users=sp.assigned_users,
+        secrets=home.secrets if home else [], certificates=home.certificates if home else [],
+        app_permissions=sp.app_permissions, delegated_permissions=sp.delegated_permissions,
+        user_grants=sp.user_grants, created=sp.created,
+        sign_in_audience=home.sign_in_audience if home else "AzureADMultipleOrgs",
+        federated_credentials=home.federated_credentials if home else [], home_tenant_id=sp.home_tenant_id,
+    )
 
 
 @dataclass
@@ -136,6 +203,8 @@ class Tenant:
     user_consent: bool = True
     users: dict[str, User] = field(default_factory=dict)  # lower-case UPN -> User
     apps: dict[str, App] = field(default_factory=dict)  # app_id -> App
+    # service principals without an application object here: foreign multitenant apps, managed identities
+    service_principals: dict[str, ServicePrincipal] = field(default_factory=dict)  # app_id -> ServicePrincipal
     secret_replication_s: float = 0.0  # how long a new client secret is refused (7000215) after it is added
     exchange_online: bool = True  # the tenant has Office 365 Exchange Online's service principal (else 500011)
     # Token requests the tenant's apps may make: per app per minute (429 with a plain-text body past it) and
@@ -231,6 +300,11 @@ class Fault:
     retry_after: int = 5
     latency_ms: int = 0
     method: str | None = None
+    # a page fault (sandbox.directory): request number `page` of the Graph listing `listing` answers `status`;
+    # the path middleware never applies these
+    listing: str | None = None
+    page: int | None = None
+    tenant: str | None = None  # tenant id; None: any tenant
 
 
 class State:
@@ -311,6 +385,24 @@ class State:
                         return u
         return None
 
+    def client_app(self, tenant: Tenant, client_id: str) -> App | None:
+        """The app `client_id` as a client of `tenant`: its own registration, or the service principal of another
+        tenant's multitenant app (signing in with the home registration's credentials). None: neither (700016).
+        Managed identities do not sign in at the token endpoint."""
+        key = (client_id or "").lower()
+        with self.lock:
+            app = tenant.apps.get(key)
+            if app is not None:
+                return app
+            sp = tenant.service_principals.get(key)
+            if sp is None or sp.kind != SP_APPLICATION:
+                return None
+            home_tenant = self.tenants.get(sp.home_tenant_id or "")
+            home = home_tenant.apps.get(key) if home_tenant else None
+            if home is not None and home.sign_in_audience != "AzureADMultipleOrgs":
+                return None  # no longer multitenant: Entra no longer finds it from other tenants
+            return foreign_client(sp, home)
+
     def require_app(self, app_id: str) -> App:
         app = self.find_app(app_id)
         if app is None:
@@ -361,6 +453,8 @@ class State:
         latency, hit = 0, None
         with self.lock:
             for f in list(self.faults):
+                if f.listing is not None:
+                    continue
                 if not path.startswith(f.path_prefix) or (f.method and f.method.upper() != method):
                     continue
                 latency += f.latency_ms
@@ -371,6 +465,21 @@ class State:
                         if f.count <= 0:
                             self.faults.remove(f)
         return latency, hit
+
+    def take_page_fault(self, tenant_id: str, listing: str, page: int) -> Fault | None:
+        """The page fault (if any) for request `page` of `listing`, consuming one of its count."""
+        with self.lock:
+            for f in list(self.faults):
+                if f.listing is None or f.listing.lower() != listing.lower() or f.page != page:
+                    continue
+                if f.tenant is not None and f.tenant != tenant_id:
+                    continue
+                if f.count is not None:
+                    f.count -= 1
+                    if f.count <= 0:
+                        self.faults.remove(f)
+                return f
+        return None
 
     # -- stats ------------------------------------------------------------------------------------
     def reset_stats(self) -> None:

@@ -1,4 +1,5 @@
-"""Durations as the configuration writes them: '5m', '30s', '1.5h', '2d', '250ms', or a number of seconds."""
+"""Durations as the configuration writes them: '5m', '30s', '1.5h', '2d', '250ms', compounds such as '1h30m', '2d12h'
+or '1m30s' (units from the largest to the smallest, each once), or a number of seconds."""
 
 from __future__ import annotations
 
@@ -8,19 +9,28 @@ from typing import Annotated, Any
 
 from pydantic import BeforeValidator
 
-_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)?\s*$")
-_UNITS = {"ms": 0.001, "s": 1, None: 1, "m": 60, "h": 3600, "d": 86400}
+_N = r"\d+(?:\.\d+)?"
+# The whole form: a bare number (seconds), or parts with units in the order d, h, m, s, ms, each at most once. Written
+# in the syntax Python and JSON Schema (ECMA-262) share, so the configuration's schema uses it as it is (PATTERN).
+PATTERN = (rf"^\s*(?:{_N}|(?=\d)(?:{_N}\s*d)?\s*(?:{_N}\s*h)?\s*(?:{_N}\s*m(?!s))?\s*(?:{_N}\s*s)?\s*"
+           rf"(?:{_N}\s*ms)?)\s*$")
+_WHOLE = re.compile(PATTERN)
+_PART = re.compile(rf"({_N})\s*(ms|d|h|m|s)")
+_UNITS = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400}
+EXAMPLES = "30s, 5m, 1h30m, 2d"
 
 
 def parse_duration(value: Any) -> float:
-    """'5m', '30s', '1.5h', '2d', '250ms' or a number of seconds -> seconds."""
+    """'5m', '30s', '1.5h', '2d', '250ms', '1h30m', '2d12h' or a number of seconds -> seconds."""
     if isinstance(value, int | float) and not isinstance(value, bool):
         seconds = float(value)
     else:
-        m = _DURATION.match(str(value))
-        if not m:
-            raise ValueError(f"not a duration: {value!r} (use e.g. 30s, 5m, 1h, 2d)")
-        seconds = float(m.group(1)) * _UNITS[m.group(2)]
+        text = str(value)
+        if not _WHOLE.match(text):
+            raise ValueError(f"not a duration: {value!r} (use e.g. {EXAMPLES}; units d, h, m, s, ms from the largest "
+                             "to the smallest, each once)")
+        parts = _PART.findall(text)
+        seconds = sum(float(n) * _UNITS[unit] for n, unit in parts) if parts else float(text)
     if seconds <= 0:
         raise ValueError("a duration must be greater than zero")
     return seconds

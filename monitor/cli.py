@@ -119,10 +119,18 @@ def _root(version: Annotated[bool, typer.Option(
 @app.command()
 def validate(config: ConfigOpt = None,
              resolve: Annotated[bool, typer.Option("--resolve", help="Also resolve every env:/file: reference.")]
+             = False,
+             strict: Annotated[bool, typer.Option("--strict", help="Warnings count as problems (exit 1).")]
              = False) -> None:
-    """Check the configuration file. Exit 0 when valid, 1 when not (every problem listed with key path and line),
-    3 on a usage error."""
-    cfg = load_config(config, 1)
+    """Check the configuration file: every problem at once (keys, values and names that must match), each with its
+    key path, line and what to write instead. Warnings (e.g. links in alerts to a web.base_url that opens only on this
+    machine) are printed; a config with warnings is valid. Exit 0 when valid; 1 when not (or a reference does not
+    resolve, with --resolve; or warnings, with --strict); 3 on a usage error."""
+    path = config_mod.config_path(config)
+    try:
+        cfg, warnings = config_mod.load_with_warnings(path)
+    except ConfigError as exc:
+        raise fail(exc, 1) from None
     problems = []
     if resolve:
         for where, ref in config_mod.references(cfg):
@@ -130,22 +138,28 @@ def validate(config: ConfigOpt = None,
                 config_mod.resolve_ref(ref, cfg.base_dir, what=where)
             except MailwardenError as exc:
                 problems.append(exc.message())
+    if warnings:
+        typer.echo(f"mailwarden: {path}: {len(warnings)} warning(s):", err=True)
+        for w in warnings:
+            typer.echo(f"  - {w}", err=True)
     if problems:
         typer.echo(f"mailwarden: {len(problems)} reference(s) do not resolve:", err=True)
         for p in problems:
             typer.echo(f"  - {p}", err=True)
         raise typer.Exit(1)
     n = len(cfg.integrations)
-    typer.echo(f"{config_mod.config_path(config)}: valid ({n} integration(s), {len(cfg.apps)} app(s), "
-               f"{len(cfg.tenants)} tenant(s){', all references resolve' if resolve else ''})")
+    typer.echo(f"{path}: valid ({n} integration(s), {len(cfg.apps)} app(s), {len(cfg.tenants)} tenant(s)"
+               f"{', all references resolve' if resolve else ''}{f', {len(warnings)} warning(s)' if warnings else ''})")
+    if warnings and strict:
+        raise typer.Exit(1)
 
 
 @app.command()
 def schema() -> None:
-    """Print the JSON Schema of the configuration file (for editors). Exit 0, 3 on a usage error."""
-    doc = config_mod.Config.model_json_schema()
-    doc.setdefault("title", "mailwarden configuration")
-    typer.echo(json.dumps(doc, indent=2))
+    """Print the JSON Schema of the configuration file, for editors (hover help, completion, checks as you type):
+    e.g. `mailwarden schema > mailwarden.schema.json` and `# yaml-language-server: $schema=mailwarden.schema.json`
+    as the config's first line. Exit 0, 3 on a usage error."""
+    typer.echo(json.dumps(config_mod.json_schema(), indent=2))
 
 
 @db_app.command("upgrade")

@@ -13,9 +13,13 @@ a MemoryError or a traceback, and never showing the file's content.
 
 from __future__ import annotations
 
+import difflib
+import ipaddress
 import os
 import re
 import stat
+import types
+import typing
 import unicodedata
 from datetime import date, datetime
 from pathlib import Path
@@ -28,7 +32,9 @@ from pydantic import (
     BeforeValidator,
     ConfigDict,
     Field,
+    PrivateAttr,
     ValidationError,
+    WithJsonSchema,
     field_validator,
     model_validator,
 )
@@ -39,11 +45,15 @@ from mailwarden.monitor import yamlpos
 from mailwarden.redact import register_secret
 
 DEFAULT_CONFIG = "mailwarden.yaml"
+LOOPBACK_BASE_URL = "http://127.0.0.1:8080"  # web.base_url when none is set: `validate` warns where links need one
+SCHEMA_ID = "urn:mailwarden:config"  # the JSON Schema's $id (``json_schema``)
+NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,99}$"  # an integration's name
 _GUID = re.compile(r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$")
 _EMAIL = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
 _REF = re.compile(r"^(env|file):(.+)$")
 
 
+from mailwarden.durations import PATTERN as DURATION_PATTERN  # noqa: E402 - the kernel's
 from mailwarden.durations import Duration, parse_duration  # noqa: E402,F401 - the kernel's, re-exported
 
 
@@ -53,7 +63,9 @@ def _check_ref(value: str) -> str:
     return value
 
 
-SecretRef = Annotated[str, BeforeValidator(lambda v: _check_ref(str(v)))]
+SecretRef = Annotated[str, BeforeValidator(lambda v: _check_ref(str(v))),
+                      WithJsonSchema({"type": "string", "pattern": _REF.pattern,
+                                      "examples": ["env:HELPDESK_SECRET", "file:/run/secrets/helpdesk"]})]
 
 MINUTE, HOUR, DAY = 60.0, 3600.0, 86400.0
 MAX_DAYS = 3650  # a count of days (warnings, retention, rotation stages): ten years
@@ -78,13 +90,19 @@ def _duration(value: Any) -> float:
     try:
         return parse_duration(value)
     except OverflowError:  # an integer of hundreds of digits: no float holds it
-        raise ValueError("is far too large (use e.g. 30s, 5m, 1h, 2d)") from None
+        raise ValueError("is far too large (use e.g. 30s, 5m, 1h30m, 2d)") from None
 
 
 def _bounded(low: float, high: float) -> Any:
     """A duration (``Duration``) within [low, high] seconds: beyond it the scheduler, a socket or a timestamp
-    cannot take it (``serve`` crashed on an interval of 10^11 days that ``validate`` accepted)."""
-    return Annotated[float, BeforeValidator(_duration), _between(low, high)]
+    cannot take it (``serve`` crashed on an interval of 10^11 days that ``validate`` accepted). In the JSON Schema:
+    a string of the kernel's form, or a number of seconds within the bounds."""
+    shown = f"from {_shown(low)} to {_shown(high)}"
+    schema = {"anyOf": [
+        {"type": "string", "pattern": DURATION_PATTERN,
+         "description": f"a duration such as 90s, 5m, 1h30m or 2d12h (units d, h, m, s, ms), {shown}"},
+        {"type": "number", "minimum": low, "maximum": high, "description": f"seconds, {shown}"}]}
+    return Annotated[float, BeforeValidator(_duration), _between(low, high), WithJsonSchema(schema)]
 
 
 Interval = _bounded(1.0, 31 * DAY)  # how often a check runs
@@ -117,33 +135,51 @@ def _url_port(url: str | None) -> str | None:
 
 
 class _Model(BaseModel):
+    """Every key a person writes carries ``Field(description=...)``: the JSON Schema (``mailwarden schema``) shows it
+    as the editor's hover help, and tests/monitor/test_schema.py fails on a key without one."""
+
     model_config = ConfigDict(extra="forbid", populate_by_name=True)
 
 
 class Defaults(_Model):
-    interval: Interval = 300.0
-    timeout: Timeout = 30.0
-    failure_threshold: int = Field(2, ge=1, le=10_000)
-    success_threshold: int = Field(1, ge=1, le=10_000)
-    expiry_warning_days: int = Field(30, ge=0, le=MAX_DAYS)
-    # how long a refusal of a client secret that Graph shows as just added counts as replication, not failure
-    replication_grace: Wait = 300.0
+    """Settings every integration takes unless it sets its own."""
+
+    interval: Interval = Field(300.0, description="How often each check runs, e.g. 5m.")
+    timeout: Timeout = Field(30.0, description="How long one check may talk to Microsoft before it counts as an error.")
+    failure_threshold: int = Field(2, ge=1, le=10_000, description=(
+        "Failed runs in a row before a check counts as failing (and an alert goes out)."))
+    success_threshold: int = Field(1, ge=1, le=10_000, description=(
+        "Successful runs in a row before a failing check counts as recovered."))
+    expiry_warning_days: int = Field(30, ge=0, le=MAX_DAYS, description=(
+        "secret_expiry warns when the credential in use ends within this many days."))
+    replication_grace: Wait = Field(300.0, description=(
+        "How long a refusal of a client secret that Graph shows as just added counts as replication (Entra ID takes "
+        "up to about two minutes), not as a failure."))
 
 
 class CustomEndpoints(_Model):
-    authority: str
-    graph: str
-    ews: str | None = None
-    imap: str | None = None
-    pop: str | None = None
-    smtp: str | None = None
-    ca_bundle: str | None = None
-    graph_resource: str | None = None
-    exchange_resource: str | None = None
-    exchange_delegated_resource: str | None = None
-    # whose Exchange answers: "online" (Exchange Online, or a stand-in for it: EWS retires on 1 April 2027) or
-    # "on_premises" (EWS not retired). Default: read from the EWS host (Microsoft's cloud hosts are online).
-    exchange: Literal["online", "on_premises"] | None = None
+    """Where Microsoft's services are reached with ``cloud: custom`` (a stand-in such as the sandbox, or a proxy);
+    what is not given is the global cloud's."""
+
+    authority: str = Field(description="The Entra ID authority, an https:// URL; the tenant is appended "
+                                       "(<authority>/<tenant_id>).")
+    graph: str = Field(description="Microsoft Graph's base URL with its version, e.g. https://graph.microsoft.com/v1.0.")
+    ews: str | None = Field(None, description="The EWS URL, e.g. https://outlook.office365.com/EWS/Exchange.asmx.")
+    imap: str | None = Field(None, description="The IMAP server, HOST or HOST:PORT (default port 993, TLS).")
+    pop: str | None = Field(None, description="The POP3 server, HOST or HOST:PORT (default port 995, TLS).")
+    smtp: str | None = Field(None, description="The SMTP server, HOST or HOST:PORT (default port 587, STARTTLS).")
+    ca_bundle: str | None = Field(None, description=(
+        "A PEM file of the certificate authorities to trust for these hosts (a private CA, a TLS-inspecting proxy); "
+        "relative to this file."))
+    graph_resource: str | None = Field(None, description=(
+        "The scope prefix of Graph tokens (default https://graph.microsoft.com)."))
+    exchange_resource: str | None = Field(None, description=(
+        "The scope prefix of app-only Exchange tokens (default https://outlook.office365.com)."))
+    exchange_delegated_resource: str | None = Field(None, description=(
+        "The scope prefix of delegated Exchange tokens (default https://outlook.office.com)."))
+    exchange: Literal["online", "on_premises"] | None = Field(None, description=(
+        "Whose Exchange answers: online (Exchange Online or a stand-in for it: EWS retires there on 1 April 2027) or "
+        "on_premises (EWS not retired). Default: read from the EWS host."))
 
     @field_validator("authority", "graph", "ews")
     @classmethod
@@ -166,9 +202,12 @@ class CustomEndpoints(_Model):
 class RetentionConfig(_Model):
     """Bounded history: raw results capped per check, hourly rollups for uptime and latency."""
 
-    raw_per_check: int = Field(200, ge=10, le=1_000_000)  # newest raw results kept per (integration, check)
-    failures_days: int = Field(30, ge=0, le=MAX_DAYS)  # non-ok raw results are kept this long even beyond the cap
-    rollup_days: int = Field(90, ge=31, le=MAX_DAYS)  # hourly rollups (uptime bars go back 30 days)
+    raw_per_check: int = Field(200, ge=10, le=1_000_000, description=(
+        "The newest raw results kept per integration and check."))
+    failures_days: int = Field(30, ge=0, le=MAX_DAYS, description=(
+        "Days non-ok raw results are kept, even beyond raw_per_check."))
+    rollup_days: int = Field(90, ge=31, le=MAX_DAYS, description=(
+        "Days the hourly rollups (uptime and latency) are kept; the uptime bars show 30."))
 
 
 class WebConfig(_Model):
@@ -176,25 +215,41 @@ class WebConfig(_Model):
     ``password_hash`` is set), ``auth: proxy`` (a trusted reverse proxy names the user in
     ``proxy_header``), or ``auth: none`` written out explicitly."""
 
-    enabled: bool = True
-    listen: str = "127.0.0.1:8080"
-    base_url: str = "http://127.0.0.1:8080"
-    auth: Literal["password", "proxy", "none"] | None = None
-    admin_user: str = "admin"
-    password_hash: str | None = None  # `mailwarden web hash-password`; or env:NAME / file:PATH holding it
-    proxy_header: str | None = None  # e.g. X-Forwarded-User, set by the proxy after its own login
-    # addresses or networks (CIDR) of reverse proxies: their X-Forwarded-For names the client (rate limits, the
-    # log, the audit) and, with auth: proxy, their proxy_header names the user
-    trusted_proxies: list[str] = Field(default_factory=lambda: ["127.0.0.1", "::1"])
-    # Host names the app answers to besides base_url's host, the listen host and loopback (DNS rebinding):
-    # e.g. the name Prometheus scrapes each instance by; "*.example.com" patterns; no ports
-    allowed_hosts: list[str] = Field(default_factory=list)
-    session_key: SecretRef | None = None  # signs session cookies; default: random per start (logins reset)
-    session_max_age: Lifetime = 12 * 3600.0  # absolute: a session ends this long after sign-in
-    refresh: Refresh = 60.0  # the pages reload themselves this often
-    public_metrics: bool = False  # /metrics without login (Prometheus may also use basic auth)
-    reauth_link_ttl: Lifetime = 7 * 86400.0  # how long a reauthorisation link in an alert stays valid
-    retention: RetentionConfig = Field(default_factory=RetentionConfig)
+    enabled: bool = Field(True, description="Run the web app (it also needs an access rule: auth, password_hash "
+                                             "or proxy_header).")
+    listen: str = Field("127.0.0.1:8080", description="Address and port the web app listens on, HOST:PORT "
+                                                      "(0.0.0.0:8080 for every interface, [::1]:8080 for IPv6).")
+    base_url: str = Field(LOOPBACK_BASE_URL, description=(
+        "The address people open mailwarden at, e.g. https://mailwarden.contoso.com: the links in alerts and "
+        "reauthorisation requests, and the redirect URI <base_url>/auth/callback registered on delegated apps, use "
+        "it. Set it on every real install: the default (loopback) opens on this machine only."))
+    auth: Literal["password", "proxy", "none"] | None = Field(None, description=(
+        "The access rule: password (admin_user and password_hash), proxy (a trusted reverse proxy names the user "
+        "in proxy_header) or none (no login, written out on purpose). Default: password when password_hash is set, "
+        "proxy when proxy_header is set; without any, the web app does not start."))
+    admin_user: str = Field("admin", description="The user name of the password login.")
+    password_hash: str | None = Field(None, description=(
+        "The login password's hash from `mailwarden web hash-password`, or an env:NAME / file:PATH reference "
+        "holding it."))
+    proxy_header: str | None = Field(None, description=(
+        "With auth: proxy, the request header the reverse proxy sets to the signed-in user, e.g. X-Forwarded-User."))
+    trusted_proxies: list[str] = Field(default_factory=lambda: ["127.0.0.1", "::1"], description=(
+        "Addresses or networks (CIDR) of reverse proxies: their X-Forwarded-For names the client (rate limits, the "
+        "log, the audit) and, with auth: proxy, their proxy_header names the user."))
+    allowed_hosts: list[str] = Field(default_factory=list, description=(
+        "Host names the app answers to besides base_url's host, the listen host and loopback (against DNS "
+        "rebinding), e.g. the name Prometheus scrapes each instance by; *.example.com patterns; no ports."))
+    session_key: SecretRef | None = Field(None, description=(
+        "env:NAME or file:PATH of the key that signs session cookies; default: a random one per start (every "
+        "restart signs everyone out)."))
+    session_max_age: Lifetime = Field(12 * 3600.0, description="A session ends this long after sign-in.")
+    refresh: Refresh = Field(60.0, description="The pages reload themselves this often.")
+    public_metrics: bool = Field(False, description=(
+        "Serve /metrics without a login (Prometheus may also use basic auth)."))
+    reauth_link_ttl: Lifetime = Field(7 * 86400.0, description=(
+        "How long a reauthorisation link in an alert stays valid."))
+    retention: RetentionConfig = Field(default_factory=RetentionConfig, description=(
+        "How much check history the database keeps."))
 
     @field_validator("listen")
     @classmethod
@@ -252,13 +307,19 @@ class WebConfig(_Model):
 
 
 class Concurrency(_Model):
-    total: int = Field(20, ge=1, le=1000)
-    per_tenant: int = Field(5, ge=1, le=1000)
+    """How many checks run at once."""
+
+    total: int = Field(20, ge=1, le=1000, description="Checks running at once, in all.")
+    per_tenant: int = Field(5, ge=1, le=1000, description="Checks running at once against one tenant.")
 
 
 class TenantConfig(_Model):
-    tenant_id: str
-    monitor_app: str | None = None  # app with Application.Read.All that reads every app's credentials
+    """A Microsoft Entra ID tenant (directory)."""
+
+    tenant_id: str = Field(description="The directory (tenant) ID, a GUID, or a verified domain such as contoso.com.")
+    monitor_app: str | None = Field(None, description=(
+        "The app (a name under apps) mailwarden reads every app's credentials with: Application.Read.All; "
+        "AuditLog.Read.All and Directory.Read.All for the consumer check's sign-in evidence."))
 
     @field_validator("tenant_id")
     @classmethod
@@ -269,8 +330,11 @@ class TenantConfig(_Model):
 
 
 class CertificateConfig(_Model):
-    key: SecretRef  # PEM private key
-    cert: SecretRef  # PEM certificate (its SHA-1 thumbprint is sent as x5t)
+    """A certificate credential: the app signs its token requests with the private key."""
+
+    key: SecretRef = Field(description="env:NAME or file:PATH of the PEM private key.")
+    cert: SecretRef = Field(description="env:NAME or file:PATH of the PEM certificate uploaded to the app "
+                                        "registration.")
 
 
 DEFAULT_REMINDER_DAYS = (60, 30, 14, 7, 3, 1, 0)  # 0: on expiry
@@ -280,13 +344,19 @@ class RotationConfig(_Model):
     """Rotation of an app's client secret. ``automated`` is opt-in: the tenant's monitor_app then needs
     Application.ReadWrite.OwnedBy and to be an owner of this app (or Application.ReadWrite.All)."""
 
-    automated: bool = False
-    start_days: int = Field(30, ge=1, le=MAX_DAYS)  # automated: start when the secret in use has this many days left
-    lifetime_days: int = Field(180, ge=1, le=730)  # automated: the new secret's lifetime (portal cap: 24 months)
-    hook_command: list[str] | None = None  # argv of a command that reads the new secret on stdin
-    hook_url: str | None = None  # HTTPS webhook: POST JSON {app, client_id, key_id, end, secret}
-    hook_timeout: Timeout = 60.0
-    remove_old_after_days: int = Field(7, ge=0, le=MAX_DAYS)  # the new secret has worked this long: remove the old one
+    automated: bool = Field(False, description=(
+        "mailwarden creates the new secret itself, hands it to the hooks and later removes the old one."))
+    start_days: int = Field(30, ge=1, le=MAX_DAYS, description=(
+        "Automated rotation starts when the secret in use has this many days left."))
+    lifetime_days: int = Field(180, ge=1, le=730, description=(
+        "The lifetime of a secret mailwarden creates, in days (the portal caps it at 24 months)."))
+    hook_command: list[str] | None = Field(None, description=(
+        "A command (as a list: program and arguments) that receives the new secret on standard input."))
+    hook_url: str | None = Field(None, description=(
+        "An https:// webhook that receives POST JSON {app, client_id, key_id, end, secret}."))
+    hook_timeout: Timeout = Field(60.0, description="How long a hook may take.")
+    remove_old_after_days: int = Field(7, ge=0, le=MAX_DAYS, description=(
+        "Remove the old secret once the new one has worked this many days."))
 
     @field_validator("hook_url")
     @classmethod
@@ -297,15 +367,21 @@ class RotationConfig(_Model):
 
 
 class AppConfig(_Model):
-    tenant: str
-    client_id: str
-    secret: SecretRef | None = None
-    certificate: CertificateConfig | None = None
-    secret_expires_on: date | None = None  # used only when Graph cannot be read
-    display_name: str | None = None
-    public_client: bool = False  # "Allow public client flows" is on: `reauth --device-code` may be used
-    reminder_days: list[Days] = Field(default_factory=lambda: list(DEFAULT_REMINDER_DAYS))  # expiry reminder stages
-    rotation: RotationConfig = Field(default_factory=RotationConfig)
+    """An app registration in Entra ID, with the credential the consuming system uses (by reference)."""
+
+    tenant: str = Field(description="The tenant (a name under tenants) the app is registered in.")
+    client_id: str = Field(description="The Application (client) ID, a GUID, from the app's Overview page.")
+    secret: SecretRef | None = Field(None, description=(
+        "env:NAME or file:PATH holding the client secret's Value (not its Secret ID); never the secret itself."))
+    certificate: CertificateConfig | None = Field(None, description="A certificate credential instead of a secret.")
+    secret_expires_on: date | None = Field(None, description=(
+        "The secret's end date, YYYY-MM-DD: used only when Graph cannot be read."))
+    display_name: str | None = Field(None, description="The app's name in Entra ID, shown in notices.")
+    public_client: bool = Field(False, description=(
+        "\"Allow public client flows\" is on for the app: `mailwarden reauth --device-code` may be used."))
+    reminder_days: list[Days] = Field(default_factory=lambda: list(DEFAULT_REMINDER_DAYS), description=(
+        "Days before the secret ends at which a reminder goes out (0: on the day it ends)."))
+    rotation: RotationConfig = Field(default_factory=RotationConfig, description="Rotation of the app's client secret.")
 
     @field_validator("client_id")
     @classmethod
@@ -326,33 +402,79 @@ class AppConfig(_Model):
         return self
 
 
+def _check_kinds() -> dict[str, str]:
+    """Each check kind with the first paragraph of its module's docstring (the registry's modules say what they do)."""
+    import importlib
+
+    from mailwarden.checks import CHECKS  # late: the checks import this module's types
+
+    kinds = {}
+    for kind, target in CHECKS.items():
+        doc = (importlib.import_module(target.partition(":")[0]).__doc__ or kind).strip().split("\n\n")[0]
+        kinds[kind] = " ".join(doc.split()).removeprefix(f"`{kind}`: ")
+    return kinds
+
+
+def _checks_json_schema(schema: dict[str, Any]) -> None:
+    """IntegrationConfig.checks as the loader takes it: a list of kinds, or a mapping of kind to its options (or
+    nothing). The options themselves are validated by ``validate``."""
+    kinds = _check_kinds()
+    options = {"anyOf": [{"type": "object"}, {"type": "null"}]}
+    keep = {k: schema[k] for k in ("description", "title") if k in schema}
+    schema.clear()
+    schema.update(keep, anyOf=[
+        {"type": "array", "items": {"enum": list(kinds)}, "uniqueItems": True},
+        {"type": "object", "additionalProperties": False,
+         "properties": {kind: {**options, "description": f"{kind}: {text}"} for kind, text in kinds.items()}}])
+
+
+def _kinds_json_schema(schema: dict[str, Any]) -> None:
+    schema["items"] = {"enum": list(_check_kinds())}
+
+
 class IntegrationConfig(_Model):
-    name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,99}$")
-    app: str
-    flow: Literal["app", "delegated"]
-    mailbox: str
-    account: str | None = None
-    system: str | None = None  # the consuming system, named in runbooks
-    checks: dict[str, dict[str, Any]] = Field(default_factory=lambda: {"token": {}, "secret_expiry": {}})
-    owners: list[str] = Field(default_factory=list)
-    tags: list[str] = Field(default_factory=list)
-    interval: Interval | None = None
-    timeout: Timeout | None = None
-    failure_threshold: int | None = Field(None, ge=1, le=10_000)
-    success_threshold: int | None = Field(None, ge=1, le=10_000)
-    expiry_warning_days: int | None = Field(None, ge=0, le=MAX_DAYS)
-    secret_field: str | None = None  # where the consuming system takes its secret
-    reauth_after_rotation: bool = False
-    paused: bool = False
+    """One consuming system's connection to one mailbox (an app serving several mailboxes is several integrations)."""
+
+    name: str = Field(pattern=NAME_PATTERN, description=(
+        "A unique name: letters, digits, '.', '_' and '-', starting with a letter or digit; shown in alerts and "
+        "used by `mailwarden check -i NAME`."))
+    app: str = Field(description="The app (a name under apps) the consuming system signs in with.")
+    tenant: str | None = Field(None, description=(
+        "The tenant (a name under tenants) whose mailbox this is, when the app is a multitenant registration of "
+        "another (home) tenant: tokens are asked in this tenant, the app's credentials are read in its home tenant "
+        "(apps.<name>.tenant). Default: the app's tenant."))
+    flow: Literal["app", "delegated"] = Field(description=(
+        "delegated: a user signs in (authorization code with a refresh token; set account); app: the app's own "
+        "credential (client credentials)."))
+    mailbox: str = Field(description="The mailbox the consuming system reads or sends from (may be a shared mailbox).")
+    account: str | None = Field(None, description=(
+        "flow: delegated only: the user who signs in (for a shared mailbox, the licensed delegate)."))
+    system: str | None = Field(None, description="The consuming system, named in alerts and fix steps.")
+    checks: dict[str, dict[str, Any]] = Field(
+        default_factory=lambda: {"token": {}, "secret_expiry": {}}, json_schema_extra=_checks_json_schema,
+        description=("The checks to run: a list of kinds ([token, pop]) or a mapping of kind to its options "
+                     "(pop: {backlog_warn: 50}). Default: token and secret_expiry."))
+    owners: list[str] = Field(default_factory=list, description=(
+        "Addresses of the people who own the integration: with alerts.owner_route set, its notices reach them too."))
+    tags: list[str] = Field(default_factory=list, description="Labels that alert routes select on (routes[].tags).")
+    interval: Interval | None = Field(None, description="How often its checks run (default: defaults.interval).")
+    timeout: Timeout | None = Field(None, description="Its checks' time limit (default: defaults.timeout).")
+    failure_threshold: int | None = Field(None, ge=1, le=10_000, description=(
+        "Failed runs in a row before failing (default: defaults.failure_threshold)."))
+    success_threshold: int | None = Field(None, ge=1, le=10_000, description=(
+        "Successful runs in a row before recovered (default: defaults.success_threshold)."))
+    expiry_warning_days: int | None = Field(None, ge=0, le=MAX_DAYS, description=(
+        "Days before the credential ends that secret_expiry warns (default: defaults.expiry_warning_days)."))
+    secret_field: str | None = Field(None, description=(
+        "Where the consuming system takes its secret (a settings field), named in fix and rotation steps."))
+    reauth_after_rotation: bool = Field(False, description=(
+        "The consuming system needs a new sign-in after a new secret (as Oracle B2C Service does)."))
+    paused: bool = Field(False, description="Do not run its checks (shown as paused).")
 
     @field_validator("checks", mode="before")
     @classmethod
     def _checks_shape(cls, v: Any) -> Any:
-        if isinstance(v, list):
-            return {str(k): {} for k in v}
-        if isinstance(v, dict):
-            return {k: ({} if opts is None else opts) for k, opts in v.items()}
-        return v
+        return _checks_mapping(v)
 
     @field_validator("mailbox", "account")
     @classmethod
@@ -376,15 +498,19 @@ class RouteConfig(_Model):
     A route receives a notice when every filter it sets matches (no filter: everything). A ``default``
     route receives only what no other configured route took."""
 
-    name: str | None = None  # shown in Notification rows and `alerts test --route`; default routes[i]
-    url: str | None = None
-    urls: list[str] = Field(default_factory=list)
-    config: str | None = None  # path to an Apprise YAML/TEXT config file
-    tags: list[str] = Field(default_factory=list)  # integration tags (any of)
-    severity: list[Literal["critical", "warning", "info"]] = Field(default_factory=list)
-    checks: list[str] = Field(default_factory=list)  # check kinds (any of)
-    default: bool = False
-    timeout: Timeout | None = None  # each service: connect and answer (Apprise's cto and rto); None: Apprise's 4 s
+    name: str | None = Field(None, description=(
+        "The route's name in the delivery log and `mailwarden alerts test --route` (default: routes[N])."))
+    url: str | None = Field(None, description="An Apprise URL, e.g. mailto://relay.contoso.com?to=oncall@contoso.com.")
+    urls: list[str] = Field(default_factory=list, description="Several Apprise URLs.")
+    config: str | None = Field(None, description="An Apprise YAML or TEXT configuration file (relative to this file).")
+    tags: list[str] = Field(default_factory=list, description="Only integrations with one of these tags.")
+    severity: list[Literal["critical", "warning", "info"]] = Field(default_factory=list, description=(
+        "Only notices of these severities."))
+    checks: list[str] = Field(default_factory=list, json_schema_extra=_kinds_json_schema, description=(
+        "Only notices about these check kinds."))
+    default: bool = Field(False, description="Receives only what no other route took.")
+    timeout: Timeout | None = Field(None, description=(
+        "How long each service may take to connect and answer (default: Apprise's 4s)."))
 
     @model_validator(mode="after")
     def _one_target(self) -> RouteConfig:
@@ -400,14 +526,14 @@ class MaintenanceWindow(_Model):
     """One-off (start/end) or recurring (cron + duration, in ``timezone``). Scope: all integrations, or
     the named ones / those with one of the tags."""
 
-    name: str
-    start: datetime | None = None
-    end: datetime | None = None
-    cron: str | None = None  # standard 5-field crontab, e.g. "0 22 * * tue"
-    duration: Lifetime | None = None
-    timezone: str = "UTC"
-    integrations: list[str] = Field(default_factory=list)
-    tags: list[str] = Field(default_factory=list)
+    name: str = Field(description="The window's name, shown in the maintenance summary.")
+    start: datetime | None = Field(None, description="A one-off window's start, e.g. 2027-01-09T22:00:00+01:00.")
+    end: datetime | None = Field(None, description="A one-off window's end.")
+    cron: str | None = Field(None, description="A recurring window's start, a 5-field crontab, e.g. \"0 22 * * tue\".")
+    duration: Lifetime | None = Field(None, description="A recurring window's length, e.g. 2h.")
+    timezone: str = Field("UTC", description="The IANA time zone of cron, e.g. Europe/Berlin.")
+    integrations: list[str] = Field(default_factory=list, description="Only these integrations (by name).")
+    tags: list[str] = Field(default_factory=list, description="Only integrations with one of these tags.")
 
     @model_validator(mode="after")
     def _shape(self) -> MaintenanceWindow:
@@ -432,26 +558,38 @@ class MaintenanceWindow(_Model):
 
 
 class FlappingConfig(_Model):
-    transitions: int = Field(4, ge=2, le=1000)  # this many state changes of one check within `window`...
-    window: Window = 3600.0  # ...is flapping; quiet until no change for `window`
+    """A check that keeps changing state is flapping: one notice, then quiet until it settles."""
+
+    transitions: int = Field(4, ge=2, le=1000, description="State changes of one check within window that are "
+                                                           "flapping.")
+    window: Window = Field(3600.0, description="The flapping window; quiet until no change for this long.")
 
 
 class CorrelationConfig(_Model):
-    window: Wait = 300.0  # network/IdP failures wait this long for others before alerting alone
-    min_integrations: int = Field(2, ge=2, le=100_000)
+    """Network and sign-in service failures of several integrations at once become one incident."""
+
+    window: Wait = Field(300.0, description="How long such a failure waits for others before it is alerted alone.")
+    min_integrations: int = Field(2, ge=2, le=100_000, description="Integrations failing together that make one "
+                                                                   "incident.")
 
 
 class AlertsConfig(_Model):
-    owner_route: str | None = None  # Apprise URL template with {owner}, e.g. mailto://relay?to={owner}
-    routes: list[RouteConfig] = Field(default_factory=list)
-    reminder_interval: Lifetime = 4 * 3600.0
-    max_attempts: int = Field(6, ge=1, le=1000)  # per delivery, then permanent
-    retry_backoff: Wait = 30.0  # first retry delay; doubles each attempt, capped at 1 h
-    heartbeat_url: str | None = None  # dead-man switch: GET after every dispatch cycle
-    maintenance: list[MaintenanceWindow] = Field(default_factory=list)
-    flapping: FlappingConfig = Field(default_factory=FlappingConfig)
-    correlation: CorrelationConfig = Field(default_factory=CorrelationConfig)
-    enabled: bool | None = None  # default: on when a route, owner_route or heartbeat_url is set
+    owner_route: str | None = Field(None, description=(
+        "How owners receive the notices about their integrations: an Apprise URL with {owner}, e.g. "
+        "mailto://relay.contoso.com?to={owner}."))
+    routes: list[RouteConfig] = Field(default_factory=list, description="Where notices go.")
+    reminder_interval: Lifetime = Field(4 * 3600.0, description="How often an open incident is reminded.")
+    max_attempts: int = Field(6, ge=1, le=1000, description="Delivery attempts per notice before it counts as failed.")
+    retry_backoff: Wait = Field(30.0, description="The first retry's delay; it doubles each attempt, up to 1h.")
+    heartbeat_url: str | None = Field(None, description=(
+        "A dead-man switch: mailwarden opens (GET) this URL after every dispatch cycle."))
+    maintenance: list[MaintenanceWindow] = Field(default_factory=list, description=(
+        "Maintenance windows: failures inside them are summarised, not alerted."))
+    flapping: FlappingConfig = Field(default_factory=FlappingConfig, description="Flapping detection.")
+    correlation: CorrelationConfig = Field(default_factory=CorrelationConfig, description=(
+        "Grouping of failures that share a cause."))
+    enabled: bool | None = Field(None, description=(
+        "Send alerts (default: on when a route, owner_route or heartbeat_url is set)."))
 
     @field_validator("heartbeat_url")
     @classmethod
@@ -475,11 +613,13 @@ class SignInEvidenceConfig(_Model):
     through each tenant's ``monitor_app`` (AuditLog.Read.All and Directory.Read.All; the tenant needs Entra ID P1 or
     P2). One request per tenant, event type and app per poll, whatever the number of integrations."""
 
-    enabled: bool | None = None  # default: on for every tenant with a monitor_app
-    poll_every: PollEvery = 5 * MINUTE
-    overlap: Overlap = 45 * MINUTE  # each poll reads again this far back: non-interactive logs come ~30 min late
-    keep: LogDays = 14 * DAY  # Entra ID itself keeps 30 days
-    backfill: LogSpan = DAY  # how far back the first poll reads
+    enabled: bool | None = Field(None, description="Read the sign-in log (default: on for every tenant with a "
+                                                   "monitor_app).")
+    poll_every: PollEvery = Field(5 * MINUTE, description="How often the sign-in log is read.")
+    overlap: Overlap = Field(45 * MINUTE, description=(
+        "Each read goes this far back again: non-interactive sign-ins arrive up to 30 minutes late."))
+    keep: LogDays = Field(14 * DAY, description="How long sign-ins are kept (Entra ID itself keeps 30 days).")
+    backfill: LogSpan = Field(DAY, description="How far back the first read goes.")
 
     @model_validator(mode="after")
     def _windows(self) -> SignInEvidenceConfig:
@@ -494,26 +634,47 @@ class SignInEvidenceConfig(_Model):
 class EvidenceConfig(_Model):
     """What Microsoft records about the consuming systems themselves (issue 16)."""
 
-    signins: SignInEvidenceConfig = Field(default_factory=SignInEvidenceConfig)
+    signins: SignInEvidenceConfig = Field(default_factory=SignInEvidenceConfig, description=(
+        "The consuming systems' own sign-ins, read from Entra ID's sign-in log (for the consumer check)."))
 
 
 class Config(_Model):
-    database: str = "sqlite:///mailwarden.db"
-    token_key: SecretRef | None = None
-    cloud: Literal["global", "usgov", "china", "custom"] = "global"
-    endpoints: CustomEndpoints | None = None
-    web: WebConfig = Field(default_factory=WebConfig)
-    defaults: Defaults = Field(default_factory=Defaults)
-    concurrency: Concurrency = Field(default_factory=Concurrency)
-    tenants: dict[str, TenantConfig] = Field(default_factory=dict)
-    apps: dict[str, AppConfig] = Field(default_factory=dict)
-    integrations: list[IntegrationConfig] = Field(default_factory=list)
-    alerts: AlertsConfig = Field(default_factory=AlertsConfig)
-    evidence: EvidenceConfig = Field(default_factory=EvidenceConfig)
-    log_level: Literal["debug", "info", "warning", "error"] = "info"
+    """The mailwarden configuration file."""
 
-    # Set by load(): the directory relative paths are resolved against.
-    base_dir: Path = Field(default_factory=Path.cwd, exclude=True)
+    database: str = Field("sqlite:///mailwarden.db", description=(
+        "The database URL: sqlite:///mailwarden.db (relative to this file) or postgresql+psycopg://user@host/db."))
+    token_key: SecretRef | None = Field(None, description=(
+        "env:NAME or file:PATH of the Fernet key that encrypts stored refresh tokens; required with PostgreSQL "
+        "(every instance shares it); with SQLite a 0600 key file beside the database is the default."))
+    cloud: Literal["global", "usgov", "china", "custom"] = Field("global", description=(
+        "Which Microsoft cloud: global, usgov, china, or custom (then endpoints says where)."))
+    endpoints: CustomEndpoints | None = Field(None, description="The hosts of cloud: custom.")
+    web: WebConfig = Field(default_factory=WebConfig, description=(
+        "The status web app, and the address that links in alerts point to (base_url)."))
+    defaults: Defaults = Field(default_factory=Defaults, description="Settings every integration takes unless it "
+                                                                     "sets its own.")
+    concurrency: Concurrency = Field(default_factory=Concurrency, description="How many checks run at once.")
+    tenants: dict[str, TenantConfig] = Field(default_factory=dict, description=(
+        "Entra ID tenants, each under a name of your choice that apps refer to."))
+    apps: dict[str, AppConfig] = Field(default_factory=dict, description=(
+        "App registrations, each under a name of your choice that integrations refer to."))
+    integrations: list[IntegrationConfig] = Field(default_factory=list, description=(
+        "What is monitored: one entry per consuming system and mailbox."))
+    alerts: AlertsConfig = Field(default_factory=AlertsConfig, description="Who is told what broke, and how.")
+    evidence: EvidenceConfig = Field(default_factory=EvidenceConfig, description=(
+        "What Microsoft records about the consuming systems themselves."))
+    log_level: Literal["debug", "info", "warning", "error"] = Field("info", description="How much mailwarden logs.")
+
+    # Set by load(): the directory relative paths are resolved against (not a key of the file).
+    _base_dir: Path = PrivateAttr(default_factory=Path.cwd)
+
+    @property
+    def base_dir(self) -> Path:
+        return self._base_dir
+
+    @base_dir.setter
+    def base_dir(self, value: Path) -> None:
+        self._base_dir = Path(value)
 
     # -- lookups -----------------------------------------------------------------------------
     def integration(self, name: str) -> IntegrationConfig:
@@ -527,6 +688,15 @@ class Config(_Model):
 
     def tenant_of(self, app: AppConfig) -> TenantConfig:
         return self.tenants[app.tenant]
+
+    def tenant_name_of(self, integ: IntegrationConfig) -> str:
+        """The tenant (its name in ``tenants``) an integration's tokens and mailbox are in: its own ``tenant`` for a
+        multitenant app used outside its home tenant, else the app's. The app's credentials are always read in the
+        app's (home) tenant."""
+        return integ.tenant or self.apps[integ.app].tenant
+
+    def integration_tenant(self, integ: IntegrationConfig) -> TenantConfig:
+        return self.tenants[self.tenant_name_of(integ)]
 
     def endpoints_resolved(self) -> _endpoints.Endpoints:
         custom = self.endpoints.model_dump() if self.endpoints else None
@@ -561,53 +731,219 @@ class Config(_Model):
         return v if v.startswith("sqlite") else _url_port(v) or v
 
     # -- cross-references ----------------------------------------------------------------------
-    @model_validator(mode="after")
-    def _cross_refs(self) -> Config:
-        problems: list[tuple[tuple[str | int, ...], str]] = []
-        if self.cloud == "custom" and self.endpoints is None:
-            problems.append((("endpoints",), "cloud: custom needs an 'endpoints' section"))
-        if self.cloud != "custom" and self.endpoints is not None:
-            problems.append((("endpoints",), f"'endpoints' is only used with cloud: custom (cloud is {self.cloud})"))
-        for name, tenant in self.tenants.items():
-            if tenant.monitor_app and tenant.monitor_app not in self.apps:
-                problems.append((("tenants", name, "monitor_app"), f"no app named {tenant.monitor_app!r}"))
-        if self.evidence.signins.enabled and self.tenants and not any(t.monitor_app for t in self.tenants.values()):
-            problems.append((("evidence", "signins", "enabled"),
-                             "sign-in evidence is read with a tenant's monitor_app, and no tenant names one: set "
-                             "tenants.<name>.monitor_app to an app with AuditLog.Read.All and Directory.Read.All"))
-        for name, app in self.apps.items():
-            if app.tenant not in self.tenants:
-                problems.append((("apps", name, "tenant"), f"no tenant named {app.tenant!r}"))
-        seen: dict[str, int] = {}
-        from mailwarden.checks import REGISTRY  # late: the registry imports this module's types
-
-        for i, integ in enumerate(self.integrations):
-            if integ.name in seen:
-                problems.append((("integrations", i, "name"),
-                                 f"duplicate name {integ.name!r} (also integrations[{seen[integ.name]}])"))
-            seen.setdefault(integ.name, i)
-            if integ.app not in self.apps:
-                problems.append((("integrations", i, "app"), f"no app named {integ.app!r}"))
-            for kind, opts in integ.checks.items():
-                check = REGISTRY.get(kind)
-                if check is None:
-                    known = ", ".join(sorted(REGISTRY))
-                    problems.append((("integrations", i, "checks", kind), f"unknown check {kind!r} (known: {known})"))
-                    continue
-                try:
-                    check.config_model.model_validate(opts)
-                except ValidationError as exc:
-                    for err in exc.errors():
-                        problems.append((("integrations", i, "checks", kind, *err["loc"]), err["msg"]))
+    @model_validator(mode="wrap")
+    @classmethod
+    def _cross_refs(cls, data: Any, handler: Any) -> Config:
+        """Names that must match (apps, tenants, check kinds, integrations). ``load`` also runs these checks when
+        some key is invalid, so that one run of ``validate`` reports both."""
+        cfg = handler(data)
+        problems = _cross_references(data if isinstance(data, dict) else cfg.model_dump())
         if problems:
             raise _CrossRefError(problems)
-        return self
+        return cfg
+
+
+Loc = tuple[str | int, ...]
+Problem = tuple[Loc, str]
 
 
 class _CrossRefError(ValueError):
-    def __init__(self, problems: list[tuple[tuple[str | int, ...], str]]):
+    def __init__(self, problems: list[Problem]):
         self.problems = problems
         super().__init__("; ".join(m for _, m in problems))
+
+
+def _checks_mapping(v: Any) -> Any:
+    """The two forms of ``checks``: a list of kinds, or a mapping of kind to its options (or nothing)."""
+    if isinstance(v, list):
+        return {str(k): {} for k in v}
+    if isinstance(v, dict):
+        return {k: ({} if opts is None else opts) for k, opts in v.items()}
+    return v
+
+
+def _suggest(word: Any, names: Any) -> str:
+    """'; did you mean 'x'?' when one of ``names`` is close to ``word`` (a misspelling), else ''."""
+    close = difflib.get_close_matches(str(word), [str(n) for n in names], n=1, cutoff=0.6)
+    return f"; did you mean {close[0]!r}?" if close else ""
+
+
+def _no_such(what: str, name: str, names: Any) -> str:
+    names = sorted(str(n) for n in names)
+    hint = _suggest(name, names)
+    if not hint:
+        hint = f" (defined: {', '.join(names[:12])}{', ...' if len(names) > 12 else ''})" if names else \
+            f" (none is defined under {what}s)"
+    return f"no {what} named {name!r}{hint}"
+
+
+def _cross_references(data: dict[str, Any]) -> list[Problem]:
+    """Every name that refers to another part of the file and does not match, on the data as written (it need not be
+    valid otherwise: whatever is not the expected shape is left to the key's own problem)."""
+    from mailwarden.checks import REGISTRY  # late: the registry imports this module's types
+
+    def mapping(v: Any) -> dict:
+        return v if isinstance(v, dict) else {}
+
+    def listing(v: Any) -> list:
+        return v if isinstance(v, list) else []
+
+    problems: list[Problem] = []
+    tenants, apps = mapping(data.get("tenants")), mapping(data.get("apps"))
+    integrations = listing(data.get("integrations"))
+
+    def refers(loc: Loc, value: Any, names: Any, what: str) -> None:
+        if isinstance(value, str) and value not in names:
+            problems.append((loc, _no_such(what, value, names)))
+
+    cloud = data.get("cloud", "global")
+    if cloud == "custom" and data.get("endpoints") is None:
+        problems.append((("endpoints",), "cloud: custom needs an 'endpoints' section"))
+    if cloud in ("global", "usgov", "china") and data.get("endpoints") is not None:
+        problems.append((("endpoints",), f"'endpoints' is only used with cloud: custom (cloud is {cloud})"))
+    for name, tenant in tenants.items():
+        if mapping(tenant).get("monitor_app") is not None:
+            refers(("tenants", name, "monitor_app"), tenant["monitor_app"], apps, "app")
+    if mapping(mapping(data.get("evidence")).get("signins")).get("enabled") is True and tenants and not any(
+            mapping(t).get("monitor_app") for t in tenants.values()):
+        problems.append((("evidence", "signins", "enabled"),
+                         "sign-in evidence is read with a tenant's monitor_app, and no tenant names one: set "
+                         "tenants.<name>.monitor_app to an app with AuditLog.Read.All and Directory.Read.All"))
+    for name, app in apps.items():
+        refers(("apps", name, "tenant"), mapping(app).get("tenant"), tenants, "tenant")
+    seen: dict[str, int] = {}
+    for i, integ in enumerate(integrations):
+        if not isinstance(integ, dict):
+            continue
+        name = integ.get("name")
+        if isinstance(name, str):
+            if name in seen:
+                problems.append((("integrations", i, "name"),
+                                 f"duplicate name {name!r} (also integrations[{seen[name]}])"))
+            seen.setdefault(name, i)
+        refers(("integrations", i, "app"), integ.get("app"), apps, "app")
+        if integ.get("tenant") is not None:
+            refers(("integrations", i, "tenant"), integ["tenant"], tenants, "tenant")
+        written = integ.get("checks")
+        at = (lambda j, kind: j) if isinstance(written, list) else (lambda j, kind: kind)
+        for j, (kind, opts) in enumerate(mapping(_checks_mapping(written)).items()):
+            loc = ("integrations", i, "checks", at(j, kind))
+            if kind not in REGISTRY:
+                problems.append((loc, f"unknown check {kind!r}{_suggest(kind, REGISTRY)} "
+                                      f"(known: {', '.join(REGISTRY)})"))
+            elif isinstance(opts, dict):
+                model = REGISTRY[kind].config_model
+                try:
+                    model.model_validate(opts)
+                except ValidationError as exc:
+                    problems += [((*loc, *err["loc"]), _message(err, model)) for err in exc.errors()]
+    alerts = mapping(data.get("alerts"))
+    for r, route in enumerate(listing(alerts.get("routes"))):
+        for j, kind in enumerate(listing(mapping(route).get("checks"))):
+            if isinstance(kind, str) and kind not in REGISTRY:
+                problems.append((("alerts", "routes", r, "checks", j),
+                                 f"unknown check {kind!r}{_suggest(kind, REGISTRY)} (known: {', '.join(REGISTRY)})"))
+    names = {i.get("name") for i in integrations if isinstance(i, dict)}
+    for w, window in enumerate(listing(alerts.get("maintenance"))):
+        for j, name in enumerate(listing(mapping(window).get("integrations"))):
+            refers(("alerts", "maintenance", w, "integrations", j), name, names - {None}, "integration")
+    return problems
+
+
+# -- messages a person reads: pydantic's own phrases ("Input should be ...") in plain English ------------------
+_PLAIN = {
+    "missing": "required key is missing",
+    "string_type": "must be text",
+    "int_type": "must be a whole number", "int_parsing": "must be a whole number",
+    "int_from_float": "must be a whole number",
+    "float_type": "must be a number", "float_parsing": "must be a number",
+    "bool_type": "must be true or false", "bool_parsing": "must be true or false",
+    "dict_type": "must be a mapping (key: value lines)", "model_type": "must be a mapping (key: value lines)",
+    "model_attributes_type": "must be a mapping (key: value lines)",
+    "list_type": "must be a list ([a, b], or lines starting with '- ')",
+    "date_type": "must be a date, YYYY-MM-DD", "date_parsing": "must be a date, YYYY-MM-DD",
+    "date_from_datetime_parsing": "must be a date, YYYY-MM-DD", "date_from_datetime_inexact": "must be a date, "
+                                                                                               "YYYY-MM-DD",
+    "datetime_type": "must be a date and time, e.g. 2027-01-09T22:00:00+01:00",
+    "datetime_parsing": "must be a date and time, e.g. 2027-01-09T22:00:00+01:00",
+    "datetime_from_date_parsing": "must be a date and time, e.g. 2027-01-09T22:00:00+01:00",
+    "none_required": "must be left empty",
+    "invalid_key": "a key here must be a name (text)",
+    "greater_than_equal": "must be at least {ge}", "less_than_equal": "must be at most {le}",
+    "greater_than": "must be more than {gt}", "less_than": "must be less than {lt}",
+    "string_too_short": "must be at least {min_length} character(s) long",
+    "string_too_long": "must be at most {max_length} characters long",
+    "too_short": "must hold at least {min_length} item(s)", "too_long": "must hold at most {max_length} item(s)",
+}
+
+
+_QUOTED = r"'([^']*)'"
+
+
+def _message(err: Any, root: type[BaseModel] = BaseModel) -> str:
+    """A pydantic error in plain English; an unknown key or a value off a fixed list names the closest known one.
+    ``root``: the model ``err["loc"]`` starts at."""
+    kind, ctx, loc = err["type"], err.get("ctx") or {}, tuple(err["loc"])
+    if kind == "extra_forbidden":
+        model = _model_at(root, loc[:-1])
+        hint = _suggest(loc[-1], model.model_fields) if model else ""
+        return "unknown key" + (hint or " (check its spelling and indentation)")
+    if loc and loc[-1] == "[key]":
+        return f"{loc[-2]!r} is no name: a key here must be text"
+    if kind == "literal_error":
+        expected, given = str(ctx.get("expected", "one of the listed values")), err.get("input")
+        if not isinstance(given, str):
+            return f"must be {expected}"
+        return f"must be {expected}, not {given!r}{_suggest(given, re.findall(_QUOTED, expected))}"
+    if kind == "string_pattern_mismatch" and ctx.get("pattern") == NAME_PATTERN:
+        return "must start with a letter or digit and hold only letters, digits, '.', '_' and '-' (at most 100)"
+    if kind == "string_pattern_mismatch":
+        return "is not in the expected form"
+    if kind in _PLAIN:
+        try:
+            return _PLAIN[kind].format(**ctx)
+        except (KeyError, IndexError, ValueError):
+            pass
+    msg = re.sub(r"^(Value error|Assertion failed), ", "", str(err["msg"]))
+    return msg.replace("Input should be", "must be").replace("Input", "The value")
+
+
+def _model_at(root: Any, loc: Loc) -> type[BaseModel] | None:
+    """The model that holds the keys at ``loc`` under ``root`` (list indexes and mapping names stepped over)."""
+    tp = root
+    for part in loc:
+        tp = _step(_strip(tp), part)
+        if tp is None:
+            return None
+    tp = _strip(tp)
+    return tp if isinstance(tp, type) and issubclass(tp, BaseModel) else None
+
+
+def _strip(tp: Any) -> Any:
+    """``Annotated[X, ...]`` and ``X | None`` -> X."""
+    while True:
+        origin = typing.get_origin(tp)
+        if origin is Annotated:
+            tp = typing.get_args(tp)[0]
+        elif origin in (typing.Union, types.UnionType):
+            inner = [a for a in typing.get_args(tp) if a is not type(None)]
+            if len(inner) != 1:
+                return tp
+            tp = inner[0]
+        else:
+            return tp
+
+
+def _step(tp: Any, part: str | int) -> Any:
+    if isinstance(tp, type) and issubclass(tp, BaseModel):
+        field = tp.model_fields.get(part) if isinstance(part, str) else None
+        return field.annotation if field else None
+    origin, args = typing.get_origin(tp), typing.get_args(tp)
+    if origin is list and args and isinstance(part, int):
+        return args[0]
+    if origin is dict and len(args) == 2:
+        return args[1]
+    return None
 
 
 def config_path(explicit: str | Path | None) -> Path:
@@ -665,7 +1001,45 @@ def _size(n: int) -> str:
 
 def load(path: str | Path) -> Config:
     """Read and validate the config file; raise ConfigError listing every problem with path and line."""
+    return load_with_warnings(path)[0]
+
+
+def load_with_warnings(path: str | Path) -> tuple[Config, list[str]]:
+    """``load``, and what is valid but will not work as meant (``warnings``), each with key path and line."""
     path = Path(path)
+    doc = _read(path)
+    data = doc.data if doc.data is not None else {}
+    if not isinstance(data, dict):
+        raise ConfigError("the top level must be a mapping (key: value)", where=f"{path}, line 1")
+    try:
+        cfg = Config.model_validate(data)
+    except ValidationError as exc:
+        found: list[Problem] = []
+        cross: list[Problem] | None = None
+        for err in exc.errors():
+            inner = (err.get("ctx") or {}).get("error")
+            if isinstance(inner, _CrossRefError):
+                cross = inner.problems
+            else:
+                loc = tuple(err["loc"])
+                found.append((loc[:-1] if loc[-1:] == ("[key]",) else loc, _message(err, Config)))
+        if cross is None:  # some key is invalid, so pydantic did not look at the names: look here, in the same run
+            cross = _cross_references(data)
+        found += [p for p in cross if p not in found]
+        found.sort(key=lambda p: doc.line_of(p[0]) or 0)
+        problems = [_problem(doc, loc, msg) for loc, msg in found]
+        raise ConfigError(f"{len(problems)} problem(s) in the configuration", where=str(path),
+                          problems=problems) from None
+    cfg.base_dir = path.resolve().parent
+    notes = []
+    for loc, msg in warnings(cfg):
+        line = doc.lines.get(loc)
+        notes.append(f"{yamlpos.format_loc(loc)} (line {line}): {msg}" if line else
+                     f"{yamlpos.format_loc(loc)}: {msg}")
+    return cfg, notes
+
+
+def _read(path: Path) -> yamlpos.PositionedYaml:
     try:
         raw = read_capped(path, MAX_CONFIG_BYTES)
     except FileNotFoundError:
@@ -683,43 +1057,56 @@ def load(path: str | Path) -> Config:
         raise ConfigError(f"the file is not UTF-8 text (byte 0x{exc.object[exc.start]:02x})",
                           where=f"{path}, line {line}", hint="Save the configuration as UTF-8") from None
     try:
-        doc = yamlpos.load(text, str(path))
+        return yamlpos.load(text, str(path))
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f"{path}, line {mark.line + 1}" if mark else str(path)
         problem = getattr(exc, "problem", None) or str(exc)
         refused = "refused YAML" if isinstance(exc, yamlpos.LimitError) else "malformed YAML"
         raise ConfigError(f"{refused}: {problem}", where=where) from None
-    data = doc.data if doc.data is not None else {}
-    if not isinstance(data, dict):
-        raise ConfigError("the top level must be a mapping (key: value)", where=f"{path}, line 1")
+
+
+def warnings(cfg: Config) -> list[Problem]:
+    """What is valid but will not work as meant: links (alerts carry the dashboard's and reauthorisation links;
+    delegated integrations get reauthorisation links and the sign-in redirect) to a ``web.base_url`` that is unset
+    or loopback, which opens for nobody but this machine."""
+    delegated = any(i.flow == "delegated" for i in cfg.integrations)
+    if not (cfg.alerts.active() or delegated) or not _loopback(cfg.web.base_url):
+        return []
+    links = " and ".join(w for w, on in (("the links in alerts", cfg.alerts.active()),
+                                         ("the reauthorisation links and their sign-in redirect", delegated)) if on)
+    state = (f"{cfg.web.base_url} is" if "base_url" in cfg.web.model_fields_set
+             else f"it is not set, and its default {LOOPBACK_BASE_URL} is")
+    return [(("web", "base_url"),
+             f"{state} an address only this machine reaches: {links} will not open for anyone else. Set "
+             "web.base_url to the address people open mailwarden at, e.g. base_url: https://mailwarden.contoso.com "
+             "(and register <base_url>/auth/callback on the delegated apps)")]
+
+
+def _loopback(url: str) -> bool:
+    from urllib.parse import urlsplit
+
+    host = (urlsplit(url).hostname or "").lower()
+    if host == "localhost" or host.endswith(".localhost"):
+        return True
     try:
-        cfg = Config.model_validate(data)
-    except ValidationError as exc:
-        problems = []
-        for err in exc.errors():
-            inner = err.get("ctx", {}).get("error")
-            if isinstance(inner, _CrossRefError):
-                problems += [_problem(doc, loc, msg) for loc, msg in inner.problems]
-            else:
-                problems.append(_problem(doc, tuple(err["loc"]), _message(err)))
-        raise ConfigError(f"{len(problems)} problem(s) in the configuration", where=str(path),
-                          problems=problems) from None
-    cfg.base_dir = path.resolve().parent
-    return cfg
+        address = ipaddress.ip_address(host)
+    except ValueError:
+        return False
+    return address.is_loopback or address.is_unspecified
+
+
+def json_schema() -> dict[str, Any]:
+    """The JSON Schema of the configuration file, for editors (``mailwarden schema``): every key with its description,
+    durations as the strings the loader takes, the shorthand forms the loader takes (``checks: [token, pop]``)."""
+    doc = Config.model_json_schema()
+    doc.pop("title", None)
+    return {"$schema": "https://json-schema.org/draft/2020-12/schema", "$id": SCHEMA_ID,
+            "title": "mailwarden configuration", **doc}
 
 
 def text_line_of(path: Path, offset: int) -> int:
     return path.read_bytes()[:offset].count(b"\n") + 1
-
-
-def _message(err: dict[str, Any]) -> str:
-    if err["type"] == "extra_forbidden":
-        return "unknown key (check its spelling and indentation)"
-    if err["type"] == "missing":
-        return "required key is missing"
-    msg = str(err["msg"])
-    return msg.removeprefix("Value error, ")
 
 
 def _problem(doc: yamlpos.PositionedYaml, loc: tuple[str | int, ...], msg: str) -> str:

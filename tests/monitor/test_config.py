@@ -40,7 +40,7 @@ def problems(tmp_path, text):
 def test_example_config_is_valid():
     cfg = config_mod.load(EXAMPLE)
     assert [i.name for i in cfg.integrations][:2] == ["hoth-support", "oracle-b2c-support"]
-    assert cfg.apps["agiloft"].certificate is not None
+    assert cfg.apps["mailwarden"].certificate is not None
     assert cfg.threshold(cfg.integration("agiloft-inbound"), "interval") == 600
 
 
@@ -51,6 +51,20 @@ def test_defaults_and_durations(tmp_path):
     assert list(integ.checks) == ["token", "secret_expiry"]
     assert cfg.defaults.failure_threshold == 2
     assert cfg.database_url() == f"sqlite:///{tmp_path / 'mailwarden.db'}"
+
+
+def test_compound_durations(tmp_path):
+    """1h30m, 2d12h, 1m30s wherever a duration is taken (issue 17 item 4), within the same bounds as before."""
+    text = BASE + "    interval: 1h30m\n    timeout: 1m30s\n" + \
+        "alerts: {reminder_interval: 2d12h, maintenance: [{name: w, cron: '0 22 * * tue', duration: 1h30m}]}\n"
+    cfg = config_mod.load(write(tmp_path, text))
+    integ = cfg.integration("helpdesk-support")
+    assert (integ.interval, integ.timeout) == (5400, 90)
+    assert cfg.alerts.reminder_interval == 2.5 * 86400 and cfg.alerts.maintenance[0].duration == 5400
+    found, _ = problems(tmp_path, BASE + "    interval: 30d24h1s\n")  # 31 days and a second: over the bound
+    assert any(p.startswith("integrations[0].interval (line 12): must be between 1s and 31d") for p in found), found
+    found, _ = problems(tmp_path, BASE + "    interval: 30m1h\n")  # units from the largest down
+    assert any("not a duration: '30m1h'" in p for p in found), found
 
 
 def test_checks_as_list_or_mapping(tmp_path):
@@ -73,7 +87,8 @@ def test_cross_references_are_named(tmp_path):
     text = BASE + "  - {name: second, app: nowhere, flow: app, mailbox: a@b.com, checks: [token, imapx]}\n"
     found, _ = problems(tmp_path, text)
     assert any(p.startswith("integrations[1].app (line 12): no app named 'nowhere'") for p in found), found
-    assert any("integrations[1].checks.imapx" in p and "unknown check" in p for p in found), found
+    # the list form names the item as written: checks[1]
+    assert any(p.startswith("integrations[1].checks[1] (line 12): unknown check 'imapx'") for p in found), found
 
 
 def test_check_options_are_validated(tmp_path):

@@ -136,7 +136,7 @@ def check_infos(config: Config) -> dict[tuple[str, str], CheckInfo]:
     for integ in config.integrations:
         app = config.apps.get(integ.app)
         for kind in integ.checks:
-            out[(integ.name, kind)] = CheckInfo(integ.name, kind, app.tenant if app else "",
+            out[(integ.name, kind)] = CheckInfo(integ.name, kind, config.tenant_name_of(integ) if app else "",
                                                 app.client_id if app else "", tuple(integ.tags), integ.paused,
                                                 integ.flow, integ.account, credentials.get(integ.app))
     return out

@@ -63,7 +63,8 @@ class TokenProvider(Protocol):
     """Where a check gets the token the consuming system would present (monitor.tokens.TokenProvider). Blocking
     (MSAL): call it in a worker thread."""
 
-    def app_token(self, app_name: str, resource: str, *, fresh: bool = False) -> dict[str, Any]: ...
+    def app_token(self, app_name: str, resource: str, *, fresh: bool = False,
+                  tenant_name: str | None = None) -> dict[str, Any]: ...
 
     def delegated_token(self, integ: Any, scopes: list[str], *, force_refresh: bool = False) -> dict[str, Any]: ...
 
@@ -158,10 +159,11 @@ def mailbox_target(protocol: str, mailbox: str, client_id: str | None = None) ->
 
 
 def targets(kind: str, integration: IntegrationConfig, app: AppConfig, tenant: TenantConfig,
-            monitor_client_id: str | None = None) -> list[str]:
-    """The back-off targets a check of ``kind`` touches, the token endpoint first."""
+            monitor_client_id: str | None = None, home: TenantConfig | None = None) -> list[str]:
+    """The back-off targets a check of ``kind`` touches, the token endpoint first. ``tenant``: the integration's;
+    ``home``: the app's own tenant, where its credentials are read with the monitor app (default ``tenant``)."""
     if kind == "secret_expiry":
-        return [token_target(tenant.tenant_id, monitor_client_id)] if monitor_client_id else []
+        return [token_target((home or tenant).tenant_id, monitor_client_id)] if monitor_client_id else []
     if kind == "consumer":
         return []  # it reads the stored sign-in log; the poller's Graph requests have their own back-off
     out = [token_target(tenant.tenant_id, app.client_id)]

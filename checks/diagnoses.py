@@ -140,6 +140,7 @@ PRODUCED_BY: dict[str, tuple[str, ...]] = {
     "secret_expired": (*_TOKEN_USERS, "secret_expiry"),
     "certificate_invalid": (*_TOKEN_USERS, "secret_expiry"),
     "app_not_found": (*_TOKEN_USERS, "secret_expiry"),
+    "app_not_in_tenant": _TOKEN_USERS,
     "secret_expiring": ("secret_expiry",),
     "certificate_expiring": ("secret_expiry",),
     "credential_not_found": ("secret_expiry",),
@@ -278,6 +279,10 @@ PLACEHOLDERS: dict[str, str] = {
     "app": "<app registration>",
     "tenant_id": "<directory (tenant) ID>",
     "tenant": "<tenant>",  # the tenant's key in mailwarden's config
+    # a multitenant app used outside its home tenant: the tenant it is registered in, and the admin-consent link of
+    # the integration's tenant (the sign-in host of the configured cloud)
+    "home_tenant_id": "<the app's home tenant ID>",
+    "consent_url": "https://login.microsoftonline.com/<tenant ID>/adminconsent?client_id=<application (client) ID>",
     "permission": "the needed permission",
     "permission_path": "the API (Microsoft Graph or Office 365 Exchange Online) and type (Application or "
                        "Delegated permissions) the consuming system's setup guide names",
@@ -665,6 +670,20 @@ _ENTRIES: tuple[Diagnosis, ...] = (
         "Fix client_id / tenant in mailwarden's config and run `mailwarden validate --resolve`.",
         _SYSTEM_IDS),
        category="credential"),
+    _d("app_not_in_tenant", "Application not set up in this tenant",
+       "{app} ({client_id}) is a multitenant app registered in tenant {home_tenant_id}, and tenant {tenant_id} has no "
+       "service principal (enterprise application) for it (AADSTS700016): nobody in that tenant consented to the app, "
+       "or its enterprise application there was deleted. Its credentials are fine: they are read in the home tenant.",
+       (Step("An admin of tenant {tenant_id} opens {consent_url}, signs in and accepts: this creates the enterprise "
+             "application there and grants the permissions the app asks for.", flow=_APP_ONLY),
+        Step("An admin of tenant {tenant_id} opens {consent_url} and grants consent for the organisation, or "
+             "{account} signs in to {system} once and consents (if the tenant lets users consent).", flow=_DELEGATED),
+        "If it should be there: Entra admin center of tenant {tenant_id} > Identity > Applications > Enterprise "
+        "applications, search {client_id}; a deleted one is under Deleted applications (restorable for 30 days).",
+        "If {app} is not meant to be used in that tenant, the integration's `tenant` in mailwarden's config is "
+        "wrong: fix it and run `mailwarden validate --resolve`.",
+        "Run `mailwarden check -i {integration} --check token` to confirm."),
+       category="credential", admin=True),
     _d("app_disabled", "Application disabled",
        "The enterprise application (service principal) of {app} ({client_id}) is disabled for sign-in "
        "(AADSTS7000112 / 70001), by an admin or by Microsoft.",

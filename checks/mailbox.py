@@ -185,7 +185,8 @@ def fetch_token(ctx: CheckContext, kind: str) -> str | Outcome:
     REPLIES.begin()
     try:
         if integ.flow == "app":
-            result = ctx.tokens.app_token(integ.app, scope_prefixes(ctx.endpoints, "app")[resource])
+            result = ctx.tokens.app_token(integ.app, scope_prefixes(ctx.endpoints, "app")[resource],
+                                          tenant_name=ctx.config.tenant_name_of(integ))
         else:
             result = ctx.tokens.delegated_token(integ, scopes)
     except SecretReferenceError as exc:

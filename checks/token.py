@@ -266,7 +266,8 @@ class TokenCheck:
                  needs: list[permissions.Need]) -> dict[str, Any]:
         integ = ctx.integration
         if integ.flow == "app":
-            return ctx.tokens.app_token(integ.app, prefixes[resource], fresh=True)
+            return ctx.tokens.app_token(integ.app, prefixes[resource], fresh=True,
+                                        tenant_name=ctx.config.tenant_name_of(integ))
         scopes = permissions.delegated_scopes(prefixes, [n for n in needs if n.resource == resource])
         return ctx.tokens.delegated_token(integ, scopes or [f"{prefixes[resource]}/User.Read"], force_refresh=True)
 

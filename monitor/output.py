@@ -45,7 +45,7 @@ def result_json(config: Config, r: Any) -> dict[str, Any]:
         "summary": redact(r.summary), "fix": fix,
         "latency_ms": round(r.latency_ms, 1) if r.latency_ms is not None else None,
         "checked_at": r.checked_at.astimezone(UTC).isoformat().replace("+00:00", "Z"),
-        "details": {**(r.details or {}), "tenant": app.tenant if app else None,
+        "details": {**(r.details or {}), "tenant": config.tenant_name_of(integ) if app and integ is not None else None,
                     "flow": integ.flow if integ is not None else None,
                     "mailbox": integ.mailbox if integ is not None else None},
     }

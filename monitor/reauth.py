@@ -77,7 +77,7 @@ def start(tokens: TokenProvider, integ: IntegrationConfig, redirect_uri: str) ->
     """Begin an auth code + PKCE flow; returns MSAL's flow dict (its ``auth_uri`` is for the browser)."""
     _delegated(integ)
     with _login_host(tokens, integ, "starting the sign-in"):
-        app = tokens.new_app(integ.app, msal.SerializableTokenCache())
+        app = tokens.new_app(integ.app, msal.SerializableTokenCache(), tenant_name=tokens.config.tenant_name_of(integ))
         with warnings.catch_warnings():
             # MSAL recommends form_post; the headless flow needs the code in the URL the admin pastes back.
             warnings.filterwarnings("ignore", message="response_mode='form_post'", category=UserWarning)
@@ -105,7 +105,7 @@ def complete(tokens: TokenProvider, integ: IntegrationConfig, flow: dict[str, An
         _refused(auth_response, tokens, integ)
     cache = msal.SerializableTokenCache()
     with _login_host(tokens, integ, "redeeming the sign-in"):
-        app = tokens.new_app(integ.app, cache)
+        app = tokens.new_app(integ.app, cache, tenant_name=tokens.config.tenant_name_of(integ))
         try:
             result = app.acquire_token_by_auth_code_flow(flow, auth_response)
         except ValueError as exc:  # state mismatch, reused flow
@@ -128,7 +128,7 @@ def device_code(tokens: TokenProvider, integ: IntegrationConfig, show) -> Reauth
                                "flows' on the app registration and set public_client: true")
     cache = msal.SerializableTokenCache()
     with _login_host(tokens, integ, "starting the device-code sign-in"):
-        app = tokens.new_public_app(integ.app, cache)
+        app = tokens.new_public_app(integ.app, cache, tenant_name=tokens.config.tenant_name_of(integ))
         flow = app.initiate_device_flow(scopes=required_scopes(tokens, integ))
     if "user_code" not in flow:
         _refused(flow, tokens, integ)
@@ -145,14 +145,16 @@ def import_refresh_token(tokens: TokenProvider, integ: IntegrationConfig, refres
     scopes = required_scopes(tokens, integ)
     cache = msal.SerializableTokenCache()
     with _login_host(tokens, integ, "redeeming the imported refresh token"):
-        result = tokens.new_app(integ.app, cache).acquire_token_by_refresh_token(refresh_token, scopes)
+        app = tokens.new_app(integ.app, cache, tenant_name=tokens.config.tenant_name_of(integ))
+        result = app.acquire_token_by_refresh_token(refresh_token, scopes)
     if PUBLIC_CLIENT_WITH_SECRET not in (result.get("error_codes") or []):
         return _accept(tokens, integ, cache, result)
     # Issued to a public client (a device-code sign-in elsewhere): Entra ID refuses it with the app's secret,
     # and it is redeemed, and from now on refreshed, without one.
     cache = msal.SerializableTokenCache()
     with _login_host(tokens, integ, "redeeming the imported refresh token as a public client"):
-        result = tokens.new_public_app(integ.app, cache).acquire_token_by_refresh_token(refresh_token, scopes)
+        public = tokens.new_public_app(integ.app, cache, tenant_name=tokens.config.tenant_name_of(integ))
+        result = public.acquire_token_by_refresh_token(refresh_token, scopes)
     if "access_token" not in result:
         _refused(result, tokens, integ, context="the token was issued to a public client (refused with the app's "
                                                 "secret: AADSTS700025), and redeeming it without the secret failed")
@@ -211,7 +213,7 @@ def _discovery_failure(tokens: TokenProvider, integ: IntegrationConfig):
     from mailwarden.checks.token import refused_outcome
     from mailwarden.monitor.tokens import http_session
 
-    tenant_id = tokens.config.tenants[tokens.config.apps[integ.app].tenant].tenant_id
+    tenant_id = tokens.config.integration_tenant(integ).tenant_id
     url = f"{tokens.endpoints.authority_for(tenant_id)}/v2.0/.well-known/openid-configuration"
     try:
         resp = http_session(tokens.endpoints).get(url, timeout=tokens.timeout_s)
@@ -230,7 +232,7 @@ def _discovery_failure(tokens: TokenProvider, integ: IntegrationConfig):
 
 
 def _login_hint(tokens: TokenProvider, integ: IntegrationConfig, code: str | None, wait_s: float | None) -> str:
-    tenant_name = tokens.config.apps[integ.app].tenant
+    tenant_name = tokens.config.tenant_name_of(integ)
     tenant_id = tokens.config.tenants[tenant_name].tenant_id
     authority = tokens.endpoints.authority
     if code == "tenant_not_found":
@@ -286,7 +288,7 @@ def _accept(tokens: TokenProvider, integ: IntegrationConfig, cache: msal.Seriali
     if not verdict.accepted:
         hint = f"Sign out of Microsoft (or use a private window) and sign in as {account}"
         if verdict.evidence != "graph":
-            tenant = tokens.config.apps[integ.app].tenant
+            tenant = tokens.config.tenant_name_of(integ)
             hint += (f". If {who or 'that user'} is {account} under another name, give the tenant's monitor app "
                      f"(tenants.{tenant}.monitor_app) the User.Read.All application permission with admin consent, "
                      f"so that Entra ID can say who {account} is")
@@ -433,7 +435,7 @@ def _blocking(make: Callable[[], Coroutine[Any, Any, _T]]) -> _T:
 
 
 async def _read_directory(tokens: TokenProvider, integ: IntegrationConfig, oid: str | None) -> DirectoryRead:
-    tenant_name = tokens.config.apps[integ.app].tenant
+    tenant_name = tokens.config.tenant_name_of(integ)
     monitor_app = tokens.config.tenants[tenant_name].monitor_app
     if not monitor_app:
         return DirectoryRead(problem=f"tenant {tenant_name} names no monitor_app")

@@ -73,7 +73,9 @@ def facts(config: Config, integ: IntegrationConfig, outcome: Outcome | None = No
     from mailwarden.checks import diagnoses, permissions
 
     app = config.apps.get(integ.app)
-    tenant = config.tenants.get(app.tenant) if app else None
+    tenant_name = (integ.tenant or app.tenant) if app else None
+    tenant = config.tenants.get(tenant_name or "")  # the integration's: its tokens and mailbox
+    home = config.tenants.get(app.tenant) if app else None  # the app's own: its credentials, read by its monitor app
     metrics = outcome.metrics if outcome else {}
     summary = outcome.summary if outcome else ""
     code = outcome.code if outcome else None
@@ -108,7 +110,7 @@ def facts(config: Config, integ: IntegrationConfig, outcome: Outcome | None = No
     if code == "auth_failed" and " (likely: " in summary:  # the catalog gives the causes from these facts
         detail = summary[:summary.index(" (likely: ")]
     # secret_expiry: why the monitor app read nothing (monitor.credentials words its reason)
-    monitor = tenant.monitor_app if tenant else None
+    monitor = home.monitor_app if home else None
     monitor_app = config.apps.get(monitor or "")
     reason, monitor_code, problem = None, None, None
     if code == "graph_unreadable":
@@ -127,7 +129,11 @@ def facts(config: Config, integ: IntegrationConfig, outcome: Outcome | None = No
         "system": integ.system, "integration": integ.name, "mailbox": integ.mailbox, "account": integ.account,
         "flow": integ.flow, "check": ",".join(kinds),
         "client_id": app.client_id if app else None, "app": (app.display_name or integ.app) if app else integ.app,
-        "tenant_id": tenant.tenant_id if tenant else None, "tenant": app.tenant if app else None,
+        "tenant_id": tenant.tenant_id if tenant else None, "tenant": tenant_name,
+        # a multitenant app used outside its home tenant: where it is registered
+        "home_tenant_id": home.tenant_id if home and app and tenant_name != app.tenant else None,
+        "consent_url": (f"{config.endpoints_resolved().authority_for(tenant.tenant_id)}/adminconsent?client_id="
+                        f"{app.client_id}") if tenant and app else None,
         "secret_field": integ.secret_field,
         "reauth_after_rotation": "yes" if integ.reauth_after_rotation else "no",
         "permission": " and ".join(grants) or metrics.get("permission"), "permission_path": "; ".join(paths) or None,
@@ -191,9 +197,10 @@ class Runner:
 
     def targets_of(self, integ: IntegrationConfig, kind: str) -> list[str]:
         app = self.config.apps[integ.app]
-        tenant = self.config.tenants[app.tenant]
-        monitor = self.config.apps.get(tenant.monitor_app or "")
-        return targets(kind, integ, app, tenant, monitor.client_id if monitor else None)
+        tenant = self.config.integration_tenant(integ)
+        home = self.config.tenants[app.tenant]  # the app's credentials are read there, with its monitor app
+        monitor = self.config.apps.get(home.monitor_app or "")
+        return targets(kind, integ, app, tenant, monitor.client_id if monitor else None, home)
 
     def _waiting(self, integ: IntegrationConfig, kind: str) -> Outcome | None:
         """A check whose target Microsoft asked to wait is not run: it repeats the status of the reply that asked
@@ -311,7 +318,7 @@ class Runner:
     def _server(self, integ: IntegrationConfig, kind: str) -> tuple[str, int, str] | None:
         """(host, port, tenant) of the server a mailbox check talks to: the breaker's key."""
         endpoints = self.tokens.endpoints
-        tenant = self.config.tenants[self.config.apps[integ.app].tenant].tenant_id
+        tenant = self.config.integration_tenant(integ).tenant_id
         if kind in ("imap", "pop", "smtp"):
             hp = getattr(endpoints, kind)
             return hp.host.lower(), hp.port, tenant
@@ -346,7 +353,7 @@ class Runner:
         app = self.config.apps[integ.app]
         timeout = float(self.config.threshold(integ, "timeout"))
         ctx = CheckContext(
-            config=self.config, integration=integ, app=app, tenant=self.config.tenants[app.tenant],
+            config=self.config, integration=integ, app=app, tenant=self.config.integration_tenant(integ),
             options=check.config_model.model_validate(integ.checks[kind]), tokens=self.tokens,
             credentials=self.credentials, endpoints=self.tokens.endpoints, timeout_s=timeout, clock=self.clock,
             loop=asyncio.get_running_loop(), signins=self.signins)
@@ -356,7 +363,7 @@ class Runner:
         check_id = f"{integ.name}/{kind}"
         # The tenant's slot first: a check holding a global slot while it waits for its tenant's would
         # leave the other tenants idle (jobs come grouped by tenant: 5 at a time ran instead of 20; bench/).
-        async with self._tenant[app.tenant], self._total:
+        async with self._tenant[self.config.tenant_name_of(integ)], self._total:
             if lock is not None:
                 await lock.acquire()
             # asked once the check has its slot: checks queued behind two timeouts must see the breaker open
@@ -386,6 +393,10 @@ class Runner:
                     lock.release()
             if outcome.latency_ms is None:
                 outcome.latency_ms = (time.perf_counter() - started) * 1000
+        if (outcome.code == "app_not_found" and kind != "secret_expiry"
+                and self.config.tenant_name_of(integ) != app.tenant):
+            # the app exists (its credentials are read in its home tenant): this tenant lacks its service principal
+            outcome.code = "app_not_in_tenant"
         self._breaker_hears(server, check_id, outcome)
         return outcome
 

@@ -47,11 +47,14 @@ def targets_of(config: Config) -> dict[str, list[Target]]:
     out: dict[str, dict[tuple[str, str], Target]] = {}
     for integ in config.integrations:
         app = config.apps.get(integ.app)
-        if integ.paused or app is None or not_read(config, app.tenant) is not None:
+        if integ.paused or app is None:
             continue
-        tid = config.tenants[app.tenant].tenant_id.lower()
+        tenant = config.tenant_name_of(integ)  # the consuming system signs in there (a multitenant app: not home)
+        if not_read(config, tenant) is not None:
+            continue
+        tid = config.tenants[tenant].tenant_id.lower()
         for et in EVENT_TYPES[integ.flow]:
-            out.setdefault(app.tenant, {}).setdefault((app.client_id, et), Target(app.tenant, tid, app.client_id, et))
+            out.setdefault(tenant, {}).setdefault((app.client_id, et), Target(tenant, tid, app.client_id, et))
     return {t: list(v.values()) for t, v in out.items()}
 
 

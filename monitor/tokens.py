@@ -108,7 +108,7 @@ class TokenProvider:
         self.endpoints = config.endpoints_resolved()
         self.timeout_s = timeout_s
         self._lock = threading.Lock()
-        self._apps: dict[str, msal.ConfidentialClientApplication] = {}
+        self._apps: dict[tuple[str, str], msal.ConfidentialClientApplication] = {}  # (app, tenant) ->
         self._caches: dict[str, msal.SerializableTokenCache] = {}
         self._stored: dict[str, StoredToken] = {}  # what the row says beside each cache held in _caches
         self._integration_locks: dict[str, threading.Lock] = {}
@@ -143,9 +143,12 @@ class TokenProvider:
         cert = resolve_ref(app.certificate.cert, self.config.base_dir, what=f"apps.{app_name}.certificate.cert")
         return {"private_key": key, "thumbprint": certificate_thumbprint(cert), "public_certificate": cert}
 
-    def new_app(self, app_name: str, cache: msal.TokenCache | None = None) -> msal.ConfidentialClientApplication:
+    def new_app(self, app_name: str, cache: msal.TokenCache | None = None, *,
+                tenant_name: str | None = None) -> msal.ConfidentialClientApplication:
+        """An MSAL object of the app that asks ``tenant_name``'s authority (default: the app's home tenant; another
+        tenant for a multitenant app used there: ``Config.tenant_name_of``)."""
         app = self.config.apps[app_name]
-        tenant = self.config.tenants[app.tenant]
+        tenant = self.config.tenants[tenant_name or app.tenant]
         kwargs: dict[str, Any] = {}
         if self.endpoints.cloud == "custom":
             kwargs["instance_discovery"] = False
@@ -159,37 +162,43 @@ class TokenProvider:
             **kwargs,
         )
 
-    def new_public_app(self, app_name: str, cache: msal.TokenCache) -> msal.PublicClientApplication:
+    def new_public_app(self, app_name: str, cache: msal.TokenCache, *,
+                       tenant_name: str | None = None) -> msal.PublicClientApplication:
         app = self.config.apps[app_name]
-        tenant = self.config.tenants[app.tenant]
+        tenant = self.config.tenants[tenant_name or app.tenant]
         kwargs: dict[str, Any] = {"instance_discovery": False} if self.endpoints.cloud == "custom" else {}
         return msal.PublicClientApplication(
             app.client_id, authority=self.endpoints.authority_for(tenant.tenant_id),
             http_client=self._http(), token_cache=cache, timeout=self.timeout_s, **kwargs)
 
-    def _shared_app(self, app_name: str) -> msal.ConfidentialClientApplication:
+    def _shared_app(self, app_name: str, tenant_name: str | None = None) -> msal.ConfidentialClientApplication:
+        key = (app_name, tenant_name or self.config.apps[app_name].tenant)
         with self._lock:
-            existing = self._apps.get(app_name)
+            existing = self._apps.get(key)
         if existing is not None:
             return existing
-        created = self.new_app(app_name)
+        created = self.new_app(app_name, tenant_name=key[1])
         with self._lock:
-            return self._apps.setdefault(app_name, created)
+            return self._apps.setdefault(key, created)
 
     def forget_app(self, app_name: str) -> None:
         with self._lock:
-            self._apps.pop(app_name, None)
+            for key in [k for k in self._apps if k[0] == app_name]:
+                self._apps.pop(key, None)
 
     # -- app-only ----------------------------------------------------------------------------
-    def app_token(self, app_name: str, resource: str, *, fresh: bool = False) -> dict[str, Any]:
-        """Client credentials for ``<resource>/.default``. ``fresh`` forces a token-endpoint round trip."""
+    def app_token(self, app_name: str, resource: str, *, fresh: bool = False,
+                  tenant_name: str | None = None) -> dict[str, Any]:
+        """Client credentials for ``<resource>/.default`` in ``tenant_name`` (default: the app's home tenant).
+        ``fresh`` forces a token-endpoint round trip."""
         scopes = [f"{resource}/.default"]
+        tenant_name = tenant_name or self.config.apps[app_name].tenant
         if fresh:
-            return self.new_app(app_name).acquire_token_for_client(scopes)
+            return self.new_app(app_name, tenant_name=tenant_name).acquire_token_for_client(scopes)
         # One caller asks, the others wait and find the token in the cache: the checks of an app start together
         # and each used to ask the token endpoint when the cache was empty (bench/).
-        with self._integration_lock(f"app:{app_name}:{resource}"):
-            return self._shared_app(app_name).acquire_token_for_client(scopes)
+        with self._integration_lock(f"app:{app_name}:{tenant_name}:{resource}"):
+            return self._shared_app(app_name, tenant_name).acquire_token_for_client(scopes)
 
     # -- delegated ---------------------------------------------------------------------------
     def key_of(self, integ: IntegrationConfig | str) -> str:
@@ -292,8 +301,10 @@ class TokenProvider:
         # A fresh app object for every call: MSAL replays a cached HTTP 400 for 60 s per object,
         # which would hide a reauthorisation that just happened. A public client's refresh token is redeemed
         # without the app's secret (with it, Entra ID answers AADSTS700025).
-        app: msal.ClientApplication = (self.new_public_app(integ.app, cache) if stored.public_client
-                                       else self.new_app(integ.app, cache))
+        tenant_name = self.config.tenant_name_of(integ)
+        app: msal.ClientApplication = (
+            self.new_public_app(integ.app, cache, tenant_name=tenant_name) if stored.public_client
+            else self.new_app(integ.app, cache, tenant_name=tenant_name))
         account = self._signed_in_account(app, integ, stored)
         if account is None:
             raise NoRefreshToken(integ.name)
@@ -347,7 +358,7 @@ class TokenProvider:
 def token_key(config: Config, integ: IntegrationConfig) -> str:
     """(tenant id, client id, account), lower case: whose refresh token an integration uses."""
     app = config.apps[integ.app]
-    tenant = config.tenants[app.tenant]
+    tenant = config.integration_tenant(integ)
     return f"{tenant.tenant_id}:{app.client_id}:{integ.account or ''}".lower()
 
 

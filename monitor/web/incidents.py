@@ -44,7 +44,7 @@ def _when(value: Any) -> datetime | None:
 
 def _tenants_of(cfg: Config) -> dict[str, str]:
     """Integration name -> tenant, from the current configuration."""
-    return {i.name: cfg.apps[i.app].tenant for i in cfg.integrations if i.app in cfg.apps}
+    return {i.name: cfg.tenant_name_of(i) for i in cfg.integrations if i.app in cfg.apps}
 
 
 def incident_view(inc: Any, tenant_of: dict[str, str], configured: set[str]) -> dict[str, Any]:

@@ -31,6 +31,7 @@ from mailwarden.monitor.web.views import result_json
 
 NOW = datetime(2026, 12, 2, 9, 0, tzinfo=UTC)
 TENANT_ID = "11111111-2222-3333-4444-555555555555"
+HOME_TENANT_ID = "99999999-8888-7777-6666-555555555555"  # a multitenant app's own tenant
 CLIENT_ID = "66666666-7777-8888-9999-000000000000"
 MONITOR_ID = "12121212-3434-5656-7878-909090909090"
 SHARED, ACCOUNT, FROM = "support@contoso.com", "svc-mail@contoso.com", "notices@contoso.com"
@@ -58,6 +59,7 @@ ALL = ("token", "secret_expiry", *MAILBOX)
 KINDS = {
     "secret_expired": (*TOKEN_USERS, "secret_expiry"), "certificate_invalid": (*TOKEN_USERS, "secret_expiry"),
     "app_not_found": (*TOKEN_USERS, "secret_expiry"),
+    "app_not_in_tenant": TOKEN_USERS,  # the integration's token in another tenant; credentials are read at home
     "secret_expiring": ("secret_expiry",), "certificate_expiring": ("secret_expiry",),
     "credential_not_found": ("secret_expiry",), "graph_unreadable": ("secret_expiry",),
     "redirect_uri_mismatch": ("token",),
@@ -134,7 +136,9 @@ CASES = [(code, system, *v) for code in sorted(diagnoses.CATALOG) for v in _vari
 
 
 @cache
-def config(system: str, flow: str, own: str, kind: str, token: bool, sender: str | None, monitor: bool) -> Config:
+def config(system: str, flow: str, own: str, kind: str, token: bool, sender: str | None, monitor: bool,
+           foreign: bool = False) -> Config:
+    """``foreign``: the app is a multitenant registration of another tenant, used in this one."""
     checks: dict[str, dict] = {"token": {}} if token else {}
     for k in (kind,) if kind in MAILBOX else (kind, NATURAL[system]):
         checks[k] = {"canary_to": "canary@contoso.com", **({"canary_from": sender} if sender else {})} \
@@ -144,10 +148,14 @@ def config(system: str, flow: str, own: str, kind: str, token: bool, sender: str
                    "mailbox": ACCOUNT if own == "own" else SHARED}
     if flow == "delegated":
         integration["account"] = ACCOUNT
+    tenants = {"contoso": {"tenant_id": TENANT_ID, **({"monitor_app": "mailwarden"} if monitor else {})}}
+    if foreign:
+        tenants["vendor"] = {"tenant_id": HOME_TENANT_ID}
+        integration["tenant"] = "contoso"
     return Config.model_validate({
         "database": "sqlite:///:memory:", "web": {"base_url": "https://mailwarden.contoso.com"},
-        "tenants": {"contoso": {"tenant_id": TENANT_ID, **({"monitor_app": "mailwarden"} if monitor else {})}},
-        "apps": {"app": {"tenant": "contoso", "client_id": CLIENT_ID, "secret": "env:APP_SECRET",
+        "tenants": tenants,
+        "apps": {"app": {"tenant": "vendor" if foreign else "contoso", "client_id": CLIENT_ID, "secret": "env:APP_SECRET",
                          "display_name": "Mail connector"},
                  "mailwarden": {"tenant": "contoso", "client_id": MONITOR_ID, "secret": "env:MONITOR_SECRET"}},
         "integrations": [integration]})
@@ -189,7 +197,7 @@ def result(cfg: Config, code: str, kind: str, reason: str) -> tuple[str, str, di
 def rendered(code: str, system: str, flow: str, own: str, kind: str, token: bool, sender: str | None,
              reason: str) -> SimpleNamespace:
     """The alert (text and markdown) and the dashboard's fix of one case."""
-    cfg = config(system, flow, own, kind, token, sender, reason != "no_monitor_app")
+    cfg = config(system, flow, own, kind, token, sender, reason != "no_monitor_app", code == "app_not_in_tenant")
     integ = cfg.integrations[0]
     status, summary, details = result(cfg, code, kind, reason)
     row = SimpleNamespace(id=1, integration=integ.name, check=kind, status=status, code=code, summary=summary,

@@ -44,11 +44,14 @@ class StepFailed(Exception):
 
 class AutoRotator:
     def __init__(self, config: Config, tokens: TokenProvider, reader: CredentialReader,
-                 clock: Callable[[], datetime]):
+                 clock: Callable[[], datetime], *, use: Callable[..., Any] | None = None):
         self.config = config
         self.tokens = tokens
         self.reader = reader
         self.clock = clock
+        # the consuming system's own use of a credential: async (app, key_id, moved_at) -> a verdict with .state
+        # (used | unused | unknown) and .text (monitor.credential_use); None: not known in this process
+        self.use = use
 
     # -- Graph -----------------------------------------------------------------------------------
     async def _graph(self, app_name: str, action: str, body: dict[str, Any]) -> httpx.Response:
@@ -187,7 +190,7 @@ class AutoRotator:
 
     async def remove_old(self, app_name: str, row: Rotation, obs: Observation) -> list[Step]:
         """removePassword of the old credential, refused while anything mailwarden knows still uses it."""
-        refusal = await self.refusal(app_name, row, obs)
+        refusal, evidence = await self.refusal(app_name, row, obs)
         if refusal:
             row.auto_error, row.updated_at = refusal, self.clock()
             return [Step("auto_remove_refused", refusal, ok=False, notice="auto_refused")]
@@ -196,9 +199,24 @@ class AutoRotator:
         except StepFailed as exc:
             return self._failed(row, "remove_password", str(exc), keep_step=True)
         row.auto_step, row.auto_error, row.updated_at = "removed", None, self.clock()
-        return [Step("auto_remove_password", f"removePassword removed the old credential {row.key_id}")]
+        said = f"; the consuming system: {evidence}" if evidence else ""
+        return [Step("auto_remove_password", f"removePassword removed the old credential {row.key_id}{said}")]
 
-    async def refusal(self, app_name: str, row: Rotation, obs: Observation) -> str | None:
+    async def refusal(self, app_name: str, row: Rotation, obs: Observation) -> tuple[str | None, str | None]:
+        """(why the old credential is not removed, or None; what is known of the consuming system's use of it)."""
+        why = await self._refused(app_name, row, obs)
+        if why is not None or self.use is None:
+            return why, None
+        verdict = await self.use(app_name, row.key_id, row.in_use_at)
+        if verdict.state == "used":
+            field = next((i.secret_field for i in self.config.integrations if i.app == app_name and i.secret_field),
+                         None)
+            where = f" (its {field})" if field else ""
+            return (f"refused: the old credential {row.key_id} is still in use: {verdict.text}. Put the new secret "
+                    f"in the consuming system{where} first; removing it now would stop it"), verdict.text
+        return None, verdict.text
+
+    async def _refused(self, app_name: str, row: Rotation, obs: Observation) -> str | None:
         self.reader._cache.pop(app_name, None)  # a decision to delete is taken on a fresh read
         read = await self.reader.read(app_name)
         if not read.ok:

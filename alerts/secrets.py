@@ -68,9 +68,16 @@ def deliveries(config: Config, *, key: str, kind: str, names: list[str], severit
 
 class SecretsCycle:
     def __init__(self, config: Config, store: Store, tokens: TokenProvider, reader: CredentialReader,
-                 clock: Callable[[], datetime] = lambda: datetime.now(UTC)):
+                 clock: Callable[[], datetime] = lambda: datetime.now(UTC), *, use: Any = None):
+        """``use``: the consuming system's use of a credential (``Runtime.credential_use``), or None when unknown."""
         self.config, self.store, self.tokens, self.reader, self.clock = config, store, tokens, reader, clock
-        self.auto = AutoRotator(config, tokens, reader, clock)
+        self.auto = AutoRotator(config, tokens, reader, clock, use=use)
+
+    @classmethod
+    def of(cls, runtime: Any, clock: Callable[[], datetime] | None = None) -> SecretsCycle:
+        """The cycle of a ``monitor.runtime.Runtime``."""
+        return cls(runtime.config, runtime.store, runtime.tokens, runtime.credentials,
+                   clock or (lambda: datetime.now(UTC)), use=runtime.credential_use)
 
     async def run(self) -> CycleReport:
         report = CycleReport()
@@ -206,6 +213,12 @@ def inventory(config: Config, store: Store, now: datetime) -> list[dict[str, Any
     apps = {a.client_id: (name, a) for name, a in config.apps.items()}
     creds = store.credentials()
     matched = {c.client_id for c in creds if c.reference is not None}
+    from mailwarden.monitor import credential_use  # the stored sign-in log: which key the consuming system used
+
+    seen = {name for name, _app in apps.values() if name in config.apps}
+    # the window `secrets remove-old` judges by: a use within it keeps the old credential
+    evidence = {name: credential_use.summary(config, store, name, now, config.apps[name].rotation.remove_old_after_days)
+                for name in seen}
     rows = []
     for cred in creds:
         name, app = apps.get(cred.client_id, (cred.app, None))
@@ -213,7 +226,8 @@ def inventory(config: Config, store: Store, now: datetime) -> list[dict[str, Any
         monitor = any(t.monitor_app == name for t in config.tenants.values()) and cred.reference is not None
         rot = rotations.get((cred.client_id, cred.key_id or ""))
         usage = usage_of(config, name, app, cred, by_mailwarden=bool(used) or monitor, monitor=monitor,
-                         app_matched=cred.client_id in matched, rotated=rot is not None)
+                         app_matched=cred.client_id in matched, rotated=rot is not None,
+                         evidence=evidence.get(name))
         lifetime = (cred.expires_at - cred.start_at).days if cred.expires_at and cred.start_at else None
         rows.append({
             "app": name, "display_name": (app.display_name if app else None) or name, "client_id": cred.client_id,
@@ -242,12 +256,13 @@ def _seed_secret_field(system: str) -> str:
 
 
 def usage_of(config: Config, name: str, app: Any, cred: Any, *, by_mailwarden: bool, monitor: bool,
-             app_matched: bool, rotated: bool) -> dict[str, Any]:
+             app_matched: bool, rotated: bool, evidence: dict[str, Any] | None = None) -> dict[str, Any]:
     """Who uses the credential, as far as mailwarden knows. mailwarden sees its own configured secret (by hint) or
     certificate (by thumbprint) only: a consuming system holds its own copy, which may still be the old one after
-    mailwarden's moved on. "Nothing uses it" (``unused``) needs evidence about those systems: their sign-ins by
-    credential keyId, which mailwarden does not collect yet, so ``unused`` stays false and ``unknown`` says what
-    to check before deleting it."""
+    mailwarden's moved on. "Nothing uses it" (``unused``) needs evidence about those systems: their app-only sign-ins
+    by credential keyId in the stored sign-in log (``evidence``: ``monitor.credential_use.summary``). Where that
+    evidence covers every integration of the app, it replaces ``unknown``; ``unused`` only when the systems signed in
+    within it, never with this credential."""
     if by_mailwarden:
         known = "mailwarden uses it as its monitor app" if monitor else "mailwarden's own configuration uses it"
         return {"mailwarden": "uses", "known": known, "unknown": None, "systems": [], "evidence": None,
@@ -292,9 +307,44 @@ def usage_of(config: Config, name: str, app: Any, cred: Any, *, by_mailwarden: b
     if not unknown:
         unknown.append(f"whether anything outside mailwarden {verb} it is not known: check {service_signins}, "
                        "before deleting it")
-    return {"mailwarden": mine, "known": known, "unknown": "; ".join(unknown), "systems": systems,
-            "evidence": None,  # the consuming systems' sign-ins with this keyId: not collected yet
-            "unused": False}
+    said = _evidence(evidence, cred, by_system)
+    if said is not None and said["state"] == "unknown":
+        unknown.append(said["text"])
+    elif said is not None:
+        known = f"{known}; {said['text']}"
+        if said["covers_all"]:
+            unknown = []
+    return {"mailwarden": mine, "known": known, "unknown": "; ".join(unknown) or None, "systems": systems,
+            "evidence": said, "unused": bool(said and said["state"] == "unused" and said["covers_all"])}
+
+
+def _evidence(evidence: dict[str, Any] | None, cred: Any, by_system: dict[str, list[IntegrationConfig]]
+              ) -> dict[str, Any] | None:
+    """What the stored sign-in log says of the consuming systems' use of ``cred`` (None: it says nothing)."""
+    if not evidence or not evidence.get("known") or not cred.key_id:
+        return None
+    systems = " / ".join(by_system) or "the consuming system"
+    since = evidence["since"]
+    use = evidence["keys"].get(cred.key_id.lower())
+    at = "%Y-%m-%d %H:%M UTC"
+    covers_all = not evidence.get("note") and all(i.flow == "app" for items in by_system.values() for i in items)
+    if use is not None:
+        failed = f", {use['failures']} of them failed" if use["failures"] else ""
+        return {"state": "used", "source": "Entra ID sign-in log", "last_used_at": _iso(use["last_at"]),
+                "attempts": use["attempts"], "since": _iso(since), "covers_all": covers_all,
+                "text": f"{systems} signed in with it {use['attempts']} time(s) since {since:{at}}{failed}, last at "
+                        f"{use['last_at']:{at}} (Entra ID sign-in log)"}
+    total = sum(u["attempts"] for u in evidence["keys"].values())
+    if not total:
+        return {"state": "unknown", "source": "Entra ID sign-in log", "last_used_at": None, "attempts": 0,
+                "since": _iso(since), "covers_all": False,
+                "text": f"{systems} has not signed in since {since:{at}} (Entra ID sign-in log), so which credential "
+                        "it uses is not known"}
+    others = ", ".join(sorted(evidence["keys"]))
+    return {"state": "unused", "source": "Entra ID sign-in log", "last_used_at": None, "attempts": 0,
+            "since": _iso(since), "covers_all": covers_all,
+            "text": f"none of {systems}'s {total} sign-in(s) since {since:{at}} used it (they used {others}; Entra "
+                    "ID sign-in log)"}
 
 
 def rotation_rows(store: Store) -> list[dict[str, Any]]:

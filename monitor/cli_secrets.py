@@ -75,17 +75,19 @@ def _table(rows: list[dict]) -> None:
     table = Table(title="mailwarden secrets")
     for col in ("app", "kind", "key id", "hint", "expires", "days", "used by", "rotation", "notes"):
         table.add_column(col)
-    unknown = []  # what mailwarden cannot see about a credential it does not use, printed under the table
+    below = []  # who uses a credential mailwarden does not use, as far as known: sentences under the table
     for r in rows:
         notes = []
         usage = r.get("usage") or {}
-        if r["unused"]:
-            notes.append(f"nothing uses it: {usage.get('known')}")
-        elif usage.get("mailwarden", "uses") != "uses":
-            notes.append(f"{usage['known']} (see below)" if usage.get("unknown") else usage["known"])
-            if usage.get("unknown"):
-                unknown.append(f"{r['display_name']} {r['key_id'] or r['kind']}: {usage['known']}; "
-                               f"{usage['unknown']}.")
+        if r["unused"] or usage.get("mailwarden", "uses") != "uses":
+            nothing = "nothing uses it" if r["unused"] else ""
+            if usage.get("unknown") or usage.get("evidence"):
+                notes.append(f"{nothing} (see below)".strip())
+                said = f"{nothing}: {usage['known']}" if nothing else usage["known"]
+                rest = f"; {usage['unknown']}" if usage.get("unknown") else ""
+                below.append(f"{r['display_name']} {r['key_id'] or r['kind']}: {said}{rest}.")
+            else:
+                notes.append(f"{nothing}: {usage['known']}" if nothing else usage["known"])
         if r["long_lived"]:
             notes.append(f"lifetime {r['lifetime_days']} d > 12 months")
         if r["reminders_sent"]:
@@ -96,7 +98,7 @@ def _table(rows: list[dict]) -> None:
                       used, r["rotation"] or "-", "; ".join(notes))
     console = Console()
     console.print(table)
-    for line in unknown:
+    for line in below:
         console.print(line, highlight=False, markup=False)
 
 
@@ -108,7 +110,7 @@ def run(config: ConfigOpt = None) -> None:
 
     runtime = _runtime(config)
     try:
-        cycle = SecretsCycle(runtime.config, runtime.store, runtime.tokens, runtime.credentials)
+        cycle = SecretsCycle.of(runtime)
         report = asyncio.run(cycle.run())
         if runtime.config.alerts.active():
             from mailwarden.monitor.cli_alerts import dispatch_once
@@ -161,7 +163,7 @@ def remove_old(app_name: Annotated[str, typer.Argument(help="The app (its name i
     try:
         if app_name not in runtime.config.apps:
             raise fail(f"no app named {app_name!r} in the config", EXIT_UNKNOWN)
-        cycle = SecretsCycle(runtime.config, runtime.store, runtime.tokens, runtime.credentials)
+        cycle = SecretsCycle.of(runtime)
         code, text = asyncio.run(_remove(cycle, app_name))
     finally:
         runtime.close()

@@ -207,7 +207,7 @@ def first_secrets_cycle(runtime: Runtime, *, dispatch: bool = True) -> None:
     from mailwarden.alerts.secrets import SecretsCycle
     from mailwarden.monitor.reauth_links import for_runtime
 
-    asyncio.run(SecretsCycle(runtime.config, runtime.store, runtime.tokens, runtime.credentials).run())
+    asyncio.run(SecretsCycle.of(runtime).run())
     if dispatch:
         Dispatcher(runtime.config, runtime.store, reauth_urls=for_runtime(runtime)).run_once()
 

@@ -28,10 +28,19 @@ class Runtime:
     def close(self) -> None:
         self.store.close()
 
+    async def credential_use(self, app_name: str, key_id: str, moved_at: datetime | None):
+        """Whether the consuming system still signs in with credential ``key_id`` of the app, within the app's
+        ``rotation.remove_old_after_days`` (``monitor.credential_use``): the port the rotation uses."""
+        from mailwarden.monitor import credential_use
+
+        days = self.config.apps[app_name].rotation.remove_old_after_days
+        return await credential_use.verdict(self.config, self.store, self.signins, app_name, key_id,
+                                            datetime.now(UTC), window_days=days, moved_at=moved_at)
+
 
 def integration_rows(config: Config) -> list[dict]:
     return [
-        {"name": i.name, "tenant": config.apps[i.app].tenant, "app": i.app, "flow": i.flow, "mailbox": i.mailbox,
+        {"name": i.name, "tenant": config.tenant_name_of(i), "app": i.app, "flow": i.flow, "mailbox": i.mailbox,
          "account": i.account, "system": i.system, "tags": list(i.tags), "owners": list(i.owners),
          "checks": list(i.checks), "paused": i.paused,
          "config_hash": hashlib.sha256(i.model_dump_json().encode()).hexdigest()[:16]}

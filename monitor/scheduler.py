@@ -186,7 +186,7 @@ class Monitor:
         rt = self.runtime
         if not await self._ready():
             return
-        report = await self._guarded("secrets cycle", SecretsCycle(rt.config, rt.store, rt.tokens, rt.credentials).run)
+        report = await self._guarded("secrets cycle", SecretsCycle.of(rt).run)
         if report is not None and (report.reminders or report.steps):
             self._dispatch_soon()
 

@@ -90,20 +90,21 @@ class SignInEvidence:
         """What the stored log says of the integration's consuming system. Blocking (a database read): a check
         calls it in a worker thread. Own sign-ins are never in it; unconfirmed ones are, labelled."""
         app = self.config.apps[integration.app]
-        tenant = self.config.tenants[app.tenant]
-        off = not_read(self.config, app.tenant)
+        name = self.config.tenant_name_of(integration)  # where the consuming system signs in
+        tenant = self.config.tenants[name]
+        off = not_read(self.config, name)
         if off is not None:
-            return SignInWindow(replies.UNSUPPORTED, replies.note(replies.UNSUPPORTED, app.tenant, off), None, None)
+            return SignInWindow(replies.UNSUPPORTED, replies.note(replies.UNSUPPORTED, name, off), None, None)
         tid, types = tenant.tenant_id.lower(), EVENT_TYPES[integration.flow]
         polls = self.store.signin_polls(tid)
         mine = [polls.get((tid, et, app.client_id)) for et in types]
         if any(p is None for p in mine):
-            return SignInWindow(replies.PENDING, self._note(replies.PENDING, app.tenant, None), None, None)
+            return SignInWindow(replies.PENDING, self._note(replies.PENDING, name, None), None, None)
         state = replies.worst([p.state for p in mine])
         said = next((p.note for p in mine if p.state == state and p.note), None)
         if any(p.read_until is None or p.covered_from is None for p in mine):  # never read yet
             state = replies.PENDING if state == replies.OK else state
-            return SignInWindow(state, said or self._note(state, app.tenant, None), None, None)
+            return SignInWindow(state, said or self._note(state, name, None), None, None)
         since = max(p.covered_from for p in mine)
         read_until = min(p.read_until for p in mine)
         rows = self.store.signins_of(tid, app.client_id, types,
@@ -263,9 +264,18 @@ class SignInEvidence:
     async def _fetch(self, http: Any, token: str, target: Target, since: datetime,
                      report: PollReport) -> tuple[list[dict[str, Any]], replies.Refusal | None, bool]:
         """(events, refusal, complete): every page of the request, following @odata.nextLink."""
-        url: str | None = f"{beta_base(self.tokens.endpoints.graph)}/auditLogs/signIns"
-        params: dict[str, str] | None = {"$filter": signin_filter(target.event_type, target.app_id, since)}
-        events: list[dict[str, Any]] = []
+        url = f"{beta_base(self.tokens.endpoints.graph)}/auditLogs/signIns"
+        events, refused, complete = await self._pages(
+            http, token, url, {"$filter": signin_filter(target.event_type, target.app_id, since)}, report)
+        if refused is None and not complete:
+            log.warning("sign-in log read cut short", extra={"tenant": target.tenant, "app": target.app_id,
+                                                             "event_type": target.event_type, "pages": MAX_PAGES})
+        return events, refused, complete
+
+    async def _pages(self, http: Any, token: str, url: str | None, params: dict[str, str] | None,
+                     report: PollReport) -> tuple[list[dict[str, Any]], replies.Refusal | None, bool]:
+        """(items, refusal, complete): the pages of one Graph read, following @odata.nextLink up to MAX_PAGES."""
+        items: list[dict[str, Any]] = []
         pages = 0
         while url and pages < MAX_PAGES:
             report.requests += 1
@@ -273,16 +283,30 @@ class SignInEvidence:
             try:
                 resp = await http.get(url, params=params, headers={"Authorization": f"Bearer {token}"})
                 if resp.status_code != 200:
-                    return events, self._refused(resp), False
+                    return items, self._refused(resp), False
                 body = await asyncio.to_thread(json.loads, resp.content)  # megabytes: off the event loop
             except Exception as exc:  # noqa: BLE001 - every failure is a state, none escapes
-                return events, self._failure(exc), False
-            events += [e for e in body.get("value") or [] if isinstance(e, dict)]
+                return items, self._failure(exc), False
+            items += [e for e in body.get("value") or [] if isinstance(e, dict)]
             url, params = body.get("@odata.nextLink"), None
-        if url:
-            log.warning("sign-in log read cut short", extra={"tenant": target.tenant, "app": target.app_id,
-                                                             "event_type": target.event_type, "pages": pages})
-        return events, None, not url
+        return items, None, not url
+
+    async def read_report(self, tenant: str, path: str,
+                          params: dict[str, str]) -> list[dict[str, Any]] | replies.Refusal:
+        """One read of a Graph beta report (``path`` under /beta) with the tenant's monitor app, every page; or why
+        not, as the sign-in log's refusals say it (licence, permission, cloud)."""
+        off = not_read(self.config, tenant)
+        if off is not None:
+            return replies.Refusal(replies.UNSUPPORTED, off)
+        token = await asyncio.to_thread(self._monitor_token, tenant)
+        if isinstance(token, replies.Refusal):
+            return token
+        endpoints = self.tokens.endpoints
+        async with graph_client.capped_client(verify=graph_client.verify_for(endpoints), timeout=self._timeout(),
+                                              trust_env=not endpoints.ca_bundle, cap=REPLY_CAP) as http:
+            items, refused, _complete = await self._pages(
+                http, token, f"{beta_base(endpoints.graph)}/{path}", params, PollReport())
+        return refused if refused is not None else items
 
     @staticmethod
     def _refused(resp: Any) -> replies.Refusal:
@@ -393,6 +417,6 @@ def open_reauth_window(store: Store, config: Config, integ: IntegrationConfig, s
     if integ.flow != "delegated" or not integ.account:
         return None
     app = config.apps[integ.app]
-    return store.open_reauth_window(integration=integ.name, tenant_id=config.tenants[app.tenant].tenant_id,
+    return store.open_reauth_window(integration=integ.name, tenant_id=config.integration_tenant(integ).tenant_id,
                                     client_id=app.client_id, account=integ.account, source=source, now=now,
                                     ttl=REAUTH_WINDOW_TTL, attempt_id=attempt_id)

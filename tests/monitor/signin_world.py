@@ -99,7 +99,7 @@ def make_world(sb, tmp_path: Path, *, licence: str = "p1", monitor_roles=READER,
     ids = {name: str(uuid.uuid4()) for name in ("daemon", "helpdesk", "monitor")}
     secrets = {name: f"{name[:2]}8Q~{uuid.uuid4().hex}" for name in ids}
     apps = [
-        {"app_id": ids["daemon"], "display_name": "daemon", "secrets": [{"value": secrets["daemon"]}],
+        {"app_id": ids["daemon"], "display_name": "daemon", "secrets": [{"value": secrets["daemon"], "start": "-30d"}],
          "application_permissions": {"graph": ["Mail.ReadWrite"]}},
         {"app_id": ids["helpdesk"], "display_name": "helpdesk", "secrets": [{"value": secrets["helpdesk"]}],
          "redirect_uris": [REDIRECT], "delegated_permissions": DELEGATED},

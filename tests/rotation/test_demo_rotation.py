@@ -54,13 +54,21 @@ def test_rotating_the_demo_secret_shows_each_step_on_the_dashboard(tmp_path):
         (env.config_path.parent / "secrets" / f"{APP}.secret").write_text(new["value"] + "\n")
         assert cli("check", "--integration", "agiloft-inbound", "--check", "token").exit_code == 0
         assert step() == "in_use"
-        ctl.delete_secret(client_id, old["key_id"])  # the admin deletes the old secret
+        for name in ("agiloft-inbound", "agiloft-contracts"):  # every token check of the app, on the new secret
+            assert cli("check", "--integration", name, "--check", "token").exit_code == 0
+        # Agiloft itself (the demo's actor) still has the old secret, and the sign-in log shows it using it
+        refused = cli("secrets", "remove-old", APP)
+        said = " ".join(refused.output.split())
+        assert refused.exit_code == 1, said
+        assert f"refused: the old credential {old['key_id']} is still in use: Agiloft signed in with it" in said
+        assert "(Entra ID sign-in log)" in said and "Inbound Email Accounts > Account > Client Secret" in said
+        ctl.delete_secret(client_id, old["key_id"])  # the admin deletes the old secret anyway
         assert step() == "old_removed"
 
         history = cli("secrets", "history", "--app", APP, "--format", "json")
         assert history.exit_code == 0
         assert [e["step"] for e in json.loads(history.output)] == ["expiring", "new_secret_created", "in_use",
-                                                                  "old_removed"]
+                                                                  "auto_remove_refused", "old_removed"]
         assert new["value"] not in history.output and new["value"] not in web.get("/secrets").text
         after = json.loads(cli("secrets", "--cached", "--format", "json").output)["credentials"]
         [in_use] = [r for r in after if r["client_id"] == client_id and r["integrations"]]

@@ -1,8 +1,8 @@
 """Once mailwarden's own copy of a secret moves on, the old secret is not "unused": the consuming system keeps its
-own copy, which mailwarden cannot see. The inventory (the dashboard's /secrets, /api/secrets, `mailwarden secrets`
-as a table and as JSON) says what is known (mailwarden's configuration no longer uses it) and what is not
-(whether the system still does, and where to check before deleting it); "nothing uses it" needs evidence of the
-consuming systems' sign-ins, which mailwarden does not collect yet."""
+own copy. The inventory (the dashboard's /secrets, /api/secrets, `mailwarden secrets` as a table and as JSON) says
+what is known (mailwarden's configuration no longer uses it; what the sign-in log shows of the system's app-only
+sign-ins by credential key) and what is not (a delegated system's sign-ins do not name the secret: where to check
+before deleting it); "nothing uses it" needs that evidence (tests/rotation/test_credential_in_use.py)."""
 
 from __future__ import annotations
 
@@ -63,13 +63,14 @@ def test_an_old_secret_mailwarden_moved_off_is_not_called_unused(tmp_path):
         assert current["usage"]["mailwarden"] == "uses" and current["integrations"] == ["agiloft-inbound",
                                                                                         "agiloft-contracts"]
         assert old["usage"]["mailwarden"] == "does_not_use"
-        assert old["usage"]["known"] == "mailwarden's own configuration no longer uses it"
-        unknown = (f"whether Agiloft (agiloft-inbound, agiloft-contracts) still uses it is not known: check Agiloft's "
-                   "configuration (Inbound Email Accounts > Account > Client Secret) or "
-                   f"{SIGNINS} > Service principal sign-ins for the app ({agiloft}), filtered by credential key ID "
-                   f"{old_key}, before deleting it")
-        assert old["usage"]["unknown"] == unknown
-        assert old["usage"]["evidence"] is None  # no sign-in evidence collected: hence not "unused"
+        # the demo's Agiloft (a sandbox actor) still signs in with the old secret: the sign-in log names its key
+        evidence = old["usage"]["evidence"]
+        assert (evidence["state"], evidence["attempts"], evidence["source"]) == ("used", 1, "Entra ID sign-in log")
+        known = ("mailwarden's own configuration no longer uses it; Agiloft signed in with it 1 time(s) since "
+                 f"{evidence['since'][:16].replace('T', ' ')} UTC, last at "
+                 f"{evidence['last_used_at'][:16].replace('T', ' ')} UTC (Entra ID sign-in log)")
+        assert old["usage"]["known"] == known
+        assert old["usage"]["unknown"] is None  # app-only, every integration covered by the log
 
         delegated = creds[extra["keyId"]]
         assert delegated["unused"] is False
@@ -87,19 +88,20 @@ def test_an_old_secret_mailwarden_moved_off_is_not_called_unused(tmp_path):
             "whether Sinch Contact Center (sinch-escalations) uses it is not known: check Sinch Contact Center's "
             "configuration (System Configurator > the MS365 mail server's OAuth settings > client secret) or "
             f"{SIGNINS} > Service principal sign-ins for the app ({sinch}), filtered by credential key ID "
-            f"{other['keyId']}, before deleting it")
+            f"{other['keyId']}, before deleting it; Sinch Contact Center has not signed in since "
+            f"{creds[other['keyId']]['usage']['evidence']['since'][:16].replace('T', ' ')} UTC (Entra ID sign-in log), "
+            "so which credential it uses is not known")
 
         page = flat(web.get("/secrets").text)
         assert "nothing uses it" not in page
-        assert f"mailwarden's own configuration no longer uses it; {unknown}." in page
+        assert f"{known}." in page
         assert f"mailwarden's own configuration does not use it; {said}." in page
 
         table = cli("secrets", "--cached")
         out = flat(table.output)
         assert "nothing uses it" not in out
-        assert "mailwarden's own configuration no longer uses it (see" in out  # the notes cell (wrapped)
-        assert f"Agiloft Application for OAuth2 {old_key}: mailwarden's own configuration no longer uses it; " \
-               f"{unknown}." in out
+        assert f"Agiloft Application for OAuth2 {old_key}: {known}." in out  # under the table, whole
+        assert known in out
         for value in (new["value"], extra["value"], other["value"]):
             assert value not in out and value not in page and value not in json.dumps(doc)
     finally:

@@ -5,6 +5,7 @@ install into a fresh virtualenv, bytecode compiled, `mailwarden serve` as a non-
 
 from __future__ import annotations
 
+import json
 import os
 import pwd
 import shutil
@@ -24,23 +25,48 @@ from tests.conftest import require_service
 ROOT = Path(__file__).resolve().parents[2]
 
 
+def _exec_form(instruction: str) -> list[str]:
+    """The JSON argv of a Dockerfile instruction in exec form (HEALTHCHECK ... CMD [...], ENTRYPOINT [...])."""
+    text = (ROOT / "Dockerfile").read_text().replace("\\\n", " ")
+    line = next(line for line in text.splitlines() if line.startswith(instruction + " "))
+    return json.loads(line[line.index("["):])
+
+
+def healthcheck_cmd() -> list[str]:
+    return _exec_form("HEALTHCHECK")
+
+
+def entrypoint() -> list[str]:
+    return _exec_form("ENTRYPOINT")
+
+
 def test_compose_file_validates():
+    """Without a .env: the password and the token key are secret files now (tests/deploy/test_secrets.py), nothing
+    comes from the environment. Debian's docker-compose (1.29) does not check that a secret's file exists; a missing
+    one is refused when mailwarden starts (the entrypoint, token_key: file:), with the file named."""
     if shutil.which("docker-compose") is None:
         require_service("docker-compose", "Debian's docker-compose is not installed (apt-get install docker-compose)")
-    env = {**os.environ, "MAILWARDEN_DB_PASSWORD": "example", "MAILWARDEN_TOKEN_KEY": "example"}
-    proc = subprocess.run(["docker-compose", "-f", str(ROOT / "docker-compose.yml"), "config", "-q"],
-                          capture_output=True, text=True, env=env, timeout=60)
-    assert proc.returncode == 0, proc.stderr
-    # without the secrets in the environment compose refuses to start, naming what is missing
     bare = {k: v for k, v in os.environ.items() if not k.startswith("MAILWARDEN_")}
     proc = subprocess.run(["docker-compose", "-f", str(ROOT / "docker-compose.yml"), "config", "-q"],
                           capture_output=True, text=True, env=bare, timeout=60)
-    assert proc.returncode != 0 and "MAILWARDEN_DB_PASSWORD" in proc.stderr
+    assert proc.returncode == 0, proc.stderr
+    assert "${" not in (ROOT / "docker-compose.yml").read_text()  # no value interpolated from the environment
+
+
+def test_gitignore_keeps_local_secrets_and_the_demo_out():
+    for path in ("mailwarden-demo/mailwarden.yaml", "mailwarden-demo/secrets/x.secret", "secrets/db_password",
+                 "secrets/token_key"):
+        proc = subprocess.run(["git", "-C", str(ROOT), "check-ignore", "-q", "--no-index", path], timeout=30)
+        assert proc.returncode == 0, f"{path} is not ignored by .gitignore"
 
 
 def test_dockerfile_declares_non_root_and_healthcheck():
     text = (ROOT / "Dockerfile").read_text()
-    assert "USER mailwarden" in text and "HEALTHCHECK" in text and "/healthz" in text
+    assert "USER mailwarden" in text
+    # the health check follows web.listen and works without the web app: `mailwarden healthcheck`, no fixed port
+    assert healthcheck_cmd()[:2] == ["mailwarden", "healthcheck"] and "8080" not in " ".join(healthcheck_cmd())
+    assert entrypoint() == ["/bin/sh", "/usr/local/bin/mailwarden-entrypoint"]
+    assert "COPY deploy/docker-entrypoint.sh /usr/local/bin/mailwarden-entrypoint" in text
     assert "compileall" in text and "python:3.11-slim" in text
     assert "deploy/strip_sandbox.py" in text  # the production image leaves the sandbox out (tested below)
 
@@ -93,9 +119,15 @@ def test_image_steps_outside_docker(wheel, image_dir):
     # be executable by the unprivileged user).
     system_python = "/usr/bin/python3.11" if os.path.exists("/usr/bin/python3.11") else sys.executable
     subprocess.run([system_python, "-m", "venv", str(venv)], check=True, timeout=120)
-    pip = subprocess.run([str(venv / "bin" / "pip"), "install", "-q", str(wheel)], capture_output=True, text=True,
-                         timeout=900)
+    # the Dockerfile's install: the lock with its hashes, then the wheel alone; pip check proves the lock complete
+    pip = subprocess.run([str(venv / "bin" / "pip"), "install", "-q", "--require-hashes", "--no-deps", "-r",
+                          str(ROOT / "requirements.lock")], capture_output=True, text=True, timeout=900)
     assert pip.returncode == 0, pip.stderr[-2000:]
+    pip = subprocess.run([str(venv / "bin" / "pip"), "install", "-q", "--no-deps", str(wheel)], capture_output=True,
+                         text=True, timeout=300)
+    assert pip.returncode == 0, pip.stderr[-2000:]
+    complete = subprocess.run([str(venv / "bin" / "pip"), "check"], capture_output=True, text=True, timeout=60)
+    assert complete.returncode == 0, complete.stdout + complete.stderr
     strip = subprocess.run([str(venv / "bin" / "python"), str(ROOT / "deploy" / "strip_sandbox.py")],
                            capture_output=True, text=True, timeout=60)  # the Dockerfile's step
     assert strip.returncode == 0 and "removed" in strip.stdout, strip.stderr
@@ -112,16 +144,23 @@ def test_image_steps_outside_docker(wheel, image_dir):
     state.mkdir()
     port = _free_port()
     (state / "mailwarden.yaml").write_text(
-        f"web: {{listen: '127.0.0.1:{port}', base_url: 'http://127.0.0.1:{port}', auth: none}}\n"
+        f"web: {{listen: '0.0.0.0:{port}', base_url: 'http://127.0.0.1:{port}', auth: none}}\n"
         "cloud: custom\nendpoints: {authority: 'https://127.0.0.1:9', graph: 'https://127.0.0.1:9/v1.0'}\n")
-    cmd = [str(venv / "bin" / "mailwarden"), "serve", "-c", str(state / "mailwarden.yaml")]
+    # as the image starts it: its entrypoint, `serve`, the config named by MAILWARDEN_CONFIG (the image's ENV)
+    shutil.copy(ROOT / "deploy" / "docker-entrypoint.sh", tmp_path / "mailwarden-entrypoint")
+    cmd = [entrypoint()[0], str(tmp_path / "mailwarden-entrypoint"), "serve"]
+    image_env = {"PATH": f"{venv / 'bin'}:{os.environ.get('PATH', '')}", "HOME": str(state),
+                 "MAILWARDEN_CONFIG": str(state / "mailwarden.yaml")}
     user = None
     if os.geteuid() == 0 and system_python != sys.executable:  # as in the image: never run as root
         user = pwd.getpwnam("nobody")
         shutil.chown(state, user.pw_uid, user.pw_gid)
     proc = subprocess.Popen(cmd, cwd=state, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            user=user.pw_uid if user else None, group=user.pw_gid if user else None,
-                            env={"PATH": os.environ.get("PATH", ""), "HOME": str(state)})
+                            user=user.pw_uid if user else None, group=user.pw_gid if user else None, env=image_env)
+
+    def health() -> subprocess.CompletedProcess:  # the Dockerfile's HEALTHCHECK, as Docker runs it in the container
+        return subprocess.run(healthcheck_cmd(), capture_output=True, text=True, timeout=30, cwd=state, env=image_env,
+                              user=user.pw_uid if user else None, group=user.pw_gid if user else None)
     try:
         deadline = time.monotonic() + 120  # a cold start imports msgraph-sdk and migrates a new database
         body = None
@@ -137,6 +176,8 @@ def test_image_steps_outside_docker(wheel, image_dir):
             proc.terminate()
             pytest.fail(f"no /healthz answer within 120 s; stderr: {proc.communicate(timeout=15)[1][-3000:]}")
         assert "ok" in body
+        healthy = health()
+        assert healthy.returncode == 0 and f"127.0.0.1:{port}/healthz answered ok" in healthy.stdout, healthy.stderr
     finally:
         proc.terminate()
         try:
@@ -144,6 +185,8 @@ def test_image_steps_outside_docker(wheel, image_dir):
         except subprocess.TimeoutExpired:
             proc.kill()
     assert proc.returncode == 0
+    stopped = health()
+    assert stopped.returncode == 1 and "unhealthy" in stopped.stderr
     created = {p.name for p in state.iterdir()}
     assert "mailwarden.db" in created and "mailwarden.key" in created
     if user:

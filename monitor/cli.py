@@ -290,7 +290,16 @@ def main() -> None:
 
 def _register_more() -> None:
     # Commands in their own modules, to keep this one short; they attach to `app`.
-    from mailwarden.monitor import cli_alerts, cli_reauth, cli_secrets, cli_serve, cli_web  # noqa: F401
+    from mailwarden.monitor import (  # noqa: F401 - health: `mailwarden healthcheck` (the image's HEALTHCHECK)
+        cli_add,
+        cli_alerts,
+        cli_discover,
+        cli_reauth,
+        cli_secrets,
+        cli_serve,
+        cli_web,
+        health,
+    )
 
 
 _register_more()

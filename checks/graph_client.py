@@ -172,6 +172,20 @@ def verify_for(endpoints: Endpoints) -> ssl.SSLContext:
     return http_verify(endpoints.ca_bundle)
 
 
+def error_body(resp: Any) -> tuple[str | None, str]:
+    """(Graph's error code, its message) from an HTTP reply's ``{"error": {"code", "message"}}`` body; a body that is
+    not that shape (HTML, text, another JSON) gives no code and its first 200 characters as the message."""
+    try:
+        error = resp.json().get("error") or {}
+    except (ValueError, AttributeError):
+        error = {}
+    if not isinstance(error, dict):
+        error = {}
+    code = error.get("code")
+    message = error.get("message") or ("" if error else resp.text[:200])
+    return (str(code) if code else None), str(message)
+
+
 def graph_error(exc: BaseException) -> tuple[int | None, str | None, str, dict[str, str]] | None:
     """(status, Graph error code, message, headers) of a kiota API error, or None for other exceptions."""
     from kiota_abstractions.api_error import APIError

@@ -159,13 +159,8 @@ class CredentialReader:
                               backoff_target=outcome.backoff_target if outcome.retry_after_s else None)
 
     def _refused(self, app_name: str, monitor_app: str, resp: httpx.Response) -> CredentialRead:
-        try:
-            error = resp.json().get("error") or {}
-        except (ValueError, AttributeError):
-            error = {}
-        if not isinstance(error, dict):
-            error = {}
-        status, gcode, message = resp.status_code, error.get("code"), error.get("message") or resp.text[:200]
+        gcode, message = graph_client.error_body(resp)
+        status = resp.status_code
         wait = retry_after(resp.headers.get("retry-after"))
         app = self.config.apps[app_name]
         monitor = self.config.apps.get(monitor_app)

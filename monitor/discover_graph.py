@@ -90,7 +90,7 @@ class GraphReader:
                 if not isinstance(body, dict):
                     return ReadError(what, 200, None, "Graph answered something that is not a JSON object")
                 return body
-            error = _error_of(resp)
+            error = graph_client.error_body(resp)
             if resp.status_code in RETRY_STATUSES and attempt < MAX_ATTEMPTS:
                 wait = retry_after(resp.headers.get("retry-after"))
                 wait = DEFAULT_WAIT_S if wait is None else wait
@@ -137,15 +137,6 @@ class GraphReader:
         return ReadError(what, None, "unclassified", f"{type(exc).__name__}: {redact(exc)}")
 
 
-def _error_of(resp: httpx.Response) -> tuple[str | None, str]:
-    try:
-        error = resp.json().get("error") or {}
-    except (ValueError, AttributeError):
-        error = {}
-    if not isinstance(error, dict):
-        error = {}
-    message = error.get("message") or ("" if error else resp.text[:200])
-    return error.get("code"), str(message)
 
 
 def _said(status: int, code: str | None, message: str) -> str:

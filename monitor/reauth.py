@@ -476,11 +476,7 @@ async def _read_directory(tokens: TokenProvider, integ: IntegrationConfig, oid: 
 
 
 def _graph_problem(resp: Any, monitor_app: str) -> str:
-    try:
-        error = resp.json().get("error") or {}
-    except ValueError:
-        error = {}
-    code = error.get("code") or ""
+    code = graph_client.error_body(resp)[0] or ""
     if resp.status_code == 403:
         return f"the monitor app {monitor_app} lacks User.Read.All: Graph answered 403 {code}".rstrip()
     if resp.status_code == 404:

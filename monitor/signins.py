@@ -310,12 +310,8 @@ class SignInEvidence:
 
     @staticmethod
     def _refused(resp: Any) -> replies.Refusal:
-        try:
-            error = resp.json().get("error") or {}
-        except (ValueError, AttributeError):
-            error = {}
-        error = error if isinstance(error, dict) else {}
-        return replies.refusal(resp.status_code, error.get("code"), error.get("message"),
+        code, message = graph_client.error_body(resp)  # a body that is not Graph's error JSON says nothing here
+        return replies.refusal(resp.status_code, code, (message or None) if code else None,
                                resp.headers.get("retry-after"))
 
     def _failure(self, exc: BaseException) -> replies.Refusal:

@@ -689,6 +689,8 @@ class Directory:
     def __init__(self, state: State, base: str):
         self.state = state
         self.base = base  # https://host:port/v1.0
+        # tenant id -> object id -> app: the per-app reads of a 10,000-app tenant scanned every app each (bench/)
+        self._by_object: dict[str, dict[str, App]] = {}
 
     async def dispatch(self, request: Request, claims: dict, tenant: Tenant, rest: str) -> Response | None:
         if request.method != "GET":
@@ -736,7 +738,10 @@ class Directory:
         if m.group("app_id") is not None:
             app = tenant.apps.get(ident.lower())
         else:
-            app = next((a for a in tenant.apps.values() if a.object_id.lower() == ident.lower()), None)
+            app = self._by_object.get(tenant.id, {}).get(ident.lower())
+            if app is None or tenant.apps.get(app.app_id) is not app:  # not indexed yet, or replaced since
+                self._by_object[tenant.id] = index = {a.object_id.lower(): a for a in tenant.apps.values()}
+                app = index.get(ident.lower())
         if app is None:
             raise GraphRefusal(404, "Request_ResourceNotFound", _NOT_FOUND.format(ident))
         return app
@@ -765,14 +770,17 @@ class Directory:
 
     def _owners(self, tenant: Tenant, app: App) -> list[dict]:
         out = []
-        ps = {p.app_id.lower(): p for p in principals(self.state, tenant)}
+        ps: dict | None = None  # the service principals, built only for an owner that is not a user
         for owner in sorted(app.owners):
             user = tenant.users.get(owner)
             if user is not None:
                 out.append({"@odata.type": "#microsoft.graph.user", "id": user.oid,
                             "displayName": user.display_name or user.upn, "userPrincipalName": user.upn,
                             "mail": user.address})
-            elif owner in ps:
+                continue
+            if ps is None:
+                ps = {p.app_id.lower(): p for p in principals(self.state, tenant)}
+            if owner in ps:
                 p = ps[owner]
                 out.append({"@odata.type": "#microsoft.graph.servicePrincipal", "id": p.object_id, "appId": p.app_id,
                             "displayName": p.display_name, "servicePrincipalType": p.kind})

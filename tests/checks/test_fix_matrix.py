@@ -155,8 +155,8 @@ def config(system: str, flow: str, own: str, kind: str, token: bool, sender: str
     return Config.model_validate({
         "database": "sqlite:///:memory:", "web": {"base_url": "https://mailwarden.contoso.com"},
         "tenants": tenants,
-        "apps": {"app": {"tenant": "vendor" if foreign else "contoso", "client_id": CLIENT_ID, "secret": "env:APP_SECRET",
-                         "display_name": "Mail connector"},
+        "apps": {"app": {"tenant": "vendor" if foreign else "contoso", "client_id": CLIENT_ID,
+                         "secret": "env:APP_SECRET", "display_name": "Mail connector"},
                  "mailwarden": {"tenant": "contoso", "client_id": MONITOR_ID, "secret": "env:MONITOR_SECRET"}},
         "integrations": [integration]})
 

@@ -8,7 +8,6 @@ whole file before writing anything, resolves the new secret reference, and runs 
 from __future__ import annotations
 
 import os
-import sys
 import tempfile
 from pathlib import Path
 from typing import Annotated
@@ -79,9 +78,8 @@ def add(
     ans = onboard.Answers(name=name, tenant=tenant, tenant_id=tenant_id, app=app_name, client_id=client_id,
                           secret=secret, mailboxes=list(mailbox or []), account=account, flow=flow,
                           checks=list(check or []), system_name=system_name)
-    interactive = not no_input and sys.stdin.isatty()
-    if interactive:
-        _interview(spec, ans, existing)
+    if not no_input:  # asks what the flags left out; a script passes --no-input and gets every gap named at once
+        _interview(spec, ans, existing, path)
     try:
         plan = onboard.plan(spec, ans, existing)
         new_text = onboard.insert(text, plan)
@@ -100,7 +98,7 @@ def add(
     raise typer.Exit(_check(path, cfg, plan, spec))
 
 
-def _interview(spec: onboard.System, ans: onboard.Answers, existing: dict) -> None:
+def _interview(spec: onboard.System, ans: onboard.Answers, existing: dict, path: Path) -> None:
     tenants = existing.get("tenants") or {}
     if spec.key == "generic":
         ans.system_name = ans.system_name or _ask("System name", "the consuming system's name, named in alerts")
@@ -111,6 +109,8 @@ def _interview(spec: onboard.System, ans: onboard.Answers, existing: dict) -> No
             ans.checks = [c.strip() for c in (given or "").split(",") if c.strip()]
     if ans.tenant is None and ans.tenant_id is None and len(tenants) != 1:
         ans.tenant_id = _ask("Directory (tenant) ID", spec.where_ids)
+    if ans.client_id is None and not (ans.app and ans.app in (existing.get("apps") or {})):
+        _pick_discovered(spec, ans, existing, path)
     if ans.client_id is None and not (ans.app and ans.app in (existing.get("apps") or {})):
         ans.client_id = _ask("Application (client) ID", spec.where_ids)
     known = {str((a or {}).get("client_id", "")).lower() for a in (existing.get("apps") or {}).values()}
@@ -123,6 +123,47 @@ def _interview(spec: onboard.System, ans: onboard.Answers, existing: dict) -> No
         ans.mailboxes = [m.strip() for m in (given or "").split(",") if m.strip()]
     if (spec.flow or ans.flow) == "delegated" and ans.account is None:
         ans.account = _ask("Signing-in account", spec.where_account or "the user who signs in")
+
+
+def _pick_discovered(spec: onboard.System, ans: onboard.Answers, existing: dict, path: Path) -> None:
+    """Where the tenant has a monitor app, offer the tenant's unmonitored apps whose permissions fit the system
+    (`mailwarden discover`), so the client ID (and a delegated system's consenting account) need not be typed."""
+    tenants = existing.get("tenants") or {}
+    name = ans.tenant or (next(iter(tenants)) if len(tenants) == 1 else None)
+    if name is None or not (tenants.get(name) or {}).get("monitor_app") or not path.exists():
+        return
+    from mailwarden.monitor.discover import discover
+    from mailwarden.monitor.tokens import TokenProvider
+
+    try:
+        cfg = config_mod.load(path)
+        [found] = discover(cfg, TokenProvider(cfg, None, None, timeout_s=cfg.defaults.timeout), [name])
+    except (MailwardenError, ValueError) as exc:
+        typer.echo(f"  (the tenant's apps could not be listed: {exc}; type the client ID)")
+        return
+    if found.error:
+        typer.echo(f"  (the tenant's apps could not be listed: {found.error}; type the client ID)")
+        return
+    offers = [(f, flow) for f in found.apps if not f.monitored and not f.evidence_only
+              and (flow := onboard.fits(spec, f.flows(), f.checks)) is not None]
+    if not offers:
+        typer.echo(f"  No unmonitored app in tenant {name} has the permissions {spec.key} needs; type the client ID.")
+        return
+    typer.echo(f"Apps in tenant {name} with the permissions {spec.key} needs, not monitored yet:")
+    for i, (f, flow) in enumerate(offers, 1):
+        users = ", ".join(u.user_principal_name or u.id or "?" for u in f.users)
+        typer.echo(f"  {i}. {f.display_name} ({f.app_id}), {flow}" + (f", consented by {users}" if users else ""))
+    choice = _ask("Which one", f"a number from 1 to {len(offers)}, or Enter to type a client ID", required=False)
+    if not choice or not choice.isdigit() or not 1 <= int(choice) <= len(offers):
+        return
+    picked, flow = offers[int(choice) - 1]
+    ans.client_id = picked.app_id
+    ans.app = ans.app or onboard.slug(picked.display_name)
+    ans.flow = ans.flow or flow
+    consented = [u.user_principal_name for u in picked.users if u.user_principal_name]
+    if flow == "delegated" and ans.account is None and len(consented) == 1:
+        ans.account = consented[0]  # the one user who consented for themselves: the account it signs in as
+        typer.echo(f"  signing-in account: {ans.account} (the user who consented)")
 
 
 def _validated(path: Path, text: str) -> config_mod.Config:

@@ -212,6 +212,16 @@ def plan(system: System, ans: Answers, existing: dict[str, Any]) -> Plan:
     return Plan(new_tenants, new_apps, integrations)
 
 
+def fits(system: System, flows: list[str], kinds_of: Any) -> str | None:
+    """The flow in which a discovered app can serve ``system`` (its permissions allow the system's protocol checks),
+    or None. ``kinds_of(flow)``: the check kinds the app's permissions allow in that flow (discover's ``checks``)."""
+    wanted = [k for k in system.checks if k in PROTOCOL_CHECKS]
+    for flow in ([system.flow] if system.flow else flows):
+        if flow in flows and all(k in kinds_of(flow)[0] for k in wanted) and (wanted or kinds_of(flow)[0]):
+            return flow
+    return None
+
+
 def _reads_signins(existing: dict[str, Any]) -> bool:
     """The consumer check judges the tenant's sign-in log: only where some tenant has a monitor app to read it."""
     signins = ((existing.get("evidence") or {}).get("signins") or {}).get("enabled")

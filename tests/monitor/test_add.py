@@ -232,3 +232,35 @@ def test_each_system_added_by_flags_checks_green_against_the_demo_tenant(demo_te
     # 1 April 2027 (M365_FACTS.md, "Platform dates")
     expected = {r["check"]: ("warn", "ews_retiring") if r["check"] == "ews" else ("ok", None) for r in rows}
     assert {r["check"]: (r["status"], r["code"]) for r in rows} == expected, rows
+
+
+def test_asked_in_a_terminal_it_offers_the_tenant_s_unmonitored_apps_that_fit(demo_tenant, tmp_path):
+    """Without --client-id (and without --no-input) add lists, through the tenant's monitor app, the apps not monitored
+    yet whose permissions fit the system (`mailwarden discover`), so nobody copies a client ID by hand."""
+    sb, tenant = demo_tenant
+    secrets = tmp_path / "secrets"
+    secrets.mkdir(mode=0o700)
+    monitor = tenant["apps"][0]
+    (secrets / "monitor.secret").write_text(monitor["secrets"][0]["value"] + "\n")
+    sinch = next(a for a in tenant["apps"] if a["display_name"] == "Sinch Contact Center mail")
+    (secrets / "sinch.secret").write_text(sinch["secrets"][0]["value"] + "\n")
+    endpoints = {k: v for k, v in sb.endpoints.items()
+                 if k in ("authority", "graph", "ews", "imap", "pop", "smtp", "ca_bundle")}
+    path = tmp_path / "mailwarden.yaml"
+    path.write_text(yaml.safe_dump({
+        "database": "sqlite:///mailwarden.db", "cloud": "custom", "endpoints": {**endpoints, "exchange": "online"},
+        "tenants": {"contoso": {"tenant_id": tenant["id"], "monitor_app": "monitor"}},
+        "apps": {"monitor": {"tenant": "contoso", "client_id": monitor["app_id"],
+                             "secret": "file:secrets/monitor.secret"}},
+        "evidence": {"signins": {"enabled": False}}}, sort_keys=False))
+    answers = "1\nfile:secrets/sinch.secret\nqueue-support@contoso-demo.onmicrosoft.com\n"
+    result = CliRunner().invoke(app, ["add", "sinch", "--config", str(path)], input=answers)
+    out = result.output
+    assert "Apps in tenant contoso with the permissions sinch needs, not monitored yet:" in out, out
+    offered = [line for line in out.splitlines() if line.startswith("  1. ") or line.startswith("  2. ")]
+    assert offered == [f"  1. Sinch Contact Center mail ({sinch['app_id']}), app"], out  # the only one that fits
+    assert "System Configurator" in out  # where Sinch keeps the secret and the mailbox, asked for next
+    assert result.exit_code == 0, out
+    cfg = config_mod.load(path)
+    assert cfg.apps[cfg.integrations[-1].app].client_id == sinch["app_id"]
+    assert sinch["secrets"][0]["value"] not in out

@@ -181,6 +181,17 @@ class Dispatcher:
         self._folded = False  # see the module's docstring: a dispatcher's first evaluation always folds
         self._released = False  # a dispatcher's first send releases the claims of its instance's gone processes
 
+    def service_health(self) -> dict[str, dict]:
+        """Tenant name -> the latest read of its Microsoft 365 service health (read with the sign-in log)."""
+        from mailwarden.monitor import service_health
+
+        out = {}
+        for name, tenant in self.config.tenants.items():
+            doc = service_health.load(self.store, tenant.tenant_id)
+            if doc is not None:
+                out[name] = doc
+        return out
+
     # -- evaluation ------------------------------------------------------------------------------
     def evaluate(self, now: datetime | None = None) -> list[AlertDelivery]:
         """Fold and route what is new; the deliveries queued."""
@@ -233,7 +244,7 @@ class Dispatcher:
         # the links decide which slots a body gets (an open request's); only the slots are stored (``fill``)
         ctx = messages.Context(self.config, {pair: messages.CheckFacts(*known)
                                              for pair, known in self.store.check_facts(pairs).items()},
-                               self.reauth_urls())
+                               self.reauth_urls(), self.service_health())
         out, done = [], []
         for r in rows:
             notice = notices[r.id]

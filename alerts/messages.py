@@ -73,6 +73,42 @@ class Context:
     config: Config
     checks: dict[tuple[str, str], CheckFacts] = field(default_factory=dict)
     reauth_urls: dict[str, str] = field(default_factory=dict)  # filled by the reauthorisation feature
+    # tenant name -> the latest read of its Microsoft 365 service health (monitor.service_health.load)
+    service_health: dict[str, dict] = field(default_factory=dict)
+
+
+def _service_health(inc: Incident, names: list[str], ctx: Context, fmt: str) -> list[str]:
+    """What Microsoft's service health said at its latest read, for a failure that can be Microsoft's (the network
+    and service codes): its open incidents on Exchange Online and Microsoft Entra, or that none was open. Nothing
+    where it was never read (no monitor app, or no ServiceHealth.Read.All: said once per tenant, not here)."""
+    from mailwarden.alerts.policy import NETWORK_CODES
+
+    if _code_of(inc) not in NETWORK_CODES:
+        return []
+    cfg = ctx.config
+    tenants = sorted({inc.tenant} - {None} | {cfg.tenant_name_of(i) for i in cfg.integrations
+                                              if i.name in names and i.app in cfg.apps})
+    lines = []
+    for tenant in tenants:
+        doc = ctx.service_health.get(tenant)
+        if not doc or not doc.get("read_at"):
+            continue
+        read = _when(doc["read_at"])
+        issues = doc.get("issues") or []
+        if not issues:
+            lines.append(inert.say(fmt, "Microsoft 365 service health (tenant {tenant}, read {read}): no open incident "
+                                   "on Exchange Online or Microsoft Entra; the cause is more likely between mailwarden "
+                                   "and Microsoft (network, DNS, proxy, TLS inspection).", tenant=tenant, read=read))
+            continue
+        for i in issues:
+            lines.append(inert.say(fmt, "Microsoft 365 service health (tenant {tenant}, read {read}): {id} "
+                                   "\"{title}\" ({service}, {status}, since {since}): Microsoft's own {kind} may be "
+                                   "the cause; its posts are in the Microsoft 365 admin center > Health > Service "
+                                   "health.", tenant=tenant, read=read, id=i.get("id"), title=i.get("title"),
+                                   service=i.get("service"), status=i.get("status"),
+                                   since=_when(i.get("since")) if i.get("since") else "unknown",
+                                   kind=i.get("classification") or "incident"))
+    return lines
 
 
 def _fmt(ctx: TemplateContext) -> str:
@@ -305,6 +341,7 @@ def _values(notice: Notice, ctx: Context, route: str, fmt: str) -> tuple[dict, s
     values = {**common, "label": label, "title": title, "diagnosis": diag, "code": code,
               "cause": cause, "items": items, "names": shown, "fix": fix, "still_to_do": still,
               "headline": headline, "affected_note": note, "tenant": inc.tenant,
+              "service_health": _service_health(inc, names, ctx, fmt) if notice.kind != "resolved" else [],
               "reauth_links": [(n, _template_slot(n, fmt)) for n, _ in reauth],
               "reauth_section": {"open": inert.SAFE[fmt](_SECTION), "end": inert.SAFE[fmt](_END)},
               "ack": f"{inc.ack_by} at {_when(inc.ack_at)}" if inc.ack_by else None, "incident_id": inc.id}

@@ -27,6 +27,7 @@ from mailwarden.checks import graph_client
 from mailwarden.checks.base import SignIn, SignInWindow, token_target
 from mailwarden.checks.network import network_code
 from mailwarden.errors import MailwardenError
+from mailwarden.monitor import service_health
 from mailwarden.monitor import signin_replies as replies
 from mailwarden.monitor.backoff import Backoff, Wait
 from mailwarden.monitor.config import Config, IntegrationConfig
@@ -221,8 +222,16 @@ class SignInEvidence:
                 if refused is not None:  # about the tenant: the rest would answer the same
                     self._settle(tenant, targets[i:], polls, refused, waits[0], rows, now)
                     break
+            await self._service_health(http, token, tid, report, now)
         await asyncio.to_thread(self.store.save_signin_polls, rows)
         self._say(tenant, polls, rows, report)
+
+    async def _service_health(self, http: Any, token: str, tenant_id: str, report: PollReport, now: datetime) -> None:
+        """Microsoft's open incidents and advisories on the services mailwarden's checks use, as the tenant's service
+        health lists them (one request per poll; ServiceHealth.Read.All), for the alerts (``service_health``)."""
+        url = f"{self.tokens.endpoints.graph.rstrip('/')}/admin/serviceAnnouncement/issues"
+        issues, refused, _complete = await self._pages(http, token, url, {"$filter": "isResolved eq false"}, report)
+        await asyncio.to_thread(service_health.save, self.store, tenant_id, issues, refused, now)
 
     def _settle(self, tenant: str, targets: list[Target], polls: dict, refused: replies.Refusal, target: str,
                 rows: list[dict[str, Any]], now: datetime) -> None:

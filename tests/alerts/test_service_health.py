@@ -1,7 +1,7 @@
-"""A Microsoft incident named in an outage alert (issue 16): the sign-in poller reads each tenant's Microsoft 365 service
-health (Graph admin/serviceAnnouncement/issues, ServiceHealth.Read.All) and keeps the open issues on Exchange Online
-and Microsoft Entra; an alert whose failure can be Microsoft's (a network or service code) names them, or says none
-was open at the last read; other failures, and tenants whose service health was never read, say nothing of it."""
+"""A Microsoft incident named in an outage alert (issue 16): the sign-in poller reads each tenant's Microsoft 365
+service health (Graph admin/serviceAnnouncement/issues, ServiceHealth.Read.All) and keeps the open issues on Exchange
+Online and Microsoft Entra; an alert whose failure can be Microsoft's (a network or service code) names them, or says
+none was open at the last read; other failures, and tenants whose service health was never read, say nothing of it."""
 
 from __future__ import annotations
 

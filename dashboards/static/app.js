@@ -6,7 +6,7 @@
 // - Theme: the "Dark theme" button switches between dark and light and remembers the choice in this browser
 //   (localStorage; theme.js applies it before the page is drawn); choosing the system's theme forgets it.
 // - Copy: a Copy button on every command block (the command is also selectable with one click without script).
-// - Filters apply as soon as one changes.
+// - Filters apply as soon as one is chosen with the pointer; with the keyboard, on "Apply" (or Enter in the search).
 (function () {
   "use strict";
   var doc = document, root = doc.documentElement;
@@ -137,7 +137,15 @@
   });
 
   // -- filters --------------------------------------------------------------------------------------------------
+  // A choice made with the pointer applies at once; one made with the keyboard (arrow keys change a closed select
+  // in Chrome) waits for "Apply" or Enter in the search box, so that going through the options does not reload the
+  // page at each (WCAG 3.2.2, on input). Without script the form is a plain GET form with its "Apply" button.
   Array.prototype.forEach.call(doc.querySelectorAll("form.filters select"), function (select) {
-    select.addEventListener("change", function () { select.form.submit(); });
+    var keyed = false;
+    select.addEventListener("keydown", function () { keyed = true; });
+    select.addEventListener("pointerdown", function () { keyed = false; });
+    select.addEventListener("change", function () {
+      if (!keyed) { select.form.submit(); }
+    });
   });
 })();

@@ -6,14 +6,14 @@ import asyncio
 from datetime import UTC, datetime
 from http import HTTPStatus
 from typing import Any
-from urllib.parse import quote
+from urllib.parse import quote, urlencode
 
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, PlainTextResponse, RedirectResponse, Response
 from starlette.routing import Route
 
-from mailwarden.monitor.web import csrf, views  # params registers the {id:id} route type
+from mailwarden.monitor.web import csrf, params, views  # params registers the {id:id} route type
 from mailwarden.monitor.web.auth import safe_next
 
 
@@ -31,23 +31,48 @@ def page_context(request: Request | None, state: Any, now: datetime, **extra: An
     return ctx
 
 
+# the overview's form, in the order its address writes them
+FILTER_KEYS = ("q", "tenant", "system", "app", "tag", "status", "group")
+MAX_SEARCH = 200  # characters of a search: more than any name, address or client id it can match
+MAX_FILTER = 200  # characters of a filter's value (a tenant, system, app or tag name)
+
+
+def overview_url(filters: dict[str, str], **changes: str) -> str:
+    """The overview's address with ``filters`` (those set) and ``changes`` (a value, or "" to drop it)."""
+    merged = {**filters, **changes}
+    query = urlencode([(k, merged[k]) for k in FILTER_KEYS if merged.get(k)])
+    return "/?" + query if query else "/"
+
+
 def overview_context(state: Any, now: datetime, *, tenant: str | None = None, tag: str | None = None,
-                     status: str | None = None, hourly: bool = True) -> dict[str, Any]:
-    """``hourly=False``: no hourly availability cells, the 24 h figure only (the report)."""
+                     status: str | None = None, hourly: bool = True, system: str | None = None,
+                     app: str | None = None, q: str | None = None, group: str | None = None,
+                     notices: list[str] | None = None) -> dict[str, Any]:
+    """``hourly=False``: no hourly availability cells, the 24 h figure only (the report). ``q``: the search;
+    ``group``: one of ``views.GROUPS``; ``notices``: what the page says about its address (a value ignored)."""
     cfg, store = state.config(), state.store()
     incidents = store.incidents("open")
-    everything = views.integrations(cfg, store, now, incidents=incidents, hourly=hourly)
-    shown = views.select_views(everything, tenant=tenant, tag=tag, status=status)
+    everything = views.integrations(cfg, store, now, incidents=incidents, hourly=hourly, fix=False)
+    shown = views.select_views(everything, tenant=tenant, tag=tag, status=status, system=system, app=app, q=q)
     creds = views.credentials(cfg, store, now, views.EXPIRY_WINDOW_DAYS)
     counts: dict[str, int] = {}
     for v in everything:
         counts[v.status] = counts.get(v.status, 0) + 1
+    apps: dict[str, str] = {}
+    for v in everything:
+        apps.setdefault(v.app, views.group_key(v, "app")[1])
+    filters = {"q": q or "", "tenant": tenant or "", "system": system or "", "app": app or "", "tag": tag or "",
+               "status": status or "", "group": group or ""}
     return {"integrations": shown, "all_count": len(everything), "counts": counts,
             "stale_count": sum(1 for v in everything if v.stale),
             "fresh": views.freshness(cfg, store, now, everything), "incidents": incidents,
             "expiring": creds, "tenants": sorted({v.tenant for v in everything}),
             "tags": sorted({t for v in everything for t in v.tags}), "statuses": views.STATUS_FILTERS,
-            "filters": {"tenant": tenant or "", "tag": tag or "", "status": status or ""}}
+            "systems": sorted({v.system for v in everything if v.system}, key=str.casefold),
+            "apps": sorted(apps.items(), key=lambda a: (a[1].casefold(), a[0])), "grouping": views.GROUPS,
+            "groups": views.groups(shown, group) if group else None, "filters": filters,
+            "filtered": any(filters[k] for k in FILTER_KEYS if k != "group"), "notices": notices or [],
+            "overview_url": overview_url, "max_search": MAX_SEARCH}
 
 
 def render(request: Request, template: str, status_code: int = 200, **ctx: Any) -> HTMLResponse:
@@ -86,12 +111,19 @@ def error_page(scope: Any, code: int, text: str, headers: dict[str, str] | None 
 
 
 async def overview(request: Request) -> Response:
+    """The overview; its address carries the search, the filters and the grouping (a GET form, so it works without
+    script and every view can be bookmarked). A search or a value out of shape (too long, a control character) is
+    a 400 saying why; an unknown status or grouping is ignored, and the page says so."""
     state, q = request.app.state.web, request.query_params
-    status = q.get("status") or None
-    if status and status not in views.STATUS_FILTERS:
-        status = None
-    ctx = await asyncio.to_thread(overview_context, state, datetime.now(UTC), tenant=q.get("tenant") or None,
-                                  tag=q.get("tag") or None, status=status)
+    notices: list[str] = []
+    status, said = params.choice(q.get("status"), views.STATUS_FILTERS, what="status")
+    notices += [said] if said else []
+    group, said = params.choice(q.get("group"), views.GROUPS, what="grouping")
+    notices += [said] if said else []
+    search = params.text(q.get("q"), max_len=MAX_SEARCH, what="the search (q)")
+    values = {k: params.text(q.get(k), max_len=MAX_FILTER, what=k) or None for k in ("tenant", "system", "app", "tag")}
+    ctx = await asyncio.to_thread(overview_context, state, datetime.now(UTC), status=status, q=search or None,
+                                  group=group, notices=notices, **values)
     return render(request, "overview.html", **ctx)
 
 

@@ -89,6 +89,34 @@ def check_chips(checks: list[CheckView]) -> Markup:
     return Markup(" ".join(_check_chip(c.check, c.status, c.title) for c in checks))  # noqa: S704 - escaped
 
 
+@lru_cache(maxsize=4096)
+def _day_runs(classes: tuple[str, ...]) -> str:
+    """One ``<rect>`` per run of equal cells, filled with that class' bars (the patterns ``h-up``, ``h-part``,
+    ``h-down``, ``h-none`` that _overview.html defines once): a day all up is one rect."""
+    out, start = [], 0
+    for i in range(1, len(classes) + 1):
+        if i == len(classes) or classes[i] != classes[start]:
+            x = f' x="{start * 4}"' if start else ""
+            out.append(f'<rect{x} width="{(i - start) * 4}" height="16" fill="url(#h-{classes[start]})"/>')
+            start = i
+    return "".join(out)
+
+
+def day_cells(starts: list[datetime], flat: list[int]) -> Markup:
+    """The overview's 24 hourly availability cells (``svg.strip``'s bars, tooltip and name) in a few hundred bytes
+    whatever the day was: runs of equal hours as one rect with a pattern fill, instead of a sub-path per cell (about
+    900 bytes, half of each row's bytes at 1,000 integrations, bench/overview.py)."""
+    cells = list(zip(starts, flat[0::2], flat[1::2], strict=True))
+    classes = tuple(svg._cls(up, total) for _, up, total in cells)
+    bad = [f"{t.hour:02d}:{t.minute:02d}" for (t, _, _), c in zip(cells, classes, strict=True) if c in ("part", "down")]
+    empty = classes.count("none")
+    tip = "availability, last 24 hours (UTC): " + (f"not fully up at {', '.join(bad)}" if bad else "no failure")
+    if empty:
+        tip += f"; {empty} of {len(cells)} without data"
+    return Markup(f'<svg class="day" viewBox="0 0 96 16" role="img"><title>{tip}</title>'  # noqa: S704 - no text from outside
+                  f'{_day_runs(classes)}</svg>')
+
+
 def when(t: datetime | None, now: datetime, static: bool = False) -> Markup:
     """``<time>``: how long ago (or "never"), the exact UTC time in the tooltip; ``static`` (the report, read
     later than it was written): the exact UTC time itself."""
@@ -236,6 +264,11 @@ class IntegrationView:
     cells_24h: list[int] = field(default_factory=list)  # available and known ms of each of those hours, flattened
     incidents: list[int] = field(default_factory=list)
     stale: bool = False  # a check's newest result is older than twice the integration's interval
+    # from the config, for the overview's search (not in the API's JSON): the signing-in account (delegated), the
+    # app's name in Entra ID and its client id
+    account: str | None = None
+    app_title: str | None = None
+    client_id: str | None = None
 
     @property
     def hours_24h(self) -> list[tuple[datetime, int, int]]:
@@ -269,11 +302,13 @@ def _intervals(cfg: Config) -> dict[str, float]:
 def integrations(cfg: Config, store: Any, now: datetime, *, tenant: str | None = None, tag: str | None = None,
                  status: str | None = None, name: str | None = None, incidents: list[Any] | None = None,
                  hourly: bool = True, windows: tuple[str, ...] = ("24h",),
-                 deprecated_uptime: bool = False) -> list[IntegrationView]:
+                 deprecated_uptime: bool = False, fix: bool = True) -> list[IntegrationView]:
     """Every integration (or the one called ``name``), worst first (then by name), with the filters applied.
     ``incidents``: the open incidents, when the caller has read them already. ``hourly``: the 24 hourly
     availability cells (the overview's strip; the 24 h figure is then their sum); ``windows``: the availability
-    figures to read ("24h", "7d", "30d"); ``deprecated_uptime``: the API's ``uptime_24h`` too."""
+    figures to read ("24h", "7d", "30d"); ``deprecated_uptime``: the API's ``uptime_24h`` too; ``fix``: the first fix
+    step of each failing one (``fix_first``: the API's; the overview's rows name the diagnosis instead, and rendering
+    the failing rows' fix steps was a third of this function's time at 1,000 integrations, bench/overview.py)."""
     only = name
     now = now.astimezone(UTC)  # the stores' tzinfo: comparisons below take the fast path
     states: dict[str, dict[str, Any]] = defaultdict(dict)
@@ -309,6 +344,7 @@ def integrations(cfg: Config, store: Any, now: datetime, *, tenant: str | None =
     intervals = _intervals(cfg)
     default_interval = float(cfg.defaults.interval)
     none = [(0, 0)] * len(summed)
+    configured = {i.name: i for i in cfg.integrations}
     out = []
     for row in store.integration_rows(only):
         checks = []
@@ -323,10 +359,15 @@ def integrations(cfg: Config, store: Any, now: datetime, *, tenant: str | None =
                                     st.last_ok_at if st is not None else None))
         view = IntegrationView(row.name, row.tenant, row.app, row.system, row.flow, row.mailbox, list(row.tags or []),
                                bool(row.paused), checks, incidents=sorted(open_by.get(row.name, [])))
+        integ = configured.get(row.name)
+        if integ is not None:
+            app = cfg.apps.get(integ.app)
+            view.account = integ.account
+            view.app_title, view.client_id = (app.display_name, app.client_id) if app is not None else (None, None)
         if checks:
             view.headline = min(checks, key=lambda c: RANK.get(c.status, 4))
             view.status = view.headline.status
-        if view.headline and view.status not in ("ok", "pending", "paused"):
+        if fix and view.headline and view.status not in ("ok", "pending", "paused"):
             steps = diagnoses.render_fix(view.headline.code or "unclassified", **_integ_facts(cfg, row.name))
             view.fix_first = steps[0] if steps else None
         if not view.paused:
@@ -349,11 +390,73 @@ def integrations(cfg: Config, store: Any, now: datetime, *, tenant: str | None =
 
 
 def select_views(items: list[IntegrationView], *, tenant: str | None = None, tag: str | None = None,
-                 status: str | None = None) -> list[IntegrationView]:
-    """The overview's filters, on views already built."""
+                 status: str | None = None, system: str | None = None, app: str | None = None,
+                 q: str | None = None) -> list[IntegrationView]:
+    """The overview's filters, on views already built; ``q``: the search (``matches``)."""
+    needle = q.casefold() if q else None
     return [v for v in items if (not tenant or v.tenant == tenant) and (not tag or tag in v.tags)
+            and (not system or (v.system or "") == system) and (not app or v.app == app)
             and (not status or v.status == status or (status == "stale" and v.stale)
-                 or (status == "problem" and v.status not in ("ok", "paused")))]
+                 or (status == "problem" and v.status not in ("ok", "paused")))
+            and (needle is None or needle in haystack(v))]
+
+
+def haystack(v: IntegrationView) -> str:
+    """What the overview's search looks in, case-folded, one field a line (a search never spans two): the
+    integration's name, mailbox, signing-in account, app (its name in the config, in Entra ID, its client id),
+    consuming system, and the diagnosis (code and title) of each of its checks that has one. The fields are joined
+    by NUL, which no search holds (``params.text`` refuses control characters)."""
+    fields = [v.name, v.mailbox, v.account, v.app, v.app_title, v.client_id, v.system]
+    for c in v.checks:
+        fields += (c.code, c.title)
+    return "\0".join(f for f in fields if f).casefold()
+
+
+# the overview's groupings: what each groups by, as a key and the heading the people read
+GROUPS = ("tenant", "system", "app", "status")
+COUNT_ORDER = ("fail", "error", "blocked", "warn", "ok", "paused", "pending")
+
+
+def group_key(v: IntegrationView, by: str) -> tuple[str, str]:
+    """(key, heading) of ``v``'s group: the value its filter takes, and how the heading names it."""
+    if by == "tenant":
+        return v.tenant, v.tenant
+    if by == "system":
+        return v.system or "", v.system or "no system named"
+    if by == "app":
+        return v.app, f"{v.app_title} ({v.app})" if v.app_title and v.app_title != v.app else v.app
+    return v.status, LABEL.get(v.status, v.status)
+
+
+@dataclass(slots=True)
+class Group:
+    key: str
+    heading: str
+    rows: list[IntegrationView]
+    counts: dict[str, int]  # per status (COUNT_ORDER), only those present
+    stale: int
+
+
+def groups(items: list[IntegrationView], by: str) -> list[Group]:
+    """``items`` (worst first) in groups by ``by`` (GROUPS), the worst group first: by its worst status, then by
+    how many integrations it has in each status from fail down, then by its heading. Rows keep their order."""
+    found: dict[str, Group] = {}
+    for v in items:
+        key, heading = group_key(v, by)
+        g = found.get(key)
+        if g is None:
+            g = found[key] = Group(key, heading, [], {}, 0)
+        g.rows.append(v)
+        g.counts[v.status] = g.counts.get(v.status, 0) + 1
+        g.stale += v.stale
+    for g in found.values():
+        g.counts = {s: g.counts[s] for s in COUNT_ORDER if s in g.counts}
+
+    def worst(g: Group) -> tuple[Any, ...]:
+        return (min(RANK.get(s, 4) for s in g.counts), *(-g.counts.get(s, 0) for s in COUNT_ORDER[:4]),
+                -g.stale, g.heading.casefold(), g.key)
+
+    return sorted(found.values(), key=worst)
 
 
 def freshness(cfg: Config, store: Any, now: datetime, items: list[IntegrationView] | None = None) -> dict[str, Any]:

@@ -5,7 +5,8 @@ The app only reads the store, except the people's actions (re-run a check throug
 Monitor's runner, acknowledge, snooze through the alerts layer's store methods).
 
 The middleware, outermost first: ``Headers`` (security headers on every answer, errors included; one log line;
-an unexpected exception becomes a plain 500, never a traceback), ``ClientAddress`` (the client behind a trusted
+an unexpected exception becomes a plain 500, never a traceback), ``Compress`` (gzip, not for /reauth and /auth),
+``ClientAddress`` (the client behind a trusted
 proxy), ``HostGuard`` (the Host allow-list, DNS rebinding), ``BodyLimit`` (64 KiB, counted while reading),
 Starlette's sessions, and ``Gate`` (who is signed in; sessions checked and ended on the server).
 """
@@ -25,6 +26,7 @@ from jinja2 import Environment, PackageLoader, select_autoescape
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.middleware import Middleware
+from starlette.middleware.gzip import GZipMiddleware
 from starlette.middleware.sessions import SessionMiddleware
 from starlette.middleware.trustedhost import TrustedHostMiddleware
 from starlette.requests import Request
@@ -156,6 +158,26 @@ class ClientAddress:
         client = scope.get("client")
         scope[PEER] = client[0] if client else ""
         await self.proxied(scope, receive, send)
+
+
+class Compress:
+    """gzip for the pages, the API and /metrics (the overview of 1,000 integrations is about 1.4 MB of HTML, some
+    60 KB compressed: bench/overview.py), with Starlette's GZipMiddleware for a client that accepts it. Never for
+    /reauth and /auth, whose answers carry a link token or a sign-in code beside what the address asked for (the
+    reflected text a compression attack needs); the pages' CSRF token is masked afresh in every answer
+    (``csrf.token``)."""
+
+    SKIP = ("/reauth", "/auth/")
+
+    def __init__(self, app: ASGIApp, *, minimum_size: int = 1024):
+        self.app = app
+        self.gzip = GZipMiddleware(app, minimum_size=minimum_size)
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or scope["path"].startswith(self.SKIP):
+            await self.app(scope, receive, send)
+            return
+        await self.gzip(scope, receive, send)
 
 
 class HostGuard:
@@ -337,6 +359,7 @@ def create_app(config: Callable[[], Config] | Config, store: Callable[[], Any] |
               Mount("/static", StaticFiles(directory=STATIC_DIR), name="static")]
     # Outermost first: every answer (refusals and errors included) gets the security headers and a log line.
     middleware = [Middleware(Headers, https=https),
+                  Middleware(Compress),
                   Middleware(ClientAddress, trusted=state.access.proxies.entries),
                   Middleware(HostGuard, allowed=hosts),
                   Middleware(BodyLimit, limit=csrf.MAX_BODY),

@@ -14,6 +14,7 @@ address sends its own name as Host and Origin: ``monitor.web.app`` refuses such 
 
 from __future__ import annotations
 
+import base64
 import functools
 import hmac
 import ipaddress
@@ -35,10 +36,35 @@ LOOPBACK = ("127.0.0.1", "localhost", "[::1]")
 
 
 def token(request: Request) -> str:
+    """The token a page carries: the session's secret under a fresh random mask, so that no two answers hold the same
+    bytes (pages are compressed and echo what the address asked for: a fixed secret beside reflected text is what a
+    BREACH-style attack reads back from compressed sizes)."""
     tok = request.session.get("csrf")
     if not tok:
         tok = request.session["csrf"] = secrets.token_urlsafe(24)
-    return tok
+    raw = tok.encode()
+    mask = secrets.token_bytes(len(raw))
+    return base64.urlsafe_b64encode(mask + bytes(a ^ b for a, b in zip(mask, raw, strict=True))).decode().rstrip("=")
+
+
+def _unmasked(given: str) -> bytes:
+    """The secret a masked token carries (b"" when it is not one)."""
+    try:
+        blob = base64.urlsafe_b64decode(given + "=" * (-len(given) % 4))
+    except (ValueError, TypeError):
+        return b""
+    half = len(blob) // 2
+    if not blob or len(blob) % 2:
+        return b""
+    return bytes(a ^ b for a, b in zip(blob[:half], blob[half:], strict=True))
+
+
+def matches(expected: str | None, given: str) -> bool:
+    """Whether ``given`` (a page's masked token, or the session's secret itself) is the session's token."""
+    if not expected:
+        return False
+    want = str(expected).encode()
+    return hmac.compare_digest(want, _unmasked(given)) or hmac.compare_digest(want, given.encode("utf-8", "replace"))
 
 
 async def read_form(request: Request) -> dict[str, str]:
@@ -109,7 +135,7 @@ def protected(handler: Callable[[Request, dict[str, str]], Awaitable[Response]])
         form = await read_form(request)
         expected = request.session.get("csrf")
         given = form.get(FIELD) or request.headers.get(HEADER) or ""
-        if not expected or not hmac.compare_digest(str(expected).encode(), given.encode("utf-8", "replace")):
+        if not matches(expected, given):
             raise HTTPException(403, "missing or wrong CSRF token: reload the page and try again")
         allowed = getattr(request.app.state, "allowed_hosts", None) or allowed_hosts(request.app.state.web.web)
         if not origin_allowed(request.headers.get("origin"), allowed):

@@ -313,8 +313,8 @@ def test_fix_step_commands_have_a_copy_button_and_read_without_script(browser, s
         button = target.locator("button.copy")
         assert button.get_attribute("aria-describedby") == target.locator("code").get_attribute("id")
         button.click()
-        page.wait_for_function("[...document.querySelectorAll('.cmd button.copy')]"
-                               ".some(b => b.textContent === 'Copied')")
+        # a locator wait, not wait_for_function: its polling evaluates a string, which the page's CSP refuses
+        page.locator(".cmd button.copy", has_text="Copied").first.wait_for()
         assert page.evaluate("navigator.clipboard.readText()") == target.locator("code").inner_text()
         assert errors == [], errors
     finally:

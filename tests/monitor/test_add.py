@@ -178,17 +178,10 @@ def demo_tenant(tmp_path_factory):
         yield sb, yaml.safe_load(DEMO.read_text())["tenants"][0]
 
 
-@pytest.mark.parametrize("system,app_id,mailbox,account,password", FIVE, ids=[f[0] for f in FIVE])
-def test_each_system_added_by_flags_checks_green_against_the_demo_tenant(demo_tenant, tmp_path, system, app_id,
-                                                                         mailbox, account, password):
-    sb, tenant = demo_tenant
+def _monitor_only_config(sb, tenant: dict, tmp_path: Path) -> Path:
+    """A config with the demo tenant and its monitor app only (its secret in secrets/monitor.secret, 0600)."""
     secrets = tmp_path / "secrets"
-    secrets.mkdir(mode=0o700)
-    # a fresh secret (the demo's Agiloft and enaio secrets are nearly or already expired, on purpose)
-    added = sb.control.add_secret(app_id, display_name="added by the test", end="+400d")
-    secret_file = secrets / f"{system}.secret"
-    secret_file.write_text(added["value"] + "\n")
-    os.chmod(secret_file, 0o600)
+    secrets.mkdir(mode=0o700, exist_ok=True)
     monitor = tenant["apps"][0]
     (secrets / "monitor.secret").write_text(monitor["secrets"][0]["value"] + "\n")
     os.chmod(secrets / "monitor.secret", 0o600)
@@ -200,8 +193,20 @@ def test_each_system_added_by_flags_checks_green_against_the_demo_tenant(demo_te
         "tenants": {"contoso": {"tenant_id": tenant["id"], "monitor_app": "monitor"}},
         "apps": {"monitor": {"tenant": "contoso", "client_id": monitor["app_id"],
                              "secret": "file:secrets/monitor.secret"}},
-        "evidence": {"signins": {"enabled": False}},
-    }, sort_keys=False))
+        "evidence": {"signins": {"enabled": False}}}, sort_keys=False))
+    return path
+
+
+@pytest.mark.parametrize("system,app_id,mailbox,account,password", FIVE, ids=[f[0] for f in FIVE])
+def test_each_system_added_by_flags_checks_green_against_the_demo_tenant(demo_tenant, tmp_path, system, app_id,
+                                                                         mailbox, account, password):
+    sb, tenant = demo_tenant
+    path = _monitor_only_config(sb, tenant, tmp_path)
+    # a fresh secret (the demo's Agiloft and enaio secrets are nearly or already expired, on purpose)
+    added = sb.control.add_secret(app_id, display_name="added by the test", end="+400d")
+    secret_file = tmp_path / "secrets" / f"{system}.secret"
+    secret_file.write_text(added["value"] + "\n")
+    os.chmod(secret_file, 0o600)
     flags = ["add", system, "--config", str(path), "--no-input", "--client-id", app_id,
              "--secret", f"file:secrets/{system}.secret", "--mailbox", mailbox]
     if account:
@@ -238,21 +243,9 @@ def test_asked_in_a_terminal_it_offers_the_tenant_s_unmonitored_apps_that_fit(de
     """Without --client-id (and without --no-input) add lists, through the tenant's monitor app, the apps not monitored
     yet whose permissions fit the system (`mailwarden discover`), so nobody copies a client ID by hand."""
     sb, tenant = demo_tenant
-    secrets = tmp_path / "secrets"
-    secrets.mkdir(mode=0o700)
-    monitor = tenant["apps"][0]
-    (secrets / "monitor.secret").write_text(monitor["secrets"][0]["value"] + "\n")
+    path = _monitor_only_config(sb, tenant, tmp_path)
     sinch = next(a for a in tenant["apps"] if a["display_name"] == "Sinch Contact Center mail")
-    (secrets / "sinch.secret").write_text(sinch["secrets"][0]["value"] + "\n")
-    endpoints = {k: v for k, v in sb.endpoints.items()
-                 if k in ("authority", "graph", "ews", "imap", "pop", "smtp", "ca_bundle")}
-    path = tmp_path / "mailwarden.yaml"
-    path.write_text(yaml.safe_dump({
-        "database": "sqlite:///mailwarden.db", "cloud": "custom", "endpoints": {**endpoints, "exchange": "online"},
-        "tenants": {"contoso": {"tenant_id": tenant["id"], "monitor_app": "monitor"}},
-        "apps": {"monitor": {"tenant": "contoso", "client_id": monitor["app_id"],
-                             "secret": "file:secrets/monitor.secret"}},
-        "evidence": {"signins": {"enabled": False}}}, sort_keys=False))
+    (tmp_path / "secrets" / "sinch.secret").write_text(sinch["secrets"][0]["value"] + "\n")
     answers = "1\nfile:secrets/sinch.secret\nqueue-support@contoso-demo.onmicrosoft.com\n"
     result = CliRunner().invoke(app, ["add", "sinch", "--config", str(path)], input=answers)
     out = result.output

@@ -222,15 +222,17 @@ class SignInEvidence:
                 if refused is not None:  # about the tenant: the rest would answer the same
                     self._settle(tenant, targets[i:], polls, refused, waits[0], rows, now)
                     break
-            await self._service_health(http, token, tid, report, now)
+            await self._service_health(http, token, tid, now)
         await asyncio.to_thread(self.store.save_signin_polls, rows)
         self._say(tenant, polls, rows, report)
 
-    async def _service_health(self, http: Any, token: str, tenant_id: str, report: PollReport, now: datetime) -> None:
+    async def _service_health(self, http: Any, token: str, tenant_id: str, now: datetime) -> None:
         """Microsoft's open incidents and advisories on the services mailwarden's checks use, as the tenant's service
-        health lists them (one request per poll; ServiceHealth.Read.All), for the alerts (``service_health``)."""
+        health lists them (one request per poll, not counted with the sign-in log's; ServiceHealth.Read.All), for the
+        alerts (``service_health``)."""
         url = f"{self.tokens.endpoints.graph.rstrip('/')}/admin/serviceAnnouncement/issues"
-        issues, refused, _complete = await self._pages(http, token, url, {"$filter": "isResolved eq false"}, report)
+        issues, refused, _complete = await self._pages(http, token, url, {"$filter": "isResolved eq false"},
+                                                       PollReport())
         await asyncio.to_thread(service_health.save, self.store, tenant_id, issues, refused, now)
 
     def _settle(self, tenant: str, targets: list[Target], polls: dict, refused: replies.Refusal, target: str,

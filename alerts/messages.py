@@ -96,9 +96,10 @@ def _service_health(inc: Incident, names: list[str], ctx: Context, fmt: str) -> 
         read = _when(doc["read_at"])
         issues = doc.get("issues") or []
         if not issues:
-            lines.append(inert.say(fmt, "Microsoft 365 service health (tenant {tenant}, read {read}): no open incident "
-                                   "on Exchange Online or Microsoft Entra; the cause is more likely between mailwarden "
-                                   "and Microsoft (network, DNS, proxy, TLS inspection).", tenant=tenant, read=read))
+            lines.append(inert.say(fmt, "Microsoft 365 service health (tenant {tenant}, read {read}) listed no open "
+                                   "incident on Exchange Online or Microsoft Entra (Microsoft may post one later); "
+                                   "look first between mailwarden and Microsoft (network, DNS, proxy, TLS "
+                                   "inspection).", tenant=tenant, read=read))
             continue
         for i in issues:
             lines.append(inert.say(fmt, "Microsoft 365 service health (tenant {tenant}, read {read}): {id} "

@@ -192,6 +192,12 @@ class Dispatcher:
                 out[name] = doc
         return out
 
+    def directory_audits(self, incidents: Iterable[Incident]) -> dict[int, list]:
+        """Incident id -> the stored directory changes that explain its failures (read with the sign-in log)."""
+        from mailwarden.monitor import audits
+
+        return audits.incident_evidence(self.store, self.config, incidents)
+
     # -- evaluation ------------------------------------------------------------------------------
     def evaluate(self, now: datetime | None = None) -> list[AlertDelivery]:
         """Fold and route what is new; the deliveries queued."""
@@ -244,7 +250,9 @@ class Dispatcher:
         # the links decide which slots a body gets (an open request's); only the slots are stored (``fill``)
         ctx = messages.Context(self.config, {pair: messages.CheckFacts(*known)
                                              for pair, known in self.store.check_facts(pairs).items()},
-                               self.reauth_urls(), self.service_health())
+                               self.reauth_urls(), self.service_health(),
+                               self.directory_audits({id(n.incident): n.incident for n in notices.values()
+                                                      if n is not None and n.incident is not None}.values()))
         out, done = [], []
         for r in rows:
             notice = notices[r.id]

@@ -75,6 +75,17 @@ class Context:
     reauth_urls: dict[str, str] = field(default_factory=dict)  # filled by the reauthorisation feature
     # tenant name -> the latest read of its Microsoft 365 service health (monitor.service_health.load)
     service_health: dict[str, dict] = field(default_factory=dict)
+    # incident id -> (integration, directory change) that explain its failures (monitor.audits.incident_evidence)
+    directory_audits: dict[int, list] = field(default_factory=dict)
+
+
+def _directory_audits(inc: Incident, ctx: Context, fmt: str) -> list[str]:
+    """Who changed what in the directory, and when, where a stored directory audit event explains the failure: the
+    event as the directory wrote it (its text is outside text). Nothing where none matched, or none could be read."""
+    return [inert.say(fmt, "Directory audit: {what} by {who} at {at} (tenant {tenant}, \"{activity}\", app of "
+                      "{integration}).", what=e.what(), who=e.who(), at=_when(e.at), tenant=e.tenant,
+                      activity=e.activity, integration=inert.config_text(name, fmt))
+            for name, e in ctx.directory_audits.get(inc.id or 0, [])]
 
 
 def _service_health(inc: Incident, names: list[str], ctx: Context, fmt: str) -> list[str]:
@@ -343,6 +354,7 @@ def _values(notice: Notice, ctx: Context, route: str, fmt: str) -> tuple[dict, s
               "cause": cause, "items": items, "names": shown, "fix": fix, "still_to_do": still,
               "headline": headline, "affected_note": note, "tenant": inc.tenant,
               "service_health": _service_health(inc, names, ctx, fmt) if notice.kind != "resolved" else [],
+              "directory_audits": _directory_audits(inc, ctx, fmt) if notice.kind != "resolved" else [],
               "reauth_links": [(n, _template_slot(n, fmt)) for n, _ in reauth],
               "reauth_section": {"open": inert.SAFE[fmt](_SECTION), "end": inert.SAFE[fmt](_END)},
               "ack": f"{inc.ack_by} at {_when(inc.ack_at)}" if inc.ack_by else None, "incident_id": inc.id}

@@ -81,6 +81,7 @@ async def polls(cfg: config_mod.Config, n: int, before: Callable[[], int]) -> tu
             cpu, wall = time.process_time(), time.perf_counter()
             got = await rt.signins.poll()
             row = {"poll": i + 1, "requests": got.requests, "read": got.read, "stored": got.stored,
+                   "audit_requests": got.audit_requests, "audits_read": got.audits_read,
                    "cpu_s": round(time.process_time() - cpu, 3), "wall_s": round(time.perf_counter() - wall, 3),
                    "states": sorted(set(got.states.values()))}
             say(f"poll {i + 1}: {row}")
@@ -117,6 +118,8 @@ def main(argv: list[str] | None = None) -> int:
         "seeded_signins": seeded, "polls": measured,
         "requests_per_poll": measured[-1]["requests"],
         "requests_per_tenant_per_poll": round(measured[-1]["requests"] / max(tenants, 1), 2),
+        # the directory audit log (monitor.audits): one read per tenant, counted apart from the sign-in log's
+        "audit_requests_per_poll": measured[-1]["audit_requests"],
         "cpu_s_per_poll_first": measured[0]["cpu_s"],
         "cpu_s_per_poll_steady": round(sum(p["cpu_s"] for p in steady) / len(steady), 3),
         "graph": "the sandbox (its own process), Graph beta auditLogs/signIns over HTTPS",
@@ -125,7 +128,8 @@ def main(argv: list[str] | None = None) -> int:
     }
     print(json.dumps(doc, indent=2))
     print(f"\n{doc['integrations']} integrations in {tenants} tenants: {doc['requests_per_poll']} sign-in requests "
-          f"per poll ({doc['requests_per_tenant_per_poll']} per tenant: one per event type and app), CPU "
+          f"per poll ({doc['requests_per_tenant_per_poll']} per tenant: one per event type and app) and "
+          f"{doc['audit_requests_per_poll']} directory audit requests, CPU "
           f"{doc['cpu_s_per_poll_first']} s (poll storing {seeded} new sign-ins) / {doc['cpu_s_per_poll_steady']} s "
           f"(steady: re-reading them in the overlap) per "
           f"poll; machine speed reference (CPU ms, lower is faster; start -> end): TLS context "

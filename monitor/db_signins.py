@@ -20,7 +20,7 @@ from sqlmodel import col, select
 
 from mailwarden.checks.replies import TokenRequest
 from mailwarden.errors import StorageError
-from mailwarden.monitor.models import OwnTokenRequest, ReauthWindow, SignInPoll, SignInRecord
+from mailwarden.monitor.models import DirectoryAuditRecord, OwnTokenRequest, ReauthWindow, SignInPoll, SignInRecord
 
 if TYPE_CHECKING:  # pragma: no cover
     from mailwarden.monitor.db import Store
@@ -33,6 +33,7 @@ WINDOW_MARGIN = timedelta(minutes=2)  # Entra's clock against ours, around a rea
 USER_EVENTS = ("interactiveUser", "nonInteractiveUser")
 _CHUNK = 500  # ids per IN (...) list
 _OWN, _SIGNINS, _WINDOWS = OwnTokenRequest.__table__, SignInRecord.__table__, ReauthWindow.__table__
+_AUDITS = DirectoryAuditRecord.__table__
 
 
 def _chunks(items: Sequence[Any], size: int = _CHUNK) -> Iterable[Sequence[Any]]:
@@ -165,6 +166,42 @@ class SignInStore:
         with self._session() as s:
             return list(s.exec(stmt))
 
+    # -- directory audits (monitor.audits) ------------------------------------------------------------
+    def save_directory_audits(self, rows: Sequence[dict[str, Any]]) -> int:
+        """Insert the directory audit events not stored yet (by event id: a poll re-reads its overlap); how many
+        were new."""
+        if not rows:
+            return 0
+        new = 0
+        with self._connection(write=True) as conn:
+            for chunk in _chunks(list(rows)):
+                new += len(conn.execute(self._insert()(DirectoryAuditRecord).values(list(chunk))
+                                        .on_conflict_do_nothing(index_elements=["audit_id"])
+                                        .returning(_AUDITS.c.id)).all())
+        return new
+
+    def stored_audit_ids(self, ids: Iterable[str]) -> set[str]:
+        """Which of these directory audit event ids are stored already."""
+        return self._present(_AUDITS.c.audit_id, ids)
+
+    def directory_audits_of(self, tenant_ids: Sequence[str], app_id: str, changes: Sequence[str] | None = None,
+                            since: datetime | None = None, until: datetime | None = None,
+                            limit: int = 100) -> list[DirectoryAuditRecord]:
+        """An app's stored directory changes in these tenants (of ``changes``, between ``since`` and ``until``),
+        newest first."""
+        tenants = [t.lower() for t in tenant_ids]
+        stmt = select(DirectoryAuditRecord).where(col(DirectoryAuditRecord.tenant_id).in_(tenants),
+                                                  DirectoryAuditRecord.app_id == app_id.lower())
+        if changes is not None:
+            stmt = stmt.where(col(DirectoryAuditRecord.change).in_(list(changes)))
+        if since is not None:
+            stmt = stmt.where(DirectoryAuditRecord.activity_at >= since)
+        if until is not None:
+            stmt = stmt.where(DirectoryAuditRecord.activity_at <= until)
+        stmt = stmt.order_by(col(DirectoryAuditRecord.activity_at).desc(), col(DirectoryAuditRecord.id).desc())
+        with self._session() as s:
+            return list(s.exec(stmt.limit(limit)))
+
     # -- poll states ---------------------------------------------------------------------------------
     def signin_polls(self, tenant_id: str | None = None) -> dict[tuple[str, str, str], SignInPoll]:
         """(tenant id, event type, app id) -> where reading it stands."""
@@ -197,9 +234,10 @@ class SignInStore:
         with self._connection(write=True) as conn:
             events = conn.execute(delete(_SIGNINS).where(_SIGNINS.c.created_at < oldest)).rowcount or 0
             windows = conn.execute(delete(_WINDOWS).where(_WINDOWS.c.ends_at < oldest)).rowcount or 0
+            audits = conn.execute(delete(_AUDITS).where(_AUDITS.c.activity_at < oldest)).rowcount or 0
             polls = SignInPoll.__table__
             conn.execute(update(polls).where(polls.c.covered_from < oldest).values(covered_from=oldest))
-        return {"own_requests": own, "signins": events, "windows": windows}
+        return {"own_requests": own, "signins": events, "windows": windows, "directory_audits": audits}
 
     def count_signins(self, **where: Any) -> int:
         stmt = select(func.count()).select_from(SignInRecord)

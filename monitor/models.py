@@ -498,8 +498,37 @@ class SignInPoll(SQLModel, table=True):
     read_until: datetime | None = _ts(nullable=True, default=None)
 
 
+class DirectoryAuditRecord(SQLModel, table=True):
+    """One directory change to a monitored app read from Entra ID's directory audit log (Graph
+    ``auditLogs/directoryAudits``; ``monitor.audits``): consent granted or removed, a secret or certificate added or
+    removed, the service principal disabled, owners changed. ``target`` is the object the event names (``application``:
+    the registration in the app's home tenant; ``service_principal``: the enterprise app in this tenant); ``change``
+    what it did (``monitor.audits.CHANGES``). Outside text (``subject``, the initiator) is cut to its column's limit.
+    Kept ``evidence.signins.keep``, as sign-ins are."""
+
+    __tablename__ = "directory_audits"
+    __table_args__ = (UniqueConstraint("audit_id", name="uq_directory_audits_audit_id"),
+                      Index("ix_directory_audits_app_at", "app_id", "activity_at"),
+                      Index("ix_directory_audits_activity_at", "activity_at"))
+
+    id: int | None = Field(default=None, primary_key=True)
+    audit_id: str  # the event's id
+    tenant_id: str  # lower case
+    app_id: str  # the monitored app's client id, lower case
+    target: str  # application | service_principal
+    change: str  # monitor.audits.CHANGES
+    activity: str  # activityDisplayName, as Entra wrote it
+    activity_at: datetime = _ts()
+    subject: str | None = None  # what was removed or added: a permission, a credential, an owner, a user
+    initiator_upn: str | None = None  # a user who made the change
+    initiator_name: str | None = None  # the user's or the app's display name
+    initiator_app_id: str | None = None  # an app (service principal) that made the change
+    read_at: datetime = _ts()
+
+
 MODELS: tuple[type[SQLModel], ...] = (Integration, Credential, CheckResult, CheckState, Transition,
                                       TokenCache, Meta, Incident, AlertDelivery, Notification, CheckRollup,
                                       IntegrationRollup, ExpiryReminder, Rotation, RotationEvent, ReauthRequest,
-                                      ReauthAttempt, OwnTokenRequest, ReauthWindow, SignInRecord, SignInPoll)
+                                      ReauthAttempt, OwnTokenRequest, ReauthWindow, SignInRecord, SignInPoll,
+                                      DirectoryAuditRecord)
 TABLE_NAMES: tuple[str, ...] = tuple(m.__tablename__ for m in MODELS)  # type: ignore[misc]

@@ -27,7 +27,7 @@ from mailwarden.checks import graph_client
 from mailwarden.checks.base import SignIn, SignInWindow, token_target
 from mailwarden.checks.network import network_code
 from mailwarden.errors import MailwardenError
-from mailwarden.monitor import service_health
+from mailwarden.monitor import audits, service_health
 from mailwarden.monitor import signin_replies as replies
 from mailwarden.monitor.backoff import Backoff, Wait
 from mailwarden.monitor.config import Config, IntegrationConfig
@@ -71,6 +71,10 @@ class PollReport:
     read: int = 0
     stored: int = 0
     states: dict[str, str] = field(default_factory=dict)
+    # the directory audit log's part (monitor.audits), counted apart from the sign-in log's
+    audit_requests: int = 0
+    audits_read: int = 0
+    audits_stored: int = 0
 
 
 class SignInEvidence:
@@ -223,6 +227,7 @@ class SignInEvidence:
                     self._settle(tenant, targets[i:], polls, refused, waits[0], rows, now)
                     break
             await self._service_health(http, token, tid, now)
+            await self._directory_audits(http, token, tenant, tid, now, report)
         await asyncio.to_thread(self.store.save_signin_polls, rows)
         self._say(tenant, polls, rows, report)
 
@@ -234,6 +239,86 @@ class SignInEvidence:
         issues, refused, _complete = await self._pages(http, token, url, {"$filter": "isResolved eq false"},
                                                        PollReport())
         await asyncio.to_thread(service_health.save, self.store, tenant_id, issues, refused, now)
+
+    async def _directory_audits(self, http: Any, token: str, tenant: str, tenant_id: str, now: datetime,
+                                report: PollReport) -> None:
+        """The tenant's directory changes to monitored apps since the last read minus the overlap (one request chain
+        per poll, counted apart from the sign-in log's; AuditLog.Read.All, every edition), stored once by event id
+        (``monitor.audits``). A refusal keeps what was read; the tenant's note stays the sign-in log's."""
+        apps = audits.monitored_apps(self.config, tenant)
+        if not apps:
+            return
+        mine = PollReport()
+        ids = await self._audit_ids(http, token, tenant_id, apps, now, mine)
+        prev = await asyncio.to_thread(audits.load_poll, self.store, tenant_id)
+        oldest = now - self._keep()
+        if prev is not None and prev.read_until is not None:
+            since = max(prev.read_until - self._overlap(), oldest)
+            continuous = prev.covered_from is not None and since <= prev.read_until
+        else:
+            since, continuous = max(now - timedelta(seconds=float(self.settings.backfill)), oldest), False
+        since = since.replace(microsecond=0)
+        url = f"{self.tokens.endpoints.graph.rstrip('/')}/auditLogs/directoryAudits"
+        events, refused, complete = await self._pages(http, token, url, {"$filter": audits.audit_filter(since)},
+                                                      mine)
+        report.audit_requests += mine.requests
+        if refused is not None:
+            if prev is None or prev.state != refused.state:  # once per change of state, as the sign-in log's
+                log.warning("directory audit log not readable", extra={"tenant": tenant, "state": refused.state,
+                                                                       "detail": refused.detail})
+            poll = audits.AuditPoll(refused.state, now, redact(refused.detail)[:300],
+                                    prev.last_success_at if prev else None, prev.covered_from if prev else None,
+                                    prev.read_until if prev else None)
+        else:
+            stored = await asyncio.to_thread(self._store_audits, tenant_id, events, ids, now)
+            report.audits_read += len(events)
+            report.audits_stored += stored
+            covered = prev.covered_from if continuous and prev is not None else since
+            if not complete and events:  # pages left unread: what is stored covers from its oldest event
+                covered = max(covered or since, min(when(e.get("activityDateTime")) or now for e in events))
+            poll = audits.AuditPoll(replies.OK, now, None, now, covered, now)
+        await asyncio.to_thread(audits.save_poll, self.store, tenant_id, poll)
+
+    async def _audit_ids(self, http: Any, token: str, tenant_id: str, apps: list[str], now: datetime,
+                         report: PollReport) -> list[audits.AppIds]:
+        """The object ids of the monitored apps in the tenant, looked up once a day (two GETs per app: its
+        service principal and its registration, each 404 where the tenant has none)."""
+        doc = await asyncio.to_thread(audits.load_ids, self.store, tenant_id)
+        due = audits.due_ids(doc, apps, now)
+        graph = self.tokens.endpoints.graph.rstrip("/")
+        for app_id in due:
+            found: dict[str, Any] = {"at": now.isoformat()}
+            for kind, path in ((audits.SERVICE_PRINCIPAL, "servicePrincipals"), (audits.APPLICATION, "applications")):
+                report.requests += 1
+                try:
+                    resp = await http.get(f"{graph}/{path}(appId='{app_id}')", params={"$select": "id,appId"},
+                                          headers={"Authorization": f"Bearer {token}"})
+                except Exception:  # noqa: BLE001 - looked up again at the next poll
+                    found = {}
+                    break
+                if resp.status_code == 200:
+                    found[kind] = str(json.loads(resp.content).get("id") or "").lower() or None
+                elif resp.status_code == 404:
+                    found[kind] = None
+                elif resp.status_code == 403:  # not readable: events are matched by the app id alone until then
+                    found = {"at": now.isoformat()}
+                    break
+                else:  # a transient error: looked up again at the next poll
+                    found = {}
+                    break
+            if found:
+                doc[app_id] = found
+        if due:
+            await asyncio.to_thread(audits.save_ids, self.store, tenant_id, doc)
+        return audits.app_ids(doc, apps)
+
+    def _store_audits(self, tenant_id: str, events: list[dict[str, Any]], ids: list[audits.AppIds],
+                      now: datetime) -> int:
+        """Classify and insert the relevant events not stored yet; returns how many were new."""
+        known = self.store.stored_audit_ids(str(e.get("id")) for e in events) if events else set()
+        rows = [r for e in events if str(e.get("id")) not in known
+                and (r := audits.classify(e, ids, tenant_id, now)) is not None]
+        return self.store.save_directory_audits(rows)
 
     def _settle(self, tenant: str, targets: list[Target], polls: dict, refused: replies.Refusal, target: str,
                 rows: list[dict[str, Any]], now: datetime) -> None:

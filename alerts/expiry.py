@@ -87,16 +87,21 @@ def runbook(config: Config, app_name: str, integrations: list[IntegrationConfig]
             steps.append(Wording("In {system:config}: authenticate each mailbox again ({boxes:config}): "
                                  "{system:config} requires a new sign-in after a new secret, or its mailboxes keep "
                                  "failing.", system=system, boxes=", ".join(i.mailbox for i in reauth)))
-    if app.certificate is not None:
-        ref = f"apps.{app_name}.certificate ({app.certificate.cert})"
-    else:
-        ref = f"apps.{app_name}.secret ({app.secret})"
-    steps.append(Wording("Update mailwarden's own copy, {ref:code}: write the new value there (file: references are "
-                         "re-read on every run; for env: restart mailwarden).", ref=ref))
     first = integrations[0].name if integrations else app_name
-    steps.append(Wording("Verify in mailwarden: {command:code} passes and `mailwarden secrets` shows the rotation as "
-                         "in_use (the new secret's hint is the one configured).",
-                         command=f"mailwarden check --integration {first}"))
+    if app.observe_only:  # mailwarden holds no copy: the consuming systems' own sign-ins prove the move
+        steps.append(Wording("Verify in mailwarden: {command:code} shows each consuming system signing in again; "
+                             "app-only sign-ins name the key they used (`mailwarden secrets` shows which key is "
+                             "in use).", command=f"mailwarden check --integration {first} --check consumer"))
+    else:
+        if app.certificate is not None:
+            ref = f"apps.{app_name}.certificate ({app.certificate.cert})"
+        else:
+            ref = f"apps.{app_name}.secret ({app.secret})"
+        steps.append(Wording("Update mailwarden's own copy, {ref:code}: write the new value there (file: references "
+                             "are re-read on every run; for env: restart mailwarden).", ref=ref))
+        steps.append(Wording("Verify in mailwarden: {command:code} passes and `mailwarden secrets` shows the rotation "
+                             "as in_use (the new secret's hint is the one configured).",
+                             command=f"mailwarden check --integration {first}"))
     days = app.rotation.remove_old_after_days
     if cred.kind == "client_secret":
         old = Wording("the old secret (Secret ID {key_id}, hint {hint}...)", key_id=cred.key_id, hint=cred.hint)

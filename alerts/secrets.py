@@ -101,6 +101,11 @@ class SecretsCycle:
         if not read.ok:
             report.errors.append(f"{name}: {read.reason}")
             return
+        if app.observe_only:  # no copy of mailwarden's: reminders for the credential in use, as far as it is known
+            in_use = observed_in_use(self.config, self.store, name, read.credentials, self.clock())
+            if in_use is not None:
+                self._remind(name, in_use, users_of(self.config, name), self.clock(), report)
+            return  # rotation tracking follows mailwarden's own copy (its hint), which an observe_only app lacks
         try:
             configured = self.tokens.client_credential(name)
         except MailwardenError as exc:
@@ -203,6 +208,22 @@ class SecretsCycle:
                         command=f"mailwarden secrets history --app {name}")]
 
 
+def observed_in_use(config: Config, store: Store, name: str, creds: list[AppCredential],
+                    now: datetime) -> AppCredential | None:
+    """The credential an observe_only app's consuming system uses: the key its app-only sign-ins named last (the
+    stored sign-in log), else the app's only valid credential; None when that is not known (several valid ones, and
+    no sign-in names a key: delegated sign-ins never do)."""
+    from mailwarden.monitor import credential_use  # the stored sign-in log: which key the consuming system used
+
+    log, _why = credential_use.from_log(config, store, name, now - timedelta(seconds=config.evidence.signins.keep))
+    by_key = {c.key_id.lower(): c for c in creds}
+    used = [u for u in (log.keys.values() if log else ()) if u.key_id in by_key]
+    if used:
+        return by_key[max(used, key=lambda u: u.last_at).key_id]
+    valid = [c for c in creds if c.end_at is None or c.end_at > now]
+    return valid[0] if len(valid) == 1 else None
+
+
 # -- inventory (CLI and API) ----------------------------------------------------------------------------------
 def inventory(config: Config, store: Store, now: datetime) -> list[dict[str, Any]]:
     """Every credential of every configured app: expiry, the integrations using it, rotation state."""
@@ -268,7 +289,9 @@ def usage_of(config: Config, name: str, app: Any, cred: Any, *, by_mailwarden: b
         return {"mailwarden": "uses", "known": known, "unknown": None, "systems": [], "evidence": None,
                 "unused": False}
     word = "certificate" if cred.kind == "certificate" else "secret"
-    if app is not None and not app_matched:
+    if app is not None and app.observe_only:
+        mine, known = "does_not_use", "mailwarden holds no copy of this app's credentials (observe_only)"
+    elif app is not None and not app_matched:
         mine, known = "unknown", (f"mailwarden's configured {word} matched none of this app's credentials at the last "
                                   f"read (a wrong or unreadable {word}: see the app's token check), so whether it "
                                   "uses this one is not known")

@@ -143,6 +143,8 @@ class Check(Protocol):
     config_model: ClassVar[type[BaseModel]]
     # Mailbox checks depend on the token check and are `blocked` while it fails.
     depends_on_token: ClassVar[bool]
+    # It signs in as the integration's app (with mailwarden's copy of its credential): never for an observe_only app.
+    needs_credential: ClassVar[bool]
 
     async def run(self, ctx: CheckContext) -> Outcome: ...
 

@@ -147,6 +147,7 @@ class ConsumerCheck:
     kind: ClassVar[str] = KIND
     config_model: ClassVar[type[BaseModel]] = ConsumerOptions
     depends_on_token: ClassVar[bool] = False  # it reads evidence through the monitor app, not the integration's token
+    needs_credential: ClassVar[bool] = False
 
     async def run(self, ctx: CheckContext) -> Outcome:
         options: ConsumerOptions = ctx.options  # type: ignore[assignment]

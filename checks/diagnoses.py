@@ -373,6 +373,8 @@ def _situation(code: str, facts: Mapping[str, Any], values: Mapping[str, str]) -
         "monitor_code": given.get("monitor_code") or "unknown",
         "consumer": consumer_cause(facts),
         "signin_state": _signin_state(given),
+        # does mailwarden hold a copy of the app's credential (no: apps.<name>.observe_only)
+        "copy": given.get("copy") if given.get("copy") in ("held", "none") else None,
     }
 
 
@@ -409,7 +411,8 @@ def _signin_state(given: Mapping[str, str]) -> str:
 _KIND_NAMES = {"imap": "IMAP", "pop": "POP", "smtp": "SMTP", "graph_mail": "Graph", "ews": "EWS",
                "token": "Token check", "secret_expiry": "Secret expiry"}
 _UNKNOWN_LABELS = {("flow", "app"): "App-only", ("flow", "delegated"): "Delegated",
-                   ("own", "no"): "Shared mailbox", ("own", _YES): "Own mailbox", ("own", "none"): "App-only"}
+                   ("own", "no"): "Shared mailbox", ("own", _YES): "Own mailbox", ("own", "none"): "App-only",
+                   ("copy", "held"): "Where mailwarden holds a copy of the secret"}
 
 
 def _label(step: Step, where: Mapping[str, Any]) -> str | None:
@@ -463,10 +466,9 @@ _NEW_SECRET = (
     "(24 months at most, Microsoft recommends under 12), Add, and copy the Value at once (it is shown only "
     "once), not the Secret ID."
 )
-_MAILWARDEN_SECRET = (
+_MAILWARDEN_SECRET = Step(  # an observe_only app: mailwarden holds no copy to update
     "Put the new Value where mailwarden's secret reference for {app} points (its env: variable or file: "
-    "path), then run `mailwarden validate --resolve`."
-)
+    "path), then run `mailwarden validate --resolve`.", copy="held")
 _SYSTEM_SECRET = "In {system}, paste the new Value into {secret_field} and save."
 _SECRET_SURVIVES = Step(  # an app-only integration has no sign-in to survive
     "Refresh tokens belong to the app, not to one secret, so existing sign-ins survive the new secret: {system} need "

@@ -222,6 +222,7 @@ class EwsCheck:
     kind: ClassVar[str] = "ews"
     config_model: ClassVar[type[NoOptions]] = NoOptions
     depends_on_token: ClassVar[bool] = True
+    needs_credential: ClassVar[bool] = True
 
     async def run(self, ctx: CheckContext) -> Outcome:
         token = await asyncio.to_thread(fetch_token, ctx, self.kind)

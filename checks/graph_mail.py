@@ -129,6 +129,7 @@ class GraphMailCheck:
     kind: ClassVar[str] = "graph_mail"
     config_model: ClassVar[type[BaseModel]] = GraphMailOptions
     depends_on_token: ClassVar[bool] = True
+    needs_credential: ClassVar[bool] = True
 
     async def run(self, ctx: CheckContext) -> Outcome:
         token = await asyncio.to_thread(fetch_token, ctx, self.kind)

@@ -211,6 +211,7 @@ class ProtocolCheck:
 
     kind: ClassVar[str]
     depends_on_token: ClassVar[bool] = True
+    needs_credential: ClassVar[bool] = True
 
     async def run(self, ctx: CheckContext) -> Outcome:
         return await asyncio.to_thread(self._run_blocking, ctx)

@@ -43,6 +43,7 @@ class SecretExpiryCheck:
     kind: ClassVar[str] = "secret_expiry"
     config_model: ClassVar[type[BaseModel]] = SecretExpiryOptions
     depends_on_token: ClassVar[bool] = False
+    needs_credential: ClassVar[bool] = False  # read through the monitor app; the copy only names the one in use
 
     async def run(self, ctx: CheckContext) -> Outcome:
         options: SecretExpiryOptions = ctx.options  # type: ignore[assignment]
@@ -50,13 +51,15 @@ class SecretExpiryCheck:
         if warning is None:
             warning = ctx.config.threshold(ctx.integration, "expiry_warning_days")
         try:
-            configured = ctx.tokens.client_credential(ctx.integration.app)
+            configured = None if ctx.app.observe_only else ctx.tokens.client_credential(ctx.integration.app)
         except SecretReferenceError as exc:
             return Outcome(Status.ERROR, "config_error", exc.message())
         read: credentials.CredentialRead = await ctx.credentials.read(ctx.integration.app)
         now = ctx.now()
         if not read.ok:
             return self._fallback(ctx, read, warning, now)
+        if configured is None:
+            return self._observed(ctx, read, warning, now)
         candidates = credentials.match(read.credentials, configured)
         word = "secret" if isinstance(configured, str) else "certificate"
         if not candidates:
@@ -72,6 +75,66 @@ class SecretExpiryCheck:
         status, code, left = judge(cred.end_at, now, warning, cred.kind)
         return Outcome(status, code, self._summary(word, cred.display_name or cred.key_id, cred.end_at, now),
                        metrics=self._metrics(cred, left, read, "graph"))
+
+    def _observed(self, ctx: CheckContext, read: credentials.CredentialRead, warning: int, now: datetime) -> Outcome:
+        """An observe_only app: mailwarden holds no copy that names the credential in use. The sign-in log names it
+        for app-only sign-ins (the key the consuming system last signed in with); else every credential still valid
+        may be the one in use, and the soonest to end is judged, saying so."""
+        creds = read.credentials
+        system = ctx.integration.system or "the consuming system"
+        if not creds:  # a public client or a federated credential needs none: not a failure in itself
+            return Outcome.ok(f"app {ctx.app.client_id} has no secret and no certificate: nothing of it expires ("
+                              f"{system} signs in as a public client or with a federated credential, or not at all: "
+                              f"the consumer check says which)",
+                              metrics={"credentials_on_app": 0, "source": "graph", "in_use": "none"})
+        used, unknown = self._key_in_use(ctx, creds)
+        if used is not None:
+            cred, at = used
+            word = "secret" if cred.kind == "client_secret" else "certificate"
+            why = f"the one {system} last signed in with, at {at:%Y-%m-%d %H:%M} UTC (sign-in log)"
+        else:
+            valid = [c for c in creds if c.end_at is None or c.end_at > now]
+            pool = valid or creds  # all ended: the last to end says when the app stopped working
+            ending = [c for c in pool if c.end_at is not None]
+            if len(ending) < len(pool) and valid:  # one never ends: the app keeps a credential
+                cred = next(c for c in pool if c.end_at is None)
+            elif valid:
+                cred = min(ending, key=lambda c: c.end_at)  # type: ignore[arg-type, return-value]
+            else:
+                cred = max(ending, key=lambda c: c.end_at)  # type: ignore[arg-type, return-value]
+            word = "secret" if cred.kind == "client_secret" else "certificate"
+            if not valid:
+                why = f"every credential of the app has ended, this one last; {system} cannot sign in"
+            elif len(valid) == 1:
+                why = f"the app's only valid credential, so the one {system} must use"
+            else:
+                why = (f"the soonest to end of the app's {len(valid)} valid credentials; which one {system} uses is "
+                       f"unknown: {unknown}")
+        metrics = self._metrics(cred, None, read, "graph")
+        metrics["in_use"] = "signin_log" if used is not None else "unknown"
+        name = cred.display_name or cred.key_id
+        if cred.end_at is None:
+            return Outcome.ok(f"{word} {name} never expires ({why})", metrics=metrics)
+        status, code, left = judge(cred.end_at, now, warning, cred.kind)
+        metrics["days_left"] = left
+        return Outcome(status, code, f"{self._summary(word, name, cred.end_at, now)}: {why}", metrics=metrics)
+
+    @staticmethod
+    def _key_in_use(ctx: CheckContext, creds: list[credentials.AppCredential]
+                    ) -> tuple[tuple[credentials.AppCredential, datetime] | None, str]:
+        """The credential the consuming system last signed in with (app-only sign-ins name it), or why unknown."""
+        if ctx.integration.flow == "delegated":
+            return None, "delegated sign-ins do not name the credential (only app-only sign-ins do)"
+        window = ctx.signins.window(ctx.integration) if ctx.signins is not None else None
+        if window is None or window.state != "ok":
+            return None, (window.note if window is not None and window.note else
+                          "the sign-in log is not read (evidence.signins and the tenant's monitor_app)")
+        by_key = {c.key_id.lower(): c for c in creds}
+        for s in reversed(window.signins):  # newest first
+            if s.origin == "consumer" and s.error_code == 0 and (s.credential_key_id or "").lower() in by_key:
+                return (by_key[s.credential_key_id.lower()], s.at), ""  # type: ignore[union-attr]
+        since = f" since {window.since:%Y-%m-%d %H:%M} UTC" if window.since else ""
+        return None, f"no successful app-only sign-in of it in the sign-in log{since}"
 
     @staticmethod
     def _summary(word: str, name: str, end: datetime, now: datetime) -> str:

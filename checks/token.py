@@ -197,6 +197,7 @@ class TokenCheck:
     kind: ClassVar[str] = "token"
     config_model: ClassVar[type[BaseModel]] = TokenOptions
     depends_on_token: ClassVar[bool] = False
+    needs_credential: ClassVar[bool] = True
 
     async def run(self, ctx: CheckContext) -> Outcome:
         integ = ctx.integration

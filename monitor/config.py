@@ -376,6 +376,10 @@ class AppConfig(_Model):
     certificate: CertificateConfig | None = Field(None, description="A certificate credential instead of a secret.")
     secret_expires_on: date | None = Field(None, description=(
         "The secret's end date, YYYY-MM-DD: used only when Graph cannot be read."))
+    observe_only: bool = Field(False, description=(
+        "mailwarden holds no copy of this app's secret or certificate: its integrations are watched from outside "
+        "only, through the tenant's monitor_app (secret_expiry, the consuming system's sign-ins: consumer, and the "
+        "directory audit), never by signing in as the app. Give neither secret nor certificate."))
     display_name: str | None = Field(None, description="The app's name in Entra ID, shown in notices.")
     public_client: bool = Field(False, description=(
         "\"Allow public client flows\" is on for the app: `mailwarden reauth --device-code` may be used."))
@@ -392,8 +396,16 @@ class AppConfig(_Model):
 
     @model_validator(mode="after")
     def _one_credential(self) -> AppConfig:
-        if (self.secret is None) == (self.certificate is None):
-            raise ValueError("give exactly one of 'secret' or 'certificate'")
+        if self.observe_only:
+            if self.secret is not None or self.certificate is not None:
+                raise ValueError("observe_only: true means mailwarden holds no credential of the app: remove "
+                                 "'secret'/'certificate', or observe_only")
+            if self.rotation.automated:
+                raise ValueError("rotation.automated writes a new secret into mailwarden's copy, and an "
+                                 "observe_only app has none")
+        elif (self.secret is None) == (self.certificate is None):
+            raise ValueError("give exactly one of 'secret' or 'certificate' (or observe_only: true, when mailwarden "
+                             "is to watch the app without a copy of its credential)")
         if any(d < 0 for d in self.reminder_days):
             raise ValueError("reminder_days are days before expiry (0: on expiry), never negative")
         if self.rotation.automated and not (self.secret or "").startswith("file:"):
@@ -453,7 +465,8 @@ class IntegrationConfig(_Model):
     checks: dict[str, dict[str, Any]] = Field(
         default_factory=lambda: {"token": {}, "secret_expiry": {}}, json_schema_extra=_checks_json_schema,
         description=("The checks to run: a list of kinds ([token, pop]) or a mapping of kind to its options "
-                     "(pop: {backlog_warn: 50}). Default: token and secret_expiry."))
+                     "(pop: {backlog_warn: 50}). Default: token and secret_expiry (secret_expiry and consumer for an "
+                     "observe_only app)."))
     owners: list[str] = Field(default_factory=list, description=(
         "Addresses of the people who own the integration: with alerts.owner_route set, its notices reach them too."))
     tags: list[str] = Field(default_factory=list, description="Labels that alert routes select on (routes[].tags).")
@@ -739,7 +752,10 @@ class Config(_Model):
         cfg = handler(data)
         problems = _cross_references(data if isinstance(data, dict) else cfg.model_dump())
         if problems:
-            raise _CrossRefError(problems)
+            raise _CrossRefError(list(dict.fromkeys(problems)))  # one line per problem (several users of an app)
+        for integ in cfg.integrations:  # an observe-only app's integrations cannot sign in: other default checks
+            if "checks" not in integ.model_fields_set and cfg.apps[integ.app].observe_only:
+                integ.checks = {k: dict(v) for k, v in OBSERVE_ONLY_CHECKS.items()}
         return cfg
 
 
@@ -804,6 +820,10 @@ def _cross_references(data: dict[str, Any]) -> list[Problem]:
     for name, tenant in tenants.items():
         if mapping(tenant).get("monitor_app") is not None:
             refers(("tenants", name, "monitor_app"), tenant["monitor_app"], apps, "app")
+            if mapping(apps.get(tenant["monitor_app"])).get("observe_only") is True:
+                problems.append((("tenants", name, "monitor_app"),
+                                 f"the monitor app signs in to read Graph, and app {tenant['monitor_app']!r} is "
+                                 "observe_only (mailwarden holds no credential of it)"))
     if mapping(mapping(data.get("evidence")).get("signins")).get("enabled") is True and tenants and not any(
             mapping(t).get("monitor_app") for t in tenants.values()):
         problems.append((("evidence", "signins", "enabled"),
@@ -837,6 +857,9 @@ def _cross_references(data: dict[str, Any]) -> list[Problem]:
                     model.model_validate(opts)
                 except ValidationError as exc:
                     problems += [((*loc, *err["loc"]), _message(err, model)) for err in exc.errors()]
+        app = mapping(apps.get(integ.get("app"))) if isinstance(integ.get("app"), str) else {}
+        if app.get("observe_only") is True:
+            problems += _observe_only(i, integ, app, mapping(tenants.get(app.get("tenant"))), written)
     alerts = mapping(data.get("alerts"))
     for r, route in enumerate(listing(alerts.get("routes"))):
         for j, kind in enumerate(listing(mapping(route).get("checks"))):
@@ -847,6 +870,31 @@ def _cross_references(data: dict[str, Any]) -> list[Problem]:
     for w, window in enumerate(listing(alerts.get("maintenance"))):
         for j, name in enumerate(listing(mapping(window).get("integrations"))):
             refers(("alerts", "maintenance", w, "integrations", j), name, names - {None}, "integration")
+    return problems
+
+
+OBSERVE_ONLY_CHECKS = {"secret_expiry": {}, "consumer": {}}  # an observe-only app's integrations, by default
+
+
+def _observe_only(i: int, integ: dict, app: dict, tenant: dict, written: Any) -> list[Problem]:
+    """An integration of an app mailwarden holds no credential of: only the checks that need none, and a tenant
+    monitor_app to read the app's credentials and sign-ins with."""
+    from mailwarden.checks import REGISTRY  # late: the registry imports this module's types
+
+    problems: list[Problem] = []
+    kinds = _checks_mapping(written) if written is not None else OBSERVE_ONLY_CHECKS
+    at = (lambda j, kind: j) if isinstance(written, list) else (lambda j, kind: kind)
+    for j, kind in enumerate(kinds if isinstance(kinds, dict) else {}):
+        if kind in REGISTRY and REGISTRY[kind].needs_credential:
+            problems.append((("integrations", i, "checks", at(j, kind)),
+                             f"check {kind!r} signs in as the app, and app {integ.get('app')!r} is observe_only "
+                             f"(mailwarden holds no copy of its credential): remove the check, or give the app "
+                             f"its 'secret' or 'certificate'; observe-only checks: "
+                             f"{', '.join(k for k in REGISTRY if not REGISTRY[k].needs_credential)}"))
+    if not tenant.get("monitor_app") and isinstance(app.get("tenant"), str):
+        problems.append((("apps", integ.get("app"), "observe_only"),
+                         f"an observe_only app is watched through its tenant's monitor_app, and tenant "
+                         f"{app['tenant']!r} names none: set tenants.{app['tenant']}.monitor_app"))
     return problems
 
 

@@ -207,8 +207,8 @@ class CredentialReader:
     def _persist(self, app_name: str, read: CredentialRead) -> None:
         app = self.config.apps[app_name]
         ref = app.secret or (app.certificate.cert if app.certificate else None)
-        try:
-            in_use = match(read.credentials, self.tokens.client_credential(app_name))
+        try:  # an observe_only app: mailwarden holds no copy to match
+            in_use = [] if app.observe_only else match(read.credentials, self.tokens.client_credential(app_name))
         except SecretReferenceError:
             in_use = []
         rows = [

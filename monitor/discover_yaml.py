@@ -5,8 +5,9 @@ The document is a whole configuration (the tenants, their monitor apps and the c
 every relative ``file:`` reference made absolute) so that ``mailwarden validate -c FILE`` and ``mailwarden check -c
 FILE`` take it as it is; its ``apps:`` and ``integrations:`` entries are what to paste into the real one. ``TODO``
 marks only what Graph cannot tell: the reference to the consuming system's secret (``env:TODO_...``), the mailbox
-an app-only system reads, the account of an admin-consented delegated app. Apps mailwarden cannot probe (managed
-identities, federated credentials only) are listed in comments: a configured app needs a secret or certificate.
+an app-only system reads, the account of an admin-consented delegated app. Apps with federated credentials only are
+written ``observe_only`` (watched through the monitor app: their sign-ins, no copy to probe with); managed identities,
+whose sign-ins are of another kind, are listed in comments.
 """
 
 from __future__ import annotations
@@ -149,11 +150,17 @@ def render(config: Config, results: list[m.TenantDiscovery], now: datetime | Non
         fallback = next((f.publisher_domain for f in r.apps if f.publisher_domain), None)
         # the consumer check reads the sign-in log: AuditLog.Read.All and Directory.Read.All, Entra ID P1/P2
         log_readable = not any(n.code == "grants_unreadable" for n in r.notes)
+        signins_read = not any(n.code.startswith("signins_") for n in r.notes)  # unlicensed / unreadable
         for f in r.apps:
             if f.monitored:
                 continue
             if not f.app_id:  # granted, but its service principal was past a page that failed: no client id
                 unnamed.append(f"#   service principal {f.service_principal_id} (tenant {comment(r.tenant)})")
+                continue
+            if f.evidence_only and f.application_object_id and f.service_principal_type != m.MANAGED_IDENTITY \
+                    and log_readable and signins_read:  # federated credentials only: observe_only, no copy
+                _entries(f, r.tenant, _domain(f, fallback), app_names, integ_names, apps_lines, integ_lines,
+                         consumer=True, observe=True)
                 continue
             if f.evidence_only:
                 evidence.append(f"#   {comment(f.display_name)} (appId {f.app_id}, tenant {comment(r.tenant)}): "
@@ -166,9 +173,9 @@ def render(config: Config, results: list[m.TenantDiscovery], now: datetime | Non
     out.append("integrations:" if integ_lines else "integrations: []")
     out += integ_lines
     if evidence:
-        out += ["# Evidence only: these apps can touch mail, but mailwarden cannot hold a copy of their credential to",
-                "# probe with; their own sign-ins (the consumer check) are the only evidence. Not written as entries:",
-                "# a configured app needs a secret or a certificate.", *evidence]
+        out += ["# Not written as entries: these apps can touch mail, but mailwarden can neither hold a copy of their",
+                "# credential nor read their sign-ins as an app's (a managed identity's sign-ins are of another",
+                "# kind), or the sign-in log is unreadable.", *evidence]
     if unnamed:
         out += ["# Not named: the list of service principals stopped before these (discover's answer was partial);",
                 "# run discover again for their entries.", *unnamed]
@@ -176,7 +183,9 @@ def render(config: Config, results: list[m.TenantDiscovery], now: datetime | Non
 
 
 def _entries(f: m.AppFinding, tenant: str, domain: str, app_names: set[str], integ_names: set[str],
-             apps_lines: list[str], integ_lines: list[str], *, consumer: bool) -> None:
+             apps_lines: list[str], integ_lines: list[str], *, consumer: bool, observe: bool = False) -> None:
+    """An app's entry and its integrations' (one per flow). ``observe``: an app with federated credentials only,
+    watched through the monitor app (observe_only: its sign-ins and its registration, no copy to probe with)."""
     name = slug(f.display_name, app_names)
     secrets = [c for c in f.credentials if c.kind == "client_secret"]
     certs = [c for c in f.credentials if c.kind == "certificate"]
@@ -185,7 +194,9 @@ def _entries(f: m.AppFinding, tenant: str, domain: str, app_names: set[str], int
     apps_lines.append(f"    tenant: {q(tenant)}")
     apps_lines.append(f"    client_id: {q(f.app_id)}")
     env = "TODO_" + re.sub(r"[^A-Z0-9]+", "_", name.upper()).strip("_") + "_SECRET"
-    if secrets or not certs:
+    if observe:
+        apps_lines.append("    observe_only: true  # federated credentials only: no secret or certificate to copy")
+    elif secrets or not certs:
         newest = max(secrets, key=lambda c: c.end or "", default=None)
         said = (f" (hint {comment(newest.hint or '?')}..., keyId {newest.key_id})" if newest is not None
                 else f" (its publisher's: the app is registered in tenant {f.home_tenant_id})"
@@ -199,10 +210,10 @@ def _entries(f: m.AppFinding, tenant: str, domain: str, app_names: set[str], int
     flows = f.flows()
     for fl in flows:
         kinds, require = f.checks(fl)
-        checks: dict[str, dict] = {"token": {"require": require} if require else {}}
+        checks: dict[str, dict] = {} if observe else {"token": {"require": require} if require else {}}
         if f.credentials_known and (secrets or certs):
             checks["secret_expiry"] = {}
-        for k in kinds:
+        for k in ([] if observe else kinds):  # the mailbox checks sign in as the app
             checks[k] = {}
         if consumer:
             checks["consumer"] = {}

@@ -135,6 +135,7 @@ def facts(config: Config, integ: IntegrationConfig, outcome: Outcome | None = No
         "consent_url": (f"{config.endpoints_resolved().authority_for(tenant.tenant_id)}/adminconsent?client_id="
                         f"{app.client_id}") if tenant and app else None,
         "secret_field": integ.secret_field,
+        "copy": ("none" if app.observe_only else "held") if app else None,
         "reauth_after_rotation": "yes" if integ.reauth_after_rotation else "no",
         "permission": " and ".join(grants) or metrics.get("permission"), "permission_path": "; ".join(paths) or None,
         "token_checked": "yes" if "token" in integ.checks else "no",

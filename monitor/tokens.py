@@ -32,7 +32,7 @@ from mailwarden.checks.replies import (  # noqa: F401 - REPLIES, TokenReply re-e
 )
 from mailwarden.durations import retry_after  # noqa: F401 - re-exported
 from mailwarden.endpoints import Endpoints, scope_prefixes  # noqa: F401 - re-exported
-from mailwarden.errors import NoRefreshToken, StorageError  # noqa: F401 - NoRefreshToken re-exported
+from mailwarden.errors import ConfigError, NoRefreshToken, StorageError  # noqa: F401 - NoRefreshToken re-exported
 from mailwarden.monitor.config import Config, IntegrationConfig, resolve_ref
 from mailwarden.monitor.db_signins import OwnRequestRecorder
 from mailwarden.monitor.tokenstore import TokenCipher
@@ -138,7 +138,8 @@ class TokenProvider:
         app = self.config.apps[app_name]
         if app.secret:
             return resolve_ref(app.secret, self.config.base_dir, what=f"apps.{app_name}.secret")
-        assert app.certificate is not None
+        if app.certificate is None:  # observe_only: config validation keeps it from every sign-in
+            raise ConfigError(f"apps.{app_name} is observe_only: mailwarden holds no credential to sign in with")
         key = resolve_ref(app.certificate.key, self.config.base_dir, what=f"apps.{app_name}.certificate.key")
         cert = resolve_ref(app.certificate.cert, self.config.base_dir, what=f"apps.{app_name}.certificate.cert")
         return {"private_key": key, "thumbprint": certificate_thumbprint(cert), "public_certificate": cert}

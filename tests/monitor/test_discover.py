@@ -387,8 +387,11 @@ def test_yaml_is_a_valid_config_with_todo_only_where_unknown(world, tmp_path):
     assert ids["imap"] not in by_client  # monitored already: not proposed again
     assert by_client[MONITOR] == "mailwarden" and cfg.apps["mailwarden"].secret.startswith("file:/")
     assert cfg.endpoints.ca_bundle.startswith("/")
-    for key in ("gh", "mi"):  # evidence only: in comments, not entries
-        assert ids[key] not in by_client and ids[key] in text
+    assert ids["mi"] not in by_client and ids["mi"] in text  # a managed identity: in a comment, not an entry
+    gh = cfg.apps[by_client[ids["gh"]]]  # federated credentials only: watched without a copy
+    assert gh.observe_only and gh.secret is None and gh.certificate is None
+    [gh_integ] = [i for i in cfg.integrations if i.app == by_client[ids["gh"]]]
+    assert list(gh_integ.checks) == ["consumer"]
     sinch = next(i for i in cfg.integrations if i.app == by_client[ids["sinch"]])
     assert sinch.flow == "app" and list(sinch.checks) == ["token", "secret_expiry", "graph_mail", "consumer"]
     assert sinch.checks["token"] == {"require": ["graph:Mail.Send"]} and sinch.mailbox.startswith("todo-mailbox@")
@@ -572,10 +575,16 @@ def test_sandbox_yaml_validates_and_runs(sb, tenant, tmp_path):
     out.write_text(yaml.safe_dump(doc))
     # one proposed integration of each flow runs with `mailwarden check` (its TODO secret unset: an error, not a crash)
     for fl in ("app", "delegated"):
-        name = next(i.name for i in cfg.integrations if i.flow == fl)
+        name = next(i.name for i in cfg.integrations if i.flow == fl and not cfg.apps[i.app].observe_only)
         ran = cli("check", "-c", str(out), "-i", name, "-f", "json", "--no-alerts")
         rows = json.loads(ran.stdout)
         assert ran.exit_code in (1, 2, 3) and rows and {r["integration"] for r in rows} == {name}, ran.output
+    # an app with federated credentials only is proposed observe_only: it runs through the monitor app alone
+    observed = [i.name for i in cfg.integrations if cfg.apps[i.app].observe_only]
+    assert observed
+    ran = cli("check", "-c", str(out), "-i", observed[0], "-f", "json", "--no-alerts")
+    rows = json.loads(ran.stdout)
+    assert [r["check"] for r in rows] == ["consumer"] and rows[0]["code"] != "config_error", ran.output
 
 
 def test_sandbox_missing_optional_permissions_are_notes(sb, tenant):

@@ -37,7 +37,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from uvicorn.middleware.proxy_headers import ProxyHeadersMiddleware
 
 from mailwarden.monitor.config import Config, WebConfig
-from mailwarden.monitor.web import api, csrf, incidents, pages, reauth, secrets_view
+from mailwarden.monitor.web import api, csrf, incidents, pages, reauth, secrets_view, systems, tenants
 from mailwarden.monitor.web.auth import (
     CLIENT,
     PEER,
@@ -353,7 +353,8 @@ def create_app(config: Callable[[], Config] | Config, store: Callable[[], Any] |
     sessions = Sessions(secret=secret, password_hash=state.access.password_hash,
                         lifetime_s=float(cfg.web.session_max_age), store=get_store)
     hosts = csrf.allowed_hosts(cfg.web)
-    routes = [*pages.ROUTES, *incidents.ROUTES, *reauth.ROUTES, *api.ROUTES, *secrets_view.ROUTES,
+    routes = [*pages.ROUTES, *incidents.ROUTES, *systems.ROUTES, *tenants.ROUTES, *reauth.ROUTES, *api.ROUTES,
+              *secrets_view.ROUTES,
               Route("/healthz", healthz),
               Route("/metrics", metrics_endpoint),
               Mount("/static", StaticFiles(directory=STATIC_DIR), name="static")]

@@ -4,20 +4,28 @@ a filtered view can be shared. Each incident shows its members (the failing chec
 integrations it names with a link to each one still configured, and its times: opened, acknowledged, snoozed
 until, resolved. Store reads only; acknowledging and snoozing post to the existing actions (``pages.ack`` and
 ``pages.snooze``, with the session's CSRF token).
+
+`/incidents/{id}`: one incident, its members and its timeline, built only from what is stored: when it opened,
+when its opening notice was held (the correlation window, a maintenance window) and queued, every send attempt
+(``Notification``: kind, route, the masked service URL, sent or the error), the last acknowledgement and the last
+snooze (only the latest of each is stored, and the page says so), when and why it was resolved.
 """
 
 from __future__ import annotations
 
 import asyncio
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
 from mailwarden.checks import diagnoses
 from mailwarden.monitor.config import Config
+from mailwarden.monitor.db_alerts import attempt_outcome
 from mailwarden.monitor.web import pages
 
 RECENT_DAYS = 7
@@ -26,6 +34,11 @@ REASONS = {"recovered": "recovered", "removed": "closed: the integration left th
            "paused": "closed: the integration was paused", "superseded": "its check failed with another diagnosis",
            "merged": "merged into a grouped incident", "flapping": "its check started flapping",
            "stable": "stable again after flapping", "stable-bad": "settled failing after flapping (a new incident)"}
+
+
+# a notice's kind (``Notification.kind``) as the timeline names it
+NOTICES = {"opened": "opening notice", "grouped": "opening notice (grouped)", "flapping": "flapping notice",
+           "reminder": "reminder", "resolved": "resolved notice", "maintenance_summary": "maintenance summary"}
 
 
 def _title(inc: Any) -> str:
@@ -93,6 +106,95 @@ def incidents_context(cfg: Config, store: Any, now: datetime, filters: dict[str,
             "filtered": any(filters[k] for k in ("tenant", "integration", "code")) or filters["status"] != "all"}
 
 
+@dataclass(frozen=True)
+class Event:
+    """One line of an incident's timeline. ``tone``: how it reads (bad, ok, note, info)."""
+
+    at: datetime
+    what: str
+    detail: str | None = None
+    tone: str = "info"
+    order: int = 0  # among events at the same time: the order they happen in
+
+
+def _attempt(n: Any) -> Event:
+    """A send attempt: its notice (kind and sequence from its stable key), where it went, and how it ended."""
+    sequence = n.key.rsplit("/", 1)[-1] if n.key.count("/") == 2 else None
+    notice = NOTICES.get(n.kind, f"{n.kind} notice") + (f" #{sequence}" if sequence and n.kind == "reminder" else "")
+    where = f"route {n.route}" + (f" ({n.service})" if n.service else "")
+    outcome = attempt_outcome(n)
+    if outcome == "ok":
+        return Event(_when(n.at), f"{notice} sent", f"{where}; key {n.key}", "ok", 3)
+    if outcome == "unconfirmed":
+        return Event(_when(n.at), f"{notice}: sent, unconfirmed", f"{where}: {n.error} (not sent again)", "note", 3)
+    retry = "permanent, not retried" if outcome == "permanent" else "retried"
+    return Event(_when(n.at), f"{notice} failed ({retry})", f"{where}: {n.error}", "bad", 3)
+
+
+def timeline(inc: Any, notes: list[Any], now: datetime) -> tuple[list[Event], list[str]]:
+    """The incident's events, oldest first, and what the stored record cannot say (notes for the page)."""
+    opened = _when(inc.opened_at)
+    events = [Event(opened, "opened", f"{_title(inc)} ({inc.code}), {inc.kind} incident", "bad", 1)]
+    for m in inc.members:
+        since = _when(m.get("since"))
+        if since is not None:
+            events.append(Event(since, f"{m['integration']} / {m['check']} failing",
+                                f"now {m['status']}" + (f" ({m['code']})" if m.get("code") else ""), "bad", 0))
+    notified, held_for = _when(inc.notified_at), _when(inc.notify_after)
+    if held_for is not None and held_for > opened + timedelta(seconds=1):
+        done = notified is not None or held_for <= now
+        events.append(Event(held_for, "opening notice held until here" if done else "opening notice held until then",
+                            "a failure of the network or of Entra ID waits the correlation window, so that an outage "
+                            "of several integrations is one notice", "note", 2))
+    if inc.held_window:
+        until = _when(inc.held_until)
+        events.append(Event(until or now, f"maintenance window {inc.held_window} holds the notices",
+                            "one summary of what it held goes out at the window's end", "note", 2))
+    if notified is not None:
+        events.append(Event(notified, "opening notice queued for the alert routes",
+                            "each route's send attempts follow" if notes else
+                            "no send attempt is recorded for this incident (no route matched, or it went out in a "
+                            "maintenance summary, which is recorded without an incident)", "info", 2))
+    events += [_attempt(n) for n in notes]
+    if inc.ack_at is not None:
+        events.append(Event(_when(inc.ack_at), f"last acknowledged by {inc.ack_by}",
+                            "reminders stop; only the latest acknowledgement is stored", "ok", 4))
+    snoozed = _when(inc.snoozed_until)
+    if snoozed is not None:
+        ended = snoozed <= now or (inc.resolved_at is not None and snoozed <= _when(inc.resolved_at))
+        events.append(Event(snoozed, "snooze ended" if ended else "snooze ends",
+                            "the latest snooze: no reminder before this; when it was set, and by whom, is not stored",
+                            "note", 4))
+    resolved = _when(inc.resolved_at)
+    if resolved is not None:
+        events.append(Event(resolved, "resolved", REASONS.get(inc.resolve_reason or "", inc.resolve_reason), "ok", 5))
+    sent = {n.key for n in notes if n.kind == "reminder"}
+    said = []
+    if inc.reminders > len(sent):
+        said.append(f"{inc.reminders} reminder(s) queued, {len(sent)} with a recorded send attempt: the others are "
+                    "waiting in the outbox or matched no route")
+    return sorted(events, key=lambda e: (e.at, e.order)), said
+
+
+def incident_context(cfg: Config, store: Any, incident_id: int, now: datetime) -> dict[str, Any] | None:
+    inc = store.get_incident(incident_id)
+    if inc is None:
+        return None
+    configured = {row.name for row in store.integration_rows()}
+    events, said = timeline(inc, store.notifications(incident_id), now)
+    return {"inc": incident_view(inc, _tenants_of(cfg), configured), "events": events, "said": said,
+            "configured": configured}
+
+
+async def incident_page(request: Request) -> Response:
+    state = request.app.state.web
+    incident_id = request.path_params["id"]
+    ctx = await asyncio.to_thread(incident_context, state.config(), state.store(), incident_id, datetime.now(UTC))
+    if ctx is None:
+        raise HTTPException(404, f"no incident #{incident_id}")
+    return pages.render(request, "incident.html", **ctx)
+
+
 async def incidents_page(request: Request) -> Response:
     state = request.app.state.web
     filters = clean_filters(request.query_params)
@@ -100,4 +202,5 @@ async def incidents_page(request: Request) -> Response:
     return pages.render(request, "incidents.html", **ctx)
 
 
-ROUTES = [Route("/incidents", incidents_page, methods=["GET"])]
+ROUTES = [Route("/incidents", incidents_page, methods=["GET"]),
+          Route("/incidents/{id:id}", incident_page, methods=["GET"])]

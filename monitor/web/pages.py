@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import re
 from datetime import UTC, datetime
 from http import HTTPStatus
 from typing import Any
@@ -169,6 +170,8 @@ async def logout(request: Request, form: dict[str, str]) -> Response:
 
 def _back(request: Request, name: str | None, message: str) -> RedirectResponse:
     request.session["flash"] = message
+    if name and name.startswith("/"):  # an incident's page or the incidents page (``safe_name``)
+        return RedirectResponse(name, 303)
     return RedirectResponse(f"/integrations/{quote(name)}" if name else "/", 303)
 
 
@@ -227,8 +230,14 @@ async def snooze(request: Request, form: dict[str, str]) -> Response:
 
 
 def safe_name(form: dict[str, str]) -> str | None:
+    """Where an action returns: an integration's name, or the incidents page or one incident's page it was taken on."""
     name = form.get("back") or ""
+    if _INCIDENT_PAGE.fullmatch(name):
+        return name
     return name if name and all(c.isalnum() or c in "_.-" for c in name) else None
+
+
+_INCIDENT_PAGE = re.compile(r"/incidents(?:/[0-9]{1,18})?", re.ASCII)
 
 
 ROUTES = [

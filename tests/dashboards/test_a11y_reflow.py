@@ -43,6 +43,11 @@ PAGES = {
     "integration": "/integrations/oracle-b2c-support",  # delegated, token revoked: the re-authorise button
     "integration-powershell": "/integrations/enaio-webclient",  # fix steps with PowerShell to copy
     "incidents": "/incidents",
+    "incident": "/incidents/1",  # the demo's first incident: its members and timeline, acknowledge and snooze
+    "systems": "/systems",
+    "system": "/systems/Oracle%20B2C%20Service",  # two mailboxes of one app, one with the consumer's sign-ins
+    "app": "/apps/sinch-contact-center-mail",
+    "tenants": "/tenants",
     "secrets": "/secrets",
     "login": "/login",
     "not-found": "/integrations/nosuch",

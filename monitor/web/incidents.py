@@ -14,6 +14,7 @@ snooze (only the latest of each is stored, and the page says so), when and why i
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -24,6 +25,7 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from mailwarden.checks import diagnoses
+from mailwarden.monitor import audits
 from mailwarden.monitor.config import Config
 from mailwarden.monitor.db_alerts import attempt_outcome
 from mailwarden.monitor.web import pages
@@ -131,10 +133,16 @@ def _attempt(n: Any) -> Event:
     return Event(_when(n.at), f"{notice} failed ({retry})", f"{where}: {n.error}", "bad", 3)
 
 
-def timeline(inc: Any, notes: list[Any], now: datetime) -> tuple[list[Event], list[str]]:
-    """The incident's events, oldest first, and what the stored record cannot say (notes for the page)."""
+def timeline(inc: Any, notes: list[Any], now: datetime,
+             changes: Sequence[tuple[str, Any]] = ()) -> tuple[list[Event], list[str]]:
+    """The incident's events, oldest first, and what the stored record cannot say (notes for the page). ``changes``:
+    (integration, ``monitor.audits.Evidence``) for the directory changes that explain a member's failure."""
     opened = _when(inc.opened_at)
     events = [Event(opened, "opened", f"{_title(inc)} ({inc.code}), {inc.kind} incident", "bad", 1)]
+    for name, change in changes:
+        events.append(Event(_when(change.at), f"{change.what()} by {change.who()}",
+                            f"directory audit, tenant {change.tenant}: \"{change.activity}\" on the app of {name}",
+                            "note", 0))
     for m in inc.members:
         since = _when(m.get("since"))
         if since is not None:
@@ -181,7 +189,8 @@ def incident_context(cfg: Config, store: Any, incident_id: int, now: datetime) -
     if inc is None:
         return None
     configured = {row.name for row in store.integration_rows()}
-    events, said = timeline(inc, store.notifications(incident_id), now)
+    changes = audits.incident_evidence(store, cfg, [inc]).get(inc.id, [])
+    events, said = timeline(inc, store.notifications(incident_id), now, changes)
     return {"inc": incident_view(inc, _tenants_of(cfg), configured), "events": events, "said": said,
             "configured": configured}
 

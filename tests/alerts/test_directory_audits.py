@@ -60,6 +60,15 @@ def test_the_opening_alert_names_who_removed_admin_consent_and_when(world):  # n
     assert "admin@contoso.com at " + at in markdown and "Remove app role assignment" in markdown
     # another app's change (an unmonitored one, or the helpdesk's, which is not failing) is not named
     assert "eve@" not in text + markdown and "mallory@" not in text + markdown
+    # the incident's page puts the change on its timeline, before the failure it explains
+    from mailwarden.monitor.web.incidents import incident_context
+
+    [inc] = w.rt.store.incidents("open")
+    ctx = incident_context(w.rt.config, w.rt.store, inc.id, datetime.now(UTC))
+    whats = [e.what for e in ctx["events"]]
+    change = "Admin consent to Mail.ReadWrite (application permission) removed by admin@contoso.com"
+    assert change in whats and whats.index(change) < whats.index("daemon / token failing"), whats
+    assert not any("eve@" in w_ or "mallory@" in w_ for w_ in whats)
 
 
 def test_an_event_not_read_yet_is_not_guessed_and_the_reminder_names_it(world):  # noqa: F811

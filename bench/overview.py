@@ -10,8 +10,10 @@ integration; 3 % failing (a spread of diagnosis codes), 1 % not answering, 1 % b
 incident per failing integration; credentials of every fifth app expiring within 90 days. Each integration has a
 consuming system (one of 12), a mailbox, a signing-in account (delegated), tags, and an app with a display name.
 
-Besides the plain overview, the page is timed with a search (``q``), a filter and a grouping, so the figures of
-those paths are printed too. ``--profile``: cProfile's top functions of one render.
+Besides the plain overview (its first page: every integration that needs attention and the first 100 ok and paused
+ones, ``pages.PAGE_ROWS``), the page is timed with a search (``q``), a filter, a grouping and with every row
+(``?page=all``, the "show all" link), so the figures of those paths are printed too. ``--profile``: cProfile's top
+functions of one render.
 """
 
 from __future__ import annotations
@@ -224,7 +226,7 @@ def main(argv: list[str] | None = None) -> int:
         some = cfg.integrations[len(cfg.integrations) // 2]
         urls = {"overview": "/", "search": f"/?q={some.mailbox.split('@')[1]}",
                 "filtered": f"/?system={SYSTEMS[5]}&status=problem", "grouped": "/?group=tenant",
-                "grouped-system": "/?group=system&status=problem"}
+                "grouped-system": "/?group=system&status=problem", "all-rows": "/?page=all"}
         figures = {}
         try:
             app = create_app(cfg, store, access=Access(mode="none"))

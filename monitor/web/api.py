@@ -100,24 +100,35 @@ def _param(name: str, desc: str, schema: dict | None = None, where: str = "query
 
 
 def _get(summary: str, ref: str, params: list[dict] | None = None, many: bool = False,
-         not_found: bool = False) -> dict:
+         not_found: bool = False, bad_request: bool = False) -> dict:
     schema = {"$ref": f"#/components/schemas/{ref}"}
     body = {"type": "array", "items": schema} if many else schema
     responses = {"200": {"description": "OK", "content": {"application/json": {"schema": body}}},
                  "401": {"description": "not signed in", "content": {"application/json": {
                      "schema": {"$ref": "#/components/schemas/Error"}}}}}
+    if bad_request:
+        responses["400"] = {"description": "a parameter out of shape", "content": {"application/json": {
+            "schema": {"$ref": "#/components/schemas/Error"}}}}
     if not_found:
         responses["404"] = {"description": "no such integration", "content": {"application/json": {
             "schema": {"$ref": "#/components/schemas/Error"}}}}
     return {"get": {"summary": summary, "parameters": params or [], "responses": responses}}
 
 
-FILTERS = [_param("tenant", "only this tenant"), _param("tag", "only integrations with this tag"),
+_TEXT = {"type": "string", "maxLength": 200}  # pages.MAX_SEARCH and MAX_FILTER; no control character
+FILTERS = [_param("q", "the overview's search: a part of the name, mailbox, signing-in account, app (name, name "
+                       "in Entra ID, client id), consuming system or a check's diagnosis (code or title), any case",
+                  _TEXT),
+           _param("tenant", "only this tenant", _TEXT), _param("system", "only this consuming system", _TEXT),
+           _param("app", "only this app (its name in the configuration)", _TEXT),
+           _param("tag", "only integrations with this tag", _TEXT),
            _param("status", "worst status, `stale`, or `problem` for anything but ok and paused",
                   {"type": "string", "enum": list(views.STATUS_FILTERS)})]
 PATHS = {
     "/api/status": _get("Overall status: counts per status, staleness, open incidents", "Status"),
-    "/api/integrations": _get("Integrations worst first, with a status per check", "Integration", FILTERS, True),
+    "/api/integrations": _get("Integrations worst first, with a status per check; the overview's search and filters "
+                              "(a 400 for a value over 200 characters, a control character or an unknown status)",
+                              "Integration", FILTERS, True, bad_request=True),
     "/api/integrations/{name}": _get("One integration with the latest result of each check", "IntegrationDetail",
                                      [_param("name", "integration name", where="path", required=True)],
                                      not_found=True),
@@ -179,11 +190,22 @@ async def status(request: Request) -> JSONResponse:
 
 
 async def integrations(request: Request) -> JSONResponse:
+    """The overview's rows as JSON, with its search and filters (``pages.filter_values``): the same rows as the
+    overview's address with the same query. An unknown status is a 400 here (the overview says it ignored it)."""
+    from mailwarden.monitor.web.pages import filter_values
+
     cfg, store, now = _ctx(request)
-    q = request.query_params
-    items = await asyncio.to_thread(views.integrations, cfg, store, now, tenant=q.get("tenant") or None,
-                                    tag=q.get("tag") or None, status=q.get("status") or None, **FIGURES)
-    return JSONResponse([v.as_json() for v in items])
+    try:
+        values, ignored = filter_values(request.query_params)
+    except params.BadParameter as e:
+        return JSONResponse({"error": e.detail}, 400)
+    if ignored:
+        return JSONResponse({"error": ignored[0].replace("was ignored", "is refused")}, 400)
+
+    def build():
+        return views.select_views(views.integrations(cfg, store, now, **FIGURES), **values)
+
+    return JSONResponse([v.as_json() for v in await asyncio.to_thread(build)])
 
 
 async def integration(request: Request) -> JSONResponse:

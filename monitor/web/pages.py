@@ -36,21 +36,46 @@ def page_context(request: Request | None, state: Any, now: datetime, **extra: An
 FILTER_KEYS = ("q", "tenant", "system", "app", "tag", "status", "group")
 MAX_SEARCH = 200  # characters of a search: more than any name, address or client id it can match
 MAX_FILTER = 200  # characters of a filter's value (a tenant, system, app or tag name)
+# ok and paused integrations per page of the overview (``?page=N``, ``?page=all``): every other one (failing,
+# warning, pending, stale) is on every page. 1,000 integrations on one page were 1.4 MB of HTML (bench/overview.py).
+PAGE_ROWS = 100
+MAX_PAGE = 10**6
 
 
 def overview_url(filters: dict[str, str], **changes: str) -> str:
-    """The overview's address with ``filters`` (those set) and ``changes`` (a value, or "" to drop it)."""
+    """The overview's address with ``filters`` (those set) and ``changes`` (a value, or "" to drop it); the page
+    (``page``) only where ``changes`` names it: a link to other filters starts at the first page."""
     merged = {**filters, **changes}
-    query = urlencode([(k, merged[k]) for k in FILTER_KEYS if merged.get(k)])
+    query = urlencode([(k, merged[k]) for k in (*FILTER_KEYS, "page") if merged.get(k)])
     return "/?" + query if query else "/"
+
+
+def paginate(shown: list[views.IntegrationView], page: int | None) -> tuple[set[int], dict[str, Any] | None]:
+    """Which of ``shown`` (in the table's order: worst first, or group after group) the overview's page ``page``
+    leaves out: ok and paused rows (``views.quiet``) beyond the page's ``PAGE_ROWS``, ``page`` None for none.
+    Returns (the ``id()`` of the rows left out, the pager: None when every quiet row fits one page)."""
+    quiet = [v for v in shown if views.quiet(v)]
+    pages = max(1, -(-len(quiet) // PAGE_ROWS))
+    if pages == 1:
+        return set(), None
+    if page is None:
+        return set(), {"page": None, "pages": pages, "quiet": len(quiet), "first": 1, "last": len(quiet),
+                       "size": PAGE_ROWS}
+    page = min(page, pages)
+    first = (page - 1) * PAGE_ROWS
+    kept = quiet[first:first + PAGE_ROWS]
+    left_out = {id(v) for v in quiet} - {id(v) for v in kept}
+    return left_out, {"page": page, "pages": pages, "quiet": len(quiet), "first": first + 1,
+                      "last": first + len(kept), "size": PAGE_ROWS}
 
 
 def overview_context(state: Any, now: datetime, *, tenant: str | None = None, tag: str | None = None,
                      status: str | None = None, hourly: bool = True, system: str | None = None,
                      app: str | None = None, q: str | None = None, group: str | None = None,
-                     notices: list[str] | None = None) -> dict[str, Any]:
+                     notices: list[str] | None = None, page: int | None = None) -> dict[str, Any]:
     """``hourly=False``: no hourly availability cells, the 24 h figure only (the report). ``q``: the search;
-    ``group``: one of ``views.GROUPS``; ``notices``: what the page says about its address (a value ignored)."""
+    ``group``: one of ``views.GROUPS``; ``notices``: what the page says about its address (a value ignored);
+    ``page``: which ``PAGE_ROWS`` of the ok and paused rows the table lists (``paginate``), None for all."""
     cfg, store = state.config(), state.store()
     incidents = store.incidents("open")
     everything = views.integrations(cfg, store, now, incidents=incidents, hourly=hourly, fix=False)
@@ -64,14 +89,21 @@ def overview_context(state: Any, now: datetime, *, tenant: str | None = None, ta
         apps.setdefault(v.app, views.group_key(v, "app")[1])
     filters = {"q": q or "", "tenant": tenant or "", "system": system or "", "app": app or "", "tag": tag or "",
                "status": status or "", "group": group or ""}
-    return {"integrations": shown, "all_count": len(everything), "counts": counts,
+    grouped = views.groups(shown, group) if group else None
+    left_out, pager = paginate([v for g in grouped for v in g.rows] if grouped else shown, page)
+    listed = [v for v in shown if id(v) not in left_out] if left_out else shown
+    if grouped and left_out:
+        for g in grouped:
+            kept = [v for v in g.rows if id(v) not in left_out]
+            g.hidden, g.rows = len(g.rows) - len(kept), kept
+    return {"integrations": shown, "listed": listed, "pager": pager, "all_count": len(everything), "counts": counts,
             "stale_count": sum(1 for v in everything if v.stale),
             "fresh": views.freshness(cfg, store, now, everything), "incidents": incidents,
             "expiring": creds, "tenants": sorted({v.tenant for v in everything}),
             "tags": sorted({t for v in everything for t in v.tags}), "statuses": views.STATUS_FILTERS,
             "systems": sorted({v.system for v in everything if v.system}, key=str.casefold),
             "apps": sorted(apps.items(), key=lambda a: (a[1].casefold(), a[0])), "grouping": views.GROUPS,
-            "groups": views.groups(shown, group) if group else None, "filters": filters,
+            "groups": grouped, "filters": filters,
             "filtered": any(filters[k] for k in FILTER_KEYS if k != "group"), "notices": notices or [],
             "overview_url": overview_url, "max_search": MAX_SEARCH}
 
@@ -111,20 +143,32 @@ def error_page(scope: Any, code: int, text: str, headers: dict[str, str] | None 
     return HTMLResponse(html, code, headers=headers)
 
 
+def filter_values(q: Any) -> tuple[dict[str, str | None], list[str]]:
+    """The search and the filters of a query (the overview's address, /api/integrations): keyword arguments of
+    ``views.select_views`` (None where not set), and what is said about a value ignored (an unknown status). A
+    search or a value out of shape (too long, a control character) raises ``params.BadParameter`` (a 400)."""
+    status, said = params.choice(q.get("status"), views.STATUS_FILTERS, what="status")
+    values: dict[str, str | None] = {"q": params.text(q.get("q"), max_len=MAX_SEARCH, what="the search (q)") or None,
+                                     "status": status}
+    values |= {k: params.text(q.get(k), max_len=MAX_FILTER, what=k) or None for k in ("tenant", "system", "app", "tag")}
+    return values, [said] if said else []
+
+
 async def overview(request: Request) -> Response:
     """The overview; its address carries the search, the filters and the grouping (a GET form, so it works without
     script and every view can be bookmarked). A search or a value out of shape (too long, a control character) is
-    a 400 saying why; an unknown status or grouping is ignored, and the page says so."""
+    a 400 saying why; an unknown status or grouping is ignored, and the page says so. ``page``: which
+    ``PAGE_ROWS`` of the ok and paused rows are listed (``all``: every one; past the last: the last, said so)."""
     state, q = request.app.state.web, request.query_params
-    notices: list[str] = []
-    status, said = params.choice(q.get("status"), views.STATUS_FILTERS, what="status")
-    notices += [said] if said else []
+    values, notices = filter_values(q)
     group, said = params.choice(q.get("group"), views.GROUPS, what="grouping")
     notices += [said] if said else []
-    search = params.text(q.get("q"), max_len=MAX_SEARCH, what="the search (q)")
-    values = {k: params.text(q.get(k), max_len=MAX_FILTER, what=k) or None for k in ("tenant", "system", "app", "tag")}
-    ctx = await asyncio.to_thread(overview_context, state, datetime.now(UTC), status=status, q=search or None,
-                                  group=group, notices=notices, **values)
+    raw_page = (q.get("page") or "").strip()
+    page = None if raw_page == "all" else params.integer(raw_page or "1", lo=1, hi=MAX_PAGE, what="page (or all)")
+    ctx = await asyncio.to_thread(overview_context, state, datetime.now(UTC), group=group, notices=notices,
+                                  page=page, **values)
+    if ctx["pager"] and page is not None and page > ctx["pager"]["pages"]:
+        ctx["notices"].append(f"page {page} is past the last ({ctx['pager']['pages']}): the last is shown")
     return render(request, "overview.html", **ctx)
 
 

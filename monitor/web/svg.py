@@ -7,8 +7,9 @@ milliseconds (``monitor.db_history``), or a check's runs that were ok or warn an
 
 from __future__ import annotations
 
+import math
 from collections import defaultdict
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from functools import lru_cache
 from typing import Any, NamedTuple
 
@@ -94,6 +95,8 @@ class Window(NamedTuple):
 
 
 WINDOWS = (("24h", "24 h", 1, 24), ("7d", "7 d", 6, 28), ("30d", "30 d", 24, 30))  # key, name, hours per cell, cells
+# an integration's page only: its daily rollups over 90 days (``retention.rollup_days``, 90 by default, keeps them)
+LONG_WINDOW = ("90d", "90 d", 24, 90)
 
 
 def by_check(rows: list[tuple[Any, ...]]) -> dict[str, list[tuple[Any, ...]]]:
@@ -104,12 +107,13 @@ def by_check(rows: list[tuple[Any, ...]]) -> dict[str, list[tuple[Any, ...]]]:
     return out
 
 
-def window_starts(now: datetime) -> list[Window]:
+def window_starts(now: datetime, *, long: bool = False) -> list[Window]:
     """The 24 h, 7 d and 30 d windows: they end with the current hour (the 24 h one is the overview's 24 hourly
-    cells). Every availability figure and bar of every surface is read over these."""
+    cells). Every availability figure and bar of every surface is read over these; ``long``: and the 90 days of
+    an integration's page (``LONG_WINDOW``)."""
     top = now.replace(minute=0, second=0, microsecond=0) + timedelta(hours=1)
     return [Window(key, name, top - timedelta(hours=cell_h * count), cell_h, count)
-            for key, name, cell_h, count in WINDOWS]
+            for key, name, cell_h, count in (*WINDOWS, LONG_WINDOW) if long or key != LONG_WINDOW[0]]
 
 
 def _cell_rows(w: Window, sums: list[list[int]]) -> list[tuple[datetime, int, int]]:
@@ -117,12 +121,12 @@ def _cell_rows(w: Window, sums: list[list[int]]) -> list[tuple[datetime, int, in
 
 
 def availability_windows(cells: dict[str, list[tuple[int, int, int]]], now: datetime, *,
-                         compact: bool = False) -> list[dict[str, Any]]:
+                         compact: bool = False, long: bool = False) -> list[dict[str, Any]]:
     """An integration's availability over each window: its bars and figure. ``cells``: per window key, the
     (cell, up_ms, down_ms) rows ``Store.availability_cells`` sums from the window's start. The figure is the
     cells' sum: the same rows as the overview's, the API's and /metrics' figures over the same window."""
     out = []
-    for w in window_starts(now):
+    for w in window_starts(now, long=long):
         sums = [[0, 0] for _ in range(w.cells)]
         up = down = 0
         for i, cell_up, cell_down in cells.get(w.key, []):
@@ -138,12 +142,12 @@ def availability_windows(cells: dict[str, list[tuple[int, int, int]]], now: date
 
 
 def run_windows(cells: dict[str, list[tuple[str, int, int, int]]], checks: list[str], now: datetime, *,
-                compact: bool = False) -> dict[str, list[dict[str, Any]]]:
+                compact: bool = False, long: bool = False) -> dict[str, list[dict[str, Any]]]:
     """For each of ``checks``: its runs over each window (24 h in hours, 7 d in 6-hour cells, 30 d in days), how
     many were ok or warn, as bars. ``cells``: per window key, (check, cell, good, total) rows as
     ``Store.uptime_cells`` sums them. ``compact``: ``strip`` bars (one tooltip per bar: the report)."""
     out: dict[str, list[dict[str, Any]]] = {check: [] for check in checks}
-    for w in window_starts(now):
+    for w in window_starts(now, long=long):
         sums = {check: [[0, 0] for _ in range(w.cells)] for check in checks}
         for check, i, up, total in cells.get(w.key, []):
             if check in sums and 0 <= i < w.cells:
@@ -157,6 +161,94 @@ def run_windows(cells: dict[str, list[tuple[str, int, int, int]]], checks: list[
                    else bars(row, label=label, runs=True))
             out[check].append({"key": w.key, "name": w.name, "svg": svg, "good": good, "total": total})
     return out
+
+
+BEAT_CLASS = {"ok": "up", "warn": "part", "fail": "down", "error": "down", "blocked": "down"}
+
+
+def beats(runs: list[Any], *, slots: int = 60, width: int = 240, height: int = 22) -> Markup | None:
+    """The last runs of a check, one bar each, the newest at the right (``runs``: stored results, newest first, at
+    most ``slots``): its status as the colour, its time, status, diagnosis and latency in its tooltip. None without
+    a run. Only what is stored: raw results are kept by age (``retention.raw_hours``) and count."""
+    if not runs:
+        return None
+    runs = list(reversed(runs[:slots]))
+    step = width / slots
+    first = slots - len(runs)
+    good = sum(1 for r in runs if r.status in ("ok", "warn"))
+    label = f"last {len(runs)} run{'s' if len(runs) != 1 else ''}: {good} ok or warn"
+    parts = [f'<svg class="bars beats" width="{width}" height="{height}" viewBox="0 0 {width} {height}" role="img" '
+             f'aria-label="{label}">']
+    if first:  # the slots no run has filled yet, as one "no data" path
+        parts.append(_strip(("none",) * first, first * width / slots, height))
+    for i, r in enumerate(runs):
+        what = r.status + (f" ({r.code})" if r.code else "")
+        took = f", {r.latency_ms:.0f} ms" if r.latency_ms is not None else ""
+        tip = f'{r.checked_at.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S")} UTC: {what}{took}'
+        parts.append(f'<rect class="{BEAT_CLASS.get(r.status, "none")}" x="{(first + i) * step + 0.5:.1f}" y="0" '
+                     f'width="{max(step - 1, 1):.1f}" height="{height}"><title>{escape(tip)}</title></rect>')
+    parts.append("</svg>")
+    return Markup("".join(parts))  # noqa: S704 - every text part is escaped
+
+
+def _nice(value: float) -> float:
+    """The smallest of 1, 2, 5 times a power of ten that is at least ``value``: the top of a latency axis."""
+    if value <= 0:
+        return 1.0
+    power = 10 ** math.floor(math.log10(value))
+    return next(m * power for m in (1, 2, 5, 10) if m * power >= value)
+
+
+def latency_chart(points: list[tuple[datetime, float]], *, label: str, unit: str = "run", width: int = 300,
+                  height: int = 78) -> Markup | None:
+    """Latency in ms over time, with its axes: 0 and the top value on the left, the first and the last time below,
+    a dot per point whose tooltip holds its time and value; ``unit``: "run" (one point a run, times as HH:MM) or
+    "hour" (hourly means, times as MM-DD HH:00). The figures beside it (latest, median, max) are ``latency_figures``'.
+    None without a point."""
+    points = sorted(points)
+    if not points:
+        return None
+    left, right, top_pad, bottom = 44, 6, 6, 16
+    plot_w, plot_h = width - left - right, height - top_pad - bottom
+    top = _nice(max(v for _, v in points))
+    t0, t1 = points[0][0], points[-1][0]
+    span = (t1 - t0).total_seconds()
+
+    def x(t: datetime) -> float:
+        return left + (plot_w / 2 if span == 0 else (t - t0).total_seconds() / span * plot_w)
+
+    def y(v: float) -> float:
+        return top_pad + plot_h - v / top * plot_h
+
+    fmt = "%H:%M" if unit == "run" else "%m-%d %H:00"
+    xy = [(x(t), y(v)) for t, v in points]
+    parts = [f'<svg class="latency" width="{width}" height="{height}" viewBox="0 0 {width} {height}" role="img" '
+             f'aria-label="{escape(label)}">',
+             f'<line class="grid" x1="{left}" y1="{top_pad}" x2="{width - right}" y2="{top_pad}"/>',
+             f'<line class="axis" x1="{left}" y1="{top_pad + plot_h}" x2="{width - right}" y2="{top_pad + plot_h}"/>',
+             f'<line class="axis" x1="{left}" y1="{top_pad}" x2="{left}" y2="{top_pad + plot_h}"/>',
+             f'<text class="ylabel" x="{left - 4}" y="{top_pad}">{top:g} ms</text>',
+             f'<text class="ylabel" x="{left - 4}" y="{top_pad + plot_h}">0</text>',
+             f'<text class="xlabel start" x="{left}" y="{height - 3}">{t0.astimezone(UTC).strftime(fmt)}</text>']
+    if span:
+        parts.append(f'<text class="xlabel end" x="{width - right}" y="{height - 3}">'
+                     f'{t1.astimezone(UTC).strftime(fmt)}</text>')
+    if len(xy) > 1:
+        parts.append(f'<polyline points="{" ".join(f"{a:.1f},{b:.1f}" for a, b in xy)}"/>')
+    for (t, v), (a, b) in zip(points, xy, strict=True):
+        parts.append(f'<circle cx="{a:.1f}" cy="{b:.1f}" r="{2.5 if len(xy) < 40 else 1.6}"><title>'
+                     f'{t.astimezone(UTC).strftime("%Y-%m-%d %H:%M")} UTC: {v:.0f} ms'
+                     f'{" (mean of the hour)" if unit == "hour" else ""}</title></circle>')
+    parts.append("</svg>")
+    return Markup("".join(parts))  # noqa: S704 - numbers and times only; the label is escaped
+
+
+def latency_figures(values: list[float]) -> str:
+    """"latest 42 ms · median 40 ms · max 120 ms" of latencies oldest first."""
+    ordered = sorted(values)
+    median = ordered[len(ordered) // 2] if len(ordered) % 2 else (ordered[len(ordered) // 2 - 1]
+                                                                    + ordered[len(ordered) // 2]) / 2
+    return f"latest {values[-1]:.0f} ms · median {median:.0f} ms · max {ordered[-1]:.0f} ms"
 
 
 def sparkline(points: list[tuple[str, datetime, float]], check: str | None, now: datetime, *, hours: int = 168,

@@ -401,6 +401,12 @@ def select_views(items: list[IntegrationView], *, tenant: str | None = None, tag
             and (needle is None or needle in haystack(v))]
 
 
+def quiet(v: IntegrationView) -> bool:
+    """Ok or paused, and not stale: the rows the overview lists a page at a time (``pages.paginate``); every other
+    one is on every page."""
+    return v.status in ("ok", "paused") and not v.stale
+
+
 def haystack(v: IntegrationView) -> str:
     """What the overview's search looks in, case-folded, one field a line (a search never spans two): the
     integration's name, mailbox, signing-in account, app (its name in the config, in Entra ID, its client id),
@@ -435,6 +441,7 @@ class Group:
     rows: list[IntegrationView]
     counts: dict[str, int]  # per status (COUNT_ORDER), only those present
     stale: int
+    hidden: int = 0  # its ok and paused rows on other pages of the overview (``rows`` holds the others)
 
 
 def groups(items: list[IntegrationView], by: str) -> list[Group]:
@@ -515,7 +522,8 @@ def details(cfg: Config, store: Any, items: list[IntegrationView], now: datetime
     """The page of each of ``items`` (their overview rows), read together: one statement per kind of data
     for all of them (the report gives a page to every integration that is not ok). ``incidents``: every
     incident, oldest first, when the caller has read them. ``compact``: bars with one tooltip per bar, not per
-    cell (the report)."""
+    cell, and the 7 days' latency line (the report); otherwise also each check's runs over 90 days, its last runs
+    as beats and their latency as a chart with axes (an integration's page)."""
     names = [v.name for v in items]
     if not names:
         return []
@@ -523,7 +531,10 @@ def details(cfg: Config, store: Any, items: list[IntegrationView], now: datetime
     for r in store.latest_results_of(names):
         latest[r.integration][r.check] = r
     windows = svg.window_starts(now)
-    runs = {w.key: store.uptime_cells(names, w.start, w.hours_per_cell, w.cells) for w in windows}
+    # the checks' runs over 90 days too on an integration's page (its availability figures stay those of every
+    # surface: 24 h, 7 d, 30 d)
+    runs = {w.key: store.uptime_cells(names, w.start, w.hours_per_cell, w.cells)
+            for w in svg.window_starts(now, long=not compact)}
     available = {w.key: store.availability_cells(names, w.start, w.hours_per_cell, w.cells) for w in windows}
     latency = store.latency_rows(names, now - timedelta(days=7))
     every = store.incidents(None) if incidents is None else incidents
@@ -543,19 +554,48 @@ def details(cfg: Config, store: Any, items: list[IntegrationView], now: datetime
                   latency[v.name], every, creds, compact) for v in items]
 
 
+BEATS = 60  # runs of a check shown as beats on its integration's page
+
+
+def _recent(store: Any, name: str, check: str, hourly: list[tuple[str, datetime, float]]) -> dict[str, Any]:
+    """A check's last ``BEATS`` runs as beats (the stored raw results: kept by age and count, ``retention``), their
+    latency as a chart with its axes, and the 7 days' hourly mean latency as another once it has two hours."""
+    runs = store.results(name, check, None, BEATS)
+    timed = [(r.checked_at, float(r.latency_ms)) for r in reversed(runs) if r.latency_ms is not None]
+    means = [(hour, ms) for _, hour, ms in hourly]
+    out: dict[str, Any] = {"beats": svg.beats(runs, slots=BEATS), "runs": len(runs),
+                           "runs_good": sum(1 for r in runs if r.status in ("ok", "warn")),
+                           "oldest_run": runs[-1].checked_at if runs else None, "latency_runs": None,
+                           "latency_hours": None}
+    if timed:
+        out["latency_runs"] = svg.latency_chart(timed, label=f"latency of the last {len(timed)} timed runs of "
+                                                             f"{check}: {svg.latency_figures([v for _, v in timed])}")
+        out["latency_runs_text"] = svg.latency_figures([v for _, v in timed])
+    if len(means) >= 2:
+        means.sort()
+        text = svg.latency_figures([v for _, v in means]).replace("latest", "latest hour")
+        out["latency_hours"] = svg.latency_chart(means, unit="hour", label=f"hourly mean latency of {check}, last 7 "
+                                                                          f"days: {text}")
+        out["latency_hours_text"] = text
+    return out
+
+
 def _page(cfg: Config, store: Any, view: IntegrationView, now: datetime, latest: dict[str, Any],
           runs: dict[str, list[tuple[str, int, int, int]]], availability: list[dict[str, Any]],
           latency_rows: list[Any], every: list[Any], creds_by_client: dict[str, list[dict[str, Any]]],
           compact: bool) -> dict[str, Any]:
     name = view.name
-    uptime = svg.run_windows(runs, [c.check for c in view.checks], now, compact=compact)
+    uptime = svg.run_windows(runs, [c.check for c in view.checks], now, compact=compact, long=not compact)
     latency = svg.by_check(latency_rows)
     results = []
     for c in view.checks:
         r = latest.get(c.check)
         item: dict[str, Any] = {"view": c, "result": result_json(cfg, r) if r else None, "cause": None,
-                                "diagnosis": None, "windows": uptime[c.check],
-                                "spark": svg.sparkline(latency.get(c.check, []), None, now)}
+                                "diagnosis": None, "windows": uptime[c.check]}
+        if compact:  # the report: the 7 days' hourly line, no runs
+            item["spark"] = svg.sparkline(latency.get(c.check, []), None, now)
+        else:
+            item.update(_recent(store, name, c.check, latency.get(c.check, [])))
         if r is not None and r.status != "ok":
             outcome = Outcome(Status(r.status), r.code, r.summary, r.latency_ms, dict(r.details or {}))
             d = diagnoses.get(r.code)

@@ -232,67 +232,6 @@ def test_the_theme_button_is_remembered_across_a_reload(browser, site, system):
 
 
 # -- updates ---------------------------------------------------------------------------------------------------
-@pytest.fixture(scope="module")
-def quick(world, admin_hash, browser):
-    """The demo's app with web.refresh = 2 s, and a signed-in storage state."""
-    env = world
-    with serving(demo_app(env, admin_hash, refresh=2.0)) as url:
-        context = browser.new_context()
-        page = context.new_page()
-        sign_in(page, url)
-        state = context.storage_state()
-        context.close()
-        yield url, state
-
-
-def _marked(page) -> bool:
-    """True while the page has not reloaded since ``_mark``."""
-    return page.evaluate("window.__notReloaded === true")
-
-
-def _mark(page) -> None:
-    page.evaluate("window.__notReloaded = true")
-
-
-def test_no_reload_while_a_link_has_the_focus_or_updates_are_paused(browser, quick):
-    url, state = quick
-    context = browser.new_context(viewport={"width": 390, "height": 800}, storage_state=state)
-    page = context.new_page()
-    try:
-        page.goto(url + "/")
-        assert page.locator("body").get_attribute("data-refresh") == "2"
-        # a keyboard user on a link (Tab until a row's link has the focus): the page stays as it is
-        link = page.locator("tr.row td.name a").first
-        for _ in range(40):
-            page.keyboard.press("Tab")
-            if page.evaluate("document.activeElement.matches('tr.row td.name a')"):
-                break
-        assert page.evaluate("document.activeElement.matches('tr.row td.name a')")
-        _mark(page)
-        page.wait_for_timeout(5000)
-        assert _marked(page), "the page reloaded while a link had the focus"
-        assert link.evaluate("e => e === document.activeElement")
-        # the focus leaves the page's controls: the update comes
-        with page.expect_navigation(timeout=10_000):
-            page.evaluate("document.activeElement.blur()")
-        page.wait_for_load_state("load")
-        assert not _marked(page)
-        # paused with the visible button (a mouse click: the focus does not stay on it)
-        pause = page.locator("#pause-updates")
-        assert pause.is_visible() and pause.inner_text() == "Pause updates"
-        pause.click()
-        assert page.evaluate("document.activeElement === document.body")
-        assert pause.inner_text() == "Resume updates"
-        _mark(page)
-        page.wait_for_timeout(5000)
-        assert _marked(page), "the page reloaded while updates were paused"
-        assert "paused" in page.locator("#refresh-note").inner_text()
-        with page.expect_navigation(timeout=10_000):
-            page.locator("#pause-updates").click()
-    finally:
-        context.close()
-
-
 def test_pages_that_must_not_reload_do_not(world, admin_hash):
     env = world
     app = demo_app(env, admin_hash)

@@ -109,6 +109,28 @@ class SignInLog(Protocol):
     def window(self, integration: IntegrationConfig) -> SignInWindow: ...
 
 
+@dataclass(frozen=True, slots=True)
+class CanarySent:
+    """One canary an integration's sending check (smtp, graph_mail) sent, as its stored result records it."""
+
+    tag: str  # the unique tag in its subject: "[mailwarden canary] <integration> <tag>"
+    sent_at: datetime  # when the server accepted it (UTC)
+    to: str | None  # the address it was sent to
+
+
+class CanaryLog(Protocol):
+    """What the canaries' reading side needs (monitor.canaries implements it from the stored results)."""
+
+    def sent(self, integration: str, since: datetime) -> list[CanarySent]:
+        """The canaries ``integration``'s checks sent since ``since``, oldest first."""
+        ...
+
+    def seen(self, integration: str, check: str, since: datetime) -> dict[str, datetime]:
+        """The canaries (tag -> the server's received time) this reading check found in its mailbox in its runs since
+        ``since`` (recorded in its results), so that one collected between two runs is known to have arrived."""
+        ...
+
+
 class NoOptions(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
@@ -133,6 +155,8 @@ class CheckContext:
     loop: Any = None
     # the consuming system's sign-ins (the `consumer` check); None where the application has no sign-in log
     signins: SignInLog | None = None
+    # the canaries other integrations sent (a reading check's `canary` option); None where nothing is stored
+    canaries: CanaryLog | None = None
 
     def now(self) -> datetime:
         return self.clock()

@@ -47,6 +47,11 @@ Decisions:
   ``graph_unreadable``, ``no_refresh_token``, ``certificate_expiring``, ``credential_not_found``,
   ``wrong_account`` (a delegated sign-in by another account than the configured one), ``reply_too_large``
   (an HTTP reply past ``checks.graph_client.MAX_REPLY_BYTES``), ``ews_retiring``.
+- Mail-flow evidence (``checks.mailflow``, issue 16 item 2): ``inbox_backlog`` (warn) is mail older than the check's
+  ``backlog_age``; past ``backlog_grace`` more it is ``consumer_not_collecting`` (critical: the consuming system's
+  outage, an incident), whose steps act in that system, never on mailwarden's token (no flag). The canary: a
+  reading check that does not find a canary within ``deliver_within`` is ``canary_not_delivered`` (critical); a canary
+  left unread past ``collect_within`` is ``consumer_not_collecting`` too (same cause).
 """
 
 from __future__ import annotations
@@ -161,7 +166,9 @@ PRODUCED_BY: dict[str, tuple[str, ...]] = {
     "ews_forbidden": ("ews",),
     "ews_disabled": ("ews",),
     "ews_retiring": ("ews",),
-    "inbox_backlog": ("imap", "pop", "graph_mail"),
+    "inbox_backlog": ("imap", "pop", "graph_mail", "ews"),
+    "consumer_not_collecting": ("imap", "pop", "graph_mail", "ews"),
+    "canary_not_delivered": ("imap", "graph_mail"),
     "blocked_by_token": _MAILBOX,
     "unexpected_reply": _MAILBOX,
     "reply_too_large": ("graph_mail", "ews"),
@@ -1181,6 +1188,42 @@ _ENTRIES: tuple[Diagnosis, ...] = (
         Step("For POP, check that {system} deletes or marks what it has fetched, or the backlog keeps growing.",
              check="pop")),
        severity="warning", category="consumer"),
+    _d("consumer_not_collecting", "Consuming system stopped collecting mail",
+       "Mail has waited uncollected in {mailbox} past the check's backlog_age and backlog_grace ({detail}). "
+       "mailwarden's own access to the mailbox works, so {system} has stopped collecting: its mail service or "
+       "poller is down or stuck, or its own sign-in or copy of the secret fails, which mailwarden does not hold. "
+       "Mail sent to {mailbox} meanwhile is not being processed.",
+       ("Check that {system}'s mail service, poller or scheduled job runs, and read its mail or connector log.",
+        Step("If that log shows an authentication error, {system}'s own OAuth connection failed (mailwarden's "
+             "token is separate and works): {system_sign_in}", flow=_DELEGATED),
+        Step("If that log shows an authentication error: in {system}, paste the Value of a current client secret "
+             "of {app} into {secret_field}.", flow=_APP_ONLY),
+        Step("For POP, check that {system} deletes what it has fetched (a leave-on-server setting keeps the oldest "
+             "message in place, and it counts as uncollected).", check="pop"),
+        Step("Check that {system} marks what it has taken as read, or moves or deletes it: mail it processed but "
+             "left unread in the inbox counts as uncollected.", check=("imap", "graph_mail", "ews")),
+        "Once {system} collects again the backlog drains and the check recovers at its next run; answer the mail "
+        "that waited, and if {system} needs more time per run, raise backlog_grace of the check in mailwarden's "
+        "config."),
+       category="consumer"),
+    _d("canary_not_delivered", "Canary not delivered",
+       "A canary another integration sent to {mailbox} (its subject starts with '[mailwarden canary]' and ends "
+       "with its tag) did not arrive within the check's deliver_within ({detail}). Mail sent to {mailbox} is not "
+       "reaching it, or reaches it late: the messages {system} should collect may be missing too.",
+       ("Exchange admin center > Mail flow > Message trace: search for messages to {mailbox} with the canary's subject "
+        "(the tag is in the summary): the trace says whether Exchange delivered, delayed, quarantined or rejected it.",
+        "If it was quarantined or sent to Junk: Microsoft Defender portal > Email & collaboration > Review > "
+        "Quarantine; release it, and let messages whose subject starts with '[mailwarden canary]' through (a mail "
+        "flow rule that sets the spam confidence level to -1 for that subject).",
+        "Check the mail flow rules (Exchange admin center > Mail flow > Rules) and the mailbox's inbox rules (" + _EXO +
+        "Get-InboxRule -Mailbox {mailbox}) that move, forward or delete mail before it reaches the inbox.",
+        Step("The imap check looks only in the folder it opens: a rule that moves the canary elsewhere looks like a "
+             "canary never delivered.", check="imap"),
+        "Check the sending integration's own result: its smtp or graph_mail check records each canary it sent; a "
+        "canary it could not send is that check's failure, not this one's.",
+        "Check Microsoft 365 service health (admin center > Health > Service health > Exchange Online) for delivery "
+        "delays."),
+       category="mailbox", admin=True),
     # --- the consuming system's own sign-ins (checks.consumer) -------------------------------------
     _d("consumer_signin_failed", "Consuming system fails to sign in",
        "Entra ID refuses the sign-ins of {system} itself to {app} ({client_id}) with {consumer_code} "

@@ -13,6 +13,11 @@ What EWS answers, and how it is read (``classify``, pure, table-tested in tests/
 - A 5xx with no EWS reply in it (503 with an empty body during an incident, an HTML error page):
   ``service_unavailable`` (error), with the Retry-After honoured.
 
+With ``backlog_age`` (``checks.mailflow``), a FindItem follows a GetFolder that counted unread mail: the inbox's
+oldest unread message (Shallow traversal, a Restriction on message:IsRead, SortOrder item:DateTimeReceived
+ascending, an IndexedPageItemView of one entry), its DateTimeReceived the age of the backlog. Its refusals read as
+GetFolder's do.
+
 Exchange Online retires EWS: blocked by default from 1 October 2026 in tenants that did not allow it, shut down on
 1 April 2027 with no exceptions. Every result against Exchange Online carries that notice; on-premises Exchange
 (``endpoints.exchange: on_premises``) keeps EWS and gets none. From 180 days before the shutdown, EWS answering in
@@ -33,10 +38,11 @@ from xml.etree import ElementTree  # noqa: S405 - stdlib expat limits entity exp
 from xml.sax.saxutils import escape
 
 import httpx
+from pydantic import ConfigDict
 
 from mailwarden import days
-from mailwarden.checks import graph_client
-from mailwarden.checks.base import CheckContext, NoOptions, Outcome, Status, mailbox_target
+from mailwarden.checks import graph_client, mailflow
+from mailwarden.checks.base import CheckContext, Outcome, Status, mailbox_target
 from mailwarden.checks.mailbox import Probe, fetch_token, tls_context
 from mailwarden.checks.network import network_outcome
 from mailwarden.durations import retry_after
@@ -66,6 +72,33 @@ REQUEST = """<?xml version="1.0" encoding="utf-8"?>
       <m:FolderShape><t:BaseShape>Default</t:BaseShape></m:FolderShape>
       <m:FolderIds><t:DistinguishedFolderId Id="inbox"/></m:FolderIds>
     </m:GetFolder>
+  </soap:Body>
+</soap:Envelope>"""
+
+# The inbox's oldest unread message: FindItem as Microsoft documents it (learn.microsoft.com/exchange/client-developer/
+# web-service-reference/finditem-operation; IndexedPageItemView, Restriction, SortOrder, ParentFolderIds in that
+# order, as Messages.xsd requires)
+FIND_OLDEST = """<?xml version="1.0" encoding="utf-8"?>
+<soap:Envelope xmlns:soap="http://schemas.xmlsoap.org/soap/envelope/"
+  xmlns:t="http://schemas.microsoft.com/exchange/services/2006/types"
+  xmlns:m="http://schemas.microsoft.com/exchange/services/2006/messages">
+  <soap:Header>
+    <t:RequestServerVersion Version="Exchange2016"/>
+    <t:ExchangeImpersonation><t:ConnectingSID><t:PrimarySmtpAddress>{mailbox}</t:PrimarySmtpAddress>
+    </t:ConnectingSID></t:ExchangeImpersonation>
+  </soap:Header>
+  <soap:Body>
+    <m:FindItem Traversal="Shallow">
+      <m:ItemShape><t:BaseShape>IdOnly</t:BaseShape>
+        <t:AdditionalProperties><t:FieldURI FieldURI="item:DateTimeReceived"/></t:AdditionalProperties>
+      </m:ItemShape>
+      <m:IndexedPageItemView MaxEntriesReturned="1" Offset="0" BasePoint="Beginning"/>
+      <m:Restriction><t:IsEqualTo><t:FieldURI FieldURI="message:IsRead"/>
+        <t:FieldURIOrConstant><t:Constant Value="false"/></t:FieldURIOrConstant></t:IsEqualTo></m:Restriction>
+      <m:SortOrder><t:FieldOrder Order="Ascending"><t:FieldURI FieldURI="item:DateTimeReceived"/></t:FieldOrder>
+      </m:SortOrder>
+      <m:ParentFolderIds><t:DistinguishedFolderId Id="inbox"/></m:ParentFolderIds>
+    </m:FindItem>
   </soap:Body>
 </soap:Envelope>"""
 
@@ -118,15 +151,22 @@ def _header(headers: Mapping[str, str], name: str) -> str:
     return ""
 
 
+class EwsOptions(mailflow.UnsearchedBacklogOptions):
+    model_config = ConfigDict(extra="forbid")
+    # backlog_age / backlog_grace (checks.mailflow): the inbox's oldest unread message, by FindItem
+
+
 def _read_root(root: ElementTree.Element) -> tuple[str, str, str, dict[str, int]]:
     msg = root.find(".//m:GetFolderResponseMessage", NS)
+    if msg is None:
+        msg = root.find(".//m:FindItemResponseMessage", NS)
     if msg is None:
         # EWS answers header-level errors (impersonation, unknown mailbox) as a SOAP fault with a ResponseCode
         code = next((el.text or "" for el in root.iter() if el.tag.endswith("}ResponseCode")), "")
         fault = root.findtext(".//faultstring") or ""
         if code:
             return "Error", code.strip(), fault.strip(), {}
-        raise ValueError(fault or "no GetFolderResponseMessage in the reply")
+        raise ValueError(fault or "no GetFolder or FindItem response message in the reply")
     code = (msg.findtext("m:ResponseCode", "", NS) or "").strip()
     text = (msg.findtext("m:MessageText", "", NS) or "").strip()
     counts = {}
@@ -137,6 +177,19 @@ def _read_root(root: ElementTree.Element) -> tuple[str, str, str, dict[str, int]
             if value is not None and value.isdigit():
                 counts[key] = int(value)
     return msg.get("ResponseClass", ""), code, text, counts
+
+
+def oldest_received(body: str) -> datetime | None:
+    """The DateTimeReceived of the one item a FindItem success returned; None when it found none (or gave none)."""
+    root = ElementTree.fromstring(body)  # noqa: S314 - see the import note
+    text = root.findtext(".//m:FindItemResponseMessage/m:RootFolder/t:Items/*/t:DateTimeReceived", None, NS)
+    if not text:
+        return None
+    try:
+        when = datetime.fromisoformat(text.strip().replace("Z", "+00:00"))
+    except ValueError:
+        return None
+    return when if when.tzinfo else when.replace(tzinfo=UTC)
 
 
 def parse(body: str) -> tuple[str, str, str, dict[str, int]]:
@@ -220,7 +273,7 @@ def classify(status: int, headers: Mapping[str, str], body: str) -> Verdict:
 
 class EwsCheck:
     kind: ClassVar[str] = "ews"
-    config_model: ClassVar[type[NoOptions]] = NoOptions
+    config_model: ClassVar[type[EwsOptions]] = EwsOptions
     depends_on_token: ClassVar[bool] = True
     needs_credential: ClassVar[bool] = True
 
@@ -228,11 +281,13 @@ class EwsCheck:
         token = await asyncio.to_thread(fetch_token, ctx, self.kind)
         if isinstance(token, Outcome):
             return self._noted(ctx, token)
+        options: EwsOptions = ctx.options  # type: ignore[assignment]
         mailbox = ctx.integration.mailbox
         probe = Probe()
         headers = {"Authorization": f"Bearer {token}", "X-AnchorMailbox": mailbox,
                    "Content-Type": "text/xml; charset=utf-8"}
         verify = tls_context(ctx.endpoints.ca_bundle)
+        op = "GetFolder"
         try:
             async with graph_client.capped_client(verify=verify, timeout=ctx.timeout_s,
                                                   trust_env=not ctx.endpoints.ca_bundle) as http:
@@ -240,17 +295,48 @@ class EwsCheck:
                 resp = await http.post(ctx.endpoints.ews, content=REQUEST.format(mailbox=escape(mailbox)),
                                        headers=headers)
                 probe.phases["getfolder"] = round((time.perf_counter() - t0) * 1000, 1)
+                outcome = self._judge(ctx, resp, probe)
+                if outcome.status != Status.OK or not options.backlog_age or not outcome.metrics.get("unread_count"):
+                    return self._noted(ctx, outcome)
+                op = "FindItem"
+                t0 = time.perf_counter()
+                resp = await http.post(ctx.endpoints.ews, content=FIND_OLDEST.format(mailbox=escape(mailbox)),
+                                       headers=headers)
+                probe.phases["finditem"] = round((time.perf_counter() - t0) * 1000, 1)
+                return self._noted(ctx, self._backlog(ctx, options, outcome, resp, probe))
         except Exception as exc:  # noqa: BLE001 - DNS, refused, TLS, timeout, a reply past the cap
             big = graph_client.too_large(exc)
             if big is not None:
-                return self._noted(ctx, probe.outcome(Status.ERROR, "reply_too_large", f"EWS GetFolder for "
+                return self._noted(ctx, probe.outcome(Status.ERROR, "reply_too_large", f"EWS {op} for "
                                                       f"{mailbox}: {big}", reply_cap_bytes=big.cap))
             outcome = network_outcome(exc, ctx.endpoints.ews) or Outcome(
                 Status.ERROR, "unexpected_reply", f"EWS: {type(exc).__name__}: {redact(exc)}")
             return self._noted(ctx, outcome)
-        return self._noted(ctx, self._judge(ctx, resp, probe))
 
-    def _judge(self, ctx: CheckContext, resp: httpx.Response, probe: Probe) -> Outcome:
+    def _backlog(self, ctx: CheckContext, options: EwsOptions, counted: Outcome, resp: httpx.Response,
+                 probe: Probe) -> Outcome:
+        """The GetFolder result with the FindItem's answer: the oldest unread message's age judged, or the FindItem's
+        refusal read as any EWS reply is."""
+        refused = self._judge(ctx, resp, probe, "FindItem")
+        if refused.code is not None:
+            return refused
+        try:
+            received = oldest_received(resp.text)
+        except ElementTree.ParseError:
+            received = None
+        metrics = {k: v for k, v in counted.metrics.items() if k != "phases_ms"}
+        summary = counted.summary
+        age = None
+        if received is None:
+            summary += "; FindItem returned no unread message with a DateTimeReceived, so its age is unknown"
+        else:
+            age = max(0.0, (ctx.now() - received).total_seconds())
+            summary += f", the oldest unread {mailflow.age_words(age)} old"
+        metrics["oldest_unread_age_s"] = age
+        status, code, words = mailflow.judge(age, options, ctx.integration.system)
+        return probe.outcome(status, code, summary + words, **metrics)
+
+    def _judge(self, ctx: CheckContext, resp: httpx.Response, probe: Probe, op: str = "GetFolder") -> Outcome:
         mailbox = ctx.integration.mailbox
         status = resp.status_code
         diag_header = resp.headers.get("x-ms-diagnostics", "")
@@ -279,13 +365,13 @@ class EwsCheck:
         elif code == "ews_disabled":
             summary = f"EWS is disabled for this tenant, app or mailbox: {said}"
         elif code == "throttled":
-            summary = f"EWS throttled the GetFolder for {mailbox}: {said}{waits}"
+            summary = f"EWS throttled the {op} for {mailbox}: {said}{waits}"
         elif code == "service_unavailable":
-            summary = f"EWS is unavailable: the GetFolder for {mailbox} got {said} instead of a reply{waits}"
+            summary = f"EWS is unavailable: the {op} for {mailbox} got {said} instead of a reply{waits}"
         elif reading.response_code:
-            summary = f"EWS GetFolder for {mailbox} answered {said}"
+            summary = f"EWS {op} for {mailbox} answered {said}"
         else:
-            summary = f"EWS answered {said} without a GetFolder response"
+            summary = f"EWS answered {said} without a {op} response"
         outcome = probe.outcome(result, code, summary, **metrics)
         if wait:
             outcome.retry_after_s = wait

@@ -17,25 +17,29 @@ import json
 import time
 import uuid
 from collections.abc import Mapping
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any, ClassVar, NamedTuple
 
 from pydantic import BaseModel, ConfigDict
 
-from mailwarden.checks import graph_client
+from mailwarden.checks import graph_client, mailflow
 from mailwarden.checks.base import CheckContext, Outcome, Status, mailbox_target, token_target
 from mailwarden.checks.mailbox import Probe, fetch_token
 from mailwarden.checks.network import network_outcome
-from mailwarden.durations import Duration, retry_after
+from mailwarden.durations import retry_after
 from mailwarden.redact import redact
 
 
-class GraphMailOptions(BaseModel):
+class GraphMailOptions(mailflow.RenamedBacklogOptions):
     model_config = ConfigDict(extra="forbid")
-    backlog_warn: Duration | None = None  # oldest unread message older than this -> warn inbox_backlog
+    # backlog_age / backlog_grace (checks.mailflow): the oldest unread message of the inbox; backlog_warn: old name
+    # the canaries another integration sends here: found by subject in every folder (checks.mailflow)
+    canary: mailflow.CanaryOptions | None = None
     canary_to: str | None = None  # sendMail a tagged test message here on every run (needs Mail.Send)
 
 
+MAX_CANARIES = 100  # the canaries read per run: more than a day of them at one a run
+EPOCH = "1900-01-01T00:00:00Z"  # receivedDateTime ge this: every message (see _oldest_unread_age)
 THROTTLE_DEFAULT_S = 60.0  # a 429 without Retry-After (seen: outlook-dev-docs#144, msgraph-sdk-dotnet#250)
 
 
@@ -94,6 +98,7 @@ class InboxCounts:
     of a graph_mail check's CPU (bench/). Same request pipeline, same error model; a narrower result."""
 
     def __init__(self) -> None:
+        self.id: str | None = None
         self.total_item_count: int | None = None
         self.unread_item_count: int | None = None
         self.additional_data: dict[str, Any] = {}
@@ -103,7 +108,8 @@ class InboxCounts:
         return InboxCounts()
 
     def get_field_deserializers(self) -> dict[str, Any]:
-        return {"totalItemCount": lambda n: setattr(self, "total_item_count", n.get_int_value()),
+        return {"id": lambda n: setattr(self, "id", n.get_str_value()),
+                "totalItemCount": lambda n: setattr(self, "total_item_count", n.get_int_value()),
                 "unreadItemCount": lambda n: setattr(self, "unread_item_count", n.get_int_value())}
 
     def serialize(self, writer: Any) -> None:  # pragma: no cover - a reply model, never sent
@@ -111,7 +117,7 @@ class InboxCounts:
 
 
 async def _inbox_counts(users: Any) -> InboxCounts | None:
-    """GET /users/{mailbox}/mailFolders/inbox?$select=totalItemCount,unreadItemCount through msgraph-sdk."""
+    """GET /users/{mailbox}/mailFolders/inbox?$select=id,totalItemCount,unreadItemCount through msgraph-sdk."""
     from kiota_abstractions.base_request_configuration import RequestConfiguration
     from msgraph.generated.models.o_data_errors.o_data_error import ODataError
     from msgraph.generated.users.item.mail_folders.item.mail_folder_item_request_builder import (
@@ -120,7 +126,7 @@ async def _inbox_counts(users: Any) -> InboxCounts | None:
 
     builder = users.mail_folders.by_mail_folder_id("inbox")
     query = MailFolderItemRequestBuilder.MailFolderItemRequestBuilderGetQueryParameters(
-        select=["totalItemCount", "unreadItemCount"])
+        select=["id", "totalItemCount", "unreadItemCount"])
     info = builder.to_get_request_information(RequestConfiguration(query_parameters=query))
     return await builder.request_adapter.send_async(info, InboxCounts, {"XXX": ODataError})
 
@@ -151,20 +157,28 @@ class GraphMailCheck:
                                        "unread_count": folder.unread_item_count}
             summary = (f"inbox of {ctx.integration.mailbox}: {folder.total_item_count} message(s), "
                        f"{folder.unread_item_count} unread")
-            if options.backlog_warn and folder.unread_item_count:
+            status, code = Status.OK, None
+            if options.backlog_age and folder.unread_item_count:
                 step = "backlog"
                 age = await self._oldest_unread_age(users, probe)
                 metrics["oldest_unread_age_s"] = age
-                if age is not None and age > options.backlog_warn:
-                    system = ctx.integration.system or "the consuming system"
-                    return probe.outcome(Status.WARN, "inbox_backlog", f"{summary}; the oldest unread is "
-                                         f"{age / 3600:.1f} h old: is {system} still reading mail?", **metrics)
+                if age is not None:
+                    summary += f", the oldest unread {mailflow.age_words(age)} old"
+                status, code, words = mailflow.judge(age, options, ctx.integration.system)
+                summary += words
+            if options.canary is not None:
+                step = "canary"
+                canary = await self._canaries(ctx, users, options.canary, folder.id, probe)
+                status, code = mailflow.worse((status, code), (canary.status, canary.code))
+                summary += canary.words
+                metrics.update(canary.metrics)
             if options.canary_to:
                 step = "sendMail"
                 tag = await self._canary(ctx, users, options.canary_to, probe)
-                metrics.update(send_verified=True, canary_tag=tag)
+                metrics.update(send_verified=True, canary_tag=tag, canary_sent_at=ctx.now().isoformat(),
+                               canary_to=options.canary_to)
                 summary += f"; canary {tag} sent"
-            return probe.outcome(Status.OK, None, summary, **metrics)
+            return probe.outcome(status, code, summary, **metrics)
         except Exception as exc:  # noqa: BLE001 - every failure gets a diagnosis
             return self._failure(ctx, exc, step, probe)
         finally:
@@ -177,8 +191,12 @@ class GraphMailCheck:
             MessagesRequestBuilder,
         )
 
+        # Graph refuses $orderby on a property its $filter does not name first (400 InefficientFilter, "The
+        # restriction or sort order is too complex for this operation": Microsoft Graph team, "Update to Filtering
+        # and Sorting in the Mail, Calendar and Contacts REST API", devblogs.microsoft.com/microsoft365dev)
         query = MessagesRequestBuilder.MessagesRequestBuilderGetQueryParameters(
-            filter="isRead eq false", orderby=["receivedDateTime asc"], top=1, select=["receivedDateTime"])
+            filter=f"receivedDateTime ge {EPOCH} and isRead eq false", orderby=["receivedDateTime asc"], top=1,
+            select=["receivedDateTime"])
         t0 = time.perf_counter()
         page = await users.mail_folders.by_mail_folder_id("inbox").messages.get(
             request_configuration=RequestConfiguration(query_parameters=query))
@@ -188,6 +206,53 @@ class GraphMailCheck:
         received = page.value[0].received_date_time
         received = received if received.tzinfo else received.replace(tzinfo=UTC)
         return max(0.0, (datetime.now(UTC) - received).total_seconds())
+
+    async def _canaries(self, ctx: CheckContext, users: Any, watch: mailflow.CanaryOptions, inbox_id: str | None,
+                        probe: Probe) -> mailflow.CanaryVerdict:
+        """The canaries another integration sent here, looked for in every folder of the mailbox (Deleted Items and
+        wherever a rule or the consumer moved them): GET /users/{mailbox}/messages filtered on receivedDateTime and
+        the subject's prefix, no $orderby (Graph refuses a sort on a property the filter does not name first;
+        startswith on subject combines with a receivedDateTime filter: Rexezuge-CloudflareWorkers/Mail-Otter#168)."""
+        from kiota_abstractions.base_request_configuration import RequestConfiguration
+        from msgraph.generated.users.item.messages.messages_request_builder import MessagesRequestBuilder
+
+        if ctx.canaries is None:
+            return mailflow.no_log(watch)
+        now = ctx.now()
+        since = watch.since(now)
+        sent = (await asyncio.to_thread(ctx.canaries.sent, watch.from_, since))[-mailflow.RECENT:]
+        seen_before = await asyncio.to_thread(ctx.canaries.seen, ctx.integration.name, self.kind, since)
+        found: dict[str, mailflow.Found] = {}
+        if sent:
+            prefix = mailflow.PREFIX.format(integration=watch.from_).replace("'", "''")
+            oldest = sent[0].sent_at.astimezone(UTC) - timedelta(minutes=5)  # clocks differ by a little
+            clause = f"receivedDateTime ge {oldest.strftime('%Y-%m-%dT%H:%M:%SZ')}"
+            query = MessagesRequestBuilder.MessagesRequestBuilderGetQueryParameters(
+                filter=f"{clause} and startswith(subject,'{prefix}')",
+                select=["subject", "receivedDateTime", "isRead", "parentFolderId"], top=MAX_CANARIES)
+            t0 = time.perf_counter()
+            try:
+                page = await users.messages.get(request_configuration=RequestConfiguration(query_parameters=query))
+            except Exception as exc:
+                err = graph_client.graph_error(exc)
+                if err is None or err[0] != 400:
+                    raise  # throttled, refused, unreachable: the check's failure, read as any other step's
+                # a search Graph does not take is no evidence that the canary is absent: no verdict, said so
+                return mailflow.CanaryVerdict(Status.OK, None, f"; canaries from {watch.from_} not looked for: "
+                                              f"Graph answered 400 {err[1] or ''} {redact(err[2])}".rstrip(), {})
+            probe.phases["canary"] = round((time.perf_counter() - t0) * 1000, 1)
+            for msg in (page.value if page and page.value else []):
+                tag = mailflow.tag_of(" ".join((msg.subject or "").split()), watch.from_)
+                if tag is None or msg.received_date_time is None:
+                    continue
+                received = msg.received_date_time
+                received = received if received.tzinfo else received.replace(tzinfo=UTC)
+                state = "moved" if inbox_id and msg.parent_folder_id and msg.parent_folder_id != inbox_id else \
+                    "read" if msg.is_read else "unread"
+                found[tag] = mailflow.Found(tag, received, state)
+        return mailflow.judge_canaries(sent, found, seen_before, watch, now,
+                                       where=f"any folder of {ctx.integration.mailbox}",
+                                       system=ctx.integration.system)
 
     @staticmethod
     async def _canary(ctx: CheckContext, users: Any, to: str, probe: Probe) -> str:
@@ -200,7 +265,7 @@ class GraphMailCheck:
 
         tag = uuid.uuid4().hex[:12]
         body = SendMailPostRequestBody(
-            message=Message(subject=f"[mailwarden canary] {ctx.integration.name} {tag}",
+            message=Message(subject=mailflow.SUBJECT.format(integration=ctx.integration.name, tag=tag),
                             body=ItemBody(content_type=BodyType.Text,
                                           content="mailwarden send check. Safe to delete."),
                             to_recipients=[Recipient(email_address=EmailAddress(address=to))]),

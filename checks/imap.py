@@ -3,8 +3,8 @@ and the age of the oldest unseen message, log out.
 
 EXAMINE, not SELECT: nothing is marked seen. A login is not enough: Exchange may accept AUTHENTICATE and
 then answer the folder command with ``BAD User is authenticated but not connected.`` The backlog (oldest
-unseen message older than ``backlog_warn``) is the end-to-end sign that the consuming system stopped
-reading mail, whatever its own token does.
+unseen message older than ``backlog_age``, then ``backlog_grace``: ``checks.mailflow``) is the end-to-end sign
+that the consuming system stopped reading mail, whatever its own token does.
 """
 
 from __future__ import annotations
@@ -12,10 +12,13 @@ from __future__ import annotations
 import imaplib
 import re
 import time
+from datetime import datetime, timedelta, timezone
+from email.parser import BytesHeaderParser
 from typing import Any, ClassVar
 
 from pydantic import BaseModel, ConfigDict
 
+from mailwarden.checks import mailflow
 from mailwarden.checks.base import CheckContext, Outcome, Status, mailbox_target
 from mailwarden.checks.mailbox import (
     SASL_PLACEHOLDER,
@@ -27,14 +30,15 @@ from mailwarden.checks.mailbox import (
     tls_context,
     xoauth2,
 )
-from mailwarden.durations import Duration
 
 
-class ImapOptions(BaseModel):
+class ImapOptions(mailflow.RenamedBacklogOptions):
     model_config = ConfigDict(extra="forbid")
     folder: str = "INBOX"
     starttls: bool = False  # port 143 + STARTTLS instead of implicit TLS
-    backlog_warn: Duration | None = None  # oldest unseen message older than this -> warn inbox_backlog
+    # backlog_age / backlog_grace (checks.mailflow): the oldest unseen message of the folder; backlog_warn: old name
+    # the canaries another integration sends here: found by subject in the folder (checks.mailflow)
+    canary: mailflow.CanaryOptions | None = None
 
 
 def _text(data: Any) -> str:
@@ -196,6 +200,13 @@ class ImapCheck(ProtocolCheck):
             oldest_age = probe.time("backlog", lambda: self._oldest_unseen_age(conn))
         except _Refused as refused:
             return self._transient(ctx, probe, refused.known, f"reading the backlog: '{refused.reply}'", refused.reply)
+        canary = None
+        if options.canary is not None:
+            try:
+                canary = probe.time("canary", lambda: self._canary(ctx, conn, options.canary, folder))
+            except _Refused as refused:
+                return self._transient(ctx, probe, refused.known, f"looking for the canaries: '{refused.reply}'",
+                                       refused.reply)
         try:
             conn.logout()
         except (imaplib.IMAP4.error, OSError):
@@ -203,12 +214,30 @@ class ImapCheck(ProtocolCheck):
         metrics: dict[str, Any] = {"message_count": count, "oldest_unseen_age_s": oldest_age}
         summary = f"EXAMINE {folder} of {mailbox}: {count} message(s)"
         if oldest_age is not None:
-            summary += f", oldest unseen {_age(oldest_age)} old"
-        if options.backlog_warn and oldest_age is not None and oldest_age > options.backlog_warn:
-            system = ctx.integration.system or "the consuming system"
-            return probe.outcome(Status.WARN, "inbox_backlog", summary + f" (over {_age(options.backlog_warn)}: "
-                                 f"is {system} still reading mail?)", **metrics)
-        return probe.outcome(Status.OK, None, summary, **metrics)
+            summary += f", oldest unseen {mailflow.age_words(oldest_age)} old"
+        status, code, words = mailflow.judge(oldest_age, options, ctx.integration.system)
+        summary += words
+        if canary is not None:
+            status, code = mailflow.worse((status, code), (canary.status, canary.code))
+            summary += canary.words
+            metrics.update(canary.metrics)
+        return probe.outcome(status, code, summary, **metrics)
+
+    def _canary(self, ctx: CheckContext, conn: imaplib.IMAP4, watch: mailflow.CanaryOptions,
+                folder: str) -> mailflow.CanaryVerdict:
+        if ctx.canaries is None:
+            return mailflow.no_log(watch)
+        now = ctx.now()
+        since = watch.since(now)
+        sent = ctx.canaries.sent(watch.from_, since)[-mailflow.RECENT:]
+        seen_before = ctx.canaries.seen(ctx.integration.name, self.kind, since)
+        try:
+            found = _find_canaries(conn, watch.from_) if sent else {}
+        except _Unanswered as exc:  # no search, no verdict: an unanswered search is not an absent canary
+            return mailflow.CanaryVerdict(Status.OK, None, f"; canaries from {watch.from_} not looked for: "
+                                          f"{exc.step} answered '{exc.reply}'", {})
+        return mailflow.judge_canaries(sent, found, seen_before, watch, now,
+                                       where=f"{folder} of {ctx.integration.mailbox}", system=ctx.integration.system)
 
     def _transient(self, ctx: CheckContext, probe: Probe, known: tuple[Status, str, float | None], what: str,
                    reply: str) -> Outcome:
@@ -245,6 +274,71 @@ class ImapCheck(ProtocolCheck):
         return max(0.0, time.time() - time.mktime(parsed))  # Internaldate2tuple gives local time
 
 
+_FLAGS = re.compile(rb"FLAGS \(([^)]*)\)", re.I)
+_INTERNALDATE = re.compile(rb'INTERNALDATE "\s*(\d{1,2})-([A-Za-z]{3})-(\d{4}) (\d\d):(\d\d):(\d\d) '
+                           rb'([-+])(\d\d)(\d\d)"')
+
+
+class _Unanswered(Exception):
+    def __init__(self, step: str, reply: str):
+        super().__init__(reply)
+        self.step, self.reply = step, reply
+
+
+def _internaldate(match: re.Match[bytes]) -> datetime | None:
+    """An INTERNALDATE ("03-Dec-2026 05:00:00 +0000") as an aware datetime (English month names, as imaplib reads
+    them, whatever the process's locale)."""
+    day, mon, year, hh, mm, ss, sign, zh, zm = match.groups()
+    month = imaplib.Mon2num.get(mon.capitalize())
+    if month is None:
+        return None
+    offset = timedelta(hours=int(zh), minutes=int(zm)) * (-1 if sign == b"-" else 1)
+    try:
+        return datetime(int(year), month, int(day), int(hh), int(mm), int(ss), tzinfo=timezone(offset))
+    except ValueError:
+        return None
+MAX_CANARIES = 100  # the newest canaries fetched: more than a day of them at one a run
+
+
+def _find_canaries(conn: imaplib.IMAP4, sender: str) -> dict[str, mailflow.Found]:
+    """The canaries of ``sender`` in the open folder (SEARCH SUBJECT, then FLAGS, INTERNALDATE and the Subject
+    header of the newest ones, read with BODY.PEEK: nothing is marked seen)."""
+    prefix = mailflow.PREFIX.format(integration=sender).replace("\\", "").replace('"', "")
+    try:
+        typ, data = conn.uid("SEARCH", "SUBJECT", f'"{prefix.strip()}"')
+    except imaplib.IMAP4.error as exc:
+        typ, data = "BAD", [error_text(exc).removeprefix("BAD ").encode()]
+    _raise_known(typ, data)
+    if typ != "OK":
+        raise _Unanswered("UID SEARCH SUBJECT", f"{typ} {_text(data)}")
+    uids = _text(data).split()
+    if not uids:
+        return {}
+    try:
+        typ, data = conn.uid("FETCH", ",".join(uids[-MAX_CANARIES:]),
+                             "(FLAGS INTERNALDATE BODY.PEEK[HEADER.FIELDS (SUBJECT)])")
+    except imaplib.IMAP4.error as exc:
+        typ, data = "BAD", [error_text(exc).removeprefix("BAD ").encode()]
+    _raise_known(typ, data)
+    if typ != "OK":
+        raise _Unanswered("UID FETCH", f"{typ} {_text(data)}")
+    found: dict[str, mailflow.Found] = {}
+    for item in data:
+        if not isinstance(item, tuple) or len(item) < 2:
+            continue
+        head, body = item[0], item[1]
+        flags, date = _FLAGS.search(head), _INTERNALDATE.search(head)
+        subject = str(BytesHeaderParser().parsebytes(body).get("Subject") or "")
+        tag = mailflow.tag_of(" ".join(subject.split()), sender)
+        received = _internaldate(date) if date else None
+        if tag is None or received is None:
+            continue
+        marks = (flags.group(1).decode() if flags else "").lower().split()
+        state = "deleted" if "\\deleted" in marks else "read" if "\\seen" in marks else "unread"
+        found[tag] = mailflow.Found(tag, received, state)
+    return found
+
+
 class _Refused(Exception):
     def __init__(self, known: tuple[Status, str, float | None], reply: str):
         super().__init__(reply)
@@ -258,10 +352,3 @@ def _raise_known(typ: str, data: Any) -> None:
         if known is not None:
             raise _Refused(known, f"{typ} {reply}")
 
-
-def _age(seconds: float) -> str:
-    if seconds >= 86400:
-        return f"{seconds / 86400:.1f} d"
-    if seconds >= 3600:
-        return f"{seconds / 3600:.1f} h"
-    return f"{seconds / 60:.0f} min"

@@ -1,9 +1,11 @@
-"""`pop`: implicit TLS, `AUTH XOAUTH2` in two steps, `STAT`, `QUIT`.
+"""`pop`: implicit TLS, `AUTH XOAUTH2` in two steps, `STAT`, with ``backlog_age`` `TOP 1 0`, `QUIT`.
 
 Never RETR, never DELE: a POP check must not take mail away from the consuming system. Two steps
 because Exchange drops the connection on the one-line form (``-ERR Protocol error. Connection is
 closed. 10``). poplib has no AUTH helper, so the exchange is written here. A message count over
-``backlog_warn`` means the consuming system stopped collecting mail.
+``backlog_warn`` means the consuming system stopped collecting mail; so does message 1 (the oldest in the
+maildrop: POP has no read flags, a consumer collects by deleting) older than ``backlog_age`` (``checks.mailflow``),
+dated by the headers `TOP 1 0` returns (the message stays unread and in place).
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ from typing import ClassVar
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from mailwarden.checks import mailflow
 from mailwarden.checks.base import CheckContext, Outcome, Status, mailbox_target
 from mailwarden.checks.mailbox import (
     SASL_PLACEHOLDER,
@@ -26,9 +29,10 @@ from mailwarden.checks.mailbox import (
 )
 
 
-class PopOptions(BaseModel):
+class PopOptions(mailflow.UnsearchedBacklogOptions):
     model_config = ConfigDict(extra="forbid")
     backlog_warn: int | None = Field(None, ge=1)  # more messages waiting than this -> warn inbox_backlog
+    # backlog_age / backlog_grace (checks.mailflow): message 1's age, from the headers of TOP 1 0
 
 
 def _text(data: bytes | str) -> str:
@@ -108,17 +112,42 @@ class PopCheck(ProtocolCheck):
         count, size = probe.time("stat", conn.stat)
         probe.say("C: STAT")
         probe.say(f"S: +OK {count} {size}")
+        summary = f"STAT of {mailbox}: {count} message(s) waiting ({size} bytes)"
+        metrics: dict = {"message_count": count, "size_bytes": size}
+        age = None
+        if options.backlog_age and count:
+            age, said = self._oldest_age(conn, ctx, probe)
+            metrics["oldest_message_age_s"] = age
+            summary += f"; {said}"
         try:
             conn.quit()
         except (poplib.error_proto, OSError):
             pass
-        summary = f"STAT of {mailbox}: {count} message(s) waiting ({size} bytes)"
-        metrics = {"message_count": count, "size_bytes": size}
-        if options.backlog_warn and count > options.backlog_warn:
+        status, code, words = mailflow.judge(age, options, ctx.integration.system)
+        summary += words
+        if options.backlog_warn and count > options.backlog_warn and status == Status.OK:
             system = ctx.integration.system or "the consuming system"
             return probe.outcome(Status.WARN, "inbox_backlog", f"{summary}, over {options.backlog_warn}: is "
                                  f"{system} still collecting mail?", **metrics)
-        return probe.outcome(Status.OK, None, summary, **metrics)
+        return probe.outcome(status, code, summary, **metrics)
+
+    @staticmethod
+    def _oldest_age(conn: poplib.POP3, ctx: CheckContext, probe: Probe) -> tuple[float | None, str]:
+        """The age of message 1 (the oldest in the maildrop) from the headers of ``TOP 1 0``, and what to say of
+        it: which header dated it, or why its age is unknown."""
+        probe.say("C: TOP 1 0")
+        try:
+            reply, lines, _ = probe.time("top", lambda: conn.top(1, 0))
+        except poplib.error_proto as exc:
+            reply = _text(exc.args[0] if exc.args else exc)
+            probe.say(f"S: {reply}")
+            return None, f"message 1's age unknown: TOP 1 0 answered '{reply}'"
+        probe.say(f"S: {_text(reply)} ({len(lines)} header line(s))")
+        when, header = mailflow.header_date(lines)
+        if when is None:
+            return None, "message 1's age unknown: neither its Received nor its Date header holds a date"
+        age = max(0.0, (ctx.now() - when).total_seconds())
+        return age, f"message 1 (the oldest) {mailflow.age_words(age)} old by its {header} header"
 
     @staticmethod
     def _authenticate(conn: poplib.POP3, mailbox: str, line: str, probe: Probe) -> str | None:

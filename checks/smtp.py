@@ -17,6 +17,7 @@ from typing import Any, ClassVar
 
 from pydantic import BaseModel, ConfigDict
 
+from mailwarden.checks import mailflow
 from mailwarden.checks.base import CheckContext, Outcome, Status, mailbox_target
 from mailwarden.checks.mailbox import (
     SASL_PLACEHOLDER,
@@ -213,7 +214,7 @@ class SmtpCheck(ProtocolCheck):
         tag = uuid.uuid4().hex[:12]
         msg = EmailMessage()
         msg["From"], msg["To"] = sender, options.canary_to
-        msg["Subject"] = f"[mailwarden canary] {ctx.integration.name} {tag}"
+        msg["Subject"] = mailflow.SUBJECT.format(integration=ctx.integration.name, tag=tag)
         msg["X-Mailwarden-Canary"] = tag
         msg.set_content(f"mailwarden checked that {ctx.integration.name} can send as {sender}. Safe to delete.")
         try:
@@ -227,9 +228,11 @@ class SmtpCheck(ProtocolCheck):
         except smtplib.SMTPSenderRefused as exc:
             return self._submit_refused(ctx, probe, exc.smtp_code, exc.smtp_error, f"canary sender {sender} refused",
                                         login)
+        sent_at = ctx.now()
         probe.say(f"C: canary {tag} from {sender} to {options.canary_to}: accepted")
         return probe.outcome(Status.OK, None, f"SMTP AUTH as {login} accepted and canary {tag} sent as {sender}",
-                             send_verified=True, canary_tag=tag, login_as=login)
+                             send_verified=True, canary_tag=tag, canary_sent_at=sent_at.isoformat(),
+                             canary_to=options.canary_to, login_as=login)
 
     def _submit_refused(self, ctx: CheckContext, probe: Probe, code: int, message: bytes | str, what: str,
                         login: str) -> Outcome:

@@ -128,7 +128,7 @@ def validate(config: ConfigOpt = None,
     resolve, with --resolve; or warnings, with --strict); 3 on a usage error."""
     path = config_mod.config_path(config)
     try:
-        cfg, warnings = config_mod.load_with_warnings(path)
+        cfg, warnings, suggested = config_mod.load_with_notes(path)
     except ConfigError as exc:
         raise fail(exc, 1) from None
     problems = []
@@ -142,6 +142,10 @@ def validate(config: ConfigOpt = None,
         typer.echo(f"mailwarden: {path}: {len(warnings)} warning(s):", err=True)
         for w in warnings:
             typer.echo(f"  - {w}", err=True)
+    if suggested:  # never a problem: not counted by --strict
+        typer.echo(f"mailwarden: {path}: {len(suggested)} suggestion(s):", err=True)
+        for s in suggested:
+            typer.echo(f"  - {s}", err=True)
     if problems:
         typer.echo(f"mailwarden: {len(problems)} reference(s) do not resolve:", err=True)
         for p in problems:

@@ -832,6 +832,7 @@ def _cross_references(data: dict[str, Any]) -> list[Problem]:
     for name, app in apps.items():
         refers(("apps", name, "tenant"), mapping(app).get("tenant"), tenants, "tenant")
     seen: dict[str, int] = {}
+    named = {i.get("name") for i in integrations if isinstance(i, dict)} - {None}
     for i, integ in enumerate(integrations):
         if not isinstance(integ, dict):
             continue
@@ -857,6 +858,9 @@ def _cross_references(data: dict[str, Any]) -> list[Problem]:
                     model.model_validate(opts)
                 except ValidationError as exc:
                     problems += [((*loc, *err["loc"]), _message(err, model)) for err in exc.errors()]
+                canary = opts.get("canary")  # the reading side names the integration that sends it
+                if isinstance(canary, dict) and "from" in canary:
+                    refers((*loc, "canary", "from"), canary["from"], named, "integration")
         app = mapping(apps.get(integ.get("app"))) if isinstance(integ.get("app"), str) else {}
         if app.get("observe_only") is True:
             problems += _observe_only(i, integ, app, mapping(tenants.get(app.get("tenant"))), written)
@@ -1054,6 +1058,13 @@ def load(path: str | Path) -> Config:
 
 def load_with_warnings(path: str | Path) -> tuple[Config, list[str]]:
     """``load``, and what is valid but will not work as meant (``warnings``), each with key path and line."""
+    cfg, notes, _suggested = load_with_notes(path)
+    return cfg, notes
+
+
+def load_with_notes(path: str | Path) -> tuple[Config, list[str], list[str]]:
+    """``load``, its ``warnings``, and ``suggestions`` (what would make the monitoring better; never a problem),
+    each with key path and line."""
     path = Path(path)
     doc = _read(path)
     data = doc.data if doc.data is not None else {}
@@ -1079,12 +1090,16 @@ def load_with_warnings(path: str | Path) -> tuple[Config, list[str]]:
         raise ConfigError(f"{len(problems)} problem(s) in the configuration", where=str(path),
                           problems=problems) from None
     cfg.base_dir = path.resolve().parent
-    notes = []
-    for loc, msg in warnings(cfg):
-        line = doc.lines.get(loc)
-        notes.append(f"{yamlpos.format_loc(loc)} (line {line}): {msg}" if line else
-                     f"{yamlpos.format_loc(loc)}: {msg}")
-    return cfg, notes
+
+    def placed(found: list[Problem]) -> list[str]:
+        out = []
+        for loc, msg in found:
+            line = doc.lines.get(loc)
+            out.append(f"{yamlpos.format_loc(loc)} (line {line}): {msg}" if line else
+                       f"{yamlpos.format_loc(loc)}: {msg}")
+        return out
+
+    return cfg, placed(warnings(cfg)), placed(suggestions(cfg))
 
 
 def _read(path: Path) -> yamlpos.PositionedYaml:
@@ -1114,21 +1129,52 @@ def _read(path: Path) -> yamlpos.PositionedYaml:
         raise ConfigError(f"{refused}: {problem}", where=where) from None
 
 
+RECEIVING = ("imap", "pop", "ews", "graph_mail")  # the checks that read a mailbox's waiting mail (backlog_age)
+
+
 def warnings(cfg: Config) -> list[Problem]:
-    """What is valid but will not work as meant: links (alerts carry the dashboard's and reauthorisation links;
-    delegated integrations get reauthorisation links and the sign-in redirect) to a ``web.base_url`` that is unset
-    or loopback, which opens for nobody but this machine."""
+    """What is valid but will not work as meant: IMAP's or Graph's old ``backlog_warn`` (it warns and never opens an
+    incident, where ``backlog_age`` does after its grace); links (alerts carry the dashboard's and reauthorisation
+    links; delegated integrations get reauthorisation links and the sign-in redirect) to a ``web.base_url`` that is
+    unset or loopback, which opens for nobody but this machine."""
+    found: list[Problem] = []
+    for i, integ in enumerate(cfg.integrations):
+        for kind in ("imap", "graph_mail"):
+            opts = integ.checks.get(kind) or {}
+            if "backlog_warn" in opts and "backlog_grace" not in opts:
+                found.append((("integrations", i, "checks", kind, "backlog_warn"),
+                              f"the old name of backlog_age: as written it only warns, however long mail waits. "
+                              f"Write backlog_age: {opts['backlog_warn']} for a failure (an incident) once mail has "
+                              f"waited backlog_grace (default 1h) longer: the consuming system stopped collecting"))
     delegated = any(i.flow == "delegated" for i in cfg.integrations)
     if not (cfg.alerts.active() or delegated) or not _loopback(cfg.web.base_url):
-        return []
+        return found
     links = " and ".join(w for w, on in (("the links in alerts", cfg.alerts.active()),
                                          ("the reauthorisation links and their sign-in redirect", delegated)) if on)
     state = (f"{cfg.web.base_url} is" if "base_url" in cfg.web.model_fields_set
              else f"it is not set, and its default {LOOPBACK_BASE_URL} is")
-    return [(("web", "base_url"),
-             f"{state} an address only this machine reaches: {links} will not open for anyone else. Set "
-             "web.base_url to the address people open mailwarden at, e.g. base_url: https://mailwarden.contoso.com "
-             "(and register <base_url>/auth/callback on the delegated apps)")]
+    return [*found, (("web", "base_url"),
+                     f"{state} an address only this machine reaches: {links} will not open for anyone else. Set "
+                     "web.base_url to the address people open mailwarden at, e.g. base_url: "
+                     "https://mailwarden.contoso.com (and register <base_url>/auth/callback on the delegated apps)")]
+
+
+def suggestions(cfg: Config) -> list[Problem]:
+    """What would make the monitoring better, never a problem: ``backlog_age`` on a delegated integration's receiving
+    check. A delegated consuming system can lose its own sign-in while mailwarden's token stays good; mail waiting in
+    the mailbox shows it in every Entra ID edition (the sign-in log needs P1/P2)."""
+    found: list[Problem] = []
+    for i, integ in enumerate(cfg.integrations):
+        if integ.flow != "delegated" or integ.paused:
+            continue
+        for kind in RECEIVING:
+            opts = integ.checks.get(kind)
+            if opts is not None and "backlog_age" not in opts and not (kind != "pop" and "backlog_warn" in opts):
+                found.append((("integrations", i, "checks", kind),
+                              f"set backlog_age (e.g. {{backlog_age: 2h}}): mail waiting longer than that warns, and "
+                              f"past backlog_grace more it fails, when {integ.system or 'the consuming system'} "
+                              f"stops collecting while mailwarden's own sign-in still works"))
+    return found
 
 
 def _loopback(url: str) -> bool:

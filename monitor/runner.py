@@ -25,6 +25,7 @@ from mailwarden.checks.base import CheckContext, Outcome, SignInLog, Status, tar
 from mailwarden.errors import MailwardenError, StorageError
 from mailwarden.monitor.backoff import Backoff, Wait
 from mailwarden.monitor.breaker import Breaker
+from mailwarden.monitor.canaries import StoredCanaries
 from mailwarden.monitor.config import Config, IntegrationConfig
 from mailwarden.monitor.pipeline import ResultPipeline
 from mailwarden.redact import redact
@@ -195,6 +196,8 @@ class Runner:
         self.breaker = Breaker()
         # the consuming systems' sign-ins (checks.base.SignInLog; monitor.signins), set by the runtime
         self.signins: SignInLog | None = None
+        # the canaries sent and seen (checks.base.CanaryLog), read from the stored results
+        self.canaries = StoredCanaries(store)
 
     def targets_of(self, integ: IntegrationConfig, kind: str) -> list[str]:
         app = self.config.apps[integ.app]
@@ -357,7 +360,7 @@ class Runner:
             config=self.config, integration=integ, app=app, tenant=self.config.integration_tenant(integ),
             options=check.config_model.model_validate(integ.checks[kind]), tokens=self.tokens,
             credentials=self.credentials, endpoints=self.tokens.endpoints, timeout_s=timeout, clock=self.clock,
-            loop=asyncio.get_running_loop(), signins=self.signins)
+            loop=asyncio.get_running_loop(), signins=self.signins, canaries=self.canaries)
         self._bind_limits()
         lock = self._mailbox[(integ.mailbox, kind)] if check.depends_on_token else None
         server = self._server(integ, kind) if check.depends_on_token else None

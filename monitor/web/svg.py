@@ -200,11 +200,11 @@ def _nice(value: float) -> float:
 
 
 def latency_chart(points: list[tuple[datetime, float]], *, label: str, unit: str = "run", width: int = 300,
-                  height: int = 78) -> Markup | None:
+                  height: int = 78, measure: str = "ms") -> Markup | None:
     """Latency in ms over time, with its axes: 0 and the top value on the left, the first and the last time below,
     a dot per point whose tooltip holds its time and value; ``unit``: "run" (one point a run, times as HH:MM) or
-    "hour" (hourly means, times as MM-DD HH:00). The figures beside it (latest, median, max) are ``latency_figures``'.
-    None without a point."""
+    "hour" (hourly means, times as MM-DD HH:00); ``measure``: the values' unit ("ms", or "s" for the canary's
+    delivery delay). The figures beside it (latest, median, max) are ``latency_figures``'. None without a point."""
     points = sorted(points)
     if not points:
         return None
@@ -227,7 +227,7 @@ def latency_chart(points: list[tuple[datetime, float]], *, label: str, unit: str
              f'<line class="grid" x1="{left}" y1="{top_pad}" x2="{width - right}" y2="{top_pad}"/>',
              f'<line class="axis" x1="{left}" y1="{top_pad + plot_h}" x2="{width - right}" y2="{top_pad + plot_h}"/>',
              f'<line class="axis" x1="{left}" y1="{top_pad}" x2="{left}" y2="{top_pad + plot_h}"/>',
-             f'<text class="ylabel" x="{left - 4}" y="{top_pad}">{top:g} ms</text>',
+             f'<text class="ylabel" x="{left - 4}" y="{top_pad}">{top:g} {measure}</text>',
              f'<text class="ylabel" x="{left - 4}" y="{top_pad + plot_h}">0</text>',
              f'<text class="xlabel start" x="{left}" y="{height - 3}">{t0.astimezone(UTC).strftime(fmt)}</text>']
     if span:
@@ -237,18 +237,18 @@ def latency_chart(points: list[tuple[datetime, float]], *, label: str, unit: str
         parts.append(f'<polyline points="{" ".join(f"{a:.1f},{b:.1f}" for a, b in xy)}"/>')
     for (t, v), (a, b) in zip(points, xy, strict=True):
         parts.append(f'<circle cx="{a:.1f}" cy="{b:.1f}" r="{2.5 if len(xy) < 40 else 1.6}"><title>'
-                     f'{t.astimezone(UTC).strftime("%Y-%m-%d %H:%M")} UTC: {v:.0f} ms'
+                     f'{t.astimezone(UTC).strftime("%Y-%m-%d %H:%M")} UTC: {v:.0f} {measure}'
                      f'{" (mean of the hour)" if unit == "hour" else ""}</title></circle>')
     parts.append("</svg>")
     return Markup("".join(parts))  # noqa: S704 - numbers and times only; the label is escaped
 
 
-def latency_figures(values: list[float]) -> str:
+def latency_figures(values: list[float], measure: str = "ms") -> str:
     """"latest 42 ms · median 40 ms · max 120 ms" of latencies oldest first."""
     ordered = sorted(values)
     median = ordered[len(ordered) // 2] if len(ordered) % 2 else (ordered[len(ordered) // 2 - 1]
                                                                     + ordered[len(ordered) // 2]) / 2
-    return f"latest {values[-1]:.0f} ms · median {median:.0f} ms · max {ordered[-1]:.0f} ms"
+    return f"latest {values[-1]:.0f} {measure} · median {median:.0f} {measure} · max {ordered[-1]:.0f} {measure}"
 
 
 def sparkline(points: list[tuple[str, datetime, float]], check: str | None, now: datetime, *, hours: int = 168,

@@ -571,6 +571,15 @@ def _recent(store: Any, name: str, check: str, hourly: list[tuple[str, datetime,
         out["latency_runs"] = svg.latency_chart(timed, label=f"latency of the last {len(timed)} timed runs of "
                                                              f"{check}: {svg.latency_figures([v for _, v in timed])}")
         out["latency_runs_text"] = svg.latency_figures([v for _, v in timed])
+    # the canary's end-to-end delay (a reading check with `canary`: checks.mailflow), seconds from sent to received
+    delays = [(r.checked_at, float(r.details["canary_delay_s"])) for r in reversed(runs)
+              if isinstance((r.details or {}).get("canary_delay_s"), int | float)]
+    out["canary_delays"] = None
+    if delays:
+        text = svg.latency_figures([v for _, v in delays], "s")
+        out["canary_delays"] = svg.latency_chart(delays, measure="s", label=f"canary delivery delay, the last "
+                                                                             f"{len(delays)} found by {check}: {text}")
+        out["canary_delays_text"] = text
     if len(means) >= 2:
         means.sort()
         text = svg.latency_figures([v for _, v in means]).replace("latest", "latest hour")

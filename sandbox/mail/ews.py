@@ -1,9 +1,10 @@
-"""A minimal EWS: `POST /EWS/Exchange.asmx` GetFolder (inbox) with a bearer token and
+"""A minimal EWS: `POST /EWS/Exchange.asmx` GetFolder (inbox) and FindItem (inbox, Shallow) with a bearer token and
 ExchangeImpersonation, answered in EWS's SOAP shapes (see sandbox/README.md for the assumptions)."""
 
 from __future__ import annotations
 
 import xml.etree.ElementTree as ET  # noqa: S405 - parses the test's own requests
+from dataclasses import dataclass
 from xml.sax.saxutils import escape
 
 from starlette.requests import Request
@@ -84,16 +85,17 @@ def server_busy(backoff_ms: int) -> Response:
     return Response(body.encode(), status_code=500, media_type=XML)
 
 
-def _wrap(inner: str) -> Response:
-    body = (f"{HEAD}<s:Body><m:GetFolderResponse xmlns:m=\"{NS['m']}\" xmlns:t=\"{NS['t']}\">"
-            f"<m:ResponseMessages>{inner}</m:ResponseMessages></m:GetFolderResponse></s:Body></s:Envelope>")
+def _wrap(inner: str, op: str = "GetFolder") -> Response:
+    body = (f"{HEAD}<s:Body><m:{op}Response xmlns:m=\"{NS['m']}\" xmlns:t=\"{NS['t']}\">"
+            f"<m:ResponseMessages>{inner}</m:ResponseMessages></m:{op}Response></s:Body></s:Envelope>")
     return Response(body.encode(), status_code=200, media_type=XML)
 
 
-def response_error(code: str) -> Response:
-    return _wrap(f'<m:GetFolderResponseMessage ResponseClass="Error"><m:MessageText>{escape(MESSAGES[code])}'
+def response_error(code: str, op: str = "GetFolder") -> Response:
+    empty = "<m:Folders/>" if op == "GetFolder" else ""
+    return _wrap(f'<m:{op}ResponseMessage ResponseClass="Error"><m:MessageText>{escape(MESSAGES[code])}'
                  f"</m:MessageText><m:ResponseCode>{code}</m:ResponseCode>"
-                 "<m:DescriptiveLinkKey>0</m:DescriptiveLinkKey><m:Folders/></m:GetFolderResponseMessage>")
+                 f"<m:DescriptiveLinkKey>0</m:DescriptiveLinkKey>{empty}</m:{op}ResponseMessage>", op)
 
 
 def folder_ok(mb: Mailbox) -> Response:
@@ -106,8 +108,71 @@ def folder_ok(mb: Mailbox) -> Response:
                  "</t:Folder></m:Folders></m:GetFolderResponseMessage>")
 
 
-def parse_request(raw: bytes) -> tuple[str | None, list[tuple[str, str | None]]] | None:
-    """(impersonated address or None, [(distinguished folder id, mailbox address or None)]); None: not GetFolder."""
+@dataclass
+class FindItem:
+    """What the sandbox reads of a FindItem: the view (IndexedPageItemView), a Restriction on message:IsRead only,
+    a SortOrder on item:DateTimeReceived only (the checks' use; any other restriction or sort is refused with
+    ErrorInvalidRequest rather than answered wrongly)."""
+
+    traversal: str = "Shallow"
+    max_entries: int | None = None
+    offset: int = 0
+    from_end: bool = False
+    is_read: bool | None = None
+    ascending: bool | None = None
+    unsupported: str | None = None
+
+
+def _find_item(op: ET.Element) -> FindItem:
+    find = FindItem(traversal=op.get("Traversal", ""))
+    view = op.find("m:IndexedPageItemView", NS)
+    if view is not None:
+        raw_max = view.get("MaxEntriesReturned")
+        find.max_entries = int(raw_max) if raw_max and raw_max.isdigit() else None
+        find.offset = int(view.get("Offset", "0")) if view.get("Offset", "0").isdigit() else 0
+        find.from_end = view.get("BasePoint") == "End"
+    restriction = op.find("m:Restriction", NS)
+    if restriction is not None:
+        eq = restriction.find("t:IsEqualTo", NS)
+        field = eq.find("t:FieldURI", NS) if eq is not None else None
+        const = eq.find("t:FieldURIOrConstant/t:Constant", NS) if eq is not None else None
+        if field is None or field.get("FieldURI") != "message:IsRead" or const is None or len(restriction) != 1:
+            find.unsupported = "Restriction"
+        else:
+            find.is_read = (const.get("Value") or "").lower() == "true"
+    order = op.find("m:SortOrder/t:FieldOrder", NS)
+    if order is not None:
+        field = order.find("t:FieldURI", NS)
+        if field is None or field.get("FieldURI") != "item:DateTimeReceived":
+            find.unsupported = "SortOrder"
+        else:
+            find.ascending = order.get("Order", "Ascending") == "Ascending"
+    return find
+
+
+def items_ok(mb: Mailbox, find: FindItem) -> Response:
+    """A FindItem success as Exchange answers it (learn.microsoft.com/exchange/client-developer/web-service-reference/
+    finditem-operation, and RootFolder (FindItemResponseMessage): IndexedPagingOffset is the next offset,
+    TotalItemsInView the items passing the restriction, IncludesLastItemInRange whether the page reaches the last).
+    IdOnly items with the DateTimeReceived the checks ask for as an additional property."""
+    found = [m for m in mb.messages if not m.deleted and (find.is_read is None or m.seen == find.is_read)]
+    if find.ascending is not None:
+        found.sort(key=lambda m: (m.received, m.uid), reverse=not find.ascending)
+    ordered = list(reversed(found)) if find.from_end else found
+    page = ordered[find.offset:][:find.max_entries] if find.max_entries is not None else ordered[find.offset:]
+    items = "".join(f'<t:Message><t:ItemId Id="{m.id}" ChangeKey="CQAAABYAAAA"/>'
+                    f"<t:DateTimeReceived>{m.received.strftime('%Y-%m-%dT%H:%M:%SZ')}</t:DateTimeReceived>"
+                    "</t:Message>" for m in page)
+    end = find.offset + len(page)
+    return _wrap('<m:FindItemResponseMessage ResponseClass="Success"><m:ResponseCode>NoError</m:ResponseCode>'
+                 f'<m:RootFolder IndexedPagingOffset="{end}" TotalItemsInView="{len(found)}" '
+                 f'IncludesLastItemInRange="{"true" if end >= len(found) else "false"}"><t:Items>{items}</t:Items>'
+                 "</m:RootFolder></m:FindItemResponseMessage>", "FindItem")
+
+
+def parse_request(raw: bytes) -> tuple[str | None, list[tuple[str, str | None]], FindItem | None] | None:
+    """(impersonated address or None, [(distinguished folder id, mailbox address or None)], the FindItem or None
+    for GetFolder); None: neither GetFolder nor FindItem."""
     root = ET.fromstring(raw)  # noqa: S314
     imp = root.find("s:Header/t:ExchangeImpersonation/t:ConnectingSID", NS)
     address = None
@@ -118,13 +183,17 @@ def parse_request(raw: bytes) -> tuple[str | None, list[tuple[str, str | None]]]
                 address = el.text.strip()
                 break
     op = root.find("s:Body/m:GetFolder", NS)
+    find = None
     if op is None:
-        return None
+        op = root.find("s:Body/m:FindItem", NS)
+        if op is None:
+            return None
+        find = _find_item(op)
     folders = []
-    for d in op.findall("m:FolderIds/t:DistinguishedFolderId", NS):
+    for d in op.findall(f"m:{'ParentFolderIds' if find else 'FolderIds'}/t:DistinguishedFolderId", NS):
         mbx = d.find("t:Mailbox/t:EmailAddress", NS)
         folders.append((d.get("Id", ""), mbx.text.strip() if mbx is not None and mbx.text else None))
-    return address, folders
+    return address, folders, find
 
 
 class Ews:
@@ -149,7 +218,7 @@ class Ews:
             return fault("ErrorSchemaValidation")
         if parsed is None:
             return fault("ErrorInvalidRequest")
-        impersonated, folders = parsed
+        impersonated, folders, find = parsed
         with self.state.lock:
             ex = exchange_of(self.state, principal.tenant_id)
             incident = self.state.incident("exchange")
@@ -179,9 +248,13 @@ class Ews:
                 return fault("ErrorImpersonateUserDenied")
             if not principal.app_only and not principal.has_full_access(mb):
                 return response_error("ErrorAccessDenied")
-            self.state.count_mail("ews", "GETFOLDER", mb.address)
+            self.state.count_mail("ews", "FINDITEM" if find else "GETFOLDER", mb.address)
             if not folders or any(f.lower() != "inbox" for f, _ in folders):
-                return response_error("ErrorFolderNotFound")
+                return response_error("ErrorFolderNotFound", "FindItem" if find else "GetFolder")
+            if find is not None:
+                if find.unsupported or find.traversal != "Shallow":
+                    return response_error("ErrorInvalidRequest", "FindItem")
+                return items_ok(mb, find)
             return folder_ok(mb)
 
     def routes(self) -> list[Route]:

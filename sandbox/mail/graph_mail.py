@@ -6,6 +6,7 @@ then (app-only) the tenant's ApplicationAccessPolicy, then (delegated) the mailb
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 import re
 
@@ -18,7 +19,13 @@ from .model import GRAPH_CONCURRENCY, Mailbox, Message, exchange_of, find_mailbo
 
 _PATH = re.compile(r"^(?:users/([^/]+)|me)/(.*)$", re.I)
 _FOLDER = re.compile(r"^mailFolders(?:/([^/()]+)|\('([^']*)'\))(/messages)?/?$", re.I)
-_FILTER = re.compile(r"^\s*isRead\s+eq\s+(true|false)\s*$", re.I)
+# `isRead eq <bool>` or `startswith(subject,'<text>')`, optionally after `receivedDateTime ge|gt <time> and` (what
+# a sort on receivedDateTime needs); or that receivedDateTime clause alone
+_FILTER = re.compile(r"^\s*(?:receivedDateTime\s+(ge|gt)\s+(\d{4}-\d\d-\d\dT[\d:.]+Z)\s*(?:\s+and\s+|$))?"
+                     r"(?:isRead\s+eq\s+(true|false)|startswith\(\s*subject\s*,\s*'((?:[^']|'')*)'\s*\))?\s*$", re.I)
+# Graph refuses $orderby on a property that $filter does not name first, in the same order (Microsoft Graph team,
+# "Update to Filtering and Sorting in the Mail, Calendar and Contacts REST API", devblogs.microsoft.com/microsoft365dev)
+INEFFICIENT = "The restriction or sort order is too complex for this operation."
 _ORDER = re.compile(r"^\s*receivedDateTime(?:\s+(asc|desc))?\s*$", re.I)
 _MESSAGE = re.compile(r"^(?:mailFolders(?:/[^/()]+|\('[^']*'\))/)?messages/([^/]+)/?$", re.I)
 APP_READ = {"Mail.Read", "Mail.ReadWrite", "Mail.ReadBasic.All", "Mail.ReadBasic"}
@@ -183,8 +190,19 @@ class GraphMail:
             fm = _FILTER.match(q["$filter"])
             if not fm:
                 return graph_error(400, "BadRequest", "Invalid filter clause", crid)
-            want = fm.group(1).lower() == "true"
-            msgs = [m for m in msgs if m.seen == want]
+            if q.get("$orderby") and not fm.group(1):
+                return graph_error(400, "InefficientFilter", INEFFICIENT, crid)
+            if not fm.group(1) and not fm.group(3) and fm.group(4) is None:
+                return graph_error(400, "BadRequest", "Invalid filter clause", crid)
+            if fm.group(1):
+                since = dt.datetime.fromisoformat(fm.group(2).replace("Z", "+00:00"))
+                msgs = [m for m in msgs if m.received > since or fm.group(1).lower() == "ge" and m.received == since]
+            if fm.group(3):
+                want = fm.group(3).lower() == "true"
+                msgs = [m for m in msgs if m.seen == want]
+            if fm.group(4) is not None:  # the subject starts with the text (compared case-insensitively here)
+                prefix = fm.group(4).replace("''", "'").lower()
+                msgs = [m for m in msgs if m.subject.lower().startswith(prefix)]
         if q.get("$orderby"):
             om = _ORDER.match(q["$orderby"])
             if not om:
@@ -251,6 +269,8 @@ class GraphMail:
         with self.state.lock:
             for r in rcpts:
                 target = find_mailbox(self.state, r)
+                if target is not None and not target.delivers_from(mb.address):
+                    target = None  # quarantined: accepted, never delivered
                 if target is not None:
                     target.add_message(subject=subject, sender=mb.address, received=utcnow(), to=rcpts,
                                        body=str(body.get("content") or ""))

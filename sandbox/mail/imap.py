@@ -16,6 +16,7 @@ NOT_CONNECTED = "BAD User is authenticated but not connected."
 # After the second "not connected" reply Exchange ends the session (M365_FACTS.md, "SASL XOAUTH2")
 BYE_CLOSED = "* BYE Connection closed. 14"
 MONTHS = ["Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"]
+_SEARCH_WORD = re.compile(r'"((?:[^"\\]|\\.)*)"|(\S+)')
 _ITEM = re.compile(r"BODY\.PEEK\[[^\]]*\]|BODY\[[^\]]*\]|[A-Z0-9.]+", re.I)
 
 
@@ -229,13 +230,25 @@ class Session:
     async def _search(self, tag, args, uid: bool):
         if not await self._need_selected(tag):
             return
-        crit = args.upper().split()
         tests = {"ALL": lambda m: True, "UNSEEN": lambda m: not m.seen, "SEEN": lambda m: m.seen,
                  "DELETED": lambda m: m.deleted, "UNDELETED": lambda m: not m.deleted}
-        if not crit or any(c not in tests for c in crit):
+        # SUBJECT <string>: the messages whose Subject contains it, case-insensitive (RFC 3501 6.4.4; Exchange and
+        # Dovecot take a quoted string or an atom)
+        words = [q if q or not a else a for q, a in _SEARCH_WORD.findall(args)]
+        crit: list = []
+        while words:
+            word = words.pop(0)
+            if word.upper() == "SUBJECT" and words:
+                needle = words.pop(0).lower()
+                crit.append(lambda m, needle=needle: needle in m.subject.lower())
+            elif word.upper() in tests:
+                crit.append(tests[word.upper()])
+            else:
+                crit = []
+                break
+        if not crit:
             return await self.conn.send(f"{tag} BAD Command Argument Error. 11")
-        hits = [str(m.uid if uid else i + 1) for i, m in enumerate(self._msgs())
-                if all(tests[c](m) for c in crit)]
+        hits = [str(m.uid if uid else i + 1) for i, m in enumerate(self._msgs()) if all(c(m) for c in crit)]
         await self.conn.send("* SEARCH" + "".join(" " + h for h in hits), f"{tag} OK SEARCH completed.")
 
     async def do_SEARCH(self, tag, args):
@@ -283,6 +296,11 @@ class Session:
                     section = it[it.find("[") + 1:-1] if "[" in it else ""
                     if section == "HEADER" or it == "RFC822.HEADER":
                         data = data.split(b"\r\n\r\n", 1)[0] + b"\r\n\r\n"
+                    elif section.upper().startswith("HEADER.FIELDS ("):  # only the named header fields (RFC 3501)
+                        names = {n.lower().encode() for n in section[section.find("(") + 1:-1].split()}
+                        head = data.split(b"\r\n\r\n", 1)[0].split(b"\r\n")
+                        data = b"".join(ln + b"\r\n" for ln in head if ln.split(b":", 1)[0].lower() in names)
+                        data += b"\r\n"
                     name = it.replace(".PEEK", "")
                     parts.append(f"{name} {{{len(data)}}}\r\n".encode() + data)
                     if not it.startswith("BODY.PEEK") and it != "RFC822.HEADER" and not self.readonly:

@@ -19,9 +19,9 @@ POLICY_RIGHTS = ("RestrictAccess", "DenyAccess")
 LOAD_KINDS = ("imap", "graph", "ews", "smtp")
 MAILBOX_FIELDS = {"address", "type", "owner", "full_access", "send_as", "imap_enabled", "pop_enabled",
                   "smtp_auth_enabled", "ews_enabled", "not_connected", "messages", "display_name", "id",
-                  "ews_impersonation_denied", "load", "budget"}
+                  "ews_impersonation_denied", "load", "budget", "quarantine_senders"}
 PATCHABLE = {"type", "owner", "imap_enabled", "pop_enabled", "smtp_auth_enabled", "ews_enabled",
-             "not_connected", "display_name", "ews_impersonation_denied", "load", "budget"}
+             "not_connected", "display_name", "ews_impersonation_denied", "load", "budget", "quarantine_senders"}
 # Exchange Online's limits per mailbox (M365_FACTS.md, "Throttling and transient replies"): about 20 IMAP
 # connections; 4 concurrent Graph requests per app; 10,000 requests per 10 minutes per app (Graph's figure,
 # used here as the budget of every protocol). EWS: Exchange's EWSMaxConcurrency
@@ -77,6 +77,9 @@ class Mailbox:
     # requests each principal may make on the mailbox per window (Exchange's budget); past it: throttled
     budget: dict[str, int] = field(default_factory=lambda: dict(DEFAULT_BUDGET))
     messages: list[Message] = field(default_factory=list)
+    # senders whose mail to this mailbox Exchange quarantines (an anti-spam or mail flow rule): accepted at
+    # submission, never in the mailbox (a message trace shows "Quarantined"), lower case
+    quarantine_senders: set[str] = field(default_factory=set)
     uidvalidity: int = 14
     next_uid: int = 1
 
@@ -88,6 +91,10 @@ class Mailbox:
         self.messages.append(m)
         self.messages.sort(key=lambda x: (x.received, x.uid))
         return m
+
+    def delivers_from(self, sender: str) -> bool:
+        """Whether mail from ``sender`` reaches this mailbox (not quarantined)."""
+        return sender.lower() not in self.quarantine_senders
 
     def size(self) -> int:
         return sum(len(m.rfc822()) for m in self.messages)
@@ -277,6 +284,7 @@ def add_mailbox(state: State, tenant_id: str, spec: dict) -> Mailbox:
         mb.full_access = {str(x).lower() for x in spec.get("full_access") or []}
         mb.send_as = {str(x).lower() for x in spec.get("send_as") or []}
         mb.ews_impersonation_denied = {str(x).lower() for x in spec.get("ews_impersonation_denied") or []}
+        mb.quarantine_senders = {str(x).lower() for x in spec.get("quarantine_senders") or []}
         for name in ("imap_enabled", "pop_enabled", "ews_enabled"):
             setattr(mb, name, _flag(spec, name, True))
         mb.not_connected = bool(spec.get("not_connected", False))
@@ -305,7 +313,7 @@ def mailbox_json(mb: Mailbox) -> dict:
             "imap_enabled": mb.imap_enabled, "pop_enabled": mb.pop_enabled,
             "smtp_auth_enabled": mb.smtp_auth_enabled, "ews_enabled": mb.ews_enabled,
             "not_connected": mb.not_connected, "ews_impersonation_denied": sorted(mb.ews_impersonation_denied),
-            "load": dict(mb.load), "budget": dict(mb.budget),
+            "load": dict(mb.load), "budget": dict(mb.budget), "quarantine_senders": sorted(mb.quarantine_senders),
             "messages": [{"uid": m.uid, "id": m.id, "subject": m.subject, "from": m.sender,
                           "received": m.received.isoformat(), "seen": m.seen} for m in mb.messages]}
 

@@ -26,7 +26,7 @@ def patch_mailbox(state: State, address: str, **fields) -> dict:
         for k, v in fields.items():
             if k == "owner":
                 v = v.lower() if v else None
-            elif k == "ews_impersonation_denied":
+            elif k in ("ews_impersonation_denied", "quarantine_senders"):
                 v = {str(x).lower() for x in v or []}
             elif k == "smtp_auth_enabled":
                 v = None if v is None else bool(v)

@@ -110,11 +110,18 @@ async def serve(servers, conn: Conn) -> None:
             else:
                 data = hit[1].rfc822()
                 if cmd == "TOP":
+                    # RFC 1939: the headers, the blank line that ends them, then n lines of the body; Dovecot sends
+                    # the blank line for TOP n 0 too (seen with tests/e2e/dovecot.py), and so does Exchange
+                    words = args.split()
+                    if len(words) != 2 or not words[1].isdigit():
+                        await conn.send("-ERR Protocol error. 14")
+                        continue
                     head, _, body = data.partition(b"\r\n\r\n")
-                    n_lines = int(args.split()[1]) if len(args.split()) > 1 else 0
-                    data = head + b"\r\n\r\n" + b"\r\n".join(body.split(b"\r\n")[:n_lines])
-                stuffed = b"\r\n".join((b"." + ln if ln.startswith(b".") else ln) for ln in data.split(b"\r\n"))
-                await conn.send("+OK", stuffed.rstrip(b"\r\n") + b"\r\n", ".")
+                    lines = [*head.split(b"\r\n"), b"", *body.split(b"\r\n")[:int(words[1])]]
+                else:
+                    lines = data.rstrip(b"\r\n").split(b"\r\n")
+                stuffed = b"".join((b"." + ln if ln.startswith(b".") else ln) + b"\r\n" for ln in lines)
+                await conn.send("+OK", stuffed, ".")
         elif cmd == "RSET":
             deleted.clear()
             await conn.send("+OK")

@@ -198,6 +198,8 @@ def submit(state, login, sender: str, rcpts: list[str], data: str) -> str:
             state.count_in_window(sent_key, day)
         for rcpt in rcpts:
             mb = find_mailbox(state, rcpt)
+            if mb is not None and not mb.delivers_from(sender):
+                mb = None  # quarantined: accepted, never delivered
             if mb is not None:
                 mb.add_message(subject=subject, sender=sender, received=utcnow(), to=rcpts, body=str(text))
             state.record_delivery("smtp", sender, rcpt, subject, mb is not None)

@@ -18,7 +18,8 @@ DESIGN_CODES = {
 }
 EXTRA_CODES = {
     "smtp_auth_disabled_mailbox", "config_error", "graph_unreadable", "no_refresh_token",
-    "certificate_expiring", "credential_not_found", "wrong_account", "ews_retiring",
+    "certificate_expiring", "credential_not_found", "wrong_account", "ews_retiring", "consumer_not_collecting",
+    "canary_not_delivered",
 }
 
 # M365_FACTS.md token endpoint table / DESIGN.md "from" column.

@@ -68,7 +68,9 @@ KINDS = {
     "outbound_blocked": ("smtp",), "smtp_basic_auth_retired": ("smtp",), "token_too_long": ("pop",),
     "access_policy_denied": ("graph_mail",), "permission_missing": ("graph_mail", "ews"),
     "mailbox_not_found": ("graph_mail", "ews"), "ews_forbidden": ("ews",), "ews_disabled": ("ews",),
-    "ews_retiring": ("ews",), "inbox_backlog": ("imap", "pop", "graph_mail"), "blocked_by_token": MAILBOX,
+    "ews_retiring": ("ews",), "inbox_backlog": ("imap", "pop", "graph_mail", "ews"), "blocked_by_token": MAILBOX,
+    "consumer_not_collecting": ("imap", "pop", "graph_mail", "ews"),
+    "canary_not_delivered": ("imap", "graph_mail"),
     "unexpected_reply": MAILBOX, "reply_too_large": ("graph_mail", "ews"),
     **{c: TOKEN_USERS for c in (
         "secret_invalid", "app_disabled", "tenant_not_found", "refresh_token_revoked", "refresh_token_expired",

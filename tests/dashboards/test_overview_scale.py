@@ -226,3 +226,23 @@ def test_the_paged_overview_reflows_and_is_accessible(browser, big_app, width, s
             page.screenshot(path=str(shots / f"overview-paged-{width}-{scheme}.png"), full_page=True)
         finally:
             context.close()
+
+
+def test_the_canarys_delivery_delay_is_charted_in_seconds(web, fleet):  # noqa: F811
+    """A reading check with `canary` stores each found canary's delay (canary_delay_s): its integration page charts
+    them, in seconds, with the figures beside the chart (issue 16: the end-to-end delay stored and charted)."""
+    cfg, store = fleet
+    now = datetime.now(UTC)
+    name = "al-leads"
+    for minutes, delay in ((6, 4.0), (4, 95.5), (2, 12.0)):
+        store.record_result(integration=name, check="token", checked_at=now - timedelta(minutes=minutes),
+                            outcome=Outcome(Status.OK, None, "canary found", latency_ms=80.0,
+                                            metrics={"canary_delay_s": delay, "canary_state": "delivered"}),
+                            thresholds=Thresholds(3, 1))
+    html = web.get(f"/integrations/{name}").text
+    section = re.search(r'<section class="check[^"]*" id="check-token">(.*?)</section>', html, re.S).group(1)
+    [chart] = [c for c in re.findall(r'<svg class="latency"[^>]*aria-label="([^"]+)"', section)
+               if c.startswith("canary delivery delay")]
+    assert chart == "canary delivery delay, the last 3 found by token: latest 12 s · median 12 s · max 96 s"
+    assert "canary delivery delay (sent to received): latest 12 s · median 12 s · max 96 s" in section
+    assert re.findall(r"UTC: (\d+) s</title>", section) == ["4", "96", "12"]

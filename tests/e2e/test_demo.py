@@ -16,6 +16,8 @@ EXPECTED = {
     ("hoth-support", "token"): OK, ("hoth-support", "pop"): OK, ("hoth-support", "smtp"): OK,
     ("hoth-support", "secret_expiry"): OK,
     ("hoth-it", "token"): OK, ("hoth-it", "imap"): OK, ("hoth-it", "secret_expiry"): OK,
+    ("hoth-facilities", "token"): OK, ("hoth-facilities", "imap"): ("fail", "consumer_not_collecting"),
+    ("hoth-facilities", "secret_expiry"): OK,
     ("hoth-sales", "token"): OK, ("hoth-sales", "imap"): ("fail", "authenticated_not_connected"),
     ("hoth-sales", "secret_expiry"): OK,
     ("oracle-b2c-support", "token"): ("fail", "refresh_token_revoked"),

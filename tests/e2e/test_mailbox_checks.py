@@ -133,8 +133,8 @@ def test_canary_send_as_denied_and_delivered(hoth):
 
 
 def test_backlog_warns(hoth):
-    old = [{"subject": f"t{i}", "from": "c@example.com", "received": "-5h", "seen": False} for i in range(3)]
-    w = hoth(checks={"token": {}, "imap": {"backlog_warn": "1h"}, "pop": {"backlog_warn": 2}}, messages=old)
+    old = [{"subject": f"t{i}", "from": "c@example.com", "received": "-90m", "seen": False} for i in range(3)]
+    w = hoth(checks={"token": {}, "imap": {"backlog_age": "1h"}, "pop": {"backlog_warn": 2}}, messages=old)
     imap, pop = w.run("imap"), w.run("pop")
     assert (imap.status, imap.code) == (Status.WARN, "inbox_backlog"), imap.summary
     assert (pop.status, pop.code) == (Status.WARN, "inbox_backlog"), pop.summary
@@ -198,7 +198,8 @@ def test_graph_mail_mailbox_not_found_and_throttled(world):
 
 def test_graph_mail_backlog_and_canary(world):
     w = graph_world(world, roles=("Mail.ReadWrite", "Mail.Send"),
-                    checks={"graph_mail": {"backlog_warn": "1h", "canary_to": "ops@example.test"}})
+                    checks={"graph_mail": {"backlog_age": "1h", "backlog_grace": "4h",
+                                           "canary_to": "ops@example.test"}})
     outcome = w.run("graph_mail")
     assert (outcome.status, outcome.code) == (Status.WARN, "inbox_backlog"), outcome.summary
     w = graph_world(world, roles=("Mail.ReadWrite", "Mail.Send"),

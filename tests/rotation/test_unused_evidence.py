@@ -76,8 +76,9 @@ def test_an_old_secret_mailwarden_moved_off_is_not_called_unused(tmp_path):
         assert delegated["unused"] is False
         assert delegated["usage"]["known"] == "mailwarden's own configuration does not use it"
         said = delegated["usage"]["unknown"]
-        assert said.startswith("whether House-on-the-Hill helpdesk (hoth-support, hoth-it, hoth-sales) uses it is "
-                               "not known: check House-on-the-Hill helpdesk's configuration (")
+        assert said.startswith("whether House-on-the-Hill helpdesk (hoth-support, hoth-it, hoth-sales, "
+                               "hoth-facilities) uses it is not known: check House-on-the-Hill helpdesk's "
+                               "configuration (")
         assert "configuration (OAuth Scripts > oauth:email > Client Secret)" in said  # its secret_field
         # its sign-ins are the user's (delegated): no service-principal sign-in shows which secret it used
         assert "hoth-mail@contoso-demo.onmicrosoft.com" in said and "User sign-ins (non-interactive)" in said

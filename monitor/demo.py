@@ -97,6 +97,9 @@ REVOKED_USER = "b2c-support@contoso-demo.onmicrosoft.com"
 # The scenario's consuming systems (its `actors:`) sign in for hoth-support, oracle-b2c-support, sinch-queue and
 # agiloft-inbound, the integrations with a `consumer` check. The revocation ends this one's own refresh token.
 REVOKED_ACTOR = "oracle-b2c-support"
+# An admin (the scenario tenant's `admin`, it-admin@) removes this app's admin consent to Mail.ReadWrite at start: the
+# directory audit records who and when, and the sinch-escalations alert names it.
+CONSENT_REMOVED = ("4d5e6f70-4444-4d8e-9f0a-3b4c5d6e7f84", "graph", "Mail.ReadWrite")
 
 
 def _slug(display: str) -> str:
@@ -217,12 +220,14 @@ def first_secrets_cycle(runtime: Runtime, *, dispatch: bool = True) -> None:
 
 
 def first_consumer_rounds(sb, runtime: Runtime) -> None:
-    """The consuming systems' first rounds now (their schedules would wait 5 to 15 minutes), the revocation the story
-    needs, Oracle B2C Service's next round, then one read of the sign-in log: the first cycle's ``consumer`` checks
-    judge them. Oracle B2C Service signed in until its account's sessions were revoked, then its own refresh token
+    """The consuming systems' first rounds now (their schedules would wait 5 to 15 minutes), the consent removal and
+    the revocation the story needs, Oracle B2C Service's next round, then one read of the sign-in log and the directory
+    audit: the first cycle's ``consumer`` checks judge them, and the sinch-escalations alert names who removed its
+    consent. Oracle B2C Service signed in until its account's sessions were revoked, then its own refresh token
     fails (AADSTS50173), as mailwarden's does; the others sign in. The demo scenario's log delays are shortened so
     what the rounds logged is readable at once."""
     sb.control.tick_actors()
+    sb.control.remove_app_permission(*CONSENT_REMOVED)
     sb.control.revoke_user_sessions(REVOKED_USER)
     next_log_second()
     sb.control.tick_actors(REVOKED_ACTOR)

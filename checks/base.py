@@ -44,6 +44,7 @@ class AppConfig(Protocol):
     client_id: str
     secret: str | None
     secret_expires_on: date | None
+    observe_only: bool  # mailwarden holds no copy of its credential
 
 
 class TenantConfig(Protocol):

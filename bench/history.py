@@ -1,13 +1,16 @@
 """Render (issue 8, figure 4) and storage (figure 5) on synthetic history, written straight through the store's
 tables with bulk inserts (no checks run): N integrations x 5 checks, one result per check every 5 minutes.
 
-- render: raw rows as the retention keeps them (the newest ``raw_per_check`` per check plus older failures of the
-  last ``failures_days``), hourly rollups for ``rollup_days``, 2 % of the integrations failing and 1 % warning
-  (``degrade``: the report gives those full pages); then GET / and one integration page through Starlette's
-  TestClient (``auth: none``) and ``render_report`` (time and size).
+- render: raw rows as the retention keeps them (every run of the last ``raw_hours``, at least the newest
+  ``raw_per_check`` per check, plus older failures of the last ``failures_days``), hourly rollups for
+  ``rollup_days``, 2 % of the integrations failing and 1 % warning (``degrade``: the report gives those full pages);
+  then GET / and one integration page through Starlette's TestClient (``auth: none``) and ``render_report`` (time
+  and size).
 - alerts (issue 15, item 4): on the render store, the alert evaluation a dispatch cycle starts every 15 s: idle (nothing
   new, ``ALERT_CHANGES`` incidents open) and busy (``ALERT_CHANGES`` checks fail at once, then recover; the second of
   two rounds), each with the time the SQLite write lock was held (BEGIN IMMEDIATE to COMMIT, on the engine's events).
+- raw_hours (issue 19, item 4; ``python -m bench.history``, ``RAW_DOC`` below): 10,000 integrations' results kept by
+  age, prune, rollup, beats read and the rollups' size, on SQLite and PostgreSQL.
 - storage: results written tick by tick (5 minutes) with a fake clock, ``rollup_history`` and ``prune_history``
   called as the scheduler calls them (rollup every tick, prune every hour); the SQLite file (after a WAL
   checkpoint, no VACUUM: the product does none) is measured after day 1 and after a steady-state day.
@@ -15,8 +18,10 @@ tables with bulk inserts (no checks run): N integrations x 5 checks, one result 
 
 from __future__ import annotations
 
+import argparse
 import json
 import random
+import sys
 import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -113,18 +118,19 @@ def degrade(conn: Any, cfg: config_mod.Config, now: datetime) -> dict[str, int]:
 
 
 def build_render_store(cfg: config_mod.Config, now: datetime, *, raw_per_check: int, failures_days: int,
-                       rollup_days: int) -> tuple[Any, dict[str, Any]]:
+                       rollup_days: int, raw_hours: int = 0) -> tuple[Any, dict[str, Any]]:
     store = open_store(cfg.database_url())
     store.sync_integrations(integration_rows(cfg), now)
     rng = random.Random(8)
     t0 = time.perf_counter()
     top = now.replace(minute=0, second=0, microsecond=0)
     raw = rollups = 0
+    kept = max(raw_per_check, int(timedelta(hours=raw_hours) / TICK))  # the runs of raw_hours, or the cap's
     with store.engine.begin() as conn:
         for integ, check in pairs(cfg):
-            rows = [_result(rng, integ, check, now - TICK * k) for k in range(raw_per_check, 0, -1)]
+            rows = [_result(rng, integ, check, now - TICK * k) for k in range(kept, 0, -1)]
             # older failures kept by failures_days (one a day, beyond the cap)
-            start = now - TICK * raw_per_check
+            start = now - TICK * kept
             rows = [_result(random.Random(0), integ, check, start - timedelta(days=d)) | {"status": "fail",
                     "code": "auth_failed"} for d in range(failures_days, 0, -3)] + rows
             conn.execute(CheckResult.__table__.insert(), rows)
@@ -376,3 +382,318 @@ def storage(n: int, workdir: Path, say: Any, days: int = 2) -> dict[str, Any]:
             "storage_steady_mb_per_day": round(growth[-1] / 1e6, 1) if len(growth) > 1 else None,
             "rollup_ms_mean": round(sum(rollup_s) / len(rollup_s) * 1000, 1),
             "prune_s_mean": round(sum(prune_s) / len(prune_s), 2), **{f"storage_{k}": v for k, v in counts.items()}}
+
+
+# -- raw results kept by age (issue 19, item 4): `python -m bench.history` ------------------------------------------
+def say(msg: str) -> None:
+    print(f"[bench.history {time.strftime('%H:%M:%S')}] {msg}", file=sys.stderr, flush=True)
+
+
+def parse(argv: list[str] | None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(prog="python -m bench.history", description=RAW_DOC,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("-n", "--integrations", type=int, default=10_000,
+                   help="integrations, 5 checks each (default 10,000)")
+    p.add_argument("--raw-hours", type=int, default=48, help="web.retention.raw_hours (default 48)")
+    p.add_argument("--interval", type=int, default=5, help="minutes between two runs of a check (default 5)")
+    p.add_argument("--rollup-sample", type=int, default=100,
+                   help="integrations given 90 days of hourly rollups, for the 90-day read and the rollup row size "
+                        "(default 100)")
+    p.add_argument("--backend", choices=["sqlite", "postgres", "both"], default="both",
+                   help="both (default): SQLite, then PostgreSQL when 127.0.0.1:5432 answers")
+    p.add_argument("--plans", action="store_true", help="print the query plans of the prune and the beats read")
+    p.add_argument("--workdir", type=Path, default=None, help="keep the config and the SQLite store here")
+    p.add_argument("--json", type=Path, default=None, help="also write the figures to this file")
+    return p.parse_args(argv)
+
+
+RAW_DOC = """`python -m bench.history [-n 10000] [--raw-hours 48] [--interval 5]`: raw results kept by age
+(``web.retention.raw_hours``) at scale. N integrations x 5 checks, one result per check every ``--interval`` minutes
+for raw_hours + 1 hours (the hour past raw_hours is what one hourly prune deletes), written with one INSERT ... SELECT
+per hour of results (no check run; 1 % of results fail, with a transcript), the rollup watermark at the current hour
+(the steady state: every hour before it rolled up). Then: the rows and the database size (SQLite: the file after a
+WAL checkpoint; PostgreSQL: the table with its indexes), one prune as the scheduler runs it every hour (the retention
+defaults beside raw_hours), the rows kept, one rollup as the scheduler runs it every minute, the beats of one
+integration (``recent_beats``: every run of raw_hours, and the newest 60), and for the daily-rollup question: 90 days
+of hourly rollups for ``--rollup-sample`` integrations, a 90-day bar (90 cells of 24 h, ``uptime_cells``) of one of
+them, and the bytes per rollup row (the fleet's 90 days extrapolated from it). SQLite, then PostgreSQL (a database of
+its own, created and dropped) when 127.0.0.1:5432 answers. Figures beside the machine's speed reference."""
+
+
+def _pg_admin() -> tuple[Any, str] | None:
+    import getpass
+
+    import psycopg
+
+    for user in dict.fromkeys(["postgres", getpass.getuser()]):
+        for db in ("test", "postgres"):
+            try:
+                return psycopg.connect(host="127.0.0.1", port=5432, user=user, dbname=db, connect_timeout=3,
+                                       autocommit=True), user
+            except psycopg.Error:
+                continue
+    return None
+
+
+TRANSCRIPT = "S: +OK ready\nC: AUTH XOAUTH2\nS: -ERR Authentication failure\n" * 4  # a failure's, as _result's
+
+
+def _fill_raw(store: Any, start: datetime, runs: int, per_insert: int, interval: timedelta) -> None:
+    """``runs`` results of every check state's pair from ``start``, oldest first, ``per_insert`` runs (of every pair)
+    an INSERT ... SELECT: time order, as the scheduler writes them. Status from a hash of (pair, run): 1 % fail."""
+    sqlite = store.engine.dialect.name == "sqlite"
+    fail = "((s.id * 7919 + k * 104729) % 100 = 0)"
+    if sqlite:
+        at = f"strftime('%Y-%m-%d %H:%M:%f000', :start, '+' || (k * {int(interval.total_seconds())}) || ' seconds')"
+        ticks = ("WITH RECURSIVE tick(k) AS (SELECT :lo UNION ALL SELECT k + 1 FROM tick WHERE k + 1 < :hi) ")
+        source = "tick CROSS JOIN check_states s"
+    else:
+        at = f"CAST(:start AS timestamptz) + k * interval '{int(interval.total_seconds())} seconds'"
+        ticks = ""
+        source = "generate_series(CAST(:lo AS integer), CAST(:hi AS integer) - 1) AS tick(k) CROSS JOIN check_states s"
+    sql = (f"{ticks}INSERT INTO check_results (integration, \"check\", status, code, summary, latency_ms, details, "
+           f"transcript, raw, checked_at) SELECT s.integration, s.\"check\", "
+           f"CASE WHEN {fail} THEN 'fail' ELSE 'ok' END, CASE WHEN {fail} THEN 'auth_failed' END, "
+           f"CASE WHEN {fail} THEN 'authentication failed for the mailbox' ELSE s.\"check\" || ' ok' END, "
+           f"50 + (s.id * 31 + k * 17) % 400, '{{\"round_trips\": 5}}', "
+           f"CASE WHEN {fail} THEN :transcript END, "
+           f"NULL, {at} FROM {source} ORDER BY k, s.id")
+    stamp = start.replace(tzinfo=None).isoformat(" ") if sqlite else start.isoformat()
+    for lo in range(0, runs, per_insert):
+        with store.engine.begin() as conn:
+            if sqlite:  # a 1 GB page cache while writing (the build only: set back below, the figures use the default)
+                conn.exec_driver_sql("PRAGMA cache_size = -1000000")
+            conn.execute(text(sql), {"start": stamp, "lo": lo, "hi": min(runs, lo + per_insert),
+                                     "transcript": TRANSCRIPT})
+            if sqlite:
+                conn.exec_driver_sql("PRAGMA cache_size = -2000")  # SQLite's default, as the store runs
+
+
+def _size(store: Any, path: Path | None) -> dict[str, float]:
+    """The database (SQLite: the file after a WAL checkpoint, pages freed by a prune included: the product never
+    VACUUMs; PostgreSQL: pg_database_size) and the results table with its indexes, in MB."""
+    if path is not None:
+        return {"database_mb": round(_db_bytes(store, path) / 1e6, 1),
+                "results_with_indexes_mb": round(_table_bytes(store, "check_results") / 1e6, 1)}
+    with store.engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
+        conn.exec_driver_sql("VACUUM ANALYZE check_results")  # the planner's statistics, as autovacuum would have them
+        whole = conn.exec_driver_sql("SELECT pg_database_size(current_database())").scalar()
+    return {"database_mb": round(whole / 1e6, 1),
+            "results_with_indexes_mb": round(_table_bytes(store, "check_results") / 1e6, 1)}
+
+
+def _table_bytes(store: Any, table: str) -> int:
+    """The bytes of a table's pages and its indexes' (SQLite: dbstat; PostgreSQL: pg_total_relation_size)."""
+    with store.engine.connect() as conn:
+        if store.engine.dialect.name != "sqlite":
+            return int(conn.exec_driver_sql("SELECT pg_total_relation_size(%(t)s)", {"t": table}).scalar())
+        names = [table] + list(conn.exec_driver_sql(
+            "SELECT name FROM sqlite_master WHERE type = 'index' AND tbl_name = ?", (table,)).scalars())
+        # page by page: dbstat's aggregate row wraps at 4 GiB (seen with SQLite 3.40: 1.5 GB for a 5.8 GB table)
+        return sum(int(conn.exec_driver_sql("SELECT coalesce(sum(pgsize), 0) FROM dbstat WHERE name = ?",
+                                            (name,)).scalar()) for name in names)
+
+
+def _plans(store: Any, stmts: dict[str, Any]) -> dict[str, list[str]]:
+    """The query plan of each statement as the store sends it (its own SQL and bound values: EXPLAIN QUERY PLAN on
+    SQLite, EXPLAIN on PostgreSQL; neither runs it), through cursor hooks that prefix the statement and read the plan
+    before SQLAlchemy treats the cursor as a DELETE's."""
+    from sqlalchemy import event
+
+    sqlite = store.engine.dialect.name == "sqlite"
+    seen: list[Any] = []
+
+    def explain(conn: Any, cursor: Any, statement: str, parameters: Any, context: Any, many: bool) -> Any:
+        return ("EXPLAIN QUERY PLAN " if sqlite else "EXPLAIN ") + statement, parameters
+
+    def read(conn: Any, cursor: Any, statement: str, parameters: Any, context: Any, many: bool) -> None:
+        seen[:] = cursor.fetchall()
+
+    out = {}
+    with store.engine.connect() as conn:
+        event.listen(conn, "before_cursor_execute", explain, retval=True)
+        event.listen(conn, "after_cursor_execute", read)
+        try:
+            for name, stmt in stmts.items():
+                conn.execute(stmt)
+                out[name] = [f"{r[1]}<-{r[0]} {r[3]}" for r in seen] if sqlite else [r[0] for r in seen]
+                conn.rollback()
+        finally:
+            event.remove(conn, "before_cursor_execute", explain)
+            event.remove(conn, "after_cursor_execute", read)
+    return out
+
+
+def raw_hours_figures(backend: str, cfg: config_mod.Config, url: str, path: Path | None, args: argparse.Namespace,
+                      ) -> dict[str, Any]:
+    from mailwarden.monitor.db_history import hour_of
+
+    interval = timedelta(minutes=args.interval)
+    per_hour = max(1, int(timedelta(hours=1) / interval))
+    runs = per_hour * (args.raw_hours + 1)
+    ret = cfg.web.retention.model_copy(update={"raw_hours": args.raw_hours})
+    all_pairs = pairs(cfg)
+    now = datetime(2030, 1, 3, 0, 56, tzinfo=UTC)  # a result at :55, the scheduler's minute at :56
+    start = now - interval * runs + timedelta(minutes=1)  # the runs end at now - 1 minute
+    store = open_store(url)
+    fig: dict[str, Any] = {"backend": backend, "pairs": len(all_pairs), "runs_per_check": runs,
+                           "rows_written": len(all_pairs) * runs}
+    try:
+        store.sync_integrations(integration_rows(cfg), start)
+        with store.engine.begin() as conn:
+            conn.execute(CheckState.__table__.insert(), [
+                {"integration": i, "check": c, "status": "ok", "failures": 0, "successes": 10, "since": start}
+                for i, c in all_pairs])
+        say(f"{backend}: writing {fig['rows_written']:,} results ({len(all_pairs):,} checks x {runs} runs, one every "
+            f"{args.interval} min from {start:%Y-%m-%d %H:%M})")
+        t = time.perf_counter()
+        _fill_raw(store, start, runs, per_hour, interval)
+        with store.engine.begin() as conn:
+            conn.exec_driver_sql(
+                "UPDATE check_states SET last_result_id = (SELECT max(id) FROM check_results r WHERE "
+                "r.integration = check_states.integration AND r.\"check\" = check_states.\"check\")")
+            conn.execute(Meta.__table__.insert(), [{"key": WATERMARK, "value": hour_of(now).isoformat()},
+                                                   {"key": AVAILABILITY_MARK, "value": hour_of(now).isoformat()}])
+        fig["write_s"] = round(time.perf_counter() - t, 1)
+        fig.update({f"before_{k}": v for k, v in _size(store, path).items()})
+        say(f"{backend}: written in {fig['write_s']} s, {fig}")
+        if args.plans:
+            keep_from = min(hour_of(now), now - timedelta(hours=args.raw_hours))
+            name = cfg.integrations[len(cfg.integrations) // 2].name
+            fig["plans"] = _plans(store, {
+                "prune": store._prune_results(keep_from, now - timedelta(days=ret.failures_days), ret.raw_per_check),
+                "beats": store._beats_query(name, now - timedelta(hours=args.raw_hours), 60)})
+            for k, lines in fig["plans"].items():
+                say(f"{backend}: plan of {k}:\n  " + "\n  ".join(lines))
+        t = time.perf_counter()
+        removed = store.prune_history(now, **ret.model_dump())
+        fig["prune_s"] = round(time.perf_counter() - t, 2)
+        fig["pruned_rows"] = removed["results"]
+        fig["rows_kept"] = store.count(CheckResult)
+        fig["rows_kept_per_check"] = round(fig["rows_kept"] / len(all_pairs), 1)
+        t = time.perf_counter()
+        again = store.prune_history(now + timedelta(minutes=1), **ret.model_dump())
+        fig["prune_again_s"] = round(time.perf_counter() - t, 2)
+        fig["prune_again_rows"] = again["results"]
+        say(f"{backend}: prune {fig['prune_s']} s ({fig['pruned_rows']:,} rows deleted, {fig['rows_kept']:,} kept); "
+            f"again a minute later {fig['prune_again_s']} s ({again['results']} rows)")
+        t = time.perf_counter()
+        store.rollup_history(now)
+        fig["rollup_s"] = round(time.perf_counter() - t, 2)
+        fig.update({f"after_{k}": v for k, v in _size(store, path).items()})
+        name = cfg.integrations[len(cfg.integrations) // 2].name
+        since = now - timedelta(hours=args.raw_hours)
+        for label, n in (("all", runs), ("60", 60)):
+            store.recent_beats(name, since, n)  # warm: the page's first read of a process is not the common one
+            took, beats = _best(lambda n=n: store.recent_beats(name, since, n), 5)
+            fig[f"beats_{label}_ms"] = round(took * 1000, 1)
+            fig[f"beats_{label}_rows"] = sum(len(b) for b in beats.values())
+        say(f"{backend}: rollup {fig['rollup_s']} s; beats of {name}: {fig['beats_all_rows']} rows "
+            f"{fig['beats_all_ms']} ms, newest 60 a check {fig['beats_60_ms']} ms")
+        fig.update(_rollup_sample(store, cfg, now, args.rollup_sample, path))
+    finally:
+        store.close()
+    return fig
+
+
+def _rollup_sample(store: Any, cfg: config_mod.Config, now: datetime, sample: int, path: Path | None,
+                   ) -> dict[str, Any]:
+    """90 days of hourly check rollups for ``sample`` integrations: the read of a 90-day bar and the size of a row."""
+    from mailwarden.monitor.db_history import hour_of
+
+    top = hour_of(now)
+    some = [(i, c) for i, c in pairs(cfg) if i in {x.name for x in cfg.integrations[:sample]}]
+    hours = [top - timedelta(hours=h) for h in range(24 * 90, 0, -1)]
+    rng = random.Random(9)
+    before = _table_bytes(store, "check_rollups")
+    t = time.perf_counter()
+    rows = 0
+    with store.engine.begin() as conn:
+        for chunk in range(0, len(hours), 24 * 10):
+            batch = [{"integration": i, "check": c, "hour": h, "total": 12, "ok": 12 - bad, "warn": 0, "fail": bad,
+                      "error": 0, "blocked": 0, "latency_sum_ms": 2400.0, "latency_count": 12, "latency_max_ms": 400.0}
+                     for h in hours[chunk:chunk + 240] for i, c in some for bad in [int(rng.random() < 0.05)]]
+            conn.execute(CheckRollup.__table__.insert(), batch)
+            rows += len(batch)
+    write_s = time.perf_counter() - t
+    per_row = (_table_bytes(store, "check_rollups") - before) / rows  # with its indexes
+    name = cfg.integrations[0].name
+    start = top - timedelta(days=90)
+    store.uptime_cells([name], start, 24, 90)
+    took, cells = _best(lambda: store.uptime_cells([name], start, 24, 90), 5)
+    fleet_rows = len(pairs(cfg)) * 24 * 90
+    fig = {"rollup_sample_rows": rows, "rollup_sample_write_s": round(write_s, 1),
+           "rollup_bytes_per_row": round(per_row), "rollup_90d_bar_ms": round(took * 1000, 1),
+           "rollup_90d_bar_cells": len(cells[name]),  # 90 a check "rollup_90d_rows_per_integration": 5 * 24 * 90,
+           "fleet_hourly_90d_rows": fleet_rows, "fleet_hourly_90d_gb_estimate": round(fleet_rows * per_row / 1e9, 1),
+           "fleet_daily_90d_gb_estimate": round(fleet_rows / 24 * per_row / 1e9, 2)}
+    say(f"rollups: {rows:,} rows (90 days x {sample} integrations) ~{fig['rollup_bytes_per_row']} bytes a row; a "
+        f"90-day bar of one integration {fig['rollup_90d_bar_ms']} ms; the fleet's 90 days of hourly rows: "
+        f"{fleet_rows:,} ~{fig['fleet_hourly_90d_gb_estimate']} GB (daily: ~{fig['fleet_daily_90d_gb_estimate']} GB)")
+    return fig
+
+
+def main(argv: list[str] | None = None) -> int:
+    import shutil
+    import uuid
+
+    from bench import report, workload
+
+    args = parse(argv)
+    speed_start = report.speed_reference()
+    workdir, tmp = workload.prepare_workdir(args.workdir, "mailwarden-bench-history-")
+    results: dict[str, Any] = {}
+    try:
+        cfg = write_config(args.integrations, workdir)
+        if args.backend in ("sqlite", "both"):
+            path = workdir / "history.db"
+            for stale in ("history.db", "history.db-wal", "history.db-shm"):
+                (workdir / stale).unlink(missing_ok=True)
+            results["sqlite"] = raw_hours_figures("sqlite", cfg, cfg.database_url(), path, args)
+            for stale in ("history.db", "history.db-wal", "history.db-shm"):
+                (workdir / stale).unlink(missing_ok=True)
+        if args.backend in ("postgres", "both"):
+            admin = _pg_admin()
+            if admin is None:
+                say("PostgreSQL: 127.0.0.1:5432 does not answer; SQLite only")
+                results["postgres"] = "not reachable at 127.0.0.1:5432"
+            else:
+                conn, user = admin
+                db = f"mailwarden_bench_{uuid.uuid4().hex[:8]}"
+                conn.execute(f'CREATE DATABASE "{db}"')
+                try:
+                    results["postgres"] = raw_hours_figures(
+                        "postgres", cfg, f"postgresql+psycopg://{user}@127.0.0.1:5432/{db}", None, args)
+                finally:
+                    conn.execute(f'DROP DATABASE IF EXISTS "{db}" WITH (FORCE)')
+                    conn.close()
+    finally:
+        if tmp is not None:
+            shutil.rmtree(tmp, ignore_errors=True)
+    speed_end = report.speed_reference()
+    doc = {"integrations": args.integrations, "raw_hours": args.raw_hours, "interval_min": args.interval,
+           "results": results, "machine": report.machine(), "speed": {"start": speed_start, "end": speed_end}}
+    print(json.dumps(doc, indent=2))
+    if args.json:
+        args.json.write_text(json.dumps(doc, indent=2) + "\n", encoding="utf-8")
+    for backend, f in results.items():
+        if isinstance(f, str):
+            print(f"\n{backend}: {f}")
+            continue
+        print(f"\n{backend}, {args.integrations:,} integrations x 5 checks, a run every {args.interval} min, raw_hours "
+              f"{args.raw_hours}: {f['rows_written']:,} results written ({f['runs_per_check']} a check) in "
+              f"{f['write_s']} s; prune {f['prune_s']} s ({f['pruned_rows']:,} deleted, {f['rows_kept']:,} kept, "
+              f"{f['rows_kept_per_check']} a check; again a minute later {f['prune_again_s']} s); rollup "
+              f"{f['rollup_s']} s; database {f['after_database_mb']:,} MB; beats of one integration "
+              f"{f['beats_all_ms']} ms ({f['beats_all_rows']} rows), newest 60 a check {f['beats_60_ms']} ms; "
+              f"90-day bar from hourly rollups {f['rollup_90d_bar_ms']} ms, {f['rollup_bytes_per_row']} bytes a "
+              f"rollup row: the fleet's 90 days hourly ~{f['fleet_hourly_90d_gb_estimate']} GB, daily "
+              f"~{f['fleet_daily_90d_gb_estimate']} GB")
+    print(f"machine speed reference (CPU ms, lower is faster; start -> end): TLS context "
+          f"{speed_start['tls_context_ms']} -> {speed_end['tls_context_ms']}, Python loop "
+          f"{speed_start['python_loop_ms']} -> {speed_end['python_loop_ms']}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -200,8 +200,13 @@ class CustomEndpoints(_Model):
 
 
 class RetentionConfig(_Model):
-    """Bounded history: raw results capped per check, hourly rollups for uptime and latency."""
+    """Bounded history: raw results kept by age and capped per check, hourly rollups for uptime and latency."""
 
+    raw_hours: int = Field(48, ge=1, le=24 * 90, description=(
+        "Hours every raw result (each run of a check) is kept. A raw result is kept "
+        "while it is younger than raw_hours, or among the newest raw_per_check of its integration and check, or "
+        "among the newest raw_per_check non-ok ones younger than failures_days, or the one its check's state shows; "
+        "and always until its hour is rolled up."))
     raw_per_check: int = Field(200, ge=10, le=1_000_000, description=(
         "The newest raw results kept per integration and check."))
     failures_days: int = Field(30, ge=0, le=MAX_DAYS, description=(

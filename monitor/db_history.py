@@ -5,10 +5,10 @@ each integration's availability (one definition for every surface: ``percent``, 
 Rollups are recomputed from raw rows, so the job is idempotent: every hour from a watermark (kept in
 ``meta``) up to now is aggregated again and upserted; the watermark then moves to the start of the
 previous hour, and only raw rows older than the watermark may be pruned. An hour is therefore always
-rolled up from all of its rows before any of them goes. Raw rows kept per (integration, check): the
-newest ``raw_per_check`` of any status, plus the newest ``raw_per_check`` failures younger than
-``failures_days`` (a failing check's recent transcripts outlive a flood of later successes), plus the
-row a check state points at.
+rolled up from all of its rows before any of them goes. Raw rows kept per (integration, check): every one
+younger than ``raw_hours`` (each run of the last hours: the beats, ``recent_beats``), plus the newest
+``raw_per_check`` of any status, plus the newest ``raw_per_check`` failures younger than ``failures_days`` (a
+failing check's recent transcripts outlive a flood of later successes), plus the row a check state points at.
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ from collections.abc import Callable, Iterable, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any, NamedTuple
 
-from sqlalchemy import and_, case, delete, func, literal, or_, type_coerce
+from sqlalchemy import and_, case, delete, func, literal, literal_column, or_, type_coerce
 from sqlalchemy import select as core_select
 from sqlalchemy.ext.compiler import compiles
 from sqlalchemy.orm import aliased
@@ -64,6 +64,14 @@ def _utc_or_none(raw: Any) -> datetime | None:
     return None if raw is None else _utc(raw)
 
 
+def _failed(status: Any) -> Any:
+    """``status NOT IN ('ok', 'warn')`` with the statuses as SQL literals, not bound values: SQLite uses the partial
+    index ix_check_results_failures only for a term that matches its WHERE, constants included (bound: a table
+    scan; at 10,000 integrations x 5 checks with 48 h of results kept, a prune with nothing to delete took 5.2 s of
+    SQLite's write lock with the scan, 2.9 s with the index; bench/history.py)."""
+    return status.not_in([literal_column(f"'{st}'") for st in GOOD])
+
+
 def _driver_rows(conn: Any, stmt: Any) -> list[tuple[Any, ...]]:
     """The driver's own tuples, without a SQLAlchemy Row per row nor the column types' processing (the caller
     converts): for the overview's reads of thousands of rows (bench/)."""
@@ -82,6 +90,17 @@ class StateRow(NamedTuple):
     since: datetime | None
     last_checked_at: datetime | None
     last_ok_at: datetime | None
+
+
+class Beat(NamedTuple):
+    """One run of a check as the beats show it (a raw result, without its transcript, raw reply and metrics)."""
+
+    id: int
+    checked_at: datetime
+    status: str
+    code: str | None
+    latency_ms: float | None
+    summary: str
 
 
 _FINAL_HOURS_LOCK = threading.Lock()
@@ -317,9 +336,10 @@ class HistoryStore:
         return stmt.on_conflict_do_update(index_elements=["integration", "check", "hour"],
                                           set_={c: stmt.excluded[c] for c in cols[3:]}, where=changed)
 
-    def prune_history(self, now: datetime, *, raw_per_check: int, failures_days: int,
-                      rollup_days: int) -> dict[str, int]:
-        """Delete raw results beyond the caps (only hours already rolled up) and rollups past retention.
+    def prune_history(self, now: datetime, *, raw_per_check: int, failures_days: int, rollup_days: int,
+                      raw_hours: int = 0) -> dict[str, int]:
+        """Delete raw results beyond the caps and older than ``raw_hours`` (only hours already rolled up) and
+        rollups past retention (the settings of ``web.retention``; ``raw_hours`` 0: no result kept for its age).
 
         Set-based: one ``DELETE`` for all (integration, check) pairs (the same statement on SQLite and
         PostgreSQL); see ``_prune_results`` for the rule. It used to walk every pair with three statements
@@ -328,8 +348,9 @@ class HistoryStore:
         with self._session(write=True) as s:
             mark = self._watermark(s)
             if mark is not None:
-                removed["results"] = s.execute(self._prune_results(mark, now - timedelta(days=failures_days),
-                                                                   raw_per_check)).rowcount or 0
+                removed["results"] = s.execute(self._prune_results(
+                    min(mark, now - timedelta(hours=raw_hours)), now - timedelta(days=failures_days),
+                    raw_per_check)).rowcount or 0
             old = delete(CheckRollup).where(CheckRollup.hour < now - timedelta(days=rollup_days))
             removed["rollups"] = s.execute(old).rowcount or 0
             old = delete(IntegrationRollup).where(IntegrationRollup.hour < now - timedelta(days=rollup_days))
@@ -337,28 +358,34 @@ class HistoryStore:
         return removed
 
     @staticmethod
-    def _prune_results(mark: datetime, fail_since: datetime, cap: int) -> Any:
+    def _prune_results(keep_from: datetime, fail_since: datetime, cap: int) -> Any:
         """A row goes when all of these hold: at least ``cap`` rows of its pair are newer (it is older than the
-        pair's cap-th newest row, as ``cut`` finds it: ties at the cut stay), it is older than the rollup
-        watermark, it is not one of the pair's newest ``cap`` failures younger than ``fail_since``, and no
-        check state points at it.
+        pair's cap-th newest row, as ``cut`` finds it: ties at the cut stay), it is older than ``keep_from`` (the
+        rollup watermark, or the start of the ``raw_hours`` kept, whichever is earlier), it is not one of the
+        pair's newest ``cap`` failures younger than ``fail_since``, and no check state points at it.
 
         Window functions (ROW_NUMBER over each pair) are the textbook way, and were measured: SQLite ranks
         a million rows in 2-3 s even from an index. So the pair's cut is a correlated ``LIMIT 1 OFFSET cap-1``
-        on ix_check_results_integration_check_at (0.1 s for 5,000 pairs); the failures are read once in a
-        table scan (no index has the status); only pairs with more young failures than the cap get a failure
-        cut; and the victims are a range of that index below each pair's cut, anti-joined with the kept
-        failures and the states' rows without reading the table. The CTEs are MATERIALIZED (SQLite >= 3.35,
-        PostgreSQL >= 12): inlined, SQLite recomputed the correlated cut for every candidate row."""
+        on ix_check_results_integration_check_at (0.1 s for 5,000 pairs), for the pairs with a row older than
+        ``keep_from`` only (a range of ix_check_results_checked_at); the failures are read from the partial index
+        ix_check_results_failures (``_failed``); only pairs with more young failures than the cap get a failure
+        cut; and the victims are a range of ix_check_results_integration_check_at below each pair's cut and
+        ``keep_from``, anti-joined with the kept failures and the states' rows without reading the table. The
+        constant bound ``keep_from`` is what lets PostgreSQL read the victims from the checked_at range: without
+        it, it hashed the whole table three times (at 10,000 integrations x 5 checks with 48 h kept: 30 s an hour,
+        7.6 s with it; bench/history.py). The CTEs are MATERIALIZED (SQLite >= 3.35, PostgreSQL >= 12): inlined, SQLite
+        recomputed the correlated cut for every candidate row."""
         t = CheckResult.__table__
         r, x = t.c, t.alias("x").c
-        bad = r.status.not_in(GOOD)
+        bad = _failed(r.status)
 
         def nth_newest(integ: Any, check: Any, *where: Any) -> Any:
             return (core_select(x.checked_at).where(x.integration == integ, x.check == check, *where)
                     .order_by(x.checked_at.desc()).limit(1).offset(cap - 1).scalar_subquery())
 
-        pairs = core_select(r.integration, r.check).distinct().subquery("pairs")
+        # only the pairs with a row older than keep_from can lose one: a range of ix_check_results_checked_at, not
+        # the whole table (with raw_hours it holds every run of two days: 29 million rows at 10,000 integrations)
+        pairs = core_select(r.integration, r.check).where(r.checked_at < keep_from).distinct().subquery("pairs")
         cut = (core_select(pairs.c.integration, pairs.c.check,
                            nth_newest(pairs.c.integration, pairs.c.check).label("cutoff"))
                .cte("cut", nesting=True).prefix_with("MATERIALIZED"))
@@ -366,7 +393,7 @@ class HistoryStore:
                     .cte("failures", nesting=True).prefix_with("MATERIALIZED"))
         f = failures.c
         many = (core_select(f.integration, f.check,
-                            nth_newest(f.integration, f.check, x.status.not_in(GOOD), x.checked_at >= fail_since)
+                            nth_newest(f.integration, f.check, _failed(x.status), x.checked_at >= fail_since)
                             .label("fail_cutoff"))
                 .where(f.checked_at >= fail_since).group_by(f.integration, f.check).having(func.count() >= cap)
                 .cte("many", nesting=True).prefix_with("MATERIALIZED"))
@@ -379,13 +406,17 @@ class HistoryStore:
         states = CheckState.__table__
         va = t.alias("v")
         v = va.c
+        # SQLite's range's upper bound: the earlier of the pair's cut and keep_from (no cut, fewer than cap rows: NULL,
+        # nothing goes; of two bounds it ranges up to one and filters the rows between them); PostgreSQL's: keep_from
+        keep = literal(keep_from, UTCDateTime)
+        below = case((cut.c.cutoff > keep, keep), else_=cut.c.cutoff)
         # anti-joins (LEFT JOIN ... IS NULL), not NOT IN: PostgreSQL hashes NOT IN only while the list fits work_mem
         victims = (core_select(v.id)
                    .select_from(cut.join(va, and_(v.integration == cut.c.integration, v.check == cut.c.check,
-                                                  v.checked_at < cut.c.cutoff))
+                                                  v.checked_at < below, v.checked_at < keep))
                                 .outerjoin(kept, kept.c.id == v.id)
                                 .outerjoin(states, states.c.last_result_id == v.id))
-                   .where(v.checked_at < mark, kept.c.id.is_(None), states.c.last_result_id.is_(None)))
+                   .where(kept.c.id.is_(None), states.c.last_result_id.is_(None)))
         return delete(t).where(r.id.in_(victims))
 
     def rollup_availability(self, now: datetime, *, maintenance: Sequence[Any] = ()) -> int:
@@ -603,6 +634,30 @@ class HistoryStore:
                     hour = hours[raw] = _utc(raw)
                 out[integ].append((check, hour, float(mean)))
         return out
+
+    def recent_beats(self, integration: str, since: datetime, per_check: int) -> dict[str, list[Beat]]:
+        """Per check of ``integration``: its newest ``per_check`` raw results checked at ``since`` or later, oldest
+        first, as ``Beat`` tuples (the beats of the integration page; ``web.retention.raw_hours`` keeps every run
+        of the last hours). A check without such a result is missing."""
+        out: dict[str, list[Beat]] = {}
+        with self._connection() as conn:
+            for rid, check, at, status, code, latency, summary in _driver_rows(
+                    conn, self._beats_query(integration, since, per_check)):
+                out.setdefault(check, []).append(Beat(int(rid), _utc(at), status, code,
+                                                      None if latency is None else float(latency), summary or ""))
+        return out
+
+    @staticmethod
+    def _beats_query(integration: str, since: datetime, per_check: int) -> Any:
+        """One statement: a window over the integration's range of ix_check_results_integration_check_at."""
+        r = CheckResult.__table__.c
+        newest = func.row_number().over(partition_by=r.check, order_by=(r.checked_at.desc(), r.id.desc()))
+        ranked = (core_select(r.id, r.check, type_coerce(r.checked_at, NullType()).label("at"), r.status, r.code,
+                              r.latency_ms, r.summary, newest.label("n"))
+                  .where(r.integration == integration, r.checked_at >= since).subquery("ranked"))
+        k = ranked.c
+        return (core_select(k.id, k.check, k.at, k.status, k.code, k.latency_ms, k.summary)
+                .where(k.n <= per_check).order_by(k.check, k.at, k.id))
 
     def latest_results_of(self, integrations: list[str]) -> list[CheckResult]:
         """``latest_results`` of several integrations in one statement (the report's pages)."""

@@ -101,7 +101,11 @@ class Credential(SQLModel, table=True):
 
 class CheckResult(SQLModel, table=True):
     __tablename__ = "check_results"
-    __table_args__ = (Index("ix_check_results_integration_check_at", "integration", "check", "checked_at"),)
+    __table_args__ = (Index("ix_check_results_integration_check_at", "integration", "check", "checked_at"),
+                      # the failures the prune keeps (db_history._failed): not a table scan (migration 0012)
+                      Index("ix_check_results_failures", "integration", "check", "checked_at",
+                            sqlite_where=text("status NOT IN ('ok', 'warn')"),
+                            postgresql_where=text("status NOT IN ('ok', 'warn')")))
 
     id: int | None = Field(default=None, primary_key=True)
     integration: str

@@ -20,8 +20,8 @@ from mailwarden.monitor.web.api import openapi
 from mailwarden.monitor.web.auth import Access, safe_next, verify_password
 from tests.dashboards.conftest import PASSWORD, basic, csrf_of, login, make_app, small_store
 
-BROKEN = {"enaio-notify", "enaio-webclient", "hoth-sales", "oracle-b2c-support", "oracle-b2c-billing",
-          "sinch-sales", "sinch-escalations", "agiloft-contracts"}
+BROKEN = {"enaio-notify", "enaio-webclient", "hoth-sales", "hoth-facilities", "oracle-b2c-support",
+          "oracle-b2c-billing", "sinch-sales", "sinch-escalations", "agiloft-contracts"}
 
 
 def rows(html: str) -> list[tuple[str, str]]:
@@ -39,7 +39,8 @@ def test_overview_lists_integrations_worst_first_with_their_codes(client):
     assert {n for n, s in got if s == "warn"} == {"agiloft-inbound", "sinch-billing"}  # expiring; throttled
     assert {n for n, s in got if s == "ok"} == {"hoth-support", "hoth-it", "sinch-queue"}
     for code in ("secret_expired", "refresh_token_revoked", "consent_missing", "access_policy_denied",
-                 "smtp_auth_disabled_mailbox", "authenticated_not_connected", "mailbox_not_found", "auth_failed"):
+                 "smtp_auth_disabled_mailbox", "authenticated_not_connected", "mailbox_not_found", "auth_failed",
+                 "consumer_not_collecting"):
         assert code in html
     assert "open incidents" in html and "#1 " in html
     assert "expire within 90 days" in html and "enaio 2024" in html  # the expired enaio secret on the timeline

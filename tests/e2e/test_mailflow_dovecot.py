@@ -14,8 +14,6 @@ from mailwarden.checks.mailbox import tls_context, xoauth2_b64
 from tests.e2e.dovecot import HOST
 from tests.e2e.test_dovecot import dovecot_for, sink  # noqa: F401 - fixtures
 
-NOW = dt.datetime.now(dt.UTC)
-
 
 def deliver(dc, user: str, name: str, raw: bytes) -> None:
     """Put a message in the user's Maildir as a delivery agent does (owned by the dovecot user)."""
@@ -40,10 +38,11 @@ def pop_world(world, dovecot_for):  # noqa: F811 - the fixture, passed on
 
 def test_pop_backlog_age_by_the_received_header(world, dovecot_for):  # noqa: F811
     w, dc = pop_world(world, dovecot_for)
-    received = format_datetime(NOW - dt.timedelta(hours=3))
+    now = dt.datetime.now(dt.UTC)  # the module is imported minutes before this runs on a busy machine
+    received = format_datetime(now - dt.timedelta(hours=3))
     deliver(dc, w.upn, "1", message(f"Received: from mx.example.test by dovecot.test; {received}",
-                                    f"Received: from a.example by mx.example.test; {format_datetime(NOW)}",
-                                    f"Date: {format_datetime(NOW - dt.timedelta(days=2))}"))
+                                    f"Received: from a.example by mx.example.test; {format_datetime(now)}",
+                                    f"Date: {format_datetime(now - dt.timedelta(days=2))}"))
     outcome = w.run("pop")
     assert (outcome.status, outcome.code) == (Status.WARN, "inbox_backlog"), outcome.summary
     assert "3.0 h old by its Received header" in outcome.summary
@@ -61,7 +60,7 @@ def test_pop_backlog_age_unknown_without_a_date(world, dovecot_for):  # noqa: F8
 def test_dovecot_top_sends_the_blank_line_after_the_headers(world, dovecot_for):  # noqa: F811
     """What the sandbox's TOP copies (sandbox/mail/pop.py)."""
     w, dc = pop_world(world, dovecot_for)
-    deliver(dc, w.upn, "1", message(f"Date: {format_datetime(NOW)}"))
+    deliver(dc, w.upn, "1", message(f"Date: {format_datetime(dt.datetime.now(dt.UTC))}"))
     integ = w.runtime.config.integration("subject")
     token = w.runtime.tokens.delegated_token(integ, ["https://outlook.office.com/POP.AccessAsUser.All"])
     conn = poplib.POP3_SSL(HOST, dc.pop_port, context=tls_context(w.runtime.tokens.endpoints.ca_bundle), timeout=10)
@@ -88,7 +87,7 @@ def test_imap_finds_a_canary_in_dovecot(world, dovecot_for, sink):  # noqa: F811
     assert sent.status == Status.OK, sent.summary
     relayed = next(m for m in sink[0].messages if sent.metrics["canary_tag"].encode() in m)
     deliver(dc, w.upn, "canary", relayed.replace(b"\n", b"\r\n") if b"\r\n" not in relayed else relayed)
-    deliver(dc, w.upn, "other", message(f"Date: {format_datetime(NOW)}"))
+    deliver(dc, w.upn, "other", message(f"Date: {format_datetime(dt.datetime.now(dt.UTC))}"))
     outcome = w.run("imap")
     assert outcome.status == Status.OK, outcome.summary
     assert f"canary {sent.metrics['canary_tag']} from subject delivered after" in outcome.summary

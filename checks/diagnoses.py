@@ -486,6 +486,15 @@ _REMOVE_OLD = (
     "When {system} works with the new secret, delete the old one in Certificates & secrets so only the "
     "secret in use remains."
 )
+# The consuming system's side of mail waiting uncollected (inbox_backlog, consumer_not_collecting): mailwarden's access
+# works, so the system's service, its own sign-in or its own copy of the secret is where to look.
+_COLLECTOR = (
+    "Check that {system}'s mail service, poller or scheduled job runs, and read its mail or connector log.",
+    Step("If that log shows an authentication error, {system}'s own OAuth connection failed (mailwarden's token is "
+         "separate and works): {system_sign_in}", flow=_DELEGATED),
+    Step("If that log shows an authentication error: in {system}, paste the Value of a current client secret of {app} "
+         "into {secret_field}.", flow=_APP_ONLY),
+)
 _MAILWARDEN_REAUTH = Step(
     "Re-authorise mailwarden's own token: {reauth_url}, signing in as {account} in a private "
     "(InPrivate/Incognito) window so no other Microsoft session is reused.", flow=_DELEGATED)
@@ -1180,11 +1189,7 @@ _ENTRIES: tuple[Diagnosis, ...] = (
     _d("inbox_backlog", "Mail not being processed",
        "Mail waits unprocessed in {mailbox} longer than its threshold ({detail}): mailwarden's own access "
        "works, so {system} has probably stopped reading.",
-       ("Check that {system}'s mail service or poller is running and look at its mail log.",
-        Step("Check {system}'s own OAuth connection, which mailwarden cannot see: its stored refresh token may be "
-             "expired or revoked while mailwarden's works. If so: {system_sign_in}", flow=_DELEGATED),
-        Step("Check {system}'s own copy of the client secret, which mailwarden cannot see: if it holds an old or "
-             "expired one, paste the current Value into {secret_field}.", flow=_APP_ONLY),
+       (*_COLLECTOR,
         Step("For POP, check that {system} deletes or marks what it has fetched, or the backlog keeps growing.",
              check="pop")),
        severity="warning", category="consumer"),
@@ -1193,11 +1198,7 @@ _ENTRIES: tuple[Diagnosis, ...] = (
        "mailwarden's own access to the mailbox works, so {system} has stopped collecting: its mail service or "
        "poller is down or stuck, or its own sign-in or copy of the secret fails, which mailwarden does not hold. "
        "Mail sent to {mailbox} meanwhile is not being processed.",
-       ("Check that {system}'s mail service, poller or scheduled job runs, and read its mail or connector log.",
-        Step("If that log shows an authentication error, {system}'s own OAuth connection failed (mailwarden's "
-             "token is separate and works): {system_sign_in}", flow=_DELEGATED),
-        Step("If that log shows an authentication error: in {system}, paste the Value of a current client secret "
-             "of {app} into {secret_field}.", flow=_APP_ONLY),
+       (*_COLLECTOR,
         Step("For POP, check that {system} deletes what it has fetched (a leave-on-server setting keeps the oldest "
              "message in place, and it counts as uncollected).", check="pop"),
         Step("Check that {system} marks what it has taken as read, or moves or deletes it: mail it processed but "

@@ -58,7 +58,8 @@ NS = {"s": "http://schemas.xmlsoap.org/soap/envelope/",
       "m": "http://schemas.microsoft.com/exchange/services/2006/messages",
       "t": "http://schemas.microsoft.com/exchange/services/2006/types"}
 
-REQUEST = """<?xml version="1.0" encoding="utf-8"?>
+# The envelope every request is sent in: the version, and the mailbox by ExchangeImpersonation ({mailbox}, escaped)
+_HEAD = """<?xml version="1.0" encoding="utf-8"?>
 <soap:Envelope xmlns:soap="http://schemas.xmlsoap.org/soap/envelope/"
   xmlns:t="http://schemas.microsoft.com/exchange/services/2006/types"
   xmlns:m="http://schemas.microsoft.com/exchange/services/2006/messages">
@@ -68,27 +69,20 @@ REQUEST = """<?xml version="1.0" encoding="utf-8"?>
     </t:ConnectingSID></t:ExchangeImpersonation>
   </soap:Header>
   <soap:Body>
-    <m:GetFolder>
-      <m:FolderShape><t:BaseShape>Default</t:BaseShape></m:FolderShape>
-      <m:FolderIds><t:DistinguishedFolderId Id="inbox"/></m:FolderIds>
-    </m:GetFolder>
+"""
+_TAIL = """
   </soap:Body>
 </soap:Envelope>"""
+
+REQUEST = _HEAD + """    <m:GetFolder>
+      <m:FolderShape><t:BaseShape>Default</t:BaseShape></m:FolderShape>
+      <m:FolderIds><t:DistinguishedFolderId Id="inbox"/></m:FolderIds>
+    </m:GetFolder>""" + _TAIL
 
 # The inbox's oldest unread message: FindItem as Microsoft documents it (learn.microsoft.com/exchange/client-developer/
 # web-service-reference/finditem-operation; IndexedPageItemView, Restriction, SortOrder, ParentFolderIds in that
 # order, as Messages.xsd requires)
-FIND_OLDEST = """<?xml version="1.0" encoding="utf-8"?>
-<soap:Envelope xmlns:soap="http://schemas.xmlsoap.org/soap/envelope/"
-  xmlns:t="http://schemas.microsoft.com/exchange/services/2006/types"
-  xmlns:m="http://schemas.microsoft.com/exchange/services/2006/messages">
-  <soap:Header>
-    <t:RequestServerVersion Version="Exchange2016"/>
-    <t:ExchangeImpersonation><t:ConnectingSID><t:PrimarySmtpAddress>{mailbox}</t:PrimarySmtpAddress>
-    </t:ConnectingSID></t:ExchangeImpersonation>
-  </soap:Header>
-  <soap:Body>
-    <m:FindItem Traversal="Shallow">
+FIND_OLDEST = _HEAD + """    <m:FindItem Traversal="Shallow">
       <m:ItemShape><t:BaseShape>IdOnly</t:BaseShape>
         <t:AdditionalProperties><t:FieldURI FieldURI="item:DateTimeReceived"/></t:AdditionalProperties>
       </m:ItemShape>
@@ -98,9 +92,7 @@ FIND_OLDEST = """<?xml version="1.0" encoding="utf-8"?>
       <m:SortOrder><t:FieldOrder Order="Ascending"><t:FieldURI FieldURI="item:DateTimeReceived"/></t:FieldOrder>
       </m:SortOrder>
       <m:ParentFolderIds><t:DistinguishedFolderId Id="inbox"/></m:ParentFolderIds>
-    </m:FindItem>
-  </soap:Body>
-</soap:Envelope>"""
+    </m:FindItem>""" + _TAIL
 
 CODES = {
     "ErrorNonExistentMailbox": (Status.FAIL, "mailbox_not_found"),

@@ -82,14 +82,20 @@ def test_a_canary_gone_before_it_was_seen_is_not_called_delivered(world):
     assert outcome.status == Status.OK and "delivery not observed" in outcome.summary, outcome.summary
 
 
-def test_graph_sends_and_finds_its_canary_in_any_folder(world):
+def graph_canary(world, **canary):
+    """An app-only Graph integration that sends its canary to its own shared mailbox and looks for it there."""
     w = world("app", app_permissions={"graph": ["Mail.ReadWrite", "Mail.Send"]},
               exchange=lambda ids: {"mailboxes": [{"address": f"box@{ids['domain']}", "type": "shared"}]},
               checks={"graph_mail": {}})
     w.open()
     box = w.runtime.config.integration("subject").mailbox
     w.rewrite(lambda d: d["integrations"][0]["checks"].update(graph_mail={
-        "canary_to": box, "canary": {"from": "subject", "deliver_within": "1m", "collect_within": f"{SHORT}s"}}))
+        "canary_to": box, "canary": {"from": "subject", **canary}}))
+    return w, box
+
+
+def test_graph_sends_and_finds_its_canary_in_any_folder(world):
+    w, box = graph_canary(world, deliver_within="1m", collect_within=f"{SHORT}s")
     first = w.run("graph_mail")  # looks for earlier canaries (none), then sends one
     assert first.status == Status.OK and "no canary from subject" in first.summary, first.summary
     assert first.metrics["canary_sent_at"]
@@ -104,13 +110,7 @@ def test_graph_sends_and_finds_its_canary_in_any_folder(world):
 
 
 def test_a_graph_search_refused_with_400_is_no_verdict(world):
-    w = world("app", app_permissions={"graph": ["Mail.ReadWrite", "Mail.Send"]},
-              exchange=lambda ids: {"mailboxes": [{"address": f"box@{ids['domain']}", "type": "shared"}]},
-              checks={"graph_mail": {}})
-    w.open()
-    box = w.runtime.config.integration("subject").mailbox
-    w.rewrite(lambda d: d["integrations"][0]["checks"].update(graph_mail={
-        "canary_to": box, "canary": {"from": "subject", "deliver_within": "1s"}}))
+    w, box = graph_canary(world, deliver_within="1s")
     w.run("graph_mail")  # sends the first canary
     time.sleep(1.5)
     w.ctl.add_fault(f"/v1.0/users/{box}/messages", status=400, count=1)

@@ -172,9 +172,8 @@ FIVE = [
 
 @pytest.fixture(scope="module")
 def demo_tenant(tmp_path_factory):
-    from mailwarden_sandbox import Sandbox
-
     from mailwarden.monitor.demo import CONSENT_REMOVED
+    from mailwarden_sandbox import Sandbox
 
     with Sandbox(DEMO, workdir=tmp_path_factory.mktemp("sandbox")) as sb:
         sb.control.remove_app_permission(*CONSENT_REMOVED)  # as the demo does at start: the tenant the demo shows

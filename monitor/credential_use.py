@@ -77,7 +77,7 @@ def from_log(config: Config, store: Store, app_name: str, since: datetime) -> tu
         if any(i.app == app_name and i.flow == "delegated" for i in config.integrations):
             why.append("delegated sign-ins do not name the credential they used")
         return None, why
-    evidence = Evidence(LOG, since)
+    evidence = Evidence(LOG, None)  # covered by the tenants read below; none read: no evidence
     for name in tenants:
         off = not_read(config, name)
         if off is not None:
@@ -181,7 +181,7 @@ def summary(config: Config, store: Store, app_name: str, now: datetime, days: in
     the last ``days`` (at least one), and a note when the log says nothing (a page reads only the database)."""
     since = now - timedelta(days=max(days, 1))
     log, why = from_log(config, store, app_name, since)
-    if log is None:
+    if log is None or log.covered_from is None:  # from_log returns None when no tenant's log is read
         return {"known": False, "keys": {}, "note": "; ".join(why) or "no sign-in evidence is read for this app"}
     return {"known": True, "since": log.covered_from if log.covered_from > since else since,
             "keys": {k: {"last_at": u.last_at, "attempts": u.attempts, "failures": u.failures}

@@ -115,3 +115,21 @@ def test_without_sign_in_evidence_nothing_is_called_unused(world):  # noqa: F811
     usage = _usage(w, old)
     assert usage["unused"] is False and usage["usage"]["evidence"]["state"] == "unknown"
     assert "Sinch has not signed in since" in usage["usage"]["unknown"]
+
+
+def test_before_the_sign_in_log_is_read_it_is_not_evidence(world):  # noqa: F811 - the fixture imported above
+    """No poll has read the tenant's sign-in log yet: the log says nothing (not "Sinch has not signed in since ..."),
+    and the inventory says why it is unknown."""
+    from datetime import UTC, datetime, timedelta
+
+    from mailwarden.monitor import credential_use
+
+    w = world(integrations=("daemon",), actors=False)
+    old = _old_key(w)  # no w.poll(): nothing read
+    now = datetime.now(UTC)
+    log, why = credential_use.from_log(w.rt.config, w.rt.store, "daemon", now - timedelta(days=7))
+    assert log is None and len(why) == 1 and why[0].endswith("has not been read yet"), (log, why)
+    said = credential_use.summary(w.rt.config, w.rt.store, "daemon", now, 7)
+    assert said == {"known": False, "keys": {}, "note": why[0]}, said
+    usage = _usage(w, old)["usage"]
+    assert usage["evidence"] is None and "has not signed in since" not in str(usage), usage

@@ -14,7 +14,7 @@ import random
 from collections.abc import Awaitable, Callable, Iterable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import TypeVar
+from typing import TYPE_CHECKING, TypeVar
 
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
 from apscheduler.triggers.date import DateTrigger
@@ -27,6 +27,10 @@ from mailwarden.monitor.buffer import ResultBuffer
 from mailwarden.monitor.clockwatch import ClockWatch
 from mailwarden.monitor.runner import TOKEN, RunResult
 from mailwarden.monitor.runtime import Runtime, open_runtime
+
+if TYPE_CHECKING:  # pragma: no cover - typing only
+    from mailwarden.alerts.dispatcher import Dispatcher
+    from mailwarden.monitor.leader import Leadership
 
 log = logging.getLogger("mailwarden.scheduler")
 T = TypeVar("T")
@@ -54,12 +58,12 @@ class Monitor:
         self.config_path = config_path
         self.on_result = on_result
         self.scheduler = AsyncIOScheduler(timezone=UTC)
-        self._dispatcher = None  # (runtime, alerts.dispatcher.Dispatcher)
+        self._dispatcher: tuple[Runtime, Dispatcher] | None = None
         self._pruned_at: datetime | None = None
         # High availability (monitor.leader): only the leader runs jobs; results wait in the buffer while
         # the database cannot be written (monitor.buffer).
         self.buffer = ResultBuffer()
-        self.leadership = None  # monitor.leader.Leadership, from start()
+        self.leadership: Leadership | None = None  # from start()
         self._watch: asyncio.Task | None = None
         self.clockwatch = ClockWatch(self.scheduler)
         self._clock: asyncio.Task | None = None
@@ -210,8 +214,11 @@ class Monitor:
             self._dispatcher = (runtime, Dispatcher(runtime.config, runtime.store, reauth_urls=for_runtime(runtime)))
         if not await self._ready():  # buffered results (and their transitions) first
             return
+        held = self._dispatcher
+        if held is None:  # stood down while the buffer flushed: another instance dispatches now
+            return
         try:
-            await asyncio.to_thread(self._dispatcher[1].run_once)
+            await asyncio.to_thread(held[1].run_once)
         except StorageError as exc:
             self.buffer.unavailable(exc.message())
         except Exception:  # noqa: BLE001 - the scheduler must keep going whatever happens

@@ -171,3 +171,25 @@ async def test_monitor_checks_on_in_an_outage_and_writes_all_before_dispatch(tmp
     assert msgs.count("storage unavailable") == 1 and msgs.count("storage available again") == 1
     assert "check job failed" not in msgs
     store.close()
+
+
+async def test_a_dispatch_whose_instance_stood_down_meanwhile_sends_nothing(tmp_path, kinds, caplog):  # noqa: F811
+    """Leadership lost while the buffer flushed (before the dispatch runs): another instance dispatches now, so this
+    one neither dispatches nor logs a failure (it read the stood-down dispatcher after the await and crashed)."""
+    cfg = write_config(tmp_path / "mailwarden.yaml", integ("i0"))
+    monitor = Monitor(open_runtime(config_mod.load(cfg)), cfg)
+    monitor._attach(monitor.runtime)
+    real_ready = monitor._ready
+
+    async def ready_then_stand_down() -> bool:
+        ready = await real_ready()
+        monitor.stand_down()  # another instance took the lease meanwhile
+        return ready
+
+    monitor._ready = ready_then_stand_down
+    caplog.set_level(logging.INFO)
+    try:
+        await monitor._dispatch()
+    finally:
+        monitor.shutdown()
+    assert "alert dispatch failed" not in [r.getMessage() for r in caplog.records]

@@ -125,7 +125,7 @@ class AutoRotator:
                 "end": end.isoformat()}
         if cfg.hook_command:
             env = {**os.environ, "MAILWARDEN_APP": app_name, "MAILWARDEN_CLIENT_ID": app.client_id,
-                   "MAILWARDEN_KEY_ID": str(row.new_key_id), "MAILWARDEN_SECRET_END": meta["end"]}
+                   "MAILWARDEN_KEY_ID": str(row.new_key_id), "MAILWARDEN_SECRET_END": end.isoformat()}
             try:
                 done = await asyncio.to_thread(subprocess.run, cfg.hook_command, input=secret + "\n", text=True,
                                                capture_output=True, timeout=cfg.hook_timeout, env=env,

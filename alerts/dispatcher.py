@@ -34,6 +34,7 @@ from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import httpx
 
@@ -220,14 +221,15 @@ class Dispatcher:
         # a failure of the consuming system itself is grouped by its cause, read from its result (alerts.policy)
         details = batch.result_details([t.result_id for t in batch.transitions if t.code in CAUSED and t.result_id])
         changes = [Change(t.id or 0, t.integration, t.check, t.from_status, t.to_status, t.code, t.at, t.silent,
-                          cause_of(t.code, details.get(t.result_id))) for t in batch.transitions]
+                          cause_of(t.code, details.get(t.result_id) if t.result_id is not None else None))
+                   for t in batch.transitions]
         touched, notices = Policy(pcfg, infos, now).apply(batch.incidents, changes, batch.recent)
         for inc in touched:
             batch.add(inc)
         batch.flush()  # ids for the stable keys
         rows = []
         for n in notices:
-            params = {"sequence": n.sequence}
+            params: dict[str, Any] = {"sequence": n.sequence}
             if n.kind == "maintenance_summary":
                 params.update(window=n.window, window_end=n.window_end.isoformat() if n.window_end else None,
                               incidents=[i.id for i in n.incidents])
@@ -253,8 +255,10 @@ class Dispatcher:
                                self.reauth_urls(), self.service_health(),
                                self.directory_audits({id(n.incident): n.incident for n in notices.values()
                                                       if n is not None and n.incident is not None}.values()))
-        out, done = [], []
+        out: list[AlertDelivery] = []
+        done: list[int] = []
         for r in rows:
+            assert r.id is not None  # read from the database: it has its id
             notice = notices[r.id]
             try:
                 out += self._deliveries(notice, ctx, now) if notice is not None else []
@@ -281,7 +285,10 @@ class Dispatcher:
         incs = notice.incidents if notice.kind == "maintenance_summary" else [notice.incident]
         names = {n for i in incs if i for n in (set(i.affected) | {m["integration"] for m in i.members})}
         kinds = {m["check"] for i in incs if i for m in i.members}
-        severity = None if notice.kind == "maintenance_summary" else diagnoses.get(notice.incident.code).severity
+        severity = None
+        if notice.kind != "maintenance_summary":
+            assert notice.incident is not None  # every other notice is of an incident (``_notice``)
+            severity = diagnoses.get(notice.incident.code).severity
         chosen = routes.choose(self.config, integrations=names, severity=severity, kinds=kinds)
         if not chosen:
             log.warning("no route takes this notice", extra={"key": notice.key})

@@ -24,6 +24,7 @@ def parse_until(until: str | None, for_: str | None, now: datetime) -> datetime:
             raise ValueError("a snooze lasts at most 30 days")
         end = now + timedelta(seconds=seconds)
     else:
+        assert until is not None  # exactly one of the two is given
         try:
             end = datetime.fromisoformat(until.replace("Z", "+00:00"))
         except ValueError:

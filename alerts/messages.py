@@ -31,6 +31,7 @@ import re
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from functools import lru_cache
+from typing import Any
 
 from jinja2 import Environment, PackageLoader, StrictUndefined, pass_context
 from jinja2.runtime import Context as TemplateContext
@@ -97,8 +98,8 @@ def _service_health(inc: Incident, names: list[str], ctx: Context, fmt: str) -> 
     if _code_of(inc) not in NETWORK_CODES:
         return []
     cfg = ctx.config
-    tenants = sorted({inc.tenant} - {None} | {cfg.tenant_name_of(i) for i in cfg.integrations
-                                              if i.name in names and i.app in cfg.apps})
+    named = {cfg.tenant_name_of(i) for i in cfg.integrations if i.name in names and i.app in cfg.apps}
+    tenants = sorted(named | {inc.tenant} if inc.tenant is not None else named)
     lines = []
     for tenant in tenants:
         doc = ctx.service_health.get(tenant)
@@ -264,12 +265,13 @@ def _values(notice: Notice, ctx: Context, route: str, fmt: str) -> tuple[dict, s
     cfg = ctx.config
     base = cfg.web.base_url.rstrip("/")
     names_of = lambda names: [inert.config_text(n, fmt) for n in names]  # noqa: E731 - config's own names
-    common = {"kind": notice.kind, "key": notice.key, "base_url": base, "route": route}
+    common: dict[str, Any] = {"kind": notice.kind, "key": notice.key, "base_url": base, "route": route}
     if notice.kind == "maintenance_summary":
         incs = [{"id": i.id, "title": _title_of(i), "names": names_of(_names(i)), "opened_at": _when(i.opened_at),
                  "resolved_at": _when(i.resolved_at)} for i in notice.incidents]
-        values = {**common, "window": notice.window, "window_end": _when(notice.window_end), "incidents": incs,
-                  "still_open": sum(1 for i in notice.incidents if i.status == "open")}
+        values: dict[str, Any] = {**common, "window": notice.window, "window_end": _when(notice.window_end),
+                                  "incidents": incs,
+                                  "still_open": sum(1 for i in notice.incidents if i.status == "open")}
         return values, "warning"
     if notice.kind == "test":
         return common, "info"

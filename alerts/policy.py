@@ -338,14 +338,14 @@ class Policy:
             for inc in self._containing(pair):
                 if inc.key != key:
                     self._drop_member(inc, pair, "superseded", ch.at)
-            inc = self.open.get(key)
-            if inc is None:
+            target = self.open.get(key)
+            if target is None:
                 hold = self.cfg.correlation_window if code in NETWORK_CODES else timedelta(0)
-                inc = self._new(key, kind, code, ch.at, _subject(info, ch.cause) if code in CAUSED else info,
-                                ch.at + hold)
+                target = self._new(key, kind, code, ch.at, _subject(info, ch.cause) if code in CAUSED else info,
+                                   ch.at + hold)
                 if kind == "grouped":
-                    inc.tenant = None  # one cause across tenants
-            self._set_member(inc, ch)
+                    target.tenant = None  # one cause across tenants
+            self._set_member(target, ch)
         elif ch.to_status == "warn" and ch.code in UNJUDGED:
             return  # nothing known, or not known to be fine: it neither opens nor resolves
         elif ch.to_status in GOOD or ch.to_status == "paused":

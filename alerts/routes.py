@@ -110,7 +110,7 @@ def services(config: Config, name: str) -> list[str | object]:
         ac = apprise.AppriseConfig(asset=asset())
         ac.add(str(path))
         try:  # Apprise 2 renamed AppriseConfig.servers() to services(); 1.9 has only servers()
-            servers = (ac.services if hasattr(ac, "services") else ac.servers)()
+            servers = (ac.services if hasattr(ac, "services") else ac.servers)()  # type: ignore[attr-defined]
         except Exception as exc:  # noqa: BLE001 - a config file Apprise cannot read is this route's problem only
             raise LookupError(f"route {name!r}: Apprise config file {path} cannot be used: "
                               f"{type(exc).__name__}: {exc}") from None
@@ -206,7 +206,7 @@ def _watch() -> None:
     if getattr(real, "_mailwarden_watch", False):
         return
 
-    def send(self, request, *args, **kwargs):  # type: ignore[no-untyped-def]
+    def send(self, request, *args, **kwargs):
         try:
             return real(self, request, *args, **kwargs)
         except Exception as exc:

@@ -270,10 +270,7 @@ SIGNIN_LOGS = "Entra admin center > Identity > Monitoring & health > Sign-in log
 
 def _seed_secret_field(system: str) -> str:
     """Where the guide of this consuming system (the seeds) says its client secret goes, or a neutral phrase."""
-    system_of = getattr(diagnoses, "system_of", None)  # the catalog's public lookup, where it has one
-    if system_of is not None:
-        return system_of(system).secret_field
-    return diagnoses._secret_field_for(system)
+    return diagnoses.system_of(system).secret_field
 
 
 def usage_of(config: Config, name: str, app: Any, cred: Any, *, by_mailwarden: bool, monitor: bool,

@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Any, ClassVar, Protocol
+from typing import TYPE_CHECKING, Any, ClassVar, Literal, Protocol
 
 from pydantic import BaseModel, ConfigDict
 
@@ -30,7 +30,7 @@ class IntegrationConfig(Protocol):
 
     name: str
     app: str
-    flow: str
+    flow: Literal["app", "delegated"]
     mailbox: str
     account: str | None
     system: str | None
@@ -58,6 +58,8 @@ class Config(Protocol):
     defaults: Any
 
     def threshold(self, integ: Any, name: str) -> Any: ...
+
+    def tenant_name_of(self, integ: Any) -> str: ...
 
 
 class TokenProvider(Protocol):
@@ -107,7 +109,8 @@ class SignInWindow:
 class SignInLog(Protocol):
     """Where a check reads the consuming system's sign-ins (monitor.signins implements it)."""
 
-    def window(self, integration: IntegrationConfig) -> SignInWindow: ...
+    # Any: the implementation takes monitor.config's IntegrationConfig (a parameter cannot be narrower than here)
+    def window(self, integration: Any) -> SignInWindow: ...
 
 
 @dataclass(frozen=True, slots=True)

@@ -251,8 +251,9 @@ def _failing(system: str, flow: str, account: str | None, counted: list[SignIn],
                f"{when(same[0].at, now)}")
     if credential is not None:
         name = f"'{credential.display_name}'" if credential.display_name else credential.key_id
-        ended = credential.end_at is not None and _utc(credential.end_at) <= now
-        summary += f", with credential {name}" + (f" (ended {when(credential.end_at, now)})" if ended else "")
+        end = credential.end_at
+        ended = end if end is not None and _utc(end) <= now else None
+        summary += f", with credential {name}" + (f" (ended {when(ended, now)})" if ended is not None else "")
     if others:
         named = ", ".join(_aadsts(c) for c in codes if c != code)
         summary += f", and {others} other refusal{'s' if others > 1 else ''} ({named})"

@@ -82,7 +82,7 @@ def _cap_response(response: httpx.Response, cap: int) -> None:
     coding = codings[0] if codings and codings[0] in ("gzip", "deflate") else None
     if coding is not None:
         del response.headers["content-encoding"]
-    response.stream = _CappedStream(response.stream, url, cap, coding)  # type: ignore[arg-type]
+    response.stream = _CappedStream(response.stream, url, cap, coding)
 
 
 class _CappedStream(httpx.AsyncByteStream):

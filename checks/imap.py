@@ -134,7 +134,7 @@ class ImapCheck(ProtocolCheck):
                     probe.watch(self)
                     return no_delay(imaplib.IMAP4._create_socket(self, timeout))
 
-            conn = probe.time("connect", lambda: _Plain(host, port, timeout=timeout))
+            conn: imaplib.IMAP4 = probe.time("connect", lambda: _Plain(host, port, timeout=timeout))
             probe.time("tls", lambda: conn.starttls(ssl_context=tls))
         else:
             class _Timed(imaplib.IMAP4_SSL):
@@ -173,8 +173,8 @@ class ImapCheck(ProtocolCheck):
             known = classify_reply(reply)
             if known is not None and known[1] != "authenticated_not_connected":
                 return self._transient(ctx, probe, known, f"AUTHENTICATE answered '{reply}'", reply)
-            status, code = classify_login(reply)
-            return self.login_refused(ctx, probe, status, code, reply,
+            status, refusal = classify_login(reply)
+            return self.login_refused(ctx, probe, status, refusal, reply,
                                       challenge=extra[0] if extra else None)
         probe.say("S: OK AUTHENTICATE completed")
         folder = options.folder
@@ -201,9 +201,10 @@ class ImapCheck(ProtocolCheck):
         except _Refused as refused:
             return self._transient(ctx, probe, refused.known, f"reading the backlog: '{refused.reply}'", refused.reply)
         canary = None
-        if options.canary is not None:
+        wanted = options.canary
+        if wanted is not None:
             try:
-                canary = probe.time("canary", lambda: self._canary(ctx, conn, options.canary, folder))
+                canary = probe.time("canary", lambda: self._canary(ctx, conn, wanted, folder))
             except _Refused as refused:
                 return self._transient(ctx, probe, refused.known, f"looking for the canaries: '{refused.reply}'",
                                        refused.reply)
@@ -289,7 +290,7 @@ def _internaldate(match: re.Match[bytes]) -> datetime | None:
     """An INTERNALDATE ("03-Dec-2026 05:00:00 +0000") as an aware datetime (English month names, as imaplib reads
     them, whatever the process's locale)."""
     day, mon, year, hh, mm, ss, sign, zh, zm = match.groups()
-    month = imaplib.Mon2num.get(mon.capitalize())
+    month = imaplib.Mon2num.get(mon.capitalize())  # type: ignore[attr-defined]  # imaplib's own, not in typeshed
     if month is None:
         return None
     offset = timedelta(hours=int(zh), minutes=int(zm)) * (-1 if sign == b"-" else 1)

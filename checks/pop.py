@@ -35,7 +35,7 @@ class PopOptions(mailflow.UnsearchedBacklogOptions):
     # backlog_age / backlog_grace (checks.mailflow): message 1's age, from the headers of TOP 1 0
 
 
-def _text(data: bytes | str) -> str:
+def _text(data: bytes | str | BaseException) -> str:
     return data.decode("utf-8", "replace") if isinstance(data, bytes) else str(data)
 
 
@@ -97,6 +97,7 @@ class PopCheck(ProtocolCheck):
         options: PopOptions = ctx.options  # type: ignore[assignment]
         mailbox = ctx.integration.mailbox
         line = xoauth2_b64(mailbox, token)
+        code: str | None  # classify_login's, then mailflow.judge's (None when all is well)
         refused = self._authenticate(conn, mailbox, line, probe)
         if refused is not None:
             status, code = classify_login(refused, len(line))
@@ -139,9 +140,9 @@ class PopCheck(ProtocolCheck):
         try:
             reply, lines, _ = probe.time("top", lambda: conn.top(1, 0))
         except poplib.error_proto as exc:
-            reply = _text(exc.args[0] if exc.args else exc)
-            probe.say(f"S: {reply}")
-            return None, f"message 1's age unknown: TOP 1 0 answered '{reply}'"
+            refusal = _text(exc.args[0] if exc.args else exc)
+            probe.say(f"S: {refusal}")
+            return None, f"message 1's age unknown: TOP 1 0 answered '{refusal}'"
         probe.say(f"S: {_text(reply)} ({len(lines)} header line(s))")
         when, header = mailflow.header_date(lines)
         if when is None:
@@ -154,8 +155,8 @@ class PopCheck(ProtocolCheck):
         """AUTH XOAUTH2 in two steps; returns the refusal text, or None when logged in."""
 
         def send(line: str) -> str:
-            conn._putcmd(line)
-            return _text(conn._getline()[0])
+            conn._putcmd(line)  # type: ignore[attr-defined]  # poplib's own, not in typeshed
+            return _text(conn._getline()[0])  # type: ignore[attr-defined]  # poplib's own, not in typeshed
 
         def step(line: str, shown: str) -> str:
             probe.say(f"C: {shown}")

@@ -165,7 +165,7 @@ class SecretExpiryCheck:
             return Outcome(Status.FAIL, "app_not_found", read.reason or "app not found in Graph")
         if expires_on is None:
             status = Status.WARN if read.code == "throttled" else Status.ERROR
-            code = read.code or "graph_unreadable"
+            code: str | None = read.code or "graph_unreadable"
             # the other secret_expiry checks on the monitor app wait too, repeating this status
             return Outcome(status, code, f"{why}, and no secret_expires_on is configured: expiry unknown",
                            metrics={"source": None}, retry_after_s=read.retry_after_s,

@@ -53,6 +53,8 @@ class _Until:
 
 
 class _Bounded(smtplib.SMTP):
+    _host: str  # smtplib's (the name STARTTLS verifies), which typeshed leaves out
+
     def __init__(self, deadline: float, **kwargs: Any):
         self.deadline = deadline
         super().__init__(**kwargs)

@@ -169,7 +169,10 @@ def _named(event: dict[str, Any], apps: Iterable[AppIds]) -> tuple[AppIds, str] 
         if hit is not None:
             return hit
         for name, (old, new) in _props(t).items():
-            what, kind = _NAMING.get(name, (None, None))
+            naming = _NAMING.get(name)
+            if naming is None:  # a property that names no object
+                continue
+            what, kind = naming
             for v in (old, new):
                 v = str(v or "").strip().lower()
                 if what == "id" and v in by_id:
@@ -260,9 +263,9 @@ def classify(event: dict[str, Any], apps: Iterable[AppIds], tenant_id: str, now:
     if named is None or change is None:
         return None
     app, target = named
-    by = event.get("initiatedBy") if isinstance(event.get("initiatedBy"), dict) else {}
-    user = by.get("user") if isinstance(by.get("user"), dict) else None
-    actor_app = by.get("app") if isinstance(by.get("app"), dict) else None
+    by = b if isinstance(b := event.get("initiatedBy"), dict) else {}
+    user = u if isinstance(u := by.get("user"), dict) else None
+    actor_app = a if isinstance(a := by.get("app"), dict) else None
     row = dict(audit_id=str(event["id"])[:TEXT_MAX], tenant_id=tenant_id.lower(), app_id=app.app_id, target=target,
                change=change[0], activity=_cut(event.get("activityDisplayName")) or activity, activity_at=at,
                subject=_cut(change[1]), initiator_upn=None, initiator_name=None, initiator_app_id=None, read_at=now)
@@ -293,8 +296,9 @@ def load_poll(store: Store, tenant_id: str) -> AuditPoll | None:
         doc = json.loads(raw) if raw else None
         if not isinstance(doc, dict):
             return None
-        return AuditPoll(**{k: (datetime.fromisoformat(v) if k.endswith(("_at", "_from", "_until")) and v else v)
-                            for k, v in doc.items()})
+        fields: dict[str, Any] = {k: (datetime.fromisoformat(v) if k.endswith(("_at", "_from", "_until")) and v else v)
+                                  for k, v in doc.items()}
+        return AuditPoll(**fields)
     except (ValueError, TypeError):
         return None
 
@@ -391,7 +395,7 @@ def evidence(store: Store, config: Config, integ: IntegrationConfig, code: str |
     if not changes or app is None:
         return []
     names = {config.tenant_name_of(integ): SERVICE_PRINCIPAL, app.tenant: APPLICATION}
-    wanted = {}
+    wanted: dict[str, set[str]] = {}
     for name, target in names.items():
         tenant = config.tenants.get(name)
         if tenant is not None:

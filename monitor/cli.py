@@ -41,9 +41,10 @@ class RootGroup(TyperGroup):
     every usage error of every command, subcommands included, is one line on stderr and exit 3 (UNKNOWN)."""
 
     def main(self, args: Any = None, prog_name: str | None = None, complete_var: str | None = None,
-             standalone_mode: bool = True, **extra: Any) -> Any:
+             standalone_mode: bool = True, windows_expand_args: bool = True, **extra: Any) -> Any:
         try:
-            code = super().main(args, prog_name, complete_var, standalone_mode=False, **extra)
+            code = super().main(args, prog_name, complete_var, standalone_mode=False,
+                                windows_expand_args=windows_expand_args, **extra)
         except _NoArgsIsHelp:
             code = EXIT_UNKNOWN  # no command given: the help was printed while the error was made
         except _UsageError as exc:

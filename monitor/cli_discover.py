@@ -73,8 +73,8 @@ def discover(
         for why in r.partial:
             typer.echo(f"mailwarden: tenant {r.tenant}: partial: {why}", err=True)
         if fmt != "table":
-            for n in r.notes:
-                typer.echo(f"mailwarden: tenant {r.tenant}: note: {n.text}", err=True)
+            for note in r.notes:
+                typer.echo(f"mailwarden: tenant {r.tenant}: note: {note.text}", err=True)
     raise typer.Exit(exit_code(results))
 
 

@@ -23,7 +23,7 @@ import typing
 import unicodedata
 from datetime import date, datetime
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, overload
 
 import yaml
 from pydantic import (
@@ -93,24 +93,31 @@ def _duration(value: Any) -> float:
         raise ValueError("is far too large (use e.g. 30s, 5m, 1h30m, 2d)") from None
 
 
-def _bounded(low: float, high: float) -> Any:
-    """A duration (``Duration``) within [low, high] seconds: beyond it the scheduler, a socket or a timestamp
-    cannot take it (``serve`` crashed on an interval of 10^11 days that ``validate`` accepted). In the JSON Schema:
-    a string of the kernel's form, or a number of seconds within the bounds."""
+def _duration_schema(low: float, high: float) -> WithJsonSchema:
+    """The JSON Schema of a duration within [low, high] seconds: a string of the kernel's form, or a number of
+    seconds within the bounds."""
     shown = f"from {_shown(low)} to {_shown(high)}"
-    schema = {"anyOf": [
+    return WithJsonSchema({"anyOf": [
         {"type": "string", "pattern": DURATION_PATTERN,
          "description": f"a duration such as 90s, 5m, 1h30m or 2d12h (units d, h, m, s, ms), {shown}"},
-        {"type": "number", "minimum": low, "maximum": high, "description": f"seconds, {shown}"}]}
-    return Annotated[float, BeforeValidator(_duration), _between(low, high), WithJsonSchema(schema)]
+        {"type": "number", "minimum": low, "maximum": high, "description": f"seconds, {shown}"}]})
 
 
-Interval = _bounded(1.0, 31 * DAY)  # how often a check runs
-Timeout = _bounded(0.01, HOUR)  # one network conversation
-Window = _bounded(1.0, 31 * DAY)  # flapping, correlation
-Lifetime = _bounded(1.0, 366 * DAY)  # sessions, links, reminders, maintenance windows
-Wait = _bounded(0.001, DAY)  # a grace period, a retry's first backoff, how long to wait for others
-Refresh = _bounded(1.0, DAY)  # how often a page reloads itself
+# A duration (``Duration``) within [low, high] seconds: beyond it the scheduler, a socket or a timestamp cannot take
+# it (``serve`` crashed on an interval of 10^11 days that ``validate`` accepted). Each is spelt out as
+# ``Annotated[float, ...]`` (not built by a function) so that type checkers see a type alias of float.
+Interval = Annotated[float, BeforeValidator(_duration), _between(1.0, 31 * DAY),
+                     _duration_schema(1.0, 31 * DAY)]  # how often a check runs
+Timeout = Annotated[float, BeforeValidator(_duration), _between(0.01, HOUR),
+                    _duration_schema(0.01, HOUR)]  # one network conversation
+Window = Annotated[float, BeforeValidator(_duration), _between(1.0, 31 * DAY),
+                   _duration_schema(1.0, 31 * DAY)]  # flapping, correlation
+Lifetime = Annotated[float, BeforeValidator(_duration), _between(1.0, 366 * DAY),
+                     _duration_schema(1.0, 366 * DAY)]  # sessions, links, reminders, maintenance windows
+Wait = Annotated[float, BeforeValidator(_duration), _between(0.001, DAY),
+                 _duration_schema(0.001, DAY)]  # a grace period, a retry's first backoff, how long to wait for others
+Refresh = Annotated[float, BeforeValidator(_duration), _between(1.0, DAY),
+                    _duration_schema(1.0, DAY)]  # how often a page reloads itself
 Days = Annotated[int, Field(ge=0, le=MAX_DAYS)]
 
 
@@ -118,6 +125,10 @@ def _port_ok(port: int | None) -> bool:
     return port is None or 1 <= port <= 65535
 
 
+@overload
+def _url_port(url: str) -> str: ...
+@overload
+def _url_port(url: None) -> None: ...
 def _url_port(url: str | None) -> str | None:
     """``url`` when its port (if any) is 1-65535; raises ValueError saying so otherwise (never echoing the URL,
     which may hold a password)."""
@@ -144,15 +155,16 @@ class _Model(BaseModel):
 class Defaults(_Model):
     """Settings every integration takes unless it sets its own."""
 
-    interval: Interval = Field(300.0, description="How often each check runs, e.g. 5m.")
-    timeout: Timeout = Field(30.0, description="How long one check may talk to Microsoft before it counts as an error.")
-    failure_threshold: int = Field(2, ge=1, le=10_000, description=(
+    interval: Interval = Field(default=300.0, description="How often each check runs, e.g. 5m.")
+    timeout: Timeout = Field(default=30.0, description=(
+        "How long one check may talk to Microsoft before it counts as an error."))
+    failure_threshold: int = Field(default=2, ge=1, le=10_000, description=(
         "Failed runs in a row before a check counts as failing (and an alert goes out)."))
-    success_threshold: int = Field(1, ge=1, le=10_000, description=(
+    success_threshold: int = Field(default=1, ge=1, le=10_000, description=(
         "Successful runs in a row before a failing check counts as recovered."))
-    expiry_warning_days: int = Field(30, ge=0, le=MAX_DAYS, description=(
+    expiry_warning_days: int = Field(default=30, ge=0, le=MAX_DAYS, description=(
         "secret_expiry warns when the credential in use ends within this many days."))
-    replication_grace: Wait = Field(300.0, description=(
+    replication_grace: Wait = Field(default=300.0, description=(
         "How long a refusal of a client secret that Graph shows as just added counts as replication (Entra ID takes "
         "up to about two minutes), not as a failure."))
 
@@ -163,21 +175,24 @@ class CustomEndpoints(_Model):
 
     authority: str = Field(description="The Entra ID authority, an https:// URL; the tenant is appended "
                                        "(<authority>/<tenant_id>).")
-    graph: str = Field(description="Microsoft Graph's base URL with its version, e.g. https://graph.microsoft.com/v1.0.")
-    ews: str | None = Field(None, description="The EWS URL, e.g. https://outlook.office365.com/EWS/Exchange.asmx.")
-    imap: str | None = Field(None, description="The IMAP server, HOST or HOST:PORT (default port 993, TLS).")
-    pop: str | None = Field(None, description="The POP3 server, HOST or HOST:PORT (default port 995, TLS).")
-    smtp: str | None = Field(None, description="The SMTP server, HOST or HOST:PORT (default port 587, STARTTLS).")
-    ca_bundle: str | None = Field(None, description=(
+    graph: str = Field(description=(
+        "Microsoft Graph's base URL with its version, e.g. https://graph.microsoft.com/v1.0."))
+    ews: str | None = Field(default=None, description=(
+        "The EWS URL, e.g. https://outlook.office365.com/EWS/Exchange.asmx."))
+    imap: str | None = Field(default=None, description="The IMAP server, HOST or HOST:PORT (default port 993, TLS).")
+    pop: str | None = Field(default=None, description="The POP3 server, HOST or HOST:PORT (default port 995, TLS).")
+    smtp: str | None = Field(default=None, description=(
+        "The SMTP server, HOST or HOST:PORT (default port 587, STARTTLS)."))
+    ca_bundle: str | None = Field(default=None, description=(
         "A PEM file of the certificate authorities to trust for these hosts (a private CA, a TLS-inspecting proxy); "
         "relative to this file."))
-    graph_resource: str | None = Field(None, description=(
+    graph_resource: str | None = Field(default=None, description=(
         "The scope prefix of Graph tokens (default https://graph.microsoft.com)."))
-    exchange_resource: str | None = Field(None, description=(
+    exchange_resource: str | None = Field(default=None, description=(
         "The scope prefix of app-only Exchange tokens (default https://outlook.office365.com)."))
-    exchange_delegated_resource: str | None = Field(None, description=(
+    exchange_delegated_resource: str | None = Field(default=None, description=(
         "The scope prefix of delegated Exchange tokens (default https://outlook.office.com)."))
-    exchange: Literal["online", "on_premises"] | None = Field(None, description=(
+    exchange: Literal["online", "on_premises"] | None = Field(default=None, description=(
         "Whose Exchange answers: online (Exchange Online or a stand-in for it: EWS retires there on 1 April 2027) or "
         "on_premises (EWS not retired). Default: read from the EWS host."))
 
@@ -202,16 +217,16 @@ class CustomEndpoints(_Model):
 class RetentionConfig(_Model):
     """Bounded history: raw results kept by age and capped per check, hourly rollups for uptime and latency."""
 
-    raw_hours: int = Field(48, ge=1, le=24 * 90, description=(
+    raw_hours: int = Field(default=48, ge=1, le=24 * 90, description=(
         "Hours every raw result (each run of a check) is kept. A raw result is kept "
         "while it is younger than raw_hours, or among the newest raw_per_check of its integration and check, or "
         "among the newest raw_per_check non-ok ones younger than failures_days, or the one its check's state shows; "
         "and always until its hour is rolled up."))
-    raw_per_check: int = Field(200, ge=10, le=1_000_000, description=(
+    raw_per_check: int = Field(default=200, ge=10, le=1_000_000, description=(
         "The newest raw results kept per integration and check."))
-    failures_days: int = Field(30, ge=0, le=MAX_DAYS, description=(
+    failures_days: int = Field(default=30, ge=0, le=MAX_DAYS, description=(
         "Days non-ok raw results are kept, even beyond raw_per_check."))
-    rollup_days: int = Field(90, ge=31, le=MAX_DAYS, description=(
+    rollup_days: int = Field(default=90, ge=31, le=MAX_DAYS, description=(
         "Days the hourly rollups (uptime and latency) are kept; the uptime bars show 30."))
 
 
@@ -220,23 +235,23 @@ class WebConfig(_Model):
     ``password_hash`` is set), ``auth: proxy`` (a trusted reverse proxy names the user in
     ``proxy_header``), or ``auth: none`` written out explicitly."""
 
-    enabled: bool = Field(True, description="Run the web app (it also needs an access rule: auth, password_hash "
-                                             "or proxy_header).")
-    listen: str = Field("127.0.0.1:8080", description="Address and port the web app listens on, HOST:PORT "
+    enabled: bool = Field(default=True, description=(
+        "Run the web app (it also needs an access rule: auth, password_hash or proxy_header)."))
+    listen: str = Field(default="127.0.0.1:8080", description="Address and port the web app listens on, HOST:PORT "
                                                       "(0.0.0.0:8080 for every interface, [::1]:8080 for IPv6).")
-    base_url: str = Field(LOOPBACK_BASE_URL, description=(
+    base_url: str = Field(default=LOOPBACK_BASE_URL, description=(
         "The address people open mailwarden at, e.g. https://mailwarden.contoso.com: the links in alerts and "
         "reauthorisation requests, and the redirect URI <base_url>/auth/callback registered on delegated apps, use "
         "it. Set it on every real install: the default (loopback) opens on this machine only."))
-    auth: Literal["password", "proxy", "none"] | None = Field(None, description=(
+    auth: Literal["password", "proxy", "none"] | None = Field(default=None, description=(
         "The access rule: password (admin_user and password_hash), proxy (a trusted reverse proxy names the user "
         "in proxy_header) or none (no login, written out on purpose). Default: password when password_hash is set, "
         "proxy when proxy_header is set; without any, the web app does not start."))
-    admin_user: str = Field("admin", description="The user name of the password login.")
-    password_hash: str | None = Field(None, description=(
+    admin_user: str = Field(default="admin", description="The user name of the password login.")
+    password_hash: str | None = Field(default=None, description=(
         "The login password's hash from `mailwarden web hash-password`, or an env:NAME / file:PATH reference "
         "holding it."))
-    proxy_header: str | None = Field(None, description=(
+    proxy_header: str | None = Field(default=None, description=(
         "With auth: proxy, the request header the reverse proxy sets to the signed-in user, e.g. X-Forwarded-User."))
     trusted_proxies: list[str] = Field(default_factory=lambda: ["127.0.0.1", "::1"], description=(
         "Addresses or networks (CIDR) of reverse proxies: their X-Forwarded-For names the client (rate limits, the "
@@ -244,14 +259,14 @@ class WebConfig(_Model):
     allowed_hosts: list[str] = Field(default_factory=list, description=(
         "Host names the app answers to besides base_url's host, the listen host and loopback (against DNS "
         "rebinding), e.g. the name Prometheus scrapes each instance by; *.example.com patterns; no ports."))
-    session_key: SecretRef | None = Field(None, description=(
+    session_key: SecretRef | None = Field(default=None, description=(
         "env:NAME or file:PATH of the key that signs session cookies; default: a random one per start (every "
         "restart signs everyone out)."))
-    session_max_age: Lifetime = Field(12 * 3600.0, description="A session ends this long after sign-in.")
-    refresh: Refresh = Field(60.0, description="The pages reload themselves this often.")
-    public_metrics: bool = Field(False, description=(
+    session_max_age: Lifetime = Field(default=12 * 3600.0, description="A session ends this long after sign-in.")
+    refresh: Refresh = Field(default=60.0, description="The pages reload themselves this often.")
+    public_metrics: bool = Field(default=False, description=(
         "Serve /metrics without a login (Prometheus may also use basic auth)."))
-    reauth_link_ttl: Lifetime = Field(7 * 86400.0, description=(
+    reauth_link_ttl: Lifetime = Field(default=7 * 86400.0, description=(
         "How long a reauthorisation link in an alert stays valid."))
     retention: RetentionConfig = Field(default_factory=RetentionConfig, description=(
         "How much check history the database keeps."))
@@ -314,15 +329,15 @@ class WebConfig(_Model):
 class Concurrency(_Model):
     """How many checks run at once."""
 
-    total: int = Field(20, ge=1, le=1000, description="Checks running at once, in all.")
-    per_tenant: int = Field(5, ge=1, le=1000, description="Checks running at once against one tenant.")
+    total: int = Field(default=20, ge=1, le=1000, description="Checks running at once, in all.")
+    per_tenant: int = Field(default=5, ge=1, le=1000, description="Checks running at once against one tenant.")
 
 
 class TenantConfig(_Model):
     """A Microsoft Entra ID tenant (directory)."""
 
     tenant_id: str = Field(description="The directory (tenant) ID, a GUID, or a verified domain such as contoso.com.")
-    monitor_app: str | None = Field(None, description=(
+    monitor_app: str | None = Field(default=None, description=(
         "The app (a name under apps) mailwarden reads every app's credentials with: Application.Read.All; "
         "AuditLog.Read.All and Directory.Read.All for the consumer check's sign-in evidence."))
 
@@ -349,18 +364,18 @@ class RotationConfig(_Model):
     """Rotation of an app's client secret. ``automated`` is opt-in: the tenant's monitor_app then needs
     Application.ReadWrite.OwnedBy and to be an owner of this app (or Application.ReadWrite.All)."""
 
-    automated: bool = Field(False, description=(
+    automated: bool = Field(default=False, description=(
         "mailwarden creates the new secret itself, hands it to the hooks and later removes the old one."))
-    start_days: int = Field(30, ge=1, le=MAX_DAYS, description=(
+    start_days: int = Field(default=30, ge=1, le=MAX_DAYS, description=(
         "Automated rotation starts when the secret in use has this many days left."))
-    lifetime_days: int = Field(180, ge=1, le=730, description=(
+    lifetime_days: int = Field(default=180, ge=1, le=730, description=(
         "The lifetime of a secret mailwarden creates, in days (the portal caps it at 24 months)."))
-    hook_command: list[str] | None = Field(None, description=(
+    hook_command: list[str] | None = Field(default=None, description=(
         "A command (as a list: program and arguments) that receives the new secret on standard input."))
-    hook_url: str | None = Field(None, description=(
+    hook_url: str | None = Field(default=None, description=(
         "An https:// webhook that receives POST JSON {app, client_id, key_id, end, secret}."))
-    hook_timeout: Timeout = Field(60.0, description="How long a hook may take.")
-    remove_old_after_days: int = Field(7, ge=0, le=MAX_DAYS, description=(
+    hook_timeout: Timeout = Field(default=60.0, description="How long a hook may take.")
+    remove_old_after_days: int = Field(default=7, ge=0, le=MAX_DAYS, description=(
         "Remove the old secret once the new one has worked this many days."))
 
     @field_validator("hook_url")
@@ -376,17 +391,18 @@ class AppConfig(_Model):
 
     tenant: str = Field(description="The tenant (a name under tenants) the app is registered in.")
     client_id: str = Field(description="The Application (client) ID, a GUID, from the app's Overview page.")
-    secret: SecretRef | None = Field(None, description=(
+    secret: SecretRef | None = Field(default=None, description=(
         "env:NAME or file:PATH holding the client secret's Value (not its Secret ID); never the secret itself."))
-    certificate: CertificateConfig | None = Field(None, description="A certificate credential instead of a secret.")
-    secret_expires_on: date | None = Field(None, description=(
+    certificate: CertificateConfig | None = Field(default=None, description=(
+        "A certificate credential instead of a secret."))
+    secret_expires_on: date | None = Field(default=None, description=(
         "The secret's end date, YYYY-MM-DD: used only when Graph cannot be read."))
-    observe_only: bool = Field(False, description=(
+    observe_only: bool = Field(default=False, description=(
         "mailwarden holds no copy of this app's secret or certificate: its integrations are watched from outside "
         "only, through the tenant's monitor_app (secret_expiry, the consuming system's sign-ins: consumer, and the "
         "directory audit), never by signing in as the app. Give neither secret nor certificate."))
-    display_name: str | None = Field(None, description="The app's name in Entra ID, shown in notices.")
-    public_client: bool = Field(False, description=(
+    display_name: str | None = Field(default=None, description="The app's name in Entra ID, shown in notices.")
+    public_client: bool = Field(default=False, description=(
         "\"Allow public client flows\" is on for the app: `mailwarden reauth --device-code` may be used."))
     reminder_days: list[Days] = Field(default_factory=lambda: list(DEFAULT_REMINDER_DAYS), description=(
         "Days before the secret ends at which a reminder goes out (0: on the day it ends)."))
@@ -437,7 +453,7 @@ def _checks_json_schema(schema: dict[str, Any]) -> None:
     nothing). The options themselves are validated by ``validate``."""
     kinds = _check_kinds()
     options = {"anyOf": [{"type": "object"}, {"type": "null"}]}
-    keep = {k: schema[k] for k in ("description", "title") if k in schema}
+    keep: dict[str, Any] = {k: schema[k] for k in ("description", "title") if k in schema}
     schema.clear()
     schema.update(keep, anyOf=[
         {"type": "array", "items": {"enum": list(kinds)}, "uniqueItems": True},
@@ -449,6 +465,10 @@ def _kinds_json_schema(schema: dict[str, Any]) -> None:
     schema["items"] = {"enum": list(_check_kinds())}
 
 
+def _default_checks() -> dict[str, dict[str, Any]]:
+    return {"token": {}, "secret_expiry": {}}
+
+
 class IntegrationConfig(_Model):
     """One consuming system's connection to one mailbox (an app serving several mailboxes is several integrations)."""
 
@@ -456,7 +476,7 @@ class IntegrationConfig(_Model):
         "A unique name: letters, digits, '.', '_' and '-', starting with a letter or digit; shown in alerts and "
         "used by `mailwarden check -i NAME`."))
     app: str = Field(description="The app (a name under apps) the consuming system signs in with.")
-    tenant: str | None = Field(None, description=(
+    tenant: str | None = Field(default=None, description=(
         "The tenant (a name under tenants) whose mailbox this is, when the app is a multitenant registration of "
         "another (home) tenant: tokens are asked in this tenant, the app's credentials are read in its home tenant "
         "(apps.<name>.tenant). Default: the app's tenant."))
@@ -464,30 +484,31 @@ class IntegrationConfig(_Model):
         "delegated: a user signs in (authorization code with a refresh token; set account); app: the app's own "
         "credential (client credentials)."))
     mailbox: str = Field(description="The mailbox the consuming system reads or sends from (may be a shared mailbox).")
-    account: str | None = Field(None, description=(
+    account: str | None = Field(default=None, description=(
         "flow: delegated only: the user who signs in (for a shared mailbox, the licensed delegate)."))
-    system: str | None = Field(None, description="The consuming system, named in alerts and fix steps.")
+    system: str | None = Field(default=None, description="The consuming system, named in alerts and fix steps.")
     checks: dict[str, dict[str, Any]] = Field(
-        default_factory=lambda: {"token": {}, "secret_expiry": {}}, json_schema_extra=_checks_json_schema,
+        default_factory=_default_checks, json_schema_extra=_checks_json_schema,
         description=("The checks to run: a list of kinds ([token, pop]) or a mapping of kind to its options "
                      "(pop: {backlog_warn: 50}). Default: token and secret_expiry (secret_expiry and consumer for an "
                      "observe_only app)."))
     owners: list[str] = Field(default_factory=list, description=(
         "Addresses of the people who own the integration: with alerts.owner_route set, its notices reach them too."))
     tags: list[str] = Field(default_factory=list, description="Labels that alert routes select on (routes[].tags).")
-    interval: Interval | None = Field(None, description="How often its checks run (default: defaults.interval).")
-    timeout: Timeout | None = Field(None, description="Its checks' time limit (default: defaults.timeout).")
-    failure_threshold: int | None = Field(None, ge=1, le=10_000, description=(
+    interval: Interval | None = Field(default=None, description=(
+        "How often its checks run (default: defaults.interval)."))
+    timeout: Timeout | None = Field(default=None, description="Its checks' time limit (default: defaults.timeout).")
+    failure_threshold: int | None = Field(default=None, ge=1, le=10_000, description=(
         "Failed runs in a row before failing (default: defaults.failure_threshold)."))
-    success_threshold: int | None = Field(None, ge=1, le=10_000, description=(
+    success_threshold: int | None = Field(default=None, ge=1, le=10_000, description=(
         "Successful runs in a row before recovered (default: defaults.success_threshold)."))
-    expiry_warning_days: int | None = Field(None, ge=0, le=MAX_DAYS, description=(
+    expiry_warning_days: int | None = Field(default=None, ge=0, le=MAX_DAYS, description=(
         "Days before the credential ends that secret_expiry warns (default: defaults.expiry_warning_days)."))
-    secret_field: str | None = Field(None, description=(
+    secret_field: str | None = Field(default=None, description=(
         "Where the consuming system takes its secret (a settings field), named in fix and rotation steps."))
-    reauth_after_rotation: bool = Field(False, description=(
+    reauth_after_rotation: bool = Field(default=False, description=(
         "The consuming system needs a new sign-in after a new secret (as Oracle B2C Service does)."))
-    paused: bool = Field(False, description="Do not run its checks (shown as paused).")
+    paused: bool = Field(default=False, description="Do not run its checks (shown as paused).")
 
     @field_validator("checks", mode="before")
     @classmethod
@@ -516,18 +537,20 @@ class RouteConfig(_Model):
     A route receives a notice when every filter it sets matches (no filter: everything). A ``default``
     route receives only what no other configured route took."""
 
-    name: str | None = Field(None, description=(
+    name: str | None = Field(default=None, description=(
         "The route's name in the delivery log and `mailwarden alerts test --route` (default: routes[N])."))
-    url: str | None = Field(None, description="An Apprise URL, e.g. mailto://relay.contoso.com?to=oncall@contoso.com.")
+    url: str | None = Field(default=None, description=(
+        "An Apprise URL, e.g. mailto://relay.contoso.com?to=oncall@contoso.com."))
     urls: list[str] = Field(default_factory=list, description="Several Apprise URLs.")
-    config: str | None = Field(None, description="An Apprise YAML or TEXT configuration file (relative to this file).")
+    config: str | None = Field(default=None, description=(
+        "An Apprise YAML or TEXT configuration file (relative to this file)."))
     tags: list[str] = Field(default_factory=list, description="Only integrations with one of these tags.")
     severity: list[Literal["critical", "warning", "info"]] = Field(default_factory=list, description=(
         "Only notices of these severities."))
     checks: list[str] = Field(default_factory=list, json_schema_extra=_kinds_json_schema, description=(
         "Only notices about these check kinds."))
-    default: bool = Field(False, description="Receives only what no other route took.")
-    timeout: Timeout | None = Field(None, description=(
+    default: bool = Field(default=False, description="Receives only what no other route took.")
+    timeout: Timeout | None = Field(default=None, description=(
         "How long each service may take to connect and answer (default: Apprise's 4s)."))
 
     @model_validator(mode="after")
@@ -545,11 +568,13 @@ class MaintenanceWindow(_Model):
     the named ones / those with one of the tags."""
 
     name: str = Field(description="The window's name, shown in the maintenance summary.")
-    start: datetime | None = Field(None, description="A one-off window's start, e.g. 2027-01-09T22:00:00+01:00.")
-    end: datetime | None = Field(None, description="A one-off window's end.")
-    cron: str | None = Field(None, description="A recurring window's start, a 5-field crontab, e.g. \"0 22 * * tue\".")
-    duration: Lifetime | None = Field(None, description="A recurring window's length, e.g. 2h.")
-    timezone: str = Field("UTC", description="The IANA time zone of cron, e.g. Europe/Berlin.")
+    start: datetime | None = Field(default=None, description=(
+        "A one-off window's start, e.g. 2027-01-09T22:00:00+01:00."))
+    end: datetime | None = Field(default=None, description="A one-off window's end.")
+    cron: str | None = Field(default=None, description=(
+        "A recurring window's start, a 5-field crontab, e.g. \"0 22 * * tue\"."))
+    duration: Lifetime | None = Field(default=None, description="A recurring window's length, e.g. 2h.")
+    timezone: str = Field(default="UTC", description="The IANA time zone of cron, e.g. Europe/Berlin.")
     integrations: list[str] = Field(default_factory=list, description="Only these integrations (by name).")
     tags: list[str] = Field(default_factory=list, description="Only integrations with one of these tags.")
 
@@ -578,35 +603,37 @@ class MaintenanceWindow(_Model):
 class FlappingConfig(_Model):
     """A check that keeps changing state is flapping: one notice, then quiet until it settles."""
 
-    transitions: int = Field(4, ge=2, le=1000, description="State changes of one check within window that are "
+    transitions: int = Field(default=4, ge=2, le=1000, description="State changes of one check within window that are "
                                                            "flapping.")
-    window: Window = Field(3600.0, description="The flapping window; quiet until no change for this long.")
+    window: Window = Field(default=3600.0, description="The flapping window; quiet until no change for this long.")
 
 
 class CorrelationConfig(_Model):
     """Network and sign-in service failures of several integrations at once become one incident."""
 
-    window: Wait = Field(300.0, description="How long such a failure waits for others before it is alerted alone.")
-    min_integrations: int = Field(2, ge=2, le=100_000, description="Integrations failing together that make one "
-                                                                   "incident.")
+    window: Wait = Field(default=300.0, description=(
+        "How long such a failure waits for others before it is alerted alone."))
+    min_integrations: int = Field(default=2, ge=2, le=100_000, description=(
+        "Integrations failing together that make one incident."))
 
 
 class AlertsConfig(_Model):
-    owner_route: str | None = Field(None, description=(
+    owner_route: str | None = Field(default=None, description=(
         "How owners receive the notices about their integrations: an Apprise URL with {owner}, e.g. "
         "mailto://relay.contoso.com?to={owner}."))
     routes: list[RouteConfig] = Field(default_factory=list, description="Where notices go.")
-    reminder_interval: Lifetime = Field(4 * 3600.0, description="How often an open incident is reminded.")
-    max_attempts: int = Field(6, ge=1, le=1000, description="Delivery attempts per notice before it counts as failed.")
-    retry_backoff: Wait = Field(30.0, description="The first retry's delay; it doubles each attempt, up to 1h.")
-    heartbeat_url: str | None = Field(None, description=(
+    reminder_interval: Lifetime = Field(default=4 * 3600.0, description="How often an open incident is reminded.")
+    max_attempts: int = Field(default=6, ge=1, le=1000, description=(
+        "Delivery attempts per notice before it counts as failed."))
+    retry_backoff: Wait = Field(default=30.0, description="The first retry's delay; it doubles each attempt, up to 1h.")
+    heartbeat_url: str | None = Field(default=None, description=(
         "A dead-man switch: mailwarden opens (GET) this URL after every dispatch cycle."))
     maintenance: list[MaintenanceWindow] = Field(default_factory=list, description=(
         "Maintenance windows: failures inside them are summarised, not alerted."))
     flapping: FlappingConfig = Field(default_factory=FlappingConfig, description="Flapping detection.")
     correlation: CorrelationConfig = Field(default_factory=CorrelationConfig, description=(
         "Grouping of failures that share a cause."))
-    enabled: bool | None = Field(None, description=(
+    enabled: bool | None = Field(default=None, description=(
         "Send alerts (default: on when a route, owner_route or heartbeat_url is set)."))
 
     @field_validator("heartbeat_url")
@@ -620,10 +647,14 @@ class AlertsConfig(_Model):
         return bool(self.routes or self.owner_route or self.heartbeat_url)
 
 
-PollEvery = _bounded(MINUTE, DAY)  # how often a log is read
-Overlap = _bounded(1.0, 7 * DAY)
-LogDays = _bounded(DAY, 30 * DAY)  # what is kept of a log Entra ID keeps 30 days
-LogSpan = _bounded(1.0, 30 * DAY)
+PollEvery = Annotated[float, BeforeValidator(_duration), _between(MINUTE, DAY),
+                      _duration_schema(MINUTE, DAY)]  # how often a log is read
+Overlap = Annotated[float, BeforeValidator(_duration), _between(1.0, 7 * DAY),
+                    _duration_schema(1.0, 7 * DAY)]
+LogDays = Annotated[float, BeforeValidator(_duration), _between(DAY, 30 * DAY),
+                    _duration_schema(DAY, 30 * DAY)]  # what is kept of a log Entra ID keeps 30 days
+LogSpan = Annotated[float, BeforeValidator(_duration), _between(1.0, 30 * DAY),
+                    _duration_schema(1.0, 30 * DAY)]
 
 
 class SignInEvidenceConfig(_Model):
@@ -631,13 +662,13 @@ class SignInEvidenceConfig(_Model):
     through each tenant's ``monitor_app`` (AuditLog.Read.All and Directory.Read.All; the tenant needs Entra ID P1 or
     P2). One request per tenant, event type and app per poll, whatever the number of integrations."""
 
-    enabled: bool | None = Field(None, description="Read the sign-in log (default: on for every tenant with a "
+    enabled: bool | None = Field(default=None, description="Read the sign-in log (default: on for every tenant with a "
                                                    "monitor_app).")
-    poll_every: PollEvery = Field(5 * MINUTE, description="How often the sign-in log is read.")
-    overlap: Overlap = Field(45 * MINUTE, description=(
+    poll_every: PollEvery = Field(default=5 * MINUTE, description="How often the sign-in log is read.")
+    overlap: Overlap = Field(default=45 * MINUTE, description=(
         "Each read goes this far back again: non-interactive sign-ins arrive up to 30 minutes late."))
-    keep: LogDays = Field(14 * DAY, description="How long sign-ins are kept (Entra ID itself keeps 30 days).")
-    backfill: LogSpan = Field(DAY, description="How far back the first read goes.")
+    keep: LogDays = Field(default=14 * DAY, description="How long sign-ins are kept (Entra ID itself keeps 30 days).")
+    backfill: LogSpan = Field(default=DAY, description="How far back the first read goes.")
 
     @model_validator(mode="after")
     def _windows(self) -> SignInEvidenceConfig:
@@ -659,14 +690,14 @@ class EvidenceConfig(_Model):
 class Config(_Model):
     """The mailwarden configuration file."""
 
-    database: str = Field("sqlite:///mailwarden.db", description=(
+    database: str = Field(default="sqlite:///mailwarden.db", description=(
         "The database URL: sqlite:///mailwarden.db (relative to this file) or postgresql+psycopg://user@host/db."))
-    token_key: SecretRef | None = Field(None, description=(
+    token_key: SecretRef | None = Field(default=None, description=(
         "env:NAME or file:PATH of the Fernet key that encrypts stored refresh tokens; required with PostgreSQL "
         "(every instance shares it); with SQLite a 0600 key file beside the database is the default."))
-    cloud: Literal["global", "usgov", "china", "custom"] = Field("global", description=(
+    cloud: Literal["global", "usgov", "china", "custom"] = Field(default="global", description=(
         "Which Microsoft cloud: global, usgov, china, or custom (then endpoints says where)."))
-    endpoints: CustomEndpoints | None = Field(None, description="The hosts of cloud: custom.")
+    endpoints: CustomEndpoints | None = Field(default=None, description="The hosts of cloud: custom.")
     web: WebConfig = Field(default_factory=WebConfig, description=(
         "The status web app, and the address that links in alerts point to (base_url)."))
     defaults: Defaults = Field(default_factory=Defaults, description="Settings every integration takes unless it "
@@ -681,7 +712,8 @@ class Config(_Model):
     alerts: AlertsConfig = Field(default_factory=AlertsConfig, description="Who is told what broke, and how.")
     evidence: EvidenceConfig = Field(default_factory=EvidenceConfig, description=(
         "What Microsoft records about the consuming systems themselves."))
-    log_level: Literal["debug", "info", "warning", "error"] = Field("info", description="How much mailwarden logs.")
+    log_level: Literal["debug", "info", "warning", "error"] = Field(default="info", description=(
+        "How much mailwarden logs."))
 
     # Set by load(): the directory relative paths are resolved against (not a key of the file).
     _base_dir: Path = PrivateAttr(default_factory=Path.cwd)
@@ -882,7 +914,8 @@ def _cross_references(data: dict[str, Any]) -> list[Problem]:
     return problems
 
 
-OBSERVE_ONLY_CHECKS = {"secret_expiry": {}, "consumer": {}}  # an observe-only app's integrations, by default
+# an observe-only app's integrations, by default
+OBSERVE_ONLY_CHECKS: dict[str, dict[str, Any]] = {"secret_expiry": {}, "consumer": {}}
 
 
 def _observe_only(i: int, integ: dict, app: dict, tenant: dict, written: Any) -> list[Problem]:
@@ -901,7 +934,7 @@ def _observe_only(i: int, integ: dict, app: dict, tenant: dict, written: Any) ->
                              f"its 'secret' or 'certificate'; observe-only checks: "
                              f"{', '.join(k for k in REGISTRY if not REGISTRY[k].needs_credential)}"))
     if not tenant.get("monitor_app") and isinstance(app.get("tenant"), str):
-        problems.append((("apps", integ.get("app"), "observe_only"),
+        problems.append((("apps", integ["app"], "observe_only"),  # a str: the caller found the app by it
                          f"an observe_only app is watched through its tenant's monitor_app, and tenant "
                          f"{app['tenant']!r} names none: set tenants.{app['tenant']}.monitor_app"))
     return problems

@@ -217,5 +217,6 @@ class CredentialReader:
              "reference": ref if c in in_use else None}
             for c in read.credentials
         ]
+        assert self.store is not None  # its caller runs it only with a store
         self.store.upsert_credentials(tenant=app.tenant, app=app_name, client_id=app.client_id,
                                       creds=rows, now=datetime.now(UTC), source="graph")

@@ -36,7 +36,16 @@ from mailwarden.monitor.db_history import HistoryStore
 from mailwarden.monitor.db_reauth import ReauthStore
 from mailwarden.monitor.db_rotation import RotationStore
 from mailwarden.monitor.db_signins import SignInStore
-from mailwarden.monitor.models import CheckResult, CheckState, Credential, Integration, Meta, TokenCache, Transition
+from mailwarden.monitor.models import (
+    CheckResult,
+    CheckState,
+    Credential,
+    Integration,
+    Meta,
+    TokenCache,
+    Transition,
+    table_of,
+)
 from mailwarden.redact import MASK, redact, redact_obj
 
 MIGRATIONS_DIR = Path(__file__).with_name("migrations")
@@ -189,8 +198,8 @@ def _jsonable(obj: Any) -> Any:
     return json.loads(json.dumps(obj, default=str))
 
 
-_STATES, _RESULTS, _TRANSITIONS = CheckState.__table__, CheckResult.__table__, Transition.__table__
-_CREDS = Credential.__table__
+_STATES, _RESULTS, _TRANSITIONS = table_of(CheckState), table_of(CheckResult), table_of(Transition)
+_CREDS = table_of(Credential)
 _SELECT_STATE = _STATES.select().where(_STATES.c.integration == bindparam("s_integration"),
                                        _STATES.c.check == bindparam("s_check"))
 _UPDATE_STATE = _STATES.update().where(_STATES.c.id == bindparam("state_id"))
@@ -456,7 +465,7 @@ class Store(AlertStore, HistoryStore, RotationStore, ReauthStore, SignInStore):
         # through the ORM's unit of work, about 1.2 ms of CPU a read (bench/, session 3). Same rows, same rules.
         seen: set[tuple[str, str]] = set()
         with self._connection(write=True) as conn:
-            current = conn.execute(select(_CREDS).where(_CREDS.c.client_id == client_id)).mappings()
+            current = conn.execute(_CREDS.select().where(_CREDS.c.client_id == client_id)).mappings()
             by_key = {(r["kind"], r["key_id"] or ""): dict(r) for r in current}
             for cred in creds:
                 unknown = set(cred) - {"kind", "key_id", *CREDENTIAL_FIELDS}
@@ -483,7 +492,7 @@ class Store(AlertStore, HistoryStore, RotationStore, ReauthStore, SignInStore):
                 conn.execute(_CREDS.update().where(_CREDS.c.id.in_(gone)).values(removed_at=now))
 
     def credentials(self, client_id: str | None = None, include_removed: bool = False) -> list[Credential]:
-        stmt = select(Credential).order_by(Credential.client_id, Credential.kind, Credential.expires_at)
+        stmt = select(Credential).order_by(col(Credential.client_id), col(Credential.kind), col(Credential.expires_at))
         if client_id is not None:
             stmt = stmt.where(Credential.client_id == client_id)
         if not include_removed:

@@ -28,13 +28,22 @@ from collections import defaultdict
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, cast
 
 from sqlalchemy import delete, exists, or_, update
 from sqlalchemy import select as core_select
 from sqlmodel import Session, col, select
 
-from mailwarden.monitor.models import AlertDelivery, CheckResult, CheckState, Incident, Meta, Notification, Transition
+from mailwarden.monitor.models import (
+    AlertDelivery,
+    CheckResult,
+    CheckState,
+    Incident,
+    Meta,
+    Notification,
+    Transition,
+    table_of,
+)
 
 _ALERTS_LOCK = 726193500452
 NOTICE = "notice"  # AlertDelivery.state of a notice decided by a fold, not yet rendered and routed
@@ -82,9 +91,10 @@ class AlertBatch:
         """The stored details (metrics) of these results, by id: what a transition's cause is read from."""
         if not result_ids:
             return {}
-        rows = self.session.exec(select(CheckResult.id, CheckResult.details)
+        rows = self.session.exec(select(col(CheckResult.id), col(CheckResult.details))
                                  .where(col(CheckResult.id).in_(result_ids))).all()
-        return {rid: details or {} for rid, details in rows}
+        # a stored result's id (its primary key) is never None
+        return {cast(int, rid): details or {} for rid, details in rows}
 
 
 class AlertStore:
@@ -97,7 +107,7 @@ class AlertStore:
     def alerts_pending(self, now: datetime) -> bool:
         """Whether an evaluation has anything to do at ``now``: a transition not yet folded, a notice not yet routed,
         or the time the last fold stored for the policy's next time-driven step reached (no time stored: yes)."""
-        t, d, m = Transition.__table__, AlertDelivery.__table__, Meta.__table__
+        t, d, m = table_of(Transition), table_of(AlertDelivery), table_of(Meta)
         stmt = core_select(exists().where(t.c.processed_at.is_(None)), exists().where(d.c.state == NOTICE),
                            core_select(m.c.value).where(m.c.key == NEXT_DUE).scalar_subquery())
         with self._connection() as conn:
@@ -114,10 +124,10 @@ class AlertStore:
             if not self._sqlite:
                 s.connection().exec_driver_sql(f"SELECT pg_advisory_xact_lock({_ALERTS_LOCK})")
             transitions = list(s.exec(select(Transition).where(col(Transition.processed_at).is_(None))
-                                      .order_by(Transition.at, Transition.id).limit(limit)))
-            incidents = list(s.exec(select(Incident).where(or_(Incident.status == "open",
+                                      .order_by(col(Transition.at), col(Transition.id)).limit(limit)))
+            incidents = list(s.exec(select(Incident).where(or_(col(Incident.status) == "open",
                                                                 col(Incident.held_window).is_not(None)))
-                                    .order_by(Incident.id)))
+                                    .order_by(col(Incident.id))))
             pairs = {(t.integration, t.check) for t in transitions}
             recent: dict[tuple[str, str], list[datetime]] = defaultdict(list)
             if pairs:
@@ -145,7 +155,8 @@ class AlertStore:
     def notices_to_route(self) -> list[AlertDelivery]:
         """Step 2's input: the notices folded but not yet routed (``notice_row``), oldest first."""
         with self._session() as s:
-            return list(s.exec(select(AlertDelivery).where(AlertDelivery.state == NOTICE).order_by(AlertDelivery.id)))
+            return list(s.exec(select(AlertDelivery).where(AlertDelivery.state == NOTICE)
+                               .order_by(col(AlertDelivery.id))))
 
     def incidents_by_id(self, ids: Iterable[int]) -> dict[int, Incident]:
         wanted = sorted(set(ids))
@@ -184,7 +195,7 @@ class AlertStore:
                           .on_conflict_do_nothing(index_elements=["key", "route", "service"]))
             if notice_ids:
                 s.execute(delete(AlertDelivery).where(col(AlertDelivery.id).in_(notice_ids),
-                                                      AlertDelivery.state == NOTICE))
+                                                      col(AlertDelivery.state) == NOTICE))
 
     # -- sending ---------------------------------------------------------------------------------------
     def claim_deliveries(self, worker: str, now: datetime, *, lease: timedelta = timedelta(minutes=5),
@@ -194,12 +205,12 @@ class AlertStore:
         with self._session() as s:
             candidates = list(s.exec(select(AlertDelivery.id).where(
                 AlertDelivery.state == "pending", AlertDelivery.next_attempt_at <= now, free)
-                .order_by(AlertDelivery.next_attempt_at, AlertDelivery.id).limit(limit)))
+                .order_by(col(AlertDelivery.next_attempt_at), col(AlertDelivery.id)).limit(limit)))
         claimed = []
         for did in candidates:
             with self._session(write=True) as s:
                 res = s.execute(update(AlertDelivery)
-                                .where(AlertDelivery.id == did, AlertDelivery.state == "pending", free)
+                                .where(col(AlertDelivery.id) == did, col(AlertDelivery.state) == "pending", free)
                                 .values(claimed_by=worker, claimed_until=now + lease,
                                         attempts=AlertDelivery.attempts + 1))
                 if res.rowcount == 1:
@@ -217,7 +228,7 @@ class AlertStore:
             return 0
         with self._session(write=True) as s:
             res = s.execute(update(AlertDelivery)
-                            .where(AlertDelivery.state == "pending", col(AlertDelivery.claimed_by).in_(dead))
+                            .where(col(AlertDelivery.state) == "pending", col(AlertDelivery.claimed_by).in_(dead))
                             .values(claimed_by=None, claimed_until=None))
             return res.rowcount or 0
 
@@ -231,8 +242,8 @@ class AlertStore:
         if unconfirmed and not (error or "").startswith(UNCONFIRMED + ":"):
             error = f"{UNCONFIRMED}: {error or 'the request was sent, no answer came'}"
         with self._session(write=True) as s:
-            res = s.execute(update(AlertDelivery).where(AlertDelivery.id == delivery.id,
-                                                        AlertDelivery.claimed_by == worker)
+            res = s.execute(update(AlertDelivery).where(col(AlertDelivery.id) == delivery.id,
+                                                        col(AlertDelivery.claimed_by) == worker)
                             .values(state=state, claimed_by=None, claimed_until=None,
                                     sent_at=now if ok or unconfirmed else None,
                                     next_attempt_at=next_attempt_at or delivery.next_attempt_at))
@@ -247,7 +258,7 @@ class AlertStore:
 
     # -- reading and people's actions -----------------------------------------------------------------
     def incidents(self, status: str | None = "open") -> list[Incident]:
-        stmt = select(Incident).order_by(Incident.opened_at, Incident.id)
+        stmt = select(Incident).order_by(col(Incident.opened_at), col(Incident.id))
         if status is not None:
             stmt = stmt.where(Incident.status == status)
         with self._session() as s:
@@ -279,10 +290,10 @@ class AlertStore:
     def _fold_again(s: Session) -> None:
         """An incident changed outside a fold (a person's ack or snooze): the stored due time no longer holds, so the
         next dispatch cycle folds and stores a new one."""
-        s.execute(delete(Meta).where(Meta.key == NEXT_DUE))
+        s.execute(delete(Meta).where(col(Meta.key) == NEXT_DUE))
 
     def notifications(self, incident_id: int | None = None) -> list[Notification]:
-        stmt = select(Notification).order_by(Notification.at, Notification.id)
+        stmt = select(Notification).order_by(col(Notification.at), col(Notification.id))
         if incident_id is not None:
             stmt = stmt.where(Notification.incident_id == incident_id)
         with self._session() as s:
@@ -290,4 +301,4 @@ class AlertStore:
 
     def deliveries(self) -> list[AlertDelivery]:
         with self._session() as s:
-            return list(s.exec(select(AlertDelivery).order_by(AlertDelivery.id)))
+            return list(s.exec(select(AlertDelivery).order_by(col(AlertDelivery.id))))

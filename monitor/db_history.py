@@ -36,6 +36,7 @@ from mailwarden.monitor.models import (
     Meta,
     Transition,
     UTCDateTime,
+    table_of,
 )
 
 WATERMARK = "history.rollup_from"
@@ -111,7 +112,7 @@ def _availability_rows(conn: Any, since: datetime, until: datetime | None,
     """(integration, hour, up_ms, down_ms) of the hours in [since, until), read from
     ix_integration_rollups_integration_hour alone (one range per integration: the IN list; without it SQLite
     walks the whole index). The hour comes back as the driver gives it and is converted once per distinct hour."""
-    c, names = IntegrationRollup.__table__.c, Integration.__table__.c
+    c, names = table_of(IntegrationRollup).c, table_of(Integration).c
     which = c.integration == integration if integration is not None else c.integration.in_(core_select(names.name))
     stmt = core_select(c.integration, type_coerce(c.hour, NullType()), c.up_ms, c.down_ms).where(which, c.hour >= since)
     if until is not None:
@@ -130,7 +131,7 @@ def _availability_sums(conn: Any, starts: Sequence[datetime], integrations: list
                        lo: datetime | None, hi: datetime | None) -> dict[str, list[tuple[int, int]]]:
     """Per integration: (up_ms, down_ms) of the hours in [max(start, lo), hi) for each of ``starts``: one statement,
     one pass over ix_integration_rollups_integration_hour (the IN list: one range per integration)."""
-    c, names = IntegrationRollup.__table__.c, Integration.__table__.c
+    c, names = table_of(IntegrationRollup).c, table_of(Integration).c
     which = c.integration.in_(integrations if integrations is not None else core_select(names.name))
     sums = []
     for at in starts:
@@ -316,22 +317,23 @@ class HistoryStore:
         return upserted
 
     def _rollup_hour(self, hour: datetime) -> Any:
-        r = CheckResult.__table__.c
+        r = table_of(CheckResult).c
         timed = and_(r.latency_ms.is_not(None), r.status != "blocked")
         counts = [func.sum(case((r.status == st, 1), else_=0)).label(st) for st in STATUSES]
-        agg = (select(r.integration, r.check, literal(hour, UTCDateTime).label("hour"),
-                      func.count().label("total"), *counts,
-                      func.coalesce(func.sum(case((timed, r.latency_ms), else_=None)), 0.0).label("latency_sum_ms"),
-                      func.count(case((timed, 1), else_=None)).label("latency_count"),
-                      func.max(case((timed, r.latency_ms), else_=None)).label("latency_max_ms"))
+        agg = (core_select(r.integration, r.check, literal(hour, UTCDateTime).label("hour"),
+                           func.count().label("total"), *counts,
+                           func.coalesce(func.sum(case((timed, r.latency_ms), else_=None)), 0.0)
+                           .label("latency_sum_ms"),
+                           func.count(case((timed, 1), else_=None)).label("latency_count"),
+                           func.max(case((timed, r.latency_ms), else_=None)).label("latency_max_ms"))
                .where(r.checked_at >= hour, r.checked_at < hour + timedelta(hours=1))
                .group_by(r.integration, r.check))
         cols = ["integration", "check", "hour", "total", *STATUSES, "latency_sum_ms", "latency_count",
                 "latency_max_ms"]
-        stmt = self._insert()(CheckRollup.__table__).from_select(cols, agg)
+        stmt = self._insert()(table_of(CheckRollup)).from_select(cols, agg)
         # only the pairs whose hour changed are written: the current hour is summed again every minute, and
         # rewriting all 5,000 rows (and their index entries) each time held the write lock for nothing (bench/)
-        current = CheckRollup.__table__.c
+        current = table_of(CheckRollup).c
         changed = or_(*(current[c].is_distinct_from(stmt.excluded[c]) for c in cols[3:]))
         return stmt.on_conflict_do_update(index_elements=["integration", "check", "hour"],
                                           set_={c: stmt.excluded[c] for c in cols[3:]}, where=changed)
@@ -351,9 +353,9 @@ class HistoryStore:
                 removed["results"] = s.execute(self._prune_results(
                     min(mark, now - timedelta(hours=raw_hours)), now - timedelta(days=failures_days),
                     raw_per_check)).rowcount or 0
-            old = delete(CheckRollup).where(CheckRollup.hour < now - timedelta(days=rollup_days))
+            old = delete(CheckRollup).where(col(CheckRollup.hour) < now - timedelta(days=rollup_days))
             removed["rollups"] = s.execute(old).rowcount or 0
-            old = delete(IntegrationRollup).where(IntegrationRollup.hour < now - timedelta(days=rollup_days))
+            old = delete(IntegrationRollup).where(col(IntegrationRollup.hour) < now - timedelta(days=rollup_days))
             removed["availability"] = s.execute(old).rowcount or 0
         return removed
 
@@ -375,7 +377,7 @@ class HistoryStore:
         it, it hashed the whole table three times (at 10,000 integrations x 5 checks with 48 h kept: 30 s an hour,
         7.6 s with it; bench/history.py). The CTEs are MATERIALIZED (SQLite >= 3.35, PostgreSQL >= 12): inlined, SQLite
         recomputed the correlated cut for every candidate row."""
-        t = CheckResult.__table__
+        t = table_of(CheckResult)
         r, x = t.c, t.alias("x").c
         bad = _failed(r.status)
 
@@ -403,7 +405,7 @@ class HistoryStore:
                 .where(f.checked_at >= fail_since,
                        or_(many.c.fail_cutoff.is_(None), f.checked_at >= many.c.fail_cutoff))
                 .cte("kept", nesting=True).prefix_with("MATERIALIZED"))
-        states = CheckState.__table__
+        states = table_of(CheckState)
         va = t.alias("v")
         v = va.c
         # SQLite's range's upper bound: the earlier of the pair's cut and keep_from (no cut, fewer than cap rows: NULL,
@@ -429,8 +431,8 @@ class HistoryStore:
         30-day figures come from the history already stored); a run writes at most ``_ROWS_PER_RUN`` integration-hours,
         so catching up never holds the write lock for long. Idempotent: hours from the watermark are computed
         again and only changed rows are written."""
-        it, st, tr, m = (Integration.__table__.c, CheckState.__table__.c, Transition.__table__.c,
-                         Meta.__table__.c)
+        it, st, tr, m = (table_of(Integration).c, table_of(CheckState).c, table_of(Transition).c,
+                         table_of(Meta).c)
         with self._connection(write=True) as conn:
             raw = conn.execute(core_select(m.value).where(m.key == AVAILABILITY_MARK)).scalar()
             if raw is not None:
@@ -465,7 +467,7 @@ class HistoryStore:
                 rows += [{"integration": name, "hour": hour, "up_ms": up, "down_ms": down}
                          for hour, (up, down) in hours.items() if stored.get((name, hour)) != (up, down)]
             if rows:
-                stmt = self._insert()(IntegrationRollup.__table__)
+                stmt = self._insert()(table_of(IntegrationRollup))
                 conn.execute(stmt.on_conflict_do_update(
                     index_elements=["integration", "hour"],
                     set_={"up_ms": stmt.excluded.up_ms, "down_ms": stmt.excluded.down_ms}), rows)
@@ -481,7 +483,7 @@ class HistoryStore:
         before the availability watermark are final and read once per process: only the hours from the watermark
         on (one or two) are read again at each call."""
         with self._connection() as conn:
-            m = Meta.__table__.c
+            m = table_of(Meta).c
             raw = conn.execute(core_select(m.value).where(m.key == AVAILABILITY_MARK)).scalar()
             mark = datetime.fromisoformat(raw).astimezone(UTC) if raw else None
             if integration is not None or mark is None or mark <= since:
@@ -519,7 +521,7 @@ class HistoryStore:
         with self._connection() as conn:
             if integrations is not None:
                 return _availability_sums(conn, starts, integrations, None, until)
-            m = Meta.__table__.c
+            m = table_of(Meta).c
             raw = conn.execute(core_select(m.value).where(m.key == AVAILABILITY_MARK)).scalar()
             mark = datetime.fromisoformat(raw).astimezone(UTC) if raw else None
             if mark is None or mark <= min(starts) or (until is not None and until <= mark):
@@ -546,7 +548,7 @@ class HistoryStore:
                            cells: int) -> dict[str, list[tuple[int, int, int]]]:
         """Per integration: (cell, up_ms, down_ms) for ``cells`` cells of ``hours_per_cell`` hours from ``start``
         (cell 0 first), summed in the database: the availability bars of the integration page and the report."""
-        c = IntegrationRollup.__table__.c
+        c = table_of(IntegrationRollup).c
         cell = _CellOf(c.hour, literal(start, UTCDateTime), literal(hours_per_cell, Integer()))
         stmt = (core_select(c.integration, cell, func.sum(c.up_ms), func.sum(c.down_ms))
                 .where(c.integration.in_(integrations), c.hour >= start,
@@ -559,7 +561,7 @@ class HistoryStore:
         return out
 
     def rollups(self, integration: str | None = None, since: datetime | None = None) -> list[CheckRollup]:
-        stmt = select(CheckRollup).order_by(CheckRollup.integration, CheckRollup.check, CheckRollup.hour)
+        stmt = select(CheckRollup).order_by(col(CheckRollup.integration), col(CheckRollup.check), col(CheckRollup.hour))
         if integration is not None:
             stmt = stmt.where(CheckRollup.integration == integration)
         if since is not None:
@@ -572,7 +574,7 @@ class HistoryStore:
     def state_rows(self, integration: str | None = None) -> list[StateRow]:
         """What the pages show of each check state (integration, check, last_status, last_code, since,
         last_checked_at, last_ok_at), as plain named tuples: read for every check at each overview."""
-        c = CheckState.__table__.c
+        c = table_of(CheckState).c
         stmt = core_select(c.integration, c.check, c.last_status, c.last_code,
                            *(type_coerce(col_, NullType()) for col_ in (c.since, c.last_checked_at, c.last_ok_at)))
         if integration is not None:
@@ -584,7 +586,7 @@ class HistoryStore:
 
     def integration_rows(self, name: str | None = None) -> list[Any]:
         """The integrations in the config (not removed), by name: the columns the pages show."""
-        c = Integration.__table__.c
+        c = table_of(Integration).c
         stmt = (core_select(c.name, c.tenant, c.app, c.system, c.flow, c.mailbox, c.tags, c.checks, c.paused)
                 .where(c.removed_at.is_(None)).order_by(c.name))
         if name is not None:
@@ -595,7 +597,7 @@ class HistoryStore:
     def uptime_totals(self, since: datetime, integration: str | None = None) -> list[tuple[str, int, int]]:
         """(integration, ok + warn, total) summed over its checks' results and the hours from ``since``: the API's
         deprecated ``uptime_24h`` (a share of results, not of time: availability is ``availability_sums``)."""
-        c, names = CheckRollup.__table__.c, Integration.__table__.c
+        c, names = table_of(CheckRollup).c, table_of(Integration).c
         which = c.integration == integration if integration is not None else c.integration.in_(core_select(names.name))
         stmt = (core_select(c.integration, func.sum(c.ok + c.warn), func.sum(c.total))
                 .where(which, c.hour >= since).group_by(c.integration))
@@ -607,7 +609,7 @@ class HistoryStore:
         """Per integration: (check, cell, ok + warn, total) for ``cells`` cells of ``hours_per_cell`` hours from
         ``start`` (cell 0 first), summed in the database from ix_check_rollups_integration_hour alone: uptime
         bars. 30 days of hourly rows through Python took 10-15 ms an integration (bench/)."""
-        c = CheckRollup.__table__.c
+        c = table_of(CheckRollup).c
         cell = _CellOf(c.hour, literal(start, UTCDateTime), literal(hours_per_cell, Integer()))
         stmt = (core_select(c.integration, c.check, cell, func.sum(c.ok + c.warn), func.sum(c.total))
                 .where(c.integration.in_(integrations), c.hour >= start,
@@ -622,7 +624,7 @@ class HistoryStore:
     def latency_rows(self, integrations: list[str], since: datetime) -> dict[str, list[tuple[str, datetime, float]]]:
         """Per integration: (check, hour, mean latency in ms) of each hour from ``since`` that has timed
         results: sparklines."""
-        c = CheckRollup.__table__.c
+        c = table_of(CheckRollup).c
         stmt = (core_select(c.integration, c.check, type_coerce(c.hour, NullType()), c.latency_sum_ms / c.latency_count)
                 .where(c.integration.in_(integrations), c.hour >= since, c.latency_count > 0))
         hours: dict[Any, datetime] = {}
@@ -650,7 +652,7 @@ class HistoryStore:
     @staticmethod
     def _beats_query(integration: str, since: datetime, per_check: int) -> Any:
         """One statement: a window over the integration's range of ix_check_results_integration_check_at."""
-        r = CheckResult.__table__.c
+        r = table_of(CheckResult).c
         newest = func.row_number().over(partition_by=r.check, order_by=(r.checked_at.desc(), r.id.desc()))
         ranked = (core_select(r.id, r.check, type_coerce(r.checked_at, NullType()).label("at"), r.status, r.code,
                               r.latency_ms, r.summary, newest.label("n"))

@@ -19,11 +19,11 @@ from sqlalchemy import select as core_select
 from sqlalchemy import update as core_update
 from sqlmodel import col, select
 
-from mailwarden.monitor.models import Integration, ReauthAttempt, ReauthRequest
+from mailwarden.monitor.models import Integration, ReauthAttempt, ReauthRequest, table_of
 from mailwarden.redact import redact
 
-_REQ = ReauthRequest.__table__
-_INTEG = Integration.__table__
+_REQ = table_of(ReauthRequest)
+_INTEG = table_of(Integration)
 
 
 class ReauthStore:
@@ -71,14 +71,14 @@ class ReauthStore:
             return s.get(ReauthRequest, request_id)
 
     def open_reauth_requests(self, integration: str | None = None) -> list[ReauthRequest]:
-        stmt = select(ReauthRequest).where(col(ReauthRequest.open_key).is_not(None)).order_by(ReauthRequest.id)
+        stmt = select(ReauthRequest).where(col(ReauthRequest.open_key).is_not(None)).order_by(col(ReauthRequest.id))
         if integration is not None:
             stmt = stmt.where(ReauthRequest.integration == integration)
         with self._session() as s:
             return list(s.exec(stmt))
 
     def reauth_requests(self, integration: str | None = None) -> list[ReauthRequest]:
-        stmt = select(ReauthRequest).order_by(ReauthRequest.id)
+        stmt = select(ReauthRequest).order_by(col(ReauthRequest.id))
         if integration is not None:
             stmt = stmt.where(ReauthRequest.integration == integration)
         with self._session() as s:
@@ -107,7 +107,8 @@ class ReauthStore:
                                 state_hash=state_hash, flow=flow, result="started", started_at=now)
             s.add(row)
             s.flush()
-            return int(row.id)
+            assert row.id is not None  # the flush inserted the row and set its id
+            return row.id
 
     def claim_reauth_attempt(self, state_hash: str, now: datetime) -> ReauthAttempt | None:
         """The started sign-in this state belongs to, with its flow, at most once: the flow and the state are
@@ -141,7 +142,7 @@ class ReauthStore:
                                 detail=redact(detail), started_at=now, finished_at=now))
 
     def reauth_attempts(self, integration: str | None = None) -> list[ReauthAttempt]:
-        stmt = select(ReauthAttempt).order_by(ReauthAttempt.id)
+        stmt = select(ReauthAttempt).order_by(col(ReauthAttempt.id))
         if integration is not None:
             stmt = stmt.where(ReauthAttempt.integration == integration)
         with self._session() as s:

@@ -54,7 +54,7 @@ class RotationStore:
             return s.exec(select(Rotation).where(Rotation.client_id == client_id, Rotation.key_id == key_id)).first()
 
     def rotations(self, client_id: str | None = None, *, open_only: bool = False) -> list[Rotation]:
-        stmt = select(Rotation).order_by(Rotation.client_id, Rotation.started_at, Rotation.id)
+        stmt = select(Rotation).order_by(col(Rotation.client_id), col(Rotation.started_at), col(Rotation.id))
         if client_id is not None:
             stmt = stmt.where(Rotation.client_id == client_id)
         if open_only:

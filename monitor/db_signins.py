@@ -20,7 +20,14 @@ from sqlmodel import col, select
 
 from mailwarden.checks.replies import TokenRequest
 from mailwarden.errors import StorageError
-from mailwarden.monitor.models import DirectoryAuditRecord, OwnTokenRequest, ReauthWindow, SignInPoll, SignInRecord
+from mailwarden.monitor.models import (
+    DirectoryAuditRecord,
+    OwnTokenRequest,
+    ReauthWindow,
+    SignInPoll,
+    SignInRecord,
+    table_of,
+)
 
 if TYPE_CHECKING:  # pragma: no cover
     from mailwarden.monitor.db import Store
@@ -32,8 +39,8 @@ OWN_KEEP = timedelta(hours=72)  # own token requests: logs arrive hours late at 
 WINDOW_MARGIN = timedelta(minutes=2)  # Entra's clock against ours, around a reauthorisation window
 USER_EVENTS = ("interactiveUser", "nonInteractiveUser")
 _CHUNK = 500  # ids per IN (...) list
-_OWN, _SIGNINS, _WINDOWS = OwnTokenRequest.__table__, SignInRecord.__table__, ReauthWindow.__table__
-_AUDITS = DirectoryAuditRecord.__table__
+_OWN, _SIGNINS, _WINDOWS = table_of(OwnTokenRequest), table_of(SignInRecord), table_of(ReauthWindow)
+_AUDITS = table_of(DirectoryAuditRecord)
 
 
 def _chunks(items: Sequence[Any], size: int = _CHUNK) -> Iterable[Sequence[Any]]:
@@ -73,7 +80,7 @@ class SignInStore:
             return conn.execute(delete(_OWN).where(_OWN.c.at < now - keep)).rowcount or 0
 
     def own_requests(self, since: datetime | None = None) -> list[OwnTokenRequest]:
-        stmt = select(OwnTokenRequest).order_by(OwnTokenRequest.at, OwnTokenRequest.id)
+        stmt = select(OwnTokenRequest).order_by(col(OwnTokenRequest.at), col(OwnTokenRequest.id))
         if since is not None:
             stmt = stmt.where(OwnTokenRequest.at >= since)
         with self._session() as s:
@@ -100,7 +107,7 @@ class SignInStore:
 
     def reauth_windows(self, since: datetime) -> list[ReauthWindow]:
         """The windows that end at or after ``since``."""
-        stmt = select(ReauthWindow).where(ReauthWindow.ends_at >= since).order_by(ReauthWindow.started_at)
+        stmt = select(ReauthWindow).where(ReauthWindow.ends_at >= since).order_by(col(ReauthWindow.started_at))
         with self._session() as s:
             return list(s.exec(stmt))
 
@@ -235,7 +242,7 @@ class SignInStore:
             events = conn.execute(delete(_SIGNINS).where(_SIGNINS.c.created_at < oldest)).rowcount or 0
             windows = conn.execute(delete(_WINDOWS).where(_WINDOWS.c.ends_at < oldest)).rowcount or 0
             audits = conn.execute(delete(_AUDITS).where(_AUDITS.c.activity_at < oldest)).rowcount or 0
-            polls = SignInPoll.__table__
+            polls = table_of(SignInPoll)
             conn.execute(update(polls).where(polls.c.covered_from < oldest).values(covered_from=oldest))
         return {"own_requests": own, "signins": events, "windows": windows, "directory_audits": audits}
 

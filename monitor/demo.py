@@ -14,6 +14,7 @@ import time
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import yaml
 from rich.console import Console
@@ -23,6 +24,9 @@ from mailwarden.monitor import config as config_mod
 from mailwarden.monitor import reauth
 from mailwarden.monitor.runner import RunResult, select
 from mailwarden.monitor.runtime import Runtime, open_runtime
+
+if TYPE_CHECKING:  # pragma: no cover - typing only
+    from mailwarden_sandbox import Sandbox
 
 
 def demo_scenario() -> Path:
@@ -42,7 +46,7 @@ def require_sandbox() -> None:
 TENANT = "contoso"
 
 # Each of the five systems of shared/seeds on its real path, healthy or broken as admins meet them.
-INTEGRATIONS = [
+INTEGRATIONS: list[dict[str, Any]] = [
     dict(name="hoth-support", app="HotH email integration", flow="delegated",
          mailbox="support@contoso-demo.onmicrosoft.com", account="hoth-mail@contoso-demo.onmicrosoft.com",
          system="House-on-the-Hill helpdesk", secret_field="OAuth Scripts > oauth:email > Client Secret",
@@ -175,7 +179,7 @@ def write_config(workdir: Path, endpoints: dict[str, str], scenario: dict, inter
 
 @dataclass
 class DemoEnv:
-    sandbox: object
+    sandbox: Sandbox
     config_path: Path
     runtime: Runtime
     web_password: str | None = None  # generated for the dashboard (when it runs), printed at start
@@ -231,6 +235,7 @@ def first_consumer_rounds(sb, runtime: Runtime) -> None:
     sb.control.revoke_user_sessions(REVOKED_USER)
     next_log_second()
     sb.control.tick_actors(REVOKED_ACTOR)
+    assert runtime.signins is not None  # open_runtime always sets it
     asyncio.run(runtime.signins.poll())
 
 
@@ -269,6 +274,7 @@ def prepare(workdir: Path, *, interval: int = 60, quiet: bool = False, web_port:
             if integ.flow != "delegated":
                 continue
             redirect = DEMO_REDIRECT
+            assert integ.account is not None  # a delegated integration names its account (config validation)
             flow = reauth.start(runtime.tokens, integ, redirect)
             back = sign_in(flow["auth_uri"], integ.account, passwords[integ.account], sb.ca_path)
             reauth.complete(runtime.tokens, integ, flow, reauth.parse_redirect(back))

@@ -19,10 +19,11 @@ listing whose page fails halfway keeps what was read and marks the tenant partia
 from __future__ import annotations
 
 import asyncio
+import builtins
 import time
 from collections.abc import Iterable
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, cast
 
 from mailwarden.checks import graph_client
 from mailwarden.errors import MailwardenError
@@ -121,26 +122,30 @@ class _Tenant:
 
     async def run(self) -> None:
         resources = await asyncio.gather(*(self._resource(r) for r in (m.GRAPH, m.EXCHANGE)))
-        if any(isinstance(r, ReadError) for r in resources):
-            err = next(r for r in resources if isinstance(r, ReadError))
-            self.out.error = self._fatal(err)
-            return
-        sps = dict(zip((m.GRAPH, m.EXCHANGE), resources, strict=True))
+        sps: dict[str, dict[str, Any] | None] = {}
+        for r, got in zip((m.GRAPH, m.EXCHANGE), resources, strict=True):
+            if isinstance(got, ReadError):  # the first one
+                self.out.error = self._fatal(got)
+                return
+            sps[r] = got
         if sps[m.EXCHANGE] is None:
             self.out.note("no_exchange_online", "the tenant has no Office 365 Exchange Online service principal: no "
                           "app holds an Exchange permission (IMAP, POP, SMTP, EWS) in it")
-        present = [r for r in (m.GRAPH, m.EXCHANGE) if sps[r] is not None]
+        sp_ids = {r: sp["id"] for r, sp in sps.items() if sp is not None}
+        present = list(sp_ids)
         jobs = [self.list("servicePrincipals", {"$top": "999", "$select": SP_SELECT}, "the list of service principals"),
                 self.list("applications", {"$top": "999", "$select": APP_SELECT}, "the list of app registrations"),
                 self._signins()]
-        jobs += [self.list(f"servicePrincipals/{sps[r]['id']}/appRoleAssignedTo", {"$top": "999"},
+        jobs += [self.list(f"servicePrincipals/{sp_ids[r]}/appRoleAssignedTo", {"$top": "999"},
                            f"the application permissions granted on {m.RESOURCE_NAMES[r]}") for r in present]
-        jobs += [self.list("oauth2PermissionGrants", {"$filter": f"resourceId eq '{sps[r]['id']}'", "$top": "999"},
+        jobs += [self.list("oauth2PermissionGrants", {"$filter": f"resourceId eq '{sp_ids[r]}'", "$top": "999"},
                            f"the delegated grants on {m.RESOURCE_NAMES[r]}") for r in present]
         done = await asyncio.gather(*jobs)
-        sp_list, app_list, activity = done[0], done[1], done[2]
-        assigned = dict(zip(present, done[3:3 + len(present)], strict=True))
-        granted = dict(zip(present, done[3 + len(present):], strict=True))
+        # every job but the third (_signins, which may give None) is a self.list, giving a Listing
+        sp_list, app_list, activity = cast(Listing, done[0]), cast(Listing, done[1]), done[2]
+        lists = cast(builtins.list[Listing], done[3:])
+        assigned = dict(zip(present, lists[:len(present)], strict=True))
+        granted = dict(zip(present, lists[len(present):], strict=True))
         for listing in (sp_list, app_list, *assigned.values()):
             if listing.error is not None and listing.error.forbidden and not listing.items:
                 self.out.error = self._fatal(listing.error)
@@ -221,8 +226,8 @@ class _Tenant:
         return err.sentence()
 
     # -- findings ------------------------------------------------------------------------------------------
-    def _findings(self, clients: dict[str, list[m.Permission]], sps: list[dict], apps: list[dict],
-                  activity: Listing | None) -> list[m.AppFinding]:
+    def _findings(self, clients: dict[str, builtins.list[m.Permission]], sps: builtins.list[dict],
+                  apps: builtins.list[dict], activity: Listing | None) -> builtins.list[m.AppFinding]:
         by_sp = {str(s.get("id")).lower(): s for s in sps if s.get("id")}
         by_app = {str(a.get("appId")).lower(): a for a in apps if a.get("appId")}
         seen = {str(r.get("appId")).lower(): r for r in (activity.items if activity else []) if r.get("appId")}
@@ -259,14 +264,14 @@ class _Tenant:
                                       "are read there" if f.home_tenant_id and f.home_tenant_id != tid else
                                       "no app registration was found for it in the list read")
             f.last_sign_in = m.last_sign_in(seen.get(app_id)) if activity is not None else None
-            name = configured.get(app_id)
-            if name is not None:
-                f.monitored, f.config_app = True, name
-                f.integrations = [i.name for i in self.config.integrations if i.app == name]
+            config_app = configured.get(app_id)
+            if config_app is not None:
+                f.monitored, f.config_app = True, config_app
+                f.integrations = [i.name for i in self.config.integrations if i.app == config_app]
             out.append(f)
         return out
 
-    async def _details(self, findings: list[m.AppFinding]) -> None:
+    async def _details(self, findings: builtins.list[m.AppFinding]) -> None:
         """Owners and federated credentials of each mail-capable app registration; the consenting users."""
         limit = asyncio.Semaphore(PER_APP_CONCURRENCY)
 
@@ -294,7 +299,7 @@ class _Tenant:
         await asyncio.gather(*(one(f) for f in findings))
         await self._users(findings)
 
-    async def _users(self, findings: list[m.AppFinding]) -> None:
+    async def _users(self, findings: builtins.list[m.AppFinding]) -> None:
         ids = sorted({p.user_id for f in findings for p in f.permissions if p.user_id})
         if not ids:
             return

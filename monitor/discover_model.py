@@ -62,7 +62,8 @@ def implied(flow: str, held: list[Permission]) -> tuple[list[str], list[str]]:
     """(check kinds, token.require entries) for the integration of one flow: a mailbox check kind when the app
     holds what that check needs; every other mail permission as ``resource:Name`` (the token's resource)."""
     have = {(token_resource(p.resource, p.name, flow), p.name) for p in held if p.flow == flow}
-    kinds, covered = [], set()
+    kinds: list[str] = []
+    covered: set[tuple[str, str]] = set()
     for kind in PROBED_KINDS:
         needs = perms.needs(flow, [kind])
         hits = [next(((n.resource, a) for a in n.any_of if (n.resource, a) in have), None) for n in needs]

@@ -15,7 +15,7 @@ from __future__ import annotations
 import json
 import re
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, cast
 
 from mailwarden.monitor import discover_model as m
 from mailwarden.monitor.config import AppConfig, Config
@@ -225,8 +225,9 @@ def _entries(f: m.AppFinding, tenant: str, domain: str, app_names: set[str], int
             users = [u for u in f.users if u.user_principal_name]
             if len(users) == 1 and not any(p.consent == "admin" for p in f.permissions if p.flow == fl):
                 u = users[0]
-                integ_lines.append(f"    account: {q(u.user_principal_name.lower())}  # the user who consented")
-                integ_lines.append(f"    mailbox: {q((u.mail or u.user_principal_name).lower())}"
+                upn = cast(str, u.user_principal_name)  # users keeps only those with one
+                integ_lines.append(f"    account: {q(upn.lower())}  # the user who consented")
+                integ_lines.append(f"    mailbox: {q((u.mail or upn).lower())}"
                                    "  # its own mailbox; change it for a shared one")
             else:
                 who = ", ".join(comment(u.user_principal_name or u.id or "?") for u in f.users[:5])

@@ -12,7 +12,7 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import JSON, DateTime, Index, LargeBinary, Text, UniqueConstraint, false, text
+from sqlalchemy import JSON, DateTime, Index, LargeBinary, Table, Text, UniqueConstraint, false, text
 from sqlalchemy.types import TypeDecorator
 from sqlmodel import Field, SQLModel
 
@@ -536,3 +536,12 @@ MODELS: tuple[type[SQLModel], ...] = (Integration, Credential, CheckResult, Chec
                                       ReauthAttempt, OwnTokenRequest, ReauthWindow, SignInRecord, SignInPoll,
                                       DirectoryAuditRecord)
 TABLE_NAMES: tuple[str, ...] = tuple(m.__tablename__ for m in MODELS)  # type: ignore[misc]
+
+
+def table_of(model: type[SQLModel]) -> Table:
+    """The ``Table`` of a table model, for Core statements: ``model.__table__``, typed.
+
+    SQLAlchemy's declarative set-up sets ``__table__`` on every ``table=True`` class; SQLModel's stubs don't
+    declare it, so mypy cannot see it."""
+    table: Table = model.__table__  # type: ignore[attr-defined]  # set at class creation, undeclared in the stubs
+    return table

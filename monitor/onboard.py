@@ -185,6 +185,7 @@ def plan(system: System, ans: Answers, existing: dict[str, Any]) -> Plan:
     if problems:
         raise ConfigError(f"{len(problems)} value(s) missing or malformed for `mailwarden add {system.key}`; "
                           "nothing was written", problems=problems)
+    assert app is not None  # without an app, a problem above was raised
     integrations = []
     base = ans.name or slug(f"{system.key if system.key != 'generic' else ans.system_name or 'mail'}")
     for mailbox in ans.mailboxes:
@@ -269,8 +270,12 @@ def _insert_one(text: str, key: str, entries: dict[str, Any] | list[Any]) -> str
         raise ConfigError(f"'{key}' must be a {shape}; nothing was written",
                           where=f"line {knode.start_mark.line + 1}")
     if getattr(vnode, "flow_style", False) or not items:  # `apps: {}`, `apps:`, a flow mapping: rewritten
-        current = yaml.safe_load(text).get(key) or ([] if isinstance(entries, list) else {})
-        merged = current + entries if isinstance(entries, list) else {**current, **entries}
+        current = yaml.safe_load(text).get(key)
+        merged: list[Any] | dict[str, Any]
+        if isinstance(entries, list):
+            merged = (current or []) + entries
+        else:
+            merged = {**(current or {}), **entries}
         start, end = knode.start_mark.line, vnode.end_mark.line
         if vnode.end_mark.column == 0 and end > start:
             end -= 1

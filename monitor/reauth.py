@@ -24,7 +24,7 @@ from collections.abc import Callable, Coroutine, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 from urllib.parse import parse_qs, quote, urlsplit
 
 import msal
@@ -37,6 +37,9 @@ from mailwarden.errors import MailwardenError
 from mailwarden.monitor.config import IntegrationConfig
 from mailwarden.monitor.tokens import StoredToken, TokenProvider, scope_prefixes
 from mailwarden.redact import redact, register_secret
+
+if TYPE_CHECKING:  # pragma: no cover - typing only
+    from mailwarden.checks.base import Outcome
 
 PUBLIC_CLIENT_WITH_SECRET = 700025  # "Client is public so neither 'client_assertion' nor 'client_secret' ..."
 _T = TypeVar("_T")
@@ -178,6 +181,7 @@ def _login_host(tokens: TokenProvider, integ: IntegrationConfig, doing: str) -> 
     except (requests.RequestException, OSError, ValueError, msal.exceptions.MsalServiceError) as exc:
         authority = tokens.endpoints.authority
         resp = getattr(exc, "response", None)
+        outcome: Outcome | None
         if isinstance(exc, requests.HTTPError) and resp is not None:  # discovery answered 5xx
             outcome = reply_outcome(TokenReply(resp.status_code, {k.lower(): v for k, v in resp.headers.items()},
                                                resp.text[:4000], str(resp.url)), "Entra ID")

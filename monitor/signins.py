@@ -102,16 +102,19 @@ class SignInEvidence:
             return SignInWindow(replies.UNSUPPORTED, replies.note(replies.UNSUPPORTED, name, off), None, None)
         tid, types = tenant.tenant_id.lower(), EVENT_TYPES[integration.flow]
         polls = self.store.signin_polls(tid)
-        mine = [polls.get((tid, et, app.client_id)) for et in types]
-        if any(p is None for p in mine):
+        found = [polls.get((tid, et, app.client_id)) for et in types]
+        mine = [p for p in found if p is not None]
+        if len(mine) < len(found):
             return SignInWindow(replies.PENDING, self._note(replies.PENDING, name, None), None, None)
         state = replies.worst([p.state for p in mine])
         said = next((p.note for p in mine if p.state == state and p.note), None)
-        if any(p.read_until is None or p.covered_from is None for p in mine):  # never read yet
+        spans = [(p.covered_from, p.read_until) for p in mine
+                 if p.covered_from is not None and p.read_until is not None]
+        if len(spans) < len(mine):  # never read yet
             state = replies.PENDING if state == replies.OK else state
             return SignInWindow(state, said or self._note(state, name, None), None, None)
-        since = max(p.covered_from for p in mine)
-        read_until = min(p.read_until for p in mine)
+        since = max(covered_from for covered_from, _ in spans)
+        read_until = min(until for _, until in spans)
         rows = self.store.signins_of(tid, app.client_id, types,
                                      account=integration.account if integration.flow == "delegated" else None,
                                      since=since, origins=("consumer", "unconfirmed"), limit=MAX_WINDOW)
@@ -426,7 +429,7 @@ class SignInEvidence:
         events = [e for e in events if str(e.get("id")) not in known]
         if not events:  # the overlap re-read: nothing to write
             return 0
-        ids = [e.get("correlationId") for e in events if e.get("correlationId")]
+        ids = [cid for e in events if isinstance(cid := e.get("correlationId"), str) and cid]
         own = self.store.own_correlation_ids(ids) if ids else set()
         recorder = getattr(self.tokens, "own_requests", None)
         if recorder is not None:
@@ -439,7 +442,7 @@ class SignInEvidence:
         created = when(e.get("createdDateTime"))
         if not e.get("id") or created is None:
             return None
-        status = e.get("status") if isinstance(e.get("status"), dict) else {}
+        status = st if isinstance(st := e.get("status"), dict) else {}
         upn = (e.get("userPrincipalName") or "").lower() or None
         cid = e.get("correlationId") or None
         event_type = target.event_type

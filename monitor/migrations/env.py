@@ -7,6 +7,8 @@ instead. Tables defined outside ``monitor.models`` must be imported here for aut
 
 from __future__ import annotations
 
+from typing import Any
+
 from alembic import context
 from sqlalchemy.engine import Connection
 from sqlmodel import SQLModel
@@ -17,7 +19,7 @@ config = context.config
 target_metadata = SQLModel.metadata
 
 
-def _configure(**kw: object) -> None:
+def _configure(**kw: Any) -> None:
     # render_as_batch: SQLite cannot ALTER most things; batch mode rebuilds the table instead.
     context.configure(target_metadata=target_metadata, render_as_batch=True, compare_type=True, **kw)
 

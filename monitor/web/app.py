@@ -16,7 +16,7 @@ from __future__ import annotations
 import logging
 import re
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
@@ -134,7 +134,7 @@ class Headers:
                                    "ms": round((time.perf_counter() - started) * 1000, 1)})
 
 
-def _error(scope: Scope, code: int, text: str, headers: dict[str, str] | None = None) -> Response:
+def _error(scope: Scope, code: int, text: str, headers: Mapping[str, str] | None = None) -> Response:
     """A refusal in the shape of its path: JSON under /api and at /metrics, elsewhere a page in the app's layout
     (pages.error_page; plain text if that page cannot be rendered)."""
     if scope["path"].startswith("/api/") or scope["path"] == "/metrics":
@@ -157,7 +157,7 @@ class ClientAddress:
             return
         client = scope.get("client")
         scope[PEER] = client[0] if client else ""
-        await self.proxied(scope, receive, send)
+        await self.proxied(scope, receive, send)  # type: ignore[arg-type]  # Starlette's Scope: uvicorn's, untyped
 
 
 class Compress:

@@ -17,7 +17,7 @@ import asyncio
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Any, cast
 
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
@@ -57,6 +57,11 @@ def _when(value: Any) -> datetime | None:
     return value
 
 
+def _at(value: datetime | str) -> datetime:
+    """``_when`` of a time that is set: a NOT NULL column, or one checked for None before."""
+    return cast(datetime, _when(value))
+
+
 def _tenants_of(cfg: Config) -> dict[str, str]:
     """Integration name -> tenant, from the current configuration."""
     return {i.name: cfg.tenant_name_of(i) for i in cfg.integrations if i.app in cfg.apps}
@@ -86,8 +91,8 @@ def clean_filters(query: Any) -> dict[str, str]:
 
 def incidents_context(cfg: Config, store: Any, now: datetime, filters: dict[str, str]) -> dict[str, Any]:
     since = now - timedelta(days=RECENT_DAYS)
-    recent = [i for i in store.incidents("resolved") if i.resolved_at is not None and _when(i.resolved_at) >= since]
-    in_scope = store.incidents("open") + sorted(recent, key=lambda i: _when(i.resolved_at), reverse=True)
+    recent = [i for i in store.incidents("resolved") if i.resolved_at is not None and _at(i.resolved_at) >= since]
+    in_scope = store.incidents("open") + sorted(recent, key=lambda i: _at(i.resolved_at), reverse=True)
     configured = {row.name for row in store.integration_rows()}
     tenant_of = _tenants_of(cfg)
     views = [incident_view(i, tenant_of, configured) for i in in_scope]
@@ -126,21 +131,21 @@ def _attempt(n: Any) -> Event:
     where = f"route {n.route}" + (f" ({n.service})" if n.service else "")
     outcome = attempt_outcome(n)
     if outcome == "ok":
-        return Event(_when(n.at), f"{notice} sent", f"{where}; key {n.key}", "ok", 3)
+        return Event(_at(n.at), f"{notice} sent", f"{where}; key {n.key}", "ok", 3)
     if outcome == "unconfirmed":
-        return Event(_when(n.at), f"{notice}: sent, unconfirmed", f"{where}: {n.error} (not sent again)", "note", 3)
+        return Event(_at(n.at), f"{notice}: sent, unconfirmed", f"{where}: {n.error} (not sent again)", "note", 3)
     retry = "permanent, not retried" if outcome == "permanent" else "retried"
-    return Event(_when(n.at), f"{notice} failed ({retry})", f"{where}: {n.error}", "bad", 3)
+    return Event(_at(n.at), f"{notice} failed ({retry})", f"{where}: {n.error}", "bad", 3)
 
 
 def timeline(inc: Any, notes: list[Any], now: datetime,
              changes: Sequence[tuple[str, Any]] = ()) -> tuple[list[Event], list[str]]:
     """The incident's events, oldest first, and what the stored record cannot say (notes for the page). ``changes``:
     (integration, ``monitor.audits.Evidence``) for the directory changes that explain a member's failure."""
-    opened = _when(inc.opened_at)
+    opened = _at(inc.opened_at)
     events = [Event(opened, "opened", f"{_title(inc)} ({inc.code}), {inc.kind} incident", "bad", 1)]
     for name, change in changes:
-        events.append(Event(_when(change.at), f"{change.what()} by {change.who()}",
+        events.append(Event(_at(change.at), f"{change.what()} by {change.who()}",
                             f"directory audit, tenant {change.tenant}: \"{change.activity}\" on the app of {name}",
                             "note", 0))
     for m in inc.members:
@@ -165,11 +170,11 @@ def timeline(inc: Any, notes: list[Any], now: datetime,
                             "maintenance summary, which is recorded without an incident)", "info", 2))
     events += [_attempt(n) for n in notes]
     if inc.ack_at is not None:
-        events.append(Event(_when(inc.ack_at), f"last acknowledged by {inc.ack_by}",
+        events.append(Event(_at(inc.ack_at), f"last acknowledged by {inc.ack_by}",
                             "reminders stop; only the latest acknowledgement is stored", "ok", 4))
     snoozed = _when(inc.snoozed_until)
     if snoozed is not None:
-        ended = snoozed <= now or (inc.resolved_at is not None and snoozed <= _when(inc.resolved_at))
+        ended = snoozed <= now or (inc.resolved_at is not None and snoozed <= _at(inc.resolved_at))
         events.append(Event(snoozed, "snooze ended" if ended else "snooze ends",
                             "the latest snooze: no reminder before this; when it was set, and by whom, is not stored",
                             "note", 4))

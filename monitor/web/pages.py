@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import asyncio
 import re
+from collections.abc import Mapping
 from datetime import UTC, datetime
 from http import HTTPStatus
-from typing import Any
+from typing import Any, TypedDict
 from urllib.parse import quote, urlencode
 
 from starlette.exceptions import HTTPException
@@ -122,7 +123,7 @@ ERROR_HINTS = {404: "The address may be mistyped, or the integration was renamed
                500: "The error is in the service log. Reload the page to try again."}
 
 
-def error_page(scope: Any, code: int, text: str, headers: dict[str, str] | None = None) -> Response:
+def error_page(scope: Any, code: int, text: str, headers: Mapping[str, str] | None = None) -> Response:
     """A refusal or an error (404, 410, 500, ...) as a page in the app's layout, for the app's error helper
     (``app._error``) on every path that is not the API's. It reads nothing from the store, so it renders when the
     store does not; if it cannot be rendered at all the answer is the plain text line it replaces. The header
@@ -143,14 +144,30 @@ def error_page(scope: Any, code: int, text: str, headers: dict[str, str] | None 
     return HTMLResponse(html, code, headers=headers)
 
 
-def filter_values(q: Any) -> tuple[dict[str, str | None], list[str]]:
+class Filters(TypedDict):
+    """The search and the filters of the overview (``filter_values``): keyword arguments of ``views.select_views``
+    and ``overview_context``."""
+
+    q: str | None
+    status: str | None
+    tenant: str | None
+    system: str | None
+    app: str | None
+    tag: str | None
+
+
+def filter_values(q: Any) -> tuple[Filters, list[str]]:
     """The search and the filters of a query (the overview's address, /api/integrations): keyword arguments of
     ``views.select_views`` (None where not set), and what is said about a value ignored (an unknown status). A
     search or a value out of shape (too long, a control character) raises ``params.BadParameter`` (a 400)."""
     status, said = params.choice(q.get("status"), views.STATUS_FILTERS, what="status")
-    values: dict[str, str | None] = {"q": params.text(q.get("q"), max_len=MAX_SEARCH, what="the search (q)") or None,
-                                     "status": status}
-    values |= {k: params.text(q.get(k), max_len=MAX_FILTER, what=k) or None for k in ("tenant", "system", "app", "tag")}
+    search = params.text(q.get("q"), max_len=MAX_SEARCH, what="the search (q)") or None
+
+    def text(k: str) -> str | None:
+        return params.text(q.get(k), max_len=MAX_FILTER, what=k) or None
+
+    values: Filters = {"q": search, "status": status, "tenant": text("tenant"), "system": text("system"),
+                       "app": text("app"), "tag": text("tag")}
     return values, [said] if said else []
 
 

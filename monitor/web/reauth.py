@@ -142,6 +142,7 @@ async def _request_of(request: Request, rt: Any, token: str) -> tuple[Any, Respo
     if rt is None or not links.verify(links.link_key(rt.cipher), token, req):
         log.warning("reauthorisation link refused: not valid", extra={"client": _client(request)})
         return None, _page(request, "reauth_result.html", 404, kind="invalid_link")
+    assert req is not None  # links.verify refuses a link without its request
     now = datetime.now(UTC)
     why = "link_used" if req.open_key is None else "link_expired" if links.expired(req, now) else None
     if why is None:

@@ -256,15 +256,15 @@ def sparkline(points: list[tuple[str, datetime, float]], check: str | None, now:
     """Hourly mean latency over the last ``hours``; None without data. ``points``: (check, hour, mean ms) of any
     checks (``check`` picks one) or, with ``check=None``, of one check."""
     start = now.replace(minute=0, second=0, microsecond=0) - timedelta(hours=hours - 1)
-    points = sorted((h, v) for k, h, v in points if (check is None or k == check) and h >= start)
-    if not points:
+    series = sorted((h, v) for k, h, v in points if (check is None or k == check) and h >= start)
+    if not series:
         return None
-    top = max(v for _, v in points) or 1.0
+    top = max(v for _, v in series) or 1.0
     span = timedelta(hours=hours - 1).total_seconds() or 1
     xy = [((h - start).total_seconds() / span * (width - 4) + 2, height - 2 - v / top * (height - 6))
-          for h, v in points]
+          for h, v in series]
     coords = " ".join(f"{x:.1f},{y:.1f}" for x, y in xy)
-    last = points[-1][1]
+    last = series[-1][1]
     shape = (f'<polyline points="{coords}"/>' if len(xy) > 1 else
              f'<circle cx="{xy[0][0]:.1f}" cy="{xy[0][1]:.1f}" r="2"/>')
     svg = (f'<svg class="spark" width="{width}" height="{height}" viewBox="0 0 {width} {height}" role="img" '

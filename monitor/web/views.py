@@ -623,8 +623,8 @@ def _page(cfg: Config, store: Any, view: IntegrationView, now: datetime, latest:
         integ = None
     in_use = {(latest["secret_expiry"].details or {}).get("key_id")} if "secret_expiry" in latest else set()
     creds = [dict(c) for c in creds_by_client.get(client_id, [])] if client_id else []
-    for c in creds:
-        c["in_use"] = c["key_id"] in in_use
+    for cred in creds:
+        cred["in_use"] = cred["key_id"] in in_use
     # the row of the account's token (tenant, app, account), shared by its integrations (migration 0009)
     token = store.load_token_cache(token_key(cfg, integ), name) if view.flow == "delegated" and integ else None
     token_state = next((c for c in view.checks if c.check == "token"), None)

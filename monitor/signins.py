@@ -276,9 +276,8 @@ class SignInEvidence:
             stored = await asyncio.to_thread(self._store_audits, tenant_id, events, ids, now)
             report.audits_read += len(events)
             report.audits_stored += stored
-            covered = prev.covered_from if continuous and prev is not None else since
-            if not complete and events:  # pages left unread: what is stored covers from its oldest event
-                covered = max(covered or since, min(when(e.get("activityDateTime")) or now for e in events))
+            covered = _covered(prev.covered_from if continuous and prev is not None else since, since, complete,
+                               [when(e.get("activityDateTime")) or now for e in events])
             poll = audits.AuditPoll(replies.OK, now, None, now, covered, now)
         await asyncio.to_thread(audits.save_poll, self.store, tenant_id, poll)
 
@@ -352,9 +351,8 @@ class SignInEvidence:
         stored = await asyncio.to_thread(self._store, target, events, windows, now)
         report.read += len(events)
         report.stored += stored
-        covered = prev.covered_from if continuous and prev is not None else since
-        if not complete and events:  # pages left unread: what is stored covers from its oldest event
-            covered = max(covered or since, min(when(e.get("createdDateTime")) or now for e in events))
+        covered = _covered(prev.covered_from if continuous and prev is not None else since, since, complete,
+                           [when(e.get("createdDateTime")) or now for e in events])
         rows.append(dict(tenant_id=target.tenant_id, event_type=target.event_type, app_id=target.app_id,
                          state=replies.OK, note=None, checked_at=now, last_success_at=now, covered_from=covered,
                          read_until=now))
@@ -515,3 +513,12 @@ def open_reauth_window(store: Store, config: Config, integ: IntegrationConfig, s
     return store.open_reauth_window(integration=integ.name, tenant_id=config.integration_tenant(integ).tenant_id,
                                     client_id=app.client_id, account=integ.account, source=source, now=now,
                                     ttl=REAUTH_WINDOW_TTL, attempt_id=attempt_id)
+
+
+def _covered(covered: datetime | None, since: datetime, complete: bool, read: list[datetime]) -> datetime | None:
+    """From when a read log (sign-ins, directory audits) is stored without a gap: ``covered`` (the last poll's
+    coverage when this read continues it, else ``since``), or, when pages were left unread, from the oldest event
+    read (``read``: the events' times)."""
+    if not complete and read:
+        return max(covered or since, min(read))
+    return covered

@@ -104,9 +104,10 @@ class SecretExpiryCheck:
                 cred = max(ending, key=lambda c: c.end_at)  # type: ignore[arg-type, return-value]
             word = "secret" if cred.kind == "client_secret" else "certificate"
             if not valid:
-                why = f"every credential of the app has ended, this one last; {system} cannot sign in"
+                why = (f"every secret and certificate of the app has ended, this one last; {system} cannot sign in "
+                       "with one (a federated credential or a public client needs none: the consumer check says)")
             elif len(valid) == 1:
-                why = f"the app's only valid credential, so the one {system} must use"
+                why = f"the app's only valid secret or certificate, so the one {system} uses if it signs in with one"
             else:
                 why = (f"the soonest to end of the app's {len(valid)} valid credentials; which one {system} uses is "
                        f"unknown: {unknown}")

@@ -92,7 +92,7 @@ def test_secret_expiry_judges_the_key_the_consuming_system_signs_in_with(world):
 
     one = w.check("secret_expiry", "daemon")
     assert one.status.value == "ok", one.summary
-    assert "the app's only valid credential, so the one Sinch must use" in one.summary
+    assert "the app's only valid secret or certificate, so the one Sinch uses if it signs in with one" in one.summary
 
     soon = w.ctl.add_secret(w.apps["daemon"], display_name="temp", end="+5d")  # a second one, ending soon
     w.rt.credentials._cache.clear()

@@ -41,12 +41,10 @@ import httpx
 from mailwarden.alerts import messages, routes
 from mailwarden.alerts.inert import MARKDOWN, TEXT
 from mailwarden.alerts.policy import CAUSED, Change, CheckInfo, Notice, Policy, PolicyConfig, cause_of
+from mailwarden.alerts.ports import AlertConfig, AlertRepository, FoldBatch, Sources
+from mailwarden.alerts.records import AlertDelivery, Incident, notice_params, notice_row
 from mailwarden.alerts.windows import Maintenance
 from mailwarden.checks import diagnoses
-from mailwarden.monitor.config import Config
-from mailwarden.monitor.db import Store
-from mailwarden.monitor.db_alerts import AlertBatch, notice_params, notice_row
-from mailwarden.monitor.models import AlertDelivery, Incident
 
 log = logging.getLogger("mailwarden.alerts")
 MAX_BACKOFF = timedelta(hours=1)
@@ -102,7 +100,7 @@ class CycleReport:
     notices: list[str] = field(default_factory=list)  # keys
 
 
-def policy_config(config: Config) -> PolicyConfig:
+def policy_config(config: AlertConfig) -> PolicyConfig:
     a = config.alerts
     return PolicyConfig(reminder_interval=timedelta(seconds=a.reminder_interval),
                         flap_transitions=a.flapping.transitions, flap_window=timedelta(seconds=a.flapping.window),
@@ -110,30 +108,9 @@ def policy_config(config: Config) -> PolicyConfig:
                         correlation_min=a.correlation.min_integrations, maintenance=Maintenance(a.maintenance))
 
 
-def configured_credential(config: Config, app_name: str) -> str | None:
-    """Which credential of the app the config uses: its secret's hint (first three characters, as Graph shows) or
-    its certificate's thumbprint; None when the reference does not resolve (the incident then names the app)."""
-    from mailwarden.errors import SecretReferenceError
-    from mailwarden.monitor.config import resolve_ref
-    from mailwarden.monitor.tokens import certificate_thumbprint
-
-    app = config.apps.get(app_name)
-    if app is None:
-        return None
-    try:
-        if app.secret:
-            return "hint:" + resolve_ref(app.secret, config.base_dir, what=f"apps.{app_name}.secret")[:3]
-        if app.certificate is not None:
-            cert = resolve_ref(app.certificate.cert, config.base_dir, what=f"apps.{app_name}.certificate.cert")
-            return "cert:" + certificate_thumbprint(cert)
-    except (SecretReferenceError, ValueError):
-        return None
-    return None
-
-
-def check_infos(config: Config) -> dict[tuple[str, str], CheckInfo]:
+def check_infos(config: AlertConfig, sources: Sources) -> dict[tuple[str, str], CheckInfo]:
     out = {}
-    credentials = {name: configured_credential(config, name) for name in config.apps}
+    credentials = {name: sources.configured_credential(name) for name in config.apps}
     for integ in config.integrations:
         app = config.apps.get(integ.app)
         for kind in integ.checks:
@@ -172,10 +149,12 @@ def next_due(incidents: Iterable[Incident], pcfg: PolicyConfig, now: datetime) -
 
 
 class Dispatcher:
-    def __init__(self, config: Config, store: Store, *, clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+    def __init__(self, config: AlertConfig, store: AlertRepository, *, sources: Sources,
+                 clock: Callable[[], datetime] = lambda: datetime.now(UTC),
                  reauth_urls: Callable[[], dict[str, str]] | None = None, worker: str | None = None):
         self.config = config
         self.store = store
+        self.sources = sources
         self.clock = clock
         self.reauth_urls = reauth_urls or dict
         self.worker = worker or worker_id()
@@ -184,20 +163,16 @@ class Dispatcher:
 
     def service_health(self) -> dict[str, dict]:
         """Tenant name -> the latest read of its Microsoft 365 service health (read with the sign-in log)."""
-        from mailwarden.monitor import service_health
-
         out = {}
         for name, tenant in self.config.tenants.items():
-            doc = service_health.load(self.store, tenant.tenant_id)
+            doc = self.sources.service_health(tenant.tenant_id)
             if doc is not None:
                 out[name] = doc
         return out
 
     def directory_audits(self, incidents: Iterable[Incident]) -> dict[int, list]:
         """Incident id -> the stored directory changes that explain its failures (read with the sign-in log)."""
-        from mailwarden.monitor import audits
-
-        return audits.incident_evidence(self.store, self.config, incidents)
+        return self.sources.directory_audits(incidents)
 
     # -- evaluation ------------------------------------------------------------------------------
     def evaluate(self, now: datetime | None = None) -> list[AlertDelivery]:
@@ -211,12 +186,12 @@ class Dispatcher:
     def fold(self, now: datetime) -> None:
         """Step 1: transitions into incidents and notices, one transaction under the write lock."""
         pcfg = policy_config(self.config)
-        infos = check_infos(self.config)  # before the lock: it reads each app's secret reference
+        infos = check_infos(self.config, self.sources)  # before the lock: it reads each app's secret reference
         self.store.fold_alerts(lambda batch: self._fold(batch, pcfg, infos, now), now=now,
                                flap_window=pcfg.flap_window)
         self._folded = True
 
-    def _fold(self, batch: AlertBatch, pcfg: PolicyConfig, infos: dict[tuple[str, str], CheckInfo],
+    def _fold(self, batch: FoldBatch, pcfg: PolicyConfig, infos: dict[tuple[str, str], CheckInfo],
               now: datetime) -> tuple[list[AlertDelivery], datetime | None]:
         # a failure of the consuming system itself is grouped by its cause, read from its result (alerts.policy)
         details = batch.result_details([t.result_id for t in batch.transitions if t.code in CAUSED and t.result_id])

@@ -9,33 +9,18 @@ several integrations gets one reminder naming them all, with a runbook for each 
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
 from mailwarden import days
 from mailwarden.alerts.inert import Wording
 from mailwarden.alerts.messages import Message, _env
+from mailwarden.alerts.ports import AlertConfig, AppView, IntegrationView
 from mailwarden.days import count_words, expiry_words
-from mailwarden.monitor.config import AppConfig, Config, IntegrationConfig
 from mailwarden.redact import redact
 
 PORTAL = "Entra admin center > App registrations > {app:config} ({client_id:code}) > Certificates & secrets"
-
-
-days_left = days.days_left  # one count for every surface (checks.days)
-
-
-def current_stage(end: datetime | None, now: datetime, stages: Iterable[int]) -> int | None:
-    """The most urgent stage due: the smallest stage >= the days left; 0 once expired (if 0 is a stage)."""
-    wanted = set(stages)
-    if end is None:
-        return None
-    if end <= now:
-        return 0 if 0 in wanted else None
-    left = days_left(end, now)
-    due = [s for s in wanted if s > 0 and left <= s]
-    return min(due) if due else None
 
 
 def severity(stage: int) -> str:
@@ -59,11 +44,11 @@ def _when(value: datetime) -> str:
     return value.astimezone(UTC).strftime("%Y-%m-%d %H:%M UTC")
 
 
-def runbook(config: Config, app_name: str, integrations: list[IntegrationConfig],
+def runbook(config: AlertConfig, app_name: str, integrations: Sequence[IntegrationView],
             cred: CredentialFacts) -> list[Wording]:
     """The rotation steps for this app and the systems that consume it, in the order they must happen; each step
     mailwarden's own wording with the configuration's names and Entra ID's values made inert for every body format."""
-    app: AppConfig = config.apps[app_name]
+    app: AppView = config.apps[app_name]
     portal = Wording(PORTAL, app=app.display_name or app_name, client_id=app.client_id)
     steps = []
     if cred.kind == "certificate":
@@ -73,7 +58,7 @@ def runbook(config: Config, app_name: str, integrations: list[IntegrationConfig]
         steps.append(Wording("In {portal} > New client secret: add a secret (expiry 12 months or less, as Microsoft "
                              "recommends), then copy its **Value** at once - not the Secret ID; the Value is shown "
                              "only once.", portal=portal))
-    by_system: dict[str, list[IntegrationConfig]] = {}
+    by_system: dict[str, list[IntegrationView]] = {}
     for integ in integrations:
         by_system.setdefault(integ.system or integ.name, []).append(integ)
     for system, items in by_system.items():
@@ -113,12 +98,12 @@ def runbook(config: Config, app_name: str, integrations: list[IntegrationConfig]
     return steps
 
 
-def render_reminder(config: Config, cred: CredentialFacts, integrations: list[IntegrationConfig], stage: int,
+def render_reminder(config: AlertConfig, cred: CredentialFacts, integrations: Sequence[IntegrationView], stage: int,
                     now: datetime, key: str) -> Message:
     names = [i.name for i in integrations]
     systems = sorted({i.system or i.name for i in integrations})
     app = config.apps[cred.app]
-    left = days_left(cred.expires_at, now)
+    left = days.days_left(cred.expires_at, now)
     word = "certificate" if cred.kind == "certificate" else "client secret"
     if cred.expires_at <= now:
         headline = f"The {word} of app {app.display_name or cred.app} EXPIRED on {_when(cred.expires_at)}"
@@ -147,7 +132,7 @@ def _render(template: str, values: dict, title: str, notify_type: str) -> Messag
     return Message(redact(title), redact(text).strip() + "\n", redact(md).strip() + "\n", notify_type)
 
 
-def render_rotation(config: Config, *, app_name: str, event: str, headline: str, detail: str, steps: list[Wording],
+def render_rotation(config: AlertConfig, *, app_name: str, event: str, headline: str, detail: str, steps: list[Wording],
                     key: str, notify_type: str) -> Message:
     """A rotation notice: a step that needs a person (remove the old secret, a stuck rotation, a failure)."""
     app = config.apps.get(app_name)

@@ -6,7 +6,7 @@ catalog's, with the integration's facts), since when, the last success, the dash
 reauthorisation link when one is given and the diagnosis needs one, and the stable key
 ``<incident>/<kind>/<sequence>`` so that a receiver can drop a duplicate.
 
-The fix steps are chosen by the facts of the failing result (``monitor.runner.facts`` with the incident's checks and
+The fix steps are chosen by the facts of the failing result (``checks.facts.facts`` with the incident's checks and
 the stored summary and metrics, as the dashboard reads them). Two notices say only what mailwarden knows: the
 recovery of a delegated integration is mailwarden's own token working again, with the consuming system's own sign-in
 still to do where the failure reached it too (``diagnoses.after_recovery``); a flapping notice keyed on a recovery
@@ -39,11 +39,11 @@ from jinja2.runtime import Context as TemplateContext
 from mailwarden.alerts import inert
 from mailwarden.alerts.inert import MARKDOWN, TEXT
 from mailwarden.alerts.policy import BAD, Notice
+from mailwarden.alerts.ports import AlertConfig
+from mailwarden.alerts.records import Incident
 from mailwarden.checks import diagnoses
 from mailwarden.checks.base import Outcome, Status
-from mailwarden.monitor.config import Config
-from mailwarden.monitor.models import Incident
-from mailwarden.monitor.runner import facts
+from mailwarden.checks.facts import facts
 from mailwarden.redact import redact
 
 LABELS = {"opened": "FAILING", "reminder": "STILL FAILING", "resolved": "RESOLVED", "grouped": "OUTAGE",
@@ -71,7 +71,7 @@ class CheckFacts:
 
 @dataclass
 class Context:
-    config: Config
+    config: AlertConfig
     checks: dict[tuple[str, str], CheckFacts] = field(default_factory=dict)
     reauth_urls: dict[str, str] = field(default_factory=dict)  # filled by the reauthorisation feature
     # tenant name -> the latest read of its Microsoft 365 service health (monitor.service_health.load)
@@ -372,7 +372,7 @@ def _template_slot(name: str, fmt: str) -> dict[str, str]:
             "close": safe(_CLOSE)}
 
 
-# The facts (monitor.runner.facts) the catalog chooses steps by and never shows: passed as they are.
+# The facts (checks.facts.facts) the catalog chooses steps by and never shows: passed as they are.
 _CHOOSERS = frozenset({"flow", "check", "reauth_after_rotation", "token_checked", "ews_retirement", "graph_reason",
                        "monitor_code"})
 # Facts mailwarden derives itself (permission names, dates, counts) or the configuration names: escaped, not defanged
@@ -429,7 +429,7 @@ def _code_of(inc: Incident) -> str | None:
     return inc.code if inc.code in diagnoses.CATALOG else None
 
 
-def _facts(cfg: Config, ctx: Context, inc: Incident, name: str | None, *, failing: bool) -> dict:
+def _facts(cfg: AlertConfig, ctx: Context, inc: Incident, name: str | None, *, failing: bool) -> dict:
     """The facts of ``name``'s part in the incident: its checks, and what its failing result recorded (the summary,
     the missing permission, the days left), as the dashboard reads them from that result."""
     integ = _integration(cfg, name)
@@ -447,7 +447,7 @@ def _facts(cfg: Config, ctx: Context, inc: Incident, name: str | None, *, failin
     return facts(cfg, integ, outcome, check=kinds)
 
 
-def _still_to_do(cfg: Config, ctx: Context, inc: Incident, names: list[str], fmt: str) -> list[str]:
+def _still_to_do(cfg: AlertConfig, ctx: Context, inc: Incident, names: list[str], fmt: str) -> list[str]:
     """The consuming systems' own sign-ins after mailwarden's token recovered (``diagnoses.after_recovery``), for
     each delegated integration of the incident, once per system."""
     steps: list[str] = []
@@ -466,7 +466,7 @@ def _dur(seconds: float) -> str:
     return f"{seconds / 3600:g} h" if seconds >= 3600 else f"{seconds / 60:g} min"
 
 
-def _integration(cfg: Config, name: str | None):
+def _integration(cfg: AlertConfig, name: str | None):
     try:
         return cfg.integration(name) if name else None
     except KeyError:  # left the config: the message still names it

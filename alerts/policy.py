@@ -43,7 +43,7 @@ from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from typing import Any
 
-from mailwarden.monitor.models import Incident
+from mailwarden.alerts.records import Incident
 
 BAD = frozenset({"fail", "error"})
 GOOD = frozenset({"ok", "warn"})
@@ -400,13 +400,18 @@ class Policy:
         """Send the opening notice now, or let a maintenance window hold it for its summary."""
         if inc.notified_at is not None or inc.held_window is not None:
             return
-        held = self._held(inc)
-        if held is not None:
-            inc.held_window, inc.held_until = held
-            self._touch(inc)
-        else:
+        if not self._hold(inc):
             inc.notified_at = self.now
             self._notice(kind, inc)
+
+    def _hold(self, inc: Incident) -> bool:
+        """Whether a maintenance window holds the incident's notice back (for its summary); it records which."""
+        held = self._held(inc)
+        if held is None:
+            return False
+        inc.held_window, inc.held_until = held
+        self._touch(inc)
+        return True
 
     def _tick(self) -> None:
         now = self.now
@@ -431,11 +436,7 @@ class Policy:
             due = inc.last_notice_at is None or now - inc.last_notice_at >= self.cfg.reminder_interval
             if quiet or not due or inc.held_window is not None:
                 continue
-            held = self._held(inc)
-            if held is not None:
-                inc.held_window, inc.held_until = held
-                self._touch(inc)
-            else:
+            if not self._hold(inc):
                 inc.reminders += 1
                 self._notice("reminder", inc)
         for inc in list(self.touched):

@@ -28,7 +28,7 @@ import apprise
 from apprise import AppriseResultStatus, NotifyFormat
 
 from mailwarden.alerts import inert
-from mailwarden.monitor.config import Config, RouteConfig
+from mailwarden.alerts.ports import AlertConfig, RouteSettings
 from mailwarden.redact import redact
 
 OWNER_PREFIX = "owner:"
@@ -42,15 +42,15 @@ def _console(body: str, title: str, notify_type: str, *args: object, **kwargs: o
     return True
 
 
-def route_name(route: RouteConfig, index: int) -> str:
+def route_name(route: RouteSettings, index: int) -> str:
     return route.name or f"routes[{index}]"
 
 
-def configured(config: Config) -> dict[str, RouteConfig]:
+def configured(config: AlertConfig) -> dict[str, RouteSettings]:
     return {route_name(r, i): r for i, r in enumerate(config.alerts.routes)}
 
 
-def _wants(route: RouteConfig, tags: set[str], severity: str | None, kinds: set[str]) -> bool:
+def _wants(route: RouteSettings, tags: set[str], severity: str | None, kinds: set[str]) -> bool:
     if route.tags and not set(route.tags) & tags:
         return False
     if route.severity and severity not in route.severity:
@@ -58,7 +58,7 @@ def _wants(route: RouteConfig, tags: set[str], severity: str | None, kinds: set[
     return not (route.checks and not set(route.checks) & kinds)
 
 
-def choose(config: Config, *, integrations: set[str], severity: str | None, kinds: set[str]) -> list[str]:
+def choose(config: AlertConfig, *, integrations: set[str], severity: str | None, kinds: set[str]) -> list[str]:
     """Route names for a notice about ``integrations`` (their tags and owners), severity and check kinds."""
     known = {i.name: i for i in config.integrations}
     tags = {t for n in integrations if n in known for t in known[n].tags}
@@ -76,21 +76,21 @@ def asset() -> apprise.AppriseAsset:
     return apprise.AppriseAsset(default_service_retry=0, async_mode=False)
 
 
-def timeout_of(config: Config, name: str) -> float | None:
+def timeout_of(config: AlertConfig, name: str) -> float | None:
     """The route's ``timeout`` (seconds), None when it sets none (an owner route: Apprise's defaults)."""
     route = configured(config).get(name)
     value = getattr(route, "timeout", None) if route is not None else None
     return float(value) if value else None
 
 
-def longest_send(config: Config) -> float:
+def longest_send(config: AlertConfig) -> float:
     """The longest a send through any route may take by its timeouts (connect, then answer), at least Apprise's
     defaults: what a delivery's claim must outlast."""
     longest = max([timeout_of(config, n) or 0.0 for n in configured(config)] + [DEFAULT_TIMEOUT])
     return 2 * longest
 
 
-def services(config: Config, name: str) -> list[str | object]:
+def services(config: AlertConfig, name: str) -> list[str | object]:
     """The service URLs (or, for a config file, Apprise plugin objects) of one route, in a stable order.
 
     Raises LookupError when the route is gone or its config file cannot be read."""

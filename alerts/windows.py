@@ -7,20 +7,20 @@ changes follow the zone, as cron does.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from datetime import UTC, datetime, timedelta
 from zoneinfo import ZoneInfo
 
 from apscheduler.triggers.cron import CronTrigger
 
-from mailwarden.monitor.config import MaintenanceWindow
+from mailwarden.alerts.ports import WindowSettings
 
 
 def _aware(value: datetime, zone: str) -> datetime:
     return value if value.tzinfo else value.replace(tzinfo=ZoneInfo(zone))
 
 
-def occurrence(window: MaintenanceWindow, now: datetime) -> tuple[datetime, datetime] | None:
+def occurrence(window: WindowSettings, now: datetime) -> tuple[datetime, datetime] | None:
     """(start, end) of the occurrence of ``window`` covering ``now``, in UTC; None when not active."""
     if window.cron:
         duration = timedelta(seconds=float(window.duration or 0))
@@ -34,14 +34,14 @@ def occurrence(window: MaintenanceWindow, now: datetime) -> tuple[datetime, date
     return (start.astimezone(UTC), end.astimezone(UTC)) if start <= now < end else None
 
 
-def covers(window: MaintenanceWindow, integrations: Iterable[str], tags: Iterable[str]) -> bool:
+def covers(window: WindowSettings, integrations: Iterable[str], tags: Iterable[str]) -> bool:
     if not window.integrations and not window.tags:
         return True
     return bool(set(window.integrations) & set(integrations)) or bool(set(window.tags) & set(tags))
 
 
 class Maintenance:
-    def __init__(self, windows: list[MaintenanceWindow]):
+    def __init__(self, windows: Sequence[WindowSettings]):
         self.windows = windows
 
     def __call__(self, integrations: Iterable[str], tags: Iterable[str], now: datetime) -> tuple[str, datetime] | None:

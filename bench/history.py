@@ -279,8 +279,8 @@ def alerts(workdir: Path, store: Any, say: Any) -> dict[str, Any]:
     from statistics import median
 
     from mailwarden import state as sm
-    from mailwarden.alerts.dispatcher import Dispatcher
     from mailwarden.checks.base import Outcome, Status
+    from mailwarden.monitor.alerting import make_dispatcher
 
     doc = yaml.safe_load((workdir / "history.yaml").read_text(encoding="utf-8"))
     doc["alerts"] = {"routes": [{"name": "bench", "url": "json://127.0.0.1:9/bench"}]}
@@ -288,7 +288,7 @@ def alerts(workdir: Path, store: Any, say: Any) -> dict[str, Any]:
     path.write_text(yaml.safe_dump(doc, sort_keys=False), encoding="utf-8")
     acfg = config_mod.load(path)
     timer = WriteLockTimer(store.engine)
-    dispatcher = Dispatcher(acfg, store)
+    dispatcher = make_dispatcher(acfg, store)
     first_ms, first_lock_ms, _ = timer.measure(lambda: dispatcher.evaluate(datetime.now(UTC)))
     # each round: ALERT_CHANGES integrations' token checks fail (one transition and one incident each), then recover;
     # integrations that changed within the flapping window (an earlier round, or run on a reused store) are left

@@ -35,10 +35,11 @@ from typing import Any
 import yaml
 
 from bench import report, workload
+from mailwarden.alerts.records import Incident
 from mailwarden.monitor import config as config_mod
 from mailwarden.monitor.db import open_store
 from mailwarden.monitor.db_history import AVAILABILITY_MARK
-from mailwarden.monitor.models import CheckState, Incident, IntegrationRollup, Meta
+from mailwarden.monitor.models import CheckState, IntegrationRollup, Meta
 from mailwarden.monitor.runtime import integration_rows
 
 TARGET_MS, TARGET_KB = 300.0, 500.0

@@ -9,7 +9,6 @@ import requests
 
 import mailwarden.monitor.tokens as tokens_mod
 from bench.cycle import Measured, Meter
-from mailwarden.checks import REGISTRY
 from mailwarden.checks.base import CheckContext
 from mailwarden.checks.mailbox import fetch_token
 from mailwarden.monitor.credentials import CredentialReader
@@ -37,9 +36,8 @@ def context(runtime: Runtime, name: str, kind: str) -> CheckContext:
     cfg = runtime.config
     integ = cfg.integration(name)
     app = cfg.apps[integ.app]
-    check = REGISTRY[kind]
     return CheckContext(config=cfg, integration=integ, app=app, tenant=cfg.tenants[app.tenant],
-                        options=check.config_model.model_validate(integ.checks[kind]), tokens=runtime.tokens,
+                        options=integ.options(kind), tokens=runtime.tokens,
                         credentials=runtime.credentials, endpoints=runtime.tokens.endpoints,
                         timeout_s=30.0)
 

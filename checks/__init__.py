@@ -1,6 +1,10 @@
 """The check registry: kind -> the class that runs it, as a dotted path, loaded on first use (so importing the
 diagnosis catalog or one check does not load every protocol library). Adding a kind = one module + one line here +
-a table of tests."""
+a table of tests.
+
+What the application needs to know of a kind (its options, the permission it needs per flow, the server it talks
+to, the checks it depends on, whether it asks for the app's token) is declared on its class (``checks.base.Check``)
+and read from here; ``tests/checks/test_declarations.py`` checks every registered kind's declarations."""
 
 from __future__ import annotations
 
@@ -11,8 +15,11 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:  # pragma: no cover
     from mailwarden.checks.base import Check
 
+# The kind of the token check: the one the mailbox checks depend on (their ``depends_on``), run first and blocked by.
+TOKEN_KIND = "token"
+
 CHECKS: dict[str, str] = {
-    "token": "mailwarden.checks.token:TokenCheck",
+    TOKEN_KIND: "mailwarden.checks.token:TokenCheck",
     "secret_expiry": "mailwarden.checks.secret_expiry:SecretExpiryCheck",
     "imap": "mailwarden.checks.imap:ImapCheck",
     "pop": "mailwarden.checks.pop:PopCheck",

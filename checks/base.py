@@ -8,7 +8,7 @@ the runner, so one broken check never stops the others.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, ClassVar, Literal, Protocol
@@ -166,13 +166,33 @@ class CheckContext:
         return self.clock()
 
 
+Flow = Literal["app", "delegated"]
+FLOWS: tuple[Flow, ...] = ("app", "delegated")
+# One permission a check needs: (resource, alternatives). The resource is checks.permissions' GRAPH or EXCHANGE (a
+# name, not a URI: the URI depends on the cloud); any one alternative satisfies it, the first is the one a fix names.
+Permission = tuple[str, tuple[str, ...]]
+
+
 class Check(Protocol):
+    """A check kind's declarations (class attributes: what the application knows of the kind without running it) and
+    its ``run``. ``tests/checks/test_declarations.py`` checks them for every registered kind."""
+
     kind: ClassVar[str]
+    # Its options (the integration's ``checks.<kind>`` mapping): parsed once, when the configuration is loaded.
     config_model: ClassVar[type[BaseModel]]
-    # Mailbox checks depend on the token check and are `blocked` while it fails.
-    depends_on_token: ClassVar[bool]
+    # The kinds that run before it in a cycle, and while one of them fails it is `blocked` (code
+    # ``blocked_by_<kind>``): the mailbox checks depend on the token check (checks.TOKEN_KIND).
+    depends_on: ClassVar[tuple[str, ...]]
+    # The permissions its token must carry, per flow: the token check asks for and verifies those of every check of
+    # its integration (checks.permissions.needs). Empty for a check that asks for no token of the app.
+    needs: ClassVar[Mapping[Flow, tuple[Permission, ...]]]
+    # It asks Entra ID for a token as the integration's app (in the integration's tenant).
+    uses_app_token: ClassVar[bool]
     # It signs in as the integration's app (with mailwarden's copy of its credential): never for an observe_only app.
     needs_credential: ClassVar[bool]
+    # The server it talks to, as the name of an ``Endpoints`` field (``imap``, ``pop``, ``smtp``: host and port;
+    # ``ews``, ``graph``: a URL); None for a check that talks to no mail server (the breaker's key is that server).
+    endpoint: ClassVar[str | None]
 
     async def run(self, ctx: CheckContext) -> Outcome: ...
 

@@ -3,7 +3,7 @@
 mailwarden's other checks prove that *its own* token and mailbox access work. This one reads the sign-ins of the
 integration's app by the consuming system (``ctx.signins``, the port ``checks.base.SignInLog``; mailwarden's own
 sign-ins are never among them) and says whether that system itself signs in. It asks nothing of the integration's
-token (``depends_on_token = False``).
+token (``uses_app_token = False``, ``depends_on = ()``).
 
 What counts (issue 16):
 - ``fail`` ``consumer_signin_failed`` only when every attempt since the consumer's last success failed with a
@@ -42,14 +42,14 @@ from __future__ import annotations
 import asyncio
 import math
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any, ClassVar
 
 from pydantic import BaseModel, ConfigDict, Field
 
 from mailwarden.checks import diagnoses
-from mailwarden.checks.base import CheckContext, Outcome, SignIn, SignInWindow, Status
+from mailwarden.checks.base import CheckContext, Flow, Outcome, Permission, SignIn, SignInWindow, Status
 from mailwarden.checks.credentials import AppCredential
 from mailwarden.durations import Duration
 
@@ -146,8 +146,11 @@ def _aadsts(code: int) -> str:
 class ConsumerCheck:
     kind: ClassVar[str] = KIND
     config_model: ClassVar[type[BaseModel]] = ConsumerOptions
-    depends_on_token: ClassVar[bool] = False  # it reads evidence through the monitor app, not the integration's token
+    depends_on: ClassVar[tuple[str, ...]] = ()
+    needs: ClassVar[Mapping[Flow, tuple[Permission, ...]]] = {}
+    uses_app_token: ClassVar[bool] = False  # it reads evidence through the monitor app, not the integration's token
     needs_credential: ClassVar[bool] = False
+    endpoint: ClassVar[str | None] = None
 
     async def run(self, ctx: CheckContext) -> Outcome:
         options: ConsumerOptions = ctx.options  # type: ignore[assignment]

@@ -1399,7 +1399,7 @@ def _steps(code: str, facts: Mapping[str, Any], tag: str | None = None) -> list[
 
 
 def render_fix(code: str, **facts: str | None) -> list[str]:
-    """The fix steps of ``code`` that apply to the result's facts (``monitor.runner.facts``), filled in (defaults
+    """The fix steps of ``code`` that apply to the result's facts (``checks.facts.facts``), filled in (defaults
     for the missing ones). A step for a flow, a check or a mailbox kind that the facts do not name is kept with a
     label saying what it is for."""
     return _steps(code, facts)

@@ -41,10 +41,11 @@ import httpx
 from pydantic import ConfigDict
 
 from mailwarden import days
-from mailwarden.checks import graph_client, mailflow
-from mailwarden.checks.base import CheckContext, Outcome, Status, mailbox_target
+from mailwarden.checks import TOKEN_KIND, graph_client, mailflow
+from mailwarden.checks.base import CheckContext, Flow, Outcome, Permission, Status, mailbox_target
 from mailwarden.checks.mailbox import Probe, fetch_token, tls_context
 from mailwarden.checks.network import network_outcome
+from mailwarden.checks.permissions import EXCHANGE
 from mailwarden.durations import retry_after
 from mailwarden.redact import redact
 
@@ -266,8 +267,12 @@ def classify(status: int, headers: Mapping[str, str], body: str) -> Verdict:
 class EwsCheck:
     kind: ClassVar[str] = "ews"
     config_model: ClassVar[type[EwsOptions]] = EwsOptions
-    depends_on_token: ClassVar[bool] = True
+    depends_on: ClassVar[tuple[str, ...]] = (TOKEN_KIND,)
+    needs: ClassVar[Mapping[Flow, tuple[Permission, ...]]] = {
+        "app": ((EXCHANGE, ("full_access_as_app",)),), "delegated": ((EXCHANGE, ("EWS.AccessAsUser.All",)),)}
+    uses_app_token: ClassVar[bool] = True
     needs_credential: ClassVar[bool] = True
+    endpoint: ClassVar[str | None] = "ews"
 
     async def run(self, ctx: CheckContext) -> Outcome:
         token = await asyncio.to_thread(fetch_token, ctx, self.kind)

@@ -22,10 +22,11 @@ from typing import Any, ClassVar, NamedTuple
 
 from pydantic import BaseModel, ConfigDict
 
-from mailwarden.checks import graph_client, mailflow
-from mailwarden.checks.base import CheckContext, Outcome, Status, mailbox_target, token_target
+from mailwarden.checks import TOKEN_KIND, graph_client, mailflow
+from mailwarden.checks.base import CheckContext, Flow, Outcome, Permission, Status, mailbox_target, token_target
 from mailwarden.checks.mailbox import Probe, fetch_token
 from mailwarden.checks.network import network_outcome
+from mailwarden.checks.permissions import GRAPH
 from mailwarden.durations import retry_after
 from mailwarden.redact import redact
 
@@ -134,8 +135,14 @@ async def _inbox_counts(users: Any) -> InboxCounts | None:
 class GraphMailCheck:
     kind: ClassVar[str] = "graph_mail"
     config_model: ClassVar[type[BaseModel]] = GraphMailOptions
-    depends_on_token: ClassVar[bool] = True
+    depends_on: ClassVar[tuple[str, ...]] = (TOKEN_KIND,)
+    needs: ClassVar[Mapping[Flow, tuple[Permission, ...]]] = {
+        "app": ((GRAPH, ("Mail.ReadWrite",)),),
+        # .Shared reaches the signed-in user's own mailbox and the shared ones; plain Mail.ReadWrite only its own
+        "delegated": ((GRAPH, ("Mail.ReadWrite.Shared", "Mail.ReadWrite")),)}
+    uses_app_token: ClassVar[bool] = True
     needs_credential: ClassVar[bool] = True
+    endpoint: ClassVar[str | None] = "graph"
 
     async def run(self, ctx: CheckContext) -> Outcome:
         token = await asyncio.to_thread(fetch_token, ctx, self.kind)

@@ -12,6 +12,7 @@ from __future__ import annotations
 import imaplib
 import re
 import time
+from collections.abc import Mapping
 from datetime import datetime, timedelta, timezone
 from email.parser import BytesHeaderParser
 from typing import Any, ClassVar
@@ -19,7 +20,7 @@ from typing import Any, ClassVar
 from pydantic import BaseModel, ConfigDict
 
 from mailwarden.checks import mailflow
-from mailwarden.checks.base import CheckContext, Outcome, Status, mailbox_target
+from mailwarden.checks.base import CheckContext, Flow, Outcome, Permission, Status, mailbox_target
 from mailwarden.checks.mailbox import (
     SASL_PLACEHOLDER,
     Probe,
@@ -30,6 +31,7 @@ from mailwarden.checks.mailbox import (
     tls_context,
     xoauth2,
 )
+from mailwarden.checks.permissions import EXCHANGE
 
 
 class ImapOptions(mailflow.RenamedBacklogOptions):
@@ -88,6 +90,9 @@ def classify_login(error: str) -> tuple[Status, str]:
 class ImapCheck(ProtocolCheck):
     kind: ClassVar[str] = "imap"
     config_model: ClassVar[type[BaseModel]] = ImapOptions
+    needs: ClassVar[Mapping[Flow, tuple[Permission, ...]]] = {
+        "app": ((EXCHANGE, ("IMAP.AccessAsApp",)),), "delegated": ((EXCHANGE, ("IMAP.AccessAsUser.All",)),)}
+    endpoint: ClassVar[str | None] = "imap"
 
     def _converse(self, ctx: CheckContext, token: str) -> Outcome:
         probe = Probe()

@@ -20,7 +20,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, TypeVar
 
-from mailwarden.checks import permissions
+from mailwarden.checks import TOKEN_KIND, permissions
 from mailwarden.checks.base import CheckContext, Outcome, Status, token_target
 from mailwarden.checks.network import network_outcome
 from mailwarden.checks.replies import REPLIES
@@ -210,8 +210,10 @@ class ProtocolCheck:
     with the token the consuming system would present. Subclasses write ``_converse``."""
 
     kind: ClassVar[str]
-    depends_on_token: ClassVar[bool] = True
+    depends_on: ClassVar[tuple[str, ...]] = (TOKEN_KIND,)
+    uses_app_token: ClassVar[bool] = True
     needs_credential: ClassVar[bool] = True
+    endpoint: ClassVar[str | None]
 
     async def run(self, ctx: CheckContext) -> Outcome:
         return await asyncio.to_thread(self._run_blocking, ctx)
@@ -231,7 +233,7 @@ class ProtocolCheck:
         if _watchdog.fired(deadline):
             # the server did not finish within the timeout and mailwarden hung up: whatever the socket then
             # raised (EOF, reset, a half-read line), the cause is the silence, never a reply
-            endpoint = getattr(ctx.endpoints, self.kind)
+            endpoint = getattr(ctx.endpoints, self.endpoint or self.kind)
             return Outcome(Status.ERROR, "timeout", f"{endpoint} did not finish the {self.kind.upper()} conversation "
                            f"within {ctx.timeout_s:g} s; mailwarden hung up", latency_ms=outcome.latency_ms,
                            metrics={"phases_ms": outcome.metrics.get("phases_ms", {})},
@@ -267,7 +269,7 @@ def auth_causes(ctx: CheckContext, kind: str) -> str:
     need = permissions.needs(integ.flow, [kind])
     perm = need[0].label if need else "the protocol permission"
     # a mailbox check runs only once the token check passed, and that check saw the permission in the token
-    checked = "token" in integ.checks
+    checked = TOKEN_KIND in integ.checks
     if integ.flow == "app":
         return (f"likely: {'' if checked else f'the app lacks {perm}, '}its service principal is not registered in "
                 f"Exchange (New-ServicePrincipal), or it has no FullAccess on {integ.mailbox} (Add-MailboxPermission)")

@@ -1,4 +1,5 @@
-"""Which permission each check needs, by flow: the token check compares these with the token's claims.
+"""The permissions an integration's token must carry: what its checks declare (``Check.needs``, per flow), which
+the token check compares with the token's claims.
 
 Each requirement is a tuple of alternatives (any one satisfies it), the one a fix names first. No alternative is
 weaker than what the consuming system needs: a Graph consumer (the Sinch kind) reads and writes mail, so a token
@@ -14,6 +15,8 @@ POP or SMTP connection using OAuth" and EWS OAuth pages; the seeds' guides say t
 from __future__ import annotations
 
 from dataclasses import dataclass
+
+from mailwarden import checks
 
 GRAPH = "graph"
 EXCHANGE = "exchange"
@@ -36,29 +39,19 @@ class Need:
         return self.any_of[0]
 
 
-_APP: dict[str, list[tuple[str, tuple[str, ...]]]] = {
-    "imap": [(EXCHANGE, ("IMAP.AccessAsApp",))],
-    "pop": [(EXCHANGE, ("POP.AccessAsApp",))],
-    "smtp": [(EXCHANGE, ("SMTP.SendAsApp",))],
-    "ews": [(EXCHANGE, ("full_access_as_app",))],
-    "graph_mail": [(GRAPH, ("Mail.ReadWrite",))],
-}
-_DELEGATED: dict[str, list[tuple[str, tuple[str, ...]]]] = {
-    "imap": [(EXCHANGE, ("IMAP.AccessAsUser.All",))],
-    "pop": [(EXCHANGE, ("POP.AccessAsUser.All",))],
-    "smtp": [(EXCHANGE, ("SMTP.Send",))],
-    "ews": [(EXCHANGE, ("EWS.AccessAsUser.All",))],
-    # .Shared reaches the signed-in user's own mailbox and the shared ones; plain Mail.ReadWrite only its own
-    "graph_mail": [(GRAPH, ("Mail.ReadWrite.Shared", "Mail.ReadWrite"))],
-}
+def of_kind(flow: str, kind: str) -> tuple[tuple[str, tuple[str, ...]], ...]:
+    """What a check of ``kind`` declares it needs in ``flow`` (its ``needs``); nothing for an unknown kind."""
+    if kind not in checks.REGISTRY:  # read when asked: the registry loads a kind's module on first use
+        return ()
+    return next((tuple(found) for f, found in checks.REGISTRY[kind].needs.items() if f == flow), ())
 
 
 def needs(flow: str, check_kinds: list[str] | tuple[str, ...], require: list[str] | tuple[str, ...] = ()) -> list[Need]:
-    """What an integration's token must carry: from its checks, plus explicit "resource:Name" entries."""
-    table = _APP if flow == "app" else _DELEGATED
+    """What an integration's token must carry: what its checks declare (``Check.needs``), plus explicit
+    "resource:Name" entries."""
     out: list[Need] = []
     for kind in check_kinds:
-        for resource, alternatives in table.get(kind, []):
+        for resource, alternatives in of_kind(flow, kind):
             out.append(Need(resource, alternatives, kind))
     for item in require:
         resource, _, name = item.partition(":")

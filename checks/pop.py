@@ -11,12 +11,13 @@ dated by the headers `TOP 1 0` returns (the message stays unread and in place).
 from __future__ import annotations
 
 import poplib
+from collections.abc import Mapping
 from typing import ClassVar
 
 from pydantic import BaseModel, ConfigDict, Field
 
 from mailwarden.checks import mailflow
-from mailwarden.checks.base import CheckContext, Outcome, Status, mailbox_target
+from mailwarden.checks.base import CheckContext, Flow, Outcome, Permission, Status, mailbox_target
 from mailwarden.checks.mailbox import (
     SASL_PLACEHOLDER,
     Probe,
@@ -27,6 +28,7 @@ from mailwarden.checks.mailbox import (
     tls_context,
     xoauth2_b64,
 )
+from mailwarden.checks.permissions import EXCHANGE
 
 
 class PopOptions(mailflow.UnsearchedBacklogOptions):
@@ -65,6 +67,9 @@ def classify_login(reply: str, line_length: int = 0) -> tuple[Status, str]:
 class PopCheck(ProtocolCheck):
     kind: ClassVar[str] = "pop"
     config_model: ClassVar[type[BaseModel]] = PopOptions
+    needs: ClassVar[Mapping[Flow, tuple[Permission, ...]]] = {
+        "app": ((EXCHANGE, ("POP.AccessAsApp",)),), "delegated": ((EXCHANGE, ("POP.AccessAsUser.All",)),)}
+    endpoint: ClassVar[str | None] = "pop"
 
     def _converse(self, ctx: CheckContext, token: str) -> Outcome:
         endpoint = ctx.endpoints.pop

@@ -10,6 +10,7 @@ could not be read: ``graph_unreadable`` (the monitor app lacks access) is said o
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from datetime import UTC, datetime, time
 from typing import Any, ClassVar
 
@@ -17,7 +18,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from mailwarden import days
 from mailwarden.checks import credentials
-from mailwarden.checks.base import CheckContext, Outcome, Status
+from mailwarden.checks.base import CheckContext, Flow, Outcome, Permission, Status
 from mailwarden.errors import SecretReferenceError
 
 
@@ -42,8 +43,11 @@ def judge(end: datetime, now: datetime, warning_days: int, kind: str) -> tuple[S
 class SecretExpiryCheck:
     kind: ClassVar[str] = "secret_expiry"
     config_model: ClassVar[type[BaseModel]] = SecretExpiryOptions
-    depends_on_token: ClassVar[bool] = False
+    depends_on: ClassVar[tuple[str, ...]] = ()
+    needs: ClassVar[Mapping[Flow, tuple[Permission, ...]]] = {}
+    uses_app_token: ClassVar[bool] = False
     needs_credential: ClassVar[bool] = False  # read through the monitor app; the copy only names the one in use
+    endpoint: ClassVar[str | None] = None
 
     async def run(self, ctx: CheckContext) -> Outcome:
         options: SecretExpiryOptions = ctx.options  # type: ignore[assignment]

@@ -12,13 +12,14 @@ from __future__ import annotations
 import smtplib
 import time
 import uuid
+from collections.abc import Mapping
 from email.message import EmailMessage
 from typing import Any, ClassVar
 
 from pydantic import BaseModel, ConfigDict
 
 from mailwarden.checks import mailflow
-from mailwarden.checks.base import CheckContext, Outcome, Status, mailbox_target
+from mailwarden.checks.base import CheckContext, Flow, Outcome, Permission, Status, mailbox_target
 from mailwarden.checks.mailbox import (
     SASL_PLACEHOLDER,
     Probe,
@@ -28,6 +29,7 @@ from mailwarden.checks.mailbox import (
     tls_context,
     xoauth2,
 )
+from mailwarden.checks.permissions import EXCHANGE
 
 
 class SmtpOptions(BaseModel):
@@ -129,6 +131,9 @@ def login_identity(flow: str, mailbox: str, account: str | None) -> str:
 class SmtpCheck(ProtocolCheck):
     kind: ClassVar[str] = "smtp"
     config_model: ClassVar[type[BaseModel]] = SmtpOptions
+    needs: ClassVar[Mapping[Flow, tuple[Permission, ...]]] = {
+        "app": ((EXCHANGE, ("SMTP.SendAsApp",)),), "delegated": ((EXCHANGE, ("SMTP.Send",)),)}
+    endpoint: ClassVar[str | None] = "smtp"
 
     def _converse(self, ctx: CheckContext, token: str) -> Outcome:
         endpoint = ctx.endpoints.smtp

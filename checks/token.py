@@ -14,14 +14,15 @@ import base64
 import binascii
 import json
 import time
+from collections.abc import Mapping
 from typing import Any, ClassVar
 
 import jwt
 import requests
 from pydantic import BaseModel, ConfigDict, field_validator
 
-from mailwarden.checks import permissions
-from mailwarden.checks.base import CheckContext, Outcome, Status, token_target
+from mailwarden.checks import TOKEN_KIND, permissions
+from mailwarden.checks.base import CheckContext, Flow, Outcome, Permission, Status, token_target
 from mailwarden.checks.diagnoses import AADSTS_STATUS, classify_aadsts
 from mailwarden.checks.network import http_session, network_outcome
 from mailwarden.checks.replies import REPLIES, TokenReply
@@ -194,10 +195,14 @@ def discovery_failure(ctx: CheckContext, exc: BaseException) -> Outcome:
 
 
 class TokenCheck:
-    kind: ClassVar[str] = "token"
+    kind: ClassVar[str] = TOKEN_KIND
     config_model: ClassVar[type[BaseModel]] = TokenOptions
-    depends_on_token: ClassVar[bool] = False
+    depends_on: ClassVar[tuple[str, ...]] = ()
+    # none of its own: it asks for and verifies what its integration's checks declare (and its `require`)
+    needs: ClassVar[Mapping[Flow, tuple[Permission, ...]]] = {}
+    uses_app_token: ClassVar[bool] = True
     needs_credential: ClassVar[bool] = True
+    endpoint: ClassVar[str | None] = None  # Entra ID's token endpoint, not a mail server
 
     async def run(self, ctx: CheckContext) -> Outcome:
         integ = ctx.integration

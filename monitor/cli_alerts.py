@@ -19,11 +19,11 @@ app.add_typer(alerts_app, name="alerts")
 
 def dispatch_once(runtime) -> None:
     """After `mailwarden check`: one dispatch cycle; a failure is reported, never changes the exit code."""
-    from mailwarden.alerts.dispatcher import Dispatcher
+    from mailwarden.monitor.alerting import make_dispatcher
     from mailwarden.monitor.reauth_links import for_runtime
 
     try:
-        report = Dispatcher(runtime.config, runtime.store, reauth_urls=for_runtime(runtime)).run_once()
+        report = make_dispatcher(runtime.config, runtime.store, reauth_urls=for_runtime(runtime)).run_once()
     except MailwardenError as exc:
         typer.echo(f"mailwarden: alerts not dispatched: {exc.message()}", err=True)
         return
@@ -134,7 +134,7 @@ def alerts_test(config: ConfigOpt = None,
     error.
     """
     from mailwarden.alerts import routes as routes_mod
-    from mailwarden.alerts.dispatcher import Dispatcher
+    from mailwarden.monitor.alerting import make_dispatcher
 
     cfg, store = _store(config)
     try:
@@ -142,7 +142,7 @@ def alerts_test(config: ConfigOpt = None,
         if not chosen:
             raise fail("no alert route matches" + (f" {route!r}" if route else " (alerts.routes is empty)"),
                        EXIT_UNKNOWN)
-        results = Dispatcher(cfg, store).test(chosen)
+        results = make_dispatcher(cfg, store).test(chosen)
     finally:
         store.close()
     for name, outcome in results:

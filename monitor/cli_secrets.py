@@ -50,7 +50,7 @@ def secrets(ctx: typer.Context, config: ConfigOpt = None, fmt: FormatOpt = "tabl
     """
     if ctx.invoked_subcommand is not None:
         return
-    from mailwarden.alerts.secrets import api_secrets
+    from mailwarden.monitor.secrets import api_secrets
 
     runtime = _runtime(config, fmt)
     try:
@@ -106,7 +106,7 @@ def _table(rows: list[dict]) -> None:
 def run(config: ConfigOpt = None) -> None:
     """Run one reminders/rotation cycle now (what `serve` does every hour), then dispatch alerts once.
     Exit 0, 1 when an app could not be handled, 3 config/database error or a usage error."""
-    from mailwarden.alerts.secrets import SecretsCycle
+    from mailwarden.monitor.secrets import SecretsCycle
 
     runtime = _runtime(config)
     try:
@@ -157,7 +157,7 @@ def remove_old(app_name: Annotated[str, typer.Argument(help="The app (its name i
     """Remove the old secret of the app's rotation through Graph (removePassword), now. Refused while
     mailwarden's configured secret still matches it, or before its token checks passed with the new one.
     Exit 0 removed, 1 refused or failed, 3 config/database error, an app not in the config, or a usage error."""
-    from mailwarden.alerts.secrets import SecretsCycle
+    from mailwarden.monitor.secrets import SecretsCycle
 
     runtime = _runtime(config)
     try:
@@ -172,7 +172,7 @@ def remove_old(app_name: Annotated[str, typer.Argument(help="The app (its name i
 
 
 async def _remove(cycle, app_name: str) -> tuple[int, str]:
-    from mailwarden.alerts.rotation import Observation
+    from mailwarden.monitor.rotation import Observation
 
     client_id = cycle.config.apps[app_name].client_id
     rows = [r for r in cycle.store.rotations(client_id, open_only=True) if r.state == "in_use"]

@@ -466,7 +466,9 @@ def _kinds_json_schema(schema: dict[str, Any]) -> None:
 
 
 def _default_checks() -> dict[str, dict[str, Any]]:
-    return {"token": {}, "secret_expiry": {}}
+    from mailwarden.checks import TOKEN_KIND
+
+    return {TOKEN_KIND: {}, "secret_expiry": {}}
 
 
 class IntegrationConfig(_Model):
@@ -529,6 +531,38 @@ class IntegrationConfig(_Model):
         if self.flow == "app" and self.account:
             raise ValueError("'account' is only for flow: delegated (app-only has no signed-in user)")
         return self
+
+    # each check's options as its kind's model (checks.base.Check.config_model), parsed once when the configuration
+    # is loaded; every run of the check reads them here (``options``)
+    _options: dict[str, BaseModel] = PrivateAttr(default_factory=dict)
+
+    @model_validator(mode="after")
+    def _parse_options(self) -> IntegrationConfig:
+        self.parse_options()
+        return self
+
+    def parse_options(self) -> None:
+        """Parse every check's options with its kind's ``config_model``. An unknown kind or invalid options are
+        left out here: the configuration's check of names and options (``_cross_references``) refuses them, each
+        with its key and line."""
+        from mailwarden.checks import REGISTRY  # late: the registry imports this module's types
+
+        parsed: dict[str, BaseModel] = {}
+        for kind, opts in self.checks.items():
+            if kind in REGISTRY:
+                try:
+                    parsed[kind] = REGISTRY[kind].config_model.model_validate(opts)
+                except ValidationError:
+                    continue
+        self._options = parsed
+
+    def options(self, kind: str) -> BaseModel:
+        """The options of its ``kind`` check, as parsed when the configuration was loaded."""
+        try:
+            return self._options[kind]
+        except KeyError:
+            raise ConfigError(f"integration {self.name!r} has no valid options of a {kind!r} check "
+                              f"(checks: {', '.join(self.checks) or 'none'})") from None
 
 
 class RouteConfig(_Model):
@@ -793,6 +827,7 @@ class Config(_Model):
         for integ in cfg.integrations:  # an observe-only app's integrations cannot sign in: other default checks
             if "checks" not in integ.model_fields_set and cfg.apps[integ.app].observe_only:
                 integ.checks = {k: dict(v) for k, v in OBSERVE_ONLY_CHECKS.items()}
+                integ.parse_options()
         return cfg
 
 

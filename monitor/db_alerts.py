@@ -23,7 +23,6 @@ no answer came, so it is not sent again.
 
 from __future__ import annotations
 
-import json
 from collections import defaultdict
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
@@ -34,32 +33,12 @@ from sqlalchemy import delete, exists, or_, update
 from sqlalchemy import select as core_select
 from sqlmodel import Session, col, select
 
-from mailwarden.monitor.models import (
-    AlertDelivery,
-    CheckResult,
-    CheckState,
-    Incident,
-    Meta,
-    Notification,
-    Transition,
-    table_of,
-)
+from mailwarden.alerts.records import NOTICE, AlertDelivery, Incident, Notification
+from mailwarden.monitor.models import CheckResult, CheckState, Meta, Transition, table_of
 
 _ALERTS_LOCK = 726193500452
-NOTICE = "notice"  # AlertDelivery.state of a notice decided by a fold, not yet rendered and routed
 NEXT_DUE = "alerts.next_due"  # Meta: when the policy's time-driven rules next act (ISO 8601; "" for never)
 UNCONFIRMED = "unconfirmed"  # AlertDelivery.state, and the start of its Notification's error: sent, answer missing
-
-
-def notice_row(key: str, kind: str, incident_id: int | None, params: dict[str, Any], now: datetime) -> AlertDelivery:
-    """A notice a fold decided, as an outbox row until it is rendered and routed: no route yet, state ``NOTICE``
-    (never claimed for sending); ``params`` (JSON in the body) hold what rendering needs besides the incident."""
-    return AlertDelivery(key=key, incident_id=incident_id, kind=kind, route="", service=0, state=NOTICE,
-                         body_text=json.dumps(params), next_attempt_at=now, created_at=now)
-
-
-def notice_params(row: AlertDelivery) -> dict[str, Any]:
-    return json.loads(row.body_text or "{}")
 
 
 def attempt_outcome(n: Notification) -> str:

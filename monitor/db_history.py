@@ -27,6 +27,7 @@ from sqlalchemy.sql.functions import FunctionElement
 from sqlalchemy.types import Integer, NullType
 from sqlmodel import col, select
 
+from mailwarden.columns import UTCDateTime
 from mailwarden.monitor.models import (
     CheckResult,
     CheckRollup,
@@ -35,7 +36,6 @@ from mailwarden.monitor.models import (
     IntegrationRollup,
     Meta,
     Transition,
-    UTCDateTime,
     table_of,
 )
 

@@ -13,7 +13,8 @@ from typing import Any
 
 from sqlmodel import col, select
 
-from mailwarden.monitor.models import AlertDelivery, ExpiryReminder, Rotation, RotationEvent
+from mailwarden.alerts.records import AlertDelivery
+from mailwarden.monitor.models import ExpiryReminder, Rotation, RotationEvent
 from mailwarden.redact import redact
 
 

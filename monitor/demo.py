@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any
 import yaml
 from rich.console import Console
 
+from mailwarden.checks import TOKEN_KIND
 from mailwarden.errors import MailwardenError
 from mailwarden.monitor import config as config_mod
 from mailwarden.monitor import reauth
@@ -154,7 +155,7 @@ def write_config(workdir: Path, endpoints: dict[str, str], scenario: dict, inter
     for spec in INTEGRATIONS:
         item = {k: v for k, v in spec.items() if k != "checks"}
         item["app"] = _slug(spec["app"])
-        item["checks"] = {"token": {}, **spec["checks"], "secret_expiry": {}}
+        item["checks"] = {TOKEN_KIND: {}, **spec["checks"], "secret_expiry": {}}
         integrations.append(item)
     doc = {
         "database": "sqlite:///mailwarden.db",
@@ -214,13 +215,13 @@ def first_secrets_cycle(runtime: Runtime, *, dispatch: bool = True) -> None:
     """The reminders due at start: the Agiloft secret ends in 10 days (its 14-day reminder, naming both
     agiloft-* integrations), enaio's has expired (its on-expiry reminder). Without ``dispatch`` they wait in
     the outbox for the scheduler's dispatch job, so the interactive demo prints its dashboard URL first."""
-    from mailwarden.alerts.dispatcher import Dispatcher
-    from mailwarden.alerts.secrets import SecretsCycle
+    from mailwarden.monitor.alerting import make_dispatcher
     from mailwarden.monitor.reauth_links import for_runtime
+    from mailwarden.monitor.secrets import SecretsCycle
 
     asyncio.run(SecretsCycle.of(runtime).run())
     if dispatch:
-        Dispatcher(runtime.config, runtime.store, reauth_urls=for_runtime(runtime)).run_once()
+        make_dispatcher(runtime.config, runtime.store, reauth_urls=for_runtime(runtime)).run_once()
 
 
 def first_consumer_rounds(sb, runtime: Runtime) -> None:

@@ -17,6 +17,7 @@ import re
 from datetime import UTC, datetime
 from typing import Any, cast
 
+from mailwarden.checks import TOKEN_KIND
 from mailwarden.monitor import discover_model as m
 from mailwarden.monitor.config import AppConfig, Config
 
@@ -210,7 +211,7 @@ def _entries(f: m.AppFinding, tenant: str, domain: str, app_names: set[str], int
     flows = f.flows()
     for fl in flows:
         kinds, require = f.checks(fl)
-        checks: dict[str, dict] = {} if observe else {"token": {"require": require} if require else {}}
+        checks: dict[str, dict] = {} if observe else {TOKEN_KIND: {"require": require} if require else {}}
         if f.credentials_known and (secrets or certs):
             checks["secret_expiry"] = {}
         for k in ([] if observe else kinds):  # the mailbox checks sign in as the app

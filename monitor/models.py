@@ -9,43 +9,17 @@ Changing a table here needs a migration in ``monitor/migrations/versions``.
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
 
-from sqlalchemy import JSON, DateTime, Index, LargeBinary, Table, Text, UniqueConstraint, false, text
-from sqlalchemy.types import TypeDecorator
+from sqlalchemy import JSON, Index, LargeBinary, Table, Text, UniqueConstraint, false, text
 from sqlmodel import Field, SQLModel
 
+from mailwarden.alerts.records import AlertDelivery, Incident, Notification
+from mailwarden.columns import ts as _ts
 
-class UTCDateTime(TypeDecorator):
-    """DateTime(timezone=True) that always hands back aware UTC datetimes and refuses naive ones.
-
-    SQLite stores no offset, so values are normalised to UTC on the way in and labelled UTC on the
-    way out; PostgreSQL returns them in the session time zone, converted back to UTC here.
-    """
-
-    impl = DateTime(timezone=True)
-    cache_ok = True
-
-    def process_bind_param(self, value: datetime | None, dialect: Any) -> datetime | None:
-        if value is None:
-            return None
-        if value.tzinfo is None:
-            raise ValueError(f"naive datetime {value.isoformat()}: pass a timezone-aware UTC datetime")
-        value = value.astimezone(UTC)
-        return value.replace(tzinfo=None) if dialect.name == "sqlite" else value
-
-    def process_result_value(self, value: datetime | None, dialect: Any) -> datetime | None:
-        if value is None:
-            return None
-        return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
-
-
-def _ts(*, nullable: bool = False, index: bool = False, default: Any = ...) -> Any:
-    kw: dict[str, Any] = {"sa_type": UTCDateTime, "nullable": nullable, "index": index}
-    if default is not ...:
-        kw["default"] = default
-    return Field(**kw)
+# the alert tables (incidents, the outbox, send attempts) are the alerts layer's own records, stored here too
+ALERT_TABLES = (Incident, AlertDelivery, Notification)
 
 
 class Integration(SQLModel, table=True):
@@ -183,85 +157,6 @@ class Meta(SQLModel, table=True):
 
     key: str = Field(primary_key=True)
     value: str
-
-
-class Incident(SQLModel, table=True):
-    """One problem a person should hear about, from the transition to failing until recovery.
-
-    ``key`` says what it is about (see ``alerts.policy.incident_key``); at most one open incident per key.
-    ``members`` lists the failing (integration, check) pairs it covers, ``affected`` every integration
-    named in the message (all users of a shared app credential)."""
-
-    __tablename__ = "incidents"
-    __table_args__ = (Index("ix_incidents_status_key", "status", "key"),)
-
-    id: int | None = Field(default=None, primary_key=True)
-    key: str
-    kind: str  # single | credential | grouped | flapping
-    code: str
-    tenant: str | None = None
-    client_id: str | None = None
-    status: str = "open"  # open | resolved
-    members: list[dict[str, Any]] = Field(default_factory=list, sa_type=JSON)
-    affected: list[str] = Field(default_factory=list, sa_type=JSON)
-    opened_at: datetime = _ts()
-    notify_after: datetime | None = _ts(nullable=True, default=None)  # opening notice held until then
-    notified_at: datetime | None = _ts(nullable=True, default=None)  # opening notice (or summary) sent
-    last_notice_at: datetime | None = _ts(nullable=True, default=None)
-    reminders: int = 0
-    sequence: int = 0  # of the last notice: the stable key is (id, kind, sequence)
-    resolved_at: datetime | None = _ts(nullable=True, default=None)
-    resolve_reason: str | None = None  # recovered | removed | paused | superseded | merged | stable
-    ack_by: str | None = None
-    ack_at: datetime | None = _ts(nullable=True, default=None)
-    snoozed_until: datetime | None = _ts(nullable=True, default=None)
-    held_window: str | None = None  # maintenance window that held a notice back, until its summary
-    held_until: datetime | None = _ts(nullable=True, default=None)
-
-
-class AlertDelivery(SQLModel, table=True):
-    """The outbox: one message to one service of one route, claimed by one sender at a time."""
-
-    __tablename__ = "alert_deliveries"
-    __table_args__ = (UniqueConstraint("key", "route", "service", name="uq_alert_deliveries_key_route_service"),
-                      Index("ix_alert_deliveries_state_next", "state", "next_attempt_at"))
-
-    id: int | None = Field(default=None, primary_key=True)
-    key: str  # "<incident id>/<kind>/<sequence>" (or "maintenance/<window>/<end>/1")
-    incident_id: int | None = None
-    kind: str
-    route: str
-    service: int = 0  # index of the URL within the route
-    title: str = Field(default="", sa_type=Text)
-    body_text: str = Field(default="", sa_type=Text)
-    body_markdown: str = Field(default="", sa_type=Text)
-    notify_type: str = "failure"  # apprise NotifyType: info | success | warning | failure
-    state: str = "pending"  # notice (folded, not routed) | pending | sent | failed | unconfirmed (no answer in time)
-    attempts: int = 0
-    next_attempt_at: datetime = _ts()
-    claimed_by: str | None = None
-    claimed_until: datetime | None = _ts(nullable=True, default=None)
-    created_at: datetime = _ts()
-    sent_at: datetime | None = _ts(nullable=True, default=None)
-
-
-class Notification(SQLModel, table=True):
-    """One send attempt (healthchecks' Notification): what, where, whether it worked and why not."""
-
-    __tablename__ = "notifications"
-    __table_args__ = (Index("ix_notifications_incident", "incident_id"),)
-
-    id: int | None = Field(default=None, primary_key=True)
-    delivery_id: int | None = None
-    incident_id: int | None = None
-    key: str
-    kind: str  # opened | reminder | resolved | grouped | flapping | maintenance_summary | test
-    route: str
-    service: str = ""  # the service URL with credentials masked (Apprise privacy=True)
-    ok: bool
-    error: str | None = Field(default=None, sa_type=Text)
-    permanent: bool = False
-    at: datetime = _ts(index=True)
 
 
 class CheckRollup(SQLModel, table=True):

@@ -14,7 +14,7 @@ from typing import Any
 
 import yaml
 
-from mailwarden.checks import diagnoses
+from mailwarden.checks import TOKEN_KIND, diagnoses
 from mailwarden.errors import ConfigError
 
 _GUID = re.compile(r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$")
@@ -203,7 +203,7 @@ def plan(system: System, ans: Answers, existing: dict[str, Any]) -> Plan:
             entry["account"] = ans.account.lower() if ans.account else None
         entry["mailbox"] = mailbox.lower()
         entry["system"] = system.name or ans.system_name or "the consuming system"
-        entry_checks: dict[str, Any] = {"token": {"require": list(system.require)} if system.require else {}}
+        entry_checks: dict[str, Any] = {TOKEN_KIND: {"require": list(system.require)} if system.require else {}}
         entry_checks.update({k: dict(v) for k, v in checks.items() if k != "consumer" or _reads_signins(existing)})
         entry_checks["secret_expiry"] = {}
         entry["checks"] = entry_checks

@@ -24,11 +24,11 @@ COLOURS = {"ok": "green", "warn": "yellow", "fail": "bold red", "error": "magent
 def result_json(config: Config, r: Any) -> dict[str, Any]:
     """One result (a ``CheckResult`` row: stored, or as it would have been stored) as JSON: what `mailwarden check
     --format json` and the demo print, and what /api/results and /api/integrations/NAME answer. The fix steps are
-    chosen by the result's own facts and check kind, for the integration's flow (``monitor.runner.facts``);
+    chosen by the result's own facts and check kind, for the integration's flow (``checks.facts.facts``);
     ``details`` are the stored metrics plus the integration's tenant, flow and mailbox (None once it has left the
     config). ``id`` is None for a result that could not be stored."""
     from mailwarden.checks.diagnoses import render_fix
-    from mailwarden.monitor.runner import facts
+    from mailwarden.checks.facts import facts
     from mailwarden.redact import redact
 
     outcome = Outcome(Status(r.status), r.code, r.summary, r.latency_ms, dict(r.details or {}))

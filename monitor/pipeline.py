@@ -28,7 +28,7 @@ import logging
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
-from mailwarden.checks import diagnoses
+from mailwarden.checks import TOKEN_KIND, diagnoses
 from mailwarden.errors import MailwardenError, StorageError
 from mailwarden.monitor.buffer import Pending, ResultBuffer
 
@@ -40,7 +40,7 @@ if TYPE_CHECKING:  # pragma: no cover
 log = logging.getLogger("mailwarden.runner")
 GOOD = ("ok", "warn")
 BAD = ("fail", "error")
-TOKEN = "token"  # monitor.runner.TOKEN (the runner imports this module)
+TOKEN = TOKEN_KIND
 
 Subscriber = Callable[["RunResult"], None]
 

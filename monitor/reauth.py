@@ -30,7 +30,7 @@ from urllib.parse import parse_qs, quote, urlsplit
 import msal
 import requests
 
-from mailwarden.checks import graph_client, permissions
+from mailwarden.checks import TOKEN_KIND, graph_client, permissions
 from mailwarden.checks.diagnoses import classify_aadsts
 from mailwarden.checks.network import network_code
 from mailwarden.errors import MailwardenError
@@ -64,7 +64,7 @@ class ReauthResult:
 
 def required_scopes(tokens: TokenProvider, integ: IntegrationConfig) -> list[str]:
     """The delegated scopes a sign-in must grant for this integration's checks."""
-    token_opts = integ.checks.get("token") or {}
+    token_opts = integ.checks.get(TOKEN_KIND) or {}
     needs = permissions.needs("delegated", list(integ.checks), token_opts.get("require", []))
     scopes = permissions.delegated_scopes(scope_prefixes(tokens.endpoints, "delegated"), needs)
     return scopes or [f"{tokens.endpoints.graph_resource}/User.Read"]

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
-from mailwarden.checks import REGISTRY
+from mailwarden.checks import REGISTRY, TOKEN_KIND
 from mailwarden.checks.base import CheckContext, Outcome, SignInLog, Status, targets
 from mailwarden.errors import MailwardenError, StorageError
 from mailwarden.monitor.backoff import Backoff, Wait
@@ -38,7 +38,7 @@ if TYPE_CHECKING:  # pragma: no cover
     from mailwarden.monitor.tokens import TokenProvider
 
 log = logging.getLogger("mailwarden.runner")
-TOKEN = "token"
+TOKEN = TOKEN_KIND  # the token check: the mailbox checks depend on it (their `depends_on`)
 RUN_GRACE_S = 2.0
 
 
@@ -60,100 +60,6 @@ class RunResult:
 
         row = self.result or CheckResult(**result_row(self.integration, self.check, self.outcome, self.checked_at))
         return result_json(config, row)
-
-
-def facts(config: Config, integ: IntegrationConfig, outcome: Outcome | None = None,
-          check: str | Iterable[str] | None = None) -> dict[str, str | None]:
-    """What the diagnosis texts may name about an integration and one result of it (never a secret), and what the
-    catalog chooses its steps by (checks.diagnoses.Step). ``check``: the kind(s) of the result's check when the
-    caller knows them; else read from the result's metrics; else every check of the integration (the catalog keeps
-    those that can return the code, each step labelled with what it is for)."""
-    import re
-    from datetime import date
-
-    from mailwarden.checks import diagnoses, permissions
-
-    app = config.apps.get(integ.app)
-    tenant_name = (integ.tenant or app.tenant) if app else None
-    tenant = config.tenants.get(tenant_name or "")  # the integration's: its tokens and mailbox
-    home = config.tenants.get(app.tenant) if app else None  # the app's own: its credentials, read by its monitor app
-    metrics = outcome.metrics if outcome else {}
-    summary = outcome.summary if outcome else ""
-    code = outcome.code if outcome else None
-    if isinstance(check, str):
-        kinds = [k for k in check.split(",") if k]
-    elif check:
-        kinds = list(check)
-    else:  # what only one kind of check records
-        phases = set(metrics.get("phases_ms") or {})
-        guessed = ("token" if "needed_by" in metrics or "tokens" in metrics else
-                   "smtp" if "login_as" in metrics else
-                   "graph_mail" if "graph_code" in metrics or phases & {"inbox", "sendMail"} else
-                   "ews" if "getfolder" in phases or "response_code" in metrics or "notice" in metrics else
-                   "imap" if "select" in phases else "pop" if "stat" in phases else
-                   "secret_expiry" if "source" in metrics or "credentials_on_app" in metrics else None)
-        kinds = [guessed] if guessed in integ.checks else list(integ.checks)
-
-    # the permission the result is about, with where an admin adds it (API and type) and never a weaker one
-    require = list((integ.checks.get("token") or {}).get("require") or [])
-    found = permissions.find(integ.flow, list(integ.checks), require, str(metrics.get("permission") or ""))
-    if found is not None:
-        needs = [found]
-    elif metrics.get("needed_by") in integ.checks:  # a result stored before the need changed
-        needs = permissions.needs(integ.flow, [metrics["needed_by"]])
-    else:
-        needs = (permissions.needs(integ.flow, kinds, require if "token" in kinds else ())
-                 or permissions.needs(integ.flow, list(integ.checks), require))
-    grants = list(dict.fromkeys(n.grant for n in needs))
-    paths = list(dict.fromkeys(permissions.portal_path(n.resource, n.grant, integ.flow) for n in needs))
-
-    detail = summary or None
-    if code == "auth_failed" and " (likely: " in summary:  # the catalog gives the causes from these facts
-        detail = summary[:summary.index(" (likely: ")]
-    # secret_expiry: why the monitor app read nothing (monitor.credentials words its reason)
-    monitor = home.monitor_app if home else None
-    monitor_app = config.apps.get(monitor or "")
-    reason, monitor_code, problem = None, None, None
-    if code == "graph_unreadable":
-        aadsts = re.search(r"got no Graph token \(AADSTS(\d+)", summary)
-        if "names no monitor_app" in summary or not monitor:
-            reason = "no_monitor_app"
-        elif aadsts:
-            reason, monitor_code = "monitor_token", diagnoses.classify_aadsts([int(aadsts.group(1))])
-            problem = f"AADSTS{aadsts.group(1)}: {diagnoses.get(monitor_code).title}"
-        elif "'s Graph token:" in summary:
-            reason, monitor_code, problem = "monitor_token", "unknown", summary
-        elif "needs Application.Read.All" in summary:
-            reason = "forbidden"
-    retires = date.fromisoformat(metrics["retires_on"]) if metrics.get("retires_on") else None
-    return {
-        "system": integ.system, "integration": integ.name, "mailbox": integ.mailbox, "account": integ.account,
-        "flow": integ.flow, "check": ",".join(kinds),
-        "client_id": app.client_id if app else None, "app": (app.display_name or integ.app) if app else integ.app,
-        "tenant_id": tenant.tenant_id if tenant else None, "tenant": tenant_name,
-        # a multitenant app used outside its home tenant: where it is registered
-        "home_tenant_id": home.tenant_id if home and app and tenant_name != app.tenant else None,
-        "consent_url": (f"{config.endpoints_resolved().authority_for(tenant.tenant_id)}/adminconsent?client_id="
-                        f"{app.client_id}") if tenant and app else None,
-        "secret_field": integ.secret_field,
-        "copy": ("none" if app.observe_only else "held") if app else None,
-        "reauth_after_rotation": "yes" if integ.reauth_after_rotation else "no",
-        "permission": " and ".join(grants) or metrics.get("permission"), "permission_path": "; ".join(paths) or None,
-        "token_checked": "yes" if "token" in integ.checks else "no",
-        "days_left": str(metrics["days_left"]) if metrics.get("days_left") is not None else None,
-        "days_words": metrics.get("days_words"),
-        "expires_on": (metrics.get("expires_at") or "")[:10] or None,
-        "retires_on": f"{retires.day} {retires:%B %Y}" if retires else None,
-        "detail": detail,
-        "login": metrics.get("login_as") or (integ.account if integ.flow == "delegated" and "smtp" in kinds
-                                             else integ.mailbox),
-        "sender": (integ.checks.get("smtp") or {}).get("canary_from") or integ.mailbox,
-        "callback_url": config.web.base_url.rstrip("/") + "/auth/callback",
-        "ews_retirement": "yes" if "ews" in integ.checks and config.endpoints_resolved().exchange_online else None,
-        "graph_reason": reason, "monitor_code": monitor_code, "monitor_problem": problem,
-        "monitor_app": (monitor_app.display_name or monitor) if monitor_app else monitor,
-        "monitor_client_id": monitor_app.client_id if monitor_app else None,
-    }
 
 
 _WORKERS: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, tuple[int, ThreadPoolExecutor]] = \
@@ -240,7 +146,7 @@ class Runner:
         ensure_workers(self.config.concurrency.total + 8)
         integ = self.config.integration(name)
         check = REGISTRY[kind]
-        outcome = await self._blocked(integ, kind) if check.depends_on_token else None
+        outcome = await self._blocked(integ, check.depends_on)
         if outcome is None:
             outcome = self._waiting(integ, kind)
         if outcome is None:
@@ -297,41 +203,44 @@ class Runner:
         key = (name, kind)
         return (True, self._not_before[key]) if key in self._not_before else (False, None)
 
-    async def _blocked(self, integ: IntegrationConfig, kind: str) -> Outcome | None:
-        if TOKEN not in integ.checks:
-            return None
-        known = self._last.get((integ.name, TOKEN))
-        if known is not None:
-            # this runner ran the token check last: no store read (a thread hop and a query per mailbox
-            # check; bench/). A token check run by another process meanwhile (`mailwarden check`, a re-run on a
-            # follower) counts from this runner's next token run, at most one interval later.
-            last, code = known
-        else:
-            try:
-                if self.pipeline.buffer is not None and self.pipeline.buffer.outage:
-                    raise StorageError("storage outage")  # do not wait for a connect timeout per check
-                state = await asyncio.to_thread(self.store.get_state, integ.name, TOKEN)
-                last, code = (state.last_status, state.last_code) if state is not None else (None, None)
-            except StorageError:  # storage outage and no token run here yet: nothing known
-                last, code = None, None
-        if last in (Status.FAIL.value, Status.ERROR.value):
-            return Outcome(Status.BLOCKED, "blocked_by_token",
-                           f"not run: the token check is failing ({code or last})")
+    async def _blocked(self, integ: IntegrationConfig, depends_on: Iterable[str]) -> Outcome | None:
+        """``blocked_by_<kind>`` while a check this one depends on (``Check.depends_on``) fails."""
+        for dep in depends_on:
+            if dep not in integ.checks:
+                continue
+            last, code = await self._last_of(integ, dep)
+            if last in (Status.FAIL.value, Status.ERROR.value):
+                return Outcome(Status.BLOCKED, f"blocked_by_{dep}",
+                               f"not run: the {dep} check is failing ({code or last})")
         return None
 
-    def _server(self, integ: IntegrationConfig, kind: str) -> tuple[str, int, str] | None:
-        """(host, port, tenant) of the server a mailbox check talks to: the breaker's key."""
-        endpoints = self.tokens.endpoints
-        tenant = self.config.integration_tenant(integ).tenant_id
-        if kind in ("imap", "pop", "smtp"):
-            hp = getattr(endpoints, kind)
-            return hp.host.lower(), hp.port, tenant
-        url = {"ews": endpoints.ews, "graph_mail": endpoints.graph}.get(kind)
-        if url is None:
+    async def _last_of(self, integ: IntegrationConfig, kind: str) -> tuple[str | None, str | None]:
+        """The latest (status, code) of the integration's ``kind`` check; (None, None) when nothing is known."""
+        known = self._last.get((integ.name, kind))
+        if known is not None:
+            # this runner ran the check last: no store read (a thread hop and a query per mailbox check; bench/).
+            # A token check run by another process meanwhile (`mailwarden check`, a re-run on a follower) counts
+            # from this runner's next token run, at most one interval later.
+            return known
+        try:
+            if self.pipeline.buffer is not None and self.pipeline.buffer.outage:
+                raise StorageError("storage outage")  # do not wait for a connect timeout per check
+            state = await asyncio.to_thread(self.store.get_state, integ.name, kind)
+            return (state.last_status, state.last_code) if state is not None else (None, None)
+        except StorageError:  # storage outage and no run here yet: nothing known
+            return None, None
+
+    def _server(self, integ: IntegrationConfig, endpoint: str | None) -> tuple[str, int, str] | None:
+        """(host, port, tenant) of the server a check talks to (its ``Check.endpoint``): the breaker's key."""
+        if endpoint is None:
             return None
+        where = getattr(self.tokens.endpoints, endpoint)  # host and port (the mail protocols), or a URL
+        tenant = self.config.integration_tenant(integ).tenant_id
+        if not isinstance(where, str):
+            return where.host.lower(), where.port, tenant
         from urllib.parse import urlsplit
 
-        parts = urlsplit(url)
+        parts = urlsplit(where)
         return (parts.hostname or "").lower(), parts.port or 443, tenant
 
     def _breaker_says(self, server: tuple[str, int, str] | None, check_id: str) -> Outcome | None:
@@ -358,12 +267,13 @@ class Runner:
         timeout = float(self.config.threshold(integ, "timeout"))
         ctx = CheckContext(
             config=self.config, integration=integ, app=app, tenant=self.config.integration_tenant(integ),
-            options=check.config_model.model_validate(integ.checks[kind]), tokens=self.tokens,
+            options=integ.options(kind), tokens=self.tokens,
             credentials=self.credentials, endpoints=self.tokens.endpoints, timeout_s=timeout, clock=self.clock,
             loop=asyncio.get_running_loop(), signins=self.signins, canaries=self.canaries)
         self._bind_limits()
-        lock = self._mailbox[(integ.mailbox, kind)] if check.depends_on_token else None
-        server = self._server(integ, kind) if check.depends_on_token else None
+        # a check run with the token check's token talks to the mailbox: one connection per mailbox and protocol
+        lock = self._mailbox[(integ.mailbox, kind)] if TOKEN in check.depends_on else None
+        server = self._server(integ, check.endpoint)
         check_id = f"{integ.name}/{kind}"
         # The tenant's slot first: a check holding a global slot while it waits for its tenant's would
         # leave the other tenants idle (jobs come grouped by tenant: 5 at a time ran instead of 20; bench/).
@@ -397,16 +307,18 @@ class Runner:
                     lock.release()
             if outcome.latency_ms is None:
                 outcome.latency_ms = (time.perf_counter() - started) * 1000
-        if (outcome.code == "app_not_found" and kind != "secret_expiry"
+        if (outcome.code == "app_not_found" and check.uses_app_token
                 and self.config.tenant_name_of(integ) != app.tenant):
-            # the app exists (its credentials are read in its home tenant): this tenant lacks its service principal
+            # its token was asked in the integration's tenant, and the app exists (its credentials are read in its
+            # home tenant): this tenant lacks its service principal
             outcome.code = "app_not_in_tenant"
         self._breaker_hears(server, check_id, outcome)
         return outcome
 
     async def run_many(self, selection: Iterable[tuple[str, list[str]]],
                        on_result: Callable[[RunResult], None] | None = None) -> list[RunResult]:
-        """Run the selected checks once: per integration the token check first, then the rest at once."""
+        """Run the selected checks once: per integration the checks others depend on first (the token check), then
+        the rest at once."""
 
         async def run(name: str, kind: str) -> RunResult:
             result = await self.run_one(name, kind)
@@ -416,9 +328,10 @@ class Runner:
 
         async def one_integration(name: str, kinds: list[str]) -> list[RunResult]:
             results = []
-            if TOKEN in kinds:
-                results.append(await run(name, TOKEN))
-            rest = [k for k in kinds if k != TOKEN]
+            first = [k for k in kinds if any(k in REGISTRY[other].depends_on for other in kinds)]
+            for kind in first:
+                results.append(await run(name, kind))
+            rest = [k for k in kinds if k not in first]
             results += await asyncio.gather(*(run(name, k) for k in rest))
             return results
 
@@ -441,9 +354,8 @@ def select(config: Config, integration: str | None = None, check: str | None = N
         if integ.paused and not (include_paused or integration):
             continue
         kinds = [k for k in integ.checks if check is None or k == check]
-        if TOKEN in integ.checks and TOKEN not in kinds and any(
-                getattr(REGISTRY.get(k), "depends_on_token", False) for k in kinds):
-            kinds.insert(0, TOKEN)
+        wanted = [dep for k in kinds if k in REGISTRY for dep in REGISTRY[k].depends_on]
+        kinds[:0] = [dep for dep in dict.fromkeys(wanted) if dep in integ.checks and dep not in kinds]
         if kinds:
             out.append((integ.name, kinds))
     return out

@@ -185,7 +185,7 @@ class Monitor:
         await self._guarded("history rollup", rollup)
 
     async def _secrets(self) -> None:
-        from mailwarden.alerts.secrets import SecretsCycle
+        from mailwarden.monitor.secrets import SecretsCycle
 
         rt = self.runtime
         if not await self._ready():
@@ -206,12 +206,13 @@ class Monitor:
                                    next_run_time=now)
 
     async def _dispatch(self) -> None:
-        from mailwarden.alerts.dispatcher import Dispatcher
+        from mailwarden.monitor.alerting import make_dispatcher
         from mailwarden.monitor.reauth_links import for_runtime
 
         runtime = self.runtime
         if self._dispatcher is None or self._dispatcher[0] is not runtime:
-            self._dispatcher = (runtime, Dispatcher(runtime.config, runtime.store, reauth_urls=for_runtime(runtime)))
+            dispatcher = make_dispatcher(runtime.config, runtime.store, reauth_urls=for_runtime(runtime))
+            self._dispatcher = (runtime, dispatcher)
         if not await self._ready():  # buffered results (and their transitions) first
             return
         held = self._dispatcher

@@ -6,8 +6,9 @@ import os
 
 import pytest
 
-# shared fixtures: pg_database, store, database_url (SQLite and PostgreSQL); browser (Debian's chromium)
-pytest_plugins = ["tests.storage_fixtures", "tests.browser_fixtures"]
+# shared fixtures: pg_database, store, database_url (SQLite and PostgreSQL); browser (Debian's chromium); the
+# session's shared sandbox, a fresh one, and the end-to-end worlds in it
+pytest_plugins = ["tests.storage_fixtures", "tests.browser_fixtures", "tests.sandbox_fixtures"]
 
 
 def services_required() -> bool:

@@ -231,9 +231,15 @@ async def results(request: Request) -> JSONResponse:
         limit = params.integer(q.get("limit") or "50", lo=1, hi=MAX_LIMIT, what="limit")
     except params.BadParameter as e:
         return JSONResponse({"error": e.detail}, 400)
-    if name not in {i.name for i in store.integrations()}:
+
+    def read():
+        if name not in {i.name for i in store.integrations()}:
+            return None
+        return store.results(name, q.get("check") or None, None, limit)
+
+    rows = await asyncio.to_thread(read)
+    if rows is None:
         return JSONResponse({"error": f"no integration named {name!r} (pass ?integration=NAME)"}, 404)
-    rows = await asyncio.to_thread(store.results, name, q.get("check") or None, None, limit)
     return JSONResponse([result_json(cfg, r) for r in rows])
 
 

@@ -13,6 +13,7 @@ Starlette's sessions, and ``Gate`` (who is signed in; sessions checked and ended
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import re
 import time
@@ -311,7 +312,8 @@ async def healthz(request: Request) -> JSONResponse:
 
 
 async def metrics_endpoint(request: Request) -> Response:
-    body, ctype = request.app.state.web.metrics.render()
+    # the collector reads the store: off the event loop, which serves every other request and the scheduler
+    body, ctype = await asyncio.to_thread(request.app.state.web.metrics.render)
     return Response(body, media_type=ctype)
 
 

@@ -117,4 +117,5 @@ class Metrics:
             self.check_duration.labels(result.check, o.status.value).observe(o.latency_ms / 1000)
 
     def render(self) -> tuple[bytes, str]:
+        """The exposition; the collector reads the store (blocking): the web app calls it in a worker thread."""
         return generate_latest(self.registry), CONTENT_TYPE_LATEST

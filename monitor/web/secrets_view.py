@@ -1,6 +1,6 @@
 """The credentials inventory and rotation view: `/secrets` (HTML) and `/api/secrets` (JSON).
 
-Everything comes from alerts.secrets.api_secrets (store reads only): every credential of every configured
+Everything comes from monitor.secrets.api_secrets (store reads only): every credential of every configured
 app with its expiry, whether mailwarden's own configuration uses it and what is not known about the consuming
 systems' copies (``usage``), rotation state and the reminders sent. Never a secret value.
 """
@@ -14,7 +14,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from mailwarden.alerts.secrets import api_secrets
+from mailwarden.monitor.secrets import api_secrets
 from mailwarden.monitor.web import pages
 
 

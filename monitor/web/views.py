@@ -21,13 +21,13 @@ from typing import Any
 from markupsafe import Markup, escape
 
 from mailwarden import days as expiry
-from mailwarden.checks import diagnoses
+from mailwarden.checks import TOKEN_KIND, diagnoses
 from mailwarden.checks.base import Outcome, Status
+from mailwarden.checks.facts import facts
 from mailwarden.monitor.config import Config
 from mailwarden.monitor.db_alerts import attempt_outcome  # noqa: F401 - the templates read it (views.attempt_outcome)
 from mailwarden.monitor.db_history import percent
 from mailwarden.monitor.output import result_json
-from mailwarden.monitor.runner import facts
 from mailwarden.monitor.tokens import token_key
 from mailwarden.monitor.web import svg
 from mailwarden.redact import redact
@@ -612,7 +612,7 @@ def _page(cfg: Config, store: Any, view: IntegrationView, now: datetime, latest:
             item["cause"] = diagnoses.render_cause(r.code or "unclassified", **_integ_facts(cfg, name, outcome))
         results.append(item)
     # worst first; among equals the token check first: it is usually the root cause
-    results.sort(key=lambda i: (RANK.get(i["view"].status, 4), i["view"].check != "token", i["view"].check))
+    results.sort(key=lambda i: (RANK.get(i["view"].status, 4), i["view"].check != TOKEN_KIND, i["view"].check))
     incidents = [i for i in every if name in set(i.affected) | {m["integration"] for m in i.members}][-20:]
     notes = [n for i in incidents for n in store.notifications(i.id)][-30:]
     client_id = None
@@ -627,7 +627,7 @@ def _page(cfg: Config, store: Any, view: IntegrationView, now: datetime, latest:
         cred["in_use"] = cred["key_id"] in in_use
     # the row of the account's token (tenant, app, account), shared by its integrations (migration 0009)
     token = store.load_token_cache(token_key(cfg, integ), name) if view.flow == "delegated" and integ else None
-    token_state = next((c for c in view.checks if c.check == "token"), None)
+    token_state = next((c for c in view.checks if c.check == TOKEN_KIND), None)
     needs_reauth = bool(token_state and token_state.code and diagnoses.get(token_state.code).needs_reauth)
     return {"view": view, "availability": availability, "results": results,
             "transitions": store.transitions(name, limit=30),

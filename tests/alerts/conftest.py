@@ -15,7 +15,6 @@ import yaml
 from mailwarden import state as sm
 from mailwarden.checks.base import Outcome, Status
 from mailwarden.monitor import config as config_mod
-from tests.e2e.conftest import sandbox, world  # noqa: F401 - the session sandbox and its tenant factory
 
 APP_ID = "66666666-7777-8888-9999-000000000000"
 TENANT_ID = "11111111-2222-3333-4444-555555555555"

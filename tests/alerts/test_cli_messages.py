@@ -10,12 +10,12 @@ import yaml
 from typer.testing import CliRunner
 
 from mailwarden.alerts import messages
-from mailwarden.alerts.dispatcher import Dispatcher
 from mailwarden.alerts.incidents import parse_until
 from mailwarden.alerts.policy import Notice
+from mailwarden.alerts.records import Incident
+from mailwarden.monitor.alerting import make_dispatcher
 from mailwarden.monitor.cli import app
 from mailwarden.monitor.db import open_store
-from mailwarden.monitor.models import Incident
 from mailwarden.monitor.runtime import integration_rows
 from tests.alerts.conftest import load, record, write_config
 
@@ -32,7 +32,7 @@ def env(tmp_path, receiver):
     store = open_store(cfg.database_url())
     store.sync_integrations(integration_rows(cfg), NOW)
     record(store, "a", "token", "fail", "refresh_token_revoked", at=NOW)
-    Dispatcher(cfg, store).run_once(NOW)
+    make_dispatcher(cfg, store).run_once(NOW)
     yield path, cfg, store
     store.close()
 

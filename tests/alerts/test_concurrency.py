@@ -7,7 +7,7 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from mailwarden.alerts.dispatcher import Dispatcher
+from mailwarden.monitor.alerting import make_dispatcher
 from mailwarden.monitor.db import open_store
 from mailwarden.monitor.runtime import integration_rows
 from tests.alerts.conftest import load, record, write_config
@@ -26,7 +26,7 @@ def test_two_dispatchers_at_once_send_each_notification_once(tmp_path, receiver,
                             routes=[{"name": "hook", "url": receiver.url}]))
     stores = [open_store(cfg.database_url()) for _ in range(2)]
     stores[0].sync_integrations(integration_rows(cfg), T0)
-    dispatchers = [Dispatcher(cfg, s, worker=f"w{i}") for i, s in enumerate(stores)]
+    dispatchers = [make_dispatcher(cfg, s, worker=f"w{i}") for i, s in enumerate(stores)]
     try:
         for step in range(3):
             at = T0 + timedelta(minutes=step)

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 
-from mailwarden.alerts.dispatcher import Dispatcher
+from mailwarden.alerts.records import Incident, Notification
+from mailwarden.monitor.alerting import make_dispatcher
 from mailwarden.monitor.db import open_store
-from mailwarden.monitor.models import Incident, Notification
 from mailwarden.redact import register_secret
 from tests.alerts.conftest import SECRET, load, record, write_config
 
@@ -27,7 +27,7 @@ def test_expired_secret_shared_by_three_is_one_alert_naming_all_three_with_cause
     mailto = f"mailto://127.0.0.1:{sink.port}?mode=insecure&from=mailwarden@example.com&to=oncall@example.com"
     cfg, store = setup(tmp_path, names=("a", "b", "c"), routes=[{"name": "hook", "url": receiver.url},
                                                                 {"name": "mail", "url": mailto}])
-    d = Dispatcher(cfg, store)
+    d = make_dispatcher(cfg, store)
     for n in ("a", "b", "c"):
         record(store, n, "token", "ok", at=T0)
     assert d.run_once(T0).queued == 0  # new -> ok: silent
@@ -71,7 +71,7 @@ def test_expired_secret_shared_by_three_is_one_alert_naming_all_three_with_cause
 
 def test_a_route_answering_500_twice_then_200_delivers_exactly_once(tmp_path, receiver):
     cfg, store = setup(tmp_path, routes=[{"name": "hook", "url": receiver.url}], retry_backoff="30s")
-    d = Dispatcher(cfg, store)
+    d = make_dispatcher(cfg, store)
     receiver.codes = [500, 500]
     record(store, "a", "token", "fail", "consent_missing", at=T0)
     r1 = d.run_once(T0)
@@ -92,7 +92,7 @@ def test_invalid_url_is_permanent_and_does_not_hold_back_other_routes(tmp_path, 
     cfg, store = setup(tmp_path, routes=[{"name": "broken", "url": "nosuchscheme://x"},
                                          {"name": "down", "url": "json://127.0.0.1:9/x"},
                                          {"name": "hook", "url": receiver.url}], max_attempts=2)
-    d = Dispatcher(cfg, store)
+    d = make_dispatcher(cfg, store)
     record(store, "a", "token", "fail", "consent_missing", at=T0)
     d.run_once(T0)
     d.run_once(T0 + timedelta(minutes=5))
@@ -113,7 +113,7 @@ def test_routing_by_tags_severity_check_kind_owner_and_default(tmp_path, receive
         {"name": "tokens-only", "url": hook + "?x=2", "checks": ["secret_expiry"]},
         {"name": "fallback", "url": hook + "?x=3", "default": True},
     ], owner_route=hook + "?owner={owner}")
-    d = Dispatcher(cfg, store)
+    d = make_dispatcher(cfg, store)
     record(store, "a", "token", "fail", "consent_missing", at=T0)
     d.run_once(T0)
     routes = sorted({n.route for n in store.notifications()})
@@ -128,7 +128,7 @@ def test_routing_by_tags_severity_check_kind_owner_and_default(tmp_path, receive
 def test_alerts_test_reports_per_service_and_heartbeat_is_pinged(tmp_path, receiver):
     cfg, store = setup(tmp_path, routes=[{"name": "hook", "urls": [receiver.url, "json://127.0.0.1:9/x"],
                                           "tags": ["ops"]}], heartbeat_url=f"http://127.0.0.1:{receiver.port}/hb")
-    d = Dispatcher(cfg, store)
+    d = make_dispatcher(cfg, store)
     results = d.test(["hook"])
     assert [o.ok for _, o in results] == [True, False]
     assert store.count(Notification, kind="test") == 2
@@ -146,7 +146,7 @@ def test_a_route_from_an_apprise_config_file_delivers_and_a_broken_one_holds_bac
     cfg, store = setup(tmp_path, routes=[{"name": "file", "config": "apprise.txt"},
                                          {"name": "bad", "config": "broken.yml"},
                                          {"name": "hook", "url": receiver.url}])
-    d = Dispatcher(cfg, store)
+    d = make_dispatcher(cfg, store)
     assert [o.ok for _, o in d.test(["file"])] == [True]
     record(store, "a", "token", "fail", "consent_missing", at=T0)
     d.run_once(T0)

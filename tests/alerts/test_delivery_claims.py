@@ -12,7 +12,7 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from mailwarden.alerts.dispatcher import Dispatcher
+from mailwarden.monitor.alerting import make_dispatcher
 from mailwarden.monitor.db import open_store
 from mailwarden.monitor.runtime import integration_rows
 from tests.alerts.conftest import load, record, write_config
@@ -22,12 +22,13 @@ CLAIMER = textwrap.dedent("""
     import os, signal, sys, time
     from datetime import datetime
     from mailwarden.alerts.dispatcher import Dispatcher
+    from mailwarden.monitor.alerting import make_dispatcher
     from mailwarden.monitor.config import load
     from mailwarden.monitor.db import open_store
 
     cfg = load(sys.argv[1])
     store = open_store(cfg.database_url())
-    d = Dispatcher(cfg, store)  # what `mailwarden serve` builds; its worker id names the claims
+    d = make_dispatcher(cfg, store)  # what `mailwarden serve` builds; its worker id names the claims
     [claimed] = store.claim_deliveries(d.worker, datetime.fromisoformat(sys.argv[2]), limit=1)
     print(d.worker, claimed.route, flush=True)
     if sys.argv[3] == "crash":  # the send never finishes: killed before it records anything
@@ -68,14 +69,14 @@ def test_claims_of_a_crashed_process_of_this_instance_are_released_at_start(tmp_
     store = open_store(cfg.database_url())
     store.sync_integrations(integration_rows(cfg), T0)
     record(store, "a", "token", "fail", "consent_missing", at=T0)
-    assert len(Dispatcher(cfg, store).evaluate(T0)) == 4  # queued, not sent
+    assert len(make_dispatcher(cfg, store).evaluate(T0)) == 4  # queued, not sent
     assert {d.state for d in store.deliveries()} == {"pending"}
 
     crashed, crashed_worker, crashed_route = claim_in_process(path, "crash", processes)
     assert crashed.wait(30) == -9  # SIGKILL
     alive, alive_worker, alive_route = claim_in_process(path, "stay", processes)
     [other] = store.claim_deliveries("elsewhere.example:4242:0a1b2c3d.e4f5a6", T0, limit=1)
-    here = Dispatcher(cfg, store).worker  # "<instance>:<this pid>:<this process>.<dispatcher>"
+    here = make_dispatcher(cfg, store).worker  # "<instance>:<this pid>:<this process>.<dispatcher>"
     reused = f"{here.rsplit(':', 1)[0]}:0ld0ld00.abcdef"  # an earlier process that had this pid
     [mine] = store.claim_deliveries(reused, T0, limit=1)
     claims = {d.route: d.claimed_by for d in store.deliveries()}
@@ -84,7 +85,7 @@ def test_claims_of_a_crashed_process_of_this_instance_are_released_at_start(tmp_
     assert all(d.claimed_until == T0 + timedelta(minutes=5) for d in store.deliveries())
 
     # a process of this instance starts, a second after the crash: the gone processes' deliveries go out now
-    report = Dispatcher(cfg, store).run_once(T0 + timedelta(seconds=1))
+    report = make_dispatcher(cfg, store).run_once(T0 + timedelta(seconds=1))
     assert report.sent == 2, "claims of gone processes were not released at start"
     sent = {d.route for d in store.deliveries() if d.state == "sent"}
     assert sent == {crashed_route, mine.route}
@@ -93,7 +94,7 @@ def test_claims_of_a_crashed_process_of_this_instance_are_released_at_start(tmp_
     held = {d.route: d.claimed_by for d in store.deliveries() if d.state == "pending"}
     assert held == {alive_route: alive_worker, other.route: other.claimed_by}
     assert alive.poll() is None
-    later = Dispatcher(cfg, store).run_once(T0 + timedelta(minutes=6))
+    later = make_dispatcher(cfg, store).run_once(T0 + timedelta(minutes=6))
     assert later.sent == 2 and len(receiver.bodies) == 4
     assert {d.state for d in store.deliveries()} == {"sent"}
     store.close()

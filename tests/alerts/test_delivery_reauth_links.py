@@ -14,8 +14,8 @@ import yaml
 from cryptography.fernet import Fernet
 from sqlalchemy import inspect, text
 
-from mailwarden.alerts.dispatcher import Dispatcher
 from mailwarden.monitor import reauth_links
+from mailwarden.monitor.alerting import make_dispatcher
 from mailwarden.monitor.db import open_store
 from mailwarden.monitor.models import TABLE_NAMES
 from mailwarden.monitor.runtime import integration_rows
@@ -48,7 +48,7 @@ def setup(tmp_path, database, receiver):
     req = store.open_reauth_request("a", "refresh_token_revoked", T0 + timedelta(minutes=5))
     assert req is not None
     link = reauth_links.url_for(cfg.web.base_url, reauth_links.link_key(cipher), req)
-    d = Dispatcher(cfg, store, reauth_urls=lambda: reauth_links.open_urls(cfg, store, cipher))
+    d = make_dispatcher(cfg, store, reauth_urls=lambda: reauth_links.open_urls(cfg, store, cipher))
     return cfg, store, cipher, req, link, d
 
 

@@ -12,8 +12,8 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from mailwarden.alerts.dispatcher import Dispatcher
 from mailwarden.monitor import db_alerts
+from mailwarden.monitor.alerting import make_dispatcher
 from mailwarden.monitor.config import RouteConfig
 from mailwarden.monitor.db import open_store
 from mailwarden.monitor.runtime import integration_rows
@@ -93,7 +93,7 @@ def test_a_receiver_slower_than_the_timeout_gets_the_notice_once_and_the_deliver
     hook = slow(3.0)
     cfg, store = setup(tmp_path, routes=[{"name": "slow", "url": hook.url("?rto=1")}], max_attempts=6,
                        retry_backoff="30s", reminder_interval="24h")
-    d = Dispatcher(cfg, store)
+    d = make_dispatcher(cfg, store)
     record(store, "a", "token", "fail", "consent_missing", at=T0)
     started = time.monotonic()
     first = d.run_once(T0)
@@ -130,7 +130,7 @@ def test_a_refused_port_is_an_ordinary_failure_retried_until_it_is_delivered(tmp
     port = free_port()
     cfg, store = setup(tmp_path, routes=[{"name": "down", "url": f"json://127.0.0.1:{port}/hook"}],
                        retry_backoff="30s")
-    d = Dispatcher(cfg, store)
+    d = make_dispatcher(cfg, store)
     record(store, "a", "token", "fail", "consent_missing", at=T0)
     first = d.run_once(T0)
     assert (first.queued, first.sent, first.failed) == (1, 0, 1)
@@ -194,7 +194,7 @@ def test_a_route_timeout_lets_a_slow_webhook_answer_and_a_url_rto_still_wins(tmp
     cfg, store = setup(tmp_path, routes=[{"name": "patient", "url": hook.url("?x=1"), "timeout": "8s"},
                                          {"name": "own-rto", "url": hook.url("?x=2&rto=1"), "timeout": "8s"}],
                        reminder_interval="24h")
-    d = Dispatcher(cfg, store)
+    d = make_dispatcher(cfg, store)
     record(store, "a", "token", "fail", "consent_missing", at=T0)
     report = d.run_once(T0)
     assert (report.queued, report.sent) == (2, 1)

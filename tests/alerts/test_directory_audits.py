@@ -10,7 +10,7 @@ from datetime import UTC, datetime, timedelta
 import yaml
 
 from mailwarden.alerts import messages
-from mailwarden.alerts.dispatcher import Dispatcher
+from mailwarden.monitor.alerting import make_dispatcher
 from tests.alerts.test_hostile_text import BASE, problems
 from tests.monitor.signin_world import sb, world  # noqa: F401 - the module sandbox and its tenants
 
@@ -28,7 +28,7 @@ def _alerting(w, checks: dict) -> None:
 
 
 def _opening(w):
-    [delivery] = Dispatcher(w.rt.config, w.rt.store).evaluate()
+    [delivery] = make_dispatcher(w.rt.config, w.rt.store).evaluate()
     assert delivery.kind == "opened"
     msg = messages.Message(delivery.title, delivery.body_text, delivery.body_markdown, delivery.notify_type)
     assert not problems(msg), problems(msg)  # no foreign link or tag in any format a receiver reads
@@ -80,7 +80,7 @@ def test_an_event_not_read_yet_is_not_guessed_and_the_reminder_names_it(world): 
     assert "Directory audit" not in text + markdown and "admin@contoso.com" not in text + markdown
     w.poll()
     later = datetime.now(UTC) + timedelta(hours=4, minutes=1)  # the reminder interval (4 h)
-    [reminder] = Dispatcher(w.rt.config, w.rt.store).evaluate(later)
+    [reminder] = make_dispatcher(w.rt.config, w.rt.store).evaluate(later)
     assert reminder.kind == "reminder"
     assert f"removed by admin@contoso.com at {_event_minute(w, 'daemon')}" in " ".join(reminder.body_text.split())
 

@@ -7,7 +7,7 @@ from datetime import UTC, datetime, timedelta
 
 import apprise
 
-from mailwarden.alerts.dispatcher import Dispatcher
+from mailwarden.monitor.alerting import make_dispatcher
 
 CAPTURED: list[dict] = []
 
@@ -24,7 +24,7 @@ def test_break_and_repair_through_the_sandbox(world, receiver):
     w.rewrite(lambda doc: doc.update(alerts={"routes": [{"name": "hook", "url": receiver.url},
                                                          {"name": "capture", "url": "mwcapture://"}]}))
     rt = w.runtime
-    d = Dispatcher(rt.config, rt.store)
+    d = make_dispatcher(rt.config, rt.store)
     assert w.run("token").status == "ok"
     assert d.run_once().queued == 0
     w.ctl.expire_secret(w.app_id, w.key_id)
@@ -73,7 +73,7 @@ def test_one_revoked_account_one_incident_one_reauthorisation_fixes_all(world, r
     w.ctl.revoke_user_sessions(w.upn)
     assert [w.run("token", n).code for n in ("subject", "subject2")] == ["refresh_token_revoked"] * 2
     rt = w.runtime
-    d = Dispatcher(rt.config, rt.store)
+    d = make_dispatcher(rt.config, rt.store)
     assert d.run_once().sent == 1
     assert "subject" in CAPTURED[0]["body"] and "subject2" in CAPTURED[0]["body"]
     assert "One reauthorisation fixes all of them" in CAPTURED[0]["body"]

@@ -11,9 +11,9 @@ import pytest
 
 from mailwarden.alerts import messages
 from mailwarden.alerts.policy import Notice
+from mailwarden.alerts.records import Incident
 from mailwarden.checks import diagnoses
 from mailwarden.monitor.config import Config
-from mailwarden.monitor.models import Incident
 
 NOW = datetime(2026, 12, 2, 9, 0, tzinfo=UTC)
 ACCOUNT = "b2c-support@contoso.com"

@@ -32,9 +32,9 @@ from markdown_it import MarkdownIt
 import mailwarden.alerts
 from mailwarden.alerts import expiry, inert, messages, routes
 from mailwarden.alerts.policy import Notice
+from mailwarden.alerts.records import Incident
 from mailwarden.checks import diagnoses
 from mailwarden.monitor.config import Config
-from mailwarden.monitor.models import Incident
 
 NOW = datetime(2026, 12, 2, 9, 0, tzinfo=UTC)
 BASE = "https://mw.contoso.com"
@@ -71,7 +71,8 @@ URL = re.compile(r"(?i)\b[a-z][a-z0-9+.-]*://[^\s<>\"'`\]\)|]+")
 def _sources() -> str:
     """mailwarden's own wording: the diagnosis catalog, the runbooks and the templates (hosts named there are its)."""
     root = Path(mailwarden.alerts.__file__).parent
-    files = [Path(diagnoses.__file__), root / "expiry.py", root / "secrets.py", root / "rotation.py",
+    lifecycle = root.parent / "monitor"  # the secrets cycle and rotation tracking word their own notices
+    files = [Path(diagnoses.__file__), root / "expiry.py", lifecycle / "secrets.py", lifecycle / "rotation.py",
              *sorted((root.parent / "dashboards" / "templates" / "alerts").glob("*.j2"))]
     return "\n".join(f.read_text() for f in files)
 

@@ -6,8 +6,8 @@ from __future__ import annotations
 import gc
 from datetime import UTC, datetime, timedelta
 
-from mailwarden.alerts.dispatcher import Dispatcher
-from mailwarden.monitor.models import Incident
+from mailwarden.alerts.records import Incident
+from mailwarden.monitor.alerting import make_dispatcher
 from mailwarden.monitor.runtime import integration_rows, open_runtime
 from tests.alerts.conftest import load, record, write_config
 
@@ -19,7 +19,7 @@ def boot(path):
     """What `mailwarden serve` does at start: load the config, open the store, build a dispatcher."""
     cfg = load(path)
     runtime = open_runtime(cfg)
-    return runtime, Dispatcher(cfg, runtime.store)
+    return runtime, make_dispatcher(cfg, runtime.store)
 
 
 def kinds(receiver) -> list[str]:

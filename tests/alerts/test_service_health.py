@@ -11,14 +11,16 @@ from datetime import UTC, datetime
 import pytest
 
 from mailwarden.alerts import messages
-from mailwarden.alerts.dispatcher import Dispatcher
 from mailwarden.alerts.policy import Notice
+from mailwarden.alerts.records import Incident
 from mailwarden.monitor import service_health
-from mailwarden.monitor.models import Incident
+from mailwarden.monitor.alerting import make_dispatcher
 from tests.monitor.signin_world import READER, sb, world  # noqa: F401 - the module sandbox and its tenants
 
 HEALTH = [*READER, "ServiceHealth.Read.All"]
 NOW = datetime.now(UTC)
+# service health incidents are Microsoft's, read by every tenant: opened, closed and left open here
+pytestmark = pytest.mark.fresh_sandbox("opens and closes Microsoft 365 service health incidents")
 
 
 def _incident(code: str) -> Incident:
@@ -29,7 +31,7 @@ def _incident(code: str) -> Incident:
 
 def _alert(w, code: str) -> messages.Message:
     rt = w.rt
-    ctx = messages.Context(rt.config, {}, {}, Dispatcher(rt.config, rt.store).service_health())
+    ctx = messages.Context(rt.config, {}, {}, make_dispatcher(rt.config, rt.store).service_health())
     return messages.render(Notice("opened", _incident(code), 1), ctx)
 
 

@@ -11,8 +11,8 @@ from sqlalchemy import event
 
 from mailwarden.alerts import dispatcher as dispatcher_mod
 from mailwarden.alerts import messages, routes
-from mailwarden.alerts.dispatcher import Dispatcher
 from mailwarden.monitor import config as config_mod
+from mailwarden.monitor.alerting import make_dispatcher
 from mailwarden.monitor.db import _IMMEDIATE, open_store
 from mailwarden.monitor.runtime import integration_rows
 from tests.alerts.conftest import load, record, write_config
@@ -63,7 +63,7 @@ def setup(tmp_path, receiver):
 
 def test_an_idle_cycle_reads_one_statement_and_takes_no_lock(setup, receiver):
     cfg, store = setup
-    d = Dispatcher(cfg, store)
+    d = make_dispatcher(cfg, store)
     record(store, "a", "token", "fail", "consent_missing", at=T0)
     assert d.run_once(T0).sent == 1
     watch = Watch(store.engine)
@@ -98,7 +98,7 @@ def test_notices_are_rendered_and_routed_outside_the_write_lock(setup, receiver,
     monkeypatch.setattr(messages, "render", spy("render", messages.render))  # Jinja2
     monkeypatch.setattr(routes, "services", spy("apprise config", routes.services))  # reads apprise.yml
     monkeypatch.setattr(config_mod, "resolve_ref", spy("secret file", config_mod.resolve_ref))  # the app's secret
-    d = Dispatcher(cfg, store, reauth_urls=spy("reauth links", dict))
+    d = make_dispatcher(cfg, store, reauth_urls=spy("reauth links", dict))
     record(store, "a", "token", "fail", "consent_missing", at=T0)
     record(store, "b", "token", "fail", "secret_expired", at=T0)
     report = d.run_once(T0)
@@ -111,9 +111,9 @@ def test_notices_are_rendered_and_routed_outside_the_write_lock(setup, receiver,
 def test_a_crash_between_the_fold_and_the_routing_loses_no_notice(setup, receiver):
     cfg, store = setup
     record(store, "a", "token", "fail", "consent_missing", at=T0)
-    Dispatcher(cfg, store).fold(T0)  # committed; the process dies before rendering
+    make_dispatcher(cfg, store).fold(T0)  # committed; the process dies before rendering
     assert receiver.bodies == []
-    d = Dispatcher(cfg, store)  # the next process (or the next cycle)
+    d = make_dispatcher(cfg, store)  # the next process (or the next cycle)
     assert d.run_once(T0 + timedelta(seconds=15)).sent == 1
     assert d.run_once(T0 + timedelta(seconds=30)).sent == 0
     assert [b["title"].rsplit("[", 1)[1].rstrip("]") for b in receiver.bodies] == ["1/opened/1"]
@@ -130,7 +130,7 @@ def test_a_notice_that_cannot_be_rendered_waits_and_holds_back_no_other(setup, r
         return real(notice, ctx, **kw)
 
     monkeypatch.setattr(dispatcher_mod.messages, "render", broken_for_a)
-    d = Dispatcher(cfg, store)
+    d = make_dispatcher(cfg, store)
     record(store, "a", "token", "fail", "consent_missing", at=T0)
     record(store, "b", "token", "fail", "consent_missing", at=T0)
     assert d.run_once(T0).sent == 1  # b's

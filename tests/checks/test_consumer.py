@@ -269,7 +269,7 @@ def test_options_reject_unknown_keys_and_parse_durations():
 
 def test_registered_and_independent_of_the_token():
     check = REGISTRY["consumer"]
-    assert isinstance(check, ConsumerCheck) and check.depends_on_token is False
+    assert isinstance(check, ConsumerCheck) and check.depends_on == () and check.uses_app_token is False
 
 
 def test_judge_is_pure_and_takes_naive_times_as_utc():

@@ -13,11 +13,11 @@ import pytest
 
 from mailwarden.alerts import messages
 from mailwarden.alerts.policy import Notice
+from mailwarden.alerts.records import Incident
 from mailwarden.checks import diagnoses
 from mailwarden.checks.base import SignIn, SignInWindow
 from mailwarden.checks.consumer import ConsumerOptions, is_fatal, judge
 from mailwarden.monitor.config import Config
-from mailwarden.monitor.models import Incident
 from mailwarden.monitor.output import result_json
 
 NOW = datetime(2026, 12, 2, 12, 0, tzinfo=UTC)

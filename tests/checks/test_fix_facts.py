@@ -1,4 +1,4 @@
-"""monitor.runner.facts: what a result tells the catalog, read the way the dashboard and `check --format json` call it
+"""checks.facts.facts: what a result tells the catalog, read the way the dashboard and `check --format json` call it
 (no check kind passed: read from what only one kind of check records), and the token check's needs: never satisfied
 by a weaker permission than the consuming system's."""
 
@@ -8,8 +8,8 @@ import pytest
 
 from mailwarden.checks import permissions
 from mailwarden.checks.base import Outcome, Status
+from mailwarden.checks.facts import facts
 from mailwarden.monitor.config import Config
-from mailwarden.monitor.runner import facts
 
 
 def config(flow: str, checks: dict) -> Config:

@@ -23,10 +23,10 @@ from types import SimpleNamespace
 
 from mailwarden.alerts import messages
 from mailwarden.alerts.policy import Notice
+from mailwarden.alerts.records import Incident
 from mailwarden.checks import diagnoses
 from mailwarden.checks.smtp import login_identity
 from mailwarden.monitor.config import Config
-from mailwarden.monitor.models import Incident
 from mailwarden.monitor.web.views import result_json
 
 NOW = datetime(2026, 12, 2, 9, 0, tzinfo=UTC)

@@ -3,8 +3,6 @@ alert dispatch so incidents exist), and apps on top of it with each access rule.
 
 from __future__ import annotations
 
-import base64
-import re
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -12,30 +10,31 @@ import pytest
 from starlette.testclient import TestClient
 
 from mailwarden.monitor.web.app import create_app
-from mailwarden.monitor.web.auth import Access, hash_password
+from mailwarden.monitor.web.auth import Access
+from tests.web.conftest import (  # noqa: F401 - the admin's password and sign-in helpers, shared with tests/web
+    PASSWORD,
+    admin_hash,
+    basic,
+    csrf_of,
+    login,
+)
 
-PASSWORD = "correct horse battery"  # noqa: S105 - the test admin's password
 ARTIFACTS = Path(__file__).resolve().parents[1] / "artifacts"
 
 
 @pytest.fixture(scope="session")
 def demo(tmp_path_factory):
-    from mailwarden.alerts.dispatcher import Dispatcher
     from mailwarden.monitor import demo as demo_mod
+    from mailwarden.monitor.alerting import make_dispatcher
 
     env = demo_mod.prepare(tmp_path_factory.mktemp("demo"), quiet=True)
     try:
         rows = env.run_once()
-        Dispatcher(env.runtime.config, env.runtime.store).run_once()  # opens the incidents (console route)
+        make_dispatcher(env.runtime.config, env.runtime.store).run_once()  # opens the incidents (console route)
         env.runtime.store.rollup_history(datetime.now(UTC))
         yield env, rows
     finally:
         env.close()
-
-
-@pytest.fixture(scope="session")
-def admin_hash():
-    return hash_password(PASSWORD, n=2**12)  # cheaper than the default: the format is the same
 
 
 def make_app(env, access: Access, monitor=None):
@@ -43,21 +42,9 @@ def make_app(env, access: Access, monitor=None):
 
 
 @pytest.fixture
-def app(demo, admin_hash):
+def app(demo, admin_hash):  # noqa: F811 - the fixture imported above
     env, _ = demo
     return make_app(env, Access(mode="password", user="admin", password_hash=admin_hash))
-
-
-def csrf_of(html: str) -> str:
-    m = re.search(r'name="csrf_token" value="([^"]+)"', html)
-    assert m, "no CSRF token in the page"
-    return m.group(1)
-
-
-def login(client: TestClient, password: str = PASSWORD):
-    page = client.get("/login")
-    return client.post("/login", data={"username": "admin", "password": password, "csrf_token": csrf_of(page.text),
-                                       "next": "/"}, follow_redirects=False)
 
 
 @pytest.fixture
@@ -65,10 +52,6 @@ def client(app):
     with TestClient(app, base_url="http://127.0.0.1:8080") as c:
         assert login(c).status_code == 303
         yield c
-
-
-def basic(user: str = "admin", password: str = PASSWORD) -> dict[str, str]:
-    return {"Authorization": "Basic " + base64.b64encode(f"{user}:{password}".encode()).decode()}
 
 
 def small_store(path: Path, cfg, now: datetime, *, stale: tuple[str, ...] = (), failing: tuple[str, ...] = ()):

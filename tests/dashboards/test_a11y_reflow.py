@@ -62,13 +62,13 @@ PAGES = {
 def world(tmp_path_factory):
     """A demo world of this module's own, prepared as conftest.py's ``demo`` is (one cycle of checks, one alert
     dispatch, the hourly rollups)."""
-    from mailwarden.alerts.dispatcher import Dispatcher
     from mailwarden.monitor import demo as demo_mod
+    from mailwarden.monitor.alerting import make_dispatcher
 
     def prepare():
         env = demo_mod.prepare(tmp_path_factory.mktemp("world"), quiet=True)
         env.run_once()
-        Dispatcher(env.runtime.config, env.runtime.store).run_once()
+        make_dispatcher(env.runtime.config, env.runtime.store).run_once()
         env.runtime.store.rollup_history(datetime.now(UTC))
         return env
 

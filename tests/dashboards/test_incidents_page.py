@@ -9,11 +9,11 @@ from datetime import UTC, datetime, timedelta
 import pytest
 from starlette.testclient import TestClient
 
-from mailwarden.alerts.dispatcher import Dispatcher
 from mailwarden.checks.base import Outcome, Status
+from mailwarden.monitor.alerting import make_dispatcher
 from mailwarden.monitor.web.auth import Access
 from mailwarden.state import Thresholds
-from tests.dashboards.conftest import csrf_of, login, make_app, small_store
+from tests.dashboards.conftest import csrf_of, make_app, small_store
 
 NOW = datetime.now(UTC)
 
@@ -42,7 +42,7 @@ def world(demo, admin_hash, tmp_path):
     env, _ = demo
     cfg = env.runtime.config
     store = small_store(tmp_path / "incidents.db", cfg, NOW - timedelta(days=11))
-    dispatcher = Dispatcher(cfg, store)
+    dispatcher = make_dispatcher(cfg, store)
 
     def result(name: str, check: str, status: str, code: str | None, at: datetime) -> None:
         store.record_result(integration=name, check=check, outcome=Outcome(Status(status), code, f"{check} {status}"),
@@ -68,11 +68,9 @@ def world(demo, admin_hash, tmp_path):
 
 
 @pytest.fixture
-def client(world):
-    app, _, _ = world
-    with TestClient(app, base_url="http://127.0.0.1:8080") as c:
-        assert login(c).status_code == 303
-        yield c
+def app(world):
+    """The world's app, for conftest.py's ``client`` (signed in as the admin)."""
+    return world[0]
 
 
 def test_lists_open_and_recently_resolved_incidents_with_members_and_times(world, client):

@@ -17,9 +17,9 @@ from starlette.testclient import TestClient
 
 from mailwarden.alerts import expiry, messages
 from mailwarden.alerts.policy import Notice
-from mailwarden.alerts.secrets import NOTICE_TEXT, SecretsCycle
 from mailwarden.monitor.models import Rotation
 from mailwarden.monitor.reauth_links import open_urls
+from mailwarden.monitor.secrets import NOTICE_TEXT, SecretsCycle
 from mailwarden.monitor.web.auth import Access
 from tests.dashboards.conftest import login, make_app
 

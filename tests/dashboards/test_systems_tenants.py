@@ -27,8 +27,8 @@ import pytest
 import yaml
 from starlette.testclient import TestClient
 
-from mailwarden.alerts.dispatcher import Dispatcher
 from mailwarden.checks.base import Outcome, Status
+from mailwarden.monitor.alerting import make_dispatcher
 from mailwarden.monitor.web.app import create_app
 from mailwarden.monitor.web.auth import Access
 
@@ -92,7 +92,7 @@ def fleet(tmp_path_factory):
             status, code, summary = bad.get(kind, ("ok", None, f"{kind} ok"))
             store.record_result(integration=name, check=kind, checked_at=at, thresholds=Thresholds(1, 1),
                                 outcome=Outcome(Status(status), code, summary, latency_ms=50.0))
-    Dispatcher(cfg, store).run_once(at + timedelta(seconds=5))
+    make_dispatcher(cfg, store).run_once(at + timedelta(seconds=5))
     polls = [{"tenant_id": tid("alpha"), "event_type": "servicePrincipal", "app_id": client_id("alpha-crm"),
               "state": "ok", "read_until": NOW - timedelta(minutes=1), "covered_from": NOW - timedelta(days=1)},
              {"tenant_id": tid("bravo"), "event_type": "servicePrincipal", "app_id": client_id("bravo-mail"),
@@ -246,7 +246,7 @@ def test_with_1000_integrations_in_100_tenants_the_pages_read_in_bulk(tmp_path):
                                     outcome=Outcome(Status.FAIL if bad else Status.OK,
                                                     "consent_missing" if bad else None, "x"),
                                     thresholds=Thresholds(1, 1))
-        Dispatcher(cfg, store).run_once(NOW)
+        make_dispatcher(cfg, store).run_once(NOW)
         return cfg, store
 
     def measure(cfg, store, path):

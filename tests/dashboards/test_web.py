@@ -13,8 +13,8 @@ from starlette.testclient import TestClient
 
 from mailwarden.checks import diagnoses
 from mailwarden.checks.base import Outcome, Status
+from mailwarden.checks.facts import facts
 from mailwarden.monitor.demo import INTEGRATIONS
-from mailwarden.monitor.runner import facts
 from mailwarden.monitor.web import views
 from mailwarden.monitor.web.api import openapi
 from mailwarden.monitor.web.auth import Access, safe_next, verify_password
@@ -342,7 +342,7 @@ def test_password_hash_round_trip():
 
 def test_secrets_inventory_page_and_api(client, demo):
     env, _ = demo
-    from mailwarden.alerts.secrets import SecretsCycle  # noqa: F401 - the demo's first secrets cycle already ran
+    from mailwarden.monitor.secrets import SecretsCycle  # noqa: F401 - the demo's first secrets cycle already ran
 
     doc = client.get("/api/secrets").json()
     creds = {c["display_name"]: c for c in doc["credentials"]}

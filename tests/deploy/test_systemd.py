@@ -1,5 +1,5 @@
 """deploy/mailwarden.service: the file system stays read-only (ProtectSystem=strict) except where mailwarden writes,
-and that includes where automated rotation writes an app's new secret (alerts.autorotate.write_secret_file: a
+and that includes where automated rotation writes an app's new secret (monitor.autorotate.write_secret_file: a
 temporary file beside the app's `secret: file:PATH`, then a rename, so PATH's directory must be writable)."""
 
 from __future__ import annotations
@@ -44,7 +44,7 @@ def covered(path: PurePosixPath) -> bool:
 
 
 def rotation_writes(cfg: config_mod.Config) -> list[PurePosixPath]:
-    """The directories automated rotation writes in for this config (as alerts.autorotate resolves the reference)."""
+    """The directories automated rotation writes in for this config (as monitor.autorotate resolves the reference)."""
     out = []
     for app in cfg.apps.values():
         if app.rotation.automated:

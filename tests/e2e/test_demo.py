@@ -214,14 +214,14 @@ def test_demo_story_mailwardens_token_reauthorised_while_oracle_b2c_itself_still
 def test_demo_alert_names_who_removed_the_sinch_escalations_consent(demo_run):
     """Issue 16, who changed it: the demo's admin removes the escalations app's consent at start; the directory audit
     is read with the sign-in log, and the opening alert names the admin and the minute."""
-    from mailwarden.alerts.dispatcher import Dispatcher
     from mailwarden.monitor import config as config_mod
+    from mailwarden.monitor.alerting import make_dispatcher
     from mailwarden.monitor.runtime import open_runtime
 
     _, work = demo_run
     runtime = open_runtime(config_mod.load(work / "mailwarden.yaml"))
     try:
-        [opened] = [d for d in Dispatcher(runtime.config, runtime.store).evaluate()
+        [opened] = [d for d in make_dispatcher(runtime.config, runtime.store).evaluate()
                     if d.kind == "opened" and "sinch-escalations" in d.title]
         text = " ".join(opened.body_text.split())
         assert ("Directory audit: Admin consent to Mail.ReadWrite (application permission) removed by "

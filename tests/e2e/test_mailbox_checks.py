@@ -9,7 +9,8 @@ import pytest
 
 from mailwarden.checks.base import Status
 from mailwarden.checks.diagnoses import get, render_fix
-from mailwarden.monitor.runner import facts, select
+from mailwarden.checks.facts import facts
+from mailwarden.monitor.runner import select
 
 MAIL = {"token": {}, "imap": {}, "pop": {}, "smtp": {}}
 

@@ -9,8 +9,8 @@ import pytest
 
 from mailwarden.checks.base import Status
 from mailwarden.checks.diagnoses import render_cause
+from mailwarden.checks.facts import facts
 from mailwarden.errors import ConfigError
-from mailwarden.monitor.runner import facts
 from tests.e2e.test_mailbox_checks import app_mailbox, shared_mailbox
 
 

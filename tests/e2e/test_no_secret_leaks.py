@@ -16,10 +16,10 @@ import pytest
 import yaml
 from typer.testing import CliRunner
 
-from mailwarden.alerts.dispatcher import Dispatcher
 from mailwarden.checks.mailbox import xoauth2
 from mailwarden.monitor import demo as demo_mod
 from mailwarden.monitor import logs, reauth
+from mailwarden.monitor.alerting import make_dispatcher
 from mailwarden.monitor.cli import app
 from mailwarden.monitor.tokenstore import load_cipher
 from mailwarden_sandbox.browser import sign_in
@@ -63,7 +63,7 @@ def test_no_secret_in_db_logs_report_or_alerts(tmp_path, capfd, restored_log_lev
             code = re.search(r"[?&]code=([^&]+)", back).group(1)
             reauth.complete(rt.tokens, integ, flow, reauth.parse_redirect(back))
             env.run_once()
-            Dispatcher(rt.config, rt.store).run_once()
+            make_dispatcher(rt.config, rt.store).run_once()
             report = tmp_path / "status.html"
             res = CliRunner().invoke(app, ["report", "-c", str(env.config_path), "-o", str(report)])
             assert res.exit_code == 0, res.output

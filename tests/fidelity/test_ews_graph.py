@@ -11,7 +11,7 @@ import pytest
 
 from mailwarden.checks.base import Status, mailbox_target, token_target
 from mailwarden.checks.diagnoses import render_fix
-from mailwarden.monitor.runner import facts
+from mailwarden.checks.facts import facts
 
 PERMISSION_ADVICE = ("Add-MailboxPermission", "API permissions", "Grant admin consent", "Application.Read.All")
 POLICY_WORDS = ("EWSEnabled", "EWSAllowedAppIDs", "Test-ApplicationAccessPolicy")

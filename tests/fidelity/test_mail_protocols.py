@@ -9,7 +9,7 @@ import pytest
 
 from mailwarden.checks.base import Status
 from mailwarden.checks.diagnoses import render_fix
-from mailwarden.monitor.runner import facts
+from mailwarden.checks.facts import facts
 from tests.e2e.test_mailbox_checks import shared_mailbox as house_on_the_hill  # a licensed delegate on a shared box
 
 MAIL = {"token": {}, "imap": {}, "pop": {}, "smtp": {}}

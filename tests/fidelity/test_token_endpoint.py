@@ -9,7 +9,7 @@ import pytest
 
 from mailwarden.checks.base import Status
 from mailwarden.checks.diagnoses import render_fix
-from mailwarden.monitor.runner import facts
+from mailwarden.checks.facts import facts
 
 CREDENTIAL_WORDS = ("New client secret", "Certificates & secrets", "API permissions", "Grant admin consent",
                     "Add-MailboxPermission")

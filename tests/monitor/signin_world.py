@@ -1,6 +1,6 @@
-"""A tenant of its own in the sandbox for the sign-in evidence tests: an app-only daemon and a delegated helpdesk
-(each with its consuming system as a sandbox actor), a monitor app that may read the sign-in logs, and an ordinary
-config pointing at it. mailwarden runs through its runtime, as `serve` and `check` do."""
+"""A tenant of its own in the session's shared sandbox for the sign-in evidence tests: an app-only daemon and a
+delegated helpdesk (each with its consuming system as a sandbox actor), a monitor app that may read the sign-in logs,
+and an ordinary config pointing at it. mailwarden runs through its runtime, as `serve` and `check` do."""
 
 from __future__ import annotations
 
@@ -24,10 +24,11 @@ REDIRECT = "http://127.0.0.1:8080/auth/callback"
 DELEGATED = {"exchange": ["POP.AccessAsUser.All"], "graph": ["User.Read"]}
 
 
-@pytest.fixture(scope="module")
-def sb(tmp_path_factory):
-    with Sandbox({"tenants": []}, workdir=tmp_path_factory.mktemp("sandbox")) as box:
-        yield box
+@pytest.fixture
+def sb(sandbox):
+    """The sandbox the worlds live in: the session's shared one (tests/sandbox_fixtures.py; each world is a tenant of
+    its own), or a fresh one for a test marked ``fresh_sandbox``."""
+    return sandbox
 
 
 @dataclass

@@ -24,9 +24,13 @@ class Scripted:
     """A check kind whose outcome per integration a test sets; it records the order of its runs."""
 
     config_model: ClassVar[type[BaseModel]] = NoOptions
+    # the declarations of checks.base.Check: a scripted kind asks for no token and talks to no server
+    needs: ClassVar[dict] = {}
+    uses_app_token: ClassVar[bool] = False
+    endpoint: ClassVar[str | None] = None
 
-    def __init__(self, kind: str, log: list[str], depends_on_token: bool = False):
-        self.kind, self.log, self.depends_on_token = kind, log, depends_on_token
+    def __init__(self, kind: str, log: list[str], depends_on: tuple[str, ...] = ()):
+        self.kind, self.log, self.depends_on = kind, log, depends_on
         self.next: dict[str, str] = {}
 
     async def run(self, ctx):
@@ -39,7 +43,7 @@ class Scripted:
 @pytest.fixture
 def kinds(monkeypatch):
     log: list[str] = []
-    token, mailbox = Scripted("token", log), Scripted("pop_test", log, depends_on_token=True)
+    token, mailbox = Scripted("token", log), Scripted("pop_test", log, depends_on=("token",))
     registry = {**checks.REGISTRY, "token": token, "pop_test": mailbox}
     monkeypatch.setattr(checks, "REGISTRY", registry)
     import mailwarden.monitor.runner as runner_mod

@@ -420,11 +420,10 @@ def mail(name: str) -> bool:
 
 
 @pytest.fixture(scope="module")
-def sb(tmp_path_factory):
-    from mailwarden_sandbox import Sandbox
-
-    with Sandbox({"tenants": []}, workdir=tmp_path_factory.mktemp("sandbox")) as box:
-        yield box
+def sb(shared_sandbox):
+    """The session's shared sandbox (tests/sandbox_fixtures.py): this module's tenants are its own (fresh ids; the
+    discovery scenario's, added once), its page faults name their tenant."""
+    return shared_sandbox
 
 
 @pytest.fixture(scope="module")

@@ -13,9 +13,9 @@ import pytest
 import yaml
 
 from mailwarden.alerts import expiry
-from mailwarden.alerts.secrets import SecretsCycle, api_secrets
 from mailwarden.checks import diagnoses
-from mailwarden.monitor.runner import facts
+from mailwarden.checks.facts import facts
+from mailwarden.monitor.secrets import SecretsCycle, api_secrets
 from tests.monitor.signin_world import sb, world  # noqa: F401 - the module sandbox and its tenants
 from tests.monitor.test_config import BASE, problems
 

@@ -27,9 +27,13 @@ LEAKED = "Xq7~result-json-secret-4b2e9a"
 
 class Scripted:
     config_model: ClassVar[type[BaseModel]] = NoOptions
+    # the declarations of checks.base.Check: a scripted kind asks for no token and talks to no server
+    needs: ClassVar[dict] = {}
+    uses_app_token: ClassVar[bool] = False
+    endpoint: ClassVar[str | None] = None
 
-    def __init__(self, kind: str, outcome: Outcome, depends_on_token: bool = False):
-        self.kind, self.outcome, self.depends_on_token = kind, outcome, depends_on_token
+    def __init__(self, kind: str, outcome: Outcome, depends_on: tuple[str, ...] = ()):
+        self.kind, self.outcome, self.depends_on = kind, outcome, depends_on
 
     async def run(self, ctx):
         return self.outcome
@@ -41,7 +45,7 @@ def cfg(tmp_path, monkeypatch):
     token = Scripted("token", Outcome(Status.OK, None, "token ok", 12.34, {"roles": ["Mail.ReadWrite"]}))
     mailbox = Scripted("pop_test", Outcome(
         Status.FAIL, "auth_failed", "POP said -ERR Authentication failure", 45.67,
-        {"phases_ms": {"connect": 3.5, "stat": 1.0}, "reply": f"-ERR denied for {LEAKED}"}), depends_on_token=True)
+        {"phases_ms": {"connect": 3.5, "stat": 1.0}, "reply": f"-ERR denied for {LEAKED}"}), depends_on=("token",))
     registry = {**checks.REGISTRY, "token": token, "pop_test": mailbox}
     monkeypatch.setattr(checks, "REGISTRY", registry)
     import mailwarden.monitor.runner as runner_mod

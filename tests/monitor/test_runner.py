@@ -19,10 +19,14 @@ class Scripted:
     """A check kind whose outcomes a test sets, standing for any real kind."""
 
     config_model: ClassVar[type[BaseModel]] = NoOptions
+    # the declarations of checks.base.Check: a scripted kind asks for no token and talks to no server
+    needs: ClassVar[dict] = {}
+    uses_app_token: ClassVar[bool] = False
+    endpoint: ClassVar[str | None] = None
 
-    def __init__(self, kind, depends_on_token=False):
+    def __init__(self, kind, depends_on=()):
         self.kind = kind
-        self.depends_on_token = depends_on_token
+        self.depends_on = depends_on
         self.next: dict[str, object] = {}
         self.running = 0
         self.peak = 0
@@ -48,7 +52,7 @@ class Scripted:
 
 @pytest.fixture
 def kinds(monkeypatch):
-    token, mailbox = Scripted("token"), Scripted("imap_test", depends_on_token=True)
+    token, mailbox = Scripted("token"), Scripted("imap_test", depends_on=("token",))
     registry = dict(checks.REGISTRY)
     registry.update({"token": token, "imap_test": mailbox})
     monkeypatch.setattr(checks, "REGISTRY", registry)

@@ -39,12 +39,20 @@ class Scripted:
     """A check kind whose outcomes a test sets, standing for any real kind."""
 
     config_model: ClassVar[type[BaseModel]] = NoOptions
+    # the declarations of checks.base.Check: a scripted kind asks for no token and talks to no server
+    needs: ClassVar[dict] = {}
+    uses_app_token: ClassVar[bool] = False
+    endpoint: ClassVar[str | None] = None
 
     def __init__(self, kind: str):
         self.kind = kind
-        self.depends_on_token = False
+        self.depends_on_token = False  # True: it depends on the token check, as the mailbox kinds do (tests/ha too)
         self.script: dict[str, list[object]] = {}  # integration -> outcomes to return, in order; then ok
         self.calls: list[str] = []
+
+    @property
+    def depends_on(self) -> tuple[str, ...]:
+        return ("token",) if self.depends_on_token else ()
 
     async def run(self, ctx):
         name = ctx.integration.name

@@ -29,8 +29,8 @@ from pathlib import Path
 import pytest
 from starlette.testclient import TestClient
 
-from mailwarden.alerts.dispatcher import Dispatcher
 from mailwarden.monitor import config as config_mod
+from mailwarden.monitor.alerting import make_dispatcher
 from mailwarden.monitor.reauth_links import for_runtime
 from mailwarden.monitor.runtime import open_runtime
 from mailwarden.monitor.scheduler import Monitor
@@ -221,7 +221,7 @@ def test_an_upgrade_keeps_incidents_sign_ins_history_and_reauthorisation_links(o
             REVOKED: ("fail", "refresh_token_revoked")}
 
         # the failure goes on as the same incident: nobody is paged again for it
-        report = Dispatcher(cfg, store, reauth_urls=for_runtime(rt)).run_once()
+        report = make_dispatcher(cfg, store, reauth_urls=for_runtime(rt)).run_once()
         assert report.queued == 0, report
         assert sorted((i.id, i.code, i.affected) for i in store.incidents("open")) == incidents
         assert [r.id for r in store.open_reauth_requests()] == [old["reauth"][0][0]]

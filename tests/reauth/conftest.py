@@ -12,12 +12,11 @@ import apprise
 import pytest
 from starlette.testclient import TestClient
 
-from mailwarden.alerts.dispatcher import Dispatcher
+from mailwarden.monitor.alerting import make_dispatcher
 from mailwarden.monitor.reauth_links import for_runtime
 from mailwarden.monitor.scheduler import Monitor
 from mailwarden.monitor.web.app import create_app
 from mailwarden.monitor.web.auth import Access, hash_password
-from tests.e2e.conftest import sandbox, world  # noqa: F401 - the sandbox and its worlds
 
 BASE = "http://127.0.0.1:8080"
 CAPTURED: list[dict] = []
@@ -53,7 +52,7 @@ class Env:
         return self.monitor.runtime
 
     def dispatch(self):
-        return Dispatcher(self.rt.config, self.rt.store, reauth_urls=for_runtime(self.rt)).run_once()
+        return make_dispatcher(self.rt.config, self.rt.store, reauth_urls=for_runtime(self.rt)).run_once()
 
     def link(self) -> str:
         urls = for_runtime(self.rt)()
@@ -76,7 +75,7 @@ def run(w, kind: str):
 
 
 @pytest.fixture
-def revoked(world):  # noqa: F811 - the fixture imported above
+def revoked(world):
     """A delegated integration signed in once, then its sessions revoked: token check failing, incident open."""
     made: list[Env] = []
 

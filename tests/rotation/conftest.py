@@ -1,5 +1,5 @@
-"""Rotation tests: the session sandbox and its per-test tenants (tests/e2e), a loopback alert receiver, and
-helpers that run the secrets cycle with a fake clock."""
+"""Rotation tests: the session sandbox and its per-test tenants (tests/sandbox_fixtures.py), a loopback alert
+receiver, and helpers that run the secrets cycle with a fake clock."""
 
 from __future__ import annotations
 
@@ -9,10 +9,9 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from mailwarden.alerts.dispatcher import Dispatcher
-from mailwarden.alerts.secrets import SecretsCycle
+from mailwarden.monitor.alerting import make_dispatcher
+from mailwarden.monitor.secrets import SecretsCycle
 from tests.alerts.conftest import receiver  # noqa: F401 - loopback json:// receiver
-from tests.e2e.conftest import sandbox, world  # noqa: F401 - the session sandbox and its tenant factory
 
 T0 = datetime.now(UTC)
 
@@ -37,7 +36,7 @@ def cycle(w, clock, restart: bool = True):
 
 def dispatch(w, clock):
     rt = w.runtime or w.open()
-    return Dispatcher(rt.config, rt.store, clock=clock).run_once(clock())
+    return make_dispatcher(rt.config, rt.store, clock=clock).run_once(clock())
 
 
 def with_alerts(receiver_url: str, *, names=("subject",), **integ):  # noqa: F811

@@ -11,8 +11,8 @@ import asyncio
 
 from typer.testing import CliRunner
 
-from mailwarden.alerts.secrets import SecretsCycle, api_secrets
 from mailwarden.monitor.cli import app as cli_app
+from mailwarden.monitor.secrets import SecretsCycle, api_secrets
 from tests.monitor.signin_world import READER, sb, world  # noqa: F401 - the module sandbox and its tenants
 
 WRITER = [*READER, "Application.ReadWrite.All"]  # removePassword needs it (or ReadWrite.OwnedBy as an owner)

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 from datetime import timedelta
 
-from mailwarden.alerts.expiry import current_stage, days_left
+from mailwarden.days import days_left
 from mailwarden.monitor.models import ExpiryReminder
+from mailwarden.monitor.rotation import current_stage
 from tests.rotation.conftest import cycle, dispatch, with_alerts
 
 STAGES = [60, 30, 14, 7, 3, 1, 0]

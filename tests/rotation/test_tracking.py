@@ -5,8 +5,8 @@ from __future__ import annotations
 import asyncio
 from datetime import timedelta
 
-from mailwarden.alerts.secrets import api_secrets
 from mailwarden.monitor.cli_secrets import _read_all
+from mailwarden.monitor.secrets import api_secrets
 from tests.rotation.conftest import cycle, dispatch, with_alerts
 
 

@@ -15,10 +15,10 @@ from datetime import timedelta
 from starlette.testclient import TestClient
 from typer.testing import CliRunner
 
-from mailwarden.alerts.secrets import api_secrets
 from mailwarden.monitor import demo
 from mailwarden.monitor.cli import app as cli_app
 from mailwarden.monitor.cli_secrets import _read_all
+from mailwarden.monitor.secrets import api_secrets
 from mailwarden.monitor.web.app import create_app
 from mailwarden.monitor.web.auth import Access
 

@@ -10,7 +10,7 @@ import pytest
 from sqlmodel import Session
 from starlette.routing import Route
 
-from mailwarden.monitor.models import Incident
+from mailwarden.alerts.records import Incident
 from mailwarden.monitor.web.auth import Access
 
 HEADERS = ("content-security-policy", "x-frame-options", "x-content-type-options", "referrer-policy")

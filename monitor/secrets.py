@@ -17,17 +17,19 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+from mailwarden import days
 from mailwarden.alerts import expiry, routes
-from mailwarden.alerts.autorotate import AutoRotator
 from mailwarden.alerts.inert import Wording
 from mailwarden.alerts.messages import Message
-from mailwarden.alerts.rotation import Observation, Step, advance, should_open
-from mailwarden.checks import diagnoses
+from mailwarden.alerts.records import AlertDelivery
+from mailwarden.checks import TOKEN_KIND, diagnoses
 from mailwarden.errors import MailwardenError
+from mailwarden.monitor.autorotate import AutoRotator
 from mailwarden.monitor.config import Config, IntegrationConfig
 from mailwarden.monitor.credentials import AppCredential, CredentialReader, match
 from mailwarden.monitor.db import Store
-from mailwarden.monitor.models import AlertDelivery, ExpiryReminder, Rotation, RotationEvent
+from mailwarden.monitor.models import ExpiryReminder, Rotation, RotationEvent
+from mailwarden.monitor.rotation import Observation, Step, advance, current_stage, should_open
 from mailwarden.monitor.tokens import TokenProvider
 
 log = logging.getLogger("mailwarden.secrets")
@@ -131,7 +133,7 @@ class SecretsCycle:
         for row in self.store.rotations(app.client_id, open_only=True):
             steps = advance(row, obs, now, app.rotation.remove_old_after_days,
                             in_use.kind if in_use else "client_secret").steps
-            left = expiry.days_left(row.old_expires_at, now) if row.old_expires_at else None
+            left = days.days_left(row.old_expires_at, now) if row.old_expires_at else None
             action = self.auto.due(row, left, now)
             if action == "start":
                 steps += await self.auto.start(name, row)
@@ -146,7 +148,7 @@ class SecretsCycle:
     def _remind(self, name: str, cred: AppCredential, integrations: list[IntegrationConfig], now: datetime,
                 report: CycleReport) -> None:
         app = self.config.apps[name]
-        stage = expiry.current_stage(cred.end_at, now, app.reminder_days)
+        stage = current_stage(cred.end_at, now, app.reminder_days)
         if stage is None or cred.end_at is None:
             return
         facts = expiry.CredentialFacts(name, app.client_id, cred.kind, cred.key_id, cred.display_name, cred.hint,
@@ -163,7 +165,7 @@ class SecretsCycle:
             log.info("expiry reminder queued", extra={"app": name, "stage": stage, "routes": len(queued)})
 
     def _health(self, integrations: list[IntegrationConfig]) -> tuple[datetime | None, datetime | None]:
-        states = [self.store.get_state(i.name, "token") for i in integrations if "token" in i.checks]
+        states = [self.store.get_state(i.name, TOKEN_KIND) for i in integrations if TOKEN_KIND in i.checks]
         if not states or any(s is None or s.status not in ("ok", "warn") or s.last_ok_at is None for s in states):
             return None, None
         since = [s.since for s in states if s is not None and s.since is not None]
@@ -254,7 +256,7 @@ def inventory(config: Config, store: Store, now: datetime) -> list[dict[str, Any
             "app": name, "display_name": (app.display_name if app else None) or name, "client_id": cred.client_id,
             "kind": cred.kind, "key_id": cred.key_id, "name": cred.display_name, "hint": cred.hint,
             "starts": _iso(cred.start_at), "expires": _iso(cred.expires_at),
-            "days_left": expiry.days_left(cred.expires_at, now) if cred.expires_at else None,
+            "days_left": days.days_left(cred.expires_at, now) if cred.expires_at else None,
             "lifetime_days": lifetime, "long_lived": lifetime is not None and lifetime > LONG_LIVED.days,
             "integrations": used, "used_by_mailwarden": monitor, "unused": usage.pop("unused"), "usage": usage,
             "rotation": rot.state if rot else None, "auto_step": rot.auto_step if rot else None,

@@ -1,4 +1,4 @@
-"""Rotation tracking per credential: pure code taking ``now``.
+"""Rotation tracking per credential, and which reminder stage is due: pure code taking ``now``.
 
 ``expiring -> new_secret_created -> in_use -> old_removed``, one ``Rotation`` row per old credential:
 - expiring: the credential in use entered its reminder window (or a newer one appeared: see below);
@@ -13,9 +13,11 @@ its expiry. Each notice once per rotation (its time is recorded on the row).
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
+from mailwarden import days
 from mailwarden.days import count_words as days_words
 from mailwarden.monitor.credentials import AppCredential
 from mailwarden.monitor.models import Rotation
@@ -130,3 +132,15 @@ def _set_new(row: Rotation, cred: AppCredential, now: datetime) -> None:
 
 def _d(value: datetime | None) -> str:
     return value.strftime("%Y-%m-%d") if value else "never"
+
+
+def current_stage(end: datetime | None, now: datetime, stages: Iterable[int]) -> int | None:
+    """The most urgent stage due: the smallest stage >= the days left; 0 once expired (if 0 is a stage)."""
+    wanted = set(stages)
+    if end is None:
+        return None
+    if end <= now:
+        return 0 if 0 in wanted else None
+    left = days.days_left(end, now)
+    due = [s for s in wanted if s > 0 and left <= s]
+    return min(due) if due else None

@@ -27,10 +27,10 @@ from typing import Any
 
 import httpx
 
-from mailwarden.alerts.rotation import Observation, Step
 from mailwarden.monitor.config import Config
 from mailwarden.monitor.credentials import CredentialReader, match
 from mailwarden.monitor.models import Rotation
+from mailwarden.monitor.rotation import Observation, Step
 from mailwarden.monitor.tokens import TokenProvider
 from mailwarden.redact import redact, register_secret
 

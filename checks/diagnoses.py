@@ -172,8 +172,11 @@ PRODUCED_BY: dict[str, tuple[str, ...]] = {
     "blocked_by_token": _MAILBOX,
     "unexpected_reply": _MAILBOX,
     "reply_too_large": ("graph_mail", "ews"),
+    "consumer_signin_failed": ("consumer",),
+    "consumer_silent": ("consumer",),
+    "consumer_unknown": ("consumer",),
 }
-ALL_KINDS = ("token", "secret_expiry", *_MAILBOX)
+ALL_KINDS = ("token", "secret_expiry", *_MAILBOX, "consumer")
 
 
 def kinds_of(code: str | None) -> tuple[str, ...]:

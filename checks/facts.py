@@ -97,7 +97,8 @@ def facts(config: FactsConfig, integ: FactsIntegration, outcome: Outcome | None 
         kinds = list(check)
     else:  # what only one kind of check records
         phases = set(metrics.get("phases_ms") or {})
-        guessed = (TOKEN_KIND if "needed_by" in metrics or "tokens" in metrics else
+        guessed = ("consumer" if "signin_state" in metrics else  # every result of the consumer check says it
+                   TOKEN_KIND if "needed_by" in metrics or "tokens" in metrics else
                    "smtp" if "login_as" in metrics else
                    "graph_mail" if "graph_code" in metrics or phases & {"inbox", "sendMail"} else
                    "ews" if "getfolder" in phases or "response_code" in metrics or "notice" in metrics else

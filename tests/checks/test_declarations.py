@@ -76,6 +76,11 @@ def test_the_catalog_s_kind_lists_are_what_the_kinds_declare():
         assert diagnoses.PRODUCED_BY[f"blocked_by_{dep}"] == _depending_on(dep)
     named = {k for kinds in diagnoses.PRODUCED_BY.values() for k in kinds} | set(diagnoses.ALL_KINDS)
     assert named <= set(KINDS), f"the catalog names unregistered kinds: {sorted(named - set(KINDS))}"
+    # a code not listed may come from any kind: every registered kind, the consumer check's included
+    assert set(diagnoses.ALL_KINDS) == set(KINDS), sorted(set(KINDS) - set(diagnoses.ALL_KINDS))
+    consumer_codes = {c for c in diagnoses.CATALOG if c.startswith("consumer_") and c != "consumer_not_collecting"}
+    assert consumer_codes and all(diagnoses.PRODUCED_BY.get(c) == ("consumer",) for c in consumer_codes), \
+        {c: diagnoses.PRODUCED_BY.get(c) for c in consumer_codes}
     # a code a token refusal gives is returned by every check that asks for the app's token
     for code in ("secret_invalid", "consent_missing", "app_not_found", "app_not_in_tenant"):
         assert set(diagnoses._TOKEN_USERS) <= set(diagnoses.PRODUCED_BY[code]), code

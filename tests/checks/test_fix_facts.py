@@ -22,7 +22,8 @@ def config(flow: str, checks: dict) -> Config:
         "integrations": [integ]})
 
 
-ALL = {"token": {}, "imap": {}, "pop": {}, "smtp": {}, "graph_mail": {}, "ews": {}, "secret_expiry": {}}
+ALL = {"token": {}, "imap": {}, "pop": {}, "smtp": {}, "graph_mail": {}, "ews": {}, "secret_expiry": {},
+       "consumer": {}}
 
 
 @pytest.mark.parametrize(("metrics", "kind"), [
@@ -33,7 +34,10 @@ ALL = {"token": {}, "imap": {}, "pop": {}, "smtp": {}, "graph_mail": {}, "ews": 
     ({"phases_ms": {"connect": 1.0, "auth": 2.0, "select": 3.0}}, "imap"),
     ({"phases_ms": {"connect": 1.0, "auth": 2.0, "stat": 3.0}}, "pop"),
     ({"source": "graph", "days_left": 3}, "secret_expiry"),
-    ({"error_codes": [50173]}, "token,imap,pop,smtp,graph_mail,ews,secret_expiry"),  # any check asks for a token
+    ({"signin_state": "ok", "consumer_code": 7000222, "flow": "app"}, "consumer"),
+    ({"signin_state": "pending", "note": None}, "consumer"),
+    # nothing only one kind records: every check of the integration
+    ({"error_codes": [50173]}, "token,imap,pop,smtp,graph_mail,ews,secret_expiry,consumer"),
 ])
 def test_the_results_check_is_read_from_what_only_it_records(metrics, kind):
     got = facts(config("app", ALL), config("app", ALL).integrations[0], Outcome(Status.FAIL, "x", "", metrics=metrics))

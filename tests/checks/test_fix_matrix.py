@@ -55,7 +55,7 @@ NATURAL = {"House-on-the-Hill helpdesk": "pop", "Oracle B2C Service": "pop", "Si
 # Which check kinds can return each code (read from the check modules), and the codes only a delegated sign-in has.
 TOKEN_USERS = ("token", "imap", "pop", "smtp", "graph_mail", "ews")
 MAILBOX = ("imap", "pop", "smtp", "graph_mail", "ews")
-ALL = ("token", "secret_expiry", *MAILBOX)
+ALL = ("token", "secret_expiry", *MAILBOX, "consumer")
 KINDS = {
     "secret_expired": (*TOKEN_USERS, "secret_expiry"), "certificate_invalid": (*TOKEN_USERS, "secret_expiry"),
     "app_not_found": (*TOKEN_USERS, "secret_expiry"),
@@ -71,6 +71,7 @@ KINDS = {
     "ews_retiring": ("ews",), "inbox_backlog": ("imap", "pop", "graph_mail", "ews"), "blocked_by_token": MAILBOX,
     "consumer_not_collecting": ("imap", "pop", "graph_mail", "ews"),
     "canary_not_delivered": ("imap", "graph_mail"),
+    "consumer_signin_failed": ("consumer",), "consumer_silent": ("consumer",), "consumer_unknown": ("consumer",),
     "unexpected_reply": MAILBOX, "reply_too_large": ("graph_mail", "ews"),
     **{c: TOKEN_USERS for c in (
         "secret_invalid", "app_disabled", "tenant_not_found", "refresh_token_revoked", "refresh_token_expired",

@@ -432,14 +432,14 @@ class State:
             return next((i for i in self.incidents
                          if i.service == service and i.ended is None and i.effect != "none"), None)
 
-    def count_in_window(self, key: str, window: dt.timedelta, add: bool = True) -> int:
-        """How many events of ``key`` happened within ``window`` (this one included when ``add``)."""
+    def count_in_window(self, key: str, window: dt.timedelta, add: bool | int = True) -> int:
+        """How many events of ``key`` happened within ``window`` (this one included when ``add``; ``add`` may be a
+        count: that many events now, the log pruned once)."""
         now = self.now()
         with self.lock:
             log = self.token_log[key]
             log[:] = [t for t in log if now - t < window]
-            if add:
-                log.append(now)
+            log.extend([now] * int(add))
             return len(log)
 
     def oldest_in_window(self, key: str) -> dt.datetime | None:

@@ -130,8 +130,7 @@ def record_sent(state: State, address: str, recipients: int) -> dict:
 
     with state.lock:
         mb = require_mailbox(state, address)
-        for _ in range(int(recipients)):
-            state.count_in_window(f"sent:{mb.address.lower()}", dt.timedelta(days=1))
+        state.count_in_window(f"sent:{mb.address.lower()}", dt.timedelta(days=1), add=int(recipients))
         return {"address": mb.address}
 
 

@@ -126,9 +126,9 @@ def next_due(incidents: Iterable[Incident], pcfg: PolicyConfig, now: datetime) -
     when nothing will happen until something changes. A maintenance summary at ``held_until``; a flapping check's
     verdict ``flap_window`` after its last change; a held-back opening notice at ``notify_after``; a reminder
     ``reminder_interval`` after the last notice, not before a snooze ends, never once acknowledged or while a window
-    holds the incident. A person's ack or snooze clears the stored time (``Store.ack_incident``, ``snooze_incident``:
-    a new snooze may end before the last). Earlier than needed costs one evaluation that finds nothing; later would
-    delay a notice (tests/alerts/test_idle_skip.py holds this against the policy itself)."""
+    holds the incident. A person's ack or snooze clears the stored time (``store.alerts.ack_incident``,
+    ``snooze_incident``: a new snooze may end before the last). Earlier than needed costs one evaluation that finds
+    nothing; later would delay a notice (tests/alerts/test_idle_skip.py holds this against the policy itself)."""
     due: list[datetime] = []
     for inc in incidents:
         if inc.held_window is not None and inc.held_until is not None:

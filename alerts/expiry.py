@@ -3,7 +3,7 @@
 A credential in use by integrations gets one reminder per stage of its app's ``reminder_days`` (default
 60, 30, 14, 7, 3, 1 days before and 0 = on expiry). Only the most urgent stage due is sent: a monitor
 started 10 days before expiry sends the 14-day reminder, not the 60- and 30-day ones too. Every stage is
-claimed in the store (``Store.claim_reminder``), so it is sent once, restarts included. One app used by
+claimed in the store (``store.rotation.claim_reminder``), so it is sent once, restarts included. One app used by
 several integrations gets one reminder naming them all, with a runbook for each consuming system.
 """
 

@@ -219,7 +219,7 @@ async def serve_and_flood(config_path: Path, *, rate: float, seconds: float, add
             results: Counter = Counter()
             for integ in runtime.config.integrations:
                 for kind in integ.checks:
-                    for r in await asyncio.to_thread(runtime.store.results, integ.name, kind, since, 500):
+                    for r in await asyncio.to_thread(runtime.store.checks.results, integ.name, kind, since, 500):
                         results[r.status + (f" ({r.code})" if r.code else "")] += 1
             out.append(Phase(name, results, probe.figures(), flood.answers, Counter(threads)))
     finally:

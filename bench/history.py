@@ -120,7 +120,7 @@ def degrade(conn: Any, cfg: config_mod.Config, now: datetime) -> dict[str, int]:
 def build_render_store(cfg: config_mod.Config, now: datetime, *, raw_per_check: int, failures_days: int,
                        rollup_days: int, raw_hours: int = 0) -> tuple[Any, dict[str, Any]]:
     store = open_store(cfg.database_url())
-    store.sync_integrations(integration_rows(cfg), now)
+    store.inventory.sync_integrations(integration_rows(cfg), now)
     rng = random.Random(8)
     t0 = time.perf_counter()
     top = now.replace(minute=0, second=0, microsecond=0)
@@ -210,7 +210,7 @@ def render(n: int, workdir: Path, say: Any, *, reuse: bool = False) -> dict[str,
         say(f"render store: {built}")
     try:
         t = time.perf_counter()
-        store.rollup_history(now)  # the report rolls the last hour up first; time it apart
+        store.history.rollup_history(now)  # the report rolls the last hour up first; time it apart
         rollup_s = time.perf_counter() - t
         app = create_app(cfg, store, access=Access(mode="none"))
         name = cfg.integrations[0].name
@@ -295,13 +295,13 @@ def alerts(workdir: Path, store: Any, say: Any) -> dict[str, Any]:
     # out, so that no round is a flapping notice instead
     th = sm.Thresholds(failure_threshold=1, success_threshold=1)
     window = timedelta(seconds=acfg.alerts.flapping.window)
-    recent = {t.integration for t in store.transitions(limit=100_000) if t.at > datetime.now(UTC) - window}
+    recent = {t.integration for t in store.checks.transitions(limit=100_000) if t.at > datetime.now(UTC) - window}
     spare = iter([i.name for i in acfg.integrations if i.name not in recent][::7])
 
     def results(status: str, code: str | None) -> None:
         for name in changed:
-            store.record_result(integration=name, check="token", checked_at=datetime.now(UTC), thresholds=th,
-                                outcome=Outcome(Status(status), code, f"bench {status}"))
+            store.checks.record_result(integration=name, check="token", checked_at=datetime.now(UTC), thresholds=th,
+                                       outcome=Outcome(Status(status), code, f"bench {status}"))
 
     for _ in range(2):  # the first round compiles the statements and templates; the second is measured
         changed = [next(spare) for _ in range(ALERT_CHANGES)]
@@ -336,7 +336,7 @@ def storage(n: int, workdir: Path, say: Any, days: int = 2) -> dict[str, Any]:
     path = workdir / "history.db"
     store = open_store(cfg.database_url())
     start = datetime(2030, 1, 1, tzinfo=UTC)
-    store.sync_integrations(integration_rows(cfg), start)
+    store.inventory.sync_integrations(integration_rows(cfg), start)
     rng = random.Random(5)
     all_pairs = pairs(cfg)
     sizes = [_db_bytes(store, path)]
@@ -362,11 +362,11 @@ def storage(n: int, workdir: Path, say: Any, days: int = 2) -> dict[str, Any]:
                         "r.checked_at >= ?)", (now.replace(tzinfo=None).isoformat(" "),))
                 now += TICK
                 t = time.perf_counter()
-                store.rollup_history(now)
+                store.history.rollup_history(now)
                 rollup_s.append(time.perf_counter() - t)
                 if pruned_at is None or now - pruned_at >= timedelta(hours=1):
                     t = time.perf_counter()
-                    store.prune_history(now, **ret.model_dump())
+                    store.history.prune_history(now, **ret.model_dump())
                     prune_s.append(time.perf_counter() - t)
                     pruned_at = now
             sizes.append(_db_bytes(store, path))
@@ -539,7 +539,7 @@ def raw_hours_figures(backend: str, cfg: config_mod.Config, url: str, path: Path
     fig: dict[str, Any] = {"backend": backend, "pairs": len(all_pairs), "runs_per_check": runs,
                            "rows_written": len(all_pairs) * runs}
     try:
-        store.sync_integrations(integration_rows(cfg), start)
+        store.inventory.sync_integrations(integration_rows(cfg), start)
         with store.engine.begin() as conn:
             conn.execute(CheckState.__table__.insert(), [
                 {"integration": i, "check": c, "status": "ok", "failures": 0, "successes": 10, "since": start}
@@ -561,31 +561,32 @@ def raw_hours_figures(backend: str, cfg: config_mod.Config, url: str, path: Path
             keep_from = min(hour_of(now), now - timedelta(hours=args.raw_hours))
             name = cfg.integrations[len(cfg.integrations) // 2].name
             fig["plans"] = _plans(store, {
-                "prune": store._prune_results(keep_from, now - timedelta(days=ret.failures_days), ret.raw_per_check),
-                "beats": store._beats_query(name, now - timedelta(hours=args.raw_hours), 60)})
+                "prune": store.history._prune_results(keep_from, now - timedelta(days=ret.failures_days),
+                                                      ret.raw_per_check),
+                "beats": store.history._beats_query(name, now - timedelta(hours=args.raw_hours), 60)})
             for k, lines in fig["plans"].items():
                 say(f"{backend}: plan of {k}:\n  " + "\n  ".join(lines))
         t = time.perf_counter()
-        removed = store.prune_history(now, **ret.model_dump())
+        removed = store.history.prune_history(now, **ret.model_dump())
         fig["prune_s"] = round(time.perf_counter() - t, 2)
         fig["pruned_rows"] = removed["results"]
         fig["rows_kept"] = store.count(CheckResult)
         fig["rows_kept_per_check"] = round(fig["rows_kept"] / len(all_pairs), 1)
         t = time.perf_counter()
-        again = store.prune_history(now + timedelta(minutes=1), **ret.model_dump())
+        again = store.history.prune_history(now + timedelta(minutes=1), **ret.model_dump())
         fig["prune_again_s"] = round(time.perf_counter() - t, 2)
         fig["prune_again_rows"] = again["results"]
         say(f"{backend}: prune {fig['prune_s']} s ({fig['pruned_rows']:,} rows deleted, {fig['rows_kept']:,} kept); "
             f"again a minute later {fig['prune_again_s']} s ({again['results']} rows)")
         t = time.perf_counter()
-        store.rollup_history(now)
+        store.history.rollup_history(now)
         fig["rollup_s"] = round(time.perf_counter() - t, 2)
         fig.update({f"after_{k}": v for k, v in _size(store, path).items()})
         name = cfg.integrations[len(cfg.integrations) // 2].name
         since = now - timedelta(hours=args.raw_hours)
         for label, n in (("all", runs), ("60", 60)):
-            store.recent_beats(name, since, n)  # warm: the page's first read of a process is not the common one
-            took, beats = _best(lambda n=n: store.recent_beats(name, since, n), 5)
+            store.history.recent_beats(name, since, n)  # warm: the page's first read of a process is not the common one
+            took, beats = _best(lambda n=n: store.history.recent_beats(name, since, n), 5)
             fig[f"beats_{label}_ms"] = round(took * 1000, 1)
             fig[f"beats_{label}_rows"] = sum(len(b) for b in beats.values())
         say(f"{backend}: rollup {fig['rollup_s']} s; beats of {name}: {fig['beats_all_rows']} rows "
@@ -619,8 +620,8 @@ def _rollup_sample(store: Any, cfg: config_mod.Config, now: datetime, sample: in
     per_row = (_table_bytes(store, "check_rollups") - before) / rows  # with its indexes
     name = cfg.integrations[0].name
     start = top - timedelta(days=90)
-    store.uptime_cells([name], start, 24, 90)
-    took, cells = _best(lambda: store.uptime_cells([name], start, 24, 90), 5)
+    store.history.uptime_cells([name], start, 24, 90)
+    took, cells = _best(lambda: store.history.uptime_cells([name], start, 24, 90), 5)
     fleet_rows = len(pairs(cfg)) * 24 * 90
     fig = {"rollup_sample_rows": rows, "rollup_sample_write_s": round(write_s, 1),
            "rollup_bytes_per_row": round(per_row), "rollup_90d_bar_ms": round(took * 1000, 1),

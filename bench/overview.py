@@ -108,7 +108,7 @@ def build_store(cfg: config_mod.Config, now: datetime) -> tuple[Any, dict[str, i
     """The states, availability, incidents and credentials of the fleet, written with bulk inserts."""
     rng = random.Random(7)
     store = open_store(cfg.database_url())
-    store.sync_integrations(integration_rows(cfg), now - timedelta(days=2))
+    store.inventory.sync_integrations(integration_rows(cfg), now - timedelta(days=2))
     states, incidents, counts = [], [], {"fail": 0, "error": 0, "blocked": 0, "warn": 0, "paused": 0, "pending": 0,
                                          "stale": 0}
     for i, integ in enumerate(cfg.integrations):
@@ -161,10 +161,11 @@ def build_store(cfg: config_mod.Config, now: datetime) -> tuple[Any, dict[str, i
     for a, (name, app) in enumerate(sorted(cfg.apps.items())):
         if a % 5:
             continue
-        store.upsert_credentials(tenant=app.tenant, app=name, client_id=app.client_id, now=now, source="graph",
-                                 creds=[{"kind": "client_secret", "key_id": f"{a:08d}-0000-4000-8000-000000000000",
-                                         "display_name": f"{name} secret", "hint": "abc",
-                                         "expires_at": now + timedelta(days=rng.randrange(-5, 90))}])
+        store.inventory.upsert_credentials(
+            tenant=app.tenant, app=name, client_id=app.client_id, now=now, source="graph",
+            creds=[{"kind": "client_secret", "key_id": f"{a:08d}-0000-4000-8000-000000000000",
+                    "display_name": f"{name} secret", "hint": "abc",
+                    "expires_at": now + timedelta(days=rng.randrange(-5, 90))}])
     counts.update(states=len(states), incidents=len(incidents), availability_rows=len(avail))
     return store, counts
 

@@ -2,7 +2,8 @@
 
 The alerts layer imports nothing of the application: what a notice says beyond its incident (the tenant's service
 health, the directory changes that explain a failure, which credential the config uses) comes through ``Sources``,
-implemented here from the store and the config; the store is its ``AlertRepository``.
+implemented here from the store and the config; the store's alert repository (``store.alerts``) is its
+``AlertRepository``.
 """
 
 from __future__ import annotations
@@ -35,7 +36,7 @@ class StoreSources:
 
 def make_dispatcher(config: Config, store: Store, **kw: Any) -> Dispatcher:
     """A dispatcher wired to this application: ``kw`` as ``Dispatcher`` takes them (clock, reauth_urls, worker)."""
-    return Dispatcher(config, store, sources=StoreSources(config, store), **kw)
+    return Dispatcher(config, store.alerts, sources=StoreSources(config, store), **kw)
 
 
 def configured_credential(config: Config, app_name: str) -> str | None:

@@ -291,7 +291,7 @@ class AuditPoll:
 
 
 def load_poll(store: Store, tenant_id: str) -> AuditPoll | None:
-    raw = store.get_meta(POLL_PREFIX + tenant_id.lower())
+    raw = store.meta.get_meta(POLL_PREFIX + tenant_id.lower())
     try:
         doc = json.loads(raw) if raw else None
         if not isinstance(doc, dict):
@@ -305,12 +305,12 @@ def load_poll(store: Store, tenant_id: str) -> AuditPoll | None:
 
 def save_poll(store: Store, tenant_id: str, poll: AuditPoll) -> None:
     doc = {k: (v.isoformat() if isinstance(v, datetime) else v) for k, v in vars(poll).items()}
-    store.set_meta(POLL_PREFIX + tenant_id.lower(), json.dumps(doc))
+    store.meta.set_meta(POLL_PREFIX + tenant_id.lower(), json.dumps(doc))
 
 
 # -- the object ids of the monitored apps -----------------------------------------------------------------------
 def load_ids(store: Store, tenant_id: str) -> dict[str, dict[str, Any]]:
-    raw = store.get_meta(IDS_PREFIX + tenant_id.lower())
+    raw = store.meta.get_meta(IDS_PREFIX + tenant_id.lower())
     try:
         doc = json.loads(raw) if raw else {}
     except ValueError:
@@ -319,7 +319,7 @@ def load_ids(store: Store, tenant_id: str) -> dict[str, dict[str, Any]]:
 
 
 def save_ids(store: Store, tenant_id: str, doc: dict[str, dict[str, Any]]) -> None:
-    store.set_meta(IDS_PREFIX + tenant_id.lower(), json.dumps(doc, sort_keys=True))
+    store.meta.set_meta(IDS_PREFIX + tenant_id.lower(), json.dumps(doc, sort_keys=True))
 
 
 def due_ids(doc: dict[str, dict[str, Any]], app_ids: Iterable[str], now: datetime) -> list[str]:
@@ -402,7 +402,7 @@ def evidence(store: Store, config: Config, integ: IntegrationConfig, code: str |
             wanted.setdefault(tenant.tenant_id.lower(), set()).add(target)
     if config.tenant_name_of(integ) == app.tenant:  # one tenant: both objects
         wanted = {t: {APPLICATION, SERVICE_PRINCIPAL} for t in wanted}
-    rows: list[DirectoryAuditRecord] = store.directory_audits_of(
+    rows: list[DirectoryAuditRecord] = store.signins.directory_audits_of(
         list(wanted), app.client_id, changes, since - MATCH_BEFORE, since + WINDOW_MARGIN, limit=SHOWN * 4)
     tenant_names = {t.tenant_id.lower(): n for n, t in config.tenants.items()}
     out = [Evidence(r.change, r.activity, r.activity_at, r.subject, r.initiator_upn, r.initiator_name,

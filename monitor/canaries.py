@@ -37,7 +37,7 @@ class StoredCanaries:
     def sent(self, integration: str, since: datetime) -> list[CanarySent]:
         found: dict[str, CanarySent] = {}
         for check in SENDERS:
-            for row in self.store.results(integration, check, since=since, limit=MAX_ROWS):
+            for row in self.store.checks.results(integration, check, since=since, limit=MAX_ROWS):
                 details = row.details or {}
                 tag = details.get("canary_tag")
                 if not isinstance(tag, str) or not tag:
@@ -50,7 +50,7 @@ class StoredCanaries:
 
     def seen(self, integration: str, check: str, since: datetime) -> dict[str, datetime]:
         out: dict[str, datetime] = {}
-        for row in self.store.results(integration, check, since=since, limit=MAX_ROWS):
+        for row in self.store.checks.results(integration, check, since=since, limit=MAX_ROWS):
             seen = (row.details or {}).get("canaries_seen")
             if not isinstance(seen, dict):
                 continue

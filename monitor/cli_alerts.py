@@ -43,7 +43,7 @@ def _store(config):
 
 
 def _open_incident(store, incident_id: int):
-    inc = store.get_incident(incident_id)
+    inc = store.alerts.get_incident(incident_id)
     if inc is None:
         raise fail(f"no incident #{incident_id} (list them with `mailwarden incidents`)", 1)
     if inc.status != "open":
@@ -63,7 +63,7 @@ def ack(incident_id: Annotated[int, typer.Argument(help="The incident number (in
     _, store = _store(config)
     try:
         _open_incident(store, incident_id)
-        store.ack_incident(incident_id, by, datetime.now(UTC))
+        store.alerts.ack_incident(incident_id, by, datetime.now(UTC))
     finally:
         store.close()
     typer.echo(f"incident #{incident_id} acknowledged by {by}: reminders stop")
@@ -87,7 +87,7 @@ def snooze(incident_id: Annotated[int, typer.Argument(help="The incident number.
     _, store = _store(config)
     try:
         _open_incident(store, incident_id)
-        store.snooze_incident(incident_id, end)
+        store.alerts.snooze_incident(incident_id, end)
     finally:
         store.close()
     typer.echo(f"incident #{incident_id} snoozed until {end.isoformat().replace('+00:00', 'Z')}")
@@ -105,7 +105,7 @@ def incidents(config: ConfigOpt = None,
         raise fail(f"--format must be table or json, not {fmt!r}", EXIT_UNKNOWN)
     _, store = _store(config)
     try:
-        rows = [_row(i) for i in store.incidents(None if all_ else "open")]
+        rows = [_row(i) for i in store.alerts.incidents(None if all_ else "open")]
     finally:
         store.close()
     if fmt == "json":

@@ -78,7 +78,7 @@ def reauth(
     finally:
         if window is not None:
             with contextlib.suppress(MailwardenError):
-                runtime.store.close_reauth_window(datetime.now(UTC), window_id=window)
+                runtime.store.signins.close_reauth_window(datetime.now(UTC), window_id=window)
         runtime.close()
     kind = " (public client: refreshed without the app's secret)" if result.details.get("public_client") else ""
     typer.echo(f"Stored a refresh token for {result.integration}{kind}, signed in as {result.account} "
@@ -155,8 +155,8 @@ def token_key_rotate(
         raise fail(exc, EXIT_UNKNOWN) from None
     try:
         verify_fingerprint(store, old)
-        count = store.rekey_token_caches(lambda blob: new.encrypt(old.decrypt(blob)), new.fingerprint,
-                                         FINGERPRINT_KEY)
+        count = store.token_caches.rekey_token_caches(lambda blob: new.encrypt(old.decrypt(blob)), new.fingerprint,
+                                                      FINGERPRINT_KEY)
     except MailwardenError as exc:
         raise fail(exc, EXIT_UNKNOWN) from None
     finally:

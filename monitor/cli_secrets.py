@@ -139,7 +139,7 @@ def history(config: ConfigOpt = None, app_name: Annotated[str | None, typer.Opti
         client_id = runtime.config.apps[app_name].client_id if app_name in runtime.config.apps else None
         if app_name and client_id is None:
             raise fail(f"no app named {app_name!r} in the config", EXIT_UNKNOWN)
-        events = runtime.store.rotation_events(client_id, limit=1000)
+        events = runtime.store.rotation.rotation_events(client_id, limit=1000)
     finally:
         runtime.close()
     rows = [{"at": e.at.isoformat(), "app": e.app, "key_id": e.key_id, "new_key_id": e.new_key_id, "step": e.step,
@@ -175,7 +175,7 @@ async def _remove(cycle, app_name: str) -> tuple[int, str]:
     from mailwarden.monitor.rotation import Observation
 
     client_id = cycle.config.apps[app_name].client_id
-    rows = [r for r in cycle.store.rotations(client_id, open_only=True) if r.state == "in_use"]
+    rows = [r for r in cycle.store.rotation.rotations(client_id, open_only=True) if r.state == "in_use"]
     if not rows:
         return EXIT_WARN, f"mailwarden: app {app_name} has no rotation whose new secret is in use"
     row = rows[0]

@@ -84,7 +84,7 @@ def from_log(config: Config, store: Store, app_name: str, since: datetime) -> tu
             why.append(off)
             continue
         tid = config.tenants[name].tenant_id.lower()
-        poll = store.signin_polls(tid).get((tid, SERVICE_PRINCIPAL, app.client_id))
+        poll = store.signins.signin_polls(tid).get((tid, SERVICE_PRINCIPAL, app.client_id))
         if poll is None or poll.covered_from is None or poll.read_until is None:
             why.append(f"the sign-in log of tenant {name} has not been read yet")
             continue
@@ -93,8 +93,8 @@ def from_log(config: Config, store: Store, app_name: str, since: datetime) -> tu
             continue
         covered = _aware(poll.covered_from)
         evidence.covered_from = max(evidence.covered_from or covered, covered)
-        rows = store.signins_of(tid, app.client_id, [SERVICE_PRINCIPAL], since=since, origins=["consumer"],
-                                limit=MAX_ROWS)
+        rows = store.signins.signins_of(tid, app.client_id, [SERVICE_PRINCIPAL], since=since, origins=["consumer"],
+                                        limit=MAX_ROWS)
         evidence.signins += len(rows)
         for r in rows:
             if not r.credential_key_id:

@@ -218,5 +218,5 @@ class CredentialReader:
             for c in read.credentials
         ]
         assert self.store is not None  # its caller runs it only with a store
-        self.store.upsert_credentials(tenant=app.tenant, app=app_name, client_id=app.client_id,
-                                      creds=rows, now=datetime.now(UTC), source="graph")
+        self.store.inventory.upsert_credentials(tenant=app.tenant, app=app_name, client_id=app.client_id,
+                                                creds=rows, now=datetime.now(UTC), source="graph")

@@ -1,6 +1,18 @@
-"""The store: engine set-up, migrations and every read and write of the tables in ``monitor.models``.
+"""The store: engine set-up, migrations, the ``Database`` every repository shares, and ``Store``, which holds the
+database and one repository per port (the reads and writes of the tables in ``monitor.models``):
 
-One short transaction per method, safe to call from worker threads. SQLite runs in WAL mode and writes
+- ``store.checks``: check results, states and transitions (``CheckRepository``, here);
+- ``store.inventory``: the integrations and credential metadata mirrored from the config and Entra ID (here);
+- ``store.token_caches``, ``store.meta``: encrypted token caches; small named values (here);
+- ``store.alerts``: incidents, the outbox and send attempts, ``alerts.ports.AlertRepository`` (``monitor.db_alerts``);
+- ``store.history``: rollups, availability and bounded raw results (``monitor.db_history``);
+- ``store.rotation``: expiry reminders and rotations (``monitor.db_rotation``);
+- ``store.reauth``: reauthorisation requests and attempts (``monitor.db_reauth``);
+- ``store.signins``: the sign-in evidence (``monitor.db_signins``).
+
+A repository reads and writes rows; no business rule lives in storage (the reauthorisation rule is
+``monitor.pipeline``'s, applied inside ``record_result``'s transaction through ``in_transaction``). One short
+transaction per method, safe to call from worker threads. SQLite runs in WAL mode and writes
 take the write lock at BEGIN (``BEGIN IMMEDIATE``), so concurrent writers wait (``busy_timeout``)
 instead of failing on a stale snapshot; PostgreSQL serialises writers of one check state with
 ``SELECT ... FOR UPDATE``. Objects returned are detached and fully loaded: read them freely.
@@ -31,11 +43,12 @@ from sqlmodel import Session, col, select
 from mailwarden import state as sm
 from mailwarden.checks.base import Outcome, Status
 from mailwarden.errors import StorageError
-from mailwarden.monitor.db_alerts import AlertStore
-from mailwarden.monitor.db_history import HistoryStore
-from mailwarden.monitor.db_reauth import ReauthStore
-from mailwarden.monitor.db_rotation import RotationStore
-from mailwarden.monitor.db_signins import SignInStore
+from mailwarden.monitor.db_alerts import AlertRepository
+from mailwarden.monitor.db_history import HistoryRepository
+from mailwarden.monitor.db_reauth import ReauthRepository
+from mailwarden.monitor.db_repository import Repository
+from mailwarden.monitor.db_rotation import RotationRepository
+from mailwarden.monitor.db_signins import SignInRepository
 from mailwarden.monitor.models import (
     CheckResult,
     CheckState,
@@ -220,8 +233,8 @@ def result_row(integration: str, check: str, outcome: Outcome, checked_at: datet
 
 @dataclass(frozen=True)
 class Recorded:
-    """What ``Store.record_result`` wrote: the result row, the Transition (None: the state did not change) and the
-    status of the check's result before this one (None: its first). Unpacks as ``(result, transition)``."""
+    """What ``CheckRepository.record_result`` wrote: the result row, the Transition (None: the state did not change)
+    and the status of the check's result before this one (None: its first). Unpacks as ``(result, transition)``."""
 
     result: CheckResult
     transition: Transition | None
@@ -242,14 +255,16 @@ def _aware(at: datetime | None) -> datetime | None:
     return at.replace(tzinfo=UTC) if at is not None and at.tzinfo is None else at
 
 
-class Store(AlertStore, HistoryStore, RotationStore, ReauthStore, SignInStore):
+class Database:
+    """The shared plumbing of every repository: the engine, one short session or connection per call (SQLite's
+    writers take the write lock at BEGIN), the dialect's INSERT for upserts."""
+
     def __init__(self, engine: Engine, display: str | None = None):
         self.engine = engine
         self.display = display or display_url(engine.url.render_as_string(hide_password=False))
         self._sqlite = engine.dialect.name == "sqlite"
         self._lock = threading.Lock()  # only guards close()
 
-    # -- plumbing -------------------------------------------------------------------------------------
     @contextmanager
     def _session(self, write: bool = False) -> Iterator[Session]:
         try:
@@ -265,11 +280,34 @@ class Store(AlertStore, HistoryStore, RotationStore, ReauthStore, SignInStore):
     def _insert(self) -> Any:
         return sqlite_insert if self._sqlite else pg_insert
 
+    @contextmanager
+    def _connection(self, write: bool = False) -> Iterator[Any]:
+        try:
+            conn = self.engine.connect()
+            if write and self._sqlite:
+                conn = conn.execution_options(**{_IMMEDIATE: True})
+            with conn, conn.begin():
+                yield conn
+        except DBAPIError as exc:
+            raise StorageError(f"database {self.display} failed: {_reason(exc)}",
+                               hint=_hint(str(self.engine.url))) from None
+
     def close(self) -> None:
         with self._lock:
             self.engine.dispose()
 
-    # -- results and states ---------------------------------------------------------------------------
+    def count(self, model: type, **where: Any) -> int:
+        """Rows of a table (tests and diagnostics)."""
+        stmt = select(func.count()).select_from(model)
+        for k, v in where.items():
+            stmt = stmt.where(getattr(model, k) == v)
+        with self._session() as s:
+            return int(s.exec(stmt).one())
+
+
+class CheckRepository(Repository):
+    """Check results, check states and their transitions."""
+
     def _locked_state(self, s: Session, integration: str, check: str) -> CheckState:
         stmt = (select(CheckState).where(CheckState.integration == integration, CheckState.check == check)
                 .with_for_update().execution_options(populate_existing=True))
@@ -318,18 +356,6 @@ class Store(AlertStore, HistoryStore, RotationStore, ReauthStore, SignInStore):
             if in_transaction is not None:
                 in_transaction(conn, recorded)
         return recorded
-
-    @contextmanager
-    def _connection(self, write: bool = False) -> Iterator[Any]:
-        try:
-            conn = self.engine.connect()
-            if write and self._sqlite:
-                conn = conn.execution_options(**{_IMMEDIATE: True})
-            with conn, conn.begin():
-                yield conn
-        except DBAPIError as exc:
-            raise StorageError(f"database {self.display} failed: {_reason(exc)}",
-                               hint=_hint(str(self.engine.url))) from None
 
     def _locked_state_row(self, conn: Any, integration: str, check: str) -> Any:
         stmt = _SELECT_STATE if self._sqlite else _SELECT_STATE.with_for_update()
@@ -413,7 +439,10 @@ class Store(AlertStore, HistoryStore, RotationStore, ReauthStore, SignInStore):
         with self._session() as s:
             return list(s.exec(stmt))
 
-    # -- configuration mirrors ------------------------------------------------------------------------
+
+class InventoryRepository(Repository):
+    """The configuration's mirrors: integrations, and the credential metadata read from Entra ID."""
+
     def sync_integrations(self, rows: list[dict[str, Any]], now: datetime) -> list[str]:
         """Upsert by name; mark names missing from ``rows`` removed (revive returning ones).
 
@@ -500,7 +529,10 @@ class Store(AlertStore, HistoryStore, RotationStore, ReauthStore, SignInStore):
         with self._session() as s:
             return list(s.exec(stmt))
 
-    # -- token caches and meta ------------------------------------------------------------------------
+
+class TokenCacheRepository(Repository):
+    """The encrypted MSAL token caches, by token key (tenant, app, account)."""
+
     def save_token_cache(self, token_key: str, integration: str, ciphertext: bytes, key_fingerprint: str,
                          account: str | None, now: datetime, *, public_client: bool | None = None,
                          oid: str | None = None) -> None:
@@ -554,6 +586,10 @@ class Store(AlertStore, HistoryStore, RotationStore, ReauthStore, SignInStore):
             s.execute(stmt.on_conflict_do_update(index_elements=["key"], set_={"value": new_fingerprint}))
         return len(rows)
 
+
+class MetaRepository(Repository):
+    """Small named values (``meta``): watermarks, poll marks, ended web sessions."""
+
     def get_meta(self, key: str) -> str | None:
         with self._session() as s:
             row = s.get(Meta, key)
@@ -564,10 +600,29 @@ class Store(AlertStore, HistoryStore, RotationStore, ReauthStore, SignInStore):
             stmt = self._insert()(Meta).values(key=key, value=value)
             s.execute(stmt.on_conflict_do_update(index_elements=["key"], set_={"value": value}))
 
+
+class Store:
+    """The database and one repository per port. ``close``, ``engine`` and ``count`` are the database's."""
+
+    def __init__(self, engine: Engine, display: str | None = None):
+        self.database = db = Database(engine, display)
+        self.checks = CheckRepository(db)
+        self.inventory = InventoryRepository(db)
+        self.token_caches = TokenCacheRepository(db)
+        self.meta = MetaRepository(db)
+        self.alerts = AlertRepository(db)
+        self.history = HistoryRepository(db)
+        self.rotation = RotationRepository(db)
+        self.reauth = ReauthRepository(db)
+        self.signins = SignInRepository(db, self.meta)
+
+    @property
+    def engine(self) -> Engine:
+        return self.database.engine
+
+    def close(self) -> None:
+        self.database.close()
+
     def count(self, model: type, **where: Any) -> int:
         """Rows of a table (tests and diagnostics)."""
-        stmt = select(func.count()).select_from(model)
-        for k, v in where.items():
-            stmt = stmt.where(getattr(model, k) == v)
-        with self._session() as s:
-            return int(s.exec(stmt).one())
+        return self.database.count(model, **where)

@@ -1,4 +1,5 @@
-"""The alert tables' part of the Store (mixed into ``monitor.db.Store``): evaluation, claiming, ack, snooze.
+"""The alert tables' repository (``store.alerts``, ``monitor.db``): evaluation, claiming, ack, snooze; it implements
+``alerts.ports.AlertRepository``.
 
 Evaluation runs in two steps (``alerts.dispatcher``):
 1. ``fold_alerts``: the unprocessed transitions into incidents, in one transaction under one lock: SQLite's write
@@ -34,6 +35,7 @@ from sqlalchemy import select as core_select
 from sqlmodel import Session, col, select
 
 from mailwarden.alerts.records import NOTICE, AlertDelivery, Incident, Notification
+from mailwarden.monitor.db_repository import Repository
 from mailwarden.monitor.models import CheckResult, CheckState, Meta, Transition, table_of
 
 _ALERTS_LOCK = 726193500452
@@ -76,12 +78,8 @@ class AlertBatch:
         return {cast(int, rid): details or {} for rid, details in rows}
 
 
-class AlertStore:
-    # provided by monitor.db.Store
-    _session: Callable[..., Any]
-    _connection: Callable[..., Any]
-    _sqlite: bool
-    _insert: Callable[[], Any]
+class AlertRepository(Repository):
+    """``alerts.ports.AlertRepository``: incidents, the outbox, claims and send attempts (``store.alerts``)."""
 
     def alerts_pending(self, now: datetime) -> bool:
         """Whether an evaluation has anything to do at ``now``: a transition not yet folded, a notice not yet routed,

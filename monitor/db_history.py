@@ -1,4 +1,4 @@
-"""The history part of the Store (mixed into ``monitor.db.Store``): hourly rollups and bounded raw results, and
+"""The history repository (``store.history``, ``monitor.db``): hourly rollups and bounded raw results, and
 each integration's availability (one definition for every surface: ``percent``, ``integration_state``,
 ``availability_ms``; hourly ``integration_rollups`` written by ``rollup_availability``).
 
@@ -28,6 +28,7 @@ from sqlalchemy.types import Integer, NullType
 from sqlmodel import col, select
 
 from mailwarden.columns import UTCDateTime
+from mailwarden.monitor.db_repository import Repository
 from mailwarden.monitor.models import (
     CheckResult,
     CheckRollup,
@@ -275,11 +276,8 @@ def maintenance_spans(windows: Sequence[Any], start: datetime,
     return of
 
 
-class HistoryStore:
-    # provided by monitor.db.Store
-    _session: Callable[..., Any]
-    _connection: Callable[..., Any]
-    _insert: Callable[[], Any]
+class HistoryRepository(Repository):
+    """Rollups, availability and the pruning of raw results (``store.history``)."""
 
     def _watermark(self, s: Any) -> datetime | None:
         row = s.get(Meta, WATERMARK)

@@ -1,4 +1,4 @@
-"""The reauthorisation tables' part of the Store (mixed into ``monitor.db.Store``).
+"""The reauthorisation tables' repository (``store.reauth``, ``monitor.db``).
 
 When a request opens and closes with a result is the result pipeline's rule (``monitor.pipeline.ReauthRequests``),
 applied inside the transaction that records the result through ``open_reauth_in`` / ``close_reauth_in``. One
@@ -11,7 +11,6 @@ once.
 from __future__ import annotations
 
 import secrets
-from collections.abc import Callable
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -19,6 +18,7 @@ from sqlalchemy import select as core_select
 from sqlalchemy import update as core_update
 from sqlmodel import col, select
 
+from mailwarden.monitor.db_repository import Repository
 from mailwarden.monitor.models import Integration, ReauthAttempt, ReauthRequest, table_of
 from mailwarden.redact import redact
 
@@ -26,11 +26,9 @@ _REQ = table_of(ReauthRequest)
 _INTEG = table_of(Integration)
 
 
-class ReauthStore:
-    # provided by monitor.db.Store
-    _session: Callable[..., Any]
-    _connection: Callable[..., Any]
-    _insert: Callable[[], Any]
+class ReauthRepository(Repository):
+    """Reauthorisation requests and attempts (``store.reauth``)."""
+
     reauth_link_ttl: timedelta = timedelta(days=7)  # runtime sets it from web.reauth_link_ttl
 
     # -- requests ------------------------------------------------------------------------------------

@@ -1,4 +1,4 @@
-"""The secret-expiry and rotation tables' part of the Store (mixed into ``monitor.db.Store``).
+"""The secret-expiry and rotation tables' repository (``store.rotation``, ``monitor.db``).
 
 A reminder stage is claimed by inserting its row (unique per credential and stage) in the same transaction
 that queues its deliveries in the alert outbox: a stage is queued once or not at all, whatever crashes or
@@ -8,20 +8,18 @@ in one transaction too. Nothing here ever holds a secret value: details are reda
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from typing import Any
 
 from sqlmodel import col, select
 
 from mailwarden.alerts.records import AlertDelivery
+from mailwarden.monitor.db_repository import Repository
 from mailwarden.monitor.models import ExpiryReminder, Rotation, RotationEvent
 from mailwarden.redact import redact
 
 
-class RotationStore:
-    # provided by monitor.db.Store
-    _session: Callable[..., Any]
-    _insert: Callable[[], Any]
+class RotationRepository(Repository):
+    """Expiry reminders, rotations and their events (``store.rotation``)."""
 
     def _queue(self, s: Any, deliveries: list[AlertDelivery]) -> None:
         for d in deliveries:

@@ -1,4 +1,4 @@
-"""The sign-in evidence tables' part of the Store (mixed into ``monitor.db.Store``), and the recorder of
+"""The sign-in evidence tables' repository (``store.signins``, ``monitor.db``), and the recorder of
 mailwarden's own token requests that the token provider's HTTP session calls.
 
 What is stored and why is in ``monitor.models`` (OwnTokenRequest, ReauthWindow, SignInRecord, SignInPoll); how it
@@ -11,7 +11,7 @@ import logging
 import threading
 import time
 from collections import deque
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Iterable, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
@@ -20,6 +20,7 @@ from sqlmodel import col, select
 
 from mailwarden.checks.replies import TokenRequest
 from mailwarden.errors import StorageError
+from mailwarden.monitor.db_repository import Repository
 from mailwarden.monitor.models import (
     DirectoryAuditRecord,
     OwnTokenRequest,
@@ -30,7 +31,7 @@ from mailwarden.monitor.models import (
 )
 
 if TYPE_CHECKING:  # pragma: no cover
-    from mailwarden.monitor.db import Store
+    from mailwarden.monitor.db import Database, MetaRepository, Store
 
 log = logging.getLogger("mailwarden.signins")
 
@@ -48,12 +49,13 @@ def _chunks(items: Sequence[Any], size: int = _CHUNK) -> Iterable[Sequence[Any]]
         yield items[i:i + size]
 
 
-class SignInStore:
-    # provided by monitor.db.Store
-    _session: Callable[..., Any]
-    _connection: Callable[..., Any]
-    _insert: Callable[[], Any]
-    get_meta: Callable[[str], str | None]
+class SignInRepository(Repository):
+    """The sign-in evidence: own token requests, reauthorisation windows, sign-ins, directory audits, poll marks
+    (``store.signins``); reads ``meta`` (since when own requests are recorded)."""
+
+    def __init__(self, db: Database, meta: MetaRepository) -> None:
+        super().__init__(db)
+        self.meta = meta
 
     # -- mailwarden's own token requests -------------------------------------------------------------
     def record_own_requests(self, requests: Sequence[TokenRequest]) -> None:
@@ -72,7 +74,7 @@ class SignInStore:
 
     def recorded_from(self) -> datetime | None:
         """Since when mailwarden's own token requests are recorded: sign-ins from before cannot be told apart."""
-        value = self.get_meta(RECORDED_FROM)
+        value = self.meta.get_meta(RECORDED_FROM)
         return datetime.fromisoformat(value) if value else None
 
     def prune_own_requests(self, now: datetime, keep: timedelta = OWN_KEEP) -> int:
@@ -290,7 +292,7 @@ class OwnRequestRecorder:
         try:
             if self.store is None:
                 raise StorageError("no database")
-            self.store.record_own_requests(batch)
+            self.store.signins.record_own_requests(batch)
         except (StorageError, OSError) as exc:
             with self._lock:
                 self._pending.extendleft(reversed(batch))
@@ -306,7 +308,7 @@ class OwnRequestRecorder:
             if prune:
                 self._pruned_at = time.monotonic()
         if prune:  # `mailwarden check` from cron never runs the poller's pruning: the table stays bounded anyway
-            self.store.prune_own_requests(datetime.now(UTC))
+            self.store.signins.prune_own_requests(datetime.now(UTC))
         return True
 
     def pending_ids(self) -> set[str]:

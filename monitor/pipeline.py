@@ -3,8 +3,8 @@ check`, the re-authorisation page (each through ``Runner.run_one``).
 
 ``ResultPipeline.record(result)``:
 
-1. One transaction (``Store.record_result``): store the CheckResult, fold it into the check's state (the pure state
-   machine, ``mailwarden.state``), record a Transition only when the state changes, and last, still inside it, the
+1. One transaction (``Store.checks.record_result``): store the CheckResult, fold it into the check's state (the pure
+   state machine, ``mailwarden.state``), record a Transition only when the state changes, and last, still inside it, the
    reauthorisation rule (``ReauthRequests``: open a request on a failure that needs a sign-in, close it on the first
    good token result after a bad one). The rule stays in the transaction because two promises of the README
    ("Reauthorisation") would break if a crash lost it: the alert about the failure carries the request's link (the
@@ -57,9 +57,9 @@ class ReauthRequests:
     def __call__(self, conn: Any, recorded: Recorded) -> None:
         r = recorded.result
         if r.code is not None and r.status in BAD and diagnoses.get(r.code).needs_reauth:
-            self.store.open_reauth_in(conn, r.integration, r.code, r.checked_at)
+            self.store.reauth.open_reauth_in(conn, r.integration, r.code, r.checked_at)
         elif r.check == TOKEN and r.status in GOOD and recorded.previous not in GOOD:
-            self.store.close_reauth_in(conn, r.integration, "token_ok", r.checked_at)
+            self.store.reauth.close_reauth_in(conn, r.integration, "token_ok", r.checked_at)
 
 
 class ResultPipeline:
@@ -113,8 +113,8 @@ class ResultPipeline:
     def record_result(self, *, integration: str, check: str, outcome: Any, checked_at: Any,
                       thresholds: Thresholds) -> Recorded:
         """Step 1 alone (blocking): the result, its state, its transition and its reauthorisation request."""
-        return self.store.record_result(integration=integration, check=check, outcome=outcome, checked_at=checked_at,
-                                        thresholds=thresholds, in_transaction=self.reauth)
+        return self.store.checks.record_result(integration=integration, check=check, outcome=outcome,
+                                               checked_at=checked_at, thresholds=thresholds, in_transaction=self.reauth)
 
     @property
     def engine(self) -> Any:

@@ -61,7 +61,7 @@ def open_urls(config: Any, store: Any, cipher: Any, now: datetime | None = None)
     """Integration name -> link of its open, unexpired request (what alerts put in the link slot)."""
     now = now or datetime.now(UTC)
     key = link_key(cipher)
-    return {r.integration: url_for(config.web.base_url, key, r) for r in store.open_reauth_requests()
+    return {r.integration: url_for(config.web.base_url, key, r) for r in store.reauth.open_reauth_requests()
             if not expired(r, now)}
 
 

@@ -183,7 +183,7 @@ class Runner:
         return RunResult(name, kind, outcome, self.clock(), None, None)
 
     def remember_latest(self, latest: Mapping[tuple[str, str], Any], scheduled: Iterable[tuple[str, str]]) -> None:
-        """Take the stored latest status, code and Retry-After of the ``scheduled`` checks (``Store.latest()``,
+        """Take the stored latest status, code and Retry-After of the ``scheduled`` checks (``Store.checks.latest()``,
         read once when the scheduler starts or takes over; a check missing there has never run) as what this
         runner knows, instead of a state read before each check's first run: 4,000 of them queued for the worker
         threads ahead of the checks themselves (bench/)."""
@@ -225,7 +225,7 @@ class Runner:
         try:
             if self.pipeline.buffer is not None and self.pipeline.buffer.outage:
                 raise StorageError("storage outage")  # do not wait for a connect timeout per check
-            state = await asyncio.to_thread(self.store.get_state, integ.name, kind)
+            state = await asyncio.to_thread(self.store.checks.get_state, integ.name, kind)
             return (state.last_status, state.last_code) if state is not None else (None, None)
         except StorageError:  # storage outage and no run here yet: nothing known
             return None, None

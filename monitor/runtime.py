@@ -51,11 +51,11 @@ def integration_rows(config: Config) -> list[dict]:
 def open_runtime(config: Config, *, migrate: bool = True) -> Runtime:
     """Raises StorageError / TokenStoreError with a message for a person."""
     store = open_store(config.database_url(), migrate=migrate)
-    store.reauth_link_ttl = timedelta(seconds=float(config.web.reauth_link_ttl))
+    store.reauth.reauth_link_ttl = timedelta(seconds=float(config.web.reauth_link_ttl))
     try:
         cipher = load_cipher(config)
         verify_fingerprint(store, cipher)
-        store.sync_integrations(integration_rows(config), datetime.now(UTC))
+        store.inventory.sync_integrations(integration_rows(config), datetime.now(UTC))
     except Exception:
         store.close()
         raise

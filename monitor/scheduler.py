@@ -160,7 +160,7 @@ class Monitor:
         """When each check last ran, as stored; the runner learns each scheduled check's latest status and
         Retry-After from the same read."""
         try:
-            latest = self.runtime.store.latest()
+            latest = self.runtime.store.checks.latest()
         except StorageError as exc:  # the database is down at start: every check starts at once, as on day one
             log.warning("last runs unreadable; checks start at once", extra={"error": exc.message()})
             return {}
@@ -176,9 +176,10 @@ class Monitor:
             return
 
         async def rollup() -> None:
-            await asyncio.to_thread(store.rollup_history, now, maintenance=self.runtime.config.alerts.maintenance)
+            await asyncio.to_thread(store.history.rollup_history, now,
+                                    maintenance=self.runtime.config.alerts.maintenance)
             if self._pruned_at is None or now - self._pruned_at >= PRUNE_EVERY:
-                removed = await asyncio.to_thread(store.prune_history, now, **retention.model_dump())
+                removed = await asyncio.to_thread(store.history.prune_history, now, **retention.model_dump())
                 self._pruned_at = now
                 log.info("history pruned", extra=removed)
 
@@ -235,7 +236,7 @@ class Monitor:
         for integ in self.runtime.config.integrations:
             if integ.paused:
                 for kind in integ.checks:
-                    self.runtime.store.pause(integ.name, kind, now)
+                    self.runtime.store.checks.pause(integ.name, kind, now)
 
     async def _run(self, name: str, kind: str) -> None:
         runtime = self.runtime
@@ -243,8 +244,8 @@ class Monitor:
             known, not_before = runtime.runner.deferred_until(name, kind)
             if not known:
                 try:  # in a storage outage: run anyway, the result waits in the buffer
-                    state = None if self.buffer.outage else await asyncio.to_thread(runtime.store.get_state, name,
-                                                                                    kind)
+                    state = None if self.buffer.outage else await asyncio.to_thread(runtime.store.checks.get_state,
+                                                                                    name, kind)
                 except StorageError:
                     state = None
                 not_before = state.not_before if state is not None else None

@@ -119,7 +119,7 @@ class SecretsCycle:
         integrations = users_of(self.config, name)
         if in_use is not None:
             self._remind(name, in_use, integrations, now, report)
-            if self.store.rotation(app.client_id, in_use.key_id) is None and \
+            if self.store.rotation.rotation(app.client_id, in_use.key_id) is None and \
                     should_open(in_use, read.credentials, now, max(app.reminder_days, default=60)):
                 row = Rotation(client_id=app.client_id, key_id=in_use.key_id, app=name, tenant=app.tenant,
                                hint=in_use.hint, old_expires_at=in_use.end_at, reference=app.secret,
@@ -127,10 +127,10 @@ class SecretsCycle:
                 ev = RotationEvent(client_id=app.client_id, app=name, key_id=in_use.key_id, step="expiring",
                                    detail=f"tracking the rotation of {in_use.kind} {in_use.key_id} (ends "
                                           f"{in_use.end_at:%Y-%m-%d})", at=now)
-                self.store.save_rotation(row, [ev])
+                self.store.rotation.save_rotation(row, [ev])
         healthy_since, last_ok = self._health(integrations)
         obs = Observation(read.credentials, in_use, app.secret, healthy_since, last_ok)
-        for row in self.store.rotations(app.client_id, open_only=True):
+        for row in self.store.rotation.rotations(app.client_id, open_only=True):
             steps = advance(row, obs, now, app.rotation.remove_old_after_days,
                             in_use.kind if in_use else "client_secret").steps
             left = days.days_left(row.old_expires_at, now) if row.old_expires_at else None
@@ -160,12 +160,12 @@ class SecretsCycle:
                             msg=msg, now=now)
         reminder = ExpiryReminder(client_id=app.client_id, key_id=cred.key_id, app=name, stage=stage,
                                   expires_at=cred.end_at, integrations=names, sent_at=now)
-        if self.store.claim_reminder(reminder, queued):
+        if self.store.rotation.claim_reminder(reminder, queued):
             report.reminders.append(key)
             log.info("expiry reminder queued", extra={"app": name, "stage": stage, "routes": len(queued)})
 
     def _health(self, integrations: list[IntegrationConfig]) -> tuple[datetime | None, datetime | None]:
-        states = [self.store.get_state(i.name, TOKEN_KIND) for i in integrations if TOKEN_KIND in i.checks]
+        states = [self.store.checks.get_state(i.name, TOKEN_KIND) for i in integrations if TOKEN_KIND in i.checks]
         if not states or any(s is None or s.status not in ("ok", "warn") or s.last_ok_at is None for s in states):
             return None, None
         since = [s.since for s in states if s is not None and s.since is not None]
@@ -191,7 +191,7 @@ class SecretsCycle:
                                          key=key, notify_type=notify_type)
             queued += deliveries(self.config, key=key, kind="rotation", names=[i.name for i in integrations],
                                  severity="critical" if notify_type == "failure" else "warning", msg=msg, now=now)
-        self.store.save_rotation(row, events, queued)
+        self.store.rotation.save_rotation(row, events, queued)
 
     def _steps_for(self, notice: str, name: str, row: Rotation, integrations: list[IntegrationConfig]) -> list[Wording]:
         if notice in ("stuck", "removed_in_use"):
@@ -229,12 +229,12 @@ def observed_in_use(config: Config, store: Store, name: str, creds: list[AppCred
 # -- inventory (CLI and API) ----------------------------------------------------------------------------------
 def inventory(config: Config, store: Store, now: datetime) -> list[dict[str, Any]]:
     """Every credential of every configured app: expiry, the integrations using it, rotation state."""
-    rotations = {(r.client_id, r.key_id): r for r in store.rotations()}
+    rotations = {(r.client_id, r.key_id): r for r in store.rotation.rotations()}
     reminders: dict[tuple[str, str], list[int]] = {}
-    for rem in store.reminders():
+    for rem in store.rotation.reminders():
         reminders.setdefault((rem.client_id, rem.key_id), []).append(rem.stage)
     apps = {a.client_id: (name, a) for name, a in config.apps.items()}
-    creds = store.credentials()
+    creds = store.inventory.credentials()
     matched = {c.client_id for c in creds if c.reference is not None}
     from mailwarden.monitor import credential_use  # the stored sign-in log: which key the consuming system used
 
@@ -374,7 +374,7 @@ def rotation_rows(store: Store) -> list[dict[str, Any]]:
              "new_key_id": r.new_key_id, "old_expires": _iso(r.old_expires_at), "automated": r.automated,
              "auto_step": r.auto_step, "auto_error": r.auto_error, "remove_after": _iso(r.remove_after),
              "started": _iso(r.started_at), "new_seen": _iso(r.new_seen_at), "in_use": _iso(r.in_use_at),
-             "removed": _iso(r.removed_at)} for r in store.rotations()]
+             "removed": _iso(r.removed_at)} for r in store.rotation.rotations()]
 
 
 def api_secrets(config: Config, store: Store, now: datetime | None = None) -> dict[str, Any]:
@@ -382,7 +382,7 @@ def api_secrets(config: Config, store: Store, now: datetime | None = None) -> di
     now = now or datetime.now(UTC)
     events = [{"app": e.app, "client_id": e.client_id, "key_id": e.key_id, "new_key_id": e.new_key_id,
                "step": e.step, "ok": e.ok, "detail": e.detail, "at": _iso(e.at)}
-              for e in store.rotation_events(limit=100)]
+              for e in store.rotation.rotation_events(limit=100)]
     return {"generated_at": _iso(now), "credentials": inventory(config, store, now),
             "rotations": rotation_rows(store), "events": events}
 

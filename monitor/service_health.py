@@ -39,11 +39,11 @@ def save(store: Store, tenant_id: str, issues: list[dict[str, Any]], refused: Re
                            "service": i.get("service"), "status": str(i.get("status") or "")[:60],
                            "classification": str(i.get("classification") or "")[:20],
                            "since": str(i.get("startDateTime") or "")[:40]} for i in mine[:KEPT]]}
-    store.set_meta(key, json.dumps(doc))
+    store.meta.set_meta(key, json.dumps(doc))
 
 
 def load(store: Store, tenant_id: str) -> dict[str, Any] | None:
-    raw = store.get_meta(PREFIX + tenant_id.lower())
+    raw = store.meta.get_meta(PREFIX + tenant_id.lower())
     try:
         doc = json.loads(raw) if raw else None
     except ValueError:

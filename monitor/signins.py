@@ -101,7 +101,7 @@ class SignInEvidence:
         if off is not None:
             return SignInWindow(replies.UNSUPPORTED, replies.note(replies.UNSUPPORTED, name, off), None, None)
         tid, types = tenant.tenant_id.lower(), EVENT_TYPES[integration.flow]
-        polls = self.store.signin_polls(tid)
+        polls = self.store.signins.signin_polls(tid)
         found = [polls.get((tid, et, app.client_id)) for et in types]
         mine = [p for p in found if p is not None]
         if len(mine) < len(found):
@@ -115,9 +115,9 @@ class SignInEvidence:
             return SignInWindow(state, said or self._note(state, name, None), None, None)
         since = max(covered_from for covered_from, _ in spans)
         read_until = min(until for _, until in spans)
-        rows = self.store.signins_of(tid, app.client_id, types,
-                                     account=integration.account if integration.flow == "delegated" else None,
-                                     since=since, origins=("consumer", "unconfirmed"), limit=MAX_WINDOW)
+        rows = self.store.signins.signins_of(tid, app.client_id, types,
+                                             account=integration.account if integration.flow == "delegated" else None,
+                                             since=since, origins=("consumer", "unconfirmed"), limit=MAX_WINDOW)
         if len(rows) >= MAX_WINDOW:
             since = rows[-1].created_at  # only the newest are handed over: they cover from here
         signins = tuple(SignIn(r.signin_id, r.created_at, r.event_type, r.error_code, r.failure_reason,
@@ -127,7 +127,7 @@ class SignInEvidence:
     def tenant_notes(self) -> dict[str, str]:
         """One note per tenant whose consuming systems are unknown (tenant name -> note)."""
         out: dict[str, str] = {}
-        polls = self.store.signin_polls()
+        polls = self.store.signins.signin_polls()
         for name, tenant in self.config.tenants.items():
             off = not_read(self.config, name)
             if off is not None:
@@ -150,7 +150,7 @@ class SignInEvidence:
     def stale(self) -> bool:
         """Whether a target has never been read, or not within ``poll_every`` (``mailwarden check`` polls first)."""
         now = self.clock()
-        polls = self.store.signin_polls()
+        polls = self.store.signins.signin_polls()
         every = timedelta(seconds=float(self.settings.poll_every))
         return any((p := polls.get(t.key)) is None or p.checked_at is None or now - p.checked_at >= every
                    for ts in targets_of(self.config).values() for t in ts)
@@ -177,9 +177,9 @@ class SignInEvidence:
         if recorder is not None:
             await asyncio.to_thread(recorder.flush)
         now = self.clock()
-        self._recorded_from = await asyncio.to_thread(self.store.recorded_from)
-        polls = await asyncio.to_thread(self.store.signin_polls)
-        windows = await asyncio.to_thread(self.store.reauth_windows, now - self._keep())
+        self._recorded_from = await asyncio.to_thread(self.store.signins.recorded_from)
+        polls = await asyncio.to_thread(self.store.signins.signin_polls)
+        windows = await asyncio.to_thread(self.store.signins.reauth_windows, now - self._keep())
         limit = asyncio.Semaphore(POLL_CONCURRENCY)
         endpoints = self.tokens.endpoints
         async with graph_client.capped_client(verify=graph_client.verify_for(endpoints), timeout=self._timeout(),
@@ -195,9 +195,10 @@ class SignInEvidence:
     def _after(self, now: datetime, windows: list) -> None:
         """Label again what changed since it was stored (an own request written late, a window closed late), and
         prune once an hour."""
-        self.store.relabel_signins(now - self._keep(), windows + self.store.reauth_windows(now - self._overlap()))
+        self.store.signins.relabel_signins(now - self._keep(),
+                                           windows + self.store.signins.reauth_windows(now - self._overlap()))
         if self._pruned_at is None or now - self._pruned_at >= PRUNE_EVERY:
-            removed = self.store.prune_signin_evidence(now, self._keep())
+            removed = self.store.signins.prune_signin_evidence(now, self._keep())
             self._pruned_at = now
             log.info("sign-in evidence pruned", extra=removed)
 
@@ -231,7 +232,7 @@ class SignInEvidence:
                     break
             await self._service_health(http, token, tid, now)
             await self._directory_audits(http, token, tenant, tid, now, report)
-        await asyncio.to_thread(self.store.save_signin_polls, rows)
+        await asyncio.to_thread(self.store.signins.save_signin_polls, rows)
         self._say(tenant, polls, rows, report)
 
     async def _service_health(self, http: Any, token: str, tenant_id: str, now: datetime) -> None:
@@ -317,10 +318,10 @@ class SignInEvidence:
     def _store_audits(self, tenant_id: str, events: list[dict[str, Any]], ids: list[audits.AppIds],
                       now: datetime) -> int:
         """Classify and insert the relevant events not stored yet; returns how many were new."""
-        known = self.store.stored_audit_ids(str(e.get("id")) for e in events) if events else set()
+        known = self.store.signins.stored_audit_ids(str(e.get("id")) for e in events) if events else set()
         rows = [r for e in events if str(e.get("id")) not in known
                 and (r := audits.classify(e, ids, tenant_id, now)) is not None]
-        return self.store.save_directory_audits(rows)
+        return self.store.signins.save_directory_audits(rows)
 
     def _settle(self, tenant: str, targets: list[Target], polls: dict, refused: replies.Refusal, target: str,
                 rows: list[dict[str, Any]], now: datetime) -> None:
@@ -423,17 +424,17 @@ class SignInEvidence:
 
     def _store(self, target: Target, events: list[dict[str, Any]], windows: list, now: datetime) -> int:
         """Label and insert the events not stored yet; returns how many were new."""
-        known = self.store.stored_signin_ids(str(e.get("id")) for e in events) if events else set()
+        known = self.store.signins.stored_signin_ids(str(e.get("id")) for e in events) if events else set()
         events = [e for e in events if str(e.get("id")) not in known]
         if not events:  # the overlap re-read: nothing to write
             return 0
         ids = [cid for e in events if isinstance(cid := e.get("correlationId"), str) and cid]
-        own = self.store.own_correlation_ids(ids) if ids else set()
+        own = self.store.signins.own_correlation_ids(ids) if ids else set()
         recorder = getattr(self.tokens, "own_requests", None)
         if recorder is not None:
             own |= recorder.pending_ids()
         rows = [r for e in events if (r := self._row(target, e, own, windows, now)) is not None]
-        return self.store.save_signins(rows)
+        return self.store.signins.save_signins(rows)
 
     @staticmethod
     def _row(target: Target, e: dict[str, Any], own: set[str], windows: list, now: datetime) -> dict[str, Any] | None:
@@ -505,14 +506,15 @@ def needs_poll(kinds: Iterable[str]) -> bool:
 def open_reauth_window(store: Store, config: Config, integ: IntegrationConfig, source: str, now: datetime,
                        attempt_id: int | None = None) -> int | None:
     """A person starts signing the integration's account in again (``source``: web | cli): until the window closes
-    (``Store.close_reauth_window``) or ``REAUTH_WINDOW_TTL`` passes, an unmatched sign-in of that app and account is
-    ``unconfirmed``. None for an app-only integration (nobody signs in)."""
+    (``Store.signins.close_reauth_window``) or ``REAUTH_WINDOW_TTL`` passes, an unmatched sign-in of that app and
+    account is ``unconfirmed``. None for an app-only integration (nobody signs in)."""
     if integ.flow != "delegated" or not integ.account:
         return None
     app = config.apps[integ.app]
-    return store.open_reauth_window(integration=integ.name, tenant_id=config.integration_tenant(integ).tenant_id,
-                                    client_id=app.client_id, account=integ.account, source=source, now=now,
-                                    ttl=REAUTH_WINDOW_TTL, attempt_id=attempt_id)
+    return store.signins.open_reauth_window(integration=integ.name,
+                                            tenant_id=config.integration_tenant(integ).tenant_id,
+                                            client_id=app.client_id, account=integ.account, source=source, now=now,
+                                            ttl=REAUTH_WINDOW_TTL, attempt_id=attempt_id)
 
 
 def _covered(covered: datetime | None, since: datetime, complete: bool, read: list[datetime]) -> datetime | None:

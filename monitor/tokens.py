@@ -222,7 +222,7 @@ class TokenProvider:
             return cached
         if self.store is None or self.cipher is None:
             return None
-        row = self.store.load_token_cache(key, integration)
+        row = self.store.token_caches.load_token_cache(key, integration)
         if row is None:
             return None
         cache = msal.SerializableTokenCache()
@@ -237,14 +237,14 @@ class TokenProvider:
         """The token store's row for the integration's account (None when nothing is stored)."""
         if self.store is None:
             return None
-        return self.store.load_token_cache(self.key_of(integration), integration)
+        return self.store.token_caches.load_token_cache(self.key_of(integration), integration)
 
     def stored_token(self, integration: str) -> StoredToken | None:
         """What the token store records about the integration's sign-in (read from the database, so a sign-in
         stored by another instance counts), or None when nothing is stored."""
         if self.store is None:
             return None
-        row = self.store.load_token_cache(self.key_of(integration), integration)
+        row = self.store.token_caches.load_token_cache(self.key_of(integration), integration)
         return None if row is None else StoredToken(bool(row.public_client), row.oid, row.account)
 
     def save_cache(self, integ: IntegrationConfig, cache: msal.SerializableTokenCache, *,
@@ -257,8 +257,8 @@ class TokenProvider:
         if signed_in is not None:
             identity = {"public_client": signed_in.public_client, "oid": signed_in.oid}
         key = self.key_of(integ)
-        self.store.save_token_cache(key, integ.name, self.cipher.encrypt(cache.serialize().encode()),
-                                    self.cipher.fingerprint, integ.account, datetime.now(UTC), **identity)
+        self.store.token_caches.save_token_cache(key, integ.name, self.cipher.encrypt(cache.serialize().encode()),
+                                                 self.cipher.fingerprint, integ.account, datetime.now(UTC), **identity)
         cache.has_state_changed = False
         with self._lock:
             self._caches[key] = cache
@@ -343,7 +343,7 @@ class TokenProvider:
         key = self.key_of(integration)
         with self._lock:
             held = self._caches.get(key)
-        row = self.store.load_token_cache(key, integration)
+        row = self.store.token_caches.load_token_cache(key, integration)
         if row is None or held is None:
             return False
         stored = self.cipher.decrypt(row.ciphertext).decode()

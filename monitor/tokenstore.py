@@ -164,9 +164,9 @@ def _create_key_file(key_file: Path) -> bytes:
 
 def verify_fingerprint(store: Store, cipher: TokenCipher) -> None:
     """First start: remember the key's fingerprint. Later starts: refuse a different key."""
-    stored = store.get_meta(FINGERPRINT_KEY)
+    stored = store.meta.get_meta(FINGERPRINT_KEY)
     if stored is None:
-        store.set_meta(FINGERPRINT_KEY, cipher.fingerprint)
+        store.meta.set_meta(FINGERPRINT_KEY, cipher.fingerprint)
     elif stored != cipher.fingerprint:
         raise TokenStoreError(
             f"the token key does not match the one this database was written with "

@@ -182,7 +182,7 @@ async def status(request: Request) -> JSONResponse:
             counts[v.status] = counts.get(v.status, 0) + 1
         return {"generated_at": views.iso(now), "stale": fresh["stale"], "newest_result_at": views.iso(fresh["newest"]),
                 "interval_s": fresh["interval_s"], "counts": counts, "integrations": len(items),
-                "open_incidents": len(store.incidents("open")),
+                "open_incidents": len(store.alerts.incidents("open")),
                 "expiring_credentials": len(views.credentials(cfg, store, now, views.EXPIRY_WINDOW_DAYS)),
                 "worst": items[0].status if items else None}
 
@@ -217,7 +217,7 @@ async def integration(request: Request) -> JSONResponse:
         if not found:
             return None
         return {"integration": found[0].as_json(),
-                "results": [result_json(cfg, r) for r in store.latest_results(name)]}
+                "results": [result_json(cfg, r) for r in store.checks.latest_results(name)]}
 
     doc = await asyncio.to_thread(build)
     return JSONResponse(doc) if doc else JSONResponse({"error": f"no integration named {name!r}"}, 404)
@@ -233,9 +233,9 @@ async def results(request: Request) -> JSONResponse:
         return JSONResponse({"error": e.detail}, 400)
 
     def read():
-        if name not in {i.name for i in store.integrations()}:
+        if name not in {i.name for i in store.inventory.integrations()}:
             return None
-        return store.results(name, q.get("check") or None, None, limit)
+        return store.checks.results(name, q.get("check") or None, None, limit)
 
     rows = await asyncio.to_thread(read)
     if rows is None:
@@ -248,7 +248,7 @@ async def incidents(request: Request) -> JSONResponse:
     which = request.query_params.get("status") or "open"
     if which not in ("open", "resolved", "all"):
         return JSONResponse({"error": "status is open, resolved or all"}, 400)
-    rows = await asyncio.to_thread(store.incidents, None if which == "all" else which)
+    rows = await asyncio.to_thread(store.alerts.incidents, None if which == "all" else which)
     return JSONResponse([views.incident_json(i) for i in rows])
 
 

@@ -378,10 +378,10 @@ class Sessions:
 
     def _store_or_none(self) -> Any:
         store = self._store()
-        return store if hasattr(store, "get_meta") and hasattr(store, "set_meta") else None
+        return store if hasattr(store, "meta") else None
 
     def _read(self, store: Any) -> dict[str, float]:
-        raw = store.get_meta(ENDED_KEY)
+        raw = store.meta.get_meta(ENDED_KEY)
         try:
             doc = json.loads(raw) if raw else {}
         except ValueError:
@@ -397,7 +397,7 @@ class Sessions:
             now = time.time()
             ended = {k: v for k, v in self._read(store).items() if v > now}
             ended[sid] = until
-            store.set_meta(ENDED_KEY, json.dumps(ended, separators=(",", ":")))
+            store.meta.set_meta(ENDED_KEY, json.dumps(ended, separators=(",", ":")))
             if sid in self._read(store):
                 return
         log.warning("sign-out could not be confirmed in the store")

@@ -91,9 +91,10 @@ def clean_filters(query: Any) -> dict[str, str]:
 
 def incidents_context(cfg: Config, store: Any, now: datetime, filters: dict[str, str]) -> dict[str, Any]:
     since = now - timedelta(days=RECENT_DAYS)
-    recent = [i for i in store.incidents("resolved") if i.resolved_at is not None and _at(i.resolved_at) >= since]
-    in_scope = store.incidents("open") + sorted(recent, key=lambda i: _at(i.resolved_at), reverse=True)
-    configured = {row.name for row in store.integration_rows()}
+    recent = [i for i in store.alerts.incidents("resolved")
+              if i.resolved_at is not None and _at(i.resolved_at) >= since]
+    in_scope = store.alerts.incidents("open") + sorted(recent, key=lambda i: _at(i.resolved_at), reverse=True)
+    configured = {row.name for row in store.history.integration_rows()}
     tenant_of = _tenants_of(cfg)
     views = [incident_view(i, tenant_of, configured) for i in in_scope]
     shown = [v for v in views
@@ -190,12 +191,12 @@ def timeline(inc: Any, notes: list[Any], now: datetime,
 
 
 def incident_context(cfg: Config, store: Any, incident_id: int, now: datetime) -> dict[str, Any] | None:
-    inc = store.get_incident(incident_id)
+    inc = store.alerts.get_incident(incident_id)
     if inc is None:
         return None
-    configured = {row.name for row in store.integration_rows()}
+    configured = {row.name for row in store.history.integration_rows()}
     changes = audits.incident_evidence(store, cfg, [inc]).get(inc.id, [])
-    events, said = timeline(inc, store.notifications(incident_id), now, changes)
+    events, said = timeline(inc, store.alerts.notifications(incident_id), now, changes)
     return {"inc": incident_view(inc, _tenants_of(cfg), configured), "events": events, "said": said,
             "configured": configured}
 

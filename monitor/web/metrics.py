@@ -33,9 +33,9 @@ class StoreCollector(Collector):
                                     labels=["integration", "check"])
         last = GaugeMetricFamily("mailwarden_check_last_run_timestamp_seconds", "when the latest result was taken",
                                  labels=["integration", "check"])
-        latest = {(r.integration, r.check): r for r in store.latest_results()}
+        latest = {(r.integration, r.check): r for r in store.checks.latest_results()}
         newest = None
-        for st in store.states():
+        for st in store.checks.states():
             if not st.last_status:
                 continue
             for s in STATUSES:
@@ -56,7 +56,7 @@ class StoreCollector(Collector):
         expiry = GaugeMetricFamily("mailwarden_credential_expiry_seconds",
                                    "seconds until the credential expires (negative: expired)",
                                    labels=["tenant", "app", "client_id", "kind", "key_id"])
-        for c in store.credentials():
+        for c in store.inventory.credentials():
             if c.expires_at is not None:
                 expiry.add_metric([c.tenant, c.app, c.client_id, c.kind, c.key_id or ""],
                                   (c.expires_at - now).total_seconds())
@@ -66,7 +66,7 @@ class StoreCollector(Collector):
         failed = CounterMetricFamily("mailwarden_notification_failures", "failed notification send attempts",
                                      labels=["route", "kind"])
         counts: dict[tuple[str, str, bool], int] = {}
-        for n in store.notifications():
+        for n in store.alerts.notifications():
             counts[(n.route, n.kind, n.ok)] = counts.get((n.route, n.kind, n.ok), 0) + 1
         fails: dict[tuple[str, str], int] = {}
         for (route, kind, ok), v in sorted(counts.items()):
@@ -77,7 +77,7 @@ class StoreCollector(Collector):
             failed.add_metric([route, kind], v)
         yield from (sent, failed)
         incidents = GaugeMetricFamily("mailwarden_open_incidents", "open incidents")
-        incidents.add_metric([], len(store.incidents("open")))
+        incidents.add_metric([], len(store.alerts.incidents("open")))
         yield incidents
         yield self._availability(store, now)
 
@@ -93,8 +93,8 @@ class StoreCollector(Collector):
             "paused, maintenance and not-yet-checked time left out",
             labels=["integration", "window"])
         windows = window_starts(now)
-        names = [row.name for row in store.integration_rows()]
-        sums = store.availability_sums([w.start for w in windows], until=windows[0].start + timedelta(hours=24))
+        names = [row.name for row in store.history.integration_rows()]
+        sums = store.history.availability_sums([w.start for w in windows], until=windows[0].start + timedelta(hours=24))
         for name in names:
             for w, (up, down) in zip(windows, sums.get(name, [(0, 0)] * len(windows)), strict=True):
                 if up + down:

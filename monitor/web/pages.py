@@ -78,7 +78,7 @@ def overview_context(state: Any, now: datetime, *, tenant: str | None = None, ta
     ``group``: one of ``views.GROUPS``; ``notices``: what the page says about its address (a value ignored);
     ``page``: which ``PAGE_ROWS`` of the ok and paused rows the table lists (``paginate``), None for all."""
     cfg, store = state.config(), state.store()
-    incidents = store.incidents("open")
+    incidents = store.alerts.incidents("open")
     everything = views.integrations(cfg, store, now, incidents=incidents, hourly=hourly, fix=False)
     shown = views.select_views(everything, tenant=tenant, tag=tag, status=status, system=system, app=app, q=q)
     creds = views.credentials(cfg, store, now, views.EXPIRY_WINDOW_DAYS)
@@ -259,7 +259,7 @@ async def rerun(request: Request, form: dict[str, str]) -> Response:
 
 
 def _open_incident(store: Any, incident_id: int) -> Any:
-    inc = store.get_incident(incident_id)
+    inc = store.alerts.get_incident(incident_id)
     if inc is None or inc.status != "open":
         raise HTTPException(404, f"no open incident #{incident_id}")
     return inc
@@ -271,7 +271,7 @@ async def ack(request: Request, form: dict[str, str]) -> Response:
     store, incident_id = state.store(), request.path_params["id"]
     await asyncio.to_thread(_open_incident, store, incident_id)
     who = request.scope.get("state", {}).get("user") or "web"
-    await asyncio.to_thread(store.ack_incident, incident_id, who, datetime.now(UTC))
+    await asyncio.to_thread(store.alerts.ack_incident, incident_id, who, datetime.now(UTC))
     return _back(request, safe_name(form), f"incident #{incident_id} acknowledged by {who}: reminders stop")
 
 
@@ -286,7 +286,7 @@ async def snooze(request: Request, form: dict[str, str]) -> Response:
         until = parse_until(None, form.get("for") or "4h", datetime.now(UTC))
     except ValueError as exc:
         raise HTTPException(400, str(exc)) from None
-    await asyncio.to_thread(store.snooze_incident, incident_id, until)
+    await asyncio.to_thread(store.alerts.snooze_incident, incident_id, until)
     return _back(request, safe_name(form), f"incident #{incident_id} snoozed until {views.iso(until)}")
 
 

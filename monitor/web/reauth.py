@@ -121,7 +121,7 @@ def link_of(request: Request, name: str) -> str | None:
     if rt is None:
         return None
     now = datetime.now(UTC)
-    for req in rt.store.open_reauth_requests(name):
+    for req in rt.store.reauth.open_reauth_requests(name):
         if not links.expired(req, now):
             return links.url_for(rt.config.web.base_url, links.link_key(rt.cipher), req)
     return None
@@ -138,7 +138,7 @@ def _csp_allowing(authority: str) -> str:
 async def _request_of(request: Request, rt: Any, token: str) -> tuple[Any, Response | None]:
     """The open request of a valid link, or the page saying why not (audited when the link was genuine)."""
     parsed = links.parse(token)
-    req = await asyncio.to_thread(rt.store.get_reauth_request, parsed[0]) if parsed and rt else None
+    req = await asyncio.to_thread(rt.store.reauth.get_reauth_request, parsed[0]) if parsed and rt else None
     if rt is None or not links.verify(links.link_key(rt.cipher), token, req):
         log.warning("reauthorisation link refused: not valid", extra={"client": _client(request)})
         return None, _page(request, "reauth_result.html", 404, kind="invalid_link")
@@ -147,7 +147,7 @@ async def _request_of(request: Request, rt: Any, token: str) -> tuple[Any, Respo
     why = "link_used" if req.open_key is None else "link_expired" if links.expired(req, now) else None
     if why is None:
         return req, None
-    await asyncio.to_thread(rt.store.record_reauth_attempt, request_id=req.id, integration=req.integration,
+    await asyncio.to_thread(rt.store.reauth.record_reauth_attempt, request_id=req.id, integration=req.integration,
                             client=_client(request), result=why, detail="link followed after it was closed or "
                             "expired", now=now)
     return None, _page(request, "reauth_result.html", 410, kind=why, req=req)
@@ -183,7 +183,7 @@ async def start(request: Request, form: dict[str, str]) -> Response:
         return _page(request, "reauth_result.html", 409, kind="refused", req=req, message=exc.message())
     now = datetime.now(UTC)
     sealed = rt.cipher.encrypt(json.dumps(flow).encode())
-    attempt = await asyncio.to_thread(rt.store.start_reauth_attempt, req, client=_client(request),
+    attempt = await asyncio.to_thread(rt.store.reauth.start_reauth_attempt, req, client=_client(request),
                                       state_hash=_hash(flow["state"]), flow=sealed, now=now)
     # the browser's sign-in carries no id of mailwarden's: the sign-in log's events of this account meanwhile
     # are "unconfirmed", never the consuming system's (monitor.signins)
@@ -209,16 +209,17 @@ async def callback(request: Request) -> Response:
     params = {k: v for k, v in request.query_params.items()}
     now, client = datetime.now(UTC), _client(request)
     state = params.get("state") or ""
-    attempt = await asyncio.to_thread(rt.store.claim_reauth_attempt, _hash(state), now) if rt and state else None
+    attempt = await asyncio.to_thread(rt.store.reauth.claim_reauth_attempt, _hash(state), now) if rt and state else None
     if attempt is None:
         if rt is not None:
-            await asyncio.to_thread(rt.store.record_reauth_attempt, request_id=None, integration=None, client=client,
-                                    result="unknown_state", detail="a callback whose state belongs to no started "
-                                    "sign-in (forged, or already used)", now=now)
+            await asyncio.to_thread(rt.store.reauth.record_reauth_attempt, request_id=None, integration=None,
+                                    client=client, result="unknown_state",
+                                    detail="a callback whose state belongs to no started sign-in (forged, or already "
+                                    "used)", now=now)
         return _page(request, "reauth_result.html", 400, kind="unknown_state")
-    await asyncio.to_thread(rt.store.close_reauth_window, now, attempt_id=attempt.id)  # the sign-in is over
-    finish = rt.store.finish_reauth_attempt
-    req = await asyncio.to_thread(rt.store.get_reauth_request, attempt.request_id)
+    await asyncio.to_thread(rt.store.signins.close_reauth_window, now, attempt_id=attempt.id)  # the sign-in is over
+    finish = rt.store.reauth.finish_reauth_attempt
+    req = await asyncio.to_thread(rt.store.reauth.get_reauth_request, attempt.request_id)
     if request.session.get(SESSION_KEY) != attempt.id:
         await asyncio.to_thread(finish, attempt.id, "other_browser", now, detail="callback in another browser")
         return _page(request, "reauth_result.html", 400, kind="other_browser", req=req)
@@ -246,7 +247,7 @@ async def callback(request: Request) -> Response:
         await asyncio.to_thread(finish, attempt.id, "error", now, detail=str(exc))
         text = exc.message() if isinstance(exc, MailwardenError) else "an unexpected error (see the service log)"
         return _page(request, "reauth_result.html", 502, kind="refused", req=req, message=redact(text))
-    await asyncio.to_thread(rt.store.close_reauth_request, req.id, "signed_in", now)
+    await asyncio.to_thread(rt.store.reauth.close_reauth_request, req.id, "signed_in", now)
     await asyncio.to_thread(finish, attempt.id, "ok", now, signed_in_as=result.account,
                             detail=f"scopes: {' '.join(result.scopes)}; identity: {result.details.get('identity')}")
     log.info("reauthorised", extra={"integration": integ.name, "account": result.account, "client": client,

@@ -35,7 +35,8 @@ def needs_detail(view: views.IntegrationView, monitor_stalled: bool) -> bool:
 
 def render_report(cfg: Config, store: Any, now: datetime | None = None) -> str:
     now = now or datetime.now(UTC)
-    store.rollup_history(now, maintenance=cfg.alerts.maintenance)  # idempotent: the report shows the hours up to now
+    # idempotent: the report shows the hours up to now
+    store.history.rollup_history(now, maintenance=cfg.alerts.maintenance)
     state = WebState(lambda: cfg, lambda: store, Access(mode="none"), cfg.web, env=templates())
     ctx = overview_context(state, now, hourly=False)
     chosen = [v for v in ctx["integrations"] if needs_detail(v, ctx["fresh"]["stale"])]

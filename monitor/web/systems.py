@@ -29,7 +29,7 @@ CONSUMER = "consumer"
 
 def integration_views(cfg: Config, store: Any, now: datetime) -> tuple[list[views.IntegrationView], list[Any]]:
     """Every integration as the overview reads it (worst first), without the hourly cells, and the open incidents."""
-    incidents = store.incidents("open")
+    incidents = store.alerts.incidents("open")
     return views.integrations(cfg, store, now, incidents=incidents, hourly=False, fix=False), incidents
 
 
@@ -47,8 +47,8 @@ def sign_in_states(cfg: Config, store: Any, items: list[views.IntegrationView]) 
     """Per integration of ``items``: the consumer check's latest result (one read for all of them), or why there is
     none (no consumer check, paused, not run yet; and whether the tenant's sign-in log is read at all)."""
     with_check = [v.name for v in items if any(c.check == CONSUMER for c in v.checks)]
-    latest = {r.integration: r for r in store.latest_results_of(with_check) if r.check == CONSUMER} if with_check \
-        else {}
+    latest = {r.integration: r for r in store.history.latest_results_of(with_check)
+              if r.check == CONSUMER} if with_check else {}
     off = {t: not_read(cfg, t) for t in {v.tenant for v in items} if t in cfg.tenants}
     out = {}
     for v in items:

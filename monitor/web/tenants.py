@@ -59,7 +59,7 @@ def tenants_context(cfg: Config, store: Any, now: datetime) -> dict[str, Any]:
         for t in view["tenants"]:
             by_tenant[t].append(view)
     polls: dict[str, list[Any]] = defaultdict(list)
-    for (tid, _, _), poll in store.signin_polls().items():
+    for (tid, _, _), poll in store.signins.signin_polls().items():
         polls[tid].append(poll)
     ids = {name: t.tenant_id.lower() for name, t in cfg.tenants.items()}
     groups = views.groups(everything, "tenant")

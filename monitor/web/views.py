@@ -312,7 +312,7 @@ def integrations(cfg: Config, store: Any, now: datetime, *, tenant: str | None =
     only = name
     now = now.astimezone(UTC)  # the stores' tzinfo: comparisons below take the fast path
     states: dict[str, dict[str, Any]] = defaultdict(dict)
-    for st in store.state_rows(only):
+    for st in store.history.state_rows(only):
         states[st.integration][st.check] = st
     starts = {w.key: w.start for w in svg.window_starts(now)}
     day = [starts["24h"] + timedelta(hours=i) for i in range(24)]  # the 24 cells: the current hour last
@@ -322,7 +322,7 @@ def integrations(cfg: Config, store: Any, now: datetime, *, tenant: str | None =
         # per (integration, hour) from the rollups; placed by slot, each distinct hour looked up once
         slot_of = {h: i for i, h in enumerate(day)}
         seen: dict[datetime, int] = {}
-        for integ, hour, up, down in store.availability_by_hour(day[0], integration=only):
+        for integ, hour, up, down in store.history.availability_by_hour(day[0], integration=only):
             i = seen.get(hour)
             if i is None:
                 i = seen[hour] = slot_of.get(hour, -1)
@@ -335,10 +335,11 @@ def integrations(cfg: Config, store: Any, now: datetime, *, tenant: str | None =
             c[2 * i + 1] += up + down
     summed = [k for k in windows if not (hourly and k == "24h")]
     top = day[-1] + timedelta(hours=1)
-    sums = store.availability_sums([starts[k] for k in summed], [only] if only else None, top) if summed else {}
-    uptime = {integ: (up, total) for integ, up, total in store.uptime_totals(day[0], only)} if deprecated_uptime else {}
+    sums = store.history.availability_sums([starts[k] for k in summed], [only] if only else None, top) if summed else {}
+    uptime = {integ: (up, total) for integ, up, total in store.history.uptime_totals(day[0], only)} \
+        if deprecated_uptime else {}
     open_by: dict[str, list[int]] = defaultdict(list)
-    for inc in store.incidents("open") if incidents is None else incidents:
+    for inc in store.alerts.incidents("open") if incidents is None else incidents:
         for affected in set(inc.affected) | {m["integration"] for m in inc.members}:
             open_by[affected].append(inc.id)
     intervals = _intervals(cfg)
@@ -346,7 +347,7 @@ def integrations(cfg: Config, store: Any, now: datetime, *, tenant: str | None =
     none = [(0, 0)] * len(summed)
     configured = {i.name: i for i in cfg.integrations}
     out = []
-    for row in store.integration_rows(only):
+    for row in store.history.integration_rows(only):
         checks = []
         own = states.get(row.name, {})
         for kind in row.checks:
@@ -472,7 +473,7 @@ def freshness(cfg: Config, store: Any, now: datetime, items: list[IntegrationVie
     if items is not None:
         newest = max((c.last_checked_at for v in items for c in v.checks if c.last_checked_at), default=None)
     else:
-        newest = max((st.last_checked_at for st in store.states() if st.last_checked_at), default=None)
+        newest = max((st.last_checked_at for st in store.checks.states() if st.last_checked_at), default=None)
     active = [i for i in cfg.integrations if not i.paused]
     interval = min((float(cfg.threshold(i, "interval")) for i in active), default=float(cfg.defaults.interval))
     stale = newest is not None and (now - newest).total_seconds() > 2 * interval
@@ -487,7 +488,7 @@ def credentials(cfg: Config, store: Any, now: datetime, within_days: int | None 
     for integ in cfg.integrations:
         users[integ.app].append(integ.name)
     out = []
-    for c in store.credentials(client_id):
+    for c in store.inventory.credentials(client_id):
         days = None
         if c.expires_at is not None:
             days = expiry.days_left(c.expires_at, now)
@@ -528,16 +529,16 @@ def details(cfg: Config, store: Any, items: list[IntegrationView], now: datetime
     if not names:
         return []
     latest: dict[str, dict[str, Any]] = defaultdict(dict)
-    for r in store.latest_results_of(names):
+    for r in store.history.latest_results_of(names):
         latest[r.integration][r.check] = r
     windows = svg.window_starts(now)
     # the checks' runs over 90 days too on an integration's page (its availability figures stay those of every
     # surface: 24 h, 7 d, 30 d)
-    runs = {w.key: store.uptime_cells(names, w.start, w.hours_per_cell, w.cells)
+    runs = {w.key: store.history.uptime_cells(names, w.start, w.hours_per_cell, w.cells)
             for w in svg.window_starts(now, long=not compact)}
-    available = {w.key: store.availability_cells(names, w.start, w.hours_per_cell, w.cells) for w in windows}
-    latency = store.latency_rows(names, now - timedelta(days=7))
-    every = store.incidents(None) if incidents is None else incidents
+    available = {w.key: store.history.availability_cells(names, w.start, w.hours_per_cell, w.cells) for w in windows}
+    latency = store.history.latency_rows(names, now - timedelta(days=7))
+    every = store.alerts.incidents(None) if incidents is None else incidents
     client_ids = set()
     for v in items:
         try:
@@ -560,7 +561,7 @@ BEATS = 60  # runs of a check shown as beats on its integration's page
 def _recent(store: Any, name: str, check: str, hourly: list[tuple[str, datetime, float]]) -> dict[str, Any]:
     """A check's last ``BEATS`` runs as beats (the stored raw results: kept by age and count, ``retention``), their
     latency as a chart with its axes, and the 7 days' hourly mean latency as another once it has two hours."""
-    runs = store.results(name, check, None, BEATS)
+    runs = store.checks.results(name, check, None, BEATS)
     timed = [(r.checked_at, float(r.latency_ms)) for r in reversed(runs) if r.latency_ms is not None]
     means = [(hour, ms) for _, hour, ms in hourly]
     out: dict[str, Any] = {"beats": svg.beats(runs, slots=BEATS), "runs": len(runs),
@@ -614,7 +615,7 @@ def _page(cfg: Config, store: Any, view: IntegrationView, now: datetime, latest:
     # worst first; among equals the token check first: it is usually the root cause
     results.sort(key=lambda i: (RANK.get(i["view"].status, 4), i["view"].check != TOKEN_KIND, i["view"].check))
     incidents = [i for i in every if name in set(i.affected) | {m["integration"] for m in i.members}][-20:]
-    notes = [n for i in incidents for n in store.notifications(i.id)][-30:]
+    notes = [n for i in incidents for n in store.alerts.notifications(i.id)][-30:]
     client_id = None
     try:
         integ = cfg.integration(name)
@@ -626,11 +627,12 @@ def _page(cfg: Config, store: Any, view: IntegrationView, now: datetime, latest:
     for cred in creds:
         cred["in_use"] = cred["key_id"] in in_use
     # the row of the account's token (tenant, app, account), shared by its integrations (migration 0009)
-    token = store.load_token_cache(token_key(cfg, integ), name) if view.flow == "delegated" and integ else None
+    token = store.token_caches.load_token_cache(token_key(cfg, integ), name) \
+        if view.flow == "delegated" and integ else None
     token_state = next((c for c in view.checks if c.check == TOKEN_KIND), None)
     needs_reauth = bool(token_state and token_state.code and diagnoses.get(token_state.code).needs_reauth)
     return {"view": view, "availability": availability, "results": results,
-            "transitions": store.transitions(name, limit=30),
+            "transitions": store.checks.transitions(name, limit=30),
             "incidents": list(reversed(incidents)), "notifications": list(reversed(notes)), "credentials": creds,
             "reauth": {"delegated": view.flow == "delegated", "account": integ.account if integ else None,
                        "stored_for": token.account if token else None,

@@ -132,9 +132,9 @@ def load(path: Path):
 
 
 def record(store, integration, check, status, code=None, at=None, summary=None, threshold=1):
-    return store.record_result(integration=integration, check=check,
-                               outcome=Outcome(Status(status), code, summary or f"{check} {status}"),
-                               checked_at=at, thresholds=sm.Thresholds(failure_threshold=threshold))
+    return store.checks.record_result(integration=integration, check=check,
+                                      outcome=Outcome(Status(status), code, summary or f"{check} {status}"),
+                                      checked_at=at, thresholds=sm.Thresholds(failure_threshold=threshold))
 
 
 def minutes(t0, m):

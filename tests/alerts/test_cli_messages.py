@@ -30,7 +30,7 @@ def env(tmp_path, receiver):
     path.write_text(yaml.safe_dump(doc))
     cfg = load(path)
     store = open_store(cfg.database_url())
-    store.sync_integrations(integration_rows(cfg), NOW)
+    store.inventory.sync_integrations(integration_rows(cfg), NOW)
     record(store, "a", "token", "fail", "refresh_token_revoked", at=NOW)
     make_dispatcher(cfg, store).run_once(NOW)
     yield path, cfg, store
@@ -48,10 +48,10 @@ def test_incidents_ack_and_snooze(env):
     [row] = json.loads(r.output)
     assert row["id"] == 1 and row["code"] == "refresh_token_revoked" and row["integrations"] == ["a"]
     assert cli("ack", "1", "--by", "alice", "-c", str(path)).exit_code == 0
-    assert store.get_incident(1).ack_by == "alice"
+    assert store.alerts.get_incident(1).ack_by == "alice"
     assert cli("ack", "99", "--by", "alice", "-c", str(path)).exit_code == 1
     assert cli("snooze", "1", "--for", "2h", "-c", str(path)).exit_code == 0
-    until = store.get_incident(1).snoozed_until
+    until = store.alerts.get_incident(1).snoozed_until
     assert timedelta(hours=1, minutes=59) < until - datetime.now(UTC) <= timedelta(hours=2)
     assert cli("snooze", "1", "--for", "31d", "-c", str(path)).exit_code == 3  # a usage error (DESIGN.md)
     assert cli("snooze", "1", "--until", "2020-01-01T00:00Z", "-c", str(path)).exit_code == 3
@@ -78,7 +78,7 @@ def test_alerts_test_command_reports_each_service(env, receiver):
 
 def test_reauth_link_slot_only_when_given_and_needed(env):
     _, cfg, store = env
-    inc = store.get_incident(1)
+    inc = store.alerts.get_incident(1)
     notice = Notice("opened", inc, 1)
     plain = messages.render(notice, messages.Context(cfg))
     assert "Re-authorise:" not in plain.text and "mailwarden reauth a" in plain.text

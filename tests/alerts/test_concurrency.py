@@ -25,7 +25,7 @@ def test_two_dispatchers_at_once_send_each_notification_once(tmp_path, receiver,
     cfg = load(write_config(tmp_path / "mailwarden.yaml", names=names, shared=False, database=database,
                             routes=[{"name": "hook", "url": receiver.url}]))
     stores = [open_store(cfg.database_url()) for _ in range(2)]
-    stores[0].sync_integrations(integration_rows(cfg), T0)
+    stores[0].inventory.sync_integrations(integration_rows(cfg), T0)
     dispatchers = [make_dispatcher(cfg, s, worker=f"w{i}") for i, s in enumerate(stores)]
     try:
         for step in range(3):
@@ -52,9 +52,9 @@ def test_two_dispatchers_at_once_send_each_notification_once(tmp_path, receiver,
             assert errors == []
         keys = [b["title"].rsplit("[", 1)[1].rstrip("]") for b in receiver.bodies]
         assert len(keys) == len(set(keys)) == 2 * len(names)  # opened, resolved (fail -> fail: no transition)
-        notes = stores[0].notifications()
+        notes = stores[0].alerts.notifications()
         assert len(notes) == len(keys) and all(n.ok for n in notes)
-        assert {d.state for d in stores[0].deliveries()} == {"sent"}
+        assert {d.state for d in stores[0].alerts.deliveries()} == {"sent"}
     finally:
         for s in stores:
             s.close()

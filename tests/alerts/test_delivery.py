@@ -18,7 +18,7 @@ def setup(tmp_path, **kw):
     store = open_store(cfg.database_url())
     from mailwarden.monitor.runtime import integration_rows
 
-    store.sync_integrations(integration_rows(cfg), T0)
+    store.inventory.sync_integrations(integration_rows(cfg), T0)
     return cfg, store
 
 
@@ -60,7 +60,7 @@ def test_expired_secret_shared_by_three_is_one_alert_naming_all_three_with_cause
     assert d.run_once(T0 + timedelta(minutes=40)).sent == 2
     assert "Resolved" in receiver.bodies[-1]["title"] + receiver.bodies[-1]["message"]
     assert len(receiver.bodies) == 2 and len(sink.messages) == 2
-    rows = store.notifications()
+    rows = store.alerts.notifications()
     assert [(n.kind, n.route, n.ok) for n in rows] == [("opened", "hook", True), ("opened", "mail", True),
                                                        ("resolved", "hook", True), ("resolved", "mail", True)] \
         or sorted((n.kind, n.route, n.ok) for n in rows) == sorted(
@@ -82,7 +82,7 @@ def test_a_route_answering_500_twice_then_200_delivers_exactly_once(tmp_path, re
     assert d.run_once(T0 + timedelta(seconds=90)).sent == 1
     assert d.run_once(T0 + timedelta(hours=1)).sent == 0
     assert len(receiver.bodies) == 1
-    rows = store.notifications()
+    rows = store.alerts.notifications()
     assert [(n.ok, n.permanent) for n in rows] == [(False, False), (False, False), (True, False)]
     assert "500" in rows[0].error
     assert all(n.key == "1/opened/1" for n in rows)
@@ -98,12 +98,12 @@ def test_invalid_url_is_permanent_and_does_not_hold_back_other_routes(tmp_path, 
     d.run_once(T0 + timedelta(minutes=5))
     assert len(receiver.bodies) == 1
     by_route = {}
-    for n in store.notifications():
+    for n in store.alerts.notifications():
         by_route.setdefault(n.route, []).append((n.ok, n.permanent))
     assert by_route == {"broken": [(False, True)], "down": [(False, False), (False, True)], "hook": [(True, False)]}
-    assert "retries exhausted" in store.notifications()[-1].error or any(
-        "retries exhausted" in (n.error or "") for n in store.notifications())
-    assert {d.state for d in store.deliveries()} == {"failed", "sent"}
+    assert "retries exhausted" in store.alerts.notifications()[-1].error or any(
+        "retries exhausted" in (n.error or "") for n in store.alerts.notifications())
+    assert {d.state for d in store.alerts.deliveries()} == {"failed", "sent"}
 
 
 def test_routing_by_tags_severity_check_kind_owner_and_default(tmp_path, receiver):
@@ -116,12 +116,12 @@ def test_routing_by_tags_severity_check_kind_owner_and_default(tmp_path, receive
     d = make_dispatcher(cfg, store)
     record(store, "a", "token", "fail", "consent_missing", at=T0)
     d.run_once(T0)
-    routes = sorted({n.route for n in store.notifications()})
+    routes = sorted({n.route for n in store.alerts.notifications()})
     assert routes == ["helpdesk", "owner:owner-a@contoso.com"]
     # a warning-severity diagnosis on a token check: no filtered route takes it, so the default does
     record(store, "b", "token", "fail", "throttled", at=T0)
     d.run_once(T0 + timedelta(minutes=1))
-    later = sorted({n.route for n in store.notifications() if n.incident_id == 2})
+    later = sorted({n.route for n in store.alerts.notifications() if n.incident_id == 2})
     assert later == ["fallback", "owner:owner-b@contoso.com"]
 
 
@@ -150,7 +150,7 @@ def test_a_route_from_an_apprise_config_file_delivers_and_a_broken_one_holds_bac
     assert [o.ok for _, o in d.test(["file"])] == [True]
     record(store, "a", "token", "fail", "consent_missing", at=T0)
     d.run_once(T0)
-    by_route = {n.route: n.ok for n in store.notifications() if n.kind == "opened"}
+    by_route = {n.route: n.ok for n in store.alerts.notifications() if n.kind == "opened"}
     assert by_route["file"] is True and by_route["hook"] is True
     assert len(receiver.bodies) == 3  # the test notification, then the alert through each working route
     assert not by_route.get("bad")  # its own failure, recorded or skipped, never the others'

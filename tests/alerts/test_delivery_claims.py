@@ -29,7 +29,7 @@ CLAIMER = textwrap.dedent("""
     cfg = load(sys.argv[1])
     store = open_store(cfg.database_url())
     d = make_dispatcher(cfg, store)  # what `mailwarden serve` builds; its worker id names the claims
-    [claimed] = store.claim_deliveries(d.worker, datetime.fromisoformat(sys.argv[2]), limit=1)
+    [claimed] = store.alerts.claim_deliveries(d.worker, datetime.fromisoformat(sys.argv[2]), limit=1)
     print(d.worker, claimed.route, flush=True)
     if sys.argv[3] == "crash":  # the send never finishes: killed before it records anything
         os.kill(os.getpid(), signal.SIGKILL)
@@ -67,34 +67,34 @@ def test_claims_of_a_crashed_process_of_this_instance_are_released_at_start(tmp_
                         reminder_interval="24h")
     cfg = load(path)
     store = open_store(cfg.database_url())
-    store.sync_integrations(integration_rows(cfg), T0)
+    store.inventory.sync_integrations(integration_rows(cfg), T0)
     record(store, "a", "token", "fail", "consent_missing", at=T0)
     assert len(make_dispatcher(cfg, store).evaluate(T0)) == 4  # queued, not sent
-    assert {d.state for d in store.deliveries()} == {"pending"}
+    assert {d.state for d in store.alerts.deliveries()} == {"pending"}
 
     crashed, crashed_worker, crashed_route = claim_in_process(path, "crash", processes)
     assert crashed.wait(30) == -9  # SIGKILL
     alive, alive_worker, alive_route = claim_in_process(path, "stay", processes)
-    [other] = store.claim_deliveries("elsewhere.example:4242:0a1b2c3d.e4f5a6", T0, limit=1)
+    [other] = store.alerts.claim_deliveries("elsewhere.example:4242:0a1b2c3d.e4f5a6", T0, limit=1)
     here = make_dispatcher(cfg, store).worker  # "<instance>:<this pid>:<this process>.<dispatcher>"
     reused = f"{here.rsplit(':', 1)[0]}:0ld0ld00.abcdef"  # an earlier process that had this pid
-    [mine] = store.claim_deliveries(reused, T0, limit=1)
-    claims = {d.route: d.claimed_by for d in store.deliveries()}
+    [mine] = store.alerts.claim_deliveries(reused, T0, limit=1)
+    claims = {d.route: d.claimed_by for d in store.alerts.deliveries()}
     assert claims == {crashed_route: crashed_worker, alive_route: alive_worker, other.route: other.claimed_by,
                       mine.route: reused}
-    assert all(d.claimed_until == T0 + timedelta(minutes=5) for d in store.deliveries())
+    assert all(d.claimed_until == T0 + timedelta(minutes=5) for d in store.alerts.deliveries())
 
     # a process of this instance starts, a second after the crash: the gone processes' deliveries go out now
     report = make_dispatcher(cfg, store).run_once(T0 + timedelta(seconds=1))
     assert report.sent == 2, "claims of gone processes were not released at start"
-    sent = {d.route for d in store.deliveries() if d.state == "sent"}
+    sent = {d.route for d in store.alerts.deliveries() if d.state == "sent"}
     assert sent == {crashed_route, mine.route}
     assert len(receiver.bodies) == 2
     # the live process's claim and the other host's stay theirs until their lease ends
-    held = {d.route: d.claimed_by for d in store.deliveries() if d.state == "pending"}
+    held = {d.route: d.claimed_by for d in store.alerts.deliveries() if d.state == "pending"}
     assert held == {alive_route: alive_worker, other.route: other.claimed_by}
     assert alive.poll() is None
     later = make_dispatcher(cfg, store).run_once(T0 + timedelta(minutes=6))
     assert later.sent == 2 and len(receiver.bodies) == 4
-    assert {d.state for d in store.deliveries()} == {"sent"}
+    assert {d.state for d in store.alerts.deliveries()} == {"sent"}
     store.close()

@@ -41,11 +41,11 @@ def setup(tmp_path, database, receiver):
     path.write_text(yaml.safe_dump(doc))
     cfg = load(path)
     store = open_store(cfg.database_url())
-    store.sync_integrations(integration_rows(cfg), T0)
+    store.inventory.sync_integrations(integration_rows(cfg), T0)
     cipher = TokenCipher(Fernet.generate_key())
     record(store, "a", "token", "ok", at=T0)
     record(store, "a", "token", "fail", "refresh_token_revoked", at=T0 + timedelta(minutes=5))
-    req = store.open_reauth_request("a", "refresh_token_revoked", T0 + timedelta(minutes=5))
+    req = store.reauth.open_reauth_request("a", "refresh_token_revoked", T0 + timedelta(minutes=5))
     assert req is not None
     link = reauth_links.url_for(cfg.web.base_url, reauth_links.link_key(cipher), req)
     d = make_dispatcher(cfg, store, reauth_urls=lambda: reauth_links.open_urls(cfg, store, cipher))
@@ -83,7 +83,7 @@ def test_no_table_holds_the_reauthorisation_link_and_the_receiver_gets_a_working
     assert set(LINK.findall(text)) == {link} and f"Re-authorise:\n- a: {link}\n" in text, text
     assert set(LINK.findall(md)) == {link} and f"[a]({link})" in md and f"open <{link}>" in md, md
     token = link.rsplit("/", 1)[1]
-    assert reauth_links.verify(reauth_links.link_key(cipher), token, store.get_reauth_request(req.id))
+    assert reauth_links.verify(reauth_links.link_key(cipher), token, store.reauth.get_reauth_request(req.id))
     assert rows_holding(store, token, "/reauth/") == []
     mac = token.rsplit(".", 1)[1]
     assert rows_holding(store, mac) == []
@@ -98,7 +98,7 @@ def test_a_request_closed_before_the_send_leaves_no_link_and_says_how_to_reautho
     cfg, store, cipher, req, link, d = setup(tmp_path, database, receiver)
     queued = d.evaluate(T0 + timedelta(minutes=5))  # routed into the outbox while the request is open
     assert len(queued) == 2
-    assert store.close_reauth_request(req.id, "signed_in", T0 + timedelta(minutes=6))
+    assert store.reauth.close_reauth_request(req.id, "signed_in", T0 + timedelta(minutes=6))
     sent, failed = d.send_due(T0 + timedelta(minutes=6))
     assert (sent, failed) == (2, 0)
     for message in (b["message"] for b in receiver.bodies):

@@ -75,7 +75,7 @@ def slow():
 def setup(tmp_path, **kw):
     cfg = load(write_config(tmp_path / "mailwarden.yaml", **kw))
     store = open_store(cfg.database_url())
-    store.sync_integrations(integration_rows(cfg), T0)
+    store.inventory.sync_integrations(integration_rows(cfg), T0)
     return cfg, store
 
 
@@ -104,9 +104,9 @@ def test_a_receiver_slower_than_the_timeout_gets_the_notice_once_and_the_deliver
     time.sleep(0.3)  # a copy still on its way would have arrived
     assert len(hook.bodies) == 1, f"the slow webhook received {len(hook.bodies)} copies"
     assert "1/opened/1" in hook.bodies[0]["title"] + hook.bodies[0]["message"]
-    [delivery] = store.deliveries()
+    [delivery] = store.alerts.deliveries()
     assert delivery.state == "unconfirmed" and delivery.claimed_by is None and delivery.attempts == 1
-    [note] = store.notifications()
+    [note] = store.alerts.notifications()
     assert not note.ok and not note.permanent
     assert note.error.startswith("unconfirmed: the request was sent") and "within 1 s" in note.error, note.error
     assert db_alerts.attempt_outcome(note) == "unconfirmed"
@@ -134,10 +134,10 @@ def test_a_refused_port_is_an_ordinary_failure_retried_until_it_is_delivered(tmp
     record(store, "a", "token", "fail", "consent_missing", at=T0)
     first = d.run_once(T0)
     assert (first.queued, first.sent, first.failed) == (1, 0, 1)
-    [delivery] = store.deliveries()
+    [delivery] = store.alerts.deliveries()
     assert delivery.state == "pending" and delivery.claimed_by is None
     assert delivery.next_attempt_at == T0 + timedelta(seconds=30)
-    [note] = store.notifications()
+    [note] = store.alerts.notifications()
     assert not note.ok and not note.permanent and "connection refused" in note.error, note.error
     assert db_alerts.attempt_outcome(note) == "error"
     assert d.run_once(T0 + timedelta(seconds=10)).failed == 0  # backoff: not due yet
@@ -147,8 +147,8 @@ def test_a_refused_port_is_an_ordinary_failure_retried_until_it_is_delivered(tmp
         assert d.run_once(T0 + timedelta(seconds=30)).sent == 1
         assert d.run_once(T0 + timedelta(hours=2)).sent == 0
         assert len(receiver.bodies) == 1
-        assert [x.state for x in store.deliveries()] == ["sent"]
-        assert [db_alerts.attempt_outcome(n) for n in store.notifications()] == ["error", "ok"]
+        assert [x.state for x in store.alerts.deliveries()] == ["sent"]
+        assert [db_alerts.attempt_outcome(n) for n in store.alerts.notifications()] == ["error", "ok"]
     finally:
         receiver.close()
         store.close()
@@ -198,12 +198,12 @@ def test_a_route_timeout_lets_a_slow_webhook_answer_and_a_url_rto_still_wins(tmp
     record(store, "a", "token", "fail", "consent_missing", at=T0)
     report = d.run_once(T0)
     assert (report.queued, report.sent) == (2, 1)
-    state = {x.route: x.state for x in store.deliveries()}
+    state = {x.route: x.state for x in store.alerts.deliveries()}
     assert state == {"patient": "sent", "own-rto": "unconfirmed"}
     d.run_once(T0 + timedelta(hours=2))
     time.sleep(0.3)
     assert len(hook.bodies) == 2  # one each, none again
-    assert [n.ok for n in store.notifications() if n.route == "patient"] == [True]
+    assert [n.ok for n in store.alerts.notifications() if n.route == "patient"] == [True]
     store.close()
 
 

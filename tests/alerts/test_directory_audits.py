@@ -36,7 +36,7 @@ def _opening(w):
 
 
 def _event_minute(w, app: str) -> str:
-    [row] = w.rt.store.directory_audits_of([w.tenant_id], w.apps[app])
+    [row] = w.rt.store.signins.directory_audits_of([w.tenant_id], w.apps[app])
     return row.activity_at.strftime("%Y-%m-%d %H:%M UTC")
 
 
@@ -63,7 +63,7 @@ def test_the_opening_alert_names_who_removed_admin_consent_and_when(world):  # n
     # the incident's page puts the change on its timeline, before the failure it explains
     from mailwarden.monitor.web.incidents import incident_context
 
-    [inc] = w.rt.store.incidents("open")
+    [inc] = w.rt.store.alerts.incidents("open")
     ctx = incident_context(w.rt.config, w.rt.store, inc.id, datetime.now(UTC))
     whats = [e.what for e in ctx["events"]]
     change = "Admin consent to Mail.ReadWrite (application permission) removed by admin@contoso.com"

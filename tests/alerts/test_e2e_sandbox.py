@@ -77,7 +77,7 @@ def test_one_revoked_account_one_incident_one_reauthorisation_fixes_all(world, r
     assert d.run_once().sent == 1
     assert "subject" in CAPTURED[0]["body"] and "subject2" in CAPTURED[0]["body"]
     assert "One reauthorisation fixes all of them" in CAPTURED[0]["body"]
-    [inc] = rt.store.incidents("open")
+    [inc] = rt.store.alerts.incidents("open")
     assert inc.affected == ["subject", "subject2"]
     w.sign_in()  # one reauthorisation
     assert [w.run("token", n).status for n in ("subject", "subject2")] == ["ok", "ok"]

@@ -34,7 +34,7 @@ OUTCOMES = [("ok", None), ("warn", "throttled"), ("fail", "consent_missing"), ("
 class Dispatch:
     """The dispatcher's evaluation over in-memory incidents: the policy on the pending changes, every cycle
     (``skip=False``) or only when something is new or due (``skip=True``, as ``Dispatcher.evaluate`` with
-    ``Store.alerts_pending``)."""
+    ``Store.alerts.alerts_pending``)."""
 
     def __init__(self, skip: bool):
         self.skip = skip

@@ -31,14 +31,14 @@ def test_restart_keeps_incidents_sends_no_second_opening_and_reminders_stay_on_s
                         routes=[{"name": "hook", "url": receiver.url}], reminder_interval="1h")
     runtime, d = boot(path)
     store = runtime.store
-    store.sync_integrations(integration_rows(runtime.config), T0)
+    store.inventory.sync_integrations(integration_rows(runtime.config), T0)
     for n in NAMES:
         record(store, n, "token", "ok", at=T0)
     d.run_once(T0)
     for n in NAMES:
         record(store, n, "token", "fail", "secret_expired", at=T0 + timedelta(minutes=5))
     assert d.run_once(T0 + timedelta(minutes=5)).sent == 2
-    opened = {(i.id, i.key, i.opened_at, i.sequence) for i in store.incidents()}
+    opened = {(i.id, i.key, i.opened_at, i.sequence) for i in store.alerts.incidents()}
     assert len(opened) == 2 and len(receiver.bodies) == 2
 
     # the crash: nothing in memory survives, nothing is closed cleanly
@@ -48,7 +48,7 @@ def test_restart_keeps_incidents_sends_no_second_opening_and_reminders_stay_on_s
 
     runtime, d = boot(path)
     store = runtime.store
-    assert {(i.id, i.key, i.opened_at, i.sequence) for i in store.incidents()} == opened
+    assert {(i.id, i.key, i.opened_at, i.sequence) for i in store.alerts.incidents()} == opened
     # more failing results after the restart: still the same incidents, no new opening notice
     for m in (10, 20, 40):
         for n in NAMES:
@@ -74,7 +74,7 @@ def test_restart_keeps_incidents_sends_no_second_opening_and_reminders_stay_on_s
     assert len(bodies) == 6
     assert all("still failing" in b.lower() for b in bodies[2:]), bodies[2:]
     assert not any("still failing" in b.lower() for b in bodies[:2]), bodies[:2]
-    notes = store.notifications()
+    notes = store.alerts.notifications()
     assert sorted(n.kind for n in notes) == ["opened"] * 2 + ["reminder"] * 4
-    assert all(i.reminders == 2 for i in store.incidents())
+    assert all(i.reminders == 2 for i in store.alerts.incidents())
     runtime.close()

@@ -56,7 +56,7 @@ def setup(tmp_path, receiver):
     cfg = load(write_config(tmp_path / "mailwarden.yaml", names=("a", "b"), shared=False,
                             routes=[{"name": "file", "config": "apprise.yml"}], reminder_interval="1h"))
     store = open_store(cfg.database_url())
-    store.sync_integrations(integration_rows(cfg), T0)
+    store.inventory.sync_integrations(integration_rows(cfg), T0)
     yield cfg, store
     store.close()
 
@@ -71,8 +71,8 @@ def test_an_idle_cycle_reads_one_statement_and_takes_no_lock(setup, receiver):
         assert d.evaluate(T0 + timedelta(minutes=minutes)) == []
     assert len(watch.statements) == 3 and watch.write_transactions == 0, watch.statements
     # a person's snooze (or ack) changes the incident outside a fold: the next cycle folds, then idles again
-    [inc] = store.incidents()
-    store.snooze_incident(inc.id, T0 + timedelta(hours=2))
+    [inc] = store.alerts.incidents()
+    store.alerts.snooze_incident(inc.id, T0 + timedelta(hours=2))
     watch.reset()
     assert d.evaluate(T0 + timedelta(minutes=60)) == []  # snoozed: no reminder
     assert watch.write_transactions >= 1
@@ -117,7 +117,7 @@ def test_a_crash_between_the_fold_and_the_routing_loses_no_notice(setup, receive
     assert d.run_once(T0 + timedelta(seconds=15)).sent == 1
     assert d.run_once(T0 + timedelta(seconds=30)).sent == 0
     assert [b["title"].rsplit("[", 1)[1].rstrip("]") for b in receiver.bodies] == ["1/opened/1"]
-    assert {x.state for x in store.deliveries()} == {"sent"}
+    assert {x.state for x in store.alerts.deliveries()} == {"sent"}
 
 
 def test_a_notice_that_cannot_be_rendered_waits_and_holds_back_no_other(setup, receiver, monkeypatch):

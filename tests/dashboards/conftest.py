@@ -31,7 +31,7 @@ def demo(tmp_path_factory):
     try:
         rows = env.run_once()
         make_dispatcher(env.runtime.config, env.runtime.store).run_once()  # opens the incidents (console route)
-        env.runtime.store.rollup_history(datetime.now(UTC))
+        env.runtime.store.history.rollup_history(datetime.now(UTC))
         yield env, rows
     finally:
         env.close()
@@ -66,13 +66,13 @@ def small_store(path: Path, cfg, now: datetime, *, stale: tuple[str, ...] = (), 
     from mailwarden.state import Thresholds
 
     store = open_store(f"sqlite:///{path}")
-    store.sync_integrations(integration_rows(cfg), now - timedelta(days=1))
+    store.inventory.sync_integrations(integration_rows(cfg), now - timedelta(days=1))
     for integ in cfg.integrations:
         at = now - (timedelta(hours=2) if integ.name in stale else timedelta(minutes=1))
         for kind in integ.checks:
             bad = integ.name in failing and kind == "token"
             outcome = Outcome(Status.FAIL if bad else Status.OK, "consent_missing" if bad else None,
                               "consent removed" if bad else "ok", latency_ms=80.0)
-            store.record_result(integration=integ.name, check=kind, outcome=outcome, checked_at=at,
-                                thresholds=Thresholds(1, 1))
+            store.checks.record_result(integration=integ.name, check=kind, outcome=outcome, checked_at=at,
+                                       thresholds=Thresholds(1, 1))
     return store

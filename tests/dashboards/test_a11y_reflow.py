@@ -69,7 +69,7 @@ def world(tmp_path_factory):
         env = demo_mod.prepare(tmp_path_factory.mktemp("world"), quiet=True)
         env.run_once()
         make_dispatcher(env.runtime.config, env.runtime.store).run_once()
-        env.runtime.store.rollup_history(datetime.now(UTC))
+        env.runtime.store.history.rollup_history(datetime.now(UTC))
         return env
 
     # in a thread of its own: the checks run in asyncio.run, and Playwright's sync API may be running a loop here

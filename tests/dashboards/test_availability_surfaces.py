@@ -110,7 +110,7 @@ def mixed(demo, tmp_path):
     now = datetime.now(UTC)
     start = now - timedelta(hours=9)
     store = open_store(f"sqlite:///{tmp_path / 'mixed.db'}")
-    store.sync_integrations(integration_rows(cfg), start)
+    store.inventory.sync_integrations(integration_rows(cfg), start)
     th = Thresholds(2, 1)
     for step in range(0, 9 * 12):  # every 5 minutes
         at = start + timedelta(minutes=5 * step)
@@ -120,11 +120,11 @@ def mixed(demo, tmp_path):
             for kind in integ.checks:
                 bad = ((integ.name == "sinch-sales" and kind == "token" and 24 <= step < 48)
                        or (integ.name == "hoth-sales" and kind == "imap" and step == 30))
-                store.record_result(integration=integ.name, check=kind, checked_at=at, thresholds=th,
-                                    outcome=Outcome(Status.FAIL if bad else Status.OK,
-                                                    "consent_missing" if bad else None, "x", latency_ms=50.0))
+                store.checks.record_result(integration=integ.name, check=kind, checked_at=at, thresholds=th,
+                                           outcome=Outcome(Status.FAIL if bad else Status.OK,
+                                                           "consent_missing" if bad else None, "x", latency_ms=50.0))
     for kind in cfg.integration("enaio-notify").checks:
-        store.pause("enaio-notify", kind, start + timedelta(hours=6))
+        store.checks.pause("enaio-notify", kind, start + timedelta(hours=6))
     yield cfg, store, now
     store.close()
 

@@ -68,11 +68,11 @@ def test_dashboard_in_a_browser(browser, served):
     # acknowledge an incident
     page.goto(url + "/")
     store = env.runtime.store
-    target = next(i for i in store.incidents("open") if not i.ack_by)
+    target = next(i for i in store.alerts.incidents("open") if not i.ack_by)
     page.click(f"form[action='/incidents/{target.id}/ack'] button")
     page.wait_for_load_state()
     assert "acknowledged by admin" in page.locator(".flash").inner_text()
-    assert store.get_incident(target.id).ack_by == "admin"
+    assert store.alerts.get_incident(target.id).ack_by == "admin"
     assert page.locator(f"form[action='/incidents/{target.id}/ack'] button").is_disabled()
     assert errors == [], errors
     page.close()

@@ -39,8 +39,9 @@ def world(demo, admin_hash, tmp_path):
     dispatcher = make_dispatcher(cfg, store)
 
     def result(name: str, check: str, status: str, code: str | None, at: datetime) -> None:
-        store.record_result(integration=name, check=check, outcome=Outcome(Status(status), code, f"{check} {status}"),
-                            checked_at=at, thresholds=Thresholds(1, 1))
+        store.checks.record_result(integration=name, check=check,
+                                   outcome=Outcome(Status(status), code, f"{check} {status}"),
+                                   checked_at=at, thresholds=Thresholds(1, 1))
         dispatcher.run_once(at + timedelta(seconds=1))
 
     result("enaio-notify", "token", "fail", "secret_expired", T0)
@@ -49,12 +50,13 @@ def world(demo, admin_hash, tmp_path):
     result("sinch-queue", "graph_mail", "fail", "access_policy_denied", NOW - timedelta(hours=3))
     result("sinch-queue", "graph_mail", "ok", None, NOW - timedelta(hours=2))
     result("agiloft-inbound", "ews", "fail", "auth_failed", NOW - timedelta(hours=1))
-    ids = {(i.affected or [m["integration"] for m in i.members])[0]: i.id for i in store.incidents(None)}
+    ids = {(i.affected or [m["integration"] for m in i.members])[0]: i.id for i in store.alerts.incidents(None)}
     open_id = ids["enaio-notify"]
-    last = [n for n in store.notifications(open_id) if n.kind == "reminder"][-1]
-    store.add_notification(incident_id=open_id, key=last.key, kind="reminder", route="ops-webhook", service=MASKED,
-                           ok=False, error=ERROR, permanent=False, at=T0 + timedelta(hours=8, seconds=5))
-    store.ack_incident(open_id, "alice", T0 + timedelta(hours=9))
+    last = [n for n in store.alerts.notifications(open_id) if n.kind == "reminder"][-1]
+    store.alerts.add_notification(incident_id=open_id, key=last.key, kind="reminder", route="ops-webhook",
+                                  service=MASKED, ok=False, error=ERROR, permanent=False,
+                                  at=T0 + timedelta(hours=8, seconds=5))
+    store.alerts.ack_incident(open_id, "alice", T0 + timedelta(hours=9))
     app = make_app(env, Access(mode="password", user="admin", password_hash=admin_hash))
     app.state.web.store = lambda: store
     try:
@@ -82,7 +84,7 @@ def events(html: str) -> list[tuple[str, str]]:
 
 def test_the_timeline_shows_what_happened_in_order_with_its_times(world, client):
     _, store, ids = world
-    inc = store.get_incident(ids["enaio-notify"])
+    inc = store.alerts.get_incident(ids["enaio-notify"])
     page = client.get(f"/incidents/{inc.id}")
     assert page.status_code == 200
     got = events(page.text)
@@ -97,7 +99,7 @@ def test_the_timeline_shows_what_happened_in_order_with_its_times(world, client)
     iso = views.iso
     assert at("enaio-notify / token failing") == iso(T0)
     assert at("opened") == iso(T0)
-    notes = store.notifications(inc.id)
+    notes = store.alerts.notifications(inc.id)
     reminders = [n for n in notes if n.kind == "reminder" and n.ok]
     assert len(reminders) == 2 and inc.reminders == 2
     first, second = (n.key.rsplit("/", 1)[1] for n in reminders)
@@ -128,12 +130,12 @@ def test_a_snooze_and_a_resolution_are_on_the_timeline(world, client):
     done = client.post(f"/incidents/{ids['enaio-notify']}/snooze",
                        data={"csrf_token": csrf_of(page.text), "for": "4h"}, follow_redirects=False)
     assert done.status_code == 303
-    until = store.get_incident(ids["enaio-notify"]).snoozed_until
+    until = store.alerts.get_incident(ids["enaio-notify"]).snoozed_until
     got = events(client.get(f"/incidents/{ids['enaio-notify']}").text)
     assert got[-1][0] == views.iso(until) and got[-1][1].startswith("snooze ends")
     assert "when it was set, and by whom, is not stored" in got[-1][1]
 
-    resolved = store.get_incident(ids["sinch-queue"])
+    resolved = store.alerts.get_incident(ids["sinch-queue"])
     got = events(client.get(f"/incidents/{resolved.id}").text)
     texts = [t for _, t in got]
     assert (views.iso(resolved.resolved_at), "resolved recovered") in got
@@ -153,20 +155,20 @@ def test_acknowledge_and_snooze_from_the_incident_page_need_csrf_and_come_back_t
     # without the CSRF token: refused, nothing changes
     assert client.post(f"/incidents/{target}/ack", data={"back": f"/incidents/{target}"}).status_code == 403
     assert client.post(f"/incidents/{target}/snooze", data={"for": "1h"}).status_code == 403
-    inc = store.get_incident(target)
+    inc = store.alerts.get_incident(target)
     assert inc.ack_by is None and inc.snoozed_until is None
     # with it: done, and back on the incident's page, which says so
     done = client.post(f"/incidents/{target}/ack", data={"csrf_token": csrf_of(page.text),
                                                          "back": f"/incidents/{target}"}, follow_redirects=False)
     assert done.status_code == 303 and done.headers["location"] == f"/incidents/{target}"
-    assert store.get_incident(target).ack_by == "admin"
+    assert store.alerts.get_incident(target).ack_by == "admin"
     after = client.get(done.headers["location"]).text
     assert f"incident #{target} acknowledged by admin" in after
     assert "Last acknowledged by <strong>admin</strong>" in after
     done = client.post(f"/incidents/{target}/snooze", data={"csrf_token": csrf_of(after), "for": "1h",
                                                             "back": f"/incidents/{target}"}, follow_redirects=False)
     assert done.status_code == 303 and done.headers["location"] == f"/incidents/{target}"
-    assert store.get_incident(target).snoozed_until is not None
+    assert store.alerts.get_incident(target).snoozed_until is not None
     # a "back" that is not one of the app's incident pages is not followed
     done = client.post(f"/incidents/{target}/snooze", data={"csrf_token": csrf_of(after), "for": "1h",
                                                             "back": "//evil.example.com/incidents/1"},

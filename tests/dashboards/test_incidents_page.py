@@ -45,8 +45,9 @@ def world(demo, admin_hash, tmp_path):
     dispatcher = make_dispatcher(cfg, store)
 
     def result(name: str, check: str, status: str, code: str | None, at: datetime) -> None:
-        store.record_result(integration=name, check=check, outcome=Outcome(Status(status), code, f"{check} {status}"),
-                            checked_at=at, thresholds=Thresholds(1, 1))
+        store.checks.record_result(integration=name, check=check,
+                                   outcome=Outcome(Status(status), code, f"{check} {status}"),
+                                   checked_at=at, thresholds=Thresholds(1, 1))
         dispatcher.run_once(at + timedelta(seconds=1))
 
     result("hoth-support", "token", "fail", "consent_missing", NOW - timedelta(days=10))
@@ -56,9 +57,9 @@ def world(demo, admin_hash, tmp_path):
     result("retired-box", "token", "fail", "consent_missing", NOW - timedelta(hours=5))
     result("agiloft-inbound", "ews", "fail", "auth_failed", NOW - timedelta(hours=3))
     result("enaio-notify", "token", "fail", "secret_expired", NOW - timedelta(hours=1))
-    ids = {(i.affected or [m["integration"] for m in i.members])[0]: i.id for i in store.incidents(None)}
-    store.ack_incident(ids["agiloft-inbound"], "alice", NOW - timedelta(hours=2))
-    store.snooze_incident(ids["agiloft-inbound"], NOW + timedelta(hours=2))
+    ids = {(i.affected or [m["integration"] for m in i.members])[0]: i.id for i in store.alerts.incidents(None)}
+    store.alerts.ack_incident(ids["agiloft-inbound"], "alice", NOW - timedelta(hours=2))
+    store.alerts.snooze_incident(ids["agiloft-inbound"], NOW + timedelta(hours=2))
     app = make_app(env, Access(mode="password", user="admin", password_hash=admin_hash))
     app.state.web.store = lambda: store
     try:
@@ -86,13 +87,13 @@ def test_lists_open_and_recently_resolved_incidents_with_members_and_times(world
     acked = row_of(page.text, ids["agiloft-inbound"])
     assert "Mailbox login refused" in acked and "auth_failed" in acked and "agiloft-inbound / ews" in acked
     assert "alice" in acked  # acknowledged by
-    snoozed = store.get_incident(ids["agiloft-inbound"]).snoozed_until
+    snoozed = store.alerts.get_incident(ids["agiloft-inbound"]).snoozed_until
     assert f'datetime="{snoozed.astimezone(UTC).isoformat().replace("+00:00", "Z")}"' in acked  # snoozed until
-    opened = store.get_incident(ids["enaio-notify"]).opened_at
+    opened = store.alerts.get_incident(ids["enaio-notify"]).opened_at
     assert f'datetime="{opened.astimezone(UTC).isoformat().replace("+00:00", "Z")}"' in row_of(page.text,
                                                                                                 ids["enaio-notify"])
     recent = row_of(page.text, ids["sinch-queue"])
-    resolved = store.get_incident(ids["sinch-queue"]).resolved_at
+    resolved = store.alerts.get_incident(ids["sinch-queue"]).resolved_at
     assert "recovered" in recent and resolved.strftime("%Y-%m-%d %H:%M:%S") in recent
     # a link to each integration still configured, none to one that left (its page would be a 404)
     assert 'href="/integrations/enaio-notify"' in row_of(page.text, ids["enaio-notify"])
@@ -140,9 +141,9 @@ def test_same_access_rules_headers_and_csrf_as_every_page(world, client):
     target = ids["enaio-notify"]
     assert f'action="/incidents/{target}/ack"' in row_of(page.text, target)
     assert client.post(f"/incidents/{target}/ack", data={}).status_code == 403  # no CSRF token, no action
-    assert store.get_incident(target).ack_by is None
+    assert store.alerts.get_incident(target).ack_by is None
     done = client.post(f"/incidents/{target}/ack", data={"csrf_token": csrf_of(page.text)}, follow_redirects=False)
-    assert done.status_code == 303 and store.get_incident(target).ack_by == "admin"
+    assert done.status_code == 303 and store.alerts.get_incident(target).ack_by == "admin"
 
 
 def test_every_page_links_to_incidents_in_its_navigation(client):

@@ -46,9 +46,9 @@ def set_status(env, name: str, status: Status, code: str | None = None) -> None:
     store = env.runtime.store
     integ = env.runtime.config.integration(name)
     for kind in integ.checks:
-        store.record_result(integration=name, check=kind, checked_at=datetime.now(UTC),
-                            outcome=Outcome(status, code, f"{kind} {status.value} (test)", latency_ms=40.0),
-                            thresholds=Thresholds(1, 1))
+        store.checks.record_result(integration=name, check=kind, checked_at=datetime.now(UTC),
+                                   outcome=Outcome(status, code, f"{kind} {status.value} (test)", latency_ms=40.0),
+                                   thresholds=Thresholds(1, 1))
 
 
 def row_status(page, name: str) -> str | None:

@@ -38,10 +38,10 @@ def _notices(env, now: datetime) -> list[tuple[str, str]]:
         out.append((kind, "\n".join((msg.title, msg.text, msg.markdown))))
 
     # what the demo really queued: its opening notices and the expiry reminders of the first secrets cycle
-    for d in store.deliveries():
+    for d in store.alerts.deliveries():
         out.append((d.kind, "\n".join((d.title, d.body_text or "", d.body_markdown or ""))))
 
-    open_incidents = store.incidents("open")
+    open_incidents = store.alerts.incidents("open")
     assert open_incidents, "the demo opens incidents"
     reauth = open_urls(cfg, store, rt.cipher, now)  # what the scheduler's dispatcher puts in the link slot
     assert reauth, "the demo's revoked delegated integration has an open reauthorisation request"
@@ -65,7 +65,7 @@ def _notices(env, now: datetime) -> list[tuple[str, str]]:
     cycle = SecretsCycle(cfg, store, rt.tokens, rt.credentials, lambda: now)
     for name, app in cfg.apps.items():
         users = [i for i in cfg.integrations if i.app == name]
-        creds = [c for c in store.credentials(app.client_id) if c.reference and c.expires_at]
+        creds = [c for c in store.inventory.credentials(app.client_id) if c.reference and c.expires_at]
         if not users or not creds:
             continue
         c = creds[0]

@@ -175,14 +175,15 @@ def test_each_stored_run_is_a_beat_and_its_latency_is_charted_with_axes(web, fle
     # three more runs of its token check in the last minutes, one failing: a new install, no hour rolled up yet
     for minutes, status, code, ms in ((4, Status.OK, None, 120.0), (3, Status.FAIL, "consent_missing", 900.0),
                                       (2, Status.OK, None, 95.0)):
-        store.record_result(integration=name, check="token", checked_at=now - timedelta(minutes=minutes, seconds=30),
-                            outcome=Outcome(status, code, f"token {status.value}", latency_ms=ms),
-                            thresholds=Thresholds(3, 1))
+        store.checks.record_result(integration=name, check="token",
+                                   checked_at=now - timedelta(minutes=minutes, seconds=30),
+                                   outcome=Outcome(status, code, f"token {status.value}", latency_ms=ms),
+                                   thresholds=Thresholds(3, 1))
     html = web.get(f"/integrations/{name}").text
     section = re.search(r'<section class="check[^"]*" id="check-token">(.*?)</section>', html, re.S).group(1)
     beats = re.search(r'<svg class="bars beats"[^>]*aria-label="([^"]+)">(.*?)</svg>', section, re.S)
     assert beats, section[:500]
-    stored = store.results(name, "token", None, 100)
+    stored = store.checks.results(name, "token", None, 100)
     assert beats.group(1) == f"last {len(stored)} runs: {len(stored) - 1} ok or warn"
     tips = re.findall(r"<title>([^<]+)</title>", beats.group(2))
     assert len(tips) == len(stored) == 4  # the fixture's run and these three: each a beat, the newest last
@@ -235,10 +236,10 @@ def test_the_canarys_delivery_delay_is_charted_in_seconds(web, fleet):  # noqa: 
     now = datetime.now(UTC)
     name = "al-leads"
     for minutes, delay in ((6, 4.0), (4, 95.5), (2, 12.0)):
-        store.record_result(integration=name, check="token", checked_at=now - timedelta(minutes=minutes),
-                            outcome=Outcome(Status.OK, None, "canary found", latency_ms=80.0,
-                                            metrics={"canary_delay_s": delay, "canary_state": "delivered"}),
-                            thresholds=Thresholds(3, 1))
+        store.checks.record_result(integration=name, check="token", checked_at=now - timedelta(minutes=minutes),
+                                   outcome=Outcome(Status.OK, None, "canary found", latency_ms=80.0,
+                                                   metrics={"canary_delay_s": delay, "canary_state": "delivered"}),
+                                   thresholds=Thresholds(3, 1))
     html = web.get(f"/integrations/{name}").text
     section = re.search(r'<section class="check[^"]*" id="check-token">(.*?)</section>', html, re.S).group(1)
     [chart] = [c for c in re.findall(r'<svg class="latency"[^>]*aria-label="([^"]+)"', section)

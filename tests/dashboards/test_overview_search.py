@@ -90,14 +90,14 @@ def fleet(tmp_path_factory):
     cfg = config_mod.load(path)
     now = datetime.now(UTC)
     store = open_store(f"sqlite:///{where / 'fleet.db'}")
-    store.sync_integrations(integration_rows(cfg), now - timedelta(days=1))
+    store.inventory.sync_integrations(integration_rows(cfg), now - timedelta(days=1))
     for name, (_, _, _, _, _, checks, bad) in FLEET.items():
         for kind in checks:
             status, code = (bad[1], bad[2]) if bad and bad[0] == kind else ("ok", None)
-            store.record_result(integration=name, check=kind, checked_at=now - timedelta(minutes=1),
-                                outcome=Outcome(Status(status), code, f"{kind} {status}", latency_ms=50.0),
-                                thresholds=Thresholds(1, 1))
-    store.rollup_history(now + timedelta(minutes=10))
+            store.checks.record_result(integration=name, check=kind, checked_at=now - timedelta(minutes=1),
+                                       outcome=Outcome(Status(status), code, f"{kind} {status}", latency_ms=50.0),
+                                       thresholds=Thresholds(1, 1))
+    store.history.rollup_history(now + timedelta(minutes=10))
     try:
         yield cfg, store
     finally:

@@ -85,20 +85,20 @@ def fleet(tmp_path_factory):
                                     "integrations": integrations}), encoding="utf-8")
     cfg = config_mod.load(path)
     store = open_store(f"sqlite:///{where / 'fleet.db'}")
-    store.sync_integrations(integration_rows(cfg), NOW - timedelta(days=1))
+    store.inventory.sync_integrations(integration_rows(cfg), NOW - timedelta(days=1))
     at = NOW - timedelta(minutes=2)
     for name, (_, _, checks, bad) in FLEET.items():
         for kind in checks:
             status, code, summary = bad.get(kind, ("ok", None, f"{kind} ok"))
-            store.record_result(integration=name, check=kind, checked_at=at, thresholds=Thresholds(1, 1),
-                                outcome=Outcome(Status(status), code, summary, latency_ms=50.0))
+            store.checks.record_result(integration=name, check=kind, checked_at=at, thresholds=Thresholds(1, 1),
+                                       outcome=Outcome(Status(status), code, summary, latency_ms=50.0))
     make_dispatcher(cfg, store).run_once(at + timedelta(seconds=5))
     polls = [{"tenant_id": tid("alpha"), "event_type": "servicePrincipal", "app_id": client_id("alpha-crm"),
               "state": "ok", "read_until": NOW - timedelta(minutes=1), "covered_from": NOW - timedelta(days=1)},
              {"tenant_id": tid("bravo"), "event_type": "servicePrincipal", "app_id": client_id("bravo-mail"),
               "state": "unlicensed", "note": "tenant bravo has no Entra ID P1 or P2 licence: its sign-in log cannot "
                                              "be read"}]
-    store.save_signin_polls(polls)
+    store.signins.save_signin_polls(polls)
     try:
         yield cfg, store
     finally:
@@ -184,7 +184,7 @@ def test_tenants_worst_first_with_open_incidents_counts_and_sign_in_evidence(fle
     assert page.status_code == 200
     assert rows(page.text, "data-tenant") == ["bravo", "charlie", "alpha", "delta", "echo"]
     open_by = {}
-    for inc in store.incidents("open"):
+    for inc in store.alerts.incidents("open"):
         names = set(inc.affected) | {m["integration"] for m in inc.members}
         open_by.setdefault(FLEET[sorted(names)[0]][0].split("-")[0], []).append(inc.id)
     assert set(open_by) == {"bravo", "charlie"}
@@ -238,14 +238,14 @@ def test_with_1000_integrations_in_100_tenants_the_pages_read_in_bulk(tmp_path):
                                         "tenants": tenants, "apps": apps, "integrations": integ}), encoding="utf-8")
         cfg = config_mod.load(path)
         store = open_store(f"sqlite:///{where / 'db'}")
-        store.sync_integrations(integration_rows(cfg), NOW - timedelta(days=1))
+        store.inventory.sync_integrations(integration_rows(cfg), NOW - timedelta(days=1))
         for item in integ:
             for kind in item["checks"]:
                 bad = kind == "token" and item["name"].endswith("-03")
-                store.record_result(integration=item["name"], check=kind, checked_at=NOW - timedelta(minutes=1),
-                                    outcome=Outcome(Status.FAIL if bad else Status.OK,
-                                                    "consent_missing" if bad else None, "x"),
-                                    thresholds=Thresholds(1, 1))
+                store.checks.record_result(integration=item["name"], check=kind, checked_at=NOW - timedelta(minutes=1),
+                                           outcome=Outcome(Status.FAIL if bad else Status.OK,
+                                                           "consent_missing" if bad else None, "x"),
+                                           thresholds=Thresholds(1, 1))
         make_dispatcher(cfg, store).run_once(NOW)
         return cfg, store
 

@@ -37,7 +37,7 @@ def test_report_times_are_absolute_utc(demo):
     assert times and all(re.fullmatch(r"\d{4}-\d\d-\d\d \d\d:\d\d UTC", t) for t in times), set(times)
     # (day counts stay counts, "10 days left", as of the report's time in its header)
     assert not re.search(r"(ago|>in \d+ (s|min|h|days))</time>", html)
-    since = next(s.since for s in store.states("enaio-notify") if s.check == "token")
+    since = next(s.since for s in store.checks.states("enaio-notify") if s.check == "token")
     assert f"{since:%Y-%m-%d %H:%M} UTC" in summary_rows(html)["enaio-notify"]
 
 
@@ -60,10 +60,11 @@ def _credentials(store, now: datetime) -> None:
         return {"kind": "client_secret", "key_id": key_id, "hint": "abc", "display_name": name,
                 "start_at": now - timedelta(days=300), "expires_at": ends}
 
-    store.upsert_credentials(tenant="contoso", app="hoth-email-integration", client_id="cid-hoth", source="graph",
-                             now=now, creds=[secret("k1", "almost ten", now + timedelta(days=9.9)),
-                                             secret("k2", "this morning", now - timedelta(hours=12)),
-                                             secret("k3", "days ago", now - timedelta(days=2.5))])
+    store.inventory.upsert_credentials(tenant="contoso", app="hoth-email-integration", client_id="cid-hoth",
+                                       source="graph", now=now,
+                                       creds=[secret("k1", "almost ten", now + timedelta(days=9.9)),
+                                              secret("k2", "this morning", now - timedelta(hours=12)),
+                                              secret("k3", "days ago", now - timedelta(days=2.5))])
 
 
 def test_day_counts_are_checks_days_on_every_surface(demo, tmp_path):

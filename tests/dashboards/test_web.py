@@ -55,7 +55,7 @@ def test_overview_rows_show_24h_uptime_and_mark_integrations_whose_checks_stoppe
     cfg = env.runtime.config
     now = datetime.now(UTC)
     store = small_store(tmp_path / "o.db", cfg, now, stale=("hoth-support",), failing=("sinch-sales",))
-    store.rollup_history(now + timedelta(minutes=10))
+    store.history.rollup_history(now + timedelta(minutes=10))
     try:
         with TestClient(create_app(cfg, store, access=Access(mode="none")), base_url="http://127.0.0.1:8080") as c:
             html = c.get("/").text
@@ -82,7 +82,7 @@ def test_integration_page_shows_diagnosis_and_flow_filtered_fix_steps(client, de
     cfg = env.runtime.config
     for name, check in (("enaio-notify", "token"), ("sinch-sales", "graph_mail"), ("hoth-sales", "imap")):
         html = client.get(f"/integrations/{name}").text
-        r = next(r for r in env.runtime.store.latest_results(name) if r.check == check)
+        r = next(r for r in env.runtime.store.checks.latest_results(name) if r.check == check)
         outcome = Outcome(Status(r.status), r.code, r.summary, r.latency_ms, r.details)
         steps = diagnoses.render_fix(r.code, **facts(cfg, cfg.integration(name), outcome))
         assert steps and "What to do" in html
@@ -111,15 +111,15 @@ def test_filters_by_tag_tenant_and_status(client):
 
 def test_ack_and_snooze_go_through_the_alerts_store(client, demo):
     store = demo[0].runtime.store
-    inc = next(i for i in store.incidents("open") if not i.ack_by)
+    inc = next(i for i in store.alerts.incidents("open") if not i.ack_by)
     page = client.get("/")
     r = client.post(f"/incidents/{inc.id}/ack", data={"csrf_token": csrf_of(page.text)}, follow_redirects=False)
     assert r.status_code == 303
-    assert store.get_incident(inc.id).ack_by == "admin"
+    assert store.alerts.get_incident(inc.id).ack_by == "admin"
     assert "acknowledged by admin" in client.get("/").text
     r = client.post(f"/incidents/{inc.id}/snooze", data={"csrf_token": csrf_of(page.text), "for": "2h"},
                     follow_redirects=False)
-    assert r.status_code == 303 and store.get_incident(inc.id).snoozed_until is not None
+    assert r.status_code == 303 and store.alerts.get_incident(inc.id).snoozed_until is not None
     bad = client.post(f"/incidents/{inc.id}/snooze", data={"csrf_token": csrf_of(page.text), "for": "90d"})
     assert bad.status_code == 400 and "30 days" in bad.text
     assert client.post("/incidents/99999/ack", data={"csrf_token": csrf_of(page.text)}).status_code == 404
@@ -133,7 +133,7 @@ def test_rerun_runs_the_check_through_the_monitors_runner(demo, admin_hash):
     seen = []
     monitor.on_result = seen.append
     app = make_app(env, Access(mode="password", user="admin", password_hash=admin_hash), monitor=monitor)
-    before = len(env.runtime.store.results("sinch-queue", "token", limit=500))
+    before = len(env.runtime.store.checks.results("sinch-queue", "token", limit=500))
     with TestClient(app, base_url="http://127.0.0.1:8080") as c:
         login(c)
         page = c.get("/integrations/sinch-queue").text
@@ -142,7 +142,7 @@ def test_rerun_runs_the_check_through_the_monitors_runner(demo, admin_hash):
         assert r.status_code == 200 and "token re-run: ok" in r.text
         assert c.post("/integrations/sinch-queue/checks/imap/run",
                       data={"csrf_token": csrf_of(page)}).status_code == 404
-    assert len(env.runtime.store.results("sinch-queue", "token", limit=500)) == before + 1
+    assert len(env.runtime.store.checks.results("sinch-queue", "token", limit=500)) == before + 1
     assert [(s.integration, s.check) for s in seen] == [("sinch-queue", "token")]
 
 

@@ -23,7 +23,7 @@ def hoth(world, **watch):
 
 
 def stored(w, check: str) -> dict:
-    return w.runtime.store.results("subject", check, limit=1)[0].details
+    return w.runtime.store.checks.results("subject", check, limit=1)[0].details
 
 
 def test_imap_finds_the_smtp_canary_and_stores_the_delay(world):

@@ -181,11 +181,11 @@ def test_demo_story_mailwardens_token_reauthorised_while_oracle_b2c_itself_still
         flow = reauth.start(rt.tokens, integ, demo.DEMO_REDIRECT)
         back = sign_in(flow["auth_uri"], integ.account, "Demo-B2C-2026!", sb.ca_path)
         reauth.complete(rt.tokens, integ, flow, reauth.parse_redirect(back))
-        rt.store.close_reauth_window(datetime.now(UTC), window_id=window)
+        rt.store.signins.close_reauth_window(datetime.now(UTC), window_id=window)
         asyncio.run(rt.signins.poll())  # the browser sign-in is stored as unconfirmed, not as the system's success
         # The system's next rounds come minutes later (every 5 minutes), past the window's clock margin. The sandbox's
         # clock cannot move: the window is closed as if the reauthorisation were that long ago instead.
-        rt.store.close_reauth_window(opened - timedelta(minutes=10), window_id=window)
+        rt.store.signins.close_reauth_window(opened - timedelta(minutes=10), window_id=window)
         demo.next_log_second()
         (round_,) = sb.control.tick_actors(demo.REVOKED_ACTOR)  # the system's next round: its token stays revoked
         assert round_["ok"] is False and round_["error_code"] == 50173

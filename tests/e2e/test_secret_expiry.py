@@ -102,7 +102,7 @@ def test_credentials_are_stored_as_metadata_only(world):
     w = world("app")
     w.ctl.add_secret(w.app_id, display_name="spare", end="+400d")
     assert w.run("secret_expiry").status == Status.OK
-    creds = w.runtime.store.credentials(w.app_id)
+    creds = w.runtime.store.inventory.credentials(w.app_id)
     assert len(creds) == 2
     in_use = [c for c in creds if c.reference]
     assert [c.key_id for c in in_use] == [w.key_id] and in_use[0].reference == "file:secrets/subject"

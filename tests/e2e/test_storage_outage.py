@@ -25,16 +25,16 @@ def test_a_token_check_that_cannot_read_its_cache_is_deferred_not_failed(world, 
     w.sign_in()
     assert w.run("token").status.value == "ok"
     rt = w.open()  # a restarted process: the token cache is not in memory yet
-    before = len(rt.store.results("subject", "token"))
+    before = len(rt.store.checks.results("subject", "token"))
 
-    monkeypatch.setattr(rt.store, "load_token_cache", outage)
+    monkeypatch.setattr(rt.store.token_caches, "load_token_cache", outage)
     with caplog.at_level(logging.WARNING):
         result = asyncio.run(rt.runner.run_one("subject", "token"))
     assert result.result is None and result.transition is None  # nothing recorded
     assert (result.outcome.status.value, result.outcome.code) == ("blocked", "storage_unavailable")
     assert "config_error" not in result.outcome.summary
-    assert len(rt.store.results("subject", "token")) == before
-    assert rt.store.get_state("subject", "token").last_status == "ok"
+    assert len(rt.store.checks.results("subject", "token")) == before
+    assert rt.store.checks.get_state("subject", "token").last_status == "ok"
     assert any(r.getMessage() == "check deferred: the database is unavailable" for r in caplog.records)
 
     monkeypatch.undo()
@@ -47,9 +47,9 @@ def test_a_token_whose_rotated_cache_cannot_be_written_stays_ok_and_is_written_l
     w.sign_in()
     rt = w.open()
     integ = rt.config.integration("subject")
-    written = rt.store.load_token_cache(rt.tokens.key_of(integ)).updated_at
+    written = rt.store.token_caches.load_token_cache(rt.tokens.key_of(integ)).updated_at
 
-    monkeypatch.setattr(rt.store, "save_token_cache", outage)
+    monkeypatch.setattr(rt.store.token_caches, "save_token_cache", outage)
     token = rt.tokens.delegated_token(integ, ["https://outlook.office365.com/POP.AccessAsUser.All"],
                                       force_refresh=True)
     assert "access_token" in token  # the sign-in works: only the write waits
@@ -57,4 +57,4 @@ def test_a_token_whose_rotated_cache_cannot_be_written_stays_ok_and_is_written_l
 
     monkeypatch.undo()
     rt.tokens.delegated_token(integ, ["https://outlook.office365.com/POP.AccessAsUser.All"], force_refresh=True)
-    assert rt.store.load_token_cache(rt.tokens.key_of(integ)).updated_at > written
+    assert rt.store.token_caches.load_token_cache(rt.tokens.key_of(integ)).updated_at > written

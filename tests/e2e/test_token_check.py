@@ -180,7 +180,7 @@ def test_throttled_token_endpoint_is_reported(world):
     w.ctl.clear_faults()
     assert (outcome.status, outcome.code) == (Status.WARN, "throttled")
     assert outcome.retry_after_s == 7 and outcome.backoff_target
-    state = w.runtime.store.get_state("subject", "token")
+    state = w.runtime.store.checks.get_state("subject", "token")
     assert state.not_before is not None, "the scheduler will wait before asking again"
     asked = w.ctl.stats()["token_total"]
     waiting = w.run("token")  # within the Retry-After: not asked again

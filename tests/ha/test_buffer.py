@@ -30,7 +30,7 @@ def outcome(status: str) -> Outcome:
 
 
 class Down:
-    """A store whose writes fail while ``down`` (the database unreachable), as Store.record_result does."""
+    """A store whose writes fail while ``down`` (the database unreachable), as Store.checks.record_result does."""
 
     def __init__(self, store):
         self.store, self.down = store, False
@@ -39,13 +39,13 @@ class Down:
     def record_result(self, **kw):
         if self.down:
             raise StorageError("database failed: connection refused")
-        return self.store.record_result(**kw)
+        return self.store.checks.record_result(**kw)
 
 
 def history(store, check="token"):
-    results = store.results("i", check, limit=100)
-    trans = sorted((t.id, t.from_status, t.to_status, t.at) for t in store.transitions("i") if t.check == check)
-    st = store.get_state("i", check)
+    results = store.checks.results("i", check, limit=100)
+    trans = sorted((t.id, t.from_status, t.to_status, t.at) for t in store.checks.transitions("i") if t.check == check)
+    st = store.checks.get_state("i", check)
     return ([(r.status, r.checked_at) for r in sorted(results, key=lambda r: r.id)], trans,
             (st.status, st.failures, st.successes, st.since))
 
@@ -57,7 +57,8 @@ def test_folding_the_buffer_gives_the_states_and_transitions_of_an_uninterrupted
     caplog.set_level(logging.INFO, "mailwarden.storage")
     for i, status in enumerate(SEQ):
         at = T0 + timedelta(minutes=i)
-        direct.record_result(integration="i", check="token", outcome=outcome(status), checked_at=at, thresholds=TH)
+        direct.checks.record_result(integration="i", check="token", outcome=outcome(status), checked_at=at,
+                                    thresholds=TH)
         flaky.down = 3 <= i < 11
         item = Pending("i", "token", outcome(status), at, TH)
         if len(buffer):
@@ -138,7 +139,7 @@ async def test_monitor_checks_on_in_an_outage_and_writes_all_before_dispatch(tmp
     monitor._attach(monitor.runtime)
     store = monitor.runtime.store
     down = False
-    real_record, real_state = store.record_result, store.get_state
+    real_record, real_state = store.checks.record_result, store.checks.get_state
 
     def guarded(real):
         def call(*a, **kw):
@@ -147,7 +148,7 @@ async def test_monitor_checks_on_in_an_outage_and_writes_all_before_dispatch(tmp
             return real(*a, **kw)
         return call
 
-    store.record_result, store.get_state = guarded(real_record), guarded(real_state)
+    store.checks.record_result, store.checks.get_state = guarded(real_record), guarded(real_state)
     caplog.set_level(logging.INFO)
     try:
         await monitor._run("i0", "token")
@@ -162,9 +163,9 @@ async def test_monitor_checks_on_in_an_outage_and_writes_all_before_dispatch(tmp
     finally:
         monitor.shutdown()
     store = open_runtime(config_mod.load(cfg)).store
-    assert [(r.check, r.status) for r in sorted(store.results("i0", limit=50), key=lambda r: r.id)] == [
+    assert [(r.check, r.status) for r in sorted(store.checks.results("i0", limit=50), key=lambda r: r.id)] == [
         ("token", "ok"), ("token", "fail"), ("mail_test", "blocked"), ("token", "ok"), ("mail_test", "ok")]
-    assert [(t.check, t.from_status, t.to_status) for t in sorted(store.transitions("i0"), key=lambda t: t.id)] \
+    assert [(t.check, t.from_status, t.to_status) for t in sorted(store.checks.transitions("i0"), key=lambda t: t.id)] \
         == [("token", "new", "ok"), ("token", "ok", "fail"), ("mail_test", "new", "blocked"),
             ("token", "fail", "ok"), ("mail_test", "blocked", "ok")]
     msgs = [r.getMessage() for r in caplog.records]

@@ -100,19 +100,19 @@ def test_maintenance_spans_of_recurring_and_one_off_windows():
 # -- the rollup and its reads, on both backends ----------------------------------------------------------------------
 def _integration(st, name: str, checks: list[str], tags: list[str] | None = None) -> None:
     rows = [{"name": i.name, "tenant": i.tenant, "app": i.app, "flow": i.flow, "mailbox": i.mailbox,
-             "tags": i.tags, "checks": i.checks} for i in st.integrations()]
+             "tags": i.tags, "checks": i.checks} for i in st.inventory.integrations()]
     rows.append({"name": name, "tenant": "t", "app": "x", "flow": "app", "mailbox": f"{name}@x", "checks": checks,
                  "tags": tags or []})
-    st.sync_integrations(rows, T0)
+    st.inventory.sync_integrations(rows, T0)
 
 
 def _result(st, integ: str, check: str, status: str, minute: int, th: Thresholds = Thresholds(2, 1)):
-    st.record_result(integration=integ, check=check, checked_at=T0 + minute * MIN, thresholds=th,
+    st.checks.record_result(integration=integ, check=check, checked_at=T0 + minute * MIN, thresholds=th,
                         outcome=Outcome(Status(status), None if status == "ok" else f"{status}_code", status))
 
 
 def _availability(st, since: datetime, name: str) -> float | None:
-    return percent(*st.availability_sums([since])[name][0])
+    return percent(*st.history.availability_sums([since])[name][0])
 
 
 def test_the_never_working_check_is_0_percent_where_results_said_66_7(store):  # noqa: F811 - the fixture
@@ -121,9 +121,9 @@ def test_the_never_working_check_is_0_percent_where_results_said_66_7(store):  #
         _result(store, "agiloft-contracts", "token", "ok", minute)
         _result(store, "agiloft-contracts", "ews", "fail", minute)
         _result(store, "agiloft-contracts", "secret_expiry", "warn", minute)
-    store.rollup_history(T0 + timedelta(hours=3))
+    store.history.rollup_history(T0 + timedelta(hours=3))
     assert _availability(store, T0, "agiloft-contracts") == 0.0
-    (_, good, total), = store.uptime_totals(T0)  # the deprecated figure: results pooled over the checks
+    (_, good, total), = store.history.uptime_totals(T0)  # the deprecated figure: results pooled over the checks
     assert round(100 * good / total, 1) == 66.7
 
 
@@ -132,8 +132,8 @@ def test_states_after_the_thresholds_weighted_by_time(store):  # noqa: F811 - th
     # one failure alone (threshold 2) is no state change; two are, from the second until the next ok
     for minute, status in ((0, "ok"), (10, "fail"), (20, "ok"), (30, "fail"), (40, "fail"), (50, "ok")):
         _result(store, "a", "token", status, minute)
-    store.rollup_history(T0 + timedelta(minutes=60))
-    assert store.availability_sums([T0])["a"] == [(50 * 60_000, 10 * 60_000)]
+    store.history.rollup_history(T0 + timedelta(minutes=60))
+    assert store.history.availability_sums([T0])["a"] == [(50 * 60_000, 10 * 60_000)]
     assert _availability(store, T0, "a") == 83.3
 
 
@@ -148,10 +148,10 @@ def test_pause_maintenance_and_the_time_before_a_first_state_are_left_out(store)
     _result(store, "b", "token", "ok", 40, th)
     _result(store, "b", "pop", "ok", 40, th)
     for check in ("token", "pop"):
-        store.pause("b", check, T0 + 50 * MIN)
+        store.checks.pause("b", check, T0 + 50 * MIN)
     window = MaintenanceWindow(name="m", start=T0 + 40 * MIN, end=T0 + 45 * MIN, tags=["helpdesk"])
-    store.rollup_history(T0 + 60 * MIN, maintenance=[window])
-    assert store.availability_sums([T0])["b"] == [(25 * 60_000, 10 * 60_000)]
+    store.history.rollup_history(T0 + 60 * MIN, maintenance=[window])
+    assert store.history.availability_sums([T0])["b"] == [(25 * 60_000, 10 * 60_000)]
     assert _availability(store, T0, "b") == 71.4
 
 
@@ -163,9 +163,9 @@ def test_rollup_is_idempotent_catches_up_in_bounded_runs_and_is_pruned(store, mo
         _result(store, "c", "token", "ok", minute)
         _result(store, "c", "imap", "fail" if 120 <= minute < 180 else "ok", minute)
     now = T0 + timedelta(hours=26)
-    store.rollup_history(now)
+    store.history.rollup_history(now)
     first = _read(store)
-    assert len(first) == 2 * 26 and store.rollup_availability(now) == 0  # nothing changed: nothing written
+    assert len(first) == 2 * 26 and store.history.rollup_availability(now) == 0  # nothing changed: nothing written
     assert first[("c", T0 + timedelta(hours=2))] == (20 * 60_000, 40 * 60_000)  # down from its 2nd failure
     # after an upgrade (the table empty, no watermark): from the stored transitions, a few hours per run
     with store.engine.begin() as conn:
@@ -174,11 +174,11 @@ def test_rollup_is_idempotent_catches_up_in_bounded_runs_and_is_pruned(store, mo
     monkeypatch.setattr(db_history, "_ROWS_PER_RUN", 10)  # 5 hours of 2 integrations per run
     runs = 0
     while _read(store) != first:
-        store.rollup_availability(now)
+        store.history.rollup_availability(now)
         runs += 1
         assert runs <= 6
     assert runs == 6
-    removed = store.prune_history(now + timedelta(days=89), raw_per_check=200, failures_days=30, rollup_days=90)
+    removed = store.history.prune_history(now + timedelta(days=89), raw_per_check=200, failures_days=30, rollup_days=90)
     assert removed["availability"] == 2 * 2 and len(_read(store)) == 2 * 24
 
 
@@ -197,35 +197,35 @@ def test_every_read_sums_the_same_read(store):  # noqa: F811 - the fixture
         _result(store, "c", "token", "ok", minute)
         _result(store, "c", "imap", "fail" if 600 <= minute < 700 else "ok", minute)
     now = T0 + timedelta(hours=30, minutes=17)
-    store.rollup_history(now)
+    store.history.rollup_history(now)
     rows = _read(store)
     since = T0 + timedelta(hours=7)
-    by_hour = store.availability_by_hour(since)
+    by_hour = store.history.availability_by_hour(since)
     assert sorted(by_hour) == sorted((i, h, up, down) for (i, h), (up, down) in rows.items() if h >= since)
     assert all(h.tzinfo == UTC for _, h, _, _ in by_hour)
     starts = [since, T0 + timedelta(hours=23), T0]
-    sums = store.availability_sums(starts)
+    sums = store.history.availability_sums(starts)
     for name in ("a", "c"):
         for start, got in zip(starts, sums[name], strict=True):
             mine = [v for (i, h), v in rows.items() if i == name and h >= start]
             assert got == (sum(u for u, _ in mine), sum(d for _, d in mine))
-        cells = store.availability_cells([name], T0, 6, 6)[name]
+        cells = store.history.availability_cells([name], T0, 6, 6)[name]
         assert sum(u for _, u, _ in cells) == sums[name][2][0] and sum(d for _, _, d in cells) == sums[name][2][1]
     assert 0 < percent(*sums["a"][2]) < 100 and 0 < percent(*sums["c"][2]) < 100
     # the overview's hours before the watermark come from memory, the current ones are read each time
-    assert sorted(store.availability_by_hour(since)) == sorted(by_hour)
+    assert sorted(store.history.availability_by_hour(since)) == sorted(by_hour)
     _result(store, "a", "token", "fail", 30 * 60 + 20)
     _result(store, "a", "token", "fail", 30 * 60 + 21)
-    store.rollup_history(now + 10 * MIN)
-    later = {(i, h): (u, d) for i, h, u, d in store.availability_by_hour(since)}
+    store.history.rollup_history(now + 10 * MIN)
+    later = {(i, h): (u, d) for i, h, u, d in store.history.availability_by_hour(since)}
     assert later[("a", T0 + timedelta(hours=30))][1] > rows[("a", T0 + timedelta(hours=30))][1]
     assert later == {(i, h): v for (i, h), v in _read(store).items() if h >= since}
     rows = _read(store)
-    for name, got in store.availability_sums(starts).items():  # final hours' sums from memory, the rest read
+    for name, got in store.history.availability_sums(starts).items():  # final hours' sums from memory, the rest read
         assert got == [(sum(u for (i, h), (u, _) in rows.items() if i == name and h >= start),
                         sum(d for (i, h), (_, d) in rows.items() if i == name and h >= start)) for start in starts]
     again = type(store)(store.engine)  # another process reads the same
-    assert {(i, h): (u, d) for i, h, u, d in again.availability_by_hour(since)} == later
+    assert {(i, h): (u, d) for i, h, u, d in again.history.availability_by_hour(since)} == later
 
 
 def test_after_an_upgrade_a_state_older_than_the_backfill_counts_from_its_start(store):  # noqa: F811 - the fixture
@@ -234,7 +234,7 @@ def test_after_an_upgrade_a_state_older_than_the_backfill_counts_from_its_start(
     _result(store, "old", "token", "ok", 0)  # its only transition: 40 days before now
     now = T0 + timedelta(days=40)
     _result(store, "new", "token", "ok", 40 * 24 * 60 - 120)  # two hours before now
-    store.rollup_history(now)
+    store.history.rollup_history(now)
     rows = _read(store)
     first = now - timedelta(days=31)
     assert min(h for i, h in rows if i == "old") == first and rows[("old", first)] == (HOUR_MS, 0)

@@ -76,7 +76,7 @@ def check(cfg, *args):
 def stored_results(cfg):
     store = open_store(config_mod.load(cfg).database_url())
     try:
-        return sorted((r.integration, r.check, r.status) for r in store.latest_results())
+        return sorted((r.integration, r.check, r.status) for r in store.checks.latest_results())
     finally:
         store.close()
 

@@ -62,7 +62,7 @@ def test_pop_alone_after_the_refresh_token_was_revoked_is_not_ok(world):
     assert (rows["token"]["status"], rows["token"]["code"]) == ("fail", "refresh_token_revoked"), rows
     assert (rows["pop"]["status"], rows["pop"]["code"]) == ("blocked", "blocked_by_token"), rows
     assert res.exit_code == 2, res.output
-    latest = {r.check: r.status for r in w.open().store.latest_results()}
+    latest = {r.check: r.status for r in w.open().store.checks.latest_results()}
     assert latest == {"token": "fail", "pop": "blocked"}
 
 

@@ -20,8 +20,8 @@ T0 = datetime(2026, 12, 1, 9, 14, tzinfo=UTC)
 
 
 def _stored(w) -> list[DirectoryAuditRecord]:
-    return w.rt.store.directory_audits_of([w.tenant_id], w.apps["daemon"]) + \
-        w.rt.store.directory_audits_of([w.tenant_id], w.apps["helpdesk"])
+    return w.rt.store.signins.directory_audits_of([w.tenant_id], w.apps["daemon"]) + \
+        w.rt.store.signins.directory_audits_of([w.tenant_id], w.apps["helpdesk"])
 
 
 def _key_of(w, app: str) -> str:
@@ -63,7 +63,7 @@ def test_the_poll_stores_changes_to_monitored_apps_once_and_counts_its_request_a
     assert secret.change == "credential_removed" and _key_of(w, "daemon") not in (secret.subject or "")
     assert (secret.initiator_app_id, secret.initiator_name, secret.target) == \
         (w.apps["monitor"], "mailwarden monitor", "application")
-    assert not w.rt.store.directory_audits_of([w.tenant_id], other["app_id"])  # not a monitored app
+    assert not w.rt.store.signins.directory_audits_of([w.tenant_id], other["app_id"])  # not a monitored app
 
     second = w.poll()  # the overlap is read again: nothing stored twice, one request (the ids are known)
     assert second.audit_requests == 1 and second.audits_read >= 2 and second.audits_stored == 0
@@ -102,16 +102,16 @@ def _row(audit_id: str, at: datetime, change: str = "consent_removed", target: s
 
 
 def test_stored_changes_are_kept_once_read_by_window_and_pruned(store):
-    assert store.save_directory_audits([_row("a", T0), _row("b", T0 - timedelta(hours=50))]) == 2
-    assert store.save_directory_audits([_row("a", T0), _row("c", T0 + timedelta(minutes=1), "owner_removed",
+    assert store.signins.save_directory_audits([_row("a", T0), _row("b", T0 - timedelta(hours=50))]) == 2
+    assert store.signins.save_directory_audits([_row("a", T0), _row("c", T0 + timedelta(minutes=1), "owner_removed",
                                                              "application")]) == 1
-    assert store.stored_audit_ids(["a", "x"]) == {"a"}
-    newest = store.directory_audits_of([TENANT.upper()], APP.upper(), ["consent_removed"],
-                                       T0 - timedelta(hours=48), T0 + timedelta(minutes=2))
+    assert store.signins.stored_audit_ids(["a", "x"]) == {"a"}
+    newest = store.signins.directory_audits_of([TENANT.upper()], APP.upper(), ["consent_removed"],
+                                               T0 - timedelta(hours=48), T0 + timedelta(minutes=2))
     assert [r.audit_id for r in newest] == ["a"]  # "b" is from before the window, "c" another change
     assert newest[0].activity_at == T0 and newest[0].activity_at.tzinfo is not None
-    removed = store.prune_signin_evidence(T0 + timedelta(days=13, hours=23), keep=timedelta(days=14))
-    assert removed["directory_audits"] == 1 and store.stored_audit_ids(["a", "b", "c"]) == {"a", "c"}
+    removed = store.signins.prune_signin_evidence(T0 + timedelta(days=13, hours=23), keep=timedelta(days=14))
+    assert removed["directory_audits"] == 1 and store.signins.stored_audit_ids(["a", "b", "c"]) == {"a", "c"}
 
 
 EVENT = {

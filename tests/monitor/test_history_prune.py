@@ -101,7 +101,7 @@ def test_set_based_prune_keeps_the_rows_the_per_pair_prune_kept(store):  # noqa:
             expected = set(s.exec(select(CheckResult.id)))
             s.rollback()
         assert _ids(store) == before  # the reference ran in a transaction rolled back
-        removed = store.prune_history(now, **RETENTION)
+        removed = store.history.prune_history(now, **RETENTION)
         after = _ids(store)
         assert after == expected
         assert removed["results"] == len(before - after) > 0
@@ -119,5 +119,5 @@ def test_prune_without_a_watermark_keeps_every_result(store):  # noqa: F811 - th
     with store.engine.begin() as conn:
         conn.execute(text("DELETE FROM meta"))
     before = _ids(store)
-    assert store.prune_history(NOW, **RETENTION)["results"] == 0
+    assert store.history.prune_history(NOW, **RETENTION)["results"] == 0
     assert _ids(store) == before

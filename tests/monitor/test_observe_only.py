@@ -146,7 +146,7 @@ def test_reminders_and_fix_steps_never_ask_to_update_a_copy_mailwarden_does_not_
     assert report.reminders and ending["keyId"] in report.reminders[0]
     [row] = [c for c in api_secrets(w.rt.config, w.rt.store)["credentials"] if c["key_id"] == ending["keyId"]]
     assert row["usage"]["known"] == "mailwarden holds no copy of this app's credentials (observe_only)", row
-    [sent] = w.rt.store.reminders(w.apps["daemon"])
+    [sent] = w.rt.store.rotation.reminders(w.apps["daemon"])
     assert sent.key_id == ending["keyId"]
     cred = expiry.CredentialFacts("daemon", w.apps["daemon"], "client_secret", ending["keyId"], "ending",
                                   ending["hint"], sent.expires_at)

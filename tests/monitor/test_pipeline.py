@@ -87,7 +87,7 @@ async def test_a_failing_subscriber_loses_no_result_and_stops_no_other(tmp_path,
             page = client.get("/integrations/i0")
             r = client.post("/integrations/i0/checks/token/run", data={"csrf_token": csrf_of(page.text)})
         assert r.status_code == 200 and "token re-run: ok" in r.text  # not a server error
-        assert [x.status for x in monitor.runtime.store.results("i0", "token")] == ["ok"]
+        assert [x.status for x in monitor.runtime.store.checks.results("i0", "token")] == ["ok"]
         assert soon == [1]
     finally:
         monitor.shutdown()
@@ -99,24 +99,25 @@ async def test_a_buffered_result_opens_and_closes_its_reauthorisation_request_wh
     monitor = Monitor(open_runtime(config_mod.load(path)), path)
     monitor._attach(monitor.runtime)  # as start() does: the leader buffers
     store = monitor.runtime.store
-    real, down = store.record_result, [True]
+    real, down = store.checks.record_result, [True]
 
     def guarded(*a, **kw):
         if down[0]:
             raise StorageError("database failed: connection refused")
         return real(*a, **kw)
 
-    store.record_result = guarded
+    store.checks.record_result = guarded
     try:
         token.script["d0"] = [Outcome(Status.FAIL, "refresh_token_revoked", "AADSTS50173"),
                               Outcome(Status.OK, None, "token ok")]
         await monitor._run("d0", "token")
-        assert len(monitor.buffer) == 1 and store.open_reauth_requests() == []
+        assert len(monitor.buffer) == 1 and store.reauth.open_reauth_requests() == []
         down[0] = False
         assert await monitor._ready() is True  # the buffer is written first
-        [req] = store.open_reauth_requests()
+        [req] = store.reauth.open_reauth_requests()
         assert (req.integration, req.code, req.account) == ("d0", "refresh_token_revoked", "mail@contoso.com")
         await monitor._run("d0", "token")  # good again: the link stops working
-        assert store.open_reauth_requests() == [] and [r.closed_by for r in store.reauth_requests()] == ["token_ok"]
+        assert store.reauth.open_reauth_requests() == []
+        assert [r.closed_by for r in store.reauth.reauth_requests()] == ["token_ok"]
     finally:
         monitor.shutdown()

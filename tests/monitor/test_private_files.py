@@ -66,7 +66,7 @@ def test_a_new_database_its_wal_shm_and_key_are_readable_by_the_owner_only(cfg, 
     """Under umask 022 SQLite created the database, -wal and -shm 0644 (the key file was already 0600)."""
     store = open_store(cfg.database_url())
     try:
-        store.set_meta("probe", "x")
+        store.meta.set_meta("probe", "x")
         verify_fingerprint(store, load_cipher(cfg))
         db = Path(cfg.database_url()[len("sqlite:///"):])
         files = {p.name: mode(p) for p in db.parent.iterdir()}

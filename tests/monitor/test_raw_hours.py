@@ -86,7 +86,7 @@ def test_results_younger_than_raw_hours_survive_beyond_the_count_cap(store):
     rows = _every("helpdesk", "imap", timedelta(minutes=5), 12 * 60, bad_every=50)
     mark = NOW.replace(minute=0) - timedelta(hours=1)
     by_id = _add(store, rows, mark=mark)
-    removed = store.prune_history(NOW, **RetentionConfig().model_dump())
+    removed = store.history.prune_history(NOW, **RetentionConfig().model_dump())
     kept = _kept(store)
     assert kept == _expected(by_id, now=NOW, mark=mark, raw_hours=48, cap=200, failures_days=30)
     young = {rid for rid, (*_, at) in by_id.items() if at > NOW - timedelta(hours=48)}
@@ -105,7 +105,7 @@ def test_old_results_go_except_the_newest_per_check_and_recent_failures(store):
     mark = NOW - timedelta(hours=1)
     by_id = _add(store, rows, mark=mark, pointed=("sparse", "token", NOW - timedelta(hours=6 * 59)))
     pointed = {rid for rid, r in by_id.items() if r[:2] == ("sparse", "token") and r[3] == NOW - timedelta(hours=354)}
-    store.prune_history(NOW, raw_per_check=CAP, failures_days=FAILURE_DAYS, rollup_days=90, raw_hours=24)
+    store.history.prune_history(NOW, raw_per_check=CAP, failures_days=FAILURE_DAYS, rollup_days=90, raw_hours=24)
     kept = _kept(store)
     assert kept == _expected(by_id, now=NOW, mark=mark, raw_hours=24, cap=CAP, failures_days=FAILURE_DAYS,
                              pointed=pointed)
@@ -124,14 +124,14 @@ def test_the_watermark_still_protects_results_not_rolled_up(store):
     rows = _every("helpdesk", "ews", timedelta(minutes=10), 6 * 30)  # 30 hours
     mark = NOW - timedelta(hours=20)
     by_id = _add(store, rows, mark=mark)
-    store.prune_history(NOW, raw_per_check=CAP, failures_days=FAILURE_DAYS, rollup_days=90, raw_hours=1)
+    store.history.prune_history(NOW, raw_per_check=CAP, failures_days=FAILURE_DAYS, rollup_days=90, raw_hours=1)
     kept = _kept(store)
     assert {rid for rid, r in by_id.items() if r[3] >= mark} <= kept
     assert kept == {rid for rid, r in by_id.items() if r[3] >= mark}  # the newest CAP are younger than the mark
     with store.engine.begin() as conn:
         conn.execute(text("DELETE FROM meta"))
-    assert store.prune_history(NOW + timedelta(days=5), raw_per_check=CAP, failures_days=0, rollup_days=90,
-                               raw_hours=1)["results"] == 0  # no watermark yet: nothing rolled up, nothing goes
+    assert store.history.prune_history(NOW + timedelta(days=5), raw_per_check=CAP, failures_days=0, rollup_days=90,
+                                       raw_hours=1)["results"] == 0  # no watermark yet: nothing rolled up, nothing goes
 
 
 def test_random_histories_keep_exactly_the_union(store):
@@ -148,7 +148,7 @@ def test_random_histories_keep_exactly_the_union(store):
     by_id = _add(store, rows, mark=mark)
     for raw_hours in (200, 40, 6, 1):  # each on what the one before kept
         expected = _expected(by_id, now=NOW, mark=mark, raw_hours=raw_hours, cap=4, failures_days=20)
-        store.prune_history(NOW, raw_per_check=4, failures_days=20, rollup_days=90, raw_hours=raw_hours)
+        store.history.prune_history(NOW, raw_per_check=4, failures_days=20, rollup_days=90, raw_hours=raw_hours)
         assert _kept(store) == expected
         by_id = {i: r for i, r in by_id.items() if i in expected}
     assert len(by_id) < len(rows)
@@ -160,7 +160,7 @@ def test_recent_beats_are_the_newest_runs_of_each_check_since(store):
             + _every("helpdesk", "smtp", timedelta(minutes=5), 5, end=NOW - timedelta(hours=5))  # before since
             + _every("other", "token", timedelta(minutes=5), 40))
     _add(store, rows, mark=None)
-    beats = store.recent_beats("helpdesk", NOW - timedelta(hours=2), 20)
+    beats = store.history.recent_beats("helpdesk", NOW - timedelta(hours=2), 20)
     assert set(beats) == {"token", "imap"}
     token = beats["token"]
     assert [b.checked_at for b in token] == [NOW - timedelta(minutes=5) * k for k in range(19, -1, -1)]
@@ -169,9 +169,9 @@ def test_recent_beats_are_the_newest_runs_of_each_check_since(store):
     assert token[-1].latency_ms == 100.0 and token[-1].summary == "ok"
     assert [b.checked_at for b in beats["imap"]] == [NOW - timedelta(minutes=11), NOW - timedelta(minutes=6),
                                                     NOW - timedelta(minutes=1)]
-    assert store.recent_beats("helpdesk", NOW - timedelta(minutes=12), 500)["token"][0].checked_at == \
+    assert store.history.recent_beats("helpdesk", NOW - timedelta(minutes=12), 500)["token"][0].checked_at == \
         NOW - timedelta(minutes=10)
-    assert store.recent_beats("nobody", NOW - timedelta(days=9), 10) == {}
+    assert store.history.recent_beats("nobody", NOW - timedelta(days=9), 10) == {}
 
 
 BASE = """\
@@ -228,7 +228,7 @@ def test_the_prune_reads_the_failures_from_their_index(tmp_path):
         with store.engine.connect() as conn:
             event.listen(conn, "before_cursor_execute", explain, retval=True)
             event.listen(conn, "after_cursor_execute", read)
-            conn.execute(store._prune_results(NOW - timedelta(hours=48), NOW - timedelta(days=30), 200))
+            conn.execute(store.history._prune_results(NOW - timedelta(hours=48), NOW - timedelta(days=30), 200))
             conn.rollback()
     finally:
         store.close()

@@ -89,7 +89,7 @@ def test_raise_and_hang_become_errors_and_others_still_run(tmp_path, kinds):
     assert by[("i1", "token")].status == Status.ERROR and by[("i1", "token")].code == "timeout"
     assert by[("i2", "token")].status == Status.OK and by[("i2", "imap_test")].status == Status.OK
     # every result is stored
-    assert len(rt.store.latest_results()) == 6
+    assert len(rt.store.checks.latest_results()) == 6
     rt.close()
 
 

@@ -161,7 +161,7 @@ async def running(tmp_path, kinds):
 
 
 def count(store, name: str, kind: str) -> int:
-    return len(store.results(name, kind))
+    return len(store.checks.results(name, kind))
 
 
 # -- the job set --------------------------------------------------------------------------------------------
@@ -182,12 +182,12 @@ async def test_one_job_per_integration_and_check_at_its_interval(tmp_path, runni
         assert (0 <= delay <= 2) if jid.endswith("::token") else (3 <= delay <= 6), (jid, delay)
 
     store = clock.monitor.runtime.store
-    assert {s.check: s.status for s in store.states("resting")} == {"token": "paused", "mail_test": "paused"}
+    assert {s.check: s.status for s in store.checks.states("resting")} == {"token": "paused", "mail_test": "paused"}
 
     # every job runs, the paused integration never
     await clock.step(10, {jid: 1 for jid in jobs})
     assert count(store, "resting", "token") == count(store, "resting", "mail_test") == 0
-    assert {s.check: s.status for s in store.states("resting")} == {"token": "paused", "mail_test": "paused"}
+    assert {s.check: s.status for s in store.checks.states("resting")} == {"token": "paused", "mail_test": "paused"}
 
 
 async def test_jobs_run_once_per_interval_and_store_results(tmp_path, running, kinds):
@@ -201,12 +201,12 @@ async def test_jobs_run_once_per_interval_and_store_results(tmp_path, running, k
     for n, at in ((1, 10), (2, 80), (3, 150)):
         await clock.step(at, {job_id(i, k): n for i, k in pairs})
         for i, k in pairs:
-            results = store.results(i, k)
+            results = store.checks.results(i, k)
             assert len(results) == n, (i, k, at)
             assert results[0].status == "ok"
             assert results[0].checked_at.replace(tzinfo=UTC) == T0 + timedelta(seconds=at)
     assert sorted(token.calls) == sorted(mail.calls) == ["i0"] * 3 + ["i1"] * 3
-    assert {s.status for s in store.states()} == {"ok"}
+    assert {s.status for s in store.checks.states()} == {"ok"}
 
 
 async def test_a_restart_continues_from_the_stored_last_runs(tmp_path, running, kinds):
@@ -248,7 +248,7 @@ async def test_a_restart_keeps_the_stored_token_failure_and_retry_after(tmp_path
     clock = await running(cfg)
     pairs = [(n, k) for n in ("i0", "i1") for k in ("token", "mail_test")]
     await clock.step(10, {job_id(i, k): 1 for i, k in pairs})
-    assert clock.monitor.runtime.store.get_state("i0", "token").last_status == "fail"
+    assert clock.monitor.runtime.store.checks.get_state("i0", "token").last_status == "fail"
     clock.monitor.shutdown()
     await asyncio.sleep(0.01)
 
@@ -257,14 +257,14 @@ async def test_a_restart_keeps_the_stored_token_failure_and_retry_after(tmp_path
     restarted = Monitor(open_runtime(config_mod.load(cfg)), cfg)
     store = restarted.runtime.store
     reads: list[tuple[str, str]] = []
-    real_get_state = store.get_state
-    monkeypatch.setattr(store, "get_state", lambda n, k: reads.append((n, k)) or real_get_state(n, k))
+    real_get_state = store.checks.get_state
+    monkeypatch.setattr(store.checks, "get_state", lambda n, k: reads.append((n, k)) or real_get_state(n, k))
     restarted.sync_jobs(first=True)
     mail.calls.clear()
     await restarted._run("i0", "mail_test")  # before i0's token check runs again
     await restarted._run("i1", "mail_test")  # 65 s after a Retry-After of 600 s
     assert mail.calls == []
-    assert [r.code for r in store.results("i0", "mail_test")][:1] == ["blocked_by_token"]
+    assert [r.code for r in store.checks.results("i0", "mail_test")][:1] == ["blocked_by_token"]
     assert count(store, "i1", "mail_test") == 1  # deferred: no second result
     assert reads == []
     restarted.shutdown()
@@ -280,7 +280,7 @@ async def test_throttled_check_waits_until_not_before(tmp_path, running, kinds, 
     caplog.set_level(logging.INFO, logger="mailwarden.scheduler")
 
     await clock.step(10, {jid: 1})
-    state = store.get_state("i0", "token")
+    state = store.checks.get_state("i0", "token")
     assert state.last_code == "throttled"
     assert state.not_before.replace(tzinfo=UTC) == T0 + timedelta(seconds=160)
 
@@ -293,7 +293,7 @@ async def test_throttled_check_waits_until_not_before(tmp_path, running, kinds, 
     # the fire after not_before (T0+180..204) runs the check again
     await clock.step(210, {jid: 3})
     assert token.calls == ["i0", "i0"] and count(store, "i0", "token") == 2
-    state = store.get_state("i0", "token")
+    state = store.checks.get_state("i0", "token")
     assert state.last_status == "ok" and state.not_before is None
 
 
@@ -319,10 +319,10 @@ async def test_reload_swaps_the_job_set(tmp_path, running, caplog):
     assert "config reloaded" in caplog.messages
 
     store = monitor.runtime.store
-    rows = {i.name: i for i in store.integrations(include_removed=True)}
+    rows = {i.name: i for i in store.inventory.integrations(include_removed=True)}
     assert rows["gone"].removed_at is not None
     assert all(rows[n].removed_at is None for n in ("keep", "change", "new"))
-    assert "gone" not in {i.name for i in store.integrations()}
+    assert "gone" not in {i.name for i in store.inventory.integrations()}
 
     # the new schedule runs: the added integration is checked, the removed one is not
     await clock.step(10, {job_id(n, k): 1 for n in ("keep", "new") for k in ("token", "mail_test")})
@@ -368,8 +368,8 @@ async def test_a_failing_job_does_not_stop_the_others(tmp_path, running, kinds, 
     await clock.step(10, every)
     await clock.step(80, {j: 2 for j in every})
     assert monitor.scheduler.running
-    assert [r.status for r in store.results("crash", "token")] == ["error", "error"]
-    assert store.results("crash", "token")[0].code == "unclassified"
+    assert [r.status for r in store.checks.results("crash", "token")] == ["error", "error"]
+    assert store.checks.results("crash", "token")[0].code == "unclassified"
     assert count(store, "crash", "mail_test") == 2 and count(store, "fine", "token") == 2
     assert count(store, "broken", "token") == 0
     failed = [r for r in caplog.records if r.getMessage() == "check job failed"]

@@ -16,7 +16,7 @@ def test_own_token_requests_are_recorded_with_the_logged_correlation_id_and_left
     assert w.check("token", "daemon").status == "ok"  # mailwarden's own client-credentials request
     consumer = w.tick("daemon")
     assert consumer["ok"], consumer
-    own = [r for r in w.rt.store.own_requests() if r.client_id == w.apps["daemon"]]
+    own = [r for r in w.rt.store.signins.own_requests() if r.client_id == w.apps["daemon"]]
     assert len(own) == 1 and own[0].tenant == w.tenant_id and not own[0].generated
     # the sandbox's log names both sign-ins by their client-request-id: mailwarden's and the consumer's
     logged = signins(w.sb, reader_token(w.sb, tenant=w.tenant_id), f"{SP_FILTER} and appId eq '{w.apps['daemon']}'")
@@ -47,7 +47,7 @@ def test_delegated_window_has_the_accounts_consumer_sign_ins_and_none_of_mailwar
     window = w.window("helpdesk")
     assert window.state == "ok"
     # the consumer's refresh is there; mailwarden's code redemption and refresh are not, nor the other account's
-    ours = {r.correlation_id for r in w.rt.store.own_requests()}
+    ours = {r.correlation_id for r in w.rt.store.signins.own_requests()}
     assert [(s.event_type, s.account) for s in window.signins if s.event_type == NON_INTERACTIVE] == [
         (NON_INTERACTIVE, w.upn)]
     assert all(r.correlation_id in ours for r in w.rows(origin="own")) and len(w.rows(origin="own")) >= 2
@@ -130,17 +130,17 @@ def test_check_reads_the_logs_first_only_when_the_last_read_is_stale(world):  # 
     w = world(integrations=("daemon",))
     w.tick("daemon")
     _read_signins(w.rt, [("daemon", ["token"])])  # no consumer check: nothing read
-    assert w.rt.store.signin_polls() == {}
+    assert w.rt.store.signins.signin_polls() == {}
     _read_signins(w.rt, [("daemon", ["consumer"])])
-    [poll] = w.rt.store.signin_polls().values()
+    [poll] = w.rt.store.signins.signin_polls().values()
     assert poll.state == "ok" and len(w.window("daemon").signins) == 1
     _read_signins(w.rt, [("daemon", ["consumer"])])  # read within poll_every: not again
-    assert w.rt.store.signin_polls()[poll.tenant_id, poll.event_type, poll.app_id].checked_at == poll.checked_at
+    assert w.rt.store.signins.signin_polls()[poll.tenant_id, poll.event_type, poll.app_id].checked_at == poll.checked_at
 
 
 def test_the_first_read_starts_when_own_requests_began_to_be_recorded(world):  # noqa: F811
     w = world(integrations=("daemon",), actors=False)
-    began = w.rt.store.recorded_from()  # the upgrade to this version (migration 0010)
+    began = w.rt.store.signins.recorded_from()  # the upgrade to this version (migration 0010)
     assert began is not None and datetime.now(UTC) - began < timedelta(minutes=1)
     # an hour ago: perhaps mailwarden's own token check, from before its requests were recorded
     w.ctl.record_signin(w.tenant_id, w.apps["daemon"], event_type=SERVICE_PRINCIPAL, at="-1h")

@@ -24,13 +24,13 @@ def test_a_web_reauthorisation_sign_in_is_unconfirmed_and_mailwardens_own_are_le
     env = revoked(monitor_roles=READER)
     started = datetime.now(UTC)
     auth_uri = env.start()
-    [opened] = env.rt.store.reauth_windows(started - timedelta(seconds=5))
+    [opened] = env.rt.store.signins.reauth_windows(started - timedelta(seconds=5))
     assert (opened.source, opened.integration, opened.account) == ("web", "subject", env.w.upn.lower())
     assert opened.ends_at - opened.started_at == timedelta(hours=1)  # until the callback, or an hour
     back = sign_in(auth_uri, env.w.upn, env.w.password, env.w.sb.ca_path)
     page = env.client.get(back)
     assert outcome_of(page.text) == "ok"
-    [closed] = env.rt.store.reauth_windows(started - timedelta(seconds=5))
+    [closed] = env.rt.store.signins.reauth_windows(started - timedelta(seconds=5))
     assert closed.id == opened.id and closed.ends_at <= datetime.now(UTC)  # the callback ended it
 
     asyncio.run(env.rt.signins.poll())
@@ -51,7 +51,7 @@ def test_a_command_line_reauthorisation_opens_and_closes_a_window(world):  # noq
     result = run_reauth(w, browser(w))
     assert result.exit_code == 0, result.output
     rt = w.open()
-    [win] = rt.store.reauth_windows(started - timedelta(seconds=5))
+    [win] = rt.store.signins.reauth_windows(started - timedelta(seconds=5))
     assert (win.source, win.account, win.attempt_id) == ("cli", w.upn.lower(), None)
     assert started <= win.started_at <= win.ends_at <= datetime.now(UTC)
     asyncio.run(rt.signins.poll())

@@ -49,7 +49,7 @@ class _Answer(requests.adapters.BaseAdapter):
 
     def send(self, request, **kwargs):
         rid = request.headers.get(CLIENT_REQUEST_ID)
-        self.seen.append((rid, rid in self.store.own_correlation_ids([rid])))
+        self.seen.append((rid, rid in self.store.signins.own_correlation_ids([rid])))
         resp = requests.Response()
         resp.status_code, resp._content, resp.url = 200, b"{}", request.url
         return resp
@@ -74,62 +74,62 @@ def test_a_token_request_is_in_the_database_before_it_is_sent_and_survives_a_res
 
     again = open_store(url)  # a restart: a new Store on the same database
     try:
-        rows = again.own_requests()
+        rows = again.signins.own_requests()
         assert [(r.correlation_id, r.tenant, r.client_id, r.generated) for r in rows] == [
             ("msal-made-this", TENANT, APP, False), (answer.seen[1][0], TENANT, APP, True)]
-        assert again.own_correlation_ids(["msal-made-this", "someone-elses"]) == {"msal-made-this"}
+        assert again.signins.own_correlation_ids(["msal-made-this", "someone-elses"]) == {"msal-made-this"}
     finally:
         again.close()
 
 
 def test_own_requests_are_kept_48_hours_and_pruned_after_72(store):
-    store.record_own_requests([own("a", T0), own("b", T0 + timedelta(hours=30))])
-    store.record_own_requests([own("a", T0)])  # once per correlation id
-    assert store.prune_signin_evidence(T0 + timedelta(hours=48), keep=timedelta(days=14))["own_requests"] == 0
-    assert store.own_correlation_ids(["a", "b"]) == {"a", "b"}
-    assert store.prune_signin_evidence(T0 + timedelta(hours=73), keep=timedelta(days=14))["own_requests"] == 1
-    assert store.own_correlation_ids(["a", "b"]) == {"b"}
+    store.signins.record_own_requests([own("a", T0), own("b", T0 + timedelta(hours=30))])
+    store.signins.record_own_requests([own("a", T0)])  # once per correlation id
+    assert store.signins.prune_signin_evidence(T0 + timedelta(hours=48), keep=timedelta(days=14))["own_requests"] == 0
+    assert store.signins.own_correlation_ids(["a", "b"]) == {"a", "b"}
+    assert store.signins.prune_signin_evidence(T0 + timedelta(hours=73), keep=timedelta(days=14))["own_requests"] == 1
+    assert store.signins.own_correlation_ids(["a", "b"]) == {"b"}
 
 
 def test_events_are_stored_once_by_id_and_pruned_after_keep(store):
-    assert store.save_signins([event("1", T0), event("2", T0 + timedelta(minutes=5))]) == 2
-    assert store.save_signins([event("2", T0 + timedelta(minutes=5)), event("3", T0 + timedelta(days=2))]) == 1
-    assert store.count_signins() == 3
-    newest = store.signins_of(TENANT, APP, ["nonInteractiveUser"], account="HelpDesk@Contoso.com")
+    assert store.signins.save_signins([event("1", T0), event("2", T0 + timedelta(minutes=5))]) == 2
+    assert store.signins.save_signins([event("2", T0 + timedelta(minutes=5)), event("3", T0 + timedelta(days=2))]) == 1
+    assert store.signins.count_signins() == 3
+    newest = store.signins.signins_of(TENANT, APP, ["nonInteractiveUser"], account="HelpDesk@Contoso.com")
     assert [r.signin_id for r in newest] == ["3", "2", "1"]  # newest first; the account case-insensitively
-    assert store.signins_of(TENANT, APP, ["servicePrincipal"]) == []
-    removed = store.prune_signin_evidence(T0 + timedelta(days=15), keep=timedelta(days=14))
-    assert removed["signins"] == 2 and [r.signin_id for r in store.signins_of(TENANT, APP, ["nonInteractiveUser"])] \
-        == ["3"]
+    assert store.signins.signins_of(TENANT, APP, ["servicePrincipal"]) == []
+    removed = store.signins.prune_signin_evidence(T0 + timedelta(days=15), keep=timedelta(days=14))
+    assert removed["signins"] == 2
+    assert [r.signin_id for r in store.signins.signins_of(TENANT, APP, ["nonInteractiveUser"])] == ["3"]
 
 
 def test_relabel_makes_late_recorded_own_requests_and_windows_count(store):
-    store.save_signins([event("mine", T0, cid="c-late"), event("browser", T0 + timedelta(minutes=1),
+    store.signins.save_signins([event("mine", T0, cid="c-late"), event("browser", T0 + timedelta(minutes=1),
                                                                  event_type="interactiveUser"),
                         event("theirs", T0 + timedelta(hours=2)),
                         event("daemon", T0 + timedelta(minutes=1), upn=None, event_type="servicePrincipal")])
-    store.record_own_requests([own("c-late")])  # written after the poll stored its sign-in (database was down)
-    wid = store.open_reauth_window(integration="helpdesk", tenant_id=TENANT, client_id=APP,
+    store.signins.record_own_requests([own("c-late")])  # written after the poll stored its sign-in (database was down)
+    wid = store.signins.open_reauth_window(integration="helpdesk", tenant_id=TENANT, client_id=APP,
                                    account="HelpDesk@contoso.com", source="web", now=T0 - timedelta(minutes=1),
                                    ttl=timedelta(hours=1))
-    store.close_reauth_window(T0 + timedelta(minutes=3), window_id=wid)
-    windows = store.reauth_windows(T0 - timedelta(hours=1))
+    store.signins.close_reauth_window(T0 + timedelta(minutes=3), window_id=wid)
+    windows = store.signins.reauth_windows(T0 - timedelta(hours=1))
     assert [(w.account, w.ends_at) for w in windows] == [("helpdesk@contoso.com", T0 + timedelta(minutes=3))]
-    assert store.relabel_signins(T0 - timedelta(hours=1), windows) == 2
-    origins = {r.signin_id: r.origin for r in store.signins_of(
+    assert store.signins.relabel_signins(T0 - timedelta(hours=1), windows) == 2
+    origins = {r.signin_id: r.origin for r in store.signins.signins_of(
         TENANT, APP, ["interactiveUser", "nonInteractiveUser", "servicePrincipal"])}
     assert origins == {"mine": "own", "browser": "unconfirmed", "theirs": "consumer", "daemon": "consumer"}
 
 
 def test_poll_states_upsert_and_coverage_follows_retention(store):
     key = dict(tenant_id=TENANT, event_type="servicePrincipal", app_id=APP)
-    store.save_signin_polls([dict(**key, state="ok", note=None, checked_at=T0, last_success_at=T0,
+    store.signins.save_signin_polls([dict(**key, state="ok", note=None, checked_at=T0, last_success_at=T0,
                                   covered_from=T0 - timedelta(days=1), read_until=T0)])
-    store.save_signin_polls([dict(**key, state="error", note="429", checked_at=T0 + timedelta(minutes=5))])
-    [poll] = store.signin_polls().values()
+    store.signins.save_signin_polls([dict(**key, state="error", note="429", checked_at=T0 + timedelta(minutes=5))])
+    [poll] = store.signins.signin_polls().values()
     assert (poll.state, poll.note, poll.read_until, poll.last_success_at) == ("error", "429", T0, T0)  # kept
-    store.prune_signin_evidence(T0 + timedelta(days=14), keep=timedelta(days=14))
-    assert store.signin_polls(TENANT)[(TENANT, "servicePrincipal", APP)].covered_from == T0
+    store.signins.prune_signin_evidence(T0 + timedelta(days=14), keep=timedelta(days=14))
+    assert store.signins.signin_polls(TENANT)[(TENANT, "servicePrincipal", APP)].covered_from == T0
 
 
 def test_the_recorder_keeps_requests_in_memory_while_the_database_is_down(store):
@@ -142,9 +142,15 @@ def test_the_recorder_keeps_requests_in_memory_while_the_database_is_down(store)
     recorder._retry_at = 0.0  # RETRY_S later
     recorder(own("later"))  # writes all three
     assert recorder.pending_ids() == set()
-    assert store.own_correlation_ids(["kept", "next", "later"]) == {"kept", "next", "later"}
+    assert store.signins.own_correlation_ids(["kept", "next", "later"]) == {"kept", "next", "later"}
+
+
+class _DownSignIns:
+    def record_own_requests(self, rows):
+        raise StorageError("database down")
 
 
 class _Down:
-    def record_own_requests(self, rows):
-        raise StorageError("database down")
+    """A store whose database is down."""
+
+    signins = _DownSignIns()

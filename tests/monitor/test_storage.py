@@ -29,8 +29,8 @@ def record(store: Store, status: str, minute: int, *, check: str = "token", inte
            th: sm.Thresholds = TH, **kw):
     outcome = Outcome(Status(status), kw.pop("code", None if status == "ok" else f"{status}_code"),
                       kw.pop("summary", status), **kw)
-    return store.record_result(integration=integration, check=check, outcome=outcome,
-                               checked_at=T0 + timedelta(minutes=minute), thresholds=th)
+    return store.checks.record_result(integration=integration, check=check, outcome=outcome,
+                                      checked_at=T0 + timedelta(minutes=minute), thresholds=th)
 
 
 def test_migrations_idempotent_and_match_models(store):
@@ -61,7 +61,7 @@ def test_transitions_follow_the_state_machine(store):
     r1, t1 = record(store, "ok", 0)
     assert (t1.from_status, t1.to_status, t1.silent, t1.result_id) == ("new", "ok", True, r1.id)
     _, t2 = record(store, "fail", 1)
-    assert t2 is None and store.get_state("helpdesk", "token").failures == 1
+    assert t2 is None and store.checks.get_state("helpdesk", "token").failures == 1
     r3, t3 = record(store, "fail", 2)
     assert (t3.from_status, t3.to_status, t3.silent, t3.code, t3.result_id) == ("ok", "fail", False,
                                                                                   "fail_code", r3.id)
@@ -69,28 +69,28 @@ def test_transitions_follow_the_state_machine(store):
     assert (t4.from_status, t4.to_status) == ("fail", "error")
     _, t5 = record(store, "warn", 4)
     assert (t5.from_status, t5.to_status) == ("error", "warn")
-    st = store.get_state("helpdesk", "token")
+    st = store.checks.get_state("helpdesk", "token")
     assert (st.status, st.successes, st.failures, st.since) == ("warn", 1, 0, T0 + timedelta(minutes=4))
     assert (st.last_status, st.last_code, st.last_checked_at) == ("warn", "warn_code", T0 + timedelta(minutes=4))
     assert st.last_ok_at == T0 + timedelta(minutes=4) and st.last_ok_at.tzinfo == UTC
-    assert [(t.from_status, t.to_status) for t in store.transitions("helpdesk")] == [
+    assert [(t.from_status, t.to_status) for t in store.checks.transitions("helpdesk")] == [
         ("error", "warn"), ("fail", "error"), ("ok", "fail"), ("new", "ok")]
     assert store.count(CheckResult) == 5 and store.count(Transition) == 4
 
 
 def test_not_before_from_retry_after_and_cleared(store):
     record(store, "warn", 0, code="throttled", retry_after_s=120)
-    assert store.get_state("helpdesk", "token").not_before == T0 + timedelta(minutes=2)
+    assert store.checks.get_state("helpdesk", "token").not_before == T0 + timedelta(minutes=2)
     record(store, "ok", 3)
-    assert store.get_state("helpdesk", "token").not_before is None
+    assert store.checks.get_state("helpdesk", "token").not_before is None
 
 
 def test_pause_then_ok_is_silent(store):
     record(store, "fail", 0)
     record(store, "fail", 1)
-    st, tr = store.pause("helpdesk", "token", T0 + timedelta(minutes=2))
+    st, tr = store.checks.pause("helpdesk", "token", T0 + timedelta(minutes=2))
     assert st.status == "paused" and (tr.from_status, tr.to_status, tr.result_id) == ("fail", "paused", None)
-    assert store.pause("helpdesk", "token", T0 + timedelta(minutes=3))[1] is None
+    assert store.checks.pause("helpdesk", "token", T0 + timedelta(minutes=3))[1] is None
     _, t = record(store, "ok", 4)
     assert (t.from_status, t.to_status, t.silent) == ("paused", "ok", True)
 
@@ -101,16 +101,16 @@ def test_latest_results_and_queries(store):
     record(store, "ok", 0)
     record(store, "warn", 2)
     record(store, "ok", 3, integration="other")
-    latest = store.latest_results()
+    latest = store.checks.latest_results()
     assert [(r.integration, r.check, r.status) for r in latest] == [
         ("helpdesk", "imap", "ok"), ("helpdesk", "token", "warn"), ("other", "token", "ok")]
-    assert [r.check for r in store.latest_results("helpdesk")] == ["imap", "token"]
-    assert [r.status for r in store.results("helpdesk", "imap")] == ["ok", "fail"]
-    assert [r.status for r in store.results("helpdesk", since=T0 + timedelta(minutes=2))] == ["ok", "warn"]
-    assert len(store.results("helpdesk", limit=2)) == 2
-    assert [s.integration for s in store.states()] == ["helpdesk", "helpdesk", "other"]
-    assert [s.check for s in store.states("helpdesk")] == ["imap", "token"]
-    assert store.get_state("nobody", "token") is None
+    assert [r.check for r in store.checks.latest_results("helpdesk")] == ["imap", "token"]
+    assert [r.status for r in store.checks.results("helpdesk", "imap")] == ["ok", "fail"]
+    assert [r.status for r in store.checks.results("helpdesk", since=T0 + timedelta(minutes=2))] == ["ok", "warn"]
+    assert len(store.checks.results("helpdesk", limit=2)) == 2
+    assert [s.integration for s in store.checks.states()] == ["helpdesk", "helpdesk", "other"]
+    assert [s.check for s in store.checks.states("helpdesk")] == ["imap", "token"]
+    assert store.checks.get_state("nobody", "token") is None
 
 
 def test_sync_integrations_marks_removed_and_revives(store):
@@ -119,17 +119,18 @@ def test_sync_integrations_marks_removed_and_revives(store):
                 "mailbox": f"{name}@contoso.com", "tags": ["helpdesk"], "owners": ["it@contoso.com"],
                 "checks": ["token", "pop"], "config_hash": "h1", **kw}
 
-    assert store.sync_integrations([row("a"), row("b")], T0) == []
-    assert store.sync_integrations([row("a", paused=True, tags=["x"])], T0 + timedelta(hours=1)) == ["b"]
-    a, = store.integrations()
+    assert store.inventory.sync_integrations([row("a"), row("b")], T0) == []
+    assert store.inventory.sync_integrations([row("a", paused=True, tags=["x"])], T0 + timedelta(hours=1)) == ["b"]
+    a, = store.inventory.integrations()
     assert (a.name, a.paused, a.tags, a.checks, a.updated_at) == ("a", True, ["x"], ["token", "pop"],
                                                                   T0 + timedelta(hours=1))
-    assert {i.name: i.removed_at for i in store.integrations(include_removed=True)} == {
+    assert {i.name: i.removed_at for i in store.inventory.integrations(include_removed=True)} == {
         "a": None, "b": T0 + timedelta(hours=1)}
-    assert store.sync_integrations([row("a", paused=True, tags=["x"]), row("b")], T0 + timedelta(hours=2)) == []
-    assert [i.name for i in store.integrations()] == ["a", "b"]
+    assert store.inventory.sync_integrations([row("a", paused=True, tags=["x"]), row("b")],
+                                             T0 + timedelta(hours=2)) == []
+    assert [i.name for i in store.inventory.integrations()] == ["a", "b"]
     with pytest.raises(ValueError, match="unknown integration fields"):
-        store.sync_integrations([row("c", colour="red")], T0)
+        store.inventory.sync_integrations([row("c", colour="red")], T0)
 
 
 def test_credentials_upsert_and_removal(store):
@@ -138,45 +139,45 @@ def test_credentials_upsert_and_removal(store):
                 "start_at": T0, "expires_at": T0 + timedelta(days=days)}
 
     kw = {"tenant": "contoso", "app": "helpdesk", "client_id": "cid-1", "source": "graph"}
-    store.upsert_credentials(creds=[secret("k1", 30), secret("k2", 300)], now=T0, **kw)
-    store.upsert_credentials(creds=[{"kind": "client_secret", "reference": "env:HELPDESK_SECRET",
-                                     "expires_at": T0}], now=T0, **{**kw, "source": "config"})
+    store.inventory.upsert_credentials(creds=[secret("k1", 30), secret("k2", 300)], now=T0, **kw)
+    store.inventory.upsert_credentials(creds=[{"kind": "client_secret", "reference": "env:HELPDESK_SECRET",
+                                               "expires_at": T0}], now=T0, **{**kw, "source": "config"})
     later = T0 + timedelta(days=1)
-    store.upsert_credentials(creds=[secret("k2", 300, hint="xyz"), secret("k3", 400)], now=later, **kw)
-    live = store.credentials("cid-1")
+    store.inventory.upsert_credentials(creds=[secret("k2", 300, hint="xyz"), secret("k3", 400)], now=later, **kw)
+    live = store.inventory.credentials("cid-1")
     assert sorted((c.key_id or "", c.source) for c in live) == [("", "config"), ("k2", "graph"), ("k3", "graph")]
     k2 = next(c for c in live if c.key_id == "k2")
     assert (k2.hint, k2.first_seen_at, k2.last_seen_at, k2.expires_at) == ("xyz", T0, later,
                                                                           T0 + timedelta(days=300))
-    gone = [c for c in store.credentials(include_removed=True) if c.removed_at is not None]
+    gone = [c for c in store.inventory.credentials(include_removed=True) if c.removed_at is not None]
     assert [(c.key_id, c.removed_at) for c in gone] == [("k1", later)]
-    store.upsert_credentials(creds=[secret("k1", 30)], now=later, kinds=["certificate"], **kw)
-    assert sorted(c.key_id or "" for c in store.credentials("cid-1")) == ["", "k1", "k2", "k3"]
-    store.upsert_credentials(creds=[], now=later, **kw)  # the app has no secrets left on Graph
-    assert [c.source for c in store.credentials("cid-1")] == ["config"]
-    assert store.credentials("other") == []
+    store.inventory.upsert_credentials(creds=[secret("k1", 30)], now=later, kinds=["certificate"], **kw)
+    assert sorted(c.key_id or "" for c in store.inventory.credentials("cid-1")) == ["", "k1", "k2", "k3"]
+    store.inventory.upsert_credentials(creds=[], now=later, **kw)  # the app has no secrets left on Graph
+    assert [c.source for c in store.inventory.credentials("cid-1")] == ["config"]
+    assert store.inventory.credentials("other") == []
 
 
 def test_token_cache_round_trip(store):
     """One cache per (tenant, app, account): two integrations of one account share it (migration 0009)."""
     blob = bytes(range(256)) * 4
     key = "tid:cid:mail@contoso.com"
-    assert store.load_token_cache(key) is None
-    store.save_token_cache(key, "helpdesk", blob, "sha256:aa", "mail@contoso.com", T0)
-    store.save_token_cache(key, "helpdesk-imap", blob[::-1], "sha256:bb", None, T0 + timedelta(minutes=1))
-    row = store.load_token_cache(key)
+    assert store.token_caches.load_token_cache(key) is None
+    store.token_caches.save_token_cache(key, "helpdesk", blob, "sha256:aa", "mail@contoso.com", T0)
+    store.token_caches.save_token_cache(key, "helpdesk-imap", blob[::-1], "sha256:bb", None, T0 + timedelta(minutes=1))
+    row = store.token_caches.load_token_cache(key)
     assert (row.ciphertext, row.key_fingerprint, row.account, row.updated_at, row.integration) == (
         blob[::-1], "sha256:bb", None, T0 + timedelta(minutes=1), "helpdesk-imap")
-    store.delete_token_cache(key)
-    store.delete_token_cache(key)
-    assert store.load_token_cache(key) is None
+    store.token_caches.delete_token_cache(key)
+    store.token_caches.delete_token_cache(key)
+    assert store.token_caches.load_token_cache(key) is None
 
 
 def test_meta(store):
-    assert store.get_meta("token_key_fingerprint") is None
-    store.set_meta("token_key_fingerprint", "sha256:1")
-    store.set_meta("token_key_fingerprint", "sha256:2")
-    assert store.get_meta("token_key_fingerprint") == "sha256:2"
+    assert store.meta.get_meta("token_key_fingerprint") is None
+    store.meta.set_meta("token_key_fingerprint", "sha256:1")
+    store.meta.set_meta("token_key_fingerprint", "sha256:2")
+    assert store.meta.get_meta("token_key_fingerprint") == "sha256:2"
 
 
 def test_secrets_are_redacted_in_the_database(store):
@@ -217,15 +218,15 @@ def test_concurrent_results_lose_nothing(store):
     assert store.count(CheckResult) == total and store.count(CheckState) == 1
     # The stored state must equal a replay of the results in the order they were folded (id order).
     replay, expected = sm.StateSnapshot(), []
-    for r in sorted(store.results("helpdesk", "token", limit=total), key=lambda r: r.id):
+    for r in sorted(store.checks.results("helpdesk", "token", limit=total), key=lambda r: r.id):
         replay, ev = sm.advance(replay, r.status, TH, r.checked_at)
         if ev:
             expected.append((ev.from_status, ev.to_status, r.id))
-    st = store.get_state("helpdesk", "token")
+    st = store.checks.get_state("helpdesk", "token")
     assert (st.status, st.failures, st.successes, st.since) == (replay.status, replay.failures,
                                                                 replay.successes, replay.since)
-    assert st.last_result_id == max(r.id for r in store.results("helpdesk", limit=total))
-    got = [(t.from_status, t.to_status, t.result_id) for t in store.transitions(limit=total)]
+    assert st.last_result_id == max(r.id for r in store.checks.results("helpdesk", limit=total))
+    got = [(t.from_status, t.to_status, t.result_id) for t in store.checks.transitions(limit=total)]
     assert sorted(got, key=lambda t: t[2]) == expected
 
 
@@ -235,7 +236,7 @@ def test_returned_objects_are_detached_and_aware(store):
                                                                                         12.5, UTC)
     assert transition.at == T0
     with pytest.raises(StorageError):  # a broken database is a StorageError, not a driver exception
-        with store._session() as s:
+        with store.database._session() as s:
             s.exec(text("SELECT * FROM no_such_table"))
 
 

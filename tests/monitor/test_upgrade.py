@@ -184,10 +184,10 @@ def test_an_upgrade_keeps_incidents_sign_ins_history_and_reauthorisation_links(o
     try:
         store = rt.store
         # incidents: the same ones, still open (before the new code writes anything)
-        assert sorted((i.id, i.code, i.affected) for i in store.incidents("open")) == incidents
+        assert sorted((i.id, i.code, i.affected) for i in store.alerts.incidents("open")) == incidents
         # history: the old hourly rollups read back unchanged
         assert sorted((r.integration, r.check, r.hour.isoformat(), r.total, r.ok, r.fail)
-                      for r in store.rollups()) == rollups
+                      for r in store.history.rollups()) == rollups
 
         monitor = Monitor(rt)
         app = create_app(lambda: monitor.runtime.config, lambda: monitor.runtime.store, monitor=monitor)
@@ -202,7 +202,7 @@ def test_an_upgrade_keeps_incidents_sign_ins_history_and_reauthorisation_links(o
             assert for_runtime(rt)() == {REVOKED: link}
 
             # availability: the scheduler's history job builds it from the stored history (migration 0008)
-            store.rollup_history(datetime.now(UTC), maintenance=cfg.alerts.maintenance)
+            store.history.rollup_history(datetime.now(UTC), maintenance=cfg.alerts.maintenance)
             listed = client.get("/api/integrations", auth=admin)
             assert listed.status_code == 200, listed.text
             api = {i["name"]: i for i in listed.json()}
@@ -223,7 +223,7 @@ def test_an_upgrade_keeps_incidents_sign_ins_history_and_reauthorisation_links(o
         # the failure goes on as the same incident: nobody is paged again for it
         report = make_dispatcher(cfg, store, reauth_urls=for_runtime(rt)).run_once()
         assert report.queued == 0, report
-        assert sorted((i.id, i.code, i.affected) for i in store.incidents("open")) == incidents
-        assert [r.id for r in store.open_reauth_requests()] == [old["reauth"][0][0]]
+        assert sorted((i.id, i.code, i.affected) for i in store.alerts.incidents("open")) == incidents
+        assert [r.id for r in store.reauth.open_reauth_requests()] == [old["reauth"][0][0]]
     finally:
         rt.close()

@@ -65,6 +65,6 @@ def test_reauthorise_in_a_browser(browser, revoked):
             assert reused is not None and reused.status == 410
         finally:
             context.close()
-    assert env.rt.store.open_reauth_requests() == []
+    assert env.rt.store.reauth.open_reauth_requests() == []
     env.dispatch()
     assert CAPTURED[-1]["title"].startswith("[mailwarden] RESOLVED")

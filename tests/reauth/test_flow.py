@@ -21,9 +21,9 @@ def test_link_sign_in_success_closes_request_and_resolves_incident(revoked):
     assert page.status_code == 200, page.text
     assert outcome_of(page.text) == "ok"
     assert 'data-check="token" data-status="ok"' in page.text
-    assert env.rt.store.open_reauth_requests() == []
-    assert [r.closed_by for r in env.rt.store.reauth_requests()] == ["signed_in"]
-    attempts = env.rt.store.reauth_attempts("subject")
+    assert env.rt.store.reauth.open_reauth_requests() == []
+    assert [r.closed_by for r in env.rt.store.reauth.reauth_requests()] == ["signed_in"]
+    attempts = env.rt.store.reauth.reauth_attempts("subject")
     assert [(a.result, a.signed_in_as, a.client) for a in attempts] == [("ok", env.w.upn.lower(), "testclient")]
     assert attempts[0].flow is None and attempts[0].state_hash is None
     env.dispatch()

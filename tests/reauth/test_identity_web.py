@@ -18,7 +18,7 @@ def _anna(found: dict):
 
 
 def _attempt(env):
-    return env.rt.store.reauth_attempts("subject")[-1]
+    return env.rt.store.reauth.reauth_attempts("subject")[-1]
 
 
 def test_mail_address_account_through_graph(revoked):
@@ -37,7 +37,7 @@ def test_mail_address_account_through_graph(revoked):
     assert (attempt.result, attempt.signed_in_as) == ("ok", anna["upn"])
     assert (f"identity: Entra ID (Graph) lists {anna['mail']} as the mail (primary SMTP address) of {anna['upn']} "
             f"(id {anna['oid']})") in attempt.detail
-    assert env.rt.store.open_reauth_requests() == []
+    assert env.rt.store.reauth.open_reauth_requests() == []
 
 
 def test_mail_address_account_without_user_read_all(revoked):

@@ -27,7 +27,7 @@ def _cache(env):
 
 
 def _results(env):
-    return [a.result for a in env.rt.store.reauth_attempts("subject")]
+    return [a.result for a in env.rt.store.reauth.reauth_attempts("subject")]
 
 
 def test_wrong_user_is_refused_and_the_old_token_kept(revoked):
@@ -40,8 +40,8 @@ def test_wrong_user_is_refused_and_the_old_token_kept(revoked):
     assert page.status_code == 403 and outcome_of(page.text) == "wrong_account"
     assert other in page.text and env.w.upn in page.text
     assert _cache(env) == before  # nothing stored
-    assert len(env.rt.store.open_reauth_requests()) == 1  # the link still works for the right user
-    attempt = env.rt.store.reauth_attempts("subject")[-1]
+    assert len(env.rt.store.reauth.open_reauth_requests()) == 1  # the link still works for the right user
+    attempt = env.rt.store.reauth.reauth_attempts("subject")[-1]
     assert (attempt.result, attempt.signed_in_as) == ("wrong_account", other.lower())
     back = sign_in(env.start(), env.w.upn, env.w.password, env.w.sb.ca_path)
     assert outcome_of(env.client.get(back).text) == "ok"
@@ -61,9 +61,9 @@ def test_expired_link_is_refused(revoked):
     env = revoked()
     now = datetime.now(UTC)
     store = env.rt.store
-    store.close_reauth_request(store.open_reauth_requests()[0].id, "test", now)
-    store.reauth_link_ttl = timedelta(seconds=-60)
-    req = store.open_reauth_request("subject", "refresh_token_revoked", now)
+    store.reauth.close_reauth_request(store.reauth.open_reauth_requests()[0].id, "test", now)
+    store.reauth.reauth_link_ttl = timedelta(seconds=-60)
+    req = store.reauth.open_reauth_request("subject", "refresh_token_revoked", now)
     link = links.url_for(BASE, links.link_key(env.rt.cipher), req)
     assert links.for_runtime(env.rt)() == {}  # an expired link goes into no alert
     page = env.client.get(link)
@@ -92,7 +92,7 @@ def test_tampered_state_and_replayed_callback_are_refused(revoked):
     replay = env.client.get(back)
     assert replay.status_code == 400 and outcome_of(replay.text) == "unknown_state"
     # the started attempt's row (ok), then one row per refused callback (no integration known)
-    assert [a.result for a in env.rt.store.reauth_attempts()] == ["ok", "unknown_state", "unknown_state"]
+    assert [a.result for a in env.rt.store.reauth.reauth_attempts()] == ["ok", "unknown_state", "unknown_state"]
 
 
 def test_tampered_pkce_is_refused(revoked):
@@ -102,7 +102,7 @@ def test_tampered_pkce_is_refused(revoked):
     page = env.client.get(sign_in(auth_uri, env.w.upn, env.w.password, env.w.sb.ca_path))
     assert page.status_code == 400 and outcome_of(page.text) == "refused"
     assert "AADSTS501481" in page.text
-    assert _cache(env) == before and len(env.rt.store.open_reauth_requests()) == 1
+    assert _cache(env) == before and len(env.rt.store.reauth.open_reauth_requests()) == 1
 
 
 def test_callback_in_another_browser_is_refused(revoked):
@@ -111,7 +111,7 @@ def test_callback_in_another_browser_is_refused(revoked):
     with TestClient(env.client.app, base_url=BASE) as other:
         page = other.get(back)
     assert page.status_code == 400 and outcome_of(page.text) == "other_browser"
-    assert len(env.rt.store.open_reauth_requests()) == 1
+    assert len(env.rt.store.reauth.open_reauth_requests()) == 1
 
 
 def test_redirect_uri_mismatch_explains_aadsts50011(revoked):

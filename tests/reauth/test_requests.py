@@ -13,7 +13,7 @@ from .conftest import BASE, CAPTURED
 def test_one_open_request_per_integration_in_the_alert(revoked):
     env = revoked()
     assert env.w.run("token").status == "fail"  # a second needs_reauth result: still one request
-    reqs = env.rt.store.open_reauth_requests()
+    reqs = env.rt.store.reauth.open_reauth_requests()
     assert [(r.integration, r.account, r.code) for r in reqs] == [("subject", env.w.upn, "refresh_token_revoked")]
     assert env.dispatch().sent == 1
     body = CAPTURED[0]["body"]
@@ -26,16 +26,16 @@ def test_the_next_good_token_check_closes_it(revoked):
     env = revoked()
     env.w.sign_in()  # re-authorised another way (`mailwarden reauth`)
     assert env.w.run("token").status == "ok"
-    assert env.rt.store.open_reauth_requests() == []
-    assert [r.closed_by for r in env.rt.store.reauth_requests()] == ["token_ok"]
+    assert env.rt.store.reauth.open_reauth_requests() == []
+    assert [r.closed_by for r in env.rt.store.reauth.reauth_requests()] == ["token_ok"]
     assert env.client.get(env.rt.config.web.base_url + "/reauth/" + links.token_for(
-        links.link_key(env.rt.cipher), env.rt.store.reauth_requests()[0])).status_code == 410
+        links.link_key(env.rt.cipher), env.rt.store.reauth.reauth_requests()[0])).status_code == 410
 
 
 def test_no_request_for_app_only_integrations(world):
     w = world("app")
     rt = w.open()
-    assert rt.store.open_reauth_request("subject", "refresh_token_revoked", datetime.now(UTC)) is None
+    assert rt.store.reauth.open_reauth_request("subject", "refresh_token_revoked", datetime.now(UTC)) is None
 
 
 def test_dashboard_shows_the_link_behind_the_login(revoked):

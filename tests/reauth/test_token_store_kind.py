@@ -55,14 +55,15 @@ def test_0007_upgrades_a_database_written_before_it(empty_engine):
     upgrade(empty_engine)
     assert {"public_client", "oid"} <= _columns(empty_engine)
     st = Store(empty_engine)
-    row = st.load_token_cache("t:c:mail@contoso.com", "helpdesk")  # adopted by its integration (migration 0009)
+    # adopted by its integration (migration 0009)
+    row = st.token_caches.load_token_cache("t:c:mail@contoso.com", "helpdesk")
     assert (bytes(row.ciphertext), row.account, row.public_client, row.oid) == (BLOB, "mail@contoso.com", False, None)
-    assert st.load_token_cache("t:c:b2c@contoso.com", "oracle").public_client is False
+    assert st.token_caches.load_token_cache("t:c:b2c@contoso.com", "oracle").public_client is False
     # the new columns are usable at once, and a second upgrade changes nothing
-    st.save_token_cache("t:c:b2c@contoso.com", "oracle", BLOB, "sha256:aa", "b2c@contoso.com", T0,
-                        public_client=True, oid="oid-1")
+    st.token_caches.save_token_cache("t:c:b2c@contoso.com", "oracle", BLOB, "sha256:aa", "b2c@contoso.com", T0,
+                                     public_client=True, oid="oid-1")
     upgrade(empty_engine)
-    row = st.load_token_cache("t:c:b2c@contoso.com")
+    row = st.token_caches.load_token_cache("t:c:b2c@contoso.com")
     assert (row.public_client, row.oid) == (True, "oid-1")
     # and it can be taken back (the rows keep their caches)
     _migrate(empty_engine, command.downgrade, "0006")
@@ -73,10 +74,10 @@ def test_0007_upgrades_a_database_written_before_it(empty_engine):
 
 def test_a_refresh_keeps_the_sign_in_kind_and_a_new_sign_in_replaces_it(store):  # noqa: F811
     def save(name, *args, **kwargs):
-        store.save_token_cache(f"key:{name}", name, *args, **kwargs)
+        store.token_caches.save_token_cache(f"key:{name}", name, *args, **kwargs)
 
     def load(name):
-        return store.load_token_cache(f"key:{name}")
+        return store.token_caches.load_token_cache(f"key:{name}")
 
     save("helpdesk", BLOB, "sha256:aa", "anna@contoso.com", T0, public_client=True, oid="oid-anna")
     save("helpdesk", BLOB[::-1], "sha256:aa", "anna@contoso.com", T0 + timedelta(minutes=5))  # rotated by a refresh
@@ -88,9 +89,9 @@ def test_a_refresh_keeps_the_sign_in_kind_and_a_new_sign_in_replaces_it(store): 
     save("new", BLOB, "sha256:aa", None, T0)  # a first save without a sign-in's facts: confidential, nobody
     assert (load("new").public_client, load("new").oid) == (False, None)
     # re-encrypting with a new key keeps them too
-    store.rekey_token_caches(lambda b: b[::-1], "sha256:bb", "token_key_fingerprint")
+    store.token_caches.rekey_token_caches(lambda b: b[::-1], "sha256:bb", "token_key_fingerprint")
     assert load("helpdesk").public_client is False
     save("helpdesk", BLOB, "sha256:bb", "anna@contoso.com", T0, public_client=True, oid="oid-anna")
-    store.rekey_token_caches(lambda b: b[::-1], "sha256:cc", "token_key_fingerprint")
+    store.token_caches.rekey_token_caches(lambda b: b[::-1], "sha256:cc", "token_key_fingerprint")
     assert (load("helpdesk").public_client, load("helpdesk").oid) == (
         True, "oid-anna")

@@ -39,11 +39,11 @@ def test_automated_rotation_end_to_end_and_the_secret_stays_private(world, recei
     assert new_secret and new_secret != w.secret
     assert (w.dir / "secrets" / "subject").read_text().strip() == new_secret  # mailwarden's own reference
     assert (w.dir / "secrets" / "subject").stat().st_mode & 0o777 == 0o600
-    [row] = w.runtime.store.rotations()
+    [row] = w.runtime.store.rotation.rotations()
     assert len(secrets_on_app(w)) == 2 and row.auto_step == "verified" and row.new_hint == new_secret[:3]
 
     cycle(w, clock)  # the configured secret now matches the new credential
-    [row] = w.runtime.store.rotations()
+    [row] = w.runtime.store.rotation.rotations()
     assert row.state == "in_use"
     assert w.run("token").status.value == "ok"
     clock.advance(days=8)
@@ -51,7 +51,7 @@ def test_automated_rotation_end_to_end_and_the_secret_stays_private(world, recei
     assert "subject: auto_remove_password" in report.steps, report
     assert secrets_on_app(w) == [row.new_key_id]
     cycle(w, clock)
-    assert w.runtime.store.rotations()[0].state == "old_removed"
+    assert w.runtime.store.rotation.rotations()[0].state == "old_removed"
     assert w.run("token").status.value == "ok"
 
     # nothing but the hook and the reference file ever saw the value: logs, database, alerts
@@ -63,7 +63,7 @@ def test_automated_rotation_end_to_end_and_the_secret_stays_private(world, recei
         dump = "\n".join(str(row) for t in tables for row in db.execute(f'SELECT * FROM "{t}"'))  # noqa: S608
     assert new_secret not in dump and new_secret[:3] in dump  # the hint is metadata, the value is not
     assert new_secret not in str(receiver.bodies)
-    steps = [e.step for e in w.runtime.store.rotation_events()]
+    steps = [e.step for e in w.runtime.store.rotation.rotation_events()]
     assert steps[:5] == ["expiring", "auto_add_password", "auto_hook_command", "auto_reference", "auto_verified"]
 
 
@@ -78,7 +78,7 @@ def test_removing_the_old_secret_while_in_use_is_refused(world, receiver, clock)
     report = cycle(w, clock)
     assert "subject: auto_remove_refused" in report.steps
     assert w.key_id in secrets_on_app(w)  # not removed
-    [ev] = [e for e in w.runtime.store.rotation_events() if e.step == "auto_remove_refused"]
+    [ev] = [e for e in w.runtime.store.rotation.rotation_events() if e.step == "auto_remove_refused"]
     assert not ev.ok and "still the one mailwarden's configured secret matches" in ev.detail
     assert w.run("token").status.value == "ok"
     dispatch(w, clock)
@@ -107,7 +107,7 @@ def test_not_an_owner_is_a_failed_step_with_the_reason(world, clock):
     w.rewrite(automated())
     report = cycle(w, clock)
     assert report.steps == ["subject: auto_add_password"]
-    [row] = w.runtime.store.rotations()
+    [row] = w.runtime.store.rotation.rotations()
     assert row.auto_step == "failed" and "403" in row.auto_error and "owner" in row.auto_error
     assert clock() - timedelta(days=1) < row.updated_at
 
@@ -174,5 +174,5 @@ def test_verification_waits_while_the_new_secret_replicates(world, receiver, clo
     report = cycle(w, clock)
     assert report.steps == ["subject: auto_add_password", "subject: auto_hook_command", "subject: auto_reference",
                             "subject: auto_verified"], report
-    [row] = w.runtime.store.rotations()
+    [row] = w.runtime.store.rotation.rotations()
     assert row.auto_step == "verified" and row.auto_error is None

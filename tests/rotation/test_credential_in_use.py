@@ -22,7 +22,7 @@ runner = CliRunner()
 def _old_key(w) -> str:
     rt = w.rt
     asyncio.run(SecretsCycle.of(rt).run())  # reads the app's credentials into the inventory
-    [old] = [c.key_id for c in rt.store.credentials(w.apps["daemon"]) if c.reference]
+    [old] = [c.key_id for c in rt.store.inventory.credentials(w.apps["daemon"]) if c.reference]
     return old
 
 
@@ -37,7 +37,7 @@ def _rotate(w, *, start: str = "-1m") -> dict:
     assert w.check("token", "daemon").status.value == "ok"
     asyncio.run(SecretsCycle.of(rt).run())  # mailwarden's configured secret is the new one
     assert w.check("token", "daemon").status.value == "ok"
-    [row] = [r for r in rt.store.rotations(w.apps["daemon"], open_only=True)]
+    [row] = [r for r in rt.store.rotation.rotations(w.apps["daemon"], open_only=True)]
     assert row.state == "in_use", row
     return new
 
@@ -54,7 +54,7 @@ def _installed(w, days: int) -> None:
 
     from mailwarden.monitor.db_signins import RECORDED_FROM
 
-    w.rt.store.set_meta(RECORDED_FROM, (datetime.now(UTC) - timedelta(days=days)).isoformat())
+    w.rt.store.meta.set_meta(RECORDED_FROM, (datetime.now(UTC) - timedelta(days=days)).isoformat())
 
 
 def _on_app(w) -> set[str]:

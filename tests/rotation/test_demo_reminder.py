@@ -11,10 +11,10 @@ def test_demo_sent_the_agiloft_14_day_reminder(tmp_path, capsys):
     try:
         store = env.runtime.store
         agiloft = env.runtime.config.apps["agiloft-application-for-oauth2"].client_id
-        assert [r.stage for r in store.reminders(agiloft)] == [14]
-        [rem] = store.reminders(agiloft)
+        assert [r.stage for r in store.rotation.reminders(agiloft)] == [14]
+        [rem] = store.rotation.reminders(agiloft)
         assert rem.integrations == ["agiloft-inbound", "agiloft-contracts"]
-        [d] = [d for d in store.deliveries() if d.key.startswith(f"expiry/{agiloft}/")]
+        [d] = [d for d in store.alerts.deliveries() if d.key.startswith(f"expiry/{agiloft}/")]
         assert d.state == "sent" and d.route == "console"
         for text in ("agiloft-inbound", "agiloft-contracts", "Agiloft", "Inbound Email Accounts > Account > "
                      "Client Secret", "New client secret", "not the Secret ID"):

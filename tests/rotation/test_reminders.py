@@ -35,7 +35,7 @@ def test_each_stage_once_none_after_restart_one_reminder_for_shared_app(world, r
         if day in (31, 80):  # and the same day again, twice: nothing more
             assert cycle(w, clock).reminders == [] and cycle(w, clock).reminders == []
     assert sent == STAGES
-    rows = w.runtime.store.reminders()
+    rows = w.runtime.store.rotation.reminders()
     assert sorted(r.stage for r in rows) == sorted(STAGES)
     assert all(r.integrations == ["sub-a", "sub-b"] for r in rows)
     assert w.runtime.store.count(ExpiryReminder) == 7

@@ -11,7 +11,7 @@ from tests.rotation.conftest import cycle, dispatch, with_alerts
 
 
 def states(w):
-    return [(r.key_id, r.state) for r in w.runtime.store.rotations()]
+    return [(r.key_id, r.state) for r in w.runtime.store.rotation.rotations()]
 
 
 def test_manual_rotation_moves_through_every_state(world, receiver, clock):
@@ -22,7 +22,7 @@ def test_manual_rotation_moves_through_every_state(world, receiver, clock):
 
     new = w.ctl.add_secret(w.app_id, display_name="2026", end="+300d")  # App registrations > New client secret
     cycle(w, clock)
-    [row] = w.runtime.store.rotations()
+    [row] = w.runtime.store.rotation.rotations()
     assert (row.state, row.new_key_id, row.new_hint) == ("new_secret_created", new["keyId"], new["value"][:3])
 
     (w.dir / "secrets" / "subject").write_text(new["value"])  # mailwarden's reference updated
@@ -40,9 +40,9 @@ def test_manual_rotation_moves_through_every_state(world, receiver, clock):
     w.ctl.delete_secret(w.app_id, w.key_id)  # the admin deletes the old secret
     cycle(w, clock)
     assert states(w) == [(w.key_id, "old_removed")]
-    steps = [e.step for e in w.runtime.store.rotation_events()]
+    steps = [e.step for e in w.runtime.store.rotation.rotation_events()]
     assert steps == ["expiring", "new_secret_created", "in_use", "remind_remove_old", "old_removed"]
-    assert all(e.ok for e in w.runtime.store.rotation_events())
+    assert all(e.ok for e in w.runtime.store.rotation.rotation_events())
 
     dispatch(w, clock)
     remove = [b for b in receiver.bodies if "Remove the old secret" in b["message"]]
@@ -74,7 +74,7 @@ def test_old_removed_while_still_in_use_is_an_alert(world, receiver, clock):
     w.ctl.delete_secret(w.app_id, w.key_id)
     report = cycle(w, clock)
     assert "subject: old_removed" in report.steps or any("old_removed" in s for s in report.steps)
-    [ev] = [e for e in w.runtime.store.rotation_events() if e.step == "old_removed"]
+    [ev] = [e for e in w.runtime.store.rotation.rotation_events() if e.step == "old_removed"]
     assert not ev.ok and "still used it" in ev.detail
 
 

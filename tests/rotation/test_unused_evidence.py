@@ -44,7 +44,7 @@ def test_an_old_secret_mailwarden_moved_off_is_not_called_unused(tmp_path):
         def cli(*args: str):
             return runner.invoke(cli_app, [*args, "-c", str(env.config_path)], env={"COLUMNS": "200"})
 
-        [old_key] = [c.key_id for c in store.credentials(agiloft) if c.reference]
+        [old_key] = [c.key_id for c in store.inventory.credentials(agiloft) if c.reference]
         # The admin adds a secret and gives it to mailwarden only (Agiloft is not changed: it is the outage case).
         new = ctl.add_secret(agiloft, display_name="Agiloft 2027", end="+300d")
         (env.config_path.parent / "secrets" / f"{AGILOFT}.secret").write_text(new["value"] + "\n")

@@ -54,7 +54,7 @@ def demo_snapshot(tmp_path_factory):
         env.run_once()
         rt = env.runtime
         make_dispatcher(rt.config, rt.store, reauth_urls=for_runtime(rt)).run_once()  # opens the incidents
-        rt.store.rollup_history(datetime.now(UTC))
+        rt.store.history.rollup_history(datetime.now(UTC))
         pristine = env.config_path.parent / "pristine.db"
         src = sqlite3.connect(rt.config.database_url().removeprefix("sqlite:///"))
         dst = sqlite3.connect(pristine)
@@ -194,7 +194,7 @@ class Ctx:
         return csrf_of((client or self.client).get("/incidents").text)
 
     def open_incident(self) -> int:
-        return next(i.id for i in self.store.incidents("open"))
+        return next(i.id for i in self.store.alerts.incidents("open"))
 
     def integration_with(self, attr: str) -> Any:
         return next(i for i in self.rt.config.integrations if getattr(i, attr))

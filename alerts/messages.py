@@ -1,5 +1,5 @@
 """Alert messages from the Jinja2 templates in dashboards/templates/alerts: a title, a plain-text body and a
-markdown body per notice. Every rendered string goes through ``monitor.redact.redact``.
+markdown body per notice. Every rendered string goes through ``mailwarden.redact.redact``.
 
 What a message says: the integrations and checks, the diagnosis title and cause, the fix steps (the
 catalog's, with the integration's facts), since when, the last success, the dashboard link, the

@@ -184,7 +184,7 @@ class Check(Protocol):
     # ``blocked_by_<kind>``): the mailbox checks depend on the token check (checks.TOKEN_KIND).
     depends_on: ClassVar[tuple[str, ...]]
     # The permissions its token must carry, per flow: the token check asks for and verifies those of every check of
-    # its integration (checks.permissions.needs). Empty for a check that asks for no token of the app.
+    # its integration (checks.permissions.needs). Empty when it adds no permission of its own.
     needs: ClassVar[Mapping[Flow, tuple[Permission, ...]]]
     # It asks Entra ID for a token as the integration's app (in the integration's tenant).
     uses_app_token: ClassVar[bool]

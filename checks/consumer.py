@@ -349,7 +349,7 @@ async def credential_of(ctx: CheckContext, metrics: dict[str, Any]) -> AppCreden
 
 
 def _marker(credential: AppCredential | None) -> str | None:
-    """A credential as the alert policy's keys name it (``alerts.dispatcher.configured_credential``)."""
+    """A credential as the alert policy's keys name it (``monitor.alerting.configured_credential``)."""
     if credential is None:
         return None
     if credential.kind == "client_secret" and credential.hint:

@@ -2,7 +2,7 @@
 its leadership lease and must re-take it before writing (``monitor.leader``).
 
 Checks go on during a storage outage; their results wait here in the order they were taken and are folded
-through ``Store.checks.record_result`` in that same order when the database returns, before any notification is
+through ``store.checks.record_result`` in that same order when the database returns, before any notification is
 sent, so the check states and transitions come out exactly as if nothing had happened. One
 "storage unavailable" warning per outage, one "storage available again" line at its end.
 

@@ -116,15 +116,21 @@ class SignInRepository(Repository):
     # -- sign-in events ------------------------------------------------------------------------------
     def save_signins(self, rows: Sequence[dict[str, Any]]) -> int:
         """Insert the events not stored yet (by event id: a poll re-reads its overlap); how many were new."""
+        return self._insert_new(SignInRecord, rows, "signin_id")
+
+    def _insert_new(self, model: type[SignInRecord] | type[DirectoryAuditRecord], rows: Sequence[dict[str, Any]],
+                    event_id: str) -> int:
+        """Insert the rows whose ``event_id`` is not stored yet, in chunks; how many were new."""
         if not rows:
             return 0
         new = 0
+        table = table_of(model)
         with self._connection(write=True) as conn:
             for chunk in _chunks(list(rows)):
                 # RETURNING counts what was inserted on both backends (psycopg's rowcount here is -1)
-                new += len(conn.execute(self._insert()(SignInRecord).values(list(chunk))
-                                        .on_conflict_do_nothing(index_elements=["signin_id"])
-                                        .returning(_SIGNINS.c.id)).all())
+                new += len(conn.execute(self._insert()(model).values(list(chunk))
+                                        .on_conflict_do_nothing(index_elements=[event_id])
+                                        .returning(table.c.id)).all())
         return new
 
     def stored_signin_ids(self, ids: Iterable[str]) -> set[str]:
@@ -179,15 +185,7 @@ class SignInRepository(Repository):
     def save_directory_audits(self, rows: Sequence[dict[str, Any]]) -> int:
         """Insert the directory audit events not stored yet (by event id: a poll re-reads its overlap); how many
         were new."""
-        if not rows:
-            return 0
-        new = 0
-        with self._connection(write=True) as conn:
-            for chunk in _chunks(list(rows)):
-                new += len(conn.execute(self._insert()(DirectoryAuditRecord).values(list(chunk))
-                                        .on_conflict_do_nothing(index_elements=["audit_id"])
-                                        .returning(_AUDITS.c.id)).all())
-        return new
+        return self._insert_new(DirectoryAuditRecord, rows, "audit_id")
 
     def stored_audit_ids(self, ids: Iterable[str]) -> set[str]:
         """Which of these directory audit event ids are stored already."""

@@ -3,7 +3,7 @@ check`, the re-authorisation page (each through ``Runner.run_one``).
 
 ``ResultPipeline.record(result)``:
 
-1. One transaction (``Store.checks.record_result``): store the CheckResult, fold it into the check's state (the pure
+1. One transaction (``store.checks.record_result``): store the CheckResult, fold it into the check's state (the pure
    state machine, ``mailwarden.state``), record a Transition only when the state changes, and last, still inside it, the
    reauthorisation rule (``ReauthRequests``: open a request on a failure that needs a sign-in, close it on the first
    good token result after a bad one). The rule stays in the transaction because two promises of the README

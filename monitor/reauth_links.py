@@ -66,5 +66,5 @@ def open_urls(config: Any, store: Any, cipher: Any, now: datetime | None = None)
 
 
 def for_runtime(runtime: Any):
-    """What ``alerts.dispatcher.Dispatcher(reauth_urls=...)`` takes, for a runtime."""
+    """What ``monitor.alerting.make_dispatcher(..., reauth_urls=...)`` takes, for a runtime."""
     return lambda: open_urls(runtime.config, runtime.store, runtime.cipher)

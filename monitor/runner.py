@@ -183,7 +183,7 @@ class Runner:
         return RunResult(name, kind, outcome, self.clock(), None, None)
 
     def remember_latest(self, latest: Mapping[tuple[str, str], Any], scheduled: Iterable[tuple[str, str]]) -> None:
-        """Take the stored latest status, code and Retry-After of the ``scheduled`` checks (``Store.checks.latest()``,
+        """Take the stored latest status, code and Retry-After of the ``scheduled`` checks (``store.checks.latest()``,
         read once when the scheduler starts or takes over; a check missing there has never run) as what this
         runner knows, instead of a state read before each check's first run: 4,000 of them queued for the worker
         threads ahead of the checks themselves (bench/)."""

@@ -506,7 +506,7 @@ def needs_poll(kinds: Iterable[str]) -> bool:
 def open_reauth_window(store: Store, config: Config, integ: IntegrationConfig, source: str, now: datetime,
                        attempt_id: int | None = None) -> int | None:
     """A person starts signing the integration's account in again (``source``: web | cli): until the window closes
-    (``Store.signins.close_reauth_window``) or ``REAUTH_WINDOW_TTL`` passes, an unmatched sign-in of that app and
+    (``store.signins.close_reauth_window``) or ``REAUTH_WINDOW_TTL`` passes, an unmatched sign-in of that app and
     account is ``unconfirmed``. None for an app-only integration (nobody signs in)."""
     if integ.flow != "delegated" or not integ.account:
         return None

@@ -378,7 +378,7 @@ class Sessions:
 
     def _store_or_none(self) -> Any:
         store = self._store()
-        return store if hasattr(store, "meta") else None
+        return store if hasattr(getattr(store, "meta", None), "get_meta") else None
 
     def _read(self, store: Any) -> dict[str, float]:
         raw = store.meta.get_meta(ENDED_KEY)

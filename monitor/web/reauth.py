@@ -153,14 +153,22 @@ async def _request_of(request: Request, rt: Any, token: str) -> tuple[Any, Respo
     return None, _page(request, "reauth_result.html", 410, kind=why, req=req)
 
 
-async def landing(request: Request) -> Response:
+async def _link(request: Request) -> tuple[Any, Any, Any] | Response:
+    """The runtime, the open request the link names and its integration; or the answer refusing the link (too many
+    tries, closed, expired, unknown)."""
     if (limited := _limited(request)) is not None:
         return limited
     rt = _runtime(request)
     req, refused = await _request_of(request, rt, request.path_params["token"])
     if refused is not None:
         return refused
-    integ = rt.config.integration(req.integration)
+    return rt, req, rt.config.integration(req.integration)
+
+
+async def landing(request: Request) -> Response:
+    if isinstance(found := await _link(request), Response):
+        return found
+    rt, req, integ = found
     response = _page(request, "reauth.html", req=req, integ=integ, token=request.path_params["token"],
                      why=diagnoses.get(req.code) if req.code else None,
                      redirect_uri=redirect_uri(rt.config.web.base_url))
@@ -170,13 +178,9 @@ async def landing(request: Request) -> Response:
 
 @csrf.protected
 async def start(request: Request, form: dict[str, str]) -> Response:
-    if (limited := _limited(request)) is not None:
-        return limited
-    rt = _runtime(request)
-    req, refused = await _request_of(request, rt, request.path_params["token"])
-    if refused is not None:
-        return refused
-    integ = rt.config.integration(req.integration)
+    if isinstance(found := await _link(request), Response):
+        return found
+    rt, req, integ = found
     try:
         flow = await asyncio.to_thread(flows.start, rt.tokens, integ, redirect_uri(rt.config.web.base_url))
     except flows.ReauthError as exc:

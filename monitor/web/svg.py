@@ -123,7 +123,7 @@ def _cell_rows(w: Window, sums: list[list[int]]) -> list[tuple[datetime, int, in
 def availability_windows(cells: dict[str, list[tuple[int, int, int]]], now: datetime, *,
                          compact: bool = False, long: bool = False) -> list[dict[str, Any]]:
     """An integration's availability over each window: its bars and figure. ``cells``: per window key, the
-    (cell, up_ms, down_ms) rows ``Store.history.availability_cells`` sums from the window's start. The figure is the
+    (cell, up_ms, down_ms) rows ``store.history.availability_cells`` sums from the window's start. The figure is the
     cells' sum: the same rows as the overview's, the API's and /metrics' figures over the same window."""
     out = []
     for w in window_starts(now, long=long):
@@ -145,7 +145,7 @@ def run_windows(cells: dict[str, list[tuple[str, int, int, int]]], checks: list[
                 compact: bool = False, long: bool = False) -> dict[str, list[dict[str, Any]]]:
     """For each of ``checks``: its runs over each window (24 h in hours, 7 d in 6-hour cells, 30 d in days), how
     many were ok or warn, as bars. ``cells``: per window key, (check, cell, good, total) rows as
-    ``Store.history.uptime_cells`` sums them. ``compact``: ``strip`` bars (one tooltip per bar: the report)."""
+    ``store.history.uptime_cells`` sums them. ``compact``: ``strip`` bars (one tooltip per bar: the report)."""
     out: dict[str, list[dict[str, Any]]] = {check: [] for check in checks}
     for w in window_starts(now, long=long):
         sums = {check: [[0, 0] for _ in range(w.cells)] for check in checks}

@@ -133,7 +133,7 @@ def test_an_unreachable_database_is_none_not_an_error():
 
 async def test_monitor_checks_on_in_an_outage_and_writes_all_before_dispatch(tmp_path, kinds, caplog):  # noqa: F811
     token, mail = kinds
-    mail.depends_on_token = True  # blocked while the token check fails, as the mailbox kinds are
+    mail.depends_on = ("token",)  # blocked while the token check fails, as the mailbox kinds are
     cfg = write_config(tmp_path / "mailwarden.yaml", integ("i0"))
     monitor = Monitor(open_runtime(config_mod.load(cfg)), cfg)
     monitor._attach(monitor.runtime)

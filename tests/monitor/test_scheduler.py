@@ -46,13 +46,9 @@ class Scripted:
 
     def __init__(self, kind: str):
         self.kind = kind
-        self.depends_on_token = False  # True: it depends on the token check, as the mailbox kinds do (tests/ha too)
+        self.depends_on: tuple[str, ...] = ()  # ("token",): blocked by the token check, as the mailbox kinds are
         self.script: dict[str, list[object]] = {}  # integration -> outcomes to return, in order; then ok
         self.calls: list[str] = []
-
-    @property
-    def depends_on(self) -> tuple[str, ...]:
-        return ("token",) if self.depends_on_token else ()
 
     async def run(self, ctx):
         name = ctx.integration.name
@@ -241,7 +237,7 @@ async def test_a_restart_keeps_the_stored_token_failure_and_retry_after(tmp_path
     whose token check was failing is blocked (not run against the mailbox), and a throttled check waits for
     its stored Retry-After. The scheduler learns this in one read at start, not a state read per check."""
     token, mail = kinds
-    mail.depends_on_token = True
+    mail.depends_on = ("token",)
     token.script["i0"] = [Outcome(Status.FAIL, "invalid_client", "AADSTS7000222: the client secret expired")]
     mail.script["i1"] = [Outcome(Status.WARN, "throttled", "429 Too Many Requests", retry_after_s=600)]
     cfg = write_config(tmp_path / "mailwarden.yaml", integ("i0"), integ("i1"))

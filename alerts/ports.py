@@ -14,39 +14,22 @@ from datetime import datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
+from mailwarden.checks.facts import FactsApp, FactsConfig, FactsIntegration, FactsTenant, FactsWeb
+
 if TYPE_CHECKING:  # pragma: no cover - typing only
     from mailwarden.alerts.records import AlertDelivery, Incident
-    from mailwarden.endpoints import Endpoints
 
 
 # -- the configuration, as alerts read it (monitor.config) --------------------------------------------------------
-class IntegrationView(Protocol):
-    @property
-    def name(self) -> str: ...
-    @property
-    def app(self) -> str: ...
-    @property
-    def flow(self) -> str: ...
-    @property
-    def tenant(self) -> str | None: ...
-    @property
-    def account(self) -> str | None: ...
-    @property
-    def system(self) -> str | None: ...
+class IntegrationView(FactsIntegration, Protocol):
+    """An integration as alerts read it: what the facts of a fix read (``checks.facts``), and its routing."""
+
     @property
     def tags(self) -> Sequence[str]: ...
     @property
     def paused(self) -> bool: ...
     @property
-    def checks(self) -> Mapping[str, Any]: ...
-    @property
-    def mailbox(self) -> str: ...
-    @property
     def owners(self) -> Sequence[str]: ...
-    @property
-    def secret_field(self) -> str | None: ...
-    @property
-    def reauth_after_rotation(self) -> bool: ...
 
 
 class CertificateView(Protocol):
@@ -59,28 +42,16 @@ class RotationView(Protocol):
     def remove_old_after_days(self) -> int: ...
 
 
-class AppView(Protocol):
-    @property
-    def tenant(self) -> str: ...
-    @property
-    def client_id(self) -> str: ...
-    @property
-    def display_name(self) -> str | None: ...
+class AppView(FactsApp, Protocol):
     @property
     def secret(self) -> str | None: ...
     @property
     def certificate(self) -> CertificateView | None: ...
     @property
-    def observe_only(self) -> bool: ...
-    @property
     def rotation(self) -> RotationView: ...
 
 
-class TenantView(Protocol):
-    @property
-    def tenant_id(self) -> str: ...
-    @property
-    def monitor_app(self) -> str | None: ...
+TenantView = FactsTenant
 
 
 class RouteSettings(Protocol):
@@ -156,12 +127,10 @@ class AlertSettings(Protocol):
     def correlation(self) -> CorrelationSettings: ...
 
 
-class WebSettings(Protocol):
-    @property
-    def base_url(self) -> str: ...
+WebSettings = FactsWeb
 
 
-class AlertConfig(Protocol):
+class AlertConfig(FactsConfig, Protocol):
     """What alerts read of the whole configuration (monitor.config.Config)."""
 
     @property
@@ -173,8 +142,6 @@ class AlertConfig(Protocol):
     @property
     def alerts(self) -> AlertSettings: ...
     @property
-    def web(self) -> WebSettings: ...
-    @property
     def base_dir(self) -> Path: ...
 
     def path(self, value: str) -> Path: ...
@@ -182,8 +149,6 @@ class AlertConfig(Protocol):
     def integration(self, name: str) -> Any: ...
 
     def tenant_name_of(self, integ: Any) -> str: ...
-
-    def endpoints_resolved(self) -> Endpoints: ...
 
 
 # -- the alert repository (monitor.db_alerts) ----------------------------------------------------------------------

@@ -327,12 +327,15 @@ def _db_bytes(store: Any, path: Path) -> int:
     return path.stat().st_size
 
 
-def storage(n: int, workdir: Path, say: Any, days: int = 2) -> dict[str, Any]:
+def storage(n: int, workdir: Path, say: Any, days: int | None = None) -> dict[str, Any]:
+    """``days``: by default one more than the raw results are kept (``web.retention.raw_hours``), so that the last
+    day is a steady one: the days before it still fill the window of raw results kept by age."""
     workdir.mkdir(parents=True, exist_ok=True)
     for stale in ("history.db", "history.db-wal", "history.db-shm"):
         (workdir / stale).unlink(missing_ok=True)
     cfg = write_config(n, workdir)
     ret = cfg.web.retention
+    days = days or max(2, -(-int(ret.raw_hours) // 24) + 1)
     path = workdir / "history.db"
     store = open_store(cfg.database_url())
     start = datetime(2030, 1, 1, tzinfo=UTC)

@@ -1286,6 +1286,16 @@ _ENTRIES: tuple[Diagnosis, ...] = (
        ("Bring mailwarden's database back: the log's `storage unavailable` and `check deferred` lines name it and "
         "the error; results taken meanwhile are written once it returns.",),
        severity="info", category="internal"),
+    _d("worker_lost", "Not finished: the worker running it stopped twice",
+       "Queue mode: the worker process running this check of {integration} stopped sending heartbeats twice while "
+       "running it (killed, out of memory, its machine stopped, or cut off from mailwarden's database), so nothing "
+       "about {integration} is known from this run. mailwarden does not run it a third time; it runs again at its "
+       "next interval.",
+       ("Read the workers' logs and their hosts' (the kernel's out-of-memory killer, container restarts) around the "
+        "time of this result: `mailwarden worker` logs the check jobs it skips and every check it finishes.",
+        "If the same check stops its worker every time, run it alone in the foreground: `mailwarden check "
+        "--integration {integration}`, and report what it prints to the mailwarden maintainers."),
+       category="internal"),
     _d("config_error", "Configuration error",
        "The configuration of {integration} is invalid or a credential reference (env:/file:) does not "
        "resolve. {detail}",

@@ -15,7 +15,9 @@ from mailwarden.errors import MailwardenError
 from mailwarden.monitor.cli import EXIT_UNKNOWN, ConfigOpt, app, exit_code, fail, load_config
 
 
-async def _serve_forever(monitor, *, reload_on_hup: bool = True, web=None) -> None:
+async def _serve_forever(monitor, *, reload_on_hup: bool = True, web=None, worker: int | None = None) -> None:
+    """Until SIGINT/SIGTERM: the scheduler, the web app when on, and in queue mode a worker of ``worker`` checks at
+    once sharing the scheduler's runtime (None: none in this process)."""
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
@@ -23,13 +25,21 @@ async def _serve_forever(monitor, *, reload_on_hup: bool = True, web=None) -> No
     if reload_on_hup:
         loop.add_signal_handler(signal.SIGHUP, reload, monitor, web)
     monitor.start()
+    working = None
     try:
+        if worker is not None:
+            from mailwarden.monitor.worker import WorkerService
+
+            working = loop.create_task(WorkerService(lambda: monitor.runtime, concurrency=worker).run(stop))
         if web is not None:  # monitor.web.server.WebServer: uvicorn as a task in this loop
             await web.start()
         await stop.wait()
     finally:
         if web is not None:
             await web.stop()
+        if working is not None:  # its running checks finish first (up to a check's timeout)
+            await working
+        await monitor.close_queue()
         monitor.shutdown()
 
 
@@ -72,10 +82,19 @@ def _web_for(monitor):
         raise fail(exc, EXIT_UNKNOWN) from None
 
 
+Concurrency = Annotated[int | None, typer.Option(
+    "--concurrency", min=1, max=1000, help="Checks this process runs at once (default: concurrency.total).")]
+
+
 @app.command()
-def serve(config: ConfigOpt = None) -> None:
+def serve(config: ConfigOpt = None,
+          worker: Annotated[bool, typer.Option(
+              "--worker/--no-worker", help="Queue mode: also run checks from the queue in this process.")] = True,
+          concurrency: Concurrency = None) -> None:
     """Run the scheduler: every check of every integration at its interval, results stored; and the status
     web app on web.listen (127.0.0.1:8080 by default) once an access rule is configured (see README "Web").
+    In queue mode (execution.mode: queue) the leader puts due checks on the queue and, unless --no-worker, this
+    process also runs checks from it as `mailwarden worker` does.
 
     SIGHUP reloads the config (removed integrations stop being checked); SIGTERM/SIGINT stop.
     Logs are JSON lines when stderr is not a terminal. Exit 0 on a clean stop, 3 when the config or
@@ -93,7 +112,68 @@ def serve(config: ConfigOpt = None) -> None:
     except MailwardenError as exc:
         raise fail(exc, EXIT_UNKNOWN) from None
     monitor = Monitor(runtime, config)
-    asyncio.run(_serve_forever(monitor, web=_web_for(monitor)))
+    in_process = (concurrency or cfg.concurrency.total) if worker and cfg.execution.mode == "queue" else None
+    asyncio.run(_serve_forever(monitor, web=_web_for(monitor), worker=in_process))
+
+
+@app.command("worker")
+def worker_command(config: ConfigOpt = None, concurrency: Concurrency = None) -> None:
+    """Queue mode: run checks from the job queue in PostgreSQL (execution.mode: queue), as many processes and
+    machines as needed; the leader (`mailwarden serve`) puts due checks on it. Results go through the same
+    pipeline as `serve`'s: stored, with their incidents and alerts raised by the leader.
+
+    SIGHUP reloads the config; SIGTERM/SIGINT stop after the running checks end. Exit 0 on a clean stop, 3 when the
+    config or database is unusable at start (or the config is not in queue mode), or on a usage error.
+    """
+    from mailwarden.monitor import logs, tune_malloc
+    from mailwarden.monitor.runtime import open_runtime
+
+    tune_malloc()
+    cfg = load_config(config, EXIT_UNKNOWN)
+    logs.setup(cfg.log_level)
+    if cfg.execution.mode != "queue":
+        raise fail("`mailwarden worker` takes checks from the job queue: set execution.mode: queue (PostgreSQL) in "
+                   "the config; in local mode `mailwarden serve` runs every check itself", EXIT_UNKNOWN)
+    try:
+        runtime = open_runtime(cfg)
+    except MailwardenError as exc:
+        raise fail(exc, EXIT_UNKNOWN) from None
+    asyncio.run(_work_forever(runtime, config, concurrency or cfg.concurrency.total))
+
+
+async def _work_forever(runtime, config_path: Path | None, concurrency: int) -> None:
+    import logging
+
+    from mailwarden.monitor import config as config_mod
+    from mailwarden.monitor.runtime import open_runtime
+    from mailwarden.monitor.worker import WorkerService
+
+    log = logging.getLogger("mailwarden.worker")
+    held = [runtime]
+
+    def reload() -> None:  # a config that cannot load, or changes execution, keeps the running one
+        try:
+            cfg = config_mod.load(config_mod.config_path(config_path))
+            if cfg.execution != held[0].config.execution:
+                raise MailwardenError("execution (queue mode, the queue's limits) changes at a restart, not a reload")
+            new = open_runtime(cfg)
+        except MailwardenError as exc:
+            log.error("config reload failed; keeping the running config", extra={"error": exc.message()})
+            return
+        old, held[0] = held[0], new
+        old.close()
+        log.info("config reloaded", extra={"integrations": len(new.config.integrations)})
+
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    loop.add_signal_handler(signal.SIGHUP, reload)
+    log.info("worker started", extra={"concurrency": concurrency})
+    try:
+        await WorkerService(lambda: held[0], concurrency=concurrency).run(stop)
+    finally:
+        held[0].close()
 
 
 @app.command()

@@ -333,6 +333,48 @@ class Concurrency(_Model):
     per_tenant: int = Field(default=5, ge=1, le=1000, description="Checks running at once against one tenant.")
 
 
+class QueueLimits(_Model):
+    """Microsoft's limits, held across every worker in queue mode (monitor.slots: advisory-lock slots)."""
+
+    per_mailbox: int = Field(default=2, ge=1, le=1024, description=(
+        "Probes running at once on one mailbox and protocol, across every worker (Exchange limits concurrent "
+        "sessions per mailbox)."))
+    per_app: int | None = Field(default=None, ge=1, le=1024, description=(
+        "Checks running at once with one app registration, across every worker (null: no limit of its own)."))
+    per_tenant: int | None = Field(default=None, ge=1, le=1024, description=(
+        "Checks running at once against one tenant, across every worker (null: concurrency.per_tenant)."))
+
+
+class QueueSettings(_Model):
+    """How the queue's workers are watched (execution.mode: queue)."""
+
+    limits: QueueLimits = Field(default_factory=QueueLimits, description="Limits held across every worker.")
+    heartbeat: int = Field(default=5, ge=1, le=60, description=(
+        "Seconds between a worker's heartbeats in the database."))
+    stalled_after: int = Field(default=20, ge=3, le=600, description=(
+        "Seconds without a heartbeat after which a worker counts as dead and its running checks are run again "
+        "(once); at least three heartbeats."))
+    slot_wait: int = Field(default=60, ge=1, le=3600, description=(
+        "How long a job waits for its mailbox's, app's or tenant's slot before it gives up until the next interval."))
+
+    @model_validator(mode="after")
+    def _three_beats(self) -> QueueSettings:
+        if self.stalled_after < 3 * self.heartbeat:
+            raise ValueError(f"stalled_after ({self.stalled_after} s) must be at least three heartbeats "
+                             f"(3 x {self.heartbeat} s): a live worker would be taken for dead")
+        return self
+
+
+class Execution(_Model):
+    """Where checks run: in this process (local), or on a job queue in PostgreSQL that `mailwarden worker`
+    processes on any number of machines take from (queue)."""
+
+    mode: Literal["local", "queue"] = Field(default="local", description=(
+        "local: the serving process runs every check (SQLite or PostgreSQL); queue: the leader enqueues due checks "
+        "and workers run them (PostgreSQL only; README \"Queue mode\")."))
+    queue: QueueSettings = Field(default_factory=QueueSettings, description="The queue's limits and watch.")
+
+
 class TenantConfig(_Model):
     """A Microsoft Entra ID tenant (directory)."""
 
@@ -737,6 +779,8 @@ class Config(_Model):
     defaults: Defaults = Field(default_factory=Defaults, description="Settings every integration takes unless it "
                                                                      "sets its own.")
     concurrency: Concurrency = Field(default_factory=Concurrency, description="How many checks run at once.")
+    execution: Execution = Field(default_factory=Execution, description=(
+        "Where checks run: this process (local) or workers taking them from a queue in PostgreSQL (queue)."))
     tenants: dict[str, TenantConfig] = Field(default_factory=dict, description=(
         "Entra ID tenants, each under a name of your choice that apps refer to."))
     apps: dict[str, AppConfig] = Field(default_factory=dict, description=(
@@ -884,6 +928,10 @@ def _cross_references(data: dict[str, Any]) -> list[Problem]:
         if isinstance(value, str) and value not in names:
             problems.append((loc, _no_such(what, value, names)))
 
+    execution, database = mapping(data.get("execution")), data.get("database", "sqlite:///mailwarden.db")
+    if execution.get("mode") == "queue" and isinstance(database, str) and database.startswith("sqlite"):
+        problems.append((("execution", "mode"), "queue mode keeps its jobs in PostgreSQL: set database to a "
+                         "postgresql+psycopg:// URL, or use mode: local (one process, SQLite allowed)"))
     cloud = data.get("cloud", "global")
     if cloud == "custom" and data.get("endpoints") is None:
         problems.append((("endpoints",), "cloud: custom needs an 'endpoints' section"))

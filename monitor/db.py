@@ -8,7 +8,8 @@ database and one repository per port (the reads and writes of the tables in ``mo
 - ``store.history``: rollups, availability and bounded raw results (``monitor.db_history``);
 - ``store.rotation``: expiry reminders and rotations (``monitor.db_rotation``);
 - ``store.reauth``: reauthorisation requests and attempts (``monitor.db_reauth``);
-- ``store.signins``: the sign-in evidence (``monitor.db_signins``).
+- ``store.signins``: the sign-in evidence (``monitor.db_signins``);
+- ``store.backoff``: the back-off waits every worker of queue mode shares (``monitor.db_backoff``).
 
 A repository reads and writes rows; no business rule lives in storage (the reauthorisation rule is
 ``monitor.pipeline``'s, applied inside ``record_result``'s transaction through ``in_transaction``). One short
@@ -44,6 +45,7 @@ from mailwarden import state as sm
 from mailwarden.checks.base import Outcome, Status
 from mailwarden.errors import StorageError
 from mailwarden.monitor.db_alerts import AlertRepository
+from mailwarden.monitor.db_backoff import BackoffRepository
 from mailwarden.monitor.db_history import HistoryRepository
 from mailwarden.monitor.db_reauth import ReauthRepository
 from mailwarden.monitor.db_repository import Repository
@@ -615,6 +617,7 @@ class Store:
         self.rotation = RotationRepository(db)
         self.reauth = ReauthRepository(db)
         self.signins = SignInRepository(db, self.meta)
+        self.backoff = BackoffRepository(db)
 
     @property
     def engine(self) -> Engine:

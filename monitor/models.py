@@ -425,11 +425,26 @@ class DirectoryAuditRecord(SQLModel, table=True):
     read_at: datetime = _ts()
 
 
+class BackoffWait(SQLModel, table=True):
+    """A wait a server asked for on one target (``checks.base.targets``: an app at the token endpoint, an app and
+    mailbox in Graph, a mailbox in a mail protocol), shared by every worker in queue mode (``monitor.backoff``'s
+    ``SharedBackoff``, through ``store.backoff``). One row per target, holding the latest ``until`` heard; expired rows
+    are pruned (migration 0013)."""
+
+    __tablename__ = "backoff_waits"
+
+    target: str = Field(primary_key=True)
+    until: datetime = _ts()
+    status: str  # the status and code of the reply that asked for the wait, repeated by a check not run
+    code: str | None = None
+    why: str  # redacted
+
+
 MODELS: tuple[type[SQLModel], ...] = (Integration, Credential, CheckResult, CheckState, Transition,
                                       TokenCache, Meta, Incident, AlertDelivery, Notification, CheckRollup,
                                       IntegrationRollup, ExpiryReminder, Rotation, RotationEvent, ReauthRequest,
                                       ReauthAttempt, OwnTokenRequest, ReauthWindow, SignInRecord, SignInPoll,
-                                      DirectoryAuditRecord)
+                                      DirectoryAuditRecord, BackoffWait)
 TABLE_NAMES: tuple[str, ...] = tuple(m.__tablename__ for m in MODELS)  # type: ignore[misc]
 
 

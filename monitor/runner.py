@@ -98,7 +98,10 @@ class Runner:
         # until when each check waits (a Retry-After), as this runner last stored it: the scheduler asks
         # before every run, and a store read per run cost a thread hop and a query (bench/)
         self._not_before: dict[tuple[str, str], datetime | None] = {}
-        self.backoff = Backoff()
+        self.backoff: Backoff = Backoff()  # queue mode: a SharedBackoff (every worker sees every wait)
+        # False in queue mode: another worker may have run the token check since this one did, so a dependency's
+        # state is read from the store before each check (``_last_of``)
+        self.remembers = True
         self.breaker = Breaker()
         # the consuming systems' sign-ins (checks.base.SignInLog; monitor.signins), set by the runtime
         self.signins: SignInLog | None = None
@@ -148,6 +151,7 @@ class Runner:
         check = REGISTRY[kind]
         outcome = await self._blocked(integ, check.depends_on)
         if outcome is None:
+            await self.backoff.sync(self.targets_of(integ, kind), self.clock())
             outcome = self._waiting(integ, kind)
         if outcome is None:
             try:
@@ -155,9 +159,15 @@ class Runner:
             except StorageError as exc:
                 return self._deferred(name, kind, exc)
             if outcome.retry_after_s and outcome.backoff_target:
-                self.backoff.defer(outcome.backoff_target, Wait(
+                await self.backoff.publish(outcome.backoff_target, Wait(
                     self.clock() + timedelta(seconds=outcome.retry_after_s), outcome.status.value, outcome.code,
                     f"{outcome.backoff_target.split(':', 1)[0]} asked to wait ({integ.name} / {kind})"))
+        return await self.record(integ, kind, outcome)
+
+    async def record(self, integ: IntegrationConfig, kind: str, outcome: Outcome) -> RunResult:
+        """Record ``outcome`` as the result of the integration's ``kind`` check, taken now: through the result
+        pipeline (stored or buffered, then followed up), with the integration's thresholds."""
+        name = integ.name
         checked_at = self.clock()
         thresholds = Thresholds(self.config.threshold(integ, "failure_threshold"),
                                 self.config.threshold(integ, "success_threshold"))
@@ -216,7 +226,7 @@ class Runner:
 
     async def _last_of(self, integ: IntegrationConfig, kind: str) -> tuple[str | None, str | None]:
         """The latest (status, code) of the integration's ``kind`` check; (None, None) when nothing is known."""
-        known = self._last.get((integ.name, kind))
+        known = self._last.get((integ.name, kind)) if self.remembers else None
         if known is not None:
             # this runner ran the check last: no store read (a thread hop and a query per mailbox check; bench/).
             # A token check run by another process meanwhile (`mailwarden check`, a re-run on a follower) counts

@@ -62,6 +62,11 @@ def open_runtime(config: Config, *, migrate: bool = True) -> Runtime:
     tokens = TokenProvider(config, store, cipher, timeout_s=config.defaults.timeout)
     credentials = CredentialReader(config, tokens, store, timeout_s=config.defaults.timeout)
     runner = Runner(config, store, tokens, credentials)
+    if config.execution.mode == "queue":  # several processes run checks: what one learns, every one reads
+        from mailwarden.monitor.backoff import SharedBackoff
+
+        runner.backoff = SharedBackoff(store)  # a Retry-After holds every worker (the backoff_waits table)
+        runner.remembers = False  # a dependency's state as stored, whoever ran it last
     # the poller waits on the same back-off as the checks: a 429 of the monitor app's token endpoint is one wait
     runner.signins = signins = SignInEvidence(config, store, tokens, backoff=runner.backoff)
     return Runtime(config, store, cipher, tokens, credentials, runner, signins)

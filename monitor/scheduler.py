@@ -25,12 +25,14 @@ from mailwarden.monitor import config as config_mod
 from mailwarden.monitor import trim_heap
 from mailwarden.monitor.buffer import ResultBuffer
 from mailwarden.monitor.clockwatch import ClockWatch
+from mailwarden.monitor.due import TOKEN_PRIORITY, Due
 from mailwarden.monitor.runner import TOKEN, RunResult
 from mailwarden.monitor.runtime import Runtime, open_runtime
 
 if TYPE_CHECKING:  # pragma: no cover - typing only
     from mailwarden.alerts.dispatcher import Dispatcher
     from mailwarden.monitor.leader import Leadership
+    from mailwarden.monitor.queue import Feed, Reaper
 
 log = logging.getLogger("mailwarden.scheduler")
 T = TypeVar("T")
@@ -43,7 +45,8 @@ HISTORY_EVERY = 60.0
 SECRETS_JOB = "secrets::cycle"  # expiry reminders, rotation tracking, automated rotation
 SECRETS_EVERY = 3600.0
 SIGNINS_JOB = "evidence::signins"  # the consuming systems' sign-ins, read from Entra ID's sign-in log
-HOUSEKEEPING = (DISPATCH_JOB, HISTORY_JOB, SECRETS_JOB, SIGNINS_JOB)
+QUEUE_JOB = "queue::watch"  # queue mode: stalled jobs run again, and a queue that was down is probed
+HOUSEKEEPING = (DISPATCH_JOB, HISTORY_JOB, SECRETS_JOB, SIGNINS_JOB, QUEUE_JOB)
 PRUNE_EVERY = timedelta(hours=1)
 
 
@@ -67,6 +70,9 @@ class Monitor:
         self._watch: asyncio.Task | None = None
         self.clockwatch = ClockWatch(self.scheduler)
         self._clock: asyncio.Task | None = None
+        # queue mode (execution.mode: queue; monitor.queue): due checks go to the workers; None in local mode
+        self.feed: Feed | None = None
+        self._reaper: Reaper | None = None
         self._subscribe(runtime)
 
     # -- jobs --------------------------------------------------------------------------------
@@ -117,6 +123,39 @@ class Monitor:
                                    id=HISTORY_JOB, coalesce=True, max_instances=1, misfire_grace_time=300,
                                    next_run_time=now + timedelta(seconds=10))
         self._sync_signins(now)
+        if self.feed is not None and self.scheduler.get_job(QUEUE_JOB) is None:
+            every = float(self.runtime.config.execution.queue.heartbeat)
+            self.scheduler.add_job(self._watch_queue, IntervalTrigger(seconds=every, timezone=UTC), id=QUEUE_JOB,
+                                   coalesce=True, max_instances=1, misfire_grace_time=60,
+                                   next_run_time=now + timedelta(seconds=every))
+
+    async def _watch_queue(self) -> None:
+        """Queue mode, every heartbeat: probe a queue that was down; else run again the jobs whose worker was lost
+        (``monitor.queue.Reaper``), and record those lost twice as ``worker_lost``."""
+        feed, reaper = self.feed, self._reaper
+        if feed is None or reaper is None:
+            return
+        if not feed.healthy:
+            await feed.probe()
+            return
+        reaped = await self._guarded("stalled job check", reaper.run_once)
+        for job in reaped.lost if reaped is not None else ():
+            await self._lost(job.task_kwargs.get("integration"), job.task_kwargs.get("check"))
+
+    async def _lost(self, name: object, kind: object) -> None:
+        from mailwarden.checks.base import Outcome, Status
+
+        runtime = self.runtime
+        try:
+            integ = runtime.config.integration(str(name))
+        except KeyError:
+            return
+        if kind not in integ.checks:
+            return
+        outcome = Outcome(Status.ERROR, "worker_lost", f"the {kind} check's worker stopped twice while running it "
+                          "(killed, out of memory, or cut off from mailwarden's database); it is not run again "
+                          "until its next interval")
+        await runtime.runner.record(integ, str(kind), outcome)
 
     def _sync_signins(self, now: datetime) -> None:
         """The sign-in poll runs every ``evidence.signins.poll_every`` while a tenant's log is read."""
@@ -180,6 +219,7 @@ class Monitor:
                                     maintenance=self.runtime.config.alerts.maintenance)
             if self._pruned_at is None or now - self._pruned_at >= PRUNE_EVERY:
                 removed = await asyncio.to_thread(store.history.prune_history, now, **retention.model_dump())
+                removed["backoff_waits"] = await asyncio.to_thread(store.backoff.prune, now)  # the waits now over
                 self._pruned_at = now
                 log.info("history pruned", extra=removed)
 
@@ -239,6 +279,13 @@ class Monitor:
                     self.runtime.store.checks.pause(integ.name, kind, now)
 
     async def _run(self, name: str, kind: str) -> None:
+        """A check is due: queue mode hands it to the workers (while the queue answers), local mode runs it here."""
+        if self.feed is not None and self.feed.submit(
+                Due(name, kind, datetime.now(UTC), TOKEN_PRIORITY if kind == TOKEN else 0)):
+            return
+        await self._run_local(name, kind)
+
+    async def _run_local(self, name: str, kind: str) -> None:
         runtime = self.runtime
         try:
             known, not_before = runtime.runner.deferred_until(name, kind)
@@ -263,7 +310,7 @@ class Monitor:
             return
         if result.outcome.recheck_s:  # e.g. a brand-new secret still replicating: look again in seconds
             at = datetime.now(UTC) + timedelta(seconds=result.outcome.recheck_s)
-            self.scheduler.add_job(self._run, DateTrigger(at, timezone=UTC),
+            self.scheduler.add_job(self._run_local, DateTrigger(at, timezone=UTC),
                                    args=[name, kind], id=f"recheck::{name}::{kind}", replace_existing=True,
                                    misfire_grace_time=60)
 
@@ -325,6 +372,13 @@ class Monitor:
         from mailwarden.monitor.leader import Leadership, lease_for
 
         self.leadership = Leadership(lease_for(self.runtime.config.database_url()), self)
+        cfg = self.runtime.config
+        if cfg.execution.mode == "queue":
+            from mailwarden.monitor.queue import Feed, Reaper, make_app
+
+            app = make_app(cfg.database_url(), application_name="mailwarden-leader")
+            self.feed = Feed(app, cfg.database_url(), self._run_local)
+            self._reaper = Reaper(app, cfg.database_url(), float(cfg.execution.queue.stalled_after))
         self._attach(self.runtime)
         if self.leading:  # SQLite: always; PostgreSQL: once the lease is taken
             self.sync_jobs(first=True)
@@ -342,6 +396,11 @@ class Monitor:
         except MailwardenError as exc:
             log.error("config reload failed; keeping the running schedule", extra={"error": exc.message()})
             return False
+        if cfg.execution != self.runtime.config.execution:
+            log.error("config reload refused; keeping the running config", extra={
+                "error": "execution (local or queue mode, the queue's limits) changes at a restart, not a reload"})
+            runtime.close()
+            return False
         old = self.runtime
         self._attach(runtime)
         self.runtime = runtime
@@ -351,6 +410,13 @@ class Monitor:
         log.info("config reloaded", extra={"integrations": len(cfg.integrations),
                                            "jobs": len(self.scheduler.get_jobs())})
         return True
+
+    async def close_queue(self) -> None:
+        """Queue mode: due checks still gathered go to the queue, then its connections close."""
+        if self.feed is not None:
+            with contextlib.suppress(StorageError):
+                await self.feed.flush()
+            await self.feed.close()
 
     def shutdown(self) -> None:
         if self.scheduler.running:

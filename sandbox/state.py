@@ -330,6 +330,7 @@ class State:
         self.actors: dict = {}
         self.actor_runner = None
         # live logged-in sessions per (protocol, mailbox address lower-case), kept by the mail servers
+        # (session_opened / session_closed)
         self.sessions: dict[tuple[str, str], int] = defaultdict(int)
         # token requests seen (monotonic-free wall times) per app, per tenant and per identical request
         self.token_log: dict[str, list[dt.datetime]] = defaultdict(list)
@@ -488,7 +489,21 @@ class State:
                           "mail": {p: {"connections": 0, "auth_ok": 0, "auth_failed": 0,
                                        "commands": defaultdict(lambda: defaultdict(int))}
                                    for p in ("imap", "pop", "smtp", "graph", "ews")},
-                          "delivered": []}
+                          "delivered": [], "sessions_peak": {}}
+
+    def session_opened(self, key: tuple[str, str]) -> None:
+        """A client logged in to mailbox ``key[1]`` over protocol ``key[0]``: counted live, and the most sessions
+        the mailbox had open at once over every protocol (stats ``sessions_peak``, since the last reset)."""
+        with self.lock:
+            self.sessions[key] += 1
+            mailbox = key[1]
+            now = sum(n for (_, mb), n in self.sessions.items() if mb == mailbox)
+            peak = self.stats["sessions_peak"]
+            peak[mailbox] = max(peak.get(mailbox, 0), now)
+
+    def session_closed(self, key: tuple[str, str]) -> None:
+        with self.lock:
+            self.sessions[key] -= 1
 
     def count_mail(self, protocol: str, key: str, mailbox: str | None = None, n: int = 1) -> None:
         """key: "connections" / "auth_ok" / "auth_failed", or a command counted for `mailbox` ("-" before login)."""
@@ -523,4 +538,5 @@ class State:
                              "commands": {mb: dict(c) for mb, c in v["commands"].items()}}
                          for p, v in self.stats["mail"].items()},
                 "delivered": list(self.stats["delivered"]),
+                "sessions_peak": dict(self.stats["sessions_peak"]),
             }

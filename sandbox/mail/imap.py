@@ -61,8 +61,7 @@ class Session:
             await self._run()
         finally:
             if self.session_key is not None:
-                with self.state.lock:
-                    self.state.sessions[self.session_key] -= 1
+                self.state.session_closed(self.session_key)
 
     async def _refuse_unconnected(self, tag: str) -> bool:
         """Every command of a session that is authenticated but not connected gets the BAD reply; the second
@@ -162,7 +161,7 @@ class Session:
             # about 20 connections per mailbox: the one over the limit logs in and is not connected
             self.not_connected = in_use(self.state, "imap", login.mailbox) >= IMAP_CONNECTIONS
             self.session_key = ("imap", login.mailbox.address.lower())
-            self.state.sessions[self.session_key] += 1
+            self.state.session_opened(self.session_key)  # the state's lock is re-entrant: one step with the test
         await c.send(f"{tag} OK AUTHENTICATE completed.")
 
     def _unconnected(self) -> bool:

@@ -17,6 +17,15 @@ COMMAND_TOO_LONG = "-ERR Protocol error. Connection is closed. 10"
 
 
 async def serve(servers, conn: Conn) -> None:
+    sessions: list[tuple[str, str]] = []  # the logged-in session, counted live per mailbox (State.session_opened)
+    try:
+        await _serve(servers, conn, sessions)
+    finally:
+        for key in sessions:
+            servers.state.session_closed(key)
+
+
+async def _serve(servers, conn: Conn, sessions: list) -> None:
     state = servers.state
     login = None
     deleted: set[int] = set()  # uids marked by DELE in this session, removed at QUIT
@@ -84,6 +93,9 @@ async def serve(servers, conn: Conn) -> None:
             state.count_mail("pop", "auth_ok")
             login = result
             conn.mailbox_key = result.mailbox.address
+            if not sessions:
+                sessions.append(("pop", result.mailbox.address.lower()))
+                state.session_opened(sessions[0])
             await conn.send("+OK User successfully authenticated.")
         elif login is None:
             await conn.send(INVALID_STATE if cmd in ("STAT", "LIST", "UIDL", "RETR", "TOP", "DELE", "RSET")

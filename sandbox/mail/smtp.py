@@ -45,9 +45,8 @@ async def serve(servers, conn: Conn) -> None:
     try:
         await _serve(servers, conn, sessions)
     finally:
-        with servers.state.lock:
-            for key in sessions:
-                servers.state.sessions[key] -= 1
+        for key in sessions:
+            servers.state.session_closed(key)
 
 
 async def _serve(servers, conn: Conn, sessions: list) -> None:
@@ -122,8 +121,7 @@ async def _serve(servers, conn: Conn, sessions: list) -> None:
             login = result
             conn.mailbox_key = result.mailbox.address
             session_key = ("smtp", result.mailbox.address.lower())
-            with state.lock:
-                state.sessions[session_key] += 1
+            state.session_opened(session_key)
             sessions.append(session_key)
             await conn.send("235 2.7.0 Authentication successful")
         elif cmd == "MAIL":

@@ -52,6 +52,18 @@ def test_compose_passes_the_password_and_the_token_key_as_secret_files():
     assert f"{ROOT / 'secrets' / 'apps'}:/run/secrets/mailwarden:ro" in mw["volumes"]
 
 
+def test_compose_worker_runs_the_queue_with_the_same_config_and_secrets():
+    """Queue mode's `worker` service (`--profile queue`, `--scale worker=N`): `mailwarden worker` with the serve
+    service's config, secrets and mounts, so a worker reads the same database and token store."""
+    doc = compose_config()
+    mw, worker = doc["services"]["mailwarden"], doc["services"]["worker"]
+    assert worker["command"] == ["worker"] and worker["profiles"] == ["queue"]
+    assert worker["environment"] == mw["environment"]
+    assert sorted(s["source"] for s in worker["secrets"]) == ["db_password", "token_key"]
+    assert sorted(worker["volumes"]) == sorted(mw["volumes"])
+    assert "ports" not in worker  # nothing listens in a worker
+
+
 def test_compose_comments_name_the_references_the_config_needs():
     text = (ROOT / "docker-compose.yml").read_text()
     assert "token_key: file:/run/secrets/token_key" in text

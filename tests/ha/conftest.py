@@ -191,13 +191,13 @@ TOKEN_KEY = Fernet.generate_key().decode()
 class Serve:
     """One `mailwarden serve` process; its stderr (JSON lines) goes to a file the test reads."""
 
-    def __init__(self, config: Path, name: str):
+    def __init__(self, config: Path, name: str, command: tuple[str, ...] = ("serve",)):
         self.name = name
         self.log = config.parent / f"{name}.log"
         env = {k: v for k, v in os.environ.items() if not k.startswith("MAILWARDEN_")}
         env.update(MW_TEST_SECRET=SECRET, MW_TOKEN_KEY=TOKEN_KEY)
         with self.log.open("w") as err:
-            self.proc = subprocess.Popen([str(MAILWARDEN), "serve", "-c", str(config)], cwd=config.parent,
+            self.proc = subprocess.Popen([str(MAILWARDEN), *command, "-c", str(config)], cwd=config.parent,
                                          env=env, stdin=subprocess.DEVNULL, stdout=err, stderr=err)
 
     def lines(self) -> list[dict]:
@@ -241,8 +241,9 @@ class Serve:
 def serve():
     started: list[Serve] = []
 
-    def start(config: Path, name: str) -> Serve:
-        s = Serve(config, name)
+    def start(config: Path, name: str, command: tuple[str, ...] = ("serve",)) -> Serve:
+        """`mailwarden <command> -c config` (``serve`` by default; ``("worker",)`` for a queue worker)."""
+        s = Serve(config, name, command)
         started.append(s)
         return s
 

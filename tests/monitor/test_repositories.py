@@ -17,6 +17,7 @@ from mailwarden.monitor.db import (
     TokenCacheRepository,
 )
 from mailwarden.monitor.db_alerts import AlertRepository
+from mailwarden.monitor.db_backoff import BackoffRepository
 from mailwarden.monitor.db_history import HistoryRepository
 from mailwarden.monitor.db_reauth import ReauthRepository
 from mailwarden.monitor.db_rotation import RotationRepository
@@ -32,6 +33,7 @@ REPOSITORIES = {
     "rotation": RotationRepository,
     "reauth": ReauthRepository,
     "signins": SignInRepository,
+    "backoff": BackoffRepository,  # the waits queue mode's workers share
 }
 DATABASE = {"database", "engine", "close", "count"}  # the database's, delegated
 PORT = sorted(name for name, member in vars(ports.AlertRepository).items()

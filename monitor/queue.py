@@ -1,0 +1,271 @@
+"""Queue mode (``execution.mode: queue``): the job queue in PostgreSQL that `mailwarden worker` processes take checks
+from. The only module that imports procrastinate (https://procrastinate.readthedocs.io), a PostgreSQL-backed job queue
+for asyncio; its tables live in a schema of their own, ``procrastinate`` (Alembic revision 0013).
+
+The leader (``monitor.scheduler``) keeps the schedule and enqueues one job per due (integration, check), batched
+(``Enqueuer``): at most one job per pair waits (procrastinate's queueing lock, ``pair_key``), so a check that is
+late never piles up a backlog of itself. Workers (``monitor.worker``) run the jobs through the same runner and
+result pipeline as local mode. The leader also watches the workers (``Reaper``): a job whose worker stopped sending
+heartbeats is run again once; a job whose worker was lost twice is recorded as an ``error`` (``worker_lost``) and not
+run again in that interval.
+
+What procrastinate does not do by itself, measured (docs/queue-mode-research.md): it never retries a stalled job (the
+Reaper does), a worker exits when PostgreSQL is down while it is idle (``monitor.worker``'s supervisor loop starts it
+again), and a retry is not announced by NOTIFY (workers poll every ``POLL_S``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Any
+
+import procrastinate
+from procrastinate import exceptions as proc_exc
+from procrastinate.jobs import Status as JobStatus
+
+from mailwarden.errors import StorageError
+from mailwarden.monitor.db import display_url
+from mailwarden.monitor.due import QUEUE, TASK, Due, pair_key
+from mailwarden.monitor.leader import CLIENT_KEEPALIVE, SERVER_KEEPALIVE, connect_params
+from mailwarden.redact import redact
+
+if TYPE_CHECKING:  # pragma: no cover
+    from procrastinate.jobs import Job
+
+log = logging.getLogger("mailwarden.queue")
+
+SCHEMA = "procrastinate"  # Alembic revision 0013 creates procrastinate's tables there
+POLL_S = 2.0  # how often an idle worker looks for jobs that no NOTIFY announced (a retried job)
+
+# One statement per batch: the due pairs that have no job waiting yet are inserted, the rest are skipped (the partial
+# unique index on queueing_lock WHERE status = 'todo'). procrastinate's own triggers still fire (NOTIFY to the workers,
+# the job's events): measured 0.03-0.04 ms of PostgreSQL CPU per job in batches of 500 (docs/queue-mode-research.md E7).
+_ENQUEUE = """
+INSERT INTO procrastinate_jobs (queue_name, task_name, priority, queueing_lock, args, scheduled_at)
+SELECT %(queue)s, %(task)s, t.priority, t.pair, t.args::jsonb, t.at
+  FROM unnest(%(priorities)s::int[], %(pairs)s::text[], %(args)s::text[], %(ats)s::timestamptz[])
+       AS t(priority, pair, args, at)
+ON CONFLICT (queueing_lock) WHERE status = 'todo' DO NOTHING
+RETURNING queueing_lock
+"""
+
+
+def make_app(url: str, *, application_name: str = "mailwarden-queue", max_size: int = 4) -> procrastinate.App:
+    """A procrastinate App on ``url`` (a SQLAlchemy URL of PostgreSQL), its queries in schema ``procrastinate``, with
+    the same TCP keepalives as the leadership lease (a dead server is noticed in 10-15 s). Open it with
+    ``async with app.open_async():``."""
+    kwargs = {**connect_params(url), **CLIENT_KEEPALIVE,
+              "options": f"-c search_path={SCHEMA} {SERVER_KEEPALIVE}", "application_name": application_name}
+    connector = procrastinate.PsycopgConnector(kwargs=kwargs, min_size=1, max_size=max_size, timeout=10)
+    return procrastinate.App(connector=connector)
+
+
+def queue_error(exc: BaseException, url: str) -> str:
+    """What went wrong with the queue's database, for a log line or an error (no password: the URL as displayed)."""
+    inner = exc.__cause__ or exc
+    text = " ".join(str(inner).split()) or type(inner).__name__
+    return redact(f"the job queue in {display_url(url)} is unavailable: {text}")
+
+
+class Enqueuer:
+    """Puts due checks on the queue: one statement for many, skipping the pairs whose job still waits."""
+
+    def __init__(self, app: procrastinate.App, url: str):
+        self.app = app
+        self.url = url
+
+    async def enqueue(self, due: Sequence[Due]) -> list[str]:
+        """The pairs (``pair_key``) that got a new job; the others already had one waiting. Raises StorageError
+        when the queue's database cannot be reached."""
+        if not due:
+            return []
+        try:
+            rows = await self.app.connector.execute_query_all_async(
+                _ENQUEUE, queue=QUEUE, task=TASK, priorities=[d.priority for d in due],
+                pairs=[pair_key(d.integration, d.check) for d in due], args=[d.args() for d in due],
+                ats=[d.at for d in due])
+        except (proc_exc.ConnectorException, OSError) as exc:
+            raise StorageError(queue_error(exc, self.url)) from None
+        return [row["queueing_lock"] for row in rows]
+
+    async def reachable(self) -> bool:
+        """Whether the queue's database answers (and has the queue's tables)."""
+        try:
+            return bool(await self.app.job_manager.check_connection_async())
+        except (proc_exc.ConnectorException, OSError):
+            return False
+
+
+@dataclass
+class Reaped:
+    retried: list[int]
+    superseded: list[int]  # a newer job of the same pair waits: the stalled one is closed, the newer one runs
+    lost: list[Job]  # the worker was lost twice while running it: closed, recorded as worker_lost by the caller
+
+
+class Reaper:
+    """Finds the jobs whose worker stopped sending heartbeats (killed, out of memory, cut off from the database for
+    longer than ``stalled_after``) and runs each again once (procrastinate never does by itself). The check's result is
+    stored at most once: a job run again after its first run stored the result finds it fresh and skips
+    (``monitor.worker``)."""
+
+    def __init__(self, app: procrastinate.App, url: str, stalled_after: float,
+                 on_lost: Callable[[Job], Any] | None = None):
+        self.app = app
+        self.url = url
+        self.stalled_after = stalled_after
+        self.on_lost = on_lost
+
+    async def run_once(self) -> Reaped:
+        manager = self.app.job_manager
+        out = Reaped([], [], [])
+        try:
+            stalled = await manager.get_stalled_jobs(queue=QUEUE, task_name=TASK,
+                                                     seconds_since_heartbeat=self.stalled_after)
+            for job in stalled:
+                assert job.id is not None  # noqa: S101 - a stored job has an id
+                if job.attempts >= 1:  # lost twice: a poison job, or a worker that keeps dying
+                    await manager.finish_job_by_id_async(job.id, JobStatus.FAILED, delete_job=False)
+                    out.lost.append(job)
+                    continue
+                try:
+                    await manager.retry_job(job, retry_at=datetime.now(UTC))
+                    out.retried.append(job.id)
+                except proc_exc.UniqueViolation:  # the leader enqueued the pair again meanwhile: that job runs
+                    await manager.finish_job_by_id_async(job.id, JobStatus.FAILED, delete_job=False)
+                    out.superseded.append(job.id)
+            await manager.prune_stalled_workers(self.stalled_after)
+        except (proc_exc.ConnectorException, OSError) as exc:
+            raise StorageError(queue_error(exc, self.url)) from None
+        for job_id in out.retried:
+            log.warning("stalled check job run again: its worker stopped sending heartbeats", extra={"job": job_id})
+        for job_id in out.superseded:
+            log.warning("stalled check job closed: a newer job of its check waits", extra={"job": job_id})
+        for lost in out.lost:
+            log.error("check job lost twice with its worker: recorded as worker_lost, not run again",
+                      extra={"job": lost.id, "integration": lost.task_kwargs.get("integration"),
+                             "check": lost.task_kwargs.get("check")})
+        return out
+
+
+@dataclass(frozen=True)
+class QueueStats:
+    ready: int  # waiting, due now
+    scheduled: int  # waiting, due later
+    running: int
+    oldest_ready_s: float | None  # how long the oldest ready job has been due: the queue's lag
+    workers_live: int
+
+
+_STATS = """
+SELECT count(*) FILTER (WHERE status = 'todo' AND (scheduled_at IS NULL OR scheduled_at <= now())) AS ready,
+       count(*) FILTER (WHERE status = 'todo' AND scheduled_at > now()) AS scheduled,
+       count(*) FILTER (WHERE status = 'doing') AS running,
+       EXTRACT(EPOCH FROM now() - min(COALESCE(scheduled_at, (args->>'due_at')::timestamptz))
+               FILTER (WHERE status = 'todo' AND (scheduled_at IS NULL OR scheduled_at <= now())))::float
+           AS oldest_ready_s,
+       (SELECT count(*) FROM procrastinate_workers
+         WHERE last_heartbeat > now() - make_interval(secs => %(stalled)s)) AS workers_live
+  FROM procrastinate_jobs WHERE queue_name = %(queue)s AND status IN ('todo', 'doing')
+"""
+
+
+async def stats(app: procrastinate.App, url: str, stalled_after: float) -> QueueStats:
+    try:
+        row = await app.connector.execute_query_one_async(_STATS, queue=QUEUE, stalled=float(stalled_after))
+    except (proc_exc.ConnectorException, OSError) as exc:
+        raise StorageError(queue_error(exc, url)) from None
+    return QueueStats(int(row["ready"]), int(row["scheduled"]), int(row["running"]),
+                      None if row["oldest_ready_s"] is None else max(0.0, float(row["oldest_ready_s"])),
+                      int(row["workers_live"]))
+
+
+class Feed:
+    """The leader's side of the queue: due checks are gathered for ``window`` seconds and enqueued in one statement.
+    While the queue's database cannot be reached the leader runs due checks itself (``run_local``: local mode, with
+    its outage buffer), and hands them back to the workers once ``probe`` finds the database again."""
+
+    def __init__(self, app: procrastinate.App, url: str, run_local: Callable[[str, str], Any],
+                 *, window: float = 0.15):
+        self.app = app
+        self.url = url
+        self.enqueuer = Enqueuer(app, url)
+        self.run_local = run_local
+        self.window = window
+        self.healthy = True
+        self.enqueued = 0
+        self._pending: list[Due] = []
+        self._flushing: asyncio.Task | None = None
+        self._opened = False
+        self._local: set[asyncio.Task] = set()
+
+    def submit(self, due: Due) -> bool:
+        """Queue ``due`` (sent within ``window``); False when the queue is down and the caller runs it itself."""
+        if not self.healthy:
+            return False
+        self._pending.append(due)
+        if self._flushing is None or self._flushing.done():
+            self._flushing = asyncio.get_running_loop().create_task(self._flush_later())
+        return True
+
+    async def _flush_later(self) -> None:
+        await asyncio.sleep(self.window)
+        await self.flush()
+
+    async def flush(self) -> None:
+        batch, self._pending = self._pending, []
+        if not batch:
+            return
+        try:
+            await self._open()
+            added = await self.enqueuer.enqueue(batch)
+        except StorageError as exc:
+            self._down(exc.message())
+            for due in batch:  # run now, here: the checks go on while the queue is down
+                task = asyncio.get_running_loop().create_task(self.run_local(due.integration, due.check))
+                self._local.add(task)
+                task.add_done_callback(self._local.discard)
+            return
+        self.enqueued += len(added)
+        log.debug("checks queued", extra={"queued": len(added), "already_waiting": len(batch) - len(added)})
+
+    async def probe(self) -> bool:
+        """While down: whether the queue answers again (then due checks go to the workers again)."""
+        if self.healthy:
+            return True
+        try:
+            await self._open()
+        except StorageError:
+            return False
+        if await self.enqueuer.reachable():
+            self.healthy = True
+            log.info("job queue reachable again: workers run the checks", extra={})
+        return self.healthy
+
+    def _down(self, why: str) -> None:
+        if self.healthy:
+            log.warning("job queue unavailable: the leader runs due checks itself until it returns",
+                        extra={"error": why})
+        self.healthy = False
+
+    async def _open(self) -> None:
+        if self._opened:
+            return
+        try:
+            await self.app.open_async()
+        except (proc_exc.ConnectorException, OSError) as exc:
+            raise StorageError(queue_error(exc, self.url)) from None
+        self._opened = True
+
+    async def close(self) -> None:
+        if self._flushing is not None and not self._flushing.done():
+            self._flushing.cancel()
+        if self._opened:
+            with contextlib.suppress(Exception):
+                await self.app.close_async()
+            self._opened = False

@@ -117,13 +117,17 @@ def serve(config: ConfigOpt = None,
 
 
 @app.command("worker")
-def worker_command(config: ConfigOpt = None, concurrency: Concurrency = None) -> None:
+def worker_command(config: ConfigOpt = None, concurrency: Concurrency = None,
+                   listen: Annotated[str | None, typer.Option(
+                       "--listen", metavar="HOST:PORT",
+                       help="Serve this worker's /healthz and /metrics there (e.g. 127.0.0.1:8788).")] = None) -> None:
     """Queue mode: run checks from the job queue in PostgreSQL (execution.mode: queue), as many processes and
     machines as needed; the leader (`mailwarden serve`) puts due checks on it. Results go through the same
     pipeline as `serve`'s: stored, with their incidents and alerts raised by the leader.
 
     SIGHUP reloads the config; SIGTERM/SIGINT stop after the running checks end. Exit 0 on a clean stop, 3 when the
-    config or database is unusable at start (or the config is not in queue mode), or on a usage error.
+    config or database is unusable at start (or the config is not in queue mode, or --listen cannot be bound), or on
+    a usage error.
     """
     from mailwarden.monitor import logs, tune_malloc
     from mailwarden.monitor.runtime import open_runtime
@@ -134,14 +138,26 @@ def worker_command(config: ConfigOpt = None, concurrency: Concurrency = None) ->
     if cfg.execution.mode != "queue":
         raise fail("`mailwarden worker` takes checks from the job queue: set execution.mode: queue (PostgreSQL) in "
                    "the config; in local mode `mailwarden serve` runs every check itself", EXIT_UNKNOWN)
+    sock = _bind(listen) if listen else None
     try:
         runtime = open_runtime(cfg)
     except MailwardenError as exc:
         raise fail(exc, EXIT_UNKNOWN) from None
-    asyncio.run(_work_forever(runtime, config, concurrency or cfg.concurrency.total))
+    asyncio.run(_work_forever(runtime, config, concurrency or cfg.concurrency.total, sock))
 
 
-async def _work_forever(runtime, config_path: Path | None, concurrency: int) -> None:
+def _bind(listen: str):
+    """The worker's health socket, bound before anything starts: a bad or busy address is exit 3 at once."""
+    import socket
+
+    host, _, port = listen.rpartition(":")
+    try:
+        return socket.create_server((host.strip("[]") or "127.0.0.1", int(port)))
+    except (ValueError, OSError) as exc:
+        raise fail(f"--listen {listen}: cannot listen there ({exc})", EXIT_UNKNOWN) from None
+
+
+async def _work_forever(runtime, config_path: Path | None, concurrency: int, sock=None) -> None:
     import logging
 
     from mailwarden.monitor import config as config_mod
@@ -170,9 +186,28 @@ async def _work_forever(runtime, config_path: Path | None, concurrency: int) -> 
         loop.add_signal_handler(sig, stop.set)
     loop.add_signal_handler(signal.SIGHUP, reload)
     log.info("worker started", extra={"concurrency": concurrency})
+    service = WorkerService(lambda: held[0], concurrency=concurrency)
+    server = None
+    if sock is not None:
+        import contextlib
+
+        import uvicorn
+
+        from mailwarden.monitor.worker import health_app
+
+        class Server(uvicorn.Server):
+            def capture_signals(self):  # this loop handles the signals
+                return contextlib.nullcontext()
+
+        server = Server(uvicorn.Config(health_app(service), log_config=None, access_log=False, lifespan="off",
+                                       server_header=False))
+        serving = asyncio.create_task(server.serve(sockets=[sock]))
     try:
-        await WorkerService(lambda: held[0], concurrency=concurrency).run(stop)
+        await service.run(stop)
     finally:
+        if server is not None:
+            server.should_exit = True
+            await serving
         held[0].close()
 
 

@@ -1,11 +1,12 @@
-"""What the leader puts on the job queue in queue mode (``monitor.queue``), without importing the queue: the
-scheduler imports this in local mode too."""
+"""What the leader puts on the job queue in queue mode (``monitor.queue``) and what it and the web app read of it,
+without importing the queue's library: the scheduler and the web app import this in local mode too."""
 
 from __future__ import annotations
 
 import json
 from dataclasses import dataclass
 from datetime import datetime
+from typing import Any
 
 QUEUE = "checks"
 TASK = "mailwarden.check"
@@ -29,3 +30,37 @@ class Due:
 
     def args(self) -> str:
         return json.dumps({"integration": self.integration, "check": self.check, "due_at": self.due_at.isoformat()})
+
+
+@dataclass(frozen=True)
+class QueueStats:
+    """The checks queue as the leader and the dashboard read it (PostgreSQL, schema ``procrastinate``)."""
+
+    ready: int  # waiting, due now
+    scheduled: int  # waiting, due later (a re-check in a few seconds)
+    running: int
+    oldest_ready_s: float | None  # how long the oldest ready job has been due: the queue's lag (None: none waits)
+    workers_live: int  # workers whose last heartbeat is younger than stalled_after
+
+
+# Schema-qualified: read through mailwarden's own connection (the store's engine), whose search_path is the default.
+_STATS = """
+SELECT count(*) FILTER (WHERE status = 'todo' AND (scheduled_at IS NULL OR scheduled_at <= now())) AS ready,
+       count(*) FILTER (WHERE status = 'todo' AND scheduled_at > now()) AS scheduled,
+       count(*) FILTER (WHERE status = 'doing') AS running,
+       EXTRACT(EPOCH FROM now() - min(COALESCE(scheduled_at, (args->>'due_at')::timestamptz))
+               FILTER (WHERE status = 'todo' AND (scheduled_at IS NULL OR scheduled_at <= now())))::float
+           AS oldest_ready_s,
+       (SELECT count(*) FROM procrastinate.procrastinate_workers
+         WHERE last_heartbeat > now() - make_interval(secs => %(stalled)s)) AS workers_live
+  FROM procrastinate.procrastinate_jobs WHERE queue_name = %(queue)s AND status IN ('todo', 'doing')
+"""
+
+
+def read_stats(engine: Any, stalled_after: float) -> QueueStats:
+    """The queue's figures now (blocking: call it off the event loop). Raises SQLAlchemy's errors as they come."""
+    with engine.connect() as conn:
+        row = conn.exec_driver_sql(_STATS, {"queue": QUEUE, "stalled": float(stalled_after)}).mappings().one()
+    oldest = row["oldest_ready_s"]
+    return QueueStats(int(row["ready"]), int(row["scheduled"]), int(row["running"]),
+                      None if oldest is None else max(0.0, float(oldest)), int(row["workers_live"]))

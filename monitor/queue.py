@@ -153,38 +153,6 @@ class Reaper:
         return out
 
 
-@dataclass(frozen=True)
-class QueueStats:
-    ready: int  # waiting, due now
-    scheduled: int  # waiting, due later
-    running: int
-    oldest_ready_s: float | None  # how long the oldest ready job has been due: the queue's lag
-    workers_live: int
-
-
-_STATS = """
-SELECT count(*) FILTER (WHERE status = 'todo' AND (scheduled_at IS NULL OR scheduled_at <= now())) AS ready,
-       count(*) FILTER (WHERE status = 'todo' AND scheduled_at > now()) AS scheduled,
-       count(*) FILTER (WHERE status = 'doing') AS running,
-       EXTRACT(EPOCH FROM now() - min(COALESCE(scheduled_at, (args->>'due_at')::timestamptz))
-               FILTER (WHERE status = 'todo' AND (scheduled_at IS NULL OR scheduled_at <= now())))::float
-           AS oldest_ready_s,
-       (SELECT count(*) FROM procrastinate_workers
-         WHERE last_heartbeat > now() - make_interval(secs => %(stalled)s)) AS workers_live
-  FROM procrastinate_jobs WHERE queue_name = %(queue)s AND status IN ('todo', 'doing')
-"""
-
-
-async def stats(app: procrastinate.App, url: str, stalled_after: float) -> QueueStats:
-    try:
-        row = await app.connector.execute_query_one_async(_STATS, queue=QUEUE, stalled=float(stalled_after))
-    except (proc_exc.ConnectorException, OSError) as exc:
-        raise StorageError(queue_error(exc, url)) from None
-    return QueueStats(int(row["ready"]), int(row["scheduled"]), int(row["running"]),
-                      None if row["oldest_ready_s"] is None else max(0.0, float(row["oldest_ready_s"])),
-                      int(row["workers_live"]))
-
-
 class Feed:
     """The leader's side of the queue: due checks are gathered for ``window`` seconds and enqueued in one statement.
     While the queue's database cannot be reached the leader runs due checks itself (``run_local``: local mode, with

@@ -24,6 +24,7 @@ import contextlib
 import logging
 import os
 import socket
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -150,6 +151,7 @@ class WorkerService:
         self.jobs = CheckJobs(runtime_of, self.slots, Enqueuer(self.app, self.url))
         self.app.task(name=TASK, queue=QUEUE, retry=False, pass_context=True)(self._task)
         self.running = 0
+        self.down_since: float | None = None  # monotonic time the queue became unreachable; None while reachable
 
     async def _task(self, context: Any, integration: str, check: str, due_at: str) -> str:
         self.running += 1
@@ -167,12 +169,14 @@ class WorkerService:
                         if down:
                             log.info("job queue reachable again: taking checks", extra={"worker": self.name})
                             down, delay = False, 1.0
+                        self.down_since = None
                         await self._work(stop)
                     continue
                 except (proc_exc.ConnectorException, OSError) as exc:
                     if not down:
                         log.warning("job queue unavailable; the worker waits for it", extra={
                             "worker": self.name, "error": queue_error(exc, self.url)})
+                        self.down_since = time.monotonic()
                     down = True
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(stop.wait(), delay)
@@ -199,3 +203,47 @@ class WorkerService:
         if worker.done() and not worker.cancelled():
             worker.result()  # a ConnectorException: the supervisor loop waits for the database
 
+    def health(self) -> tuple[int, dict[str, Any]]:
+        """What the worker's ``/healthz`` answers: 200 ``ok`` while it takes checks from the queue, 200 ``degraded``
+        while the queue has been unreachable for less than ``stalled_after`` (the leader has not taken its checks for
+        dead yet), 503 ``unavailable`` past that."""
+        down = None if self.down_since is None else time.monotonic() - self.down_since
+        status, code = "ok", 200
+        if down is not None:
+            status, code = ("degraded", 200) if down < self.settings.stalled_after else ("unavailable", 503)
+        return code, {"status": status, "worker": self.name, "queue_unreachable_s": None if down is None
+                      else round(down, 1), "running": self.running, "jobs": dict(vars(self.jobs.counts)),
+                      "slots_connected": self.slots.connected}
+
+
+def health_app(service: WorkerService) -> Any:
+    """A worker's own web endpoint (``mailwarden worker --listen``): ``/healthz`` (``WorkerService.health``, JSON) and
+    ``/metrics`` (Prometheus: jobs by outcome since start, checks running now)."""
+    from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
+    from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+    from prometheus_client.registry import Collector
+    from starlette.applications import Starlette
+    from starlette.responses import JSONResponse, Response
+    from starlette.routing import Route
+
+    class Jobs(Collector):
+        def collect(self) -> Any:
+            jobs = CounterMetricFamily("mailwarden_worker_jobs", "check jobs this worker took, by what became of "
+                                       "them (ran, fresh, deferred, slot_wait, gone)", labels=["outcome"])
+            for outcome, n in vars(service.jobs.counts).items():
+                jobs.add_metric([outcome], n)
+            running = GaugeMetricFamily("mailwarden_worker_running", "checks this worker is running now")
+            running.add_metric([], service.running)
+            return [jobs, running]
+
+    registry = CollectorRegistry(auto_describe=False)
+    registry.register(Jobs())
+
+    async def healthz(request: Any) -> Response:
+        code, body = service.health()
+        return JSONResponse(body, code)
+
+    async def metrics(request: Any) -> Response:
+        return Response(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)
+
+    return Starlette(routes=[Route("/healthz", healthz), Route("/metrics", metrics)])

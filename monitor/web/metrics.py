@@ -80,6 +80,28 @@ class StoreCollector(Collector):
         incidents.add_metric([], len(store.alerts.incidents("open")))
         yield incidents
         yield self._availability(store, now)
+        cfg = self._config()
+        if cfg.execution.mode == "queue":
+            yield from self._queue(store, float(cfg.execution.queue.stalled_after))
+
+    @staticmethod
+    def _queue(store: Any, stalled_after: float) -> list[GaugeMetricFamily]:
+        """Queue mode: the checks queue as every instance sees it (one database)."""
+        from mailwarden.monitor.due import read_stats
+
+        q = read_stats(store.engine, stalled_after)
+        jobs = GaugeMetricFamily("mailwarden_queue_jobs", "check jobs in the queue: ready (due now), scheduled "
+                                 "(due later), running", labels=["queue", "state"])
+        for state, n in (("ready", q.ready), ("scheduled", q.scheduled), ("running", q.running)):
+            jobs.add_metric(["checks", state], n)
+        lag = GaugeMetricFamily("mailwarden_queue_oldest_ready_seconds",
+                                "how long the oldest ready check job has been due (0: none waits): the queue's lag",
+                                labels=["queue"])
+        lag.add_metric(["checks"], q.oldest_ready_s or 0.0)
+        workers = GaugeMetricFamily("mailwarden_queue_workers_live",
+                                    "workers whose last heartbeat is younger than execution.queue.stalled_after")
+        workers.add_metric([], q.workers_live)
+        return [jobs, lag, workers]
 
     @staticmethod
     def _availability(store: Any, now: datetime) -> GaugeMetricFamily:

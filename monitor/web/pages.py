@@ -106,7 +106,23 @@ def overview_context(state: Any, now: datetime, *, tenant: str | None = None, ta
             "apps": sorted(apps.items(), key=lambda a: (a[1].casefold(), a[0])), "grouping": views.GROUPS,
             "groups": grouped, "filters": filters,
             "filtered": any(filters[k] for k in FILTER_KEYS if k != "group"), "notices": notices or [],
-            "overview_url": overview_url, "max_search": MAX_SEARCH}
+            "overview_url": overview_url, "max_search": MAX_SEARCH, "queue_lag": queue_lag(cfg, store)}
+
+
+def queue_lag(cfg: Any, store: Any) -> float | None:
+    """Queue mode: how long the oldest ready check has waited for a worker, when that is more than a check interval
+    (``defaults.interval``: the checks are falling behind); None otherwise, in local mode, or when unreadable."""
+    if cfg.execution.mode != "queue":
+        return None
+    from sqlalchemy.exc import SQLAlchemyError
+
+    from mailwarden.monitor.due import read_stats
+
+    try:
+        oldest = read_stats(store.engine, float(cfg.execution.queue.stalled_after)).oldest_ready_s
+    except SQLAlchemyError:
+        return None
+    return oldest if oldest is not None and oldest > float(cfg.defaults.interval) else None
 
 
 def render(request: Request, template: str, status_code: int = 200, **ctx: Any) -> HTMLResponse:

@@ -99,14 +99,17 @@ class Dovecot:
                 f"scope = {scope}\n")
             passdbs.append(f"protocol {proto} {{\n  passdb {{\n    driver = oauth2\n    mechanisms = xoauth2 "
                            f"oauthbearer\n    args = {args}\n  }}\n}}\n")
-        (d / "run").mkdir(exist_ok=True)
+        # Dovecot's sockets live under base_dir, and a unix socket's path is at most 107 bytes: pytest's tmp_path under
+        # pytest-xdist (.../popen-gw1/<test name>/dovecot0/run/token-login/imap-urlauth) is longer. A short directory.
+        self.run = Path(tempfile.mkdtemp(prefix="mw-dv-"))
+        os.chmod(self.run, 0o755)
         # Dovecot never opens mail as root: the mail homes belong to the dovecot user, outside tmp_path.
         self.mail = Path(tempfile.mkdtemp(prefix="mailwarden-dovecot-mail-"))
         os.chmod(self.mail, 0o755)
         shutil.chown(self.mail, "dovecot", "dovecot")
         conf = d / "dovecot.conf"
         conf.write_text(f"""\
-base_dir = {d / "run"}
+base_dir = {self.run}
 protocols = imap pop3 submission
 listen = {HOST}
 ssl = required
@@ -207,14 +210,15 @@ protocol pop3 {{
         for path in (getattr(self, "keys", None), getattr(self, "mail", None)):
             if path is not None:
                 shutil.rmtree(path, ignore_errors=True)
-        if getattr(self, "proc", None) is None or self.proc.poll() is not None:
-            return
-        os.killpg(self.proc.pid, signal.SIGTERM)
-        try:
-            self.proc.wait(10)
-        except subprocess.TimeoutExpired:
-            os.killpg(self.proc.pid, signal.SIGKILL)
-            self.proc.wait(5)
+        if getattr(self, "proc", None) is not None and self.proc.poll() is None:
+            os.killpg(self.proc.pid, signal.SIGTERM)
+            try:
+                self.proc.wait(10)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.proc.pid, signal.SIGKILL)
+                self.proc.wait(5)
+        if getattr(self, "run", None) is not None:
+            shutil.rmtree(self.run, ignore_errors=True)
 
     def log(self) -> str:
         path = self.directory / "dovecot.log"

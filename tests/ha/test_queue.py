@@ -19,6 +19,8 @@ import psycopg
 import pytest
 import yaml
 
+from tests.ha.conftest import free_port
+
 pytestmark = [pytest.mark.postgres, pytest.mark.slow]
 
 IMAP_APP = {"exchange": ["IMAP.AccessAsApp", "POP.AccessAsApp", "SMTP.SendAsApp"]}
@@ -176,10 +178,13 @@ def test_two_workers_hold_the_per_mailbox_limit(world, sandbox, shared_pg_url, s
         sandbox.control.reset_stats()
         leader = serve(config, "leader", ("serve", "--no-worker"))
         leader.wait_for(lambda ls: any(x.get("msg") == "scheduler started" for x in ls), "the leader", 60)
-        workers = [serve(config, f"worker{i}", ("worker", "--concurrency", "6")) for i in range(2)]
+        port = free_port()
+        workers = [serve(config, f"worker{i}", ("worker", "--concurrency", "6", *(
+            ("--listen", f"127.0.0.1:{port}") if i == 0 else ()))) for i in range(2)]
         _wait(lambda: len(_results(shared_pg_url)) >= 16, "16 results", 120, leader, *workers)
         time.sleep(1.0)
         peak = sandbox.control.stats()["sessions_peak"].get(mailbox)
+        metrics = _get(port, "/metrics")
     finally:
         for kind in kinds:
             sandbox.control.set_protocol_fault(kind, "none")
@@ -190,6 +195,8 @@ def test_two_workers_hold_the_per_mailbox_limit(world, sandbox, shared_pg_url, s
     assert peak == 2, f"at most 2 sessions on {mailbox} at once (and the limit was reached), saw {peak}"
     ran = [ln for w in workers for ln in w.msgs("check finished")]
     assert len(ran) == 16 and {w.name for w in workers if w.msgs("check finished")} == {"worker0", "worker1"}
+    # worker0's own /metrics counts the checks it ran, as its log does
+    assert f'mailwarden_worker_jobs_total{{outcome="ran"}} {float(len(workers[0].msgs("check finished")))}' in metrics
 
 
 def _doing(url: str) -> list[tuple]:
@@ -264,3 +271,58 @@ def test_worker_refuses_local_mode(tmp_path):
     assert proc.returncode == 3
     assert "execution.mode: queue" in proc.stderr
 
+
+
+def _get(port: int, path: str) -> str:
+    import urllib.request
+
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=5) as r:  # noqa: S310 - local
+        return r.read().decode()
+
+
+def _health(port: int) -> tuple[int, dict]:
+    import json
+    import urllib.error
+    import urllib.request
+
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=5) as r:  # noqa: S310 - local
+            return r.status, json.loads(r.read())
+    except urllib.error.HTTPError as exc:
+        return exc.code, json.loads(exc.read())
+
+
+def test_postgresql_restarted_workers_and_leader_carry_on(cluster, tmp_path, serve):
+    """PostgreSQL stopped mid-run and started again: the leader runs due checks itself meanwhile (their results wait
+    in its buffer and are written when the database returns), the worker's /healthz says degraded, then unavailable
+    (503) past stalled_after, and the worker starts taking checks again by itself once the database is back."""
+    from tests.ha.conftest import write_config
+
+    config = write_config(tmp_path / "mailwarden.yaml", cluster.url, ["x"], interval="2s")
+    config.write_text(config.read_text() + "execution: {mode: queue, queue: {heartbeat: 1, stalled_after: 3}}\n")
+    port = free_port()
+    leader = serve(config, "leader", ("serve", "--no-worker"))
+    leader.wait_for(lambda ls: any(x.get("msg") == "scheduler started" for x in ls), "the leader", 60)
+    worker = serve(config, "worker", ("worker", "--listen", f"127.0.0.1:{port}"))
+    worker.wait_for(lambda ls: ls and worker.msgs("check finished"), "a check on the worker", 60)
+    assert _health(port)[0] == 200 and _health(port)[1]["status"] == "ok"
+    ran_before = len(worker.msgs("check finished"))
+
+    cluster.stop()
+    seen = set()
+    deadline = time.monotonic() + 40
+    while time.monotonic() < deadline and "unavailable" not in seen:
+        seen.add(_health(port)[1]["status"])
+        time.sleep(0.5)
+    code, body = _health(port)
+    assert code == 503 and body["status"] == "unavailable", body
+    assert "degraded" in seen  # first, before stalled_after had passed
+    leader.wait_for(lambda ls: leader.msgs("check finished"), "a check run by the leader itself", 30)
+    assert leader.msgs("job queue unavailable: the leader runs due checks itself until it returns")
+
+    cluster.start()
+    worker.wait_for(lambda ls: len(worker.msgs("check finished")) > ran_before + 1, "checks on the worker again", 60)
+    assert _health(port)[1]["status"] == "ok"
+    assert worker.msgs("job queue reachable again: taking checks")
+    assert worker.proc.poll() is None and leader.proc.poll() is None
+    assert worker.stop() == 0

@@ -85,7 +85,7 @@ def serving(tmp_path):
             return False
 
     try:
-        wait_until(up, "the web app", proc, log)
+        wait_until(up, "the web app", proc, log, timeout=60.0)  # a start-up: imports and migrations, on a busy machine
         yield cfg, log, port, proc
     finally:
         proc.send_signal(signal.SIGTERM)

@@ -1,0 +1,87 @@
+"""Queue mode seen from outside (issue 20, observability): /metrics gives the queue's depth per state, its lag (how
+long the oldest ready check has waited) and the live workers; the overview's footer says the checks are falling
+behind once that wait is longer than a check interval, and says nothing while it is not or in local mode."""
+
+from __future__ import annotations
+
+import asyncio
+import re
+from datetime import UTC, datetime, timedelta
+
+import pytest
+import yaml
+from starlette.testclient import TestClient
+
+pytestmark = pytest.mark.postgres
+
+BEHIND = "Checks are falling behind"
+
+
+def _client(tmp_path, url: str, mode: str, monkeypatch) -> TestClient:
+    from cryptography.fernet import Fernet
+
+    from mailwarden.monitor import config as config_mod
+    from mailwarden.monitor.db import open_store
+    from mailwarden.monitor.web.app import create_app
+    from mailwarden.monitor.web.auth import Access
+
+    monkeypatch.setenv("MW_QUEUE_KEY", Fernet.generate_key().decode())
+    path = tmp_path / f"{mode}.yaml"
+    path.write_text(yaml.safe_dump({"database": url, "token_key": "env:MW_QUEUE_KEY",
+                                    "web": {"base_url": "http://127.0.0.1:8080", "auth": "none"},
+                                    "defaults": {"interval": "5m"}, "execution": {"mode": mode}}))
+    cfg = config_mod.load(path)
+    store = open_store(cfg.database_url())
+    return TestClient(create_app(cfg, store, access=Access(mode="none")), base_url="http://127.0.0.1:8080")
+
+
+def _enqueue(url: str, due: list) -> None:
+    from mailwarden.monitor.queue import Enqueuer, make_app
+
+    async def go() -> None:
+        app = make_app(url)
+        async with app.open_async():
+            await Enqueuer(app, url).enqueue(due)
+            await app.job_manager.register_worker()  # one live worker (its heartbeat is now)
+
+    asyncio.run(go())
+
+
+def _gauge(text: str, name: str, labels: str = "") -> float:
+    m = re.search(rf"^{re.escape(name + labels)} (\S+)$", text, re.M)
+    assert m, f"{name}{labels} not in /metrics"
+    return float(m.group(1))
+
+
+def test_metrics_and_footer_show_the_queue_falling_behind(tmp_path, shared_pg_url, monkeypatch):
+    from mailwarden.monitor.due import Due
+
+    client = _client(tmp_path, shared_pg_url, "queue", monkeypatch)
+    assert BEHIND not in client.get("/").text  # an empty queue: nothing to say
+    now = datetime.now(UTC)
+    _enqueue(shared_pg_url, [Due("a", "imap", now - timedelta(seconds=420)), Due("b", "imap", now),
+                             Due("c", "imap", now, at=now + timedelta(seconds=60))])
+    text = client.get("/metrics").text
+    assert _gauge(text, "mailwarden_queue_jobs", '{queue="checks",state="ready"}') == 2
+    assert _gauge(text, "mailwarden_queue_jobs", '{queue="checks",state="scheduled"}') == 1
+    assert _gauge(text, "mailwarden_queue_jobs", '{queue="checks",state="running"}') == 0
+    assert 420 <= _gauge(text, "mailwarden_queue_oldest_ready_seconds", '{queue="checks"}') < 480
+    assert _gauge(text, "mailwarden_queue_workers_live") == 1
+    page = client.get("/").text
+    assert BEHIND in page
+    waited = int(re.search(r"has waited (\d+) s, more than a check interval", page).group(1))
+    assert 420 <= waited < 480
+
+
+def test_no_lag_said_within_an_interval_nor_in_local_mode(tmp_path, shared_pg_url, monkeypatch):
+    from mailwarden.monitor.due import Due
+
+    now = datetime.now(UTC)
+    queue = _client(tmp_path, shared_pg_url, "queue", monkeypatch)
+    _enqueue(shared_pg_url, [Due("a", "imap", now - timedelta(seconds=200))])  # within the 5 min interval
+    assert BEHIND not in queue.get("/").text
+    assert 200 <= _gauge(queue.get("/metrics").text, "mailwarden_queue_oldest_ready_seconds", '{queue="checks"}')
+    local = _client(tmp_path, shared_pg_url, "local", monkeypatch)
+    _enqueue(shared_pg_url, [Due("b", "imap", now - timedelta(seconds=900))])
+    assert BEHIND not in local.get("/").text
+    assert "mailwarden_queue_" not in local.get("/metrics").text

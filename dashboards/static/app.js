@@ -192,6 +192,14 @@
       return holder ? holder.querySelectorAll(FOCUSABLE)[address.index] || null : null;
     };
 
+    // the footer's note that the queue's checks fall behind (queue mode): as the fresh page says, or gone
+    var lagNote = function (fresh) {
+      var footer = doc.querySelector("footer"), was = doc.querySelector("footer .queue-lag");
+      var now = fresh.querySelector("footer .queue-lag");
+      if (was) { was.remove(); }
+      if (now && footer) { footer.insertBefore(doc.importNode(now, true), footer.firstChild); }
+    };
+
     var patch = function (html) {
       var fresh = new DOMParser().parseFromString(html, "text/html");
       var next = fresh.getElementById("main");
@@ -199,6 +207,7 @@
       var active = doc.activeElement, address = addressOf(active);
       morphChildren(main, doc.importNode(next, true));
       if (fresh.title) { doc.title = fresh.title; }
+      lagNote(fresh);
       addCopyButtons(main);
       bindFilters(main);
       if (address && doc.activeElement !== active) {

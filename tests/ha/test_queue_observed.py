@@ -5,7 +5,9 @@ behind once that wait is longer than a check interval, and says nothing while it
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import re
+import time
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -17,7 +19,7 @@ pytestmark = pytest.mark.postgres
 BEHIND = "Checks are falling behind"
 
 
-def _client(tmp_path, url: str, mode: str, monkeypatch) -> TestClient:
+def _app(tmp_path, url: str, mode: str, monkeypatch, **web):
     from cryptography.fernet import Fernet
 
     from mailwarden.monitor import config as config_mod
@@ -28,11 +30,15 @@ def _client(tmp_path, url: str, mode: str, monkeypatch) -> TestClient:
     monkeypatch.setenv("MW_QUEUE_KEY", Fernet.generate_key().decode())
     path = tmp_path / f"{mode}.yaml"
     path.write_text(yaml.safe_dump({"database": url, "token_key": "env:MW_QUEUE_KEY",
-                                    "web": {"base_url": "http://127.0.0.1:8080", "auth": "none"},
+                                    "web": {"base_url": "http://127.0.0.1:8080", "auth": "none", **web},
                                     "defaults": {"interval": "5m"}, "execution": {"mode": mode}}))
     cfg = config_mod.load(path)
     store = open_store(cfg.database_url())
-    return TestClient(create_app(cfg, store, access=Access(mode="none")), base_url="http://127.0.0.1:8080")
+    return create_app(cfg, store, access=Access(mode="none"))
+
+
+def _client(tmp_path, url: str, mode: str, monkeypatch) -> TestClient:
+    return TestClient(_app(tmp_path, url, mode, monkeypatch), base_url="http://127.0.0.1:8080")
 
 
 def _enqueue(url: str, due: list) -> None:
@@ -44,7 +50,9 @@ def _enqueue(url: str, due: list) -> None:
             await Enqueuer(app, url).enqueue(due)
             await app.job_manager.register_worker()  # one live worker (its heartbeat is now)
 
-    asyncio.run(go())
+    # in a thread of its own: the browser tests' Playwright keeps an event loop running in this one
+    with concurrent.futures.ThreadPoolExecutor(1) as pool:
+        pool.submit(asyncio.run, go()).result()
 
 
 def _gauge(text: str, name: str, labels: str = "") -> float:
@@ -85,3 +93,31 @@ def test_no_lag_said_within_an_interval_nor_in_local_mode(tmp_path, shared_pg_ur
     _enqueue(shared_pg_url, [Due("b", "imap", now - timedelta(seconds=900))])
     assert BEHIND not in local.get("/").text
     assert "mailwarden_queue_" not in local.get("/metrics").text
+
+
+def test_the_footer_note_follows_the_queue_in_place(tmp_path, shared_pg_url, monkeypatch, browser):
+    """The overview updates itself in place (<main> only): the footer's note goes once no check waits too long, without
+    a reload, and is a paragraph of its own in the footer."""
+    import psycopg
+
+    from mailwarden.monitor.due import Due
+    from mailwarden.monitor.leader import connect_params
+    from tests.browser_fixtures import serving
+
+    now = datetime.now(UTC)
+    app = _app(tmp_path, shared_pg_url, "queue", monkeypatch, refresh="1s")
+    _enqueue(shared_pg_url, [Due("a", "imap", now - timedelta(seconds=600))])
+    with serving(app) as base:
+        page = browser.new_page(viewport={"width": 390, "height": 800})
+        page.goto(base + "/")
+        note = page.locator("footer p.queue-lag")
+        assert note.count() == 1 and BEHIND in note.inner_text()
+        with psycopg.connect(**connect_params(shared_pg_url), autocommit=True,
+                             options="-c search_path=procrastinate") as conn:  # its triggers name no schema
+            conn.execute("DELETE FROM procrastinate.procrastinate_jobs")  # a worker took it
+        deadline = time.monotonic() + 15
+        while note.count() and time.monotonic() < deadline:  # the page's CSP allows no string eval (wait_for_function)
+            page.wait_for_timeout(200)
+        assert note.count() == 0
+        assert page.evaluate("performance.getEntriesByType('navigation').length") == 1  # no reload happened
+        page.close()

@@ -158,6 +158,8 @@ class SmtpCheck(ProtocolCheck):
         except smtplib.SMTPConnectError as exc:
             return self._refused(ctx, probe, exc.smtp_code, exc.smtp_error)
         except smtplib.SMTPServerDisconnected as exc:
+            if isinstance(exc.__context__, TimeoutError):  # smtplib reports its read timeout as "unexpectedly closed"
+                return connect_failure(exc.__context__, host, probe)
             return connect_failure(ConnectionError(f"server closed the connection: {exc}"), host, probe)
         except Exception as exc:  # noqa: BLE001 - classified: DNS, refused, TLS, timeout
             return connect_failure(exc, host, probe)

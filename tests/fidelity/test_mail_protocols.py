@@ -157,6 +157,28 @@ def test_a_silent_server_is_always_a_timeout(hoth, sandbox):
     assert codes == [(k, "timeout") for k in ("imap", "pop", "smtp") for _ in range(2)]
 
 
+def test_a_silent_server_is_a_timeout_when_the_socket_times_out_before_the_watchdog(hoth, sandbox, monkeypatch):
+    """On a busy machine the watchdog thread that hangs up at the timeout can run late, and the socket's own timeout
+    (the same length) fires first. smtplib reports that read timeout as SMTPServerDisconnected "Connection
+    unexpectedly closed: timed out", which was classified as connection_refused ("refused the connection"): seen once
+    in the suite on two processes. Whichever deadline fires first, a silent server is a timeout."""
+    from mailwarden.checks import mailbox
+
+    arm = mailbox._watchdog.arm
+    monkeypatch.setattr(mailbox._watchdog, "arm", lambda timeout, conns: arm(timeout + 30, conns))  # always late
+    w = hoth(checks={"token": {}, "imap": {}, "pop": {}, "smtp": {}})
+    w.rewrite(lambda d: d["defaults"].update(timeout="1s"))
+    for kind in ("imap", "pop", "smtp"):
+        sandbox.control.set_protocol_fault(kind, mode="hang")
+    try:
+        outcomes = {kind: w.run(kind) for kind in ("imap", "pop", "smtp")}
+    finally:
+        for kind in ("imap", "pop", "smtp"):
+            sandbox.control.set_protocol_fault(kind, mode="none")
+    assert {k: o.code for k, o in outcomes.items()} == {"imap": "timeout", "pop": "timeout", "smtp": "timeout"}
+    assert "closed the connection" not in outcomes["smtp"].summary
+
+
 def test_a_hung_server_costs_two_timeouts_not_one_per_integration(world, sandbox):
     """Four integrations on one hung IMAP server, one at a time (per_tenant 1): the breaker keyed on (host, port,
     tenant) opens after two independent timeouts and the rest end at once, saying why."""

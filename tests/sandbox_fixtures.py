@@ -93,20 +93,13 @@ def sandbox(request):
     return request.getfixturevalue("shared_sandbox")
 
 
-@dataclass
-class World:
+class SandboxWorld:
+    """What every world in the sandbox has (this module's ``World``, tests/monitor/signin_world.py's): the sandbox's
+    control API, and mailwarden's runtime on the world's config, opened (again) by ``open``."""
+
     sb: Sandbox
-    dir: Path
-    tenant_id: str
-    app_id: str
-    key_id: str
-    secret: str
-    upn: str | None
-    password: str | None
     config_path: Path
-    runtime: Runtime | None = None
-    monitor_app_id: str = ""
-    extra: dict = field(default_factory=dict)
+    runtime: Runtime | None
 
     @property
     def ctl(self):
@@ -120,6 +113,22 @@ class World:
             self.runtime.close()
         self.runtime = open_runtime(config_mod.load(self.config_path))
         return self.runtime
+
+
+@dataclass
+class World(SandboxWorld):
+    sb: Sandbox
+    dir: Path
+    tenant_id: str
+    app_id: str
+    key_id: str
+    secret: str
+    upn: str | None
+    password: str | None
+    config_path: Path
+    runtime: Runtime | None = None
+    monitor_app_id: str = ""
+    extra: dict = field(default_factory=dict)
 
     def run(self, kind: str, integration: str = "subject"):
         rt = self.runtime or self.open()

@@ -13,11 +13,11 @@ from pathlib import Path
 import pytest
 import yaml
 
-from mailwarden.monitor import config as config_mod
 from mailwarden.monitor import reauth
-from mailwarden.monitor.runtime import Runtime, open_runtime
+from mailwarden.monitor.runtime import Runtime
 from mailwarden_sandbox import Sandbox
 from mailwarden_sandbox.browser import sign_in
+from tests.sandbox_fixtures import SandboxWorld
 
 READER = ["Application.Read.All", "AuditLog.Read.All", "Directory.Read.All"]
 REDIRECT = "http://127.0.0.1:8080/auth/callback"
@@ -32,7 +32,7 @@ def sb(sandbox):
 
 
 @dataclass
-class World:
+class World(SandboxWorld):
     sb: Sandbox
     dir: Path
     tenant_id: str
@@ -43,16 +43,6 @@ class World:
     config_path: Path
     runtime: Runtime | None = None
     actors: dict[str, str] = field(default_factory=dict)  # integration -> actor name
-
-    @property
-    def ctl(self):
-        return self.sb.control
-
-    def open(self) -> Runtime:
-        if self.runtime is not None:
-            self.runtime.close()
-        self.runtime = open_runtime(config_mod.load(self.config_path))
-        return self.runtime
 
     @property
     def rt(self) -> Runtime:

@@ -9,7 +9,7 @@ and read from here; ``tests/checks/test_declarations.py`` checks every registere
 from __future__ import annotations
 
 import importlib
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -56,3 +56,10 @@ class _Registry(Mapping[str, "Check"]):
 
 
 REGISTRY: Mapping[str, Check] = _Registry(CHECKS)
+
+
+def dependencies(kinds: Iterable[str]) -> set[str]:
+    """The kinds among ``kinds`` (one integration's checks) that another of them depends on (``Check.depends_on``):
+    they run first (``Runner.run_many``), start first in the schedule and are fetched first from the queue."""
+    kinds = list(kinds)
+    return {dep for k in kinds if k in REGISTRY for dep in REGISTRY[k].depends_on if dep in kinds}

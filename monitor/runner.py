@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
-from mailwarden.checks import REGISTRY, TOKEN_KIND
+from mailwarden.checks import REGISTRY, TOKEN_KIND, dependencies
 from mailwarden.checks.base import CheckContext, Outcome, SignInLog, Status, targets
 from mailwarden.errors import MailwardenError, StorageError
 from mailwarden.monitor.backoff import Backoff, Wait
@@ -338,7 +338,7 @@ class Runner:
 
         async def one_integration(name: str, kinds: list[str]) -> list[RunResult]:
             results = []
-            first = [k for k in kinds if any(k in REGISTRY[other].depends_on for other in kinds)]
+            first = [k for k in kinds if k in dependencies(kinds)]
             for kind in first:
                 results.append(await run(name, kind))
             rest = [k for k in kinds if k not in first]

@@ -20,13 +20,14 @@ from apscheduler.schedulers.asyncio import AsyncIOScheduler
 from apscheduler.triggers.date import DateTrigger
 from apscheduler.triggers.interval import IntervalTrigger
 
+from mailwarden.checks import dependencies
 from mailwarden.errors import MailwardenError, StorageError
 from mailwarden.monitor import config as config_mod
 from mailwarden.monitor import trim_heap
 from mailwarden.monitor.buffer import ResultBuffer
 from mailwarden.monitor.clockwatch import ClockWatch
 from mailwarden.monitor.due import TOKEN_PRIORITY, Due
-from mailwarden.monitor.runner import TOKEN, RunResult
+from mailwarden.monitor.runner import RunResult
 from mailwarden.monitor.runtime import Runtime, open_runtime
 
 if TYPE_CHECKING:  # pragma: no cover - typing only
@@ -95,13 +96,15 @@ class Monitor:
                 log.info("check unscheduled", extra={"job": job.id})
         now = datetime.now(UTC)
         last_run = self._last_runs([(name, kind) for name, kind, _ in wanted.values()]) if first else {}
+        cfg = self.runtime.config
         for jid, (name, kind, interval) in wanted.items():
             existing = self.scheduler.get_job(jid)
             trigger = IntervalTrigger(seconds=interval, jitter=min(interval * 0.1, 30.0), timezone=UTC)
             if existing is not None and existing.trigger.interval.total_seconds() == interval:
                 continue
-            # Token checks first, the rest a little later, spread over a few seconds.
-            delay = random.uniform(0, 2) if kind == TOKEN else random.uniform(3, 6)  # noqa: S311
+            # The checks others depend on (the token check) first, the rest a little later, spread over a few seconds.
+            leads = kind in dependencies(cfg.integration(name).checks)
+            delay = random.uniform(0, 2) if leads else random.uniform(3, 6)  # noqa: S311
             if not first and existing is not None:
                 delay = interval
             elif (last := last_run.get((name, kind))) is not None:
@@ -280,10 +283,17 @@ class Monitor:
 
     async def _run(self, name: str, kind: str) -> None:
         """A check is due: queue mode hands it to the workers (while the queue answers), local mode runs it here."""
-        if self.feed is not None and self.feed.submit(
-                Due(name, kind, datetime.now(UTC), TOKEN_PRIORITY if kind == TOKEN else 0)):
+        if self.feed is not None and self.feed.submit(Due(name, kind, datetime.now(UTC), self._priority(name, kind))):
             return
         await self._run_local(name, kind)
+
+    def _priority(self, name: str, kind: str) -> int:
+        """A check others depend on (the token check) is fetched from the queue before them."""
+        try:
+            kinds = self.runtime.config.integration(name).checks
+        except KeyError:
+            return 0
+        return TOKEN_PRIORITY if kind in dependencies(kinds) else 0
 
     async def _run_local(self, name: str, kind: str) -> None:
         runtime = self.runtime

@@ -32,7 +32,7 @@ from typing import TYPE_CHECKING, Any
 
 from procrastinate import exceptions as proc_exc
 
-from mailwarden.checks import REGISTRY, TOKEN_KIND
+from mailwarden.checks import REGISTRY, TOKEN_KIND, dependencies
 from mailwarden.errors import StorageError
 from mailwarden.monitor.due import QUEUE, TASK, TOKEN_PRIORITY, Due, pair_key
 from mailwarden.monitor.queue import POLL_S, Enqueuer, make_app, queue_error
@@ -125,7 +125,7 @@ class CheckJobs:
             await self.slots.release(held)
         if result.outcome.recheck_s:  # e.g. a brand-new secret still replicating: look again in seconds
             at = datetime.now(UTC) + timedelta(seconds=result.outcome.recheck_s)
-            prio = TOKEN_PRIORITY if check == TOKEN_KIND else 0
+            prio = TOKEN_PRIORITY if check in dependencies(integ.checks) else 0
             try:
                 await self.enqueuer.enqueue([Due(integration, check, at, prio, at)])
             except StorageError as exc:

@@ -30,7 +30,7 @@ from starlette.requests import Request
 from starlette.responses import HTMLResponse, RedirectResponse, Response
 from starlette.routing import Route
 
-from mailwarden.checks import TOKEN_KIND, diagnoses
+from mailwarden.checks import diagnoses
 from mailwarden.errors import MailwardenError
 from mailwarden.monitor import reauth as flows
 from mailwarden.monitor import reauth_links as links
@@ -269,11 +269,7 @@ async def _run_checks(request: Request, integ: Any) -> list[dict[str, Any]]:
     monitor = request.app.state.web.monitor
     if monitor is None:
         return []
-    runner = monitor.runtime.runner
-    kinds = list(integ.checks)
-    first = [k for k in kinds if k == TOKEN_KIND]
-    results = [await runner.run_one(integ.name, k) for k in first]
-    results += await asyncio.gather(*(runner.run_one(integ.name, k) for k in kinds if k not in first))
+    results = await monitor.runtime.runner.run_many([(integ.name, list(integ.checks))])  # dependencies first
     # the result pipeline (monitor.pipeline) already sent each result to the dispatcher (at once after a
     # transition: the recovery notice follows) and to the metrics
     out = []

@@ -84,3 +84,18 @@ def test_the_catalog_s_kind_lists_are_what_the_kinds_declare():
     # a code a token refusal gives is returned by every check that asks for the app's token
     for code in ("secret_invalid", "consent_missing", "app_not_found", "app_not_in_tenant"):
         assert set(diagnoses._TOKEN_USERS) <= set(diagnoses.PRODUCED_BY[code]), code
+
+
+@pytest.mark.parametrize(("kinds", "first"), [
+    (["token", "imap", "smtp"], {"token"}),  # the mailbox checks use the token check's token
+    (["token", "secret_expiry"], set()),  # nothing here depends on the token check
+    (["imap", "pop"], set()),  # the token check is not configured: nothing to wait for
+    (["secret_expiry", "consumer", "token", "graph_mail"], {"token"}),
+    (["token", "nonexistent"], set()),  # an unknown kind depends on nothing
+])
+def test_dependencies_are_read_from_the_declarations(kinds, first):
+    """What runs first (run_many), starts first in the schedule and is fetched first from the queue: the kinds another
+    configured kind declares in ``depends_on``, never a kind chosen by name."""
+    from mailwarden.checks import dependencies
+
+    assert dependencies(kinds) == first

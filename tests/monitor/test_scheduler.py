@@ -161,7 +161,8 @@ def count(store, name: str, kind: str) -> int:
 
 
 # -- the job set --------------------------------------------------------------------------------------------
-async def test_one_job_per_integration_and_check_at_its_interval(tmp_path, running):
+async def test_one_job_per_integration_and_check_at_its_interval(tmp_path, running, kinds):
+    kinds[1].depends_on = ("token",)  # the mail check declares it uses the token check's token, as a mailbox kind does
     cfg = write_config(tmp_path / "mailwarden.yaml", integ("plain"), integ("slow", interval="5m"),
                        integ("resting", paused="true"))
     clock = await running(cfg)
@@ -173,7 +174,7 @@ async def test_one_job_per_integration_and_check_at_its_interval(tmp_path, runni
         assert job.trigger.interval == timedelta(seconds=interval), jid
         assert 0 < job.trigger.jitter <= interval * 0.1, jid
         assert job.coalesce is True and job.max_instances == 1, jid
-        # first run soon after start, token checks before the others
+        # first run soon after start, the check the others depend on (the token check) before them
         delay = (job.next_run_time - T0).total_seconds()
         assert (0 <= delay <= 2) if jid.endswith("::token") else (3 <= delay <= 6), (jid, delay)
 
@@ -208,6 +209,7 @@ async def test_jobs_run_once_per_interval_and_store_results(tmp_path, running, k
 async def test_a_restart_continues_from_the_stored_last_runs(tmp_path, running, kinds):
     """After a restart (or a takeover by another instance) each check runs when it is next due after its last
     stored run, not at once: no check runs twice in one interval, and a never-run check starts at once."""
+    kinds[1].depends_on = ("token",)
     cfg = write_config(tmp_path / "mailwarden.yaml", integ("i0"), integ("i1"))
     clock = await running(cfg)
     pairs = [(n, k) for n in ("i0", "i1") for k in ("token", "mail_test")]
@@ -468,3 +470,15 @@ def test_serve_with_a_bad_config_exits_3_with_one_paragraph(tmp_path):
     assert proc.stderr.startswith("mailwarden: ") and "nosuch" in proc.stderr
     assert "Traceback" not in proc.stderr and "\n\n" not in proc.stderr.strip()
     assert proc.stdout == ""
+
+
+async def test_first_runs_follow_the_declared_dependencies_not_the_name(tmp_path, running, kinds):
+    """Nothing depends on the token check here: it is spread with the others (3-6 s), not started first by its
+    name; a check that others declare they depend on starts first (0-2 s), whatever it is called."""
+    token, mail = kinds
+    token.depends_on = ("mail_test",)  # the other way round: the token check waits for mail_test
+    cfg = write_config(tmp_path / "mailwarden.yaml", integ("i0"))
+    clock = await running(cfg)
+    due = {j.id: (j.next_run_time - T0).total_seconds() for j in clock.monitor.scheduler.get_jobs()
+           if not housekeeping(j.id)}
+    assert 0 <= due[job_id("i0", "mail_test")] <= 2 and 3 <= due[job_id("i0", "token")] <= 6, due

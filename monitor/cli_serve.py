@@ -167,12 +167,15 @@ async def _work_forever(runtime, config_path: Path | None, concurrency: int, soc
     log = logging.getLogger("mailwarden.worker")
     held = [runtime]
 
-    def reload() -> None:  # a config that cannot load, or changes execution, keeps the running one
-        try:
-            cfg = config_mod.load(config_mod.config_path(config_path))
-            if cfg.execution != held[0].config.execution:
-                raise MailwardenError("execution (queue mode, the queue's limits) changes at a restart, not a reload")
-            new = open_runtime(cfg)
+    def load():
+        cfg = config_mod.load(config_mod.config_path(config_path))
+        if cfg.execution != held[0].config.execution:
+            raise MailwardenError("execution (queue mode, the queue's limits) changes at a restart, not a reload")
+        return open_runtime(cfg)
+
+    async def reload() -> None:  # a config that cannot load, or changes execution, keeps the running one
+        try:  # in a thread: the migrations' check and the connect would hold the loop (heartbeats, slots)
+            new = await asyncio.to_thread(load)
         except MailwardenError as exc:
             log.error("config reload failed; keeping the running config", extra={"error": exc.message()})
             return
@@ -184,7 +187,14 @@ async def _work_forever(runtime, config_path: Path | None, concurrency: int, soc
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
-    loop.add_signal_handler(signal.SIGHUP, reload)
+    reloads: set[asyncio.Task] = set()
+
+    def on_hup() -> None:
+        task = loop.create_task(reload())
+        reloads.add(task)
+        task.add_done_callback(reloads.discard)
+
+    loop.add_signal_handler(signal.SIGHUP, on_hup)
     log.info("worker started", extra={"concurrency": concurrency})
     service = WorkerService(lambda: held[0], concurrency=concurrency)
     server = None

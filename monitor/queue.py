@@ -25,6 +25,7 @@ from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 import procrastinate
+import psycopg
 from procrastinate import exceptions as proc_exc
 from procrastinate.jobs import Status as JobStatus
 
@@ -89,7 +90,7 @@ class Enqueuer:
                 _ENQUEUE, queue=QUEUE, task=TASK, priorities=[d.priority for d in due],
                 pairs=[pair_key(d.integration, d.check) for d in due], args=[d.args() for d in due],
                 ats=[d.at for d in due])
-        except (proc_exc.ConnectorException, OSError) as exc:
+        except (proc_exc.ConnectorException, OSError, psycopg.Error) as exc:
             raise StorageError(queue_error(exc, self.url)) from None
         return [row["queueing_lock"] for row in rows]
 
@@ -97,7 +98,7 @@ class Enqueuer:
         """Whether the queue's database answers (and has the queue's tables)."""
         try:
             return bool(await self.app.job_manager.check_connection_async())
-        except (proc_exc.ConnectorException, OSError):
+        except (proc_exc.ConnectorException, OSError, psycopg.Error):
             return False
 
 
@@ -140,7 +141,7 @@ class Reaper:
                     await manager.finish_job_by_id_async(job.id, JobStatus.FAILED, delete_job=False)
                     out.superseded.append(job.id)
             await manager.prune_stalled_workers(self.stalled_after)
-        except (proc_exc.ConnectorException, OSError) as exc:
+        except (proc_exc.ConnectorException, OSError, psycopg.Error) as exc:
             raise StorageError(queue_error(exc, self.url)) from None
         for job_id in out.retried:
             log.warning("stalled check job run again: its worker stopped sending heartbeats", extra={"job": job_id})
@@ -151,6 +152,15 @@ class Reaper:
                       extra={"job": lost.id, "integration": lost.task_kwargs.get("integration"),
                              "check": lost.task_kwargs.get("check")})
         return out
+
+    async def delete_old(self, hours: float) -> None:
+        """Delete the check jobs that ended (failed, aborted, cancelled: the successful ones are deleted by the worker
+        at once) more than ``hours`` ago, with their events. Raises StorageError."""
+        try:
+            await self.app.job_manager.delete_old_jobs(
+                nb_hours=int(hours), queue=QUEUE, include_failed=True, include_cancelled=True, include_aborted=True)
+        except (proc_exc.ConnectorException, OSError, psycopg.Error) as exc:
+            raise StorageError(queue_error(exc, self.url)) from None
 
 
 class Feed:
@@ -226,7 +236,9 @@ class Feed:
             return
         try:
             await self.app.open_async()
-        except (proc_exc.ConnectorException, OSError) as exc:
+        except (proc_exc.ConnectorException, OSError, psycopg.Error) as exc:  # PoolTimeout: the pool did not open
+            with contextlib.suppress(Exception):  # a pool that failed to open stays closed: drop it, try anew later
+                await self.app.close_async()
             raise StorageError(queue_error(exc, self.url)) from None
         self._opened = True
 

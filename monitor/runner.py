@@ -237,8 +237,8 @@ class Runner:
                 raise StorageError("storage outage")  # do not wait for a connect timeout per check
             state = await asyncio.to_thread(self.store.checks.get_state, integ.name, kind)
             return (state.last_status, state.last_code) if state is not None else (None, None)
-        except StorageError:  # storage outage and no run here yet: nothing known
-            return None, None
+        except StorageError:  # storage outage: what this runner last saw of it (queue mode reads the store first)
+            return self._last.get((integ.name, kind), (None, None))
 
     def _server(self, integ: IntegrationConfig, endpoint: str | None) -> tuple[str, int, str] | None:
         """(host, port, tenant) of the server a check talks to (its ``Check.endpoint``): the breaker's key."""

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import random
 from collections.abc import Awaitable, Callable, Iterable
@@ -143,9 +144,13 @@ class Monitor:
             return
         reaped = await self._guarded("stalled job check", reaper.run_once)
         for job in reaped.lost if reaped is not None else ():
-            await self._lost(job.task_kwargs.get("integration"), job.task_kwargs.get("check"))
+            args = job.task_kwargs
+            await self._guarded("worker_lost record", functools.partial(
+                self._lost, args.get("integration"), args.get("check"), args.get("due_at")))
 
-    async def _lost(self, name: object, kind: object) -> None:
+    async def _lost(self, name: object, kind: object, due_at: object) -> None:
+        """A check whose worker was lost twice: recorded as error/worker_lost, unless a result for its due time is
+        stored (the second run stored it before its worker died)."""
         from mailwarden.checks.base import Outcome, Status
 
         runtime = self.runtime
@@ -154,6 +159,10 @@ class Monitor:
         except KeyError:
             return
         if kind not in integ.checks:
+            return
+        state = await asyncio.to_thread(runtime.store.checks.get_state, integ.name, str(kind))
+        due = datetime.fromisoformat(str(due_at)) if due_at else None
+        if state is not None and state.last_checked_at is not None and due is not None and state.last_checked_at >= due:
             return
         outcome = Outcome(Status.ERROR, "worker_lost", f"the {kind} check's worker stopped twice while running it "
                           "(killed, out of memory, or cut off from mailwarden's database); it is not run again "
@@ -223,6 +232,8 @@ class Monitor:
             if self._pruned_at is None or now - self._pruned_at >= PRUNE_EVERY:
                 removed = await asyncio.to_thread(store.history.prune_history, now, **retention.model_dump())
                 removed["backoff_waits"] = await asyncio.to_thread(store.backoff.prune, now)  # the waits now over
+                if self._reaper is not None:  # queue mode: jobs that failed or were aborted, kept 7 days to look at
+                    await self._reaper.delete_old(hours=7 * 24)
                 self._pruned_at = now
                 log.info("history pruned", extra=removed)
 

@@ -30,6 +30,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
+import psycopg
 from procrastinate import exceptions as proc_exc
 
 from mailwarden.checks import REGISTRY, TOKEN_KIND, dependencies
@@ -45,6 +46,9 @@ if TYPE_CHECKING:  # pragma: no cover
 log = logging.getLogger("mailwarden.worker")
 
 RAN, FRESH, DEFERRED, SLOT_WAIT, GONE = "ran", "fresh", "deferred", "slot_wait", "gone"
+# what a lost database looks like from here: procrastinate's own error, a socket's, psycopg's (PoolTimeout included)
+UNREACHABLE = (proc_exc.ConnectorException, OSError, psycopg.Error)
+_BEAT = "UPDATE procrastinate_workers SET last_heartbeat = now() WHERE id = %(worker_id)s RETURNING id"
 
 
 def needs_of(config: Config, integ: IntegrationConfig, kind: str) -> list[Need]:
@@ -120,6 +124,13 @@ class CheckJobs:
                 "integration": integration, "check": check, "waited_s": wait})
             return SLOT_WAIT
         try:
+            # again, now the slots are held: a run of the same check (the first run of a job run again after its
+            # worker was taken for dead) may have stored its result while this one waited for the pair's slot
+            state = await asyncio.to_thread(runtime.store.checks.get_state, integration, check)
+            if state is not None and state.last_checked_at is not None and state.last_checked_at >= due:
+                log.info("check job skipped: a result for its due time is stored",
+                         extra={"integration": integration, "check": check, "job": job_id})
+                return FRESH
             result = await runtime.runner.run_one(integration, check)
         finally:
             await self.slots.release(held)
@@ -172,12 +183,14 @@ class WorkerService:
                         self.down_since = None
                         await self._work(stop)
                     continue
-                except (proc_exc.ConnectorException, OSError) as exc:
+                except UNREACHABLE as exc:  # psycopg_pool's PoolTimeout too, when the pool could not open
                     if not down:
                         log.warning("job queue unavailable; the worker waits for it", extra={
                             "worker": self.name, "error": queue_error(exc, self.url)})
-                        self.down_since = time.monotonic()
+                        self.down_since = self.down_since or time.monotonic()
                     down = True
+                    with contextlib.suppress(Exception):  # a pool that failed to open stays closed: drop it
+                        await self.app.close_async()
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(stop.wait(), delay)
                 delay = min(delay * 2, 5.0)
@@ -185,13 +198,18 @@ class WorkerService:
             await self.slots.close()
 
     async def _work(self, stop: asyncio.Event) -> None:
-        timeout = max(float(self.runtime_of().config.defaults.timeout), 5.0) + 5.0
-        worker = asyncio.create_task(self.app.run_worker_async(
+        config = self.runtime_of().config
+        longest = max([float(config.threshold(i, "timeout")) for i in config.integrations]
+                      + [float(config.defaults.timeout)])
+        self.app.perform_import_paths()
+        proc_worker = self.app._worker(  # noqa: SLF001 - run_worker_async's own construction, to read worker_id
             queues=[QUEUE], name=self.name, concurrency=self.concurrency, install_signal_handlers=False,
             update_heartbeat_interval=float(self.settings.heartbeat),
             stalled_worker_timeout=float(self.settings.stalled_after), delete_jobs="successful",
-            fetch_job_polling_interval=POLL_S, shutdown_graceful_timeout=timeout))
+            fetch_job_polling_interval=POLL_S, shutdown_graceful_timeout=longest + 5.0)
+        worker = asyncio.create_task(proc_worker.run())
         stopping = asyncio.create_task(stop.wait())
+        watching = asyncio.create_task(self._heartbeat(proc_worker))
         try:
             await asyncio.wait({worker, stopping}, return_when=asyncio.FIRST_COMPLETED)
         finally:
@@ -200,8 +218,37 @@ class WorkerService:
                 worker.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
                     await worker
+            watching.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await watching
         if worker.done() and not worker.cancelled():
             worker.result()  # a ConnectorException: the supervisor loop waits for the database
+
+    async def _heartbeat(self, proc_worker: Any) -> None:
+        """This worker's heartbeat, kept by mailwarden: procrastinate's own heartbeat task is watched only until its
+        first side task ends (with no periodic task, at once), so one failed heartbeat query left a worker running
+        checks with no heartbeat, and the leader ran its checks again while they still ran (found in review). Every
+        ``heartbeat`` seconds, retried whatever fails: the queue's reachability for /healthz, and a worker whose row
+        was pruned (taken for dead) stops taking checks and registers again."""
+        every = float(self.settings.heartbeat)
+        while True:
+            await asyncio.sleep(every)
+            if proc_worker.worker_id is None:
+                continue
+            try:
+                rows = await self.app.connector.execute_query_all_async(_BEAT, worker_id=proc_worker.worker_id)
+            except UNREACHABLE as exc:
+                if self.down_since is None:
+                    self.down_since = time.monotonic()
+                    log.warning("job queue unavailable: heartbeat not sent", extra={
+                        "worker": self.name, "error": queue_error(exc, self.url)})
+                continue
+            self.down_since = None
+            if not rows:
+                log.warning("this worker was taken for dead (its row was pruned): it stops taking checks and starts "
+                            "again", extra={"worker": self.name})
+                proc_worker.stop()
+                return
 
     def health(self) -> tuple[int, dict[str, Any]]:
         """What the worker's ``/healthz`` answers: 200 ``ok`` while it takes checks from the queue, 200 ``degraded``

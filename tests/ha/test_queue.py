@@ -217,12 +217,10 @@ def test_a_killed_worker_s_check_runs_again_once_and_a_twice_lost_one_is_worker_
     _wait(lambda: len([j for j in _doing(shared_pg_url) if j[0].endswith("::imap")]) == 2, "both IMAP checks running",
           60, leader, first)
     first.kill()
-    killed_at = time.monotonic()
     second = serve(config, "worker-b", ("worker", "--concurrency", "4"))
     # the reaper (every heartbeat) puts both back: attempts 1, both picked up by the second worker
     _wait(lambda: len([j for j in _doing(shared_pg_url) if j[0].endswith("::imap") and j[2] == 1]) == 2,
           "both retried jobs running", 60, leader, second)
-    detected_s = time.monotonic() - killed_at
     second.kill()  # mid-check again (an IMAP check takes ~10 s): both jobs are lost twice
     third = serve(config, "worker-c", ("worker", "--concurrency", "4"))
     _wait(lambda: len([r for r in _results(shared_pg_url) if r[1] == "imap"]) >= 2, "the two imap results", 60,
@@ -233,7 +231,6 @@ def test_a_killed_worker_s_check_runs_again_once_and_a_twice_lost_one_is_worker_
     assert sorted(imap) == [("desk0", "imap", "error", "worker_lost"), ("desk1", "imap", "error", "worker_lost")]
     assert [j for j in _jobs(shared_pg_url) if j[0].endswith("::imap") and j[1] in ("todo", "doing")] == []
     assert [m for m in third.msgs("check finished") if m.get("check") == "imap"] == []
-    assert detected_s < 15, detected_s  # stalled after 3 s, a reaper pass every 1 s, plus the second worker's start
     lost = leader.msgs("check job lost twice with its worker: recorded as worker_lost, not run again")
     assert sorted(m["integration"] for m in lost) == ["desk0", "desk1"]
 

@@ -121,3 +121,53 @@ def test_the_footer_note_follows_the_queue_in_place(tmp_path, shared_pg_url, mon
         assert note.count() == 0
         assert page.evaluate("performance.getEntriesByType('navigation').length") == 1  # no reload happened
         page.close()
+
+
+def test_a_worker_keeps_its_heartbeat_after_a_failed_heartbeat_query(tmp_path, shared_pg_url, monkeypatch):
+    """procrastinate's own heartbeat task dies on its first failed query and nothing restarts it (its side tasks are
+    watched only until the first one ends): the leader would then run the worker's checks again while they still
+    run. mailwarden's own heartbeat goes on: with procrastinate's failing every time, the worker's last heartbeat
+    stays younger than two heartbeats."""
+    import psycopg
+    from procrastinate.exceptions import ConnectorException
+
+    from mailwarden.monitor import config as config_mod
+    from mailwarden.monitor.leader import connect_params
+    from mailwarden.monitor.runtime import open_runtime
+    from mailwarden.monitor.worker import WorkerService
+
+    _app(tmp_path, shared_pg_url, "queue", monkeypatch)  # migrates; writes queue.yaml
+    doc = yaml.safe_load((tmp_path / "queue.yaml").read_text())
+    doc["execution"] = {"mode": "queue", "queue": {"heartbeat": 1, "stalled_after": 3}}
+    (tmp_path / "queue.yaml").write_text(yaml.safe_dump(doc))
+    runtime = open_runtime(config_mod.load(tmp_path / "queue.yaml"))
+    service = WorkerService(lambda: runtime, concurrency=2)
+
+    async def broken(worker_id):
+        raise ConnectorException("heartbeat refused (the test)")
+
+    monkeypatch.setattr(service.app.job_manager, "update_heartbeat", broken)
+
+    def ages() -> list[float]:
+        with psycopg.connect(**connect_params(shared_pg_url), autocommit=True) as conn:
+            return [r[0] for r in conn.execute(
+                "SELECT EXTRACT(EPOCH FROM now() - last_heartbeat)::float FROM procrastinate.procrastinate_workers")]
+
+    async def go() -> list[list[float]]:
+        stop = asyncio.Event()
+        task = asyncio.create_task(service.run(stop))
+        seen = []
+        for _ in range(6):  # 6 s: procrastinate's heartbeat failed about 6 times
+            await asyncio.sleep(1.0)
+            seen.append(await asyncio.to_thread(ages))
+        stop.set()
+        await task
+        return seen
+
+    try:  # in a thread of its own: a browser test of this module keeps Playwright's event loop in this one
+        with concurrent.futures.ThreadPoolExecutor(1) as pool:
+            seen = pool.submit(asyncio.run, go()).result()
+    finally:
+        runtime.close()
+    assert all(len(s) == 1 for s in seen[1:]), seen  # one worker registered, never pruned
+    assert max(s[0] for s in seen[2:]) < 2.0, seen

@@ -54,3 +54,60 @@ def test_a_check_no_longer_configured_is_skipped(world):
     assert asyncio.run(jobs.run("subject", "imap", now)) == "gone"  # not one of its checks
     assert rt.store.checks.results("subject") == []
     assert jobs.counts.gone == 2
+
+
+class OtherRunMeanwhile:
+    """The pair's slot is held by another run of the same check (the first run of a job the leader ran again): it
+    stores its result while this job waits for the slot."""
+
+    def __init__(self, w):
+        self.w = w
+
+    async def acquire(self, needs, *, timeout):
+        await asyncio.to_thread(self.w.run, "token")
+        return object()
+
+    async def release(self, held):
+        pass
+
+
+def test_a_result_stored_while_the_job_waited_for_its_slot_is_not_taken_again(world):
+    w = world("app")
+    rt = w.runtime or w.open()
+    due = datetime.now(UTC)
+    jobs = CheckJobs(lambda: rt, OtherRunMeanwhile(w), enqueuer=None)  # type: ignore[arg-type]
+    assert asyncio.run(jobs.run("subject", "token", due.isoformat())) == "fresh"
+    assert len(rt.store.checks.results("subject", "token")) == 1  # the other run's, not a second
+
+
+def test_worker_lost_is_not_recorded_over_a_result_stored_for_the_due_time(world):
+    """A job lost twice whose second run stored its result before its worker died: no worker_lost error after it
+    (it would follow a good result with an error, and could page)."""
+    from mailwarden.monitor.scheduler import Monitor
+
+    w = world("app")
+    rt = w.runtime or w.open()
+    monitor = Monitor(rt)
+    due = datetime.now(UTC)
+    w.run("token")
+    asyncio.run(monitor._lost("subject", "token", due.isoformat()))
+    assert [r.code for r in rt.store.checks.results("subject", "token")] == [None]
+    later = datetime.now(UTC) + timedelta(seconds=1)  # due after the stored result: nothing covers it
+    asyncio.run(monitor._lost("subject", "token", later.isoformat()))
+    assert sorted(str(r.code) for r in rt.store.checks.results("subject", "token")) == ["None", "worker_lost"]
+
+
+def test_a_failing_token_check_still_blocks_the_mailbox_checks_in_an_outage_in_queue_mode(world):
+    """Queue mode reads a dependency's state from the store (another worker may have run it); while the store
+    cannot be read, what this process last saw of it still blocks the mailbox checks, as in local mode."""
+    from mailwarden.monitor.buffer import ResultBuffer
+
+    w = world("app", checks={"token": {}, "imap": {}})
+    rt = w.runtime or w.open()
+    rt.runner.remembers = False  # as open_runtime sets it in queue mode
+    w.ctl.expire_secret(w.app_id, w.key_id)
+    assert w.run("token").code == "secret_expired"
+    rt.runner.pipeline.buffer = buffer = ResultBuffer()
+    buffer.unavailable("the database is down (the test)")
+    outcome = w.run("imap")
+    assert (outcome.status.value, outcome.code) == ("blocked", "blocked_by_token")

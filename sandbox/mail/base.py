@@ -18,6 +18,17 @@ HOSTNAME = "SN4PR0501MB3760.namprd05.prod.outlook.com"
 MAX_LINE = 64 * 1024
 
 
+async def counting_sessions(servers, conn: Conn, serve) -> None:
+    """Run ``serve(servers, conn, sessions)``; the sessions it opened (``State.session_opened``, appended to
+    ``sessions``) are closed when the connection ends, however it ends."""
+    sessions: list[tuple[str, str]] = []
+    try:
+        await serve(servers, conn, sessions)
+    finally:
+        for key in sessions:
+            servers.state.session_closed(key)
+
+
 class Conn:
     """One client connection: reading lines, writing replies (with the protocol's latency), STARTTLS."""
 

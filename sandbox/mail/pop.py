@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from .base import Conn
+from .base import Conn, counting_sessions
 from .xoauth2 import check_login
 
 GREETING = ("+OK The Microsoft Exchange POP3 service is ready. "
@@ -17,12 +17,7 @@ COMMAND_TOO_LONG = "-ERR Protocol error. Connection is closed. 10"
 
 
 async def serve(servers, conn: Conn) -> None:
-    sessions: list[tuple[str, str]] = []  # the logged-in session, counted live per mailbox (State.session_opened)
-    try:
-        await _serve(servers, conn, sessions)
-    finally:
-        for key in sessions:
-            servers.state.session_closed(key)
+    await counting_sessions(servers, conn, _serve)
 
 
 async def _serve(servers, conn: Conn, sessions: list) -> None:

@@ -9,7 +9,7 @@ import re
 import uuid
 
 from ..state import utcnow
-from .base import HOSTNAME, Conn
+from .base import HOSTNAME, Conn, counting_sessions
 from .model import SMTP_SENDER_THREADS, exchange_of, find_mailbox, in_use
 from .xoauth2 import check_login
 
@@ -41,12 +41,7 @@ def ehlo_lines(tls: bool, authed: bool) -> list[str]:
 
 
 async def serve(servers, conn: Conn) -> None:
-    sessions: list[tuple[str, str]] = []
-    try:
-        await _serve(servers, conn, sessions)
-    finally:
-        for key in sessions:
-            servers.state.session_closed(key)
+    await counting_sessions(servers, conn, _serve)
 
 
 async def _serve(servers, conn: Conn, sessions: list) -> None:

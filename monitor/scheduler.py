@@ -34,7 +34,7 @@ from mailwarden.monitor.runtime import Runtime, open_runtime
 if TYPE_CHECKING:  # pragma: no cover - typing only
     from mailwarden.alerts.dispatcher import Dispatcher
     from mailwarden.monitor.leader import Leadership
-    from mailwarden.monitor.queue import Feed, Reaper
+    from mailwarden.monitor.queue import Feed, Reaped, Reaper
 
 log = logging.getLogger("mailwarden.scheduler")
 T = TypeVar("T")
@@ -142,7 +142,11 @@ class Monitor:
         if not feed.healthy:
             await feed.probe()
             return
-        reaped = await self._guarded("stalled job check", reaper.run_once)
+        async def reap() -> Reaped:
+            await feed.open()  # the queue's pool opens with the first enqueue, which may not have happened yet
+            return await reaper.run_once()
+
+        reaped = await self._guarded("stalled job check", reap)
         for job in reaped.lost if reaped is not None else ():
             args = job.task_kwargs
             await self._guarded("worker_lost record", functools.partial(

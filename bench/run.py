@@ -1,5 +1,8 @@
 """`python -m bench [--integrations N] [--quick]`: cycle against the round-trip ideal, the cron baseline, CPU per
-check, token reuse and peak RSS (issue 8, figures 1-3). The sandbox runs in its own process."""
+check, token reuse and peak RSS (issue 8, figures 1-3). The sandbox runs in its own process.
+
+`python -m bench --scale N [--workers 1,2] [--cycles K]`: queue mode on PostgreSQL, a leader and worker processes
+(issue 20; ``bench.scale``)."""
 
 from __future__ import annotations
 
@@ -36,7 +39,20 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
                    help="also the render and storage figures (4, 5) on synthetic history (slow: minutes)")
     p.add_argument("--history-only", action="store_true", help="only figures 4 and 5 (no sandbox, no cycles)")
     p.add_argument("--workdir", type=Path, default=None, help="keep the sandbox, config and database here")
+    q = p.add_argument_group("queue mode (--scale)")
+    q.add_argument("--scale", type=int, default=None, metavar="N",
+                   help="queue mode: N integrations on PostgreSQL (127.0.0.1:5432), a leader and worker processes")
+    q.add_argument("--workers", default="1,2", help="worker counts to measure, comma-separated (default 1,2)")
+    q.add_argument("--cycles", type=int, default=2, help="cycles per worker count; the first warms (default 2)")
+    q.add_argument("--concurrency", type=int, default=50, help="checks at once per worker process (default 50)")
+    q.add_argument("--enqueue-jobs", type=int, default=3400, help="jobs of the enqueue-cost figure (default 3400)")
+    q.add_argument("--enqueue-batch", type=int, default=100,
+                   help="jobs per enqueue statement (default 100: the leader's Feed gathers 150 ms of due checks)")
     args = p.parse_args(argv)
+    if args.scale is not None:
+        if args.json == DEFAULT_JSON:
+            args.json = DEFAULT_JSON.with_name("results-scale.json")
+        return args
     args.integrations = args.integrations or (100 if args.quick else 1000)
     args.baseline = min(args.baseline or (10 if args.quick else 50), args.integrations)
     return args
@@ -97,6 +113,10 @@ def main(argv: list[str] | None = None) -> int:
 
     tune_malloc()  # the monitor is measured as `mailwarden serve` runs it
     args = parse(argv)
+    if args.scale is not None:
+        from bench import scale
+
+        return scale.main(args)
     if args.history_only:
         doc = {"integrations": args.integrations, "machine": report.machine(), "history": history_figures(args),
                "targets": {k: f"{op} {t:g}" for k, (op, t) in report.TARGETS.items()}}

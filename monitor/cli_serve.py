@@ -39,6 +39,7 @@ async def _serve_forever(monitor, *, reload_on_hup: bool = True, web=None, worke
             await web.stop()
         if working is not None:  # its running checks finish first (up to a check's timeout)
             await working
+        await monitor.drain()  # the scheduler's jobs under way end rather than being cancelled mid-way
         await monitor.close_queue()
         monitor.shutdown()
 

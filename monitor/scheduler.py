@@ -436,6 +436,18 @@ class Monitor:
                                            "jobs": len(self.scheduler.get_jobs())})
         return True
 
+    async def drain(self, timeout: float = 15.0) -> None:
+        """Before ``shutdown``: start no more jobs, and let the ones running end (up to ``timeout`` s). APScheduler's
+        shutdown cancels a coroutine job in flight, and the job then logs a CancelledError traceback as "raised an
+        exception" (seen in tests/ha when SIGTERM met an alert dispatch under way)."""
+        if not self.scheduler.running:
+            return
+        self.scheduler.pause()
+        running = [f for executor in self.scheduler._executors.values()  # noqa: SLF001 - APScheduler 3.11's own
+                   for f in getattr(executor, "_pending_futures", ()) if not f.done()]
+        if running:
+            await asyncio.wait(running, timeout=timeout)
+
     async def close_queue(self) -> None:
         """Queue mode: due checks still gathered go to the queue, then its connections close."""
         if self.feed is not None:

@@ -482,3 +482,31 @@ async def test_first_runs_follow_the_declared_dependencies_not_the_name(tmp_path
     due = {j.id: (j.next_run_time - T0).total_seconds() for j in clock.monitor.scheduler.get_jobs()
            if not housekeeping(j.id)}
     assert 0 <= due[job_id("i0", "mail_test")] <= 2 and 3 <= due[job_id("i0", "token")] <= 6, due
+
+
+async def test_a_job_under_way_at_shutdown_ends_instead_of_being_cancelled(tmp_path, running, caplog):
+    """SIGTERM while a job runs (an alert dispatch sending): `serve` drains the scheduler before shutting it down, so
+    the job ends and no CancelledError traceback is logged as "raised an exception" (tests/ha asserts no traceback)."""
+    import logging
+
+    cfg = write_config(tmp_path / "mailwarden.yaml", integ("i0"))
+    clock = await running(cfg)
+    monitor = clock.monitor
+    ended = []
+
+    async def sending():
+        await asyncio.sleep(0.3)
+        ended.append(True)
+
+    caplog.set_level(logging.INFO, logger="apscheduler")
+    monitor.scheduler.add_job(sending, id="test::sending", next_run_time=datetime.now(UTC))
+    monitor.scheduler.wakeup()
+    for _ in range(100):
+        await asyncio.sleep(0.01)
+        if any("Running job" in r.getMessage() and "sending" in r.getMessage() for r in caplog.records):
+            break
+    await monitor.drain()
+    monitor.shutdown()
+    await asyncio.sleep(0.05)
+    assert ended == [True]
+    assert not [r for r in caplog.records if "raised an exception" in r.getMessage()]

@@ -795,6 +795,8 @@ class Config(_Model):
 
     # Set by load(): the directory relative paths are resolved against (not a key of the file).
     _base_dir: Path = PrivateAttr(default_factory=Path.cwd)
+    # integration(): name -> position in ``integrations``, rebuilt whenever a hit does not match.
+    _by_name: dict[str, int] = PrivateAttr(default_factory=dict)
 
     @property
     def base_dir(self) -> Path:
@@ -806,10 +808,16 @@ class Config(_Model):
 
     # -- lookups -----------------------------------------------------------------------------
     def integration(self, name: str) -> IntegrationConfig:
-        for integ in self.integrations:
-            if integ.name == name:
-                return integ
-        raise KeyError(name)
+        """The integration called ``name`` (KeyError if none), in constant time: the scheduler and the workers look one
+        up per due check. The index holds positions and is checked on every hit, so a list replaced or edited in place
+        is re-indexed rather than answered from stale entries."""
+        at = self._by_name.get(name)
+        if at is None or at >= len(self.integrations) or self.integrations[at].name != name:
+            self._by_name = {integ.name: i for i, integ in enumerate(self.integrations)}
+            at = self._by_name.get(name)
+            if at is None:
+                raise KeyError(name)
+        return self.integrations[at]
 
     def app_of(self, integ: IntegrationConfig) -> AppConfig:
         return self.apps[integ.app]

@@ -152,3 +152,44 @@ def test_schema_lists_sections():
     schema = config_mod.Config.model_json_schema()
     assert {"tenants", "apps", "integrations", "defaults", "cloud"} <= set(schema["properties"])
     assert schema["additionalProperties"] is False
+
+
+class _CountingList(list):
+    """A list that counts the times it is walked end to end."""
+
+    walks = 0
+
+    def __iter__(self):
+        type(self).walks += 1
+        return super().__iter__()
+
+
+def test_integration_lookup_is_indexed_and_follows_edits(tmp_path, monkeypatch):
+    """The scheduler and every worker look an integration up by name per due check (1,000s per cycle): once indexed,
+    a lookup must not walk the list, and an index must never answer from a list edited since."""
+    monkeypatch.setenv("MON_SECRET", "x")
+    monkeypatch.setenv("HD_SECRET", "x")
+    cfg = config_mod.load(write(tmp_path, BASE))
+    first = cfg.integrations[0]
+    many = [first.model_copy(update={"name": f"hd-{i}"}) for i in range(200)]
+    cfg.integrations = _CountingList(many)
+    assert cfg.integration("hd-150") is many[150]
+    walked = _CountingList.walks
+    for i in range(200):
+        assert cfg.integration(f"hd-{i}") is many[i]
+    assert _CountingList.walks == walked, "each lookup walked the list of integrations"
+    # Edits are followed: an element replaced, the list reordered, a name removed, a new list.
+    renamed = many[3].model_copy(update={"name": "renamed"})
+    cfg.integrations[3] = renamed
+    assert cfg.integration("renamed") is renamed
+    with pytest.raises(KeyError):
+        cfg.integration("hd-3")
+    cfg.integrations.reverse()
+    assert cfg.integration("hd-0") is many[0]
+    del cfg.integrations[0]  # hd-199
+    with pytest.raises(KeyError):
+        cfg.integration("hd-199")
+    cfg.integrations = [first]
+    assert cfg.integration("helpdesk-support") is first
+    with pytest.raises(KeyError):
+        cfg.integration("hd-0")

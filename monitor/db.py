@@ -217,6 +217,8 @@ _STATES, _RESULTS, _TRANSITIONS = table_of(CheckState), table_of(CheckResult), t
 _CREDS = table_of(Credential)
 _SELECT_STATE = _STATES.select().where(_STATES.c.integration == bindparam("s_integration"),
                                        _STATES.c.check == bindparam("s_check"))
+_SELECT_STATES = _STATES.select().where(_STATES.c.integration == bindparam("s_integration"),
+                                        _STATES.c.check.in_(bindparam("s_checks", expanding=True)))
 _UPDATE_STATE = _STATES.update().where(_STATES.c.id == bindparam("state_id"))
 _INSERT_RESULT = _RESULTS.insert().returning(_RESULTS.c.id)
 _INSERT_TRANSITION = _TRANSITIONS.insert().returning(_TRANSITIONS.c.id)
@@ -389,6 +391,13 @@ class CheckRepository(Repository):
         with self._connection() as conn:
             row = conn.execute(_SELECT_STATE, {"s_integration": integration, "s_check": check}).first()
         return CheckState(**row._mapping) if row is not None else None
+
+    def get_states(self, integration: str, checks: Iterable[str]) -> dict[str, CheckState]:
+        """The stored states of several of one integration's checks, by check, in one query (a queue job reads its
+        own and its dependencies'); a check that never ran is missing."""
+        with self._connection() as conn:
+            rows = conn.execute(_SELECT_STATES, {"s_integration": integration, "s_checks": sorted(set(checks))})
+            return {row.check: CheckState(**row._mapping) for row in rows}
 
     def latest(self) -> dict[tuple[str, str], LatestRun]:
         """Each (integration, check)'s last stored run: when, its status and code, until when it waits. The

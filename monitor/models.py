@@ -112,6 +112,11 @@ class CheckState(SQLModel, table=True):
     last_ok_at: datetime | None = _ts(nullable=True, default=None)
     not_before: datetime | None = _ts(nullable=True, default=None)  # throttled: do not run before
 
+    def covers(self, due: datetime) -> bool:
+        """A result taken at or after ``due`` is stored: the check has run for that due time (queue mode runs each
+        due check once, whoever ran it: a worker, the leader during an outage, a job run again)."""
+        return self.last_checked_at is not None and self.last_checked_at >= due
+
 
 class Transition(SQLModel, table=True):
     __tablename__ = "transitions"

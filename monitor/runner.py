@@ -34,7 +34,7 @@ from mailwarden.state import Thresholds
 if TYPE_CHECKING:  # pragma: no cover
     from mailwarden.monitor.credentials import CredentialReader
     from mailwarden.monitor.db import Store
-    from mailwarden.monitor.models import CheckResult, Transition
+    from mailwarden.monitor.models import CheckResult, CheckState, Transition
     from mailwarden.monitor.tokens import TokenProvider
 
 log = logging.getLogger("mailwarden.runner")
@@ -144,12 +144,15 @@ class Runner:
             lambda: asyncio.Semaphore(self.config.concurrency.per_tenant))
         self._mailbox: dict[tuple[str, str], asyncio.Lock] = defaultdict(asyncio.Lock)
 
-    async def run_one(self, name: str, kind: str) -> RunResult:
+    async def run_one(self, name: str, kind: str, *, known: Mapping[str, CheckState] | None = None) -> RunResult:
+        """Run the integration's ``kind`` check and record its result. ``known``: the stored states of its checks, read
+        by the caller just before (a queue job reads its own and its dependencies' in one query); a dependency missing
+        from it has never run. Without it, a dependency's state is what this runner last recorded, else the store's."""
         # every running check may hold a thread, and its store calls need a few more
         ensure_workers(self.config.concurrency.total + 8)
         integ = self.config.integration(name)
         check = REGISTRY[kind]
-        outcome = await self._blocked(integ, check.depends_on)
+        outcome = await self._blocked(integ, check.depends_on, known)
         if outcome is None:
             await self.backoff.sync(self.targets_of(integ, kind), self.clock())
             outcome = self._waiting(integ, kind)
@@ -213,12 +216,17 @@ class Runner:
         key = (name, kind)
         return (True, self._not_before[key]) if key in self._not_before else (False, None)
 
-    async def _blocked(self, integ: IntegrationConfig, depends_on: Iterable[str]) -> Outcome | None:
+    async def _blocked(self, integ: IntegrationConfig, depends_on: Iterable[str],
+                       known: Mapping[str, CheckState] | None) -> Outcome | None:
         """``blocked_by_<kind>`` while a check this one depends on (``Check.depends_on``) fails."""
         for dep in depends_on:
             if dep not in integ.checks:
                 continue
-            last, code = await self._last_of(integ, dep)
+            if known is not None:
+                state = known.get(dep)
+                last, code = (state.last_status, state.last_code) if state is not None else (None, None)
+            else:
+                last, code = await self._last_of(integ, dep)
             if last in (Status.FAIL.value, Status.ERROR.value):
                 return Outcome(Status.BLOCKED, f"blocked_by_{dep}",
                                f"not run: the {dep} check is failing ({code or last})")

@@ -165,8 +165,7 @@ class Monitor:
         if kind not in integ.checks:
             return
         state = await asyncio.to_thread(runtime.store.checks.get_state, integ.name, str(kind))
-        due = datetime.fromisoformat(str(due_at)) if due_at else None
-        if state is not None and state.last_checked_at is not None and due is not None and state.last_checked_at >= due:
+        if state is not None and due_at and state.covers(datetime.fromisoformat(str(due_at))):
             return
         outcome = Outcome(Status.ERROR, "worker_lost", f"the {kind} check's worker stopped twice while running it "
                           "(killed, out of memory, or cut off from mailwarden's database); it is not run again "

@@ -3,15 +3,19 @@ same runner and result pipeline as local mode, on any number of machines.
 
 Each job is one (integration, check) the leader found due at ``due_at``. Before it runs, a job:
 
-1. skips when the check's stored state already holds a result taken at or after ``due_at`` (``fresh``): the leader
-   ran it itself while the queue was down, or this is a job run again after its worker was lost and the first run
-   had stored its result, so a result is stored once per due time;
-2. skips when Microsoft asked to wait (the state's ``not_before``, a Retry-After): the leader enqueues it again at
-   the next interval;
-3. takes its slots (``monitor.slots``, held across every worker): one connection per mailbox and protocol,
+1. takes its slots (``monitor.slots``, held across every worker): one connection per mailbox and protocol,
    ``execution.queue.limits.per_mailbox`` probes on one mailbox, and the per-app and per-tenant limits. A job that
    cannot get them within ``slot_wait`` seconds does not run (``slot_wait``) and is due again at its next interval;
-   it is never retried through the queue, which would count as a lost worker.
+   it is never retried through the queue, which would count as a lost worker;
+2. reads, in one query, the stored states of the check and of the checks it depends on (the token check): read
+   while the slots are held, so no other run of the same check can store a result after it;
+3. skips when the check's state already holds a result taken at or after ``due_at`` (``fresh``): the leader ran it
+   itself while the queue was down, or this is a job run again after its worker was lost and the first run had
+   stored its result (or stores it while this one waits for the pair's slot), so a result is stored once per due
+   time;
+4. skips when Microsoft asked to wait (the state's ``not_before``, a Retry-After): the leader enqueues it again at
+   the next interval;
+5. runs the check, blocked while a dependency read in 2 is failing.
 
 procrastinate's worker stops when PostgreSQL is unreachable while it is idle (docs/queue-mode-research.md E5): the
 supervisor loop here starts it again once the database answers, with a back-off of 1 to 5 s.
@@ -108,15 +112,6 @@ class CheckJobs:
         if integ is None or integ.paused or check not in integ.checks or check not in REGISTRY:
             log.info("check job skipped: no longer configured", extra={"integration": integration, "check": check})
             return GONE
-        state = await asyncio.to_thread(runtime.store.checks.get_state, integration, check)
-        now = datetime.now(UTC)
-        if state is not None and state.last_checked_at is not None and state.last_checked_at >= due:
-            log.info("check job skipped: a result for its due time is stored",
-                     extra={"integration": integration, "check": check, "job": job_id})
-            return FRESH
-        if state is not None and state.not_before is not None and state.not_before > now:
-            log.info("check deferred (Retry-After)", extra={"integration": integration, "check": check})
-            return DEFERRED
         wait = float(config.execution.queue.slot_wait)
         held = await self.slots.acquire(needs_of(config, integ, check), timeout=wait)
         if held is None:
@@ -124,14 +119,20 @@ class CheckJobs:
                 "integration": integration, "check": check, "waited_s": wait})
             return SLOT_WAIT
         try:
-            # again, now the slots are held: a run of the same check (the first run of a job run again after its
-            # worker was taken for dead) may have stored its result while this one waited for the pair's slot
-            state = await asyncio.to_thread(runtime.store.checks.get_state, integration, check)
-            if state is not None and state.last_checked_at is not None and state.last_checked_at >= due:
+            # read once the slots are held (one query: the check's state and its dependencies'): a run of the same
+            # check (the first run of a job run again after its worker was taken for dead) may have stored its
+            # result while this one waited for the pair's slot, and a token check may have run meanwhile
+            deps = [d for d in REGISTRY[check].depends_on if d in integ.checks]
+            states = await asyncio.to_thread(runtime.store.checks.get_states, integration, [check, *deps])
+            state = states.get(check)
+            if state is not None and state.covers(due):
                 log.info("check job skipped: a result for its due time is stored",
                          extra={"integration": integration, "check": check, "job": job_id})
                 return FRESH
-            result = await runtime.runner.run_one(integration, check)
+            if state is not None and state.not_before is not None and state.not_before > datetime.now(UTC):
+                log.info("check deferred (Retry-After)", extra={"integration": integration, "check": check})
+                return DEFERRED
+            result = await runtime.runner.run_one(integration, check, known=states)
         finally:
             await self.slots.release(held)
         if result.outcome.recheck_s:  # e.g. a brand-new secret still replicating: look again in seconds

@@ -85,6 +85,22 @@ def test_not_before_from_retry_after_and_cleared(store):
     assert store.checks.get_state("helpdesk", "token").not_before is None
 
 
+def test_states_of_several_checks_in_one_read_and_covers(store):
+    """A queue job reads its own state and its dependencies' at once, and skips when a result for its due time is
+    stored."""
+    record(store, "fail", 0, code="secret_expired")
+    record(store, "ok", 1, check="imap")
+    record(store, "ok", 2, check="imap", integration="other")
+    states = store.checks.get_states("helpdesk", ["imap", "token", "pop", "imap"])
+    assert sorted(states) == ["imap", "token"]  # pop never ran; one integration's only
+    assert (states["token"].last_status, states["token"].last_code) == ("fail", "secret_expired")
+    assert states["imap"].last_checked_at == T0 + timedelta(minutes=1)
+    assert states["imap"].covers(T0 + timedelta(minutes=1)) and states["imap"].covers(T0)
+    assert not states["imap"].covers(T0 + timedelta(minutes=1, microseconds=1))
+    assert not CheckState(integration="x", check="y").covers(T0)  # never ran
+    assert store.checks.get_states("helpdesk", []) == {}
+
+
 def test_pause_then_ok_is_silent(store):
     record(store, "fail", 0)
     record(store, "fail", 1)

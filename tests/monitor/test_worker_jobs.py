@@ -1,7 +1,8 @@
 """A queue worker's job before it runs its check (monitor.worker.CheckJobs): a result already stored for the due time
 is not taken again (the leader ran the check during a queue outage, or the job is run again after its worker was lost
 once the first run had stored it); a check Microsoft asked to wait is not run; a check no longer configured is
-skipped. None of these reach the check's mailbox or take a slot."""
+skipped. None of these reach the check's mailbox; the first two are found once the job holds its slots (a run of the
+same check may store its result while the job waits for them), a check no longer configured takes none."""
 
 from __future__ import annotations
 
@@ -18,9 +19,23 @@ class NoSlots:
         raise AssertionError(f"a slot was asked for: {needs}")
 
 
-def _jobs(w):
+class FreeSlots:
+    """Grants every acquisition at once and counts what is held."""
+
+    def __init__(self):
+        self.held = 0
+
+    async def acquire(self, needs, *, timeout):
+        self.held += 1
+        return object()
+
+    async def release(self, held):
+        self.held -= 1
+
+
+def _jobs(w, slots=None):
     rt = w.runtime or w.open()
-    return CheckJobs(lambda: rt, NoSlots(), enqueuer=None), rt  # type: ignore[arg-type]
+    return CheckJobs(lambda: rt, slots or FreeSlots(), enqueuer=None), rt  # type: ignore[arg-type]
 
 
 def test_a_result_stored_for_the_due_time_is_not_taken_again(world):
@@ -32,6 +47,7 @@ def test_a_result_stored_for_the_due_time_is_not_taken_again(world):
     assert asyncio.run(jobs.run("subject", "token", due.isoformat(), job_id=7)) == "fresh"
     assert len(rt.store.checks.results("subject", "token")) == before == 1
     assert jobs.counts.fresh == 1
+    assert jobs.slots.held == 0  # given back
 
 
 def test_a_check_microsoft_asked_to_wait_is_not_run(world):
@@ -44,11 +60,12 @@ def test_a_check_microsoft_asked_to_wait_is_not_run(world):
     due = datetime.now(UTC) + timedelta(seconds=1)  # due after the stored result: only the wait holds it
     assert asyncio.run(jobs.run("subject", "secret_expiry", due.isoformat())) == "deferred"
     assert len(rt.store.checks.results("subject", "secret_expiry")) == 1
+    assert jobs.slots.held == 0
 
 
 def test_a_check_no_longer_configured_is_skipped(world):
     w = world("app")
-    jobs, rt = _jobs(w)
+    jobs, rt = _jobs(w, NoSlots())
     now = datetime.now(UTC).isoformat()
     assert asyncio.run(jobs.run("removed-integration", "token", now)) == "gone"
     assert asyncio.run(jobs.run("subject", "imap", now)) == "gone"  # not one of its checks
@@ -111,3 +128,27 @@ def test_a_failing_token_check_still_blocks_the_mailbox_checks_in_an_outage_in_q
     buffer.unavailable("the database is down (the test)")
     outcome = w.run("imap")
     assert (outcome.status.value, outcome.code) == ("blocked", "blocked_by_token")
+
+
+
+def test_a_token_check_failing_on_another_worker_blocks_the_mailbox_check(world):
+    """The job reads its dependencies' states with its own, once its slots are held: a token check another worker
+    ran (this process never saw it) blocks the mailbox check while it fails, and not before."""
+    from mailwarden.monitor import config as config_mod
+    from mailwarden.monitor.runtime import open_runtime
+
+    w = world("app", app_permissions={"exchange": ["IMAP.AccessAsApp"]}, checks={"token": {}, "imap": {}})
+    jobs, rt = _jobs(w)
+    rt.runner.remembers = False  # as open_runtime sets it in queue mode
+    other = open_runtime(config_mod.load(w.config_path))  # another worker, on the same database
+    try:
+        other.runner.remembers = False
+        assert asyncio.run(other.runner.run_one("subject", "token")).outcome.status.value == "ok"
+        assert asyncio.run(jobs.run("subject", "imap", datetime.now(UTC).isoformat())) == "ran"
+        assert rt.store.checks.get_state("subject", "imap").last_code != "blocked_by_token"
+        w.ctl.expire_secret(w.app_id, w.key_id)
+        assert asyncio.run(other.runner.run_one("subject", "token")).outcome.code == "secret_expired"
+        assert asyncio.run(jobs.run("subject", "imap", datetime.now(UTC).isoformat())) == "ran"
+        assert rt.store.checks.get_state("subject", "imap").last_code == "blocked_by_token"
+    finally:
+        other.close()

@@ -37,10 +37,10 @@ import yaml
 from cryptography.fernet import Fernet
 
 from bench import report, workload
+from bench.pg import PG_HOST, PG_PORT, admin_connect
 from bench.stage import staged
 
 DEFAULT_JSON = Path(__file__).with_name("results-scale.json")
-PG_HOST, PG_PORT = "127.0.0.1", 5432
 BENCH_APP = "mailwarden-bench"  # the bench's own PostgreSQL connections: never counted as mailwarden's cost
 ENQUEUE_APP = "mailwarden-bench-enqueue"
 KEY_ENV = "MW_BENCH_TOKEN_KEY"
@@ -65,24 +65,13 @@ def proc_cpu_s(pid: int) -> float | None:
 
 
 # -- the database --------------------------------------------------------------------------------------------------
-def admin_connect() -> tuple[psycopg.Connection, str]:
-    """An autocommit connection that may create databases (as tests/pg.py), and its user."""
-    import getpass
-
-    errors = []
-    for user in dict.fromkeys(["postgres", getpass.getuser()]):
-        for db in ("postgres", "test"):
-            try:
-                return psycopg.connect(host=PG_HOST, port=PG_PORT, user=user, dbname=db, connect_timeout=3,
-                                       autocommit=True, application_name=BENCH_APP), user
-            except psycopg.Error as exc:
-                errors.append(f"{user}@{db}: {' '.join(str(exc).split())}")
-    raise SystemExit(f"python -m bench --scale needs PostgreSQL on {PG_HOST}:{PG_PORT} (trust auth): {errors[-1]}")
-
-
 @contextlib.contextmanager
 def fresh_database():
-    admin, user = admin_connect()
+    try:
+        admin, user = admin_connect(application_name=BENCH_APP)
+    except ConnectionError as exc:
+        raise SystemExit(f"python -m bench --scale needs PostgreSQL on {PG_HOST}:{PG_PORT} (trust auth): {exc}") \
+            from None
     name = f"mailwarden_scale_{os.getpid()}_{int(time.time())}"
     admin.execute(f'CREATE DATABASE "{name}"')
     try:

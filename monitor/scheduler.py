@@ -142,6 +142,7 @@ class Monitor:
         if not feed.healthy:
             await feed.probe()
             return
+
         async def reap() -> Reaped:
             await feed.open()  # the queue's pool opens with the first enqueue, which may not have happened yet
             return await reaper.run_once()

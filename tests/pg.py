@@ -5,28 +5,14 @@ of one test's own, dropped at the end. Off CI a missing server skips the test wi
 from __future__ import annotations
 
 import contextlib
-import getpass
 import uuid
 from collections.abc import Iterator
 
-import psycopg
-
+from bench.pg import PG_HOST, PG_PORT, admin_connect
 from tests.conftest import require_service
 
-PG_HOST, PG_PORT = "127.0.0.1", 5432
+__all__ = ["PG_HOST", "PG_PORT", "admin_connect", "fresh_database"]
 
-
-def admin_connect() -> tuple[psycopg.Connection, str]:
-    """An autocommit connection as a user who may create databases, and that user's name."""
-    errors = []
-    for user in dict.fromkeys(["postgres", getpass.getuser()]):
-        for db in ("postgres", "test"):
-            try:
-                return psycopg.connect(host=PG_HOST, port=PG_PORT, user=user, dbname=db, connect_timeout=3,
-                                       autocommit=True), user
-            except psycopg.Error as exc:
-                errors.append(f"{user}@{db}: {' '.join(str(exc).split())}")
-    raise ConnectionError(errors[-1])
 
 
 @contextlib.contextmanager

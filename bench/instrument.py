@@ -6,7 +6,9 @@ from __future__ import annotations
 
 import contextlib
 import contextvars
+import gc
 import threading
+import time
 from collections import Counter
 from types import SimpleNamespace
 
@@ -105,3 +107,42 @@ def no_jitter():
     finally:
         scheduler_mod.IntervalTrigger = _REAL_TRIGGER  # type: ignore[misc]
         scheduler_mod.random = real_random
+
+
+class GcPauses:
+    """Every garbage collection while active (``gc.callbacks``): how many per generation, and how long each stopped
+    the process (a collection holds the GIL: every thread and the event loop wait for it)."""
+
+    def __init__(self) -> None:
+        self.pauses: list[tuple[int, float]] = []  # (generation, seconds)
+        self._started: float | None = None
+
+    def _callback(self, phase: str, info: dict) -> None:
+        if phase == "start":
+            self._started = time.perf_counter()
+        elif self._started is not None:
+            self.pauses.append((int(info["generation"]), time.perf_counter() - self._started))
+            self._started = None
+
+    def __enter__(self) -> GcPauses:
+        gc.callbacks.append(self._callback)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        gc.callbacks.remove(self._callback)
+
+    def summary(self) -> dict:
+        def longest(gen: int | None) -> float:
+            return round(max((s for g, s in self.pauses if gen is None or g == gen), default=0.0) * 1000, 2)
+
+        return {"collections": {str(g): sum(1 for x, _ in self.pauses if x == g) for g in (0, 1, 2)},
+                "longest_ms": longest(None), "longest_full_ms": longest(2),
+                "total_ms": round(sum(s for _, s in self.pauses) * 1000, 1)}
+
+
+def full_collection_ms() -> tuple[float, int]:
+    """A full collection (generation 2) of the heap as it is now, timed: the longest a collection stops the process,
+    and the objects it tracks."""
+    started = time.perf_counter()
+    gc.collect()
+    return round((time.perf_counter() - started) * 1000, 2), len(gc.get_objects())

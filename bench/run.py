@@ -18,9 +18,10 @@ from pathlib import Path
 from bench import phases, report, workload
 from bench.cycle import CycleDriver, Meter
 from bench.ideal import ideal_s
-from bench.instrument import IdpCounter, instrumented, no_jitter
+from bench.instrument import GcPauses, IdpCounter, full_collection_ms, instrumented, no_jitter
 from bench.sandbox_proc import SandboxProcess
 from bench.stage import staged
+from mailwarden.monitor import freeze_heap
 from mailwarden.monitor.runtime import open_runtime
 
 DEFAULT_JSON = Path(__file__).with_name("results.json")
@@ -69,14 +70,21 @@ async def measure(cfg, sandbox: SandboxProcess, args: argparse.Namespace) -> dic
         try:
             meter = Meter(sandbox, counter)
             driver = CycleDriver(runtime, meter)
+            say(f"heap frozen as `mailwarden serve` freezes it at start: {freeze_heap():,} objects")
             cycles = []
-            for i in range(3):
-                cycles.append(await driver.cycle(first=i == 0))
-                c = cycles[-1]
-                say(f"cycle {i + 1}: {c.checks} checks in {c.wall_s:.2f} s, CPU {c.cpu_s:.2f} s, "
-                    f"sandbox CPU {c.sandbox_cpu_s:.2f} s, statuses {c.statuses}, token POSTs {c.idp_token}")
-                for problem in c.problems:
-                    say(f"  not ok: {problem}")
+            with GcPauses() as pauses:
+                for i in range(3):
+                    cycles.append(await driver.cycle(first=i == 0))
+                    c = cycles[-1]
+                    say(f"cycle {i + 1}: {c.checks} checks in {c.wall_s:.2f} s, CPU {c.cpu_s:.2f} s, "
+                        f"sandbox CPU {c.sandbox_cpu_s:.2f} s, statuses {c.statuses}, token POSTs {c.idp_token}")
+                    for problem in c.problems:
+                        say(f"  not ok: {problem}")
+                    if i == 0:  # as serve does once every check has run (monitor.freeze_when_warm)
+                        say(f"heap frozen again, warm: {freeze_heap():,} objects")
+            gc_figures = pauses.summary()
+            gc_figures["full_after_cycles_ms"], gc_figures["objects_after_cycles"] = full_collection_ms()
+            say(f"garbage collection during cycles 1-3: {gc_figures}")
             driver.shutdown()
             rss_cycles = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
             kinds = sorted({k for i in cfg.integrations for k in i.checks})
@@ -92,7 +100,7 @@ async def measure(cfg, sandbox: SandboxProcess, args: argparse.Namespace) -> dic
         finally:
             runtime.close()
     return {"cycles": cycles, "kinds": by_kind, "cached": cached, "base": base, "base_n": base_n,
-            "rss_cycles_mb": rss_cycles}
+            "rss_cycles_mb": rss_cycles, "gc": gc_figures}
 
 
 def history_figures(args: argparse.Namespace) -> dict:
@@ -137,6 +145,9 @@ def main(argv: list[str] | None = None) -> int:
     doc = report.figures(args.integrations, args.latency_ms, ideal_s(cfg, args.latency_ms), out["cycles"],
                          out["kinds"], out["cached"], out["base"], out["base_n"], rss_mb, seed)
     doc["figures"]["peak_rss_mb_after_cycles"] = round(out["rss_cycles_mb"], 1)
+    doc["figures"]["gc"] = out["gc"]
+    longest = doc["figures"]["gc_longest_pause_ms"] = max(out["gc"]["longest_ms"], out["gc"]["full_after_cycles_ms"])
+    doc["verdicts"]["gc_longest_pause_ms"] = report.verdict("gc_longest_pause_ms", longest)
     doc["speed"] = {"start": speed_start, "end": report.speed_reference()}
     if args.history:
         doc["history"] = history_figures(args)

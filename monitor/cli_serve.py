@@ -12,6 +12,7 @@ from typing import Annotated
 import typer
 
 from mailwarden.errors import MailwardenError
+from mailwarden.monitor import freeze_heap, freeze_when_warm, refreeze_heap
 from mailwarden.monitor.cli import EXIT_UNKNOWN, ConfigOpt, app, exit_code, fail, load_config
 
 
@@ -25,6 +26,7 @@ async def _serve_forever(monitor, *, reload_on_hup: bool = True, web=None, worke
     if reload_on_hup:
         loop.add_signal_handler(signal.SIGHUP, reload, monitor, web)
     monitor.start()
+    warming = loop.create_task(freeze_when_warm(warm_after(monitor.runtime.config)))
     working = None
     try:
         if worker is not None:
@@ -42,6 +44,7 @@ async def _serve_forever(monitor, *, reload_on_hup: bool = True, web=None, worke
         await monitor.drain()  # the scheduler's jobs under way end rather than being cancelled mid-way
         await monitor.close_queue()
         monitor.shutdown()
+        warming.cancel()
 
 
 def reload(monitor, web) -> bool:
@@ -69,7 +72,15 @@ def reload(monitor, web) -> bool:
     if web is not None:
         web.rebuild()
         log.info("web app rebuilt from the reloaded config")
+    refreeze_heap()  # the old runtime is closed: what of it was frozen may be collected now
     return True
+
+
+def warm_after(cfg) -> float:
+    """Seconds until every check has run once (``freeze_when_warm``): the longest interval, and a minute for the
+    first runs, which the scheduler spreads over it."""
+    return max((float(cfg.threshold(i, "interval")) for i in cfg.integrations),
+               default=float(cfg.defaults.interval)) + 60.0
 
 
 def _web_for(monitor):
@@ -114,6 +125,7 @@ def serve(config: ConfigOpt = None,
         raise fail(exc, EXIT_UNKNOWN) from None
     monitor = Monitor(runtime, config)
     in_process = (concurrency or cfg.concurrency.total) if worker and cfg.execution.mode == "queue" else None
+    freeze_heap()
     asyncio.run(_serve_forever(monitor, web=_web_for(monitor), worker=in_process))
 
 
@@ -144,6 +156,7 @@ def worker_command(config: ConfigOpt = None, concurrency: Concurrency = None,
         runtime = open_runtime(cfg)
     except MailwardenError as exc:
         raise fail(exc, EXIT_UNKNOWN) from None
+    freeze_heap()
     asyncio.run(_work_forever(runtime, config, concurrency or cfg.concurrency.total, sock))
 
 
@@ -182,6 +195,7 @@ async def _work_forever(runtime, config_path: Path | None, concurrency: int, soc
             return
         old, held[0] = held[0], new
         old.close()
+        refreeze_heap()
         log.info("config reloaded", extra={"integrations": len(new.config.integrations)})
 
     stop = asyncio.Event()
@@ -198,6 +212,7 @@ async def _work_forever(runtime, config_path: Path | None, concurrency: int, soc
     loop.add_signal_handler(signal.SIGHUP, on_hup)
     log.info("worker started", extra={"concurrency": concurrency})
     service = WorkerService(lambda: held[0], concurrency=concurrency)
+    warming = loop.create_task(freeze_when_warm(warm_after(runtime.config)))
     server = None
     if sock is not None:
         import contextlib
@@ -216,6 +231,7 @@ async def _work_forever(runtime, config_path: Path | None, concurrency: int, soc
     try:
         await service.run(stop)
     finally:
+        warming.cancel()
         if server is not None:
             server.should_exit = True
             await serving
@@ -300,6 +316,7 @@ def demo(
         if web is not None:
             typer.echo(f"\nDashboard: {web.url}/\n  sign in as {env.web_user} with password {env.web_password}"
                        "\n  (generated for this demo run; its hash is in the demo config)\n", err=True)
+        freeze_heap()
         asyncio.run(_serve_forever(monitor, reload_on_hup=False, web=web))
     finally:
         env.close()

@@ -1,6 +1,7 @@
 """`mailwarden serve` and `mailwarden demo` cap glibc's malloc arenas (peak RSS, bench/) and pin its mmap threshold
-(the soak's RSS creep) at start; importing mailwarden changes neither; an operator's MALLOC_ARENA_MAX /
-MALLOC_MMAP_THRESHOLD_ wins. The heap trim gives pages back.
+(the soak's RSS creep) at start, and freeze their heap (full garbage collections' pauses, bench/); importing mailwarden
+changes none of it; an operator's MALLOC_ARENA_MAX / MALLOC_MMAP_THRESHOLD_ wins. The heap trim gives pages back;
+a frozen object that became garbage in a cycle is collected at a refreeze (a reload).
 
 Each is observed in the process itself, from what malloc does (``PROBE``): how many arenas eight new threads get,
 and whether a 1 MiB block comes from mmap after a 4 MiB one was freed (glibc's own threshold would have risen to
@@ -77,8 +78,10 @@ SITECUSTOMIZE = PROBE + textwrap.dedent("""\
 
         def _on_usr1(signum, frame):
             out = os.environ["MALLOC_PROBE_OUT"]
+            import gc
+
             with open(out + ".part", "w") as fh:
-                json.dump(malloc_probe(), fh)
+                json.dump({**malloc_probe(), "frozen": gc.get_freeze_count()}, fh)
             os.replace(out + ".part", out)
 
         signal.signal(signal.SIGUSR1, _on_usr1)
@@ -123,26 +126,29 @@ def probe_running(command: str, tmp_path: Path, **env: str) -> dict:
 
 
 @pytest.mark.parametrize("command", ["serve", "demo"])
-def test_the_long_running_commands_tune_malloc_at_start(command, tmp_path):
-    assert probe_running(command, tmp_path) == {"arenas": MALLOC_ARENAS, "mib_mapped": True}
+def test_the_long_running_commands_tune_malloc_and_freeze_their_heap_at_start(command, tmp_path):
+    probe = probe_running(command, tmp_path)
+    assert probe.pop("frozen") > 50_000  # the imported code, out of the collector's sight (bench/: full GC pauses)
+    assert probe == {"arenas": MALLOC_ARENAS, "mib_mapped": True}
 
 
 def test_the_operators_settings_win(tmp_path):
     # glibc applies these at start; serve must not override them (2 MiB: a 1 MiB block stays in the heap)
     probe = probe_running("serve", tmp_path, MALLOC_ARENA_MAX="8", MALLOC_MMAP_THRESHOLD_=str(2 << 20))
-    assert probe == {"arenas": 8, "mib_mapped": False}
+    assert probe | {"frozen": 0} == {"arenas": 8, "mib_mapped": False, "frozen": 0}
 
 
 def test_importing_mailwarden_changes_nothing_in_malloc(tmp_path):
     """A process that imports mailwarden (a script, a test, the bench) keeps glibc's defaults."""
     code = PROBE + textwrap.dedent("""\
         import mailwarden.monitor, mailwarden.monitor.cli, mailwarden.monitor.cli_serve, mailwarden.monitor.scheduler
-        print(json.dumps(malloc_probe()))
+        import gc
+        print(json.dumps({**malloc_probe(), "frozen": gc.get_freeze_count()}))
         """)
     env = {k: v for k, v in os.environ.items() if k not in ("MALLOC_ARENA_MAX", "MALLOC_MMAP_THRESHOLD_")}
     probe = json.loads(subprocess.run([sys.executable, "-c", code], env=env, cwd=tmp_path, capture_output=True,
                                       text=True, check=True).stdout)
-    assert probe["arenas"] > MALLOC_ARENAS and probe["mib_mapped"] is False
+    assert probe["arenas"] > MALLOC_ARENAS and probe["mib_mapped"] is False and probe["frozen"] == 0
 
 
 def test_the_heap_trim_gives_freed_pages_back(tmp_path):
@@ -167,3 +173,36 @@ print(trim_heap(), before - rss())
     trimmed, freed_kb = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, capture_output=True, text=True,
                                        check=True).stdout.split()
     assert trimmed == "True" and int(freed_kb) > 50_000
+
+
+def test_a_refreeze_collects_frozen_objects_that_became_garbage_and_a_freeze_alone_does_not(tmp_path):
+    """What a reload relies on: the old runtime was frozen with the rest; once closed, its objects in reference
+    cycles are garbage that only a refreeze lets the collector see."""
+    code = """
+import gc, weakref
+from mailwarden.monitor import freeze_heap, refreeze_heap
+class Runtime: pass
+old = Runtime(); old.me = old  # a reference cycle, as SQLAlchemy's engine and pool make
+gone = weakref.ref(old)
+print(freeze_heap() > 1000)
+del old
+gc.collect()
+print(gone() is not None)  # frozen: a collection does not see it
+print(refreeze_heap() > 1000, gone() is None, gc.get_freeze_count() > 1000)
+"""
+    out = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, capture_output=True, text=True,
+                         check=True).stdout.split()
+    assert out == ["True", "True", "True", "True", "True"]
+
+
+def test_freeze_when_warm_freezes_what_the_first_checks_imported(tmp_path):
+    code = """
+import asyncio, gc
+from mailwarden.monitor import freeze_heap, freeze_when_warm
+before = freeze_heap()
+import msal  # what a first check imports at first use
+asyncio.run(freeze_when_warm(0.01))
+print(gc.get_freeze_count() > before)
+"""
+    assert subprocess.run([sys.executable, "-c", code], cwd=tmp_path, capture_output=True, text=True,
+                          check=True).stdout.split() == ["True"]

@@ -70,6 +70,7 @@ class Monitor:
         self.buffer = ResultBuffer()
         self.leadership: Leadership | None = None  # from start()
         self._watch: asyncio.Task | None = None
+        self._stopping = False  # set by drain() when jobs still run at its timeout: their cancellation is expected
         self.clockwatch = ClockWatch(self.scheduler)
         self._clock: asyncio.Task | None = None
         # queue mode (execution.mode: queue; monitor.queue): due checks go to the workers; None in local mode
@@ -198,6 +199,11 @@ class Monitor:
             self.buffer.unavailable(exc.message())
         except Exception:  # noqa: BLE001 - the scheduler must keep going whatever happens
             log.exception(f"{what} failed")
+        except asyncio.CancelledError:
+            if not self._stopping:
+                raise
+            # the stop cancels what did not end within drain()'s timeout: said once, without a traceback
+            log.info(f"{what} cut short by the stop; it runs again after the next start")
         return None
 
     async def _signins(self) -> None:
@@ -446,7 +452,8 @@ class Monitor:
         running = [f for executor in self.scheduler._executors.values()  # noqa: SLF001 - APScheduler 3.11's own
                    for f in getattr(executor, "_pending_futures", ()) if not f.done()]
         if running:
-            await asyncio.wait(running, timeout=timeout)
+            _, pending = await asyncio.wait(running, timeout=timeout)
+            self._stopping = bool(pending)  # shutdown() cancels them: _guarded says so in one line
 
     async def close_queue(self) -> None:
         """Queue mode: due checks still gathered go to the queue, then its connections close."""

@@ -510,3 +510,33 @@ async def test_a_job_under_way_at_shutdown_ends_instead_of_being_cancelled(tmp_p
     await asyncio.sleep(0.05)
     assert ended == [True]
     assert not [r for r in caplog.records if "raised an exception" in r.getMessage()]
+
+
+async def test_a_long_job_cut_short_by_the_stop_is_said_once_without_a_traceback(tmp_path, running, caplog):
+    """SIGTERM during a secrets cycle of 1,000 integrations (longer than the drain's wait; seen in bench --scale):
+    the cycle is cancelled, and the log says so in one line rather than a CancelledError traceback."""
+    import logging
+
+    cfg = write_config(tmp_path / "mailwarden.yaml", integ("i0"))
+    clock = await running(cfg)
+    monitor = clock.monitor
+
+    async def secrets_cycle():
+        await asyncio.sleep(30)
+
+    async def job():
+        await monitor._guarded("secrets cycle", secrets_cycle)
+
+    caplog.set_level(logging.INFO)
+    monitor.scheduler.add_job(job, id="test::long", next_run_time=datetime.now(UTC))
+    monitor.scheduler.wakeup()
+    for _ in range(100):
+        await asyncio.sleep(0.01)
+        if any("Running job" in r.getMessage() and "job" in r.getMessage() for r in caplog.records):
+            break
+    await monitor.drain(timeout=0.2)
+    monitor.shutdown()
+    await asyncio.sleep(0.1)
+    messages = [r.getMessage() for r in caplog.records]
+    assert not [m for m in messages if "raised an exception" in m]
+    assert messages.count("secrets cycle cut short by the stop; it runs again after the next start") == 1

@@ -10,6 +10,7 @@ import gc
 import threading
 import time
 from collections import Counter
+from collections.abc import Iterator
 from types import SimpleNamespace
 
 import mailwarden.monitor.scheduler as scheduler_mod
@@ -116,9 +117,22 @@ class GcPauses:
     def __init__(self) -> None:
         self.pauses: list[tuple[int, float]] = []  # (generation, seconds)
         self._started: float | None = None
+        self._ignoring = False
+
+    @contextlib.contextmanager
+    def ignoring(self) -> Iterator[None]:
+        """Collections made on purpose in the block (``monitor.freeze_heap``'s own, once per process) are not
+        counted."""
+        self._ignoring = True
+        try:
+            yield
+        finally:
+            self._ignoring = False
 
     def _callback(self, phase: str, info: dict) -> None:
-        if phase == "start":
+        if self._ignoring:
+            self._started = None
+        elif phase == "start":
             self._started = time.perf_counter()
         elif self._started is not None:
             self.pauses.append((int(info["generation"]), time.perf_counter() - self._started))

@@ -173,6 +173,8 @@ def render(doc: dict) -> str:
         row("  longest pause, longest full collection", None, f"{g['longest_ms']}, {g['longest_full_ms']} ms")
         row(f"  a full collection after them ({g['objects_after_cycles']:,} objects)", None,
             g["full_after_cycles_ms"], " ms")
+        if "warm_freeze_ms" in g:
+            row("  the warm freeze's own collection (once)", None, g["warm_freeze_ms"], " ms")
         row("longest garbage-collection pause", "gc_longest_pause_ms", f["gc_longest_pause_ms"], " ms")
     return "\n".join(lines + history_lines(doc))
 

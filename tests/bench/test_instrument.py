@@ -28,3 +28,11 @@ def test_a_full_collection_is_timed_over_the_live_heap():
 def test_the_pause_target_is_one_round_trip():
     assert verdict("gc_longest_pause_ms", 12.0) == "PASS"
     assert verdict("gc_longest_pause_ms", 80.0) == "FAIL"
+
+
+def test_collections_made_on_purpose_are_not_counted():
+    with GcPauses() as pauses:
+        with pauses.ignoring():
+            gc.collect()
+        gc.collect(0)
+    assert pauses.summary()["collections"]["2"] == 0 and pauses.summary()["collections"]["0"] >= 1

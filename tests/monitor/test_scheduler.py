@@ -484,6 +484,16 @@ async def test_first_runs_follow_the_declared_dependencies_not_the_name(tmp_path
     assert 0 <= due[job_id("i0", "mail_test")] <= 2 and 3 <= due[job_id("i0", "token")] <= 6, due
 
 
+async def _started(monitor, func, job_id: str, caplog) -> None:
+    """Add ``func`` as a job due now and wait until the scheduler has started it (APScheduler logs "Running job")."""
+    monitor.scheduler.add_job(func, id=job_id, next_run_time=datetime.now(UTC))
+    monitor.scheduler.wakeup()
+    for _ in range(100):
+        await asyncio.sleep(0.01)
+        if any("Running job" in r.getMessage() and func.__name__ in r.getMessage() for r in caplog.records):
+            return
+
+
 async def test_a_job_under_way_at_shutdown_ends_instead_of_being_cancelled(tmp_path, running, caplog):
     """SIGTERM while a job runs (an alert dispatch sending): `serve` drains the scheduler before shutting it down, so
     the job ends and no CancelledError traceback is logged as "raised an exception" (tests/ha asserts no traceback)."""
@@ -499,12 +509,7 @@ async def test_a_job_under_way_at_shutdown_ends_instead_of_being_cancelled(tmp_p
         ended.append(True)
 
     caplog.set_level(logging.INFO, logger="apscheduler")
-    monitor.scheduler.add_job(sending, id="test::sending", next_run_time=datetime.now(UTC))
-    monitor.scheduler.wakeup()
-    for _ in range(100):
-        await asyncio.sleep(0.01)
-        if any("Running job" in r.getMessage() and "sending" in r.getMessage() for r in caplog.records):
-            break
+    await _started(monitor, sending, "test::sending", caplog)
     await monitor.drain()
     monitor.shutdown()
     await asyncio.sleep(0.05)
@@ -528,12 +533,7 @@ async def test_a_long_job_cut_short_by_the_stop_is_said_once_without_a_traceback
         await monitor._guarded("secrets cycle", secrets_cycle)
 
     caplog.set_level(logging.INFO)
-    monitor.scheduler.add_job(job, id="test::long", next_run_time=datetime.now(UTC))
-    monitor.scheduler.wakeup()
-    for _ in range(100):
-        await asyncio.sleep(0.01)
-        if any("Running job" in r.getMessage() and "job" in r.getMessage() for r in caplog.records):
-            break
+    await _started(monitor, job, "test::long", caplog)
     await monitor.drain(timeout=0.2)
     monitor.shutdown()
     await asyncio.sleep(0.1)

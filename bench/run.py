@@ -80,7 +80,7 @@ async def measure(cfg, sandbox: SandboxProcess, args: argparse.Namespace) -> dic
                         f"sandbox CPU {c.sandbox_cpu_s:.2f} s, statuses {c.statuses}, token POSTs {c.idp_token}")
                     for problem in c.problems:
                         say(f"  not ok: {problem}")
-                    if i == 0:  # as serve does once every check has run (monitor.freeze_when_warm)
+                    if i == 0:  # as serve does once every check has run (monitor.freeze_later)
                         with pauses.ignoring():  # its one collection is timed apart: once per process
                             started = time.perf_counter()
                             frozen = freeze_heap()

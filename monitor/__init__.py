@@ -68,7 +68,7 @@ def freeze_heap() -> int:
     collection walks every tracked object, and most of a running service's are modules, classes and functions that
     never become garbage: walking 130,000-210,000 of them stopped the process for 90-180 ms at each full collection
     on a 2-core machine (bench/). The long-running commands call it once their runtime is open, again once every
-    check has run (``freeze_when_warm``: the lazy imports are done), and ``refreeze_heap`` at a reload. Returns the
+    check has run (``freeze_later``: the lazy imports are done), and ``refreeze_heap`` after a reload. Returns the
     number of objects frozen. Process-wide, as ``tune_malloc``."""
     import gc
 
@@ -78,27 +78,29 @@ def freeze_heap() -> int:
 
 
 def refreeze_heap() -> int:
-    """After a reload closed the old runtime: give every frozen object back to the collector, collect (one full
-    pause, at the reload), freeze again. A frozen object that has become garbage in a reference cycle (the old
-    runtime's) is collected only this way."""
+    """After a reload, once the checks that took the old runtime have ended: give every frozen object back to the
+    collector, collect (one full pause), freeze again. A frozen object that has become garbage in a reference cycle
+    (the old runtime's) is collected only this way; one still in use when it runs (a check under way holding the old
+    runtime and the connections its store opens) would be frozen again for good, hence the wait."""
     import gc
 
     gc.unfreeze()
     return freeze_heap()
 
 
-async def freeze_when_warm(after_s: float) -> None:
-    """``freeze_heap`` once ``after_s`` seconds have passed: by then every check has run once and imported what it
-    imports at first use (msgraph-sdk's models, Apprise's plugins)."""
+async def freeze_later(after_s: float, *, thaw: bool = False) -> None:
+    """``freeze_heap`` (``thaw``: ``refreeze_heap``) once ``after_s`` seconds have passed: at start, by then every
+    check has run once and imported what it imports at first use (msgraph-sdk's models, Apprise's plugins); after a
+    reload, every check that took the old runtime has ended."""
     import asyncio
     import logging
     import time
 
     await asyncio.sleep(after_s)
     started = time.perf_counter()
-    frozen = freeze_heap()
+    frozen = refreeze_heap() if thaw else freeze_heap()
     logging.getLogger("mailwarden.memory").info("heap frozen", extra={
-        "objects": frozen, "pause_ms": round((time.perf_counter() - started) * 1000, 1)})
+        "objects": frozen, "pause_ms": round((time.perf_counter() - started) * 1000, 1), "after_reload": thaw})
 
 
 def tune_malloc() -> MallocTuning:

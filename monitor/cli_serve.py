@@ -12,7 +12,7 @@ from typing import Annotated
 import typer
 
 from mailwarden.errors import MailwardenError
-from mailwarden.monitor import freeze_heap, freeze_when_warm, refreeze_heap
+from mailwarden.monitor import freeze_heap, freeze_later, refreeze_heap
 from mailwarden.monitor.cli import EXIT_UNKNOWN, ConfigOpt, app, exit_code, fail, load_config
 
 
@@ -26,7 +26,7 @@ async def _serve_forever(monitor, *, reload_on_hup: bool = True, web=None, worke
     if reload_on_hup:
         loop.add_signal_handler(signal.SIGHUP, reload, monitor, web)
     monitor.start()
-    warming = loop.create_task(freeze_when_warm(warm_after(monitor.runtime.config)))
+    warming = loop.create_task(freeze_later(warm_after(monitor.runtime.config)))
     working = None
     try:
         if worker is not None:
@@ -72,15 +72,33 @@ def reload(monitor, web) -> bool:
     if web is not None:
         web.rebuild()
         log.info("web app rebuilt from the reloaded config")
-    refreeze_heap()  # the old runtime is closed: what of it was frozen may be collected now
+    refreeze_after_reload(monitor.runtime.config)
     return True
 
 
 def warm_after(cfg) -> float:
-    """Seconds until every check has run once (``freeze_when_warm``): the longest interval, and a minute for the
+    """Seconds until every check has run once (``freeze_later``): the longest interval, and a minute for the
     first runs, which the scheduler spreads over it."""
     return max((float(cfg.threshold(i, "interval")) for i in cfg.integrations),
                default=float(cfg.defaults.interval)) + 60.0
+
+
+_refreezing: set[asyncio.Task] = set()
+
+
+def refreeze_after_reload(cfg) -> None:
+    """The old runtime is closed: what of it was frozen may be collected once the checks under way with it have
+    ended (the longest check timeout, and a minute). A reload without a running loop has no check under way."""
+    try:
+        loop = asyncio.get_running_loop()
+    except RuntimeError:
+        refreeze_heap()
+        return
+    settle = max((float(cfg.threshold(i, "timeout")) for i in cfg.integrations),
+                 default=float(cfg.defaults.timeout)) + 60.0
+    task = loop.create_task(freeze_later(settle, thaw=True))
+    _refreezing.add(task)
+    task.add_done_callback(_refreezing.discard)
 
 
 def _web_for(monitor):
@@ -195,7 +213,7 @@ async def _work_forever(runtime, config_path: Path | None, concurrency: int, soc
             return
         old, held[0] = held[0], new
         old.close()
-        refreeze_heap()
+        refreeze_after_reload(new.config)
         log.info("config reloaded", extra={"integrations": len(new.config.integrations)})
 
     stop = asyncio.Event()
@@ -212,7 +230,7 @@ async def _work_forever(runtime, config_path: Path | None, concurrency: int, soc
     loop.add_signal_handler(signal.SIGHUP, on_hup)
     log.info("worker started", extra={"concurrency": concurrency})
     service = WorkerService(lambda: held[0], concurrency=concurrency)
-    warming = loop.create_task(freeze_when_warm(warm_after(runtime.config)))
+    warming = loop.create_task(freeze_later(warm_after(runtime.config)))
     server = None
     if sock is not None:
         import contextlib

@@ -195,14 +195,47 @@ print(refreeze_heap() > 1000, gone() is None, gc.get_freeze_count() > 1000)
     assert out == ["True", "True", "True", "True", "True"]
 
 
-def test_freeze_when_warm_freezes_what_the_first_checks_imported(tmp_path):
+def test_freeze_later_freezes_what_the_first_checks_imported(tmp_path):
     code = """
 import asyncio, gc
-from mailwarden.monitor import freeze_heap, freeze_when_warm
+from mailwarden.monitor import freeze_heap, freeze_later
 before = freeze_heap()
 import msal  # what a first check imports at first use
-asyncio.run(freeze_when_warm(0.01))
+asyncio.run(freeze_later(0.01))
 print(gc.get_freeze_count() > before)
+"""
+    assert subprocess.run([sys.executable, "-c", code], cwd=tmp_path, capture_output=True, text=True,
+                          check=True).stdout.split() == ["True"]
+
+
+def test_after_a_reload_the_heap_is_refrozen_once_the_checks_with_the_old_runtime_have_ended(tmp_path):
+    """A check under way at the reload still holds the old runtime (and the connections its store opens): the
+    refreeze waits, so that the runtime is collected once the check ends, not frozen again for good."""
+    code = """
+import asyncio, gc, weakref
+from types import SimpleNamespace
+from mailwarden.monitor import freeze_heap
+from mailwarden.monitor.cli_serve import refreeze_after_reload
+class Runtime: pass
+old = Runtime(); old.me = old  # a reference cycle, as SQLAlchemy's engine and pool make
+gone = weakref.ref(old)
+freeze_heap()
+cfg = SimpleNamespace(integrations=[], defaults=SimpleNamespace(timeout=-59.95))  # settles in 0.05 s
+
+async def check_under_way(runtime):
+    await asyncio.sleep(0.02)  # ends after the reload, before the refreeze
+
+async def main():
+    global old
+    running = asyncio.create_task(check_under_way(old))
+    old = None  # the reload replaced it: only the check holds it now
+    refreeze_after_reload(cfg)
+    await running
+    del running
+    await asyncio.sleep(0.2)
+    print(gone() is None)
+
+asyncio.run(main())
 """
     assert subprocess.run([sys.executable, "-c", code], cwd=tmp_path, capture_output=True, text=True,
                           check=True).stdout.split() == ["True"]

@@ -27,7 +27,7 @@ from mailwarden.monitor import config as config_mod
 from mailwarden.monitor import trim_heap
 from mailwarden.monitor.buffer import ResultBuffer
 from mailwarden.monitor.clockwatch import ClockWatch
-from mailwarden.monitor.due import TOKEN_PRIORITY, Due
+from mailwarden.monitor.due import TOKEN_PRIORITY, Due, refresh_planner_stats
 from mailwarden.monitor.runner import RunResult
 from mailwarden.monitor.runtime import Runtime, open_runtime
 
@@ -153,6 +153,22 @@ class Monitor:
             args = job.task_kwargs
             await self._guarded("worker_lost record", functools.partial(
                 self._lost, args.get("integration"), args.get("check"), args.get("due_at")))
+        await self._guarded("queue statistics", self._refresh_planner_stats)
+
+    async def _refresh_planner_stats(self) -> None:
+        """The jobs table's planner statistics, refreshed when a burst of due checks made them stale
+        (``monitor.due.refresh_planner_stats``)."""
+        from sqlalchemy.exc import SQLAlchemyError
+
+        from mailwarden.redact import redact
+
+        try:
+            analyzed = await asyncio.to_thread(refresh_planner_stats, self.runtime.store.engine)
+        except SQLAlchemyError as exc:
+            first = redact(str(exc).splitlines()[0] if str(exc) else type(exc).__name__)
+            raise StorageError(f"the queue's statistics could not be refreshed: {first}") from exc
+        if analyzed is not None:
+            log.info("queue statistics refreshed", extra={"rows_believed": analyzed[0], "rows": analyzed[1]})
 
     async def _lost(self, name: object, kind: object, due_at: object) -> None:
         """A check whose worker was lost twice: recorded as error/worker_lost, unless a result for its due time is

@@ -50,8 +50,14 @@ class CycleReport:
     errors: list[str] = field(default_factory=list)
 
 
-def users_of(config: Config, app_name: str) -> list[IntegrationConfig]:
-    return [i for i in config.integrations if i.app == app_name and not i.paused]
+def users_by_app(config: Config) -> dict[str, list[IntegrationConfig]]:
+    """The integrations (not paused) of each app, in one pass: the secrets cycle asks for every app's, and a scan of
+    every integration per app held the leader's event loop for seconds at 10,000 integrations of 1,000 apps (bench/)."""
+    out: dict[str, list[IntegrationConfig]] = {}
+    for integ in config.integrations:
+        if not integ.paused:
+            out.setdefault(integ.app, []).append(integ)
+    return out
 
 
 def deliveries(config: Config, *, key: str, kind: str, names: list[str], severity: str, msg: Message,
@@ -74,6 +80,12 @@ class SecretsCycle:
         """``use``: the consuming system's use of a credential (``Runtime.credential_use``), or None when unknown."""
         self.config, self.store, self.tokens, self.reader, self.clock = config, store, tokens, reader, clock
         self.auto = AutoRotator(config, tokens, reader, clock, use=use)
+        self._users: dict[str, list[IntegrationConfig]] | None = None  # users_by_app, once per run
+
+    def users_of(self, app_name: str) -> list[IntegrationConfig]:
+        if self._users is None:
+            self._users = users_by_app(self.config)
+        return self._users.get(app_name, [])
 
     @classmethod
     def of(cls, runtime: Any, clock: Callable[[], datetime] | None = None) -> SecretsCycle:
@@ -83,10 +95,11 @@ class SecretsCycle:
 
     async def run(self) -> CycleReport:
         report = CycleReport()
+        self._users = users_by_app(self.config)  # as the config is now
         # mailwarden's own monitor apps too: when their secret expires, mailwarden goes blind
         monitors = {t.monitor_app for t in self.config.tenants.values() if t.monitor_app}
         for name in self.config.apps:
-            if not users_of(self.config, name) and name not in monitors:
+            if not self.users_of(name) and name not in monitors:
                 continue
             try:
                 await self.app(name, report)
@@ -106,7 +119,7 @@ class SecretsCycle:
         if app.observe_only:  # no copy of mailwarden's: reminders for the credential in use, as far as it is known
             in_use = observed_in_use(self.config, self.store, name, read.credentials, self.clock())
             if in_use is not None:
-                self._remind(name, in_use, users_of(self.config, name), self.clock(), report)
+                self._remind(name, in_use, self.users_of(name), self.clock(), report)
             return  # rotation tracking follows mailwarden's own copy (its hint), which an observe_only app lacks
         try:
             configured = self.tokens.client_credential(name)
@@ -116,7 +129,7 @@ class SecretsCycle:
         found = match(read.credentials, configured)
         in_use = found[0] if found else None
         now = self.clock()
-        integrations = users_of(self.config, name)
+        integrations = self.users_of(name)
         if in_use is not None:
             self._remind(name, in_use, integrations, now, report)
             if self.store.rotation.rotation(app.client_id, in_use.key_id) is None and \

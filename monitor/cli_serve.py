@@ -76,11 +76,16 @@ def reload(monitor, web) -> bool:
     return True
 
 
+def _longest(cfg, setting: str) -> float:
+    """The longest ``interval`` or ``timeout`` of any integration (the default when there is none), and a minute."""
+    return max((float(cfg.threshold(i, setting)) for i in cfg.integrations),
+               default=float(getattr(cfg.defaults, setting))) + 60.0
+
+
 def warm_after(cfg) -> float:
     """Seconds until every check has run once (``freeze_later``): the longest interval, and a minute for the
     first runs, which the scheduler spreads over it."""
-    return max((float(cfg.threshold(i, "interval")) for i in cfg.integrations),
-               default=float(cfg.defaults.interval)) + 60.0
+    return _longest(cfg, "interval")
 
 
 _refreezing: set[asyncio.Task] = set()
@@ -94,9 +99,7 @@ def refreeze_after_reload(cfg) -> None:
     except RuntimeError:
         refreeze_heap()
         return
-    settle = max((float(cfg.threshold(i, "timeout")) for i in cfg.integrations),
-                 default=float(cfg.defaults.timeout)) + 60.0
-    task = loop.create_task(freeze_later(settle, thaw=True))
+    task = loop.create_task(freeze_later(_longest(cfg, "timeout"), thaw=True))
     _refreezing.add(task)
     task.add_done_callback(_refreezing.discard)
 

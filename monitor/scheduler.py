@@ -71,6 +71,7 @@ class Monitor:
         self.leadership: Leadership | None = None  # from start()
         self._watch: asyncio.Task | None = None
         self._stopping = False  # set by drain() when jobs still run at its timeout: their cancellation is expected
+        self._analyze_refused = False
         self.clockwatch = ClockWatch(self.scheduler)
         self._clock: asyncio.Task | None = None
         # queue mode (execution.mode: queue; monitor.queue): due checks go to the workers; None in local mode
@@ -157,7 +158,8 @@ class Monitor:
 
     async def _refresh_planner_stats(self) -> None:
         """The jobs table's planner statistics, refreshed when a burst of due checks made them stale
-        (``monitor.due.refresh_planner_stats``)."""
+        (``monitor.due.refresh_planner_stats``). A failure is a warning, not a database outage: the results go on
+        being stored, and the fetches are only slower."""
         from sqlalchemy.exc import SQLAlchemyError
 
         from mailwarden.redact import redact
@@ -165,10 +167,19 @@ class Monitor:
         try:
             analyzed = await asyncio.to_thread(refresh_planner_stats, self.runtime.store.engine)
         except SQLAlchemyError as exc:
-            first = redact(str(exc).splitlines()[0] if str(exc) else type(exc).__name__)
-            raise StorageError(f"the queue's statistics could not be refreshed: {first}") from exc
-        if analyzed is not None:
-            log.info("queue statistics refreshed", extra={"rows_believed": analyzed[0], "rows": analyzed[1]})
+            log.warning("queue statistics not refreshed", extra={
+                "error": redact(str(exc).splitlines()[0] if str(exc) else type(exc).__name__)})
+            return
+        if analyzed is None:
+            return
+        before, rows, after = analyzed
+        if after != before:
+            log.info("queue statistics refreshed", extra={"rows_believed": before, "rows": rows})
+        elif not self._analyze_refused:
+            self._analyze_refused = True  # said once: it would be tried, and refused, at every heartbeat
+            log.warning("queue statistics not refreshed: ANALYZE changed nothing (the database user must own "
+                        "procrastinate.procrastinate_jobs); workers fetch jobs slowly while the queue is long",
+                        extra={"rows_believed": before, "rows": rows})
 
     async def _lost(self, name: object, kind: object, due_at: object) -> None:
         """A check whose worker was lost twice: recorded as error/worker_lost, unless a result for its due time is

@@ -59,7 +59,7 @@ def test_a_burst_of_jobs_gets_its_statistics_and_the_fetch_walks_the_priority_in
                 if analyzed is not None or time.monotonic() > deadline:
                     break
                 time.sleep(0.2)
-            assert analyzed is not None and analyzed[0] == 0 and analyzed[1] >= 19 * STALE_MIN_ROWS
+            assert analyzed is not None and analyzed[0] == 0 and min(analyzed[1:]) >= 19 * STALE_MIN_ROWS
             plan = _plan(store.engine)  # the next job read off the index, not every waiting job read and sorted
             assert "Index Scan using procrastinate_jobs_priority_idx_v1" in plan and "Sort" not in plan, plan
             assert refresh_planner_stats(store.engine) is None  # fresh now: not analysed again every heartbeat

@@ -152,3 +152,31 @@ def test_a_token_check_failing_on_another_worker_blocks_the_mailbox_check(world)
         assert rt.store.checks.get_state("subject", "imap").last_code == "blocked_by_token"
     finally:
         other.close()
+
+
+def test_queue_statistics_that_cannot_be_refreshed_are_a_warning_not_a_database_outage(world, monkeypatch, caplog):
+    """The leader's ANALYZE of the jobs table failing (or refused: not the table's owner) must not put results in the
+    outage buffer, and a refusal is said once, not at every heartbeat."""
+    import logging
+
+    from sqlalchemy.exc import ProgrammingError
+
+    from mailwarden.monitor import scheduler as scheduler_mod
+
+    w = world("app")
+    monitor = scheduler_mod.Monitor(w.runtime or w.open())
+
+    def failing(engine):
+        raise ProgrammingError("ANALYZE procrastinate.procrastinate_jobs", {}, Exception("permission denied"))
+
+    caplog.set_level(logging.INFO, logger="mailwarden.scheduler")
+    monkeypatch.setattr(scheduler_mod, "refresh_planner_stats", failing)
+    asyncio.run(monitor._guarded("queue statistics", monitor._refresh_planner_stats))
+    assert not monitor.buffer.outage
+    monkeypatch.setattr(scheduler_mod, "refresh_planner_stats", lambda engine: (0, 30000, 0))  # ANALYZE did nothing
+    for _ in range(3):
+        asyncio.run(monitor._guarded("queue statistics", monitor._refresh_planner_stats))
+    messages = [r.getMessage() for r in caplog.records]
+    assert messages.count("queue statistics not refreshed") == 1
+    assert sum(m.startswith("queue statistics not refreshed: ANALYZE changed nothing") for m in messages) == 1
+    assert "queue statistics refreshed" not in messages

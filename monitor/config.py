@@ -356,6 +356,10 @@ class QueueSettings(_Model):
         "(once); at least three heartbeats."))
     slot_wait: int = Field(default=60, ge=1, le=3600, description=(
         "How long a job waits for its mailbox's, app's or tenant's slot before it gives up until the next interval."))
+    workerless_after: int = Field(default=60, ge=0, le=3600, description=(
+        "Seconds with no live worker (none sent a heartbeat within stalled_after) after which the leader takes the "
+        "waiting checks and runs them, and every due check, itself until a worker is live again; 0: never (the checks "
+        "wait in the queue for a worker)."))
 
     @model_validator(mode="after")
     def _three_beats(self) -> QueueSettings:

@@ -19,6 +19,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -53,6 +54,21 @@ SELECT %(queue)s, %(task)s, t.priority, t.pair, t.args::jsonb, t.at
        AS t(priority, pair, args, at)
 ON CONFLICT (queueing_lock) WHERE status = 'todo' DO NOTHING
 RETURNING queueing_lock
+"""
+
+# Workers whose last heartbeat is younger than stalled_after: the ones that take jobs.
+_LIVE_WORKERS = """
+SELECT count(*) AS live FROM procrastinate_workers WHERE last_heartbeat > now() - make_interval(secs => %(stalled)s)
+"""
+
+# The check jobs no worker took (ready now), taken off the queue at once (a worker fetching meanwhile skips the rows
+# this locks, and this skips the ones a worker locked): the leader runs them itself while no worker is live.
+_TAKE_WAITING = """
+DELETE FROM procrastinate_jobs WHERE id IN (
+    SELECT id FROM procrastinate_jobs
+     WHERE queue_name = %(queue)s AND status = 'todo' AND (scheduled_at IS NULL OR scheduled_at <= now())
+       FOR UPDATE SKIP LOCKED)
+RETURNING args
 """
 
 
@@ -93,6 +109,27 @@ class Enqueuer:
         except (proc_exc.ConnectorException, OSError, psycopg.Error) as exc:
             raise StorageError(queue_error(exc, self.url)) from None
         return [row["queueing_lock"] for row in rows]
+
+    async def live_workers(self, stalled_after: float) -> int:
+        """How many workers sent a heartbeat in the last ``stalled_after`` seconds. Raises StorageError."""
+        try:
+            row = await self.app.connector.execute_query_one_async(_LIVE_WORKERS, stalled=float(stalled_after))
+        except (proc_exc.ConnectorException, OSError, psycopg.Error) as exc:
+            raise StorageError(queue_error(exc, self.url)) from None
+        return int(row["live"])
+
+    async def take_waiting(self) -> list[tuple[str, str]]:
+        """The (integration, check) of every ready job no worker took, removed from the queue. Raises StorageError."""
+        try:
+            rows = await self.app.connector.execute_query_all_async(_TAKE_WAITING, queue=QUEUE)
+        except (proc_exc.ConnectorException, OSError, psycopg.Error) as exc:
+            raise StorageError(queue_error(exc, self.url)) from None
+        out = []
+        for row in rows:
+            args = row["args"] if isinstance(row["args"], dict) else {}
+            if isinstance(args.get("integration"), str) and isinstance(args.get("check"), str):
+                out.append((args["integration"], args["check"]))
+        return out
 
     async def reachable(self) -> bool:
         """Whether the queue's database answers (and has the queue's tables)."""
@@ -166,7 +203,8 @@ class Reaper:
 class Feed:
     """The leader's side of the queue: due checks are gathered for ``window`` seconds and enqueued in one statement.
     While the queue's database cannot be reached the leader runs due checks itself (``run_local``: local mode, with
-    its outage buffer), and hands them back to the workers once ``probe`` finds the database again."""
+    its outage buffer), and hands them back to the workers once ``probe`` finds the database again. The same while no
+    worker is live (``watch_workers``): a queue nobody takes from would stop every check without a word."""
 
     def __init__(self, app: procrastinate.App, url: str, run_local: Callable[[str, str], Any],
                  *, window: float = 0.15):
@@ -181,10 +219,13 @@ class Feed:
         self._flushing: asyncio.Task | None = None
         self._opened = False
         self._local: set[asyncio.Task] = set()
+        self.workerless = False  # no worker live for stalled_after: the leader runs due checks itself
+        self._none_live_since: float | None = None
 
     def submit(self, due: Due) -> bool:
-        """Queue ``due`` (sent within ``window``); False when the queue is down and the caller runs it itself."""
-        if not self.healthy:
+        """Queue ``due`` (sent within ``window``); False when the queue is down or no worker is live, and the caller
+        runs it itself."""
+        if not self.healthy or self.workerless:
             return False
         self._pending.append(due)
         if self._flushing is None or self._flushing.done():
@@ -209,12 +250,53 @@ class Feed:
         except StorageError as exc:
             self._down(exc.message())
             for due in batch:  # run now, here: the checks go on while the queue is down
-                task = asyncio.get_running_loop().create_task(self.run_local(due.integration, due.check))
-                self._local.add(task)
-                task.add_done_callback(self._local.discard)
+                self._run_here(due.integration, due.check)
             return
         self.enqueued += len(added)
         log.debug("checks queued", extra={"queued": len(added), "already_waiting": len(batch) - len(added)})
+
+    def _run_here(self, integration: str, check: str) -> None:
+        task = asyncio.get_running_loop().create_task(self.run_local(integration, check))
+        self._local.add(task)
+        task.add_done_callback(self._local.discard)
+
+    async def watch_workers(self, stalled_after: float, after: float, *,
+                            clock: Callable[[], float] = time.monotonic) -> None:
+        """At each heartbeat of the leader: when no worker has been live (sent a heartbeat within ``stalled_after``)
+        for ``after`` seconds (they crashed, were never started, or cannot reach the database), the leader takes the
+        jobs waiting in the queue and runs them itself, and so every due check after them, until a worker is live
+        again; ``after`` 0: never. Called while the queue is reachable; an error reading it marks the queue down (the
+        same local runs)."""
+        if after <= 0:
+            return
+        try:
+            await self.open()
+            live = await self.enqueuer.live_workers(stalled_after)
+        except StorageError as exc:
+            self._down(exc.message())
+            return
+        now = clock()
+        if live:
+            self._none_live_since = None
+            if self.workerless:
+                self.workerless = False
+                log.info("a worker is live again: due checks go to the workers", extra={"workers": live})
+            return
+        if self._none_live_since is None:
+            self._none_live_since = now
+        if self.workerless or now - self._none_live_since < after:
+            return
+        self.workerless = True
+        try:
+            waiting = await self.enqueuer.take_waiting()
+        except StorageError as exc:
+            self._down(exc.message())
+            waiting = []
+        log.warning("no mailwarden worker is live: the leader runs due checks itself until one is (start `mailwarden "
+                    "worker` processes, or `serve` without --no-worker)",
+                    extra={"none_live_s": round(now - self._none_live_since), "taken_from_queue": len(waiting)})
+        for integration, check in waiting:
+            self._run_here(integration, check)
 
     async def probe(self) -> bool:
         """While down: whether the queue answers again (then due checks go to the workers again)."""

@@ -136,8 +136,9 @@ class Monitor:
                                    next_run_time=now + timedelta(seconds=every))
 
     async def _watch_queue(self) -> None:
-        """Queue mode, every heartbeat: probe a queue that was down; else run again the jobs whose worker was lost
-        (``monitor.queue.Reaper``), and record those lost twice as ``worker_lost``."""
+        """Queue mode, every heartbeat: probe a queue that was down; else run the checks here while no worker is
+        live (``Feed.watch_workers``), run again the jobs whose worker was lost (``monitor.queue.Reaper``), and record
+        those lost twice as ``worker_lost``."""
         feed, reaper = self.feed, self._reaper
         if feed is None or reaper is None:
             return
@@ -149,6 +150,9 @@ class Monitor:
             await feed.open()  # the queue's pool opens with the first enqueue, which may not have happened yet
             return await reaper.run_once()
 
+        settings = self.runtime.config.execution.queue
+        await self._guarded("live worker count", functools.partial(
+            feed.watch_workers, float(settings.stalled_after), float(settings.workerless_after)))
         reaped = await self._guarded("stalled job check", reap)
         for job in reaped.lost if reaped is not None else ():
             args = job.task_kwargs

@@ -106,23 +106,29 @@ def overview_context(state: Any, now: datetime, *, tenant: str | None = None, ta
             "apps": sorted(apps.items(), key=lambda a: (a[1].casefold(), a[0])), "grouping": views.GROUPS,
             "groups": grouped, "filters": filters,
             "filtered": any(filters[k] for k in FILTER_KEYS if k != "group"), "notices": notices or [],
-            "overview_url": overview_url, "max_search": MAX_SEARCH, "queue_lag": queue_lag(cfg, store)}
+            "overview_url": overview_url, "max_search": MAX_SEARCH, **queue_notes(cfg, store)}
 
 
-def queue_lag(cfg: Any, store: Any) -> float | None:
-    """Queue mode: how long the oldest ready check has waited for a worker, when that is more than a check interval
-    (``defaults.interval``: the checks are falling behind); None otherwise, in local mode, or when unreadable."""
+def queue_notes(cfg: Any, store: Any) -> dict[str, Any]:
+    """Queue mode, for the footer: ``queue_lag``, how long the oldest ready check has waited for a worker when that
+    is more than a check interval (``defaults.interval``: the checks are falling behind), and ``queue_no_worker``,
+    whether no worker sent a heartbeat within ``stalled_after``. Nothing in local mode, or when unreadable."""
+    none = {"queue_lag": None, "queue_no_worker": False}
     if cfg.execution.mode != "queue":
-        return None
+        return none
     from sqlalchemy.exc import SQLAlchemyError
 
     from mailwarden.monitor.due import read_stats
 
     try:
-        oldest = read_stats(store.engine, float(cfg.execution.queue.stalled_after)).oldest_ready_s
+        stats = read_stats(store.engine, float(cfg.execution.queue.stalled_after))
     except SQLAlchemyError:
-        return None
-    return oldest if oldest is not None and oldest > float(cfg.defaults.interval) else None
+        return none
+    oldest = stats.oldest_ready_s
+    settings = cfg.execution.queue
+    return {"queue_lag": oldest if oldest is not None and oldest > float(cfg.defaults.interval) else None,
+            "queue_no_worker": stats.workers_live == 0, "stalled_after": settings.stalled_after,
+            "workerless_after": settings.workerless_after}
 
 
 def render(request: Request, template: str, status_code: int = 200, **ctx: Any) -> HTMLResponse:

@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 import copy
 import time
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import psycopg
@@ -133,7 +133,7 @@ def test_leader_runs_due_checks_itself_while_the_queue_is_down(cluster):
 
 # -- workers on the sandbox -------------------------------------------------------------------------------------------
 def _queue_world(world, pg_url: str, *, integrations: int, checks: dict, interval: str = "600s",
-                 per_mailbox: int = 2) -> Path:
+                 per_mailbox: int = 2, workerless_after: int = 60) -> Path:
     w = world("app", app_permissions=IMAP_APP, exchange=app_mailbox, checks=checks)
     doc = yaml.safe_load(w.config_path.read_text())
     doc["database"] = pg_url
@@ -141,6 +141,7 @@ def _queue_world(world, pg_url: str, *, integrations: int, checks: dict, interva
     doc["web"] = {"enabled": False}
     doc["defaults"].update(interval=interval, timeout="20s")
     doc["execution"] = {"mode": "queue", "queue": {"heartbeat": 1, "stalled_after": 3,
+                                                   "workerless_after": workerless_after,
                                                    "limits": {"per_mailbox": per_mailbox}}}
     first = doc["integrations"][0]
     doc["integrations"] = [dict(copy.deepcopy(first), name=f"desk{i}") for i in range(integrations)]
@@ -197,6 +198,34 @@ def test_two_workers_hold_the_per_mailbox_limit(world, sandbox, shared_pg_url, s
     assert len(ran) == 16 and {w.name for w in workers if w.msgs("check finished")} == {"worker0", "worker1"}
     # worker0's own /metrics counts the checks it ran, as its log does
     assert f'mailwarden_worker_jobs_total{{outcome="ran"}} {float(len(workers[0].msgs("check finished")))}' in metrics
+
+
+def test_with_no_live_worker_the_leader_runs_the_checks_itself(world, sandbox, shared_pg_url, serve):
+    """`serve --no-worker` with no worker running: nothing would take the queued checks, and nothing would say so.
+    After workerless_after (2 s) with no live worker the leader takes the waiting jobs off the queue and runs them, and
+    every due check after them: each of the 6 checks is stored once, by the leader, none left queued. A worker
+    started then is seen at the leader's next heartbeat and takes the due checks from there on."""
+    config = _queue_world(world, shared_pg_url, integrations=3, checks={"token": {}, "imap": {}}, interval="12s",
+                          workerless_after=2)
+    leader = serve(config, "leader", ("serve", "--no-worker"))
+    leader.wait_for(lambda ls: any(x.get("msg") == "scheduler started" for x in ls), "the leader", 60)
+    pairs = sorted((f"desk{i}", k) for i in range(3) for k in ("token", "imap"))
+    _wait(lambda: {(r[0], r[1]) for r in _results(shared_pg_url)} == set(pairs), "a result of each check", 60, leader)
+    first = _results(shared_pg_url)[:6]
+    assert sorted((r[0], r[1]) for r in first) == pairs  # each once: none run twice
+    assert {r[2] for r in first} == {"ok"}, first
+    assert [j for j in _jobs(shared_pg_url) if j[1] in ("todo", "doing")] == []
+    said = leader.msgs("no mailwarden worker is live: the leader runs due checks itself until one is (start "
+                       "`mailwarden worker` processes, or `serve` without --no-worker)")
+    assert len(said) == 1 and said[0]["taken_from_queue"] >= 1, said  # the token checks were queued before it
+
+    worker = serve(config, "worker", ("worker", "--concurrency", "4"))
+    back = leader.wait_for(lambda ls: [x for x in ls if x.get("msg") == "a worker is live again: due checks go to "
+                                       "the workers"], "the leader to see the worker", 60)
+    _wait(lambda: len(worker.msgs("check finished")) >= 2, "checks run by the worker", 60, leader, worker)
+    since = datetime.fromisoformat(back[0]["ts"]) + timedelta(seconds=3)  # checks under way then may finish
+    late = [m for m in leader.msgs("check finished") if datetime.fromisoformat(m["ts"]) > since]
+    assert late == [], "once a worker is live the checks are the workers' again"
 
 
 def _doing(url: str) -> list[tuple]:

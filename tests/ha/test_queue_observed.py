@@ -81,6 +81,28 @@ def test_metrics_and_footer_show_the_queue_falling_behind(tmp_path, shared_pg_ur
     assert 420 <= waited < 480
 
 
+NO_WORKER = "No mailwarden worker is live: none sent a heartbeat in the last 20 s."
+
+
+def test_the_footer_says_when_no_worker_is_live(tmp_path, shared_pg_url, monkeypatch):
+    """`serve --no-worker` with no worker live: the footer says so and what happens meanwhile (the leader runs the
+    checks itself after workerless_after, or they wait when it is 0); nothing once a worker sends heartbeats."""
+    import html
+    import re as re_
+
+    def footer(client: TestClient) -> str:
+        text = re_.sub(r"<[^>]+>", "", client.get("/").text.split("<footer>", 1)[1].split("</footer>", 1)[0])
+        return " ".join(html.unescape(text).split())
+
+    queue = _client(tmp_path, shared_pg_url, "queue", monkeypatch)
+    said = footer(queue)
+    assert NO_WORKER in said
+    assert "Once none has been live for 60 s the leader runs the due checks itself, until one is." in said
+    _enqueue(shared_pg_url, [])  # registers a worker: its heartbeat is now
+    assert NO_WORKER not in footer(queue)
+    assert NO_WORKER not in footer(_client(tmp_path, shared_pg_url, "local", monkeypatch))
+
+
 def test_no_lag_said_within_an_interval_nor_in_local_mode(tmp_path, shared_pg_url, monkeypatch):
     from mailwarden.monitor.due import Due
 

@@ -46,3 +46,81 @@ def test_a_check_submitted_while_a_batch_is_written_is_enqueued():
     enqueued = asyncio.run(go())
     assert written == [["a"], ["b", "c"]]
     assert enqueued == 3
+
+
+class Workers:
+    """The queue's worker count and waiting jobs, as ``Feed.watch_workers`` reads them."""
+
+    def __init__(self, waiting):
+        self.live = 0
+        self.waiting = list(waiting)
+        self.taken = 0
+
+    async def live_workers(self, stalled_after):
+        return self.live
+
+    async def take_waiting(self):
+        self.taken += 1
+        out, self.waiting = self.waiting, []
+        return out
+
+
+def test_no_live_worker_for_stalled_after_the_leader_runs_the_checks_itself(caplog):
+    """`serve --no-worker` with every worker crashed (or never started): the queue fills and no check runs, silently.
+    After workerless_after seconds without a live worker the leader takes the waiting jobs and runs them, then every
+    due check, until a worker is live again; a short gap (a worker restarting) changes nothing; 0 turns it off."""
+    ran: list[tuple[str, str]] = []
+    enqueued: list[list[str]] = []
+
+    async def run_local(name, kind):
+        ran.append((name, kind))
+
+    async def enqueue(due):
+        enqueued.append([d.integration for d in due])
+        return [f"{d.integration}::{d.check}" for d in due]
+
+    async def go():
+        t = [1000.0]
+        feed = Feed(OpenApp(), "postgresql+psycopg://u@h/db", run_local, window=0.01)  # type: ignore[arg-type]
+        workers = Workers([("a", "token"), ("b", "imap")])
+        feed.enqueuer.live_workers = workers.live_workers  # type: ignore[method-assign]
+        feed.enqueuer.take_waiting = workers.take_waiting  # type: ignore[method-assign]
+        feed.enqueuer.enqueue = enqueue  # type: ignore[method-assign]
+        clock = lambda: t[0]  # noqa: E731
+        steps = []
+        await feed.watch_workers(20, 20, clock=clock)  # none live: counted from here
+        t[0] += 19
+        await feed.watch_workers(20, 20, clock=clock)
+        steps.append((feed.workerless, feed.submit(Due("c", "imap", datetime.now(UTC)))))  # still queued
+        await asyncio.sleep(0.05)
+        t[0] += 1
+        await feed.watch_workers(20, 20, clock=clock)  # 20 s without a live worker
+        await asyncio.sleep(0.05)
+        steps.append((feed.workerless, feed.submit(Due("d", "imap", datetime.now(UTC)))))  # refused: run it here
+        await feed.watch_workers(20, 20, clock=clock)  # taken once, not at every heartbeat
+        workers.live = 1
+        await feed.watch_workers(20, 20, clock=clock)
+        steps.append((feed.workerless, feed.submit(Due("e", "imap", datetime.now(UTC)))))
+        await asyncio.sleep(0.05)
+        workers.live = 0  # a worker restarting: counted again from zero
+        await feed.watch_workers(20, 20, clock=clock)
+        t[0] += 10
+        await feed.watch_workers(20, 20, clock=clock)
+        steps.append((feed.workerless, None))
+        off = Feed(OpenApp(), "postgresql+psycopg://u@h/db", run_local, window=0.01)  # type: ignore[arg-type]
+        off.enqueuer.live_workers = workers.live_workers  # type: ignore[method-assign]
+        for _ in range(3):
+            await off.watch_workers(20, 0, clock=clock)
+            t[0] += 100
+        steps.append((off.workerless, None))
+        return steps, workers.taken
+
+    with caplog.at_level("INFO", logger="mailwarden.queue"):
+        steps, taken = asyncio.run(go())
+    assert steps == [(False, True), (True, False), (False, True), (False, None), (False, None)]
+    assert ran == [("a", "token"), ("b", "imap")]  # the waiting jobs; "d" is run by the caller (submit said False)
+    assert taken == 1
+    assert enqueued == [["c"], ["e"]]
+    said = [r.getMessage() for r in caplog.records]
+    assert sum(m.startswith("no mailwarden worker is live: the leader runs due checks itself") for m in said) == 1
+    assert said.count("a worker is live again: due checks go to the workers") == 1

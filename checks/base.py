@@ -161,6 +161,9 @@ class CheckContext:
     signins: SignInLog | None = None
     # the canaries other integrations sent (a reading check's `canary` option); None where nothing is stored
     canaries: CanaryLog | None = None
+    # the HTTP clients the Graph and EWS checks of this event loop share (checks.graph_client.SharedHttp: kept-alive
+    # connections); None: each check opens its own
+    http: Any = None
 
     def now(self) -> datetime:
         return self.clock()

@@ -28,6 +28,7 @@ code (``ews_forbidden``, ``ews_disabled``), before the date or after it: the dat
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import re
 import time
 from collections.abc import Mapping
@@ -285,12 +286,17 @@ class EwsCheck:
                    "Content-Type": "text/xml; charset=utf-8"}
         verify = tls_context(ctx.endpoints.ca_bundle)
         op = "GetFolder"
+        trust_env = not ctx.endpoints.ca_bundle
+        # GetFolder and FindItem only read: sent again if a kept-alive connection was dropped (graph_client._Resend)
+        resend = {graph_client.RESEND: True}
         try:
-            async with graph_client.capped_client(verify=verify, timeout=ctx.timeout_s,
-                                                  trust_env=not ctx.endpoints.ca_bundle) as http:
+            async with contextlib.AsyncExitStack() as own:
+                http = ctx.http.client(verify=verify, timeout=ctx.timeout_s, trust_env=trust_env) if ctx.http \
+                    else await own.enter_async_context(graph_client.capped_client(
+                        verify=verify, timeout=ctx.timeout_s, trust_env=trust_env))
                 t0 = time.perf_counter()
                 resp = await http.post(ctx.endpoints.ews, content=REQUEST.format(mailbox=escape(mailbox)),
-                                       headers=headers)
+                                       headers=headers, extensions=resend)
                 probe.phases["getfolder"] = round((time.perf_counter() - t0) * 1000, 1)
                 outcome = self._judge(ctx, resp, probe)
                 if outcome.status != Status.OK or not options.backlog_age or not outcome.metrics.get("unread_count"):
@@ -298,7 +304,7 @@ class EwsCheck:
                 op = "FindItem"
                 t0 = time.perf_counter()
                 resp = await http.post(ctx.endpoints.ews, content=FIND_OLDEST.format(mailbox=escape(mailbox)),
-                                       headers=headers)
+                                       headers=headers, extensions=resend)
                 probe.phases["finditem"] = round((time.perf_counter() - t0) * 1000, 1)
                 return self._noted(ctx, self._backlog(ctx, options, outcome, resp, probe))
         except Exception as exc:  # noqa: BLE001 - DNS, refused, TLS, timeout, a reply past the cap

@@ -14,7 +14,7 @@ from __future__ import annotations
 import asyncio
 import ssl
 import zlib
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from typing import Any
 
 import httpx
@@ -57,12 +57,18 @@ def too_large(exc: BaseException) -> ReplyTooLarge | None:
 
 
 def capped_client(*, verify: ssl.SSLContext | bool, timeout: float, trust_env: bool,
-                  cap: int = MAX_REPLY_BYTES) -> httpx.AsyncClient:
-    """An httpx client whose replies are read with ``cap`` on the body (``ReplyTooLarge`` past it)."""
+                  cap: int = MAX_REPLY_BYTES, resend: bool = False) -> httpx.AsyncClient:
+    """An httpx client whose replies are read with ``cap`` on the body (``ReplyTooLarge`` past it); ``resend``: a
+    request whose kept-alive connection was dropped is sent once more (``_Resend``), for a client used by many checks.
+    """
     async def limit(response: httpx.Response) -> None:
         _cap_response(response, cap)
 
-    return httpx.AsyncClient(verify=verify, timeout=timeout, trust_env=trust_env,
+    # a shared client has no limit of its own on connections: each check had its own client before, and a check
+    # waiting for one of a capped pool would time out (a false alert); the runner's concurrency limits hold instead
+    transport = _Resend(httpx.AsyncHTTPTransport(verify=verify, trust_env=trust_env, limits=httpx.Limits(
+        max_connections=None, max_keepalive_connections=20))) if resend else None
+    return httpx.AsyncClient(verify=verify, timeout=timeout, trust_env=trust_env, transport=transport,
                              event_hooks={"response": [limit]})
 
 
@@ -129,6 +135,90 @@ class _CappedStream(httpx.AsyncByteStream):
         await self._inner.aclose()
 
 
+# What a dropped kept-alive connection raises: the server closed it (idle timeout, restart) while it sat in the pool,
+# and the request sent on it got no reply.
+_DROPPED = (httpx.RemoteProtocolError, httpx.ReadError, httpx.WriteError)
+RESEND = "mailwarden.resend"  # a request extension: this POST may be sent twice (it reads, as EWS GetFolder does)
+
+
+class _Resend(httpx.AsyncBaseTransport):
+    """Sends a request once more, on a new connection, when the connection it went out on was dropped without a
+    reply: with connections kept alive between checks, a server that closed one meanwhile must not fail a check (a
+    false alert). Only requests that may be sent twice: GET, HEAD, OPTIONS, or marked ``RESEND``. A server that
+    really drops every connection fails the second send too, and the check reports it."""
+
+    def __init__(self, inner: httpx.AsyncBaseTransport):
+        self._inner = inner
+
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        try:
+            return await self._inner.handle_async_request(request)
+        except _DROPPED:
+            if request.method not in ("GET", "HEAD", "OPTIONS") and not request.extensions.get(RESEND):
+                raise
+        return await self._inner.handle_async_request(request)
+
+    async def aclose(self) -> None:
+        await self._inner.aclose()
+
+
+class SharedHttp:
+    """The capped HTTP clients of one event loop, shared by its Graph and EWS checks (the runner keeps one per loop):
+    a check reuses a kept-alive connection to the same host instead of a TCP connect and TLS handshake of its own
+    (about 2 ms of CPU each, bench/), and a Graph client's middleware pipeline is built once, not per check. One
+    client per (TLS trust, timeout, proxy use, Graph or not); a dropped kept-alive connection is retried (``_Resend``).
+    """
+
+    def __init__(self) -> None:
+        self._clients: dict[tuple[int, float, bool, bool], httpx.AsyncClient] = {}
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._closing: set[asyncio.Task] = set()
+
+    def client(self, *, verify: ssl.SSLContext, timeout: float, trust_env: bool, graph: bool = False
+               ) -> httpx.AsyncClient:
+        """The shared client for these settings (``verify``: one of checks.tls's shared contexts, so its identity
+        is the trust it stands for); ``graph``: with msgraph-core's (empty) middleware pipeline, as ``build`` wants."""
+        loop = asyncio.get_running_loop()
+        if self._loop is not loop:  # a runner serving another asyncio.run(): the old loop's connections are gone
+            self._clients, self._loop = {}, loop
+        key = (id(verify), float(timeout), trust_env, graph)
+        http = self._clients.get(key)
+        if http is None or http.is_closed:
+            http = capped_client(verify=verify, timeout=timeout, trust_env=trust_env, resend=True)
+            if graph:
+                from msgraph_core import GraphClientFactory
+
+                http = GraphClientFactory.create_with_custom_middleware([], client=http)
+            self._clients[key] = http
+        return http
+
+    def close(self, grace: float = 0.0) -> None:
+        """Close the connections (the runtime closes). Called on their loop (a reload), after ``grace`` seconds: the
+        checks still under way with the old runtime keep their client until they end (closed under them, their
+        requests would fail: a false alert). On a loop that stopped, by running it; on a closed loop, nothing is
+        left to close."""
+        clients, self._clients = list(self._clients.values()), {}
+        loop = self._loop
+        if not clients or loop is None or loop.is_closed():
+            return
+        try:
+            running = asyncio.get_running_loop()
+        except RuntimeError:
+            running = None
+        if running is loop:
+            task = loop.create_task(self._close_later(clients, grace))
+            self._closing.add(task)
+            task.add_done_callback(self._closing.discard)
+        elif running is None and not loop.is_running():
+            loop.run_until_complete(self._close_later(clients, 0.0))
+
+    @staticmethod
+    async def _close_later(clients: list[httpx.AsyncClient], grace: float) -> None:
+        if grace > 0:
+            await asyncio.sleep(grace)
+        await asyncio.gather(*(http.aclose() for http in clients), return_exceptions=True)
+
+
 class TokenRefused(Exception):
     """The identity provider refused the token the Graph call needs; carries MSAL's error dict."""
 
@@ -137,8 +227,9 @@ class TokenRefused(Exception):
         super().__init__(result.get("error", "token refused"))
 
 
-def build(endpoints: Endpoints, get_token: Callable[[], dict[str, Any]], timeout_s: float):
-    """A GraphServiceClient whose bearer token comes from ``get_token`` (an MSAL result dict)."""
+def build(endpoints: Endpoints, token: str, timeout_s: float, shared: SharedHttp | None = None):
+    """A GraphServiceClient presenting ``token`` (the check fetched it), and its HTTP client: ``shared``'s when given
+    (not to be closed by the caller), else one of its own (to be closed)."""
     # Imported here: msgraph-sdk costs about half a second to import.
     from kiota_abstractions.authentication import (
         AccessTokenProvider,
@@ -150,18 +241,18 @@ def build(endpoints: Endpoints, get_token: Callable[[], dict[str, Any]], timeout
 
     class _Tokens(AccessTokenProvider):
         async def get_authorization_token(self, uri: str, additional_authentication_context=None) -> str:
-            result = await asyncio.to_thread(get_token)
-            if "access_token" not in result:
-                raise TokenRefused(result)
-            return result["access_token"]
+            return token  # no thread hand-off per request: the token is at hand
 
         def get_allowed_hosts_validator(self) -> AllowedHostsValidator:
             return AllowedHostsValidator([httpx.URL(endpoints.graph).host])
 
     verify = http_verify(endpoints.ca_bundle)
-    http = capped_client(verify=verify, timeout=timeout_s, trust_env=not endpoints.ca_bundle)
-    client = GraphClientFactory.create_with_custom_middleware([], client=http)
-    adapter = GraphRequestAdapter(BaseBearerTokenAuthenticationProvider(_Tokens()), client=client)
+    if shared is not None:
+        http = shared.client(verify=verify, timeout=timeout_s, trust_env=not endpoints.ca_bundle, graph=True)
+    else:
+        http = GraphClientFactory.create_with_custom_middleware([], client=capped_client(
+            verify=verify, timeout=timeout_s, trust_env=not endpoints.ca_bundle))
+    adapter = GraphRequestAdapter(BaseBearerTokenAuthenticationProvider(_Tokens()), client=http)
     adapter.base_url = endpoints.graph
     return GraphServiceClient(request_adapter=adapter), http
 

@@ -150,7 +150,7 @@ class GraphMailCheck:
             return token
         options: GraphMailOptions = ctx.options  # type: ignore[assignment]
         probe = Probe()
-        client, http = graph_client.build(ctx.endpoints, lambda: {"access_token": token}, ctx.timeout_s)
+        client, http = graph_client.build(ctx.endpoints, token, ctx.timeout_s, ctx.http)
         users = client.users.by_user_id(ctx.integration.mailbox)
         step = "inbox"
         try:
@@ -189,7 +189,8 @@ class GraphMailCheck:
         except Exception as exc:  # noqa: BLE001 - every failure gets a diagnosis
             return self._failure(ctx, exc, step, probe)
         finally:
-            await http.aclose()
+            if ctx.http is None:  # a client of its own; a shared one stays open for the next check
+                await http.aclose()
 
     @staticmethod
     async def _oldest_unread_age(users: Any, probe: Probe) -> float | None:

@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING, Any
 
 from mailwarden.checks import REGISTRY, TOKEN_KIND, dependencies
 from mailwarden.checks.base import CheckContext, Outcome, SignInLog, Status, targets
+from mailwarden.checks.graph_client import SharedHttp
 from mailwarden.errors import MailwardenError, StorageError
 from mailwarden.monitor.backoff import Backoff, Wait
 from mailwarden.monitor.breaker import Breaker
@@ -143,6 +144,17 @@ class Runner:
         self._tenant: dict[str, asyncio.Semaphore] = defaultdict(
             lambda: asyncio.Semaphore(self.config.concurrency.per_tenant))
         self._mailbox: dict[tuple[str, str], asyncio.Lock] = defaultdict(asyncio.Lock)
+        if getattr(self, "http", None) is not None:
+            self.http.close()
+        # kept-alive HTTP connections of the Graph and EWS checks, on this loop (checks.graph_client.SharedHttp)
+        self.http = SharedHttp()
+
+    def close(self) -> None:
+        """The runtime closes: its kept-alive connections with it, once the checks under way may have ended (a
+        reload closes the old runtime while its last checks run: their timeout and its grace)."""
+        longest = max((float(self.config.threshold(i, "timeout")) for i in self.config.integrations),
+                      default=float(self.config.defaults.timeout))
+        self.http.close(grace=longest + RUN_GRACE_S)
 
     async def run_one(self, name: str, kind: str, *, known: Mapping[str, CheckState] | None = None) -> RunResult:
         """Run the integration's ``kind`` check and record its result. ``known``: the stored states of its checks, read
@@ -283,12 +295,13 @@ class Runner:
         check = REGISTRY[kind]
         app = self.config.apps[integ.app]
         timeout = float(self.config.threshold(integ, "timeout"))
+        self._bind_limits()
         ctx = CheckContext(
             config=self.config, integration=integ, app=app, tenant=self.config.integration_tenant(integ),
             options=integ.options(kind), tokens=self.tokens,
             credentials=self.credentials, endpoints=self.tokens.endpoints, timeout_s=timeout, clock=self.clock,
-            loop=asyncio.get_running_loop(), signins=self.signins, canaries=self.canaries)
-        self._bind_limits()
+            loop=asyncio.get_running_loop(), signins=self.signins, canaries=self.canaries,
+            http=self.http)
         # a check run with the token check's token talks to the mailbox: one connection per mailbox and protocol
         lock = self._mailbox[(integ.mailbox, kind)] if TOKEN in check.depends_on else None
         server = self._server(integ, check.endpoint)

@@ -26,6 +26,7 @@ class Runtime:
     signins: SignInEvidence | None = None  # the sign-in poller and the consumer check's port
 
     def close(self) -> None:
+        self.runner.close()
         self.store.close()
 
     async def credential_use(self, app_name: str, key_id: str, moved_at: datetime | None):

@@ -15,6 +15,7 @@ import asyncio
 import ssl
 import zlib
 from collections.abc import AsyncIterator
+from http.cookiejar import CookieJar, DefaultCookiePolicy
 from typing import Any
 
 import httpx
@@ -64,12 +65,20 @@ def capped_client(*, verify: ssl.SSLContext | bool, timeout: float, trust_env: b
     async def limit(response: httpx.Response) -> None:
         _cap_response(response, cap)
 
-    # a shared client has no limit of its own on connections: each check had its own client before, and a check
-    # waiting for one of a capped pool would time out (a false alert); the runner's concurrency limits hold instead
-    transport = _Resend(httpx.AsyncHTTPTransport(verify=verify, trust_env=trust_env, limits=httpx.Limits(
-        max_connections=None, max_keepalive_connections=20))) if resend else None
-    return httpx.AsyncClient(verify=verify, timeout=timeout, trust_env=trust_env, transport=transport,
-                             event_hooks={"response": [limit]})
+    if not resend:
+        return httpx.AsyncClient(verify=verify, timeout=timeout, trust_env=trust_env,
+                                 event_hooks={"response": [limit]})
+    # A client many checks share: no cap of its own on connections (each check had its own client before, and one
+    # waiting for a capped pool's connection would time out: a false alert; the runner's limits hold instead), and
+    # no cookies kept (one mailbox's or tenant's cookie, EWS's X-BackEndCookie, would go out with the next's).
+    http = httpx.AsyncClient(verify=verify, timeout=timeout, trust_env=trust_env, event_hooks={"response": [limit]},
+                             limits=httpx.Limits(max_connections=None, max_keepalive_connections=20),
+                             cookies=CookieJar(DefaultCookiePolicy(allowed_domains=[])))
+    # _Resend around the transports httpx built, the environment's proxies included (a transport passed in would
+    # have turned them off); msgraph-core wraps them the same way (GraphClientFactory._load_middleware_to_client)
+    http._transport = _Resend(http._transport)  # noqa: SLF001
+    http._mounts = {pattern: None if t is None else _Resend(t) for pattern, t in http._mounts.items()}  # noqa: SLF001
+    return http
 
 
 def _cap_response(response: httpx.Response, cap: int) -> None:

@@ -180,3 +180,63 @@ def test_a_shared_client_has_no_connection_cap_of_its_own():
         return [g.status_code if isinstance(g, httpx.Response) else type(g).__name__ for g in got]
 
     assert asyncio.run(go()) == [200] * 120
+
+
+def test_the_environment_s_proxy_is_used_and_its_dropped_connections_resent(monkeypatch):
+    """A site whose traffic goes through a proxy (HTTP_PROXY / HTTPS_PROXY, trust_env as for every client without a
+    configured CA bundle): the shared client goes through it as a check's own client did (a transport passed to httpx
+    turns the environment's proxies off: every Graph and EWS check would fail to connect), and a connection to the
+    proxy dropped without a reply is resent too."""
+    for name in ("NO_PROXY", "no_proxy", "ALL_PROXY", "all_proxy", "HTTPS_PROXY", "https_proxy"):
+        monkeypatch.delenv(name, raising=False)
+
+    async def go() -> DroppingServer:
+        proxy = DroppingServer(2)
+        srv = await asyncio.start_server(proxy.handle, "127.0.0.1", 0)
+        monkeypatch.setenv("HTTP_PROXY", f"http://127.0.0.1:{srv.sockets[0].getsockname()[1]}")
+        shared = SharedHttp()
+        http = shared.client(verify=http_verify(None), timeout=5.0, trust_env=True)
+        assert (await http.get("http://graph.example.invalid/v1.0/one")).status_code == 200
+        assert (await http.get("http://graph.example.invalid/v1.0/two")).status_code == 200
+        shared.close()
+        await asyncio.sleep(0.05)
+        srv.close()
+        await srv.wait_closed()
+        return proxy
+
+    proxy = asyncio.run(go())
+    assert [line for _, line in proxy.requests] == [
+        "GET http://graph.example.invalid/v1.0/one HTTP/1.1", "GET http://graph.example.invalid/v1.0/two HTTP/1.1",
+        "GET http://graph.example.invalid/v1.0/two HTTP/1.1"]  # through the proxy; the dropped one resent
+
+
+def test_no_cookie_goes_from_one_check_to_the_next():
+    """Exchange Online sets cookies on its replies (EWS's X-BackEndCookie names a mailbox's server and user): a
+    client shared by every mailbox and tenant keeps none, so none goes out with another mailbox's request."""
+    heads: list[bytes] = []
+
+    async def cookie_setting(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            while True:
+                heads.append(await reader.readuntil(b"\r\n\r\n"))
+                writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nSet-Cookie: X-BackEndCookie=S-1-5-21-1=u; "
+                             b"path=/EWS; secure\r\nSet-Cookie: affinity=a1\r\n\r\nok")
+                await writer.drain()
+        except (asyncio.IncompleteReadError, ConnectionError):
+            writer.close()
+
+    async def go() -> None:
+        srv = await asyncio.start_server(cookie_setting, "127.0.0.1", 0)
+        base = f"http://127.0.0.1:{srv.sockets[0].getsockname()[1]}"
+        shared = SharedHttp()
+        http = shared.client(verify=http_verify(None), timeout=5.0, trust_env=False)
+        for mailbox in ("a@tenant-a.example", "b@tenant-b.example"):
+            await http.post(f"{base}/EWS/Exchange.asmx", content=mailbox.encode(), extensions={RESEND: True})
+        shared.close()
+        await asyncio.sleep(0.05)
+        srv.close()
+        await srv.wait_closed()
+
+    asyncio.run(go())
+    assert len(heads) == 2
+    assert b"cookie:" not in heads[1].lower()

@@ -219,8 +219,19 @@ class Feed:
         self._flushing: asyncio.Task | None = None
         self._opened = False
         self._local: set[asyncio.Task] = set()
-        self.workerless = False  # no worker live for stalled_after: the leader runs due checks itself
+        self._running_here: set[tuple[str, str]] = set()  # the pairs ``_run_here`` runs now
+        self.workerless = False  # no worker live for workerless_after: the leader runs due checks itself
         self._none_live_since: float | None = None
+
+    def forget_workers(self) -> None:
+        """This instance stood down or leads again: what it saw of the workers is old (a re-elected leader must wait
+        ``workerless_after`` again before it takes the checks, and hand them to live workers at once)."""
+        self.workerless = False
+        self._none_live_since = None
+
+    def running_here(self, integration: str, check: str) -> bool:
+        """Whether the leader runs this check now, taken from the queue: a due run of it now would run it twice."""
+        return (integration, check) in self._running_here
 
     def submit(self, due: Due) -> bool:
         """Queue ``due`` (sent within ``window``); False when the queue is down or no worker is live, and the caller
@@ -256,9 +267,18 @@ class Feed:
         log.debug("checks queued", extra={"queued": len(added), "already_waiting": len(batch) - len(added)})
 
     def _run_here(self, integration: str, check: str) -> None:
+        pair = (integration, check)
+        if pair in self._running_here:  # taken again while its first run goes on: once is enough
+            return
         task = asyncio.get_running_loop().create_task(self.run_local(integration, check))
         self._local.add(task)
-        task.add_done_callback(self._local.discard)
+        self._running_here.add(pair)
+
+        def done(t: asyncio.Task) -> None:
+            self._local.discard(t)
+            self._running_here.discard(pair)
+
+        task.add_done_callback(done)
 
     async def watch_workers(self, stalled_after: float, after: float, *,
                             clock: Callable[[], float] = time.monotonic) -> None:
@@ -284,17 +304,22 @@ class Feed:
             return
         if self._none_live_since is None:
             self._none_live_since = now
-        if self.workerless or now - self._none_live_since < after:
+        if not self.workerless and now - self._none_live_since < after:
             return
-        self.workerless = True
+        # at every heartbeat while no worker is live, not only the first: a batch being written as the leader took
+        # over, or a take that failed, leaves jobs that no worker would run
         try:
             waiting = await self.enqueuer.take_waiting()
         except StorageError as exc:
             self._down(exc.message())
             waiting = []
-        log.warning("no mailwarden worker is live: the leader runs due checks itself until one is (start `mailwarden "
-                    "worker` processes, or `serve` without --no-worker)",
-                    extra={"none_live_s": round(now - self._none_live_since), "taken_from_queue": len(waiting)})
+        if not self.workerless:
+            self.workerless = True
+            log.warning("no mailwarden worker is live: the leader runs due checks itself until one is (start "
+                        "`mailwarden worker` processes, or `serve` without --no-worker)",
+                        extra={"none_live_s": round(now - self._none_live_since), "taken_from_queue": len(waiting)})
+        elif waiting:
+            log.info("checks taken from the queue: no worker is live", extra={"taken_from_queue": len(waiting)})
         for integration, check in waiting:
             self._run_here(integration, check)
 

@@ -335,8 +335,13 @@ class Monitor:
 
     async def _run(self, name: str, kind: str) -> None:
         """A check is due: queue mode hands it to the workers (while the queue answers), local mode runs it here."""
-        if self.feed is not None and self.feed.submit(Due(name, kind, datetime.now(UTC), self._priority(name, kind))):
-            return
+        feed = self.feed
+        if feed is not None:
+            if feed.running_here(name, kind):  # taken from the queue and running here now (Feed.watch_workers)
+                log.info("check not run: it is running now", extra={"integration": name, "check": kind})
+                return
+            if feed.submit(Due(name, kind, datetime.now(UTC), self._priority(name, kind))):
+                return
         await self._run_local(name, kind)
 
     def _priority(self, name: str, kind: str) -> int:
@@ -418,6 +423,8 @@ class Monitor:
 
     def lead(self) -> None:
         self.buffer.clear("stale: taken before this instance stood down")
+        if self.feed is not None:
+            self.feed.forget_workers()
         self.runtime.runner.forget_latest()  # the last leader's token results are in the store, not here
         self._attach(self.runtime)
         self.sync_jobs(first=True)
@@ -425,6 +432,8 @@ class Monitor:
 
     def stand_down(self) -> None:
         self.scheduler.remove_all_jobs()
+        if self.feed is not None:
+            self.feed.forget_workers()
         self.runtime.runner.pipeline.buffer = None
         self.buffer.clear("another instance leads now")
         self._dispatcher = None

@@ -97,7 +97,9 @@ def test_no_live_worker_for_stalled_after_the_leader_runs_the_checks_itself(capl
         await feed.watch_workers(20, 20, clock=clock)  # 20 s without a live worker
         await asyncio.sleep(0.05)
         steps.append((feed.workerless, feed.submit(Due("d", "imap", datetime.now(UTC)))))  # refused: run it here
-        await feed.watch_workers(20, 20, clock=clock)  # taken once, not at every heartbeat
+        workers.waiting = [("f", "imap")]  # a batch written as the leader took over: taken at the next heartbeat
+        await feed.watch_workers(20, 20, clock=clock)
+        await asyncio.sleep(0.05)
         workers.live = 1
         await feed.watch_workers(20, 20, clock=clock)
         steps.append((feed.workerless, feed.submit(Due("e", "imap", datetime.now(UTC)))))
@@ -118,9 +120,76 @@ def test_no_live_worker_for_stalled_after_the_leader_runs_the_checks_itself(capl
     with caplog.at_level("INFO", logger="mailwarden.queue"):
         steps, taken = asyncio.run(go())
     assert steps == [(False, True), (True, False), (False, True), (False, None), (False, None)]
-    assert ran == [("a", "token"), ("b", "imap")]  # the waiting jobs; "d" is run by the caller (submit said False)
-    assert taken == 1
+    # the waiting jobs, and the one queued as the leader took over; "d" is run by the caller (submit said False)
+    assert ran == [("a", "token"), ("b", "imap"), ("f", "imap")]
+    assert taken == 2  # at each heartbeat while no worker is live
     assert enqueued == [["c"], ["e"]]
     said = [r.getMessage() for r in caplog.records]
     assert sum(m.startswith("no mailwarden worker is live: the leader runs due checks itself") for m in said) == 1
     assert said.count("a worker is live again: due checks go to the workers") == 1
+
+
+def test_a_check_taken_from_the_queue_is_not_run_again_while_it_runs():
+    """The leader runs a taken job; the pair's own due time coming meanwhile must not run it a second time (a second
+    canary sent, two results for one interval), and a pair taken twice runs once. Leading again starts the count of
+    workerless_after afresh."""
+    release = asyncio.Event()
+    ran: list[tuple[str, str]] = []
+
+    async def run_local(name, kind):
+        ran.append((name, kind))
+        await release.wait()
+
+    async def go():
+        t = [0.0]
+        feed = Feed(OpenApp(), "postgresql+psycopg://u@h/db", run_local, window=0.01)  # type: ignore[arg-type]
+        workers = Workers([("a", "imap")])
+        feed.enqueuer.live_workers = workers.live_workers  # type: ignore[method-assign]
+        feed.enqueuer.take_waiting = workers.take_waiting  # type: ignore[method-assign]
+        await feed.watch_workers(20, 5, clock=lambda: t[0])
+        t[0] = 10
+        await feed.watch_workers(20, 5, clock=lambda: t[0])
+        await asyncio.sleep(0.01)
+        running = feed.running_here("a", "imap"), feed.running_here("b", "imap")
+        workers.waiting = [("a", "imap")]  # queued again (a takeover's batch) while it runs
+        await feed.watch_workers(20, 5, clock=lambda: t[0])
+        release.set()
+        await asyncio.sleep(0.01)
+        after = feed.running_here("a", "imap")
+        feed.forget_workers()
+        await feed.watch_workers(20, 5, clock=lambda: t[0])
+        return running, after, feed.workerless
+
+    running, after, workerless_after_lead = asyncio.run(go())
+    assert running == (True, False)
+    assert ran == [("a", "imap")]
+    assert after is False
+    assert workerless_after_lead is False  # counted afresh from the first zero reading
+
+
+def test_the_scheduler_does_not_run_a_check_the_leader_runs_from_the_queue(monkeypatch):
+    """monitor.scheduler.Monitor._run: a pair the Feed runs now is neither queued nor run locally again."""
+    from types import SimpleNamespace
+
+    from mailwarden.monitor.scheduler import Monitor
+
+    class Busy:
+        submitted: list = []
+
+        def running_here(self, name, kind):
+            return (name, kind) == ("a", "imap")
+
+        def submit(self, due):
+            self.submitted.append((due.integration, due.check))
+            return True
+
+    local: list = []
+    monitor = SimpleNamespace(feed=Busy(), _priority=lambda n, k: 0)
+
+    async def run_local(name, kind):
+        local.append((name, kind))
+
+    monitor._run_local = run_local
+    asyncio.run(Monitor._run(monitor, "a", "imap"))  # type: ignore[arg-type]
+    asyncio.run(Monitor._run(monitor, "b", "imap"))  # type: ignore[arg-type]
+    assert Busy.submitted == [("b", "imap")] and local == []

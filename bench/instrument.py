@@ -118,6 +118,11 @@ class GcPauses:
         self.pauses: list[tuple[int, float]] = []  # (generation, seconds)
         self._started: float | None = None
         self._ignoring = False
+        self._marks: list[int] = []  # where each cycle's pauses end (``mark``)
+
+    def mark(self) -> None:
+        """A cycle ended: the pauses since the last mark are its own (``summary``'s ``by_cycle``)."""
+        self._marks.append(len(self.pauses))
 
     @contextlib.contextmanager
     def ignoring(self) -> Iterator[None]:
@@ -149,9 +154,14 @@ class GcPauses:
         def longest(gen: int | None) -> float:
             return round(max((s for g, s in self.pauses if gen is None or g == gen), default=0.0) * 1000, 2)
 
+        by_cycle = []
+        for start, end in zip([0, *self._marks], self._marks, strict=False):
+            part = self.pauses[start:end]
+            by_cycle.append({"full": sum(1 for g, _ in part if g == 2),
+                             "longest_ms": round(max((d for _, d in part), default=0.0) * 1000, 2)})
         return {"collections": {str(g): sum(1 for x, _ in self.pauses if x == g) for g in (0, 1, 2)},
                 "longest_ms": longest(None), "longest_full_ms": longest(2),
-                "total_ms": round(sum(s for _, s in self.pauses) * 1000, 1)}
+                "total_ms": round(sum(s for _, s in self.pauses) * 1000, 1), "by_cycle": by_cycle}
 
 
 def full_collection_ms() -> tuple[float, int]:

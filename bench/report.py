@@ -171,6 +171,8 @@ def render(doc: dict) -> str:
         g = f["gc"]
         row("garbage collections in cycles 1-3 (gen 0/1/2)", None, "/".join(str(n) for n in g["collections"].values()))
         row("  longest pause, longest full collection", None, f"{g['longest_ms']}, {g['longest_full_ms']} ms")
+        for n, c in enumerate(g.get("by_cycle", []), 1):  # cycle 1 runs before the warm freeze (as serve's first)
+            row(f"    cycle {n}: full collections, longest pause", None, f"{c['full']}, {c['longest_ms']} ms")
         row(f"  a full collection after them ({g['objects_after_cycles']:,} objects)", None,
             g["full_after_cycles_ms"], " ms")
         if "warm_freeze_ms" in g:

@@ -75,6 +75,7 @@ async def measure(cfg, sandbox: SandboxProcess, args: argparse.Namespace) -> dic
             with GcPauses() as pauses:
                 for i in range(3):
                     cycles.append(await driver.cycle(first=i == 0))
+                    pauses.mark()
                     c = cycles[-1]
                     say(f"cycle {i + 1}: {c.checks} checks in {c.wall_s:.2f} s, CPU {c.cpu_s:.2f} s, "
                         f"sandbox CPU {c.sandbox_cpu_s:.2f} s, statuses {c.statuses}, token POSTs {c.idp_token}")

@@ -36,3 +36,17 @@ def test_collections_made_on_purpose_are_not_counted():
             gc.collect()
         gc.collect(0)
     assert pauses.summary()["collections"]["2"] == 0 and pauses.summary()["collections"]["0"] >= 1
+
+
+def test_pauses_are_told_by_cycle():
+    """Cycle 1 runs before the warm freeze (as `serve`'s first interval) and the later ones after it: each cycle's
+    full collections and longest pause are its own."""
+    with GcPauses() as pauses:
+        gc.collect(2)
+        pauses.mark()
+        gc.collect(0)
+        pauses.mark()
+        pauses.mark()
+    by_cycle = pauses.summary()["by_cycle"]
+    assert [c["full"] for c in by_cycle] == [1, 0, 0]
+    assert by_cycle[0]["longest_ms"] > 0 and by_cycle[2]["longest_ms"] == 0

@@ -21,7 +21,7 @@ from bench.ideal import ideal_s
 from bench.instrument import GcPauses, IdpCounter, full_collection_ms, instrumented, no_jitter
 from bench.sandbox_proc import SandboxProcess
 from bench.stage import staged
-from mailwarden.monitor import freeze_heap
+from mailwarden.monitor import freeze_heap, preload_checks
 from mailwarden.monitor.runtime import open_runtime
 
 DEFAULT_JSON = Path(__file__).with_name("results.json")
@@ -70,6 +70,7 @@ async def measure(cfg, sandbox: SandboxProcess, args: argparse.Namespace) -> dic
         try:
             meter = Meter(sandbox, counter)
             driver = CycleDriver(runtime, meter)
+            preload_checks(cfg)  # as `mailwarden serve` does before it freezes its heap
             say(f"heap frozen as `mailwarden serve` freezes it at start: {freeze_heap():,} objects")
             cycles = []
             with GcPauses() as pauses:

@@ -12,7 +12,7 @@ from typing import Annotated
 import typer
 
 from mailwarden.errors import MailwardenError
-from mailwarden.monitor import freeze_heap, freeze_later, refreeze_heap
+from mailwarden.monitor import freeze_heap, freeze_later, preload_checks, refreeze_heap
 from mailwarden.monitor.cli import EXIT_UNKNOWN, ConfigOpt, app, exit_code, fail, load_config
 
 
@@ -146,6 +146,7 @@ def serve(config: ConfigOpt = None,
         raise fail(exc, EXIT_UNKNOWN) from None
     monitor = Monitor(runtime, config)
     in_process = (concurrency or cfg.concurrency.total) if worker and cfg.execution.mode == "queue" else None
+    preload_checks(cfg)
     freeze_heap()
     asyncio.run(_serve_forever(monitor, web=_web_for(monitor), worker=in_process))
 
@@ -177,6 +178,7 @@ def worker_command(config: ConfigOpt = None, concurrency: Concurrency = None,
         runtime = open_runtime(cfg)
     except MailwardenError as exc:
         raise fail(exc, EXIT_UNKNOWN) from None
+    preload_checks(cfg)
     freeze_heap()
     asyncio.run(_work_forever(runtime, config, concurrency or cfg.concurrency.total, sock))
 
@@ -337,6 +339,7 @@ def demo(
         if web is not None:
             typer.echo(f"\nDashboard: {web.url}/\n  sign in as {env.web_user} with password {env.web_password}"
                        "\n  (generated for this demo run; its hash is in the demo config)\n", err=True)
+        preload_checks(env.runtime.config)
         freeze_heap()
         asyncio.run(_serve_forever(monitor, reload_on_hup=False, web=web))
     finally:

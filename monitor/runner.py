@@ -144,10 +144,11 @@ class Runner:
         self._tenant: dict[str, asyncio.Semaphore] = defaultdict(
             lambda: asyncio.Semaphore(self.config.concurrency.per_tenant))
         self._mailbox: dict[tuple[str, str], asyncio.Lock] = defaultdict(asyncio.Lock)
-        if getattr(self, "http", None) is not None:
-            self.http.close()
+        old: SharedHttp | None = getattr(self, "http", None)
+        if old is not None:
+            old.close()
         # kept-alive HTTP connections of the Graph and EWS checks, on this loop (checks.graph_client.SharedHttp)
-        self.http = SharedHttp()
+        self.http: SharedHttp = SharedHttp()
 
     def close(self) -> None:
         """The runtime closes: its kept-alive connections with it, once the checks under way may have ended (a

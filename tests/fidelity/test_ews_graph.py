@@ -329,3 +329,46 @@ def test_graph_denied_is_still_graph_unreadable(world):
     outcome = w.run("secret_expiry")
     assert (outcome.status, outcome.code) == (Status.ERROR, "graph_unreadable"), outcome.summary
     assert "Application.Read.All" in fix_of(w, outcome)
+
+
+def test_graph_and_ews_checks_keep_their_connection_and_survive_the_server_dropping_it(world, sandbox, monkeypatch):
+    """The Graph and EWS checks of one event loop share kept-alive connections (checks.graph_client.SharedHttp): a
+    second check opens no new TLS connection. Exchange Online closes idle connections after a while; the sandbox
+    dropping every connection between two checks must not fail the next one (a false alert): it connects again."""
+    import asyncio
+    import ssl
+
+    client_tls: list[str] = []
+    wrap_bio = ssl.SSLContext.wrap_bio
+
+    def counting(self, incoming, outgoing, server_side=False, server_hostname=None, session=None):
+        if not server_side:  # the sandbox's own side of each connection runs in this process too
+            client_tls.append(server_hostname or "")
+        return wrap_bio(self, incoming, outgoing, server_side, server_hostname, session)
+
+    def build(ids):
+        return {"ews_enabled": True, "mailboxes": [{"address": f"box@{ids['domain']}", "type": "shared"}]}
+
+    w = world("app", app_permissions={"graph": ["Mail.ReadWrite"], "exchange": ["full_access_as_app"]},
+              exchange=build, checks={"token": {}, "graph_mail": {}, "ews": {}})
+    runner = w.open().runner
+
+    async def go() -> list[tuple[str, Status, int]]:
+        seen = []
+        assert (await runner.run_one("subject", "token")).outcome.status == Status.OK
+        monkeypatch.setattr(ssl.SSLContext, "wrap_bio", counting)
+        for step in ("first", "second", "dropped"):
+            if step == "dropped":
+                server = sandbox._server  # noqa: SLF001 - the sandbox's uvicorn, in a thread of this process
+                server.loop.call_soon_threadsafe(server.drop_connections)
+                await asyncio.sleep(0.3)
+            for kind in ("graph_mail", "ews"):
+                seen.append((f"{step} {kind}", (await runner.run_one("subject", kind)).outcome.status,
+                             len(client_tls)))
+        return seen
+
+    seen = asyncio.run(go())
+    assert [s[1] for s in seen] == [Status.OK] * 6, seen
+    # one connection per client (Graph's, and EWS's with its TLS 1.2 context) for the first two checks each, then
+    # one each again after the drop
+    assert [s[2] for s in seen] == [1, 2, 2, 2, 3, 4], seen

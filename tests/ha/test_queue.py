@@ -131,6 +131,55 @@ def test_leader_runs_due_checks_itself_while_the_queue_is_down(cluster):
     assert [j[0] for j in _jobs(cluster.url)] == ["a::token", "d::imap"]
 
 
+def test_a_leader_starting_while_the_queue_s_database_is_unreachable_runs_its_checks_itself(caplog, monkeypatch):
+    """The queue's pool never opens (PostgreSQL down when the leader starts: psycopg_pool waits for its first
+    connection, 30 s by default, and raises PoolTimeout): the batch runs here, once; a second attempt opens a new
+    pool rather than reusing the failed one (whose failure would otherwise come back as "pool closed" for good), and
+    fails the same way, said once. The pool's wait is cut to 2 s here: the same path, quicker."""
+    import functools
+
+    import psycopg_pool
+
+    from mailwarden.monitor.due import Due
+    from mailwarden.monitor.queue import Feed, make_app
+
+    monkeypatch.setattr(psycopg_pool.AsyncConnectionPool, "open",
+                        functools.partialmethod(psycopg_pool.AsyncConnectionPool.open, timeout=2.0))
+
+    url = f"postgresql+psycopg://postgres@127.0.0.1:{free_port()}/nowhere"  # nothing listens there
+    ran: list[tuple[str, str]] = []
+
+    async def run_local(name: str, kind: str) -> None:
+        ran.append((name, kind))
+
+    async def go() -> tuple[bool, bool, str, bool]:
+        feed = Feed(make_app(url), url, run_local, window=0.01)
+        queued = feed.submit(Due("a", "token", datetime.now(UTC), 10))
+        for _ in range(100):  # the pool's wait (2 s here)
+            if ran:
+                break
+            await asyncio.sleep(0.1)
+        await asyncio.sleep(0.1)
+        refused = not feed.submit(Due("b", "token", datetime.now(UTC)))  # down: the caller runs it
+        again = ""
+        try:
+            await feed.open()  # a new pool, not the failed one
+        except Exception as exc:  # noqa: BLE001 - what it raises is the point
+            again = f"{type(exc).__name__}: {exc}"
+        probed = await feed.probe()
+        await feed.close()
+        return queued, refused, again, probed
+
+    with caplog.at_level("WARNING", logger="mailwarden.queue"):
+        queued, refused, again, probed = asyncio.run(go())
+    assert queued and refused and not probed
+    assert ran == [("a", "token")]
+    assert again.startswith("StorageError") and "unavailable" in again, again
+    assert "closed" not in again.split("unavailable", 1)[1], again  # the error of a new attempt, not "pool closed"
+    downs = [r for r in caplog.records if r.getMessage().startswith("job queue unavailable")]
+    assert len(downs) == 1
+
+
 # -- workers on the sandbox -------------------------------------------------------------------------------------------
 def _queue_world(world, pg_url: str, *, integrations: int, checks: dict, interval: str = "600s",
                  per_mailbox: int = 2, workerless_after: int = 60) -> Path:

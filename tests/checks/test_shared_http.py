@@ -129,18 +129,23 @@ def test_a_runner_on_a_new_loop_gets_new_clients():
     assert first is not second
 
 
-def test_a_reload_does_not_close_the_connection_under_a_check_still_running():
-    """A config reload closes the old runtime while its last checks run: their request completes (closed under
-    them, it would fail: a false alert), and the old clients are closed once the grace is over."""
-    async def slow(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+def slow_reply(seconds: float):
+    """A server that answers each connection's request ``seconds`` late, then closes."""
+    async def reply(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         await reader.readuntil(b"\r\n\r\n")
-        await asyncio.sleep(0.5)
+        await asyncio.sleep(seconds)
         writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
         await writer.drain()
         writer.close()
 
+    return reply
+
+
+def test_a_reload_does_not_close_the_connection_under_a_check_still_running():
+    """A config reload closes the old runtime while its last checks run: their request completes (closed under
+    them, it would fail: a false alert), and the old clients are closed once the grace is over."""
     async def go() -> tuple[int, bool, bool]:
-        srv = await asyncio.start_server(slow, "127.0.0.1", 0)
+        srv = await asyncio.start_server(slow_reply(0.5), "127.0.0.1", 0)
         port = srv.sockets[0].getsockname()[1]
         shared = SharedHttp()
         http = shared.client(verify=http_verify(None), timeout=5.0, trust_env=False)
@@ -160,15 +165,8 @@ def test_a_reload_does_not_close_the_connection_under_a_check_still_running():
 def test_a_shared_client_has_no_connection_cap_of_its_own():
     """A worker may run more Graph checks at once (--concurrency) than httpx's default pool of 100 connections: a
     check waiting for a pooled connection would time out, a false alert. 120 requests at once all get through."""
-    async def slow(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        await reader.readuntil(b"\r\n\r\n")
-        await asyncio.sleep(0.6)
-        writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
-        await writer.drain()
-        writer.close()
-
     async def go() -> list[int]:
-        srv = await asyncio.start_server(slow, "127.0.0.1", 0, backlog=256)
+        srv = await asyncio.start_server(slow_reply(0.6), "127.0.0.1", 0, backlog=256)
         port = srv.sockets[0].getsockname()[1]
         shared = SharedHttp()
         http = shared.client(verify=http_verify(None), timeout=0.5, trust_env=False)  # pool wait < the reply

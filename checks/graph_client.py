@@ -228,14 +228,6 @@ class SharedHttp:
         await asyncio.gather(*(http.aclose() for http in clients), return_exceptions=True)
 
 
-class TokenRefused(Exception):
-    """The identity provider refused the token the Graph call needs; carries MSAL's error dict."""
-
-    def __init__(self, result: dict[str, Any]):
-        self.result = result
-        super().__init__(result.get("error", "token refused"))
-
-
 def build(endpoints: Endpoints, token: str, timeout_s: float, shared: SharedHttp | None = None):
     """A GraphServiceClient presenting ``token`` (the check fetched it), and its HTTP client: ``shared``'s when given
     (not to be closed by the caller), else one of its own (to be closed)."""

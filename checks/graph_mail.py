@@ -23,7 +23,7 @@ from typing import Any, ClassVar, NamedTuple
 from pydantic import BaseModel, ConfigDict
 
 from mailwarden.checks import TOKEN_KIND, graph_client, mailflow
-from mailwarden.checks.base import CheckContext, Flow, Outcome, Permission, Status, mailbox_target, token_target
+from mailwarden.checks.base import CheckContext, Flow, Outcome, Permission, Status, mailbox_target
 from mailwarden.checks.mailbox import Probe, fetch_token
 from mailwarden.checks.network import network_outcome
 from mailwarden.checks.permissions import GRAPH
@@ -308,9 +308,6 @@ class GraphMailCheck:
 
     @staticmethod
     def _failure(ctx: CheckContext, exc: BaseException, step: str, probe: Probe) -> Outcome:
-        token_failed = _token_outcome(ctx, exc)
-        if token_failed is not None:
-            return token_failed
         big = graph_client.too_large(exc)
         if big is not None:
             return probe.outcome(Status.ERROR, "reply_too_large",
@@ -334,19 +331,3 @@ class GraphMailCheck:
         return outcome
 
 
-def _token_outcome(ctx: CheckContext, exc: BaseException) -> Outcome | None:
-    """A token the Graph client asked for and did not get: MSAL's refusal (``TokenRefused``) or what MSAL raised
-    (a 5xx or a body that is not JSON, the login host unreachable), classified as the token check does, with the
-    identity provider's wait on the app's token target."""
-    import msal
-    import requests
-
-    from mailwarden.checks.token import refused_outcome, token_failure
-
-    target = token_target(ctx.tenant.tenant_id, ctx.app.client_id)
-    if isinstance(exc, graph_client.TokenRefused):
-        return refused_outcome(exc.result, "Graph token", target)
-    if isinstance(exc, msal.exceptions.MsalError | json.JSONDecodeError | requests.RequestException):
-        return token_failure(exc, "Graph token", ctx.endpoints.authority, target,
-                             ctx.endpoints.token_endpoint(ctx.tenant.tenant_id), ctx.app.client_id)
-    return None

@@ -78,8 +78,7 @@ def reload(monitor, web) -> bool:
 
 def _longest(cfg, setting: str) -> float:
     """The longest ``interval`` or ``timeout`` of any integration (the default when there is none), and a minute."""
-    return max((float(cfg.threshold(i, setting)) for i in cfg.integrations),
-               default=float(getattr(cfg.defaults, setting))) + 60.0
+    return cfg.longest(setting) + 60.0
 
 
 def warm_after(cfg) -> float:

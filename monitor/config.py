@@ -865,6 +865,11 @@ class Config(_Model):
         own = getattr(integ, name)
         return own if own is not None else getattr(self.defaults, name)
 
+    def longest(self, name: str) -> float:
+        """The longest ``interval`` or ``timeout`` of any integration, in seconds (the default's when there is none)."""
+        return max((float(self.threshold(i, name)) for i in self.integrations),
+                   default=float(getattr(self.defaults, name)))
+
     @field_validator("database")
     @classmethod
     def _database_port(cls, v: str) -> str:

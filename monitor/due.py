@@ -43,18 +43,22 @@ class QueueStats:
     workers_live: int  # workers whose last heartbeat is younger than stalled_after
 
 
+# Workers whose last heartbeat is younger than stalled_after: the ones taking jobs (the footer's and /metrics' count,
+# and the leader's watch for none: monitor.queue). Schema-qualified: it runs on either connection.
+LIVE_WORKERS = """(SELECT count(*) FROM procrastinate.procrastinate_workers
+         WHERE last_heartbeat > now() - make_interval(secs => %(stalled)s))"""
+
 # Schema-qualified: read through mailwarden's own connection (the store's engine), whose search_path is the default.
-_STATS = """
+_STATS = f"""
 SELECT count(*) FILTER (WHERE status = 'todo' AND (scheduled_at IS NULL OR scheduled_at <= now())) AS ready,
        count(*) FILTER (WHERE status = 'todo' AND scheduled_at > now()) AS scheduled,
        count(*) FILTER (WHERE status = 'doing') AS running,
        EXTRACT(EPOCH FROM now() - min(COALESCE(scheduled_at, (args->>'due_at')::timestamptz))
                FILTER (WHERE status = 'todo' AND (scheduled_at IS NULL OR scheduled_at <= now())))::float
            AS oldest_ready_s,
-       (SELECT count(*) FROM procrastinate.procrastinate_workers
-         WHERE last_heartbeat > now() - make_interval(secs => %(stalled)s)) AS workers_live
+       {LIVE_WORKERS} AS workers_live
   FROM procrastinate.procrastinate_jobs WHERE queue_name = %(queue)s AND status IN ('todo', 'doing')
-"""
+"""  # noqa: S608 - LIVE_WORKERS is a constant of this module, no input
 
 
 def read_stats(engine: Any, stalled_after: float) -> QueueStats:

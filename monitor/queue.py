@@ -32,7 +32,7 @@ from procrastinate.jobs import Status as JobStatus
 
 from mailwarden.errors import StorageError
 from mailwarden.monitor.db import display_url
-from mailwarden.monitor.due import QUEUE, TASK, Due, pair_key
+from mailwarden.monitor.due import LIVE_WORKERS, QUEUE, TASK, Due, pair_key
 from mailwarden.monitor.leader import CLIENT_KEEPALIVE, SERVER_KEEPALIVE, connect_params
 from mailwarden.redact import redact
 
@@ -56,10 +56,7 @@ ON CONFLICT (queueing_lock) WHERE status = 'todo' DO NOTHING
 RETURNING queueing_lock
 """
 
-# Workers whose last heartbeat is younger than stalled_after: the ones that take jobs.
-_LIVE_WORKERS = """
-SELECT count(*) AS live FROM procrastinate_workers WHERE last_heartbeat > now() - make_interval(secs => %(stalled)s)
-"""
+_LIVE_WORKERS = f"SELECT {LIVE_WORKERS} AS live"
 
 # The check jobs no worker took (ready now), taken off the queue at once (a worker fetching meanwhile skips the rows
 # this locks, and this skips the ones a worker locked): the leader runs them itself while no worker is live.

@@ -153,9 +153,7 @@ class Runner:
     def close(self) -> None:
         """The runtime closes: its kept-alive connections with it, once the checks under way may have ended (a
         reload closes the old runtime while its last checks run: their timeout and its grace)."""
-        longest = max((float(self.config.threshold(i, "timeout")) for i in self.config.integrations),
-                      default=float(self.config.defaults.timeout))
-        self.http.close(grace=longest + RUN_GRACE_S)
+        self.http.close(grace=self.config.longest("timeout") + RUN_GRACE_S)
 
     async def run_one(self, name: str, kind: str, *, known: Mapping[str, CheckState] | None = None) -> RunResult:
         """Run the integration's ``kind`` check and record its result. ``known``: the stored states of its checks, read

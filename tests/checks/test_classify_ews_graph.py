@@ -211,34 +211,3 @@ def test_every_transient_row_maps_to_a_code_without_permission_advice():
     for expected, _ in rows:
         if expected[2] is not None:  # a wait is asked only by throttling and transient replies
             assert expected[1] in ("throttled", "service_unavailable"), expected
-
-
-def test_graph_token_failures_are_classified_as_the_token_check_does():
-    """A token the Graph client asked for and did not get: MSAL's error dict, or what MSAL raised."""
-    from types import SimpleNamespace
-
-    import requests
-
-    from mailwarden.checks import graph_client
-    from mailwarden.checks.base import token_target
-    from mailwarden.endpoints import build
-    from mailwarden.monitor.tokens import REPLIES
-
-    ctx = SimpleNamespace(tenant=SimpleNamespace(tenant_id="T"), app=SimpleNamespace(client_id="C"),
-                          endpoints=build("global"))
-    REPLIES.begin()
-    # AADSTS50196, "client request loop" (https://github.com/Azure/azure-sdk-for-net/issues/23324)
-    loop = graph_client.TokenRefused({"error": "invalid_grant", "error_codes": [50196], "error_description":
-                                      "AADSTS50196: The server terminated an operation because it encountered a "
-                                      "client request loop. Please contact your app vendor."})
-    outcome = graph_mail._token_outcome(ctx, loop)
-    assert (outcome.status, outcome.code) == (WARN, "throttled")
-    assert outcome.retry_after_s and outcome.backoff_target == token_target("T", "C")
-    expired = graph_client.TokenRefused({"error": "invalid_client", "error_codes": [7000222],
-                                         "error_description": "AADSTS7000222: The provided client secret keys are "
-                                         "expired."})
-    assert (graph_mail._token_outcome(ctx, expired).status, graph_mail._token_outcome(ctx, expired).code) == (
-        FAIL, "secret_expired")
-    refused = graph_mail._token_outcome(ctx, requests.ConnectionError("[Errno 111] Connection refused"))
-    assert (refused.status, refused.code) == (ERROR, "idp_unreachable")
-    assert graph_mail._token_outcome(ctx, RuntimeError("not a token failure")) is None

@@ -17,13 +17,20 @@ MASK = "[redacted]"
 
 _known: set[str] = set()
 _lock = threading.Lock()
-# Known values by their first _PREFIX characters, longest first; rebuilt when a value is registered.
-# redact() runs several times per check (log fields, transcript lines) while hundreds of secrets are
-# known: looking up the text's windows is O(len(text)), testing every secret was O(secrets) (bench/).
+# Known values are found through their substrings of _PREFIX characters (grams). redact() runs several times per
+# check (log fields, transcript lines) while hundreds of secrets are known: looking up the text's grams is
+# O(len(text)), testing every secret was O(secrets). A value of length L found at position q of the text holds the
+# gram starting at the first multiple p of a stride s at or after q whenever L >= s + _PREFIX - 1 (p - q < s), so
+# the text's grams are looked up at every s-th position only, and each value indexed by its grams at offsets
+# 0 .. s-1: values of _LONG characters or more with s = _STRIDE, shorter ones (6 to 20 characters, rare) with the
+# largest stride their shortest allows. A hit is a candidate; the text is compared with the value where it would
+# start. (Every position with the first gram alone cost about 10 % of a mailbox check's CPU; bench/.)
 _PREFIX = 6
-_index: dict[str, list[str]] | None = None
+_STRIDE = 16
+_LONG = _STRIDE + _PREFIX - 1
+_index: list[tuple[int, dict[str, list[tuple[str, int]]]]] | None = None  # (stride, gram -> (value, offset))
 
-_SHORTEST = 7  # shorter text holds no known secret (_PREFIX) and matches no pattern ("?code=x")
+_SHORTEST = _PREFIX  # shorter text holds no known secret and matches no pattern (the shortest: "?code=x")
 _KEYWORDS = ("client_secret", "refresh_token", "access_token", "id_token", "code_verifier", "client_assertion",
              "password", "secretText", "device_code")
 # (pattern, replacement, needles): a pattern is only tried on text that contains one of its needles
@@ -56,15 +63,38 @@ def register_secret(value: str | None) -> None:
                 _index = None
 
 
-def _known_index() -> dict[str, list[str]]:
+def _tier(values: list[str], stride: int) -> tuple[int, dict[str, list[tuple[str, int]]]]:
+    grams: dict[str, list[tuple[str, int]]] = {}
+    for value in values:
+        for offset in range(stride):
+            grams.setdefault(value[offset:offset + _PREFIX], []).append((value, offset))
+    return stride, grams
+
+
+def _known_index() -> list[tuple[int, dict[str, list[tuple[str, int]]]]]:
     global _index
     with _lock:
         if _index is None:
-            index: dict[str, list[str]] = {}
-            for value in sorted(_known, key=len, reverse=True):
-                index.setdefault(value[:_PREFIX], []).append(value)
-            _index = index
+            long = [v for v in _known if len(v) >= _LONG]
+            short = [v for v in _known if len(v) < _LONG]
+            _index = [_tier(long, _STRIDE)] if long else []
+            if short:
+                _index.append(_tier(short, min(len(v) for v in short) - _PREFIX + 1))
         return _index
+
+
+def _known_in(text: str) -> set[str]:
+    """The known values that occur in ``text``."""
+    found: set[str] = set()
+    last = len(text) - _PREFIX + 1
+    for stride, grams in _known_index():
+        for p in range(0, last, stride):
+            hits = grams.get(text[p:p + _PREFIX])
+            if hits:
+                for value, offset in hits:
+                    if p >= offset and text.startswith(value, p - offset):
+                        found.add(value)
+    return found
 
 
 def redact(text: Any) -> str:
@@ -73,11 +103,8 @@ def redact(text: Any) -> str:
     out = str(text)
     if len(out) < _SHORTEST:
         return out
-    index = _known_index()
-    if index:
-        found = {v for i in range(len(out) - _PREFIX + 1) for v in index.get(out[i:i + _PREFIX], ())}
-        for value in sorted(found, key=len, reverse=True):
-            out = out.replace(value, MASK)
+    for value in sorted(_known_in(out), key=len, reverse=True):  # a value inside a longer one goes with it
+        out = out.replace(value, MASK)
     found = set(_NEEDLES.findall(out.casefold()))
     if found:  # a substitution only keeps or masks text: it never brings in a needle of a later pattern
         for pattern, repl, needles in _PATTERNS:

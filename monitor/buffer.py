@@ -18,33 +18,18 @@ import logging
 import threading
 import time
 from collections import deque
-from dataclasses import dataclass
-from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
-from mailwarden.checks.base import Outcome, Status
+from mailwarden.checks.base import Status
 from mailwarden.errors import StorageError
+from mailwarden.monitor.db import Pending
 
 if TYPE_CHECKING:  # pragma: no cover
     from mailwarden.monitor.models import Transition
-    from mailwarden.state import Thresholds
 
 log = logging.getLogger("mailwarden.storage")
 CAPACITY = 10_000
 GOOD = (Status.OK.value, Status.WARN.value)
-
-
-@dataclass
-class Pending:
-    integration: str
-    check: str
-    outcome: Outcome
-    checked_at: datetime
-    thresholds: Thresholds
-
-    @property
-    def status(self) -> str:
-        return Status(self.outcome.status).value
 
 
 class ResultBuffer:

@@ -24,21 +24,21 @@ from __future__ import annotations
 import json
 import os
 import threading
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, TypeVar
 
 from alembic import command
 from alembic.config import Config as AlembicConfig
-from sqlalchemy import Engine, bindparam, create_engine, event, func
+from sqlalchemy import Engine, bindparam, create_engine, event, func, tuple_
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError, DBAPIError
-from sqlalchemy.orm import aliased
+from sqlalchemy.orm import aliased, configure_mappers
 from sqlmodel import Session, col, select
 
 from mailwarden import state as sm
@@ -64,6 +64,8 @@ from mailwarden.monitor.models import (
 from mailwarden.redact import MASK, redact, redact_obj
 
 MIGRATIONS_DIR = Path(__file__).with_name("migrations")
+M = TypeVar("M")
+configure_mappers()  # the models' instrumentation, before ``_loaded`` builds any of them
 INTEGRATION_FIELDS = ("tenant", "app", "flow", "mailbox", "account", "system", "tags", "owners", "checks",
                       "paused", "config_hash")
 CREDENTIAL_FIELDS = ("reference", "display_name", "hint", "thumbprint", "start_at", "expires_at",
@@ -209,6 +211,20 @@ def open_store(url: str, *, migrate: bool = True) -> Store:
     return Store(engine, shown)
 
 
+def _loaded(model: type[M], **values: Any) -> M:
+    """A model object of a row just written or read with SQLAlchemy Core, built as the ORM builds a row it loads: no
+    validation and no change tracking of each value (the model's own constructor cost 0.12 ms of CPU per result,
+    a tenth of a mailbox check's share of storing; bench/). Detached: read it freely."""
+    obj = model.__mapper__.class_manager.new_instance()  # type: ignore[attr-defined]
+    fields = model.model_fields  # type: ignore[attr-defined]
+    if len(values) < len(fields):  # a column the insert left to its default
+        obj.__dict__.update({name: f.get_default(call_default_factory=True) for name, f in fields.items()
+                             if name not in values})
+    obj.__dict__.update(values)
+    obj.__pydantic_fields_set__ = set(values)
+    return obj
+
+
 def _jsonable(obj: Any) -> Any:
     return json.loads(json.dumps(obj, default=str))
 
@@ -220,7 +236,7 @@ _SELECT_STATE = _STATES.select().where(_STATES.c.integration == bindparam("s_int
 _SELECT_STATES = _STATES.select().where(_STATES.c.integration == bindparam("s_integration"),
                                         _STATES.c.check.in_(bindparam("s_checks", expanding=True)))
 _UPDATE_STATE = _STATES.update().where(_STATES.c.id == bindparam("state_id"))
-_INSERT_RESULT = _RESULTS.insert().returning(_RESULTS.c.id)
+_INSERT_RESULTS = _RESULTS.insert().returning(_RESULTS.c.id, sort_by_parameter_order=True)
 _INSERT_TRANSITION = _TRANSITIONS.insert().returning(_TRANSITIONS.c.id)
 
 
@@ -233,6 +249,21 @@ def result_row(integration: str, check: str, outcome: Outcome, checked_at: datet
         details=redact_obj(_jsonable(outcome.metrics or {})),
         transcript=redact("\n".join(outcome.transcript)) if outcome.transcript else None,
         raw=redact(outcome.raw) if outcome.raw is not None else None, checked_at=checked_at)
+
+
+@dataclass
+class Pending:
+    """A result taken and not yet stored (``CheckRepository.record_results``; waiting in ``monitor.buffer``)."""
+
+    integration: str
+    check: str
+    outcome: Outcome
+    checked_at: datetime
+    thresholds: sm.Thresholds
+
+    @property
+    def status(self) -> str:
+        return Status(self.outcome.status).value
 
 
 @dataclass(frozen=True)
@@ -327,51 +358,81 @@ class CheckRepository(Repository):
     def record_result(self, *, integration: str, check: str, outcome: Outcome, checked_at: datetime,
                       thresholds: sm.Thresholds,
                       in_transaction: Callable[[Any, Recorded], None] | None = None) -> Recorded:
-        """Store one result, fold it into the check's state (``mailwarden.state.advance``, pure) and record a
-        Transition when the state changes: one transaction. ``in_transaction(conn, recorded)`` runs last inside it,
-        before the commit (``monitor.pipeline``'s reauthorisation rule); everything else that follows a result is the
-        pipeline's, after the commit."""
-        # SQLAlchemy Core, not the ORM unit of work: this runs once per check, and the ORM spent about
-        # 4 ms of CPU on it, more than a whole mailbox check may (bench/). Same statements, same locking.
-        values = result_row(integration, check, outcome, checked_at)
-        status = values["status"]
-        with self._connection(write=True) as conn:
-            # Lock the state first so result ids follow the order in which the state was folded.
-            st = self._locked_state_row(conn, integration, check)
-            result_id = conn.execute(_INSERT_RESULT, values).scalar_one()
-            new, event_ = sm.advance(sm.StateSnapshot(st.status, st.failures, st.successes, st.since), status,
-                                     thresholds, checked_at)
-            update = dict(status=new.status, failures=new.failures, successes=new.successes, since=new.since,
-                          last_status=status, last_code=outcome.code, last_result_id=result_id,
-                          last_checked_at=checked_at,
-                          not_before=(checked_at + timedelta(seconds=outcome.retry_after_s)
-                                      if outcome.retry_after_s else None))
-            if status in sm.GOOD:
-                update["last_ok_at"] = checked_at
-            conn.execute(_UPDATE_STATE, {"state_id": st.id, **update})
-            transition = None
-            if event_ is not None:
-                tvalues = dict(integration=integration, check=check, from_status=event_.from_status,
-                               to_status=event_.to_status, code=outcome.code, result_id=result_id, at=event_.at,
-                               silent=event_.silent)
-                tid = conn.execute(_INSERT_TRANSITION, tvalues).scalar_one()
-                transition = Transition(id=tid, **tvalues)
-            recorded = Recorded(CheckResult(id=result_id, **values), transition, st.last_status)
-            if in_transaction is not None:
-                in_transaction(conn, recorded)
-        return recorded
+        """One result (``record_results``)."""
+        return self.record_results([Pending(integration, check, outcome, checked_at, thresholds)], in_transaction)[0]
 
-    def _locked_state_row(self, conn: Any, integration: str, check: str) -> Any:
-        stmt = _SELECT_STATE if self._sqlite else _SELECT_STATE.with_for_update()
-        key = {"s_integration": integration, "s_check": check}
-        row = conn.execute(stmt, key).first()
-        if row is None:
-            # A concurrent first result may create it too: insert-or-nothing, then lock whichever won.
-            conn.execute(self._insert()(_STATES).values(integration=integration, check=check, status=sm.NEW,
-                                                       failures=0, successes=0)
-                         .on_conflict_do_nothing(index_elements=["integration", "check"]))
-            row = conn.execute(stmt, key).one()
-        return row
+    def record_results(self, items: Sequence[Pending],
+                       in_transaction: Callable[[Any, Recorded], None] | None = None) -> list[Recorded]:
+        """Store results in the order given, each folded into its check's state (``mailwarden.state.advance``, pure)
+        with a Transition when the state changes: one transaction for them all (the result pipeline writes the
+        results taken while its last write ran together: ``monitor.pipeline``). ``in_transaction(conn, recorded)``
+        runs for each, in order, last inside it, before the commit (the pipeline's reauthorisation rule); everything
+        else that follows a result is the pipeline's, after the commit."""
+        # SQLAlchemy Core, not the ORM unit of work: this runs for every check, and the ORM spent about 4 ms of CPU per
+        # result, more than a whole mailbox check may (bench/). One statement per kind of row for the whole batch.
+        if not items:
+            return []
+        rows = [result_row(p.integration, p.check, p.outcome, p.checked_at) for p in items]
+        with self._connection(write=True) as conn:
+            # The states first, locked in key order (two writers' batches never wait for each other in a cycle), so
+            # result ids follow the order in which the states were folded.
+            states = self._locked_state_rows(conn, {(p.integration, p.check) for p in items})
+            ids = [r.id for r in conn.execute(_INSERT_RESULTS, rows)]
+            updates: list[dict[str, Any]] = []
+            out: list[Recorded] = []
+            for p, values, result_id in zip(items, rows, ids, strict=True):
+                st = states[(p.integration, p.check)]
+                status = values["status"]
+                new, event_ = sm.advance(sm.StateSnapshot(st["status"], st["failures"], st["successes"], st["since"]),
+                                         status, p.thresholds, p.checked_at)
+                update = dict(state_id=st["id"], status=new.status, failures=new.failures, successes=new.successes,
+                              since=new.since, last_status=status, last_code=p.outcome.code, last_result_id=result_id,
+                              last_checked_at=p.checked_at,
+                              last_ok_at=p.checked_at if status in sm.GOOD else st["last_ok_at"],
+                              not_before=(p.checked_at + timedelta(seconds=p.outcome.retry_after_s)
+                                          if p.outcome.retry_after_s else None))
+                updates.append(update)  # every update sets the same columns: one statement, run in this order
+                transition = None
+                if event_ is not None:
+                    tvalues = dict(integration=p.integration, check=p.check, from_status=event_.from_status,
+                                   to_status=event_.to_status, code=p.outcome.code, result_id=result_id, at=event_.at,
+                                   silent=event_.silent)
+                    tid = conn.execute(_INSERT_TRANSITION, tvalues).scalar_one()
+                    transition = _loaded(Transition, id=tid, **tvalues)
+                out.append(Recorded(_loaded(CheckResult, id=result_id, **values), transition, st["last_status"]))
+                # the next result of the same check in this batch folds into this one's state
+                st.update(status=new.status, failures=new.failures, successes=new.successes, since=new.since,
+                          last_status=status, last_ok_at=update["last_ok_at"])
+            conn.execute(_UPDATE_STATE, updates)
+            if in_transaction is not None:
+                for recorded in out:
+                    in_transaction(conn, recorded)
+        return out
+
+    def _locked_state_rows(self, conn: Any, keys: set[tuple[str, str]]) -> dict[tuple[str, str], dict[str, Any]]:
+        """The states of ``keys``, locked until the commit (PostgreSQL: FOR UPDATE, in key order; SQLite: the write
+        lock taken at BEGIN), as dicts; a missing state is created first."""
+        def read(wanted: set[tuple[str, str]]) -> dict[tuple[str, str], dict[str, Any]]:
+            if len(wanted) == 1:  # a statement compiled once (a result alone: `mailwarden check`, a re-run)
+                (integration, check), = wanted
+                stmt, params = _SELECT_STATE, {"s_integration": integration, "s_check": check}
+            else:
+                stmt = (_STATES.select().where(tuple_(_STATES.c.integration, _STATES.c.check).in_(sorted(wanted)))
+                        .order_by(_STATES.c.integration, _STATES.c.check))
+                params = {}
+            if not self._sqlite:
+                stmt = stmt.with_for_update()
+            return {(r.integration, r.check): dict(r._mapping) for r in conn.execute(stmt, params)}
+
+        found = read(keys)
+        missing = keys - found.keys()
+        if missing:
+            # A concurrent first result may create one too: insert-or-nothing, then lock whichever won.
+            conn.execute(self._insert()(_STATES).on_conflict_do_nothing(index_elements=["integration", "check"]),
+                         [dict(integration=i, check=c, status=sm.NEW, failures=0, successes=0)
+                          for i, c in sorted(missing)])
+            found.update(read(missing))
+        return found
 
     def pause(self, integration: str, check: str, now: datetime) -> tuple[CheckState, Transition | None]:
         with self._session(write=True) as s:
@@ -390,14 +451,14 @@ class CheckRepository(Repository):
         # Core as in record_result: read before every scheduled run and every mailbox check (bench/).
         with self._connection() as conn:
             row = conn.execute(_SELECT_STATE, {"s_integration": integration, "s_check": check}).first()
-        return CheckState(**row._mapping) if row is not None else None
+        return _loaded(CheckState, **row._mapping) if row is not None else None
 
     def get_states(self, integration: str, checks: Iterable[str]) -> dict[str, CheckState]:
         """The stored states of several of one integration's checks, by check, in one query (a queue job reads its
         own and its dependencies'); a check that never ran is missing."""
         with self._connection() as conn:
             rows = conn.execute(_SELECT_STATES, {"s_integration": integration, "s_checks": sorted(set(checks))})
-            return {row.check: CheckState(**row._mapping) for row in rows}
+            return {row.check: _loaded(CheckState, **row._mapping) for row in rows}
 
     def latest(self) -> dict[tuple[str, str], LatestRun]:
         """Each (integration, check)'s last stored run: when, its status and code, until when it waits. The

@@ -30,7 +30,8 @@ from typing import TYPE_CHECKING, Any
 
 from mailwarden.checks import TOKEN_KIND, diagnoses
 from mailwarden.errors import MailwardenError, StorageError
-from mailwarden.monitor.buffer import Pending, ResultBuffer
+from mailwarden.monitor.buffer import ResultBuffer
+from mailwarden.monitor.db import Pending
 
 if TYPE_CHECKING:  # pragma: no cover
     from mailwarden.monitor.db import Recorded, Store
@@ -62,6 +63,83 @@ class ReauthRequests:
             self.store.reauth.close_reauth_in(conn, r.integration, "token_ok", r.checked_at)
 
 
+class GroupWriter:
+    """Results are written together: the results taken while a write runs, or within ``SPACING_S`` of the last write's
+    start, wait and are written next in one transaction, one thread hop and one statement per kind of row for them
+    all (``store.checks.record_results``), in the order they were taken. Storing a result cost 0.73 ms of CPU alone,
+    0.30 ms at 10 a transaction and 0.22 ms at 50 (bench/); a mailbox check's runner, storing and log line together
+    1.7 -> 0.85 ms with the spacing. A result is stored at most SPACING_S later than alone. Each caller gets its own
+    result's fate: while the database is unavailable every result then waiting fails with the same StorageError (each
+    would wait for its own connect timeout; the caller buffers it), and a result the database refuses for itself fails
+    alone (the others of its transaction are then written one by one)."""
+
+    MOST = 100  # results per transaction: the SQLite write lock is held for its length
+    # while results keep coming, a transaction starts at most this often: the results of a busy moment are written
+    # together (in service checks finish spread over their interval); a result after a quiet spell is written at once
+    SPACING_S = 0.05
+
+    def __init__(self, write: Callable[[list[Pending]], list[Recorded]]):
+        self._write = write
+        self._waiting: list[tuple[Pending, asyncio.Future[Recorded]]] = []
+        self._drainer: asyncio.Task[None] | None = None
+        self._started = float("-inf")  # when the last write started (loop time)
+
+    async def write(self, item: Pending) -> Recorded:
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[Recorded] = loop.create_future()
+        self._waiting.append((item, future))
+        if self._drainer is None or self._drainer.done():
+            self._drainer = loop.create_task(self._drain())
+        return await future
+
+    async def _drain(self) -> None:
+        batch: list[tuple[Pending, asyncio.Future[Recorded]]] = []
+        try:
+            loop = asyncio.get_running_loop()
+            while self._waiting:
+                wait = self._started + self.SPACING_S - loop.time()
+                if wait > 0 and len(self._waiting) < self.MOST:
+                    await asyncio.sleep(wait)
+                batch, self._waiting = self._waiting[:self.MOST], self._waiting[self.MOST:]
+                self._started = loop.time()
+                await self._write_batch(batch)
+                batch = []
+        finally:  # cancelled with its loop, or a fault here: no caller waits for ever
+            for _, future in batch:
+                future.cancel()
+
+    async def _write_batch(self, batch: list[tuple[Pending, asyncio.Future[Recorded]]]) -> None:
+        try:
+            recorded = await asyncio.to_thread(self._write, [item for item, _ in batch])
+        except StorageError as exc:
+            batch += self._waiting
+            self._waiting = []
+            for _, future in batch:
+                _settle(future, exc=exc)
+            return
+        except Exception:  # noqa: BLE001 - one result refused: each alone, so only its own caller hears of it
+            for item, future in batch:
+                try:
+                    [alone] = await asyncio.to_thread(self._write, [item])
+                except Exception as exc:  # noqa: BLE001 - its caller's to handle
+                    _settle(future, exc=exc)
+                else:
+                    _settle(future, alone)
+            return
+        for (_, future), one in zip(batch, recorded, strict=True):
+            _settle(future, one)
+
+
+def _settle(future: asyncio.Future[Recorded], result: Recorded | None = None, *, exc: BaseException | None = None
+            ) -> None:
+    if future.done():  # its caller was cancelled; the result is stored all the same
+        return
+    if exc is not None:
+        future.set_exception(exc)
+    else:
+        future.set_result(result)  # type: ignore[arg-type]
+
+
 class ResultPipeline:
     def __init__(self, store: Store):
         self.store = store
@@ -71,6 +149,7 @@ class ResultPipeline:
         # the buffer; ``writable`` is False while this instance must re-take its leadership lease first.
         self.buffer: ResultBuffer | None = None
         self.writable: Callable[[], bool] = lambda: True
+        self._writer = GroupWriter(self.record_results)
 
     def subscribe(self, subscriber: Subscriber) -> None:
         """Call ``subscriber(result)`` after each result, after those subscribed before it; once, however often
@@ -87,9 +166,7 @@ class ResultPipeline:
             buffer.add(item)  # behind the older ones, in order
         else:
             try:
-                recorded = await asyncio.to_thread(
-                    self.record_result, integration=item.integration, check=item.check, outcome=item.outcome,
-                    checked_at=item.checked_at, thresholds=thresholds)
+                recorded = await self._writer.write(item)
                 result.result, result.transition = recorded.result, recorded.transition
             except StorageError as exc:
                 if buffer is None:
@@ -115,6 +192,10 @@ class ResultPipeline:
         """Step 1 alone (blocking): the result, its state, its transition and its reauthorisation request."""
         return self.store.checks.record_result(integration=integration, check=check, outcome=outcome,
                                                checked_at=checked_at, thresholds=thresholds, in_transaction=self.reauth)
+
+    def record_results(self, items: list[Pending]) -> list[Recorded]:
+        """Step 1 for several results, in one transaction (the group writer's)."""
+        return self.store.checks.record_results(items, in_transaction=self.reauth)
 
     @property
     def engine(self) -> Any:

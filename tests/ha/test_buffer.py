@@ -139,7 +139,7 @@ async def test_monitor_checks_on_in_an_outage_and_writes_all_before_dispatch(tmp
     monitor._attach(monitor.runtime)
     store = monitor.runtime.store
     down = False
-    real_record, real_state = store.checks.record_result, store.checks.get_state
+    real_record, real_state = store.checks.record_results, store.checks.get_state
 
     def guarded(real):
         def call(*a, **kw):
@@ -148,7 +148,7 @@ async def test_monitor_checks_on_in_an_outage_and_writes_all_before_dispatch(tmp
             return real(*a, **kw)
         return call
 
-    store.checks.record_result, store.checks.get_state = guarded(real_record), guarded(real_state)
+    store.checks.record_results, store.checks.get_state = guarded(real_record), guarded(real_state)
     caplog.set_level(logging.INFO)
     try:
         await monitor._run("i0", "token")

@@ -99,14 +99,14 @@ async def test_a_buffered_result_opens_and_closes_its_reauthorisation_request_wh
     monitor = Monitor(open_runtime(config_mod.load(path)), path)
     monitor._attach(monitor.runtime)  # as start() does: the leader buffers
     store = monitor.runtime.store
-    real, down = store.checks.record_result, [True]
+    real, down = store.checks.record_results, [True]
 
     def guarded(*a, **kw):
         if down[0]:
             raise StorageError("database failed: connection refused")
         return real(*a, **kw)
 
-    store.checks.record_result = guarded
+    store.checks.record_results = guarded
     try:
         token.script["d0"] = [Outcome(Status.FAIL, "refresh_token_revoked", "AADSTS50173"),
                               Outcome(Status.OK, None, "token ok")]

@@ -22,7 +22,8 @@ ALPHABET = string.ascii_uppercase + string.digits + "-_~."
 def only_these_secrets(monkeypatch):
     """The registry holds only what a test registers (other tests' secrets would mask these texts too)."""
     monkeypatch.setattr(redact_mod, "_known", set())
-    monkeypatch.setattr(redact_mod, "_index", None)
+    monkeypatch.setattr(redact_mod, "_long", {})
+    monkeypatch.setattr(redact_mod, "_short", None)
 
 
 def plainly(text: str, known: list[str]) -> str:
@@ -83,7 +84,8 @@ def test_a_secret_registered_after_a_redaction_is_masked_from_then_on():
        parts=st.lists(st.one_of(st.text(ALPHABET + "xyz ", max_size=25), st.integers(0, 5)), max_size=12))
 def test_as_plainly_defined(secrets, parts):
     redact_mod._known.clear()
-    redact_mod._index = None
+    redact_mod._long.clear()
+    redact_mod._short = None
     for value in secrets:
         register_secret(value)
     # the text: random fragments and whole or clipped secrets (a clipped one must stay readable)

@@ -75,11 +75,11 @@ class FreshTokens(TokenProvider):
     def _http(self) -> requests.Session:
         return tokens_mod.http_session(self.endpoints)  # looked up now: bench.instrument counts its requests
 
-    def app_token(self, app_name: str, resource: str, *, fresh: bool = False) -> dict[str, Any]:
-        return super().app_token(app_name, resource, fresh=True)
+    def app_token(self, app_name: str, resource: str, *, fresh: bool = False, **kw: Any) -> dict[str, Any]:
+        return super().app_token(app_name, resource, fresh=True, **kw)  # kw: tenant_name (multitenant apps)
 
-    def delegated_token(self, integ, scopes, *, force_refresh: bool = False) -> dict[str, Any]:
-        return super().delegated_token(integ, scopes, force_refresh=True)
+    def delegated_token(self, integ, scopes, *, force_refresh: bool = False, **kw: Any) -> dict[str, Any]:
+        return super().delegated_token(integ, scopes, force_refresh=True, **kw)
 
 
 async def baseline(runtime: Runtime, meter: Meter, count: int) -> tuple[Measured, int]:

@@ -87,6 +87,31 @@ def classify_login(error: str) -> tuple[Status, str]:
     return Status.FAIL, "unexpected_reply"
 
 
+class _PlainIMAP(imaplib.IMAP4):
+    """IMAP before STARTTLS, hung up when the check's time is up."""
+
+    def __init__(self, host: str, port: int, probe: Probe, **kw: Any):
+        self.probe = probe  # before the connection opens: IMAP4.__init__ opens it
+        super().__init__(host, port, **kw)
+
+    def _create_socket(self, timeout):
+        self.probe.watch(self)
+        return no_delay(imaplib.IMAP4._create_socket(self, timeout))
+
+
+class _TimedIMAP(imaplib.IMAP4_SSL):
+    """IMAP over TLS, the TCP connect timed apart from the TLS handshake, hung up when the check's time is up."""
+
+    def __init__(self, host: str, port: int, probe: Probe, **kw: Any):
+        self.probe = probe
+        super().__init__(host, port, **kw)
+
+    def _create_socket(self, timeout):
+        self.probe.watch(self)
+        sock = self.probe.time("connect", lambda: no_delay(imaplib.IMAP4._create_socket(self, timeout)))
+        return self.probe.time("tls", lambda: self.ssl_context.wrap_socket(sock, server_hostname=self.host))
+
+
 class ImapCheck(ProtocolCheck):
     kind: ClassVar[str] = "imap"
     config_model: ClassVar[type[BaseModel]] = ImapOptions
@@ -134,21 +159,10 @@ class ImapCheck(ProtocolCheck):
     @staticmethod
     def _connect(host: str, port: int, starttls: bool, tls, timeout: float, probe: Probe) -> imaplib.IMAP4:
         if starttls:
-            class _Plain(imaplib.IMAP4):
-                def _create_socket(self, timeout):
-                    probe.watch(self)
-                    return no_delay(imaplib.IMAP4._create_socket(self, timeout))
-
-            conn: imaplib.IMAP4 = probe.time("connect", lambda: _Plain(host, port, timeout=timeout))
+            conn: imaplib.IMAP4 = probe.time("connect", lambda: _PlainIMAP(host, port, probe, timeout=timeout))
             probe.time("tls", lambda: conn.starttls(ssl_context=tls))
         else:
-            class _Timed(imaplib.IMAP4_SSL):
-                def _create_socket(self, timeout):  # split TCP connect from the TLS handshake
-                    probe.watch(self)
-                    sock = probe.time("connect", lambda: no_delay(imaplib.IMAP4._create_socket(self, timeout)))
-                    return probe.time("tls", lambda: self.ssl_context.wrap_socket(sock, server_hostname=self.host))
-
-            conn = _Timed(host, port, ssl_context=tls, timeout=timeout)
+            conn = _TimedIMAP(host, port, probe, ssl_context=tls, timeout=timeout)
         probe.say(f"S: {_text(conn.welcome)}")
         return conn
 

@@ -133,7 +133,7 @@ def tls_context(ca_bundle: str | None) -> ssl.SSLContext:
 
 @dataclass
 class Probe:
-    """Timing per phase and a redacted transcript of one protocol conversation."""
+    """Timing per phase and the transcript of one protocol conversation (redacted as it leaves: ``lines``)."""
 
     phases: dict[str, float] = field(default_factory=dict)
     transcript: list[str] = field(default_factory=list)
@@ -153,7 +153,11 @@ class Probe:
             conns.append(conn)
 
     def say(self, line: str) -> None:
-        self.transcript.append(redact(line)[:500])
+        self.transcript.append(line)  # redacted when it leaves the probe (``lines``): an ok result keeps none
+
+    def lines(self) -> list[str]:
+        """The transcript, redacted, each line at most 500 characters."""
+        return [redact(line)[:500] for line in self.transcript]
 
     @property
     def elapsed_ms(self) -> float:
@@ -162,7 +166,7 @@ class Probe:
     def outcome(self, status: Status, code: str | None, summary: str, **metrics: Any) -> Outcome:
         return Outcome(status, code, summary, latency_ms=self.elapsed_ms,
                        metrics={"phases_ms": dict(self.phases), **metrics},
-                       transcript=list(self.transcript) if status != Status.OK else [])
+                       transcript=self.lines() if status != Status.OK else [])
 
 
 def protocol_scopes(ctx: CheckContext, kind: str) -> tuple[str, list[str]]:
@@ -259,7 +263,7 @@ def connect_failure(exc: BaseException, host: str, probe: Probe) -> Outcome:
         outcome = Outcome(Status.ERROR, "unexpected_reply", f"{host}: {type(exc).__name__}: {redact(exc)}")
     outcome.latency_ms = probe.elapsed_ms
     outcome.metrics = {"phases_ms": dict(probe.phases), **outcome.metrics}
-    outcome.transcript = list(probe.transcript)
+    outcome.transcript = probe.lines()
     return outcome
 
 

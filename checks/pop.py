@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import poplib
 from collections.abc import Mapping
-from typing import ClassVar
+from typing import Any, ClassVar
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -64,6 +64,19 @@ def classify_login(reply: str, line_length: int = 0) -> tuple[Status, str]:
     return Status.FAIL, "unexpected_reply"
 
 
+class _TimedPOP3(poplib.POP3_SSL):
+    """POP3 over TLS, the TCP connect timed apart from the TLS handshake, hung up when the check's time is up."""
+
+    def __init__(self, host: str, port: int, probe: Probe, **kw: Any):
+        self.probe = probe  # before the connection opens: POP3.__init__ opens it
+        super().__init__(host, port, **kw)
+
+    def _create_socket(self, timeout):
+        self.probe.watch(self)
+        sock = self.probe.time("connect", lambda: no_delay(poplib.POP3._create_socket(self, timeout)))
+        return self.probe.time("tls", lambda: self.context.wrap_socket(sock, server_hostname=self.host))
+
+
 class PopCheck(ProtocolCheck):
     kind: ClassVar[str] = "pop"
     config_model: ClassVar[type[BaseModel]] = PopOptions
@@ -77,14 +90,8 @@ class PopCheck(ProtocolCheck):
         probe = Probe()
         tls = tls_context(ctx.endpoints.ca_bundle)
 
-        class _Timed(poplib.POP3_SSL):
-            def _create_socket(self, timeout):  # split TCP connect from the TLS handshake
-                probe.watch(self)
-                sock = probe.time("connect", lambda: no_delay(poplib.POP3._create_socket(self, timeout)))
-                return probe.time("tls", lambda: self.context.wrap_socket(sock, server_hostname=self.host))
-
         try:
-            conn = _Timed(endpoint.host, endpoint.port, timeout=ctx.timeout_s, context=tls)
+            conn = _TimedPOP3(endpoint.host, endpoint.port, probe, timeout=ctx.timeout_s, context=tls)
         except Exception as exc:  # noqa: BLE001 - classified: DNS, refused, TLS, timeout
             return connect_failure(exc, host, probe)
         probe.say(f"S: {_text(conn.welcome)}")

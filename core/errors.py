@@ -33,7 +33,16 @@ class ConfigError(MailwardenError):
 
 
 class StorageError(MailwardenError):
-    """The database cannot be reached, migrated or read."""
+    """The database cannot be reached, migrated or read.
+
+    ``kind`` says what a write may expect: ``unavailable`` (no answer, or none that takes writes now: wait for it),
+    ``refused`` (the database answered and refused this data, a constraint or a value it cannot store: writing it
+    again fails again, and the writes beside it need not), ``conflict`` (a deadlock or serialization failure between
+    two writers: the same write may succeed at once)."""
+
+    def __init__(self, what: str, *, where: str | None = None, hint: str | None = None, kind: str = "unavailable"):
+        self.kind = kind
+        super().__init__(what, where=where, hint=hint)
 
 
 class SecretReferenceError(MailwardenError):

@@ -106,12 +106,18 @@ class ResultBuffer:
                         integration=p.integration, check=p.check, outcome=p.outcome, checked_at=p.checked_at,
                         thresholds=p.thresholds)
                 except StorageError as exc:
-                    self.unavailable(exc.message())
-                    return None
+                    if exc.kind != "refused":
+                        self.unavailable(exc.message())
+                        return None
+                    # the database refuses this one row: written again it would fail every flush after it
+                    log.error("result not stored", extra={"integration": p.integration, "check": p.check,
+                                                          "error": exc.message()})
+                    transition = None
+                else:
+                    written += 1
                 with self._lock:
                     if self._items and self._items[0] is p:
                         self._items.popleft()
-                written += 1
                 if transition is not None:
                     transitions.append(transition)
             with self._lock:

@@ -37,7 +37,7 @@ from sqlalchemy import Engine, bindparam, create_engine, event, func, tuple_
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.engine import make_url
-from sqlalchemy.exc import ArgumentError, DBAPIError
+from sqlalchemy.exc import ArgumentError, DataError, DBAPIError, IntegrityError
 from sqlalchemy.orm import aliased, configure_mappers
 from sqlmodel import Session, col, select
 
@@ -176,6 +176,15 @@ def _reason(exc: BaseException) -> str:
     return redact(text)
 
 
+def _kind(exc: DBAPIError) -> str:
+    """StorageError's ``kind`` of a driver error."""
+    if getattr(exc.orig, "sqlstate", None) in ("40P01", "40001"):  # deadlock detected, serialization failure
+        return "conflict"
+    if isinstance(exc, IntegrityError | DataError) and not exc.connection_invalidated:
+        return "refused"
+    return "unavailable"
+
+
 def _hint(url: str) -> str:
     if url.startswith("sqlite"):
         return "Check that the directory of the database file exists and is writable"
@@ -245,10 +254,15 @@ def result_row(integration: str, check: str, outcome: Outcome, checked_at: datet
     redacted. What is printed of a result that could not be stored is this shape too (``monitor.output``)."""
     return dict(
         integration=integration, check=check, status=Status(outcome.status).value, code=outcome.code,
-        summary=redact(outcome.summary), latency_ms=outcome.latency_ms,
+        summary=_storable(redact(outcome.summary)), latency_ms=outcome.latency_ms,
         details=redact_obj(_jsonable(outcome.metrics or {})),
-        transcript=redact("\n".join(outcome.transcript)) if outcome.transcript else None,
-        raw=redact(outcome.raw) if outcome.raw is not None else None, checked_at=checked_at)
+        transcript=_storable(redact("\n".join(outcome.transcript))) if outcome.transcript else None,
+        raw=_storable(redact(outcome.raw)) if outcome.raw is not None else None, checked_at=checked_at)
+
+
+def _storable(text: str) -> str:
+    """A NUL character shown as ``\\x00``: PostgreSQL's text columns refuse it (a server's reply may carry one)."""
+    return text.replace("\x00", "\\x00") if "\x00" in text else text
 
 
 @dataclass
@@ -310,7 +324,7 @@ class Database:
                 session.commit()
         except DBAPIError as exc:
             raise StorageError(f"database {self.display} failed: {_reason(exc)}",
-                               hint=_hint(str(self.engine.url))) from None
+                               hint=_hint(str(self.engine.url)), kind=_kind(exc)) from None
 
     def _insert(self) -> Any:
         return sqlite_insert if self._sqlite else pg_insert
@@ -325,7 +339,7 @@ class Database:
                 yield conn
         except DBAPIError as exc:
             raise StorageError(f"database {self.display} failed: {_reason(exc)}",
-                               hint=_hint(str(self.engine.url))) from None
+                               hint=_hint(str(self.engine.url)), kind=_kind(exc)) from None
 
     def close(self) -> None:
         with self._lock:
@@ -373,6 +387,17 @@ class CheckRepository(Repository):
         if not items:
             return []
         rows = [result_row(p.integration, p.check, p.outcome, p.checked_at) for p in items]
+        attempt = 1
+        while True:
+            try:
+                return self._record_rows(items, rows, in_transaction)
+            except StorageError as exc:
+                if exc.kind != "conflict" or attempt == 3:  # two writers' transactions: one was rolled back, again
+                    raise
+                attempt += 1
+
+    def _record_rows(self, items: Sequence[Pending], rows: list[dict[str, Any]],
+                     in_transaction: Callable[[Any, Recorded], None] | None) -> list[Recorded]:
         with self._connection(write=True) as conn:
             # The states first, locked in key order (two writers' batches never wait for each other in a cycle), so
             # result ids follow the order in which the states were folded.
@@ -405,7 +430,9 @@ class CheckRepository(Repository):
                           last_status=status, last_ok_at=update["last_ok_at"])
             conn.execute(_UPDATE_STATE, updates)
             if in_transaction is not None:
-                for recorded in out:
+                # by integration (a stable sort: each one's results in order), so two writers' reauthorisation rows,
+                # unique by integration, are written in one order too
+                for recorded in sorted(out, key=lambda r: r.result.integration):
                     in_transaction(conn, recorded)
         return out
 

@@ -112,22 +112,37 @@ class GroupWriter:
         try:
             recorded = await asyncio.to_thread(self._write, [item for item, _ in batch])
         except StorageError as exc:
-            batch += self._waiting
-            self._waiting = []
+            if exc.kind != "unavailable" and len(batch) > 1:
+                await self._one_by_one(batch)  # refused: one of them; or a conflict that outlasted the retries
+                return
+            if exc.kind == "unavailable":  # every result waiting now would fail the same way
+                batch += self._waiting
+                self._waiting = []
             for _, future in batch:
                 _settle(future, exc=exc)
             return
         except Exception:  # noqa: BLE001 - one result refused: each alone, so only its own caller hears of it
-            for item, future in batch:
-                try:
-                    [alone] = await asyncio.to_thread(self._write, [item])
-                except Exception as exc:  # noqa: BLE001 - its caller's to handle
-                    _settle(future, exc=exc)
-                else:
-                    _settle(future, alone)
+            await self._one_by_one(batch)
             return
         for (_, future), one in zip(batch, recorded, strict=True):
             _settle(future, one)
+
+    async def _one_by_one(self, batch: list[tuple[Pending, asyncio.Future[Recorded]]]) -> None:
+        """Each result of ``batch`` alone, so only the caller of a refused one hears of it; the database gone
+        meanwhile fails the rest at once."""
+        for n, (item, future) in enumerate(batch):
+            try:
+                [alone] = await asyncio.to_thread(self._write, [item])
+            except StorageError as exc:
+                if exc.kind == "unavailable":
+                    for _, rest in batch[n:]:
+                        _settle(rest, exc=exc)
+                    return
+                _settle(future, exc=exc)
+            except Exception as exc:  # noqa: BLE001 - its caller's to handle
+                _settle(future, exc=exc)
+            else:
+                _settle(future, alone)
 
 
 def _settle(future: asyncio.Future[Recorded], result: Recorded | None = None, *, exc: BaseException | None = None
@@ -169,7 +184,7 @@ class ResultPipeline:
                 recorded = await self._writer.write(item)
                 result.result, result.transition = recorded.result, recorded.transition
             except StorageError as exc:
-                if buffer is None:
+                if buffer is None or exc.kind == "refused":  # a refused row would stop the buffer's every flush
                     log.error("result not stored", extra={"integration": result.integration, "check": result.check,
                                                           "error": exc.message()})
                 else:

@@ -270,3 +270,80 @@ def test_the_returned_rows_are_the_stored_ones(store):
     st = store.checks.get_state(got[-1].result.integration, got[-1].result.check)
     assert st.last_result_id == max(r.result.id for r in got if (r.result.integration, r.result.check) ==
                                     (got[-1].result.integration, got[-1].result.check))
+
+
+# -- what the database refuses -------------------------------------------------------------------------------------
+
+def broken(n: int) -> Pending:
+    """A result the database itself refuses (checked_at is NOT NULL)."""
+    item = pending(n, "refused")
+    item.checked_at = None  # type: ignore[assignment]
+    return item
+
+
+async def test_a_row_the_database_refuses_fails_alone_and_the_others_are_stored(store):
+    write = Recording(store, hold=True)
+    writer = GroupWriter(write)
+    got = await write.while_held([writer.write(broken(0) if n == 4 else pending(n)) for n in range(1, 9)])
+    refused = [g for g in got if isinstance(g, BaseException)]
+    assert len(refused) == 1 and isinstance(refused[0], StorageError) and refused[0].kind == "refused"
+    assert sorted(r.summary for r in all_results(store)) == sorted(f"r{n}" for n in range(1, 9) if n != 4)
+
+
+async def test_the_pipeline_logs_a_refused_result_and_does_not_buffer_it(store, caplog):
+    from mailwarden.monitor.buffer import ResultBuffer
+    from mailwarden.monitor.runner import RunResult
+
+    pipeline = ResultPipeline(store)
+    pipeline.buffer = ResultBuffer()
+    out = await pipeline.record(RunResult("i0", "pop", Outcome(Status.OK, None, "x"), None, None, None),  # type: ignore[arg-type]
+                                THRESHOLDS[0])
+    assert out.result is None and len(pipeline.buffer) == 0 and not pipeline.buffer.outage
+    assert "result not stored" in [r.getMessage() for r in caplog.records]
+    ok = await pipeline.record(RunResult("i0", "pop", Outcome(Status.OK, None, "y"), T0, None, None), THRESHOLDS[0])
+    assert ok.result is not None and ok.result.summary == "y"
+
+
+def test_a_buffered_result_the_database_refuses_does_not_stop_the_flush(store):
+    from mailwarden.monitor.buffer import ResultBuffer
+
+    buffer = ResultBuffer()
+    buffer.unavailable("down")
+    buffer.add(pending(1))
+    buffer.add(broken(2))
+    buffer.add(pending(3))
+    written, _ = buffer.flush(ResultPipeline(store))
+    assert written == 2 and len(buffer) == 0
+    assert sorted(r.summary for r in all_results(store)) == ["r1", "r3"]
+
+
+def test_a_nul_in_a_server_reply_is_stored_shown_as_an_escape(store):
+    """PostgreSQL's text columns refuse a NUL character; a hostile or broken server may send one."""
+    [r] = store.checks.record_results([Pending("i0", "imap", Outcome(
+        Status.FAIL, "unexpected_reply", "reply \x00 here", raw="S: * BAD \x00\x00", transcript=["S: a\x00b"]),
+        T0, THRESHOLDS[0])])
+    [back] = all_results(store)
+    assert back.summary == r.result.summary == "reply \\x00 here"
+    assert back.raw == "S: * BAD \\x00\\x00" and back.transcript == "S: a\\x00b"
+
+
+def test_a_conflict_between_two_writers_is_written_again(store, monkeypatch):
+    """A deadlock or serialization failure rolls one writer's transaction back: it is tried again, up to three
+    times, then reported."""
+    real, calls = store.checks._record_rows, []
+
+    def conflicting(items, rows, in_transaction):
+        calls.append(len(items))
+        if len(calls) < 3:
+            raise StorageError("database failed: deadlock detected", kind="conflict")
+        return real(items, rows, in_transaction)
+
+    monkeypatch.setattr(store.checks, "_record_rows", conflicting)
+    assert [r.result.summary for r in store.checks.record_results([pending(1), pending(2)])] == ["r1", "r2"]
+    assert calls == [2, 2, 2]
+    calls.clear()
+    monkeypatch.setattr(store.checks, "_record_rows", lambda *a: (calls.append(1), (_ for _ in ()).throw(
+        StorageError("database failed: deadlock detected", kind="conflict")))[1])
+    with pytest.raises(StorageError):
+        store.checks.record_results([pending(3)])
+    assert len(calls) == 3

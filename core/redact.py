@@ -103,7 +103,9 @@ def redact(text: Any) -> str:
     out = str(text)
     if len(out) < _SHORTEST:
         return out
-    for value in sorted(_known_in(out), key=len, reverse=True):  # a value inside a longer one goes with it
+    # longest first (a value inside a longer one goes with it), then in a fixed order: two values of one length that
+    # overlap in the text mask the same span whatever order they were found in
+    for value in sorted(_known_in(out), key=lambda v: (-len(v), v)):
         out = out.replace(value, MASK)
     found = set(_NEEDLES.findall(out.casefold()))
     if found:  # a substitution only keeps or masks text: it never brings in a needle of a later pattern

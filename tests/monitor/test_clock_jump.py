@@ -55,11 +55,12 @@ async def test_an_hour_jump_runs_each_job_at_most_once_then_keeps_the_interval(t
         if job.id in jids:
             assert now < job.next_run_time <= now + timedelta(seconds=66), job  # back on its interval
 
-    # and the schedule goes on: exactly one more run per interval
+    # and the schedule goes on, one run per interval: 70 s after the jump each job has run once more, or twice when
+    # its first run after the jump fell in the jump's first 10 s (due times 60 s apart, jittered: a CI run saw it)
     before = {j: handled(j) for j in jids}
     await _settle(clock, jump + 70, lambda: all(handled(j) >= before[j] + 1 for j in jids))
-    assert {j: handled(j) - before[j] for j in jids} == {j: 1 for j in jids}
-    assert len(token.calls) <= 2 * 3 and len(mail.calls) <= 2 * 3
+    assert all(1 <= handled(j) - before[j] <= 2 for j in jids), {j: handled(j) - before[j] for j in jids}
+    assert len(token.calls) <= 2 * 4 and len(mail.calls) <= 2 * 4
 
 
 async def test_a_backward_step_does_not_stop_the_schedule(tmp_path, running, kinds, caplog):  # noqa: F811

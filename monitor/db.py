@@ -223,7 +223,8 @@ def open_store(url: str, *, migrate: bool = True) -> Store:
 def _loaded(model: type[M], **values: Any) -> M:
     """A model object of a row just written or read with SQLAlchemy Core, built as the ORM builds a row it loads: no
     validation and no change tracking of each value (the model's own constructor cost 0.12 ms of CPU per result,
-    a tenth of a mailbox check's share of storing; bench/). Detached: read it freely."""
+    a tenth of a mailbox check's share of storing; bench/). Not in any session (SQLAlchemy calls it transient): read
+    it freely; never add it to a session (it would be inserted again)."""
     obj = model.__mapper__.class_manager.new_instance()  # type: ignore[attr-defined]
     fields = model.model_fields  # type: ignore[attr-defined]
     if len(values) < len(fields):  # a column the insert left to its default

@@ -291,7 +291,8 @@ class EwsCheck:
         resend = {graph_client.RESEND: True}
         try:
             async with contextlib.AsyncExitStack() as own:
-                http = ctx.http.client(verify=verify, timeout=ctx.timeout_s, trust_env=trust_env) if ctx.http \
+                http = ctx.http.client(verify=verify, timeout=ctx.timeout_s, trust_env=trust_env,
+                                       spread=mailbox) if ctx.http \
                     else await own.enter_async_context(graph_client.capped_client(
                         verify=verify, timeout=ctx.timeout_s, trust_env=trust_env))
                 t0 = time.perf_counter()

@@ -171,26 +171,37 @@ class _Resend(httpx.AsyncBaseTransport):
         await self._inner.aclose()
 
 
+POOLS = 4  # clients per setting in SharedHttp (its docstring: httpcore's pool costs O(n^2) in its connections)
+
+
 class SharedHttp:
     """The capped HTTP clients of one event loop, shared by its Graph and EWS checks (the runner keeps one per loop):
     a check reuses a kept-alive connection to the same host instead of a TCP connect and TLS handshake of its own
     (about 2 ms of CPU each, bench/), and a Graph client's middleware pipeline is built once, not per check. One
-    client per (TLS trust, timeout, proxy use, Graph or not); a dropped kept-alive connection is retried (``_Resend``).
+    client per (TLS trust, timeout, proxy use, Graph or not) and pool; a dropped kept-alive connection is retried
+    (``_Resend``).
+
+    Each setting has ``POOLS`` clients, a mailbox's checks always on the same one (``spread``): httpcore 1.0.9's pool
+    walks every connection it holds, several times over, for each request it assigns or releases (O(n^2) in the
+    connections at once: encode/httpcore#1035, not merged), which was a third of a Graph check's CPU in a burst of
+    150 checks on one pool (bench/RESULTS.md). Four pools hold a quarter of the connections each: a sixteenth of the
+    walking. A mailbox checked again reuses its pool's kept-alive connection as before.
     """
 
     def __init__(self) -> None:
-        self._clients: dict[tuple[int, float, bool, bool], httpx.AsyncClient] = {}
+        self._clients: dict[tuple[int, float, bool, bool, int], httpx.AsyncClient] = {}
         self._loop: asyncio.AbstractEventLoop | None = None
         self._closing: set[asyncio.Task] = set()
 
-    def client(self, *, verify: ssl.SSLContext, timeout: float, trust_env: bool, graph: bool = False
-               ) -> httpx.AsyncClient:
+    def client(self, *, verify: ssl.SSLContext, timeout: float, trust_env: bool, graph: bool = False,
+               spread: str = "") -> httpx.AsyncClient:
         """The shared client for these settings (``verify``: one of checks.tls's shared contexts, so its identity
-        is the trust it stands for); ``graph``: with msgraph-core's (empty) middleware pipeline, as ``build`` wants."""
+        is the trust it stands for); ``graph``: with msgraph-core's (empty) middleware pipeline, as ``build`` wants;
+        ``spread`` (the mailbox) picks one of the ``POOLS`` clients, the same one every time."""
         loop = asyncio.get_running_loop()
         if self._loop is not loop:  # a runner serving another asyncio.run(): the old loop's connections are gone
             self._clients, self._loop = {}, loop
-        key = (id(verify), float(timeout), trust_env, graph)
+        key = (id(verify), float(timeout), trust_env, graph, zlib.crc32(spread.encode()) % POOLS)
         http = self._clients.get(key)
         if http is None or http.is_closed:
             http = capped_client(verify=verify, timeout=timeout, trust_env=trust_env, resend=True)
@@ -228,9 +239,9 @@ class SharedHttp:
         await asyncio.gather(*(http.aclose() for http in clients), return_exceptions=True)
 
 
-def build(endpoints: Endpoints, token: str, timeout_s: float, shared: SharedHttp | None = None):
+def build(endpoints: Endpoints, token: str, timeout_s: float, shared: SharedHttp | None = None, mailbox: str = ""):
     """A GraphServiceClient presenting ``token`` (the check fetched it), and its HTTP client: ``shared``'s when given
-    (not to be closed by the caller), else one of its own (to be closed)."""
+    (not to be closed by the caller; ``mailbox`` picks its pool), else one of its own (to be closed)."""
     # Imported here: msgraph-sdk costs about half a second to import.
     from kiota_abstractions.authentication import (
         AccessTokenProvider,
@@ -249,7 +260,8 @@ def build(endpoints: Endpoints, token: str, timeout_s: float, shared: SharedHttp
 
     verify = http_verify(endpoints.ca_bundle)
     if shared is not None:
-        http = shared.client(verify=verify, timeout=timeout_s, trust_env=not endpoints.ca_bundle, graph=True)
+        http = shared.client(verify=verify, timeout=timeout_s, trust_env=not endpoints.ca_bundle, graph=True,
+                             spread=mailbox)
     else:
         http = GraphClientFactory.create_with_custom_middleware([], client=capped_client(
             verify=verify, timeout=timeout_s, trust_env=not endpoints.ca_bundle))

@@ -178,7 +178,7 @@ class GraphMailCheck:
             return token
         options: GraphMailOptions = ctx.options  # type: ignore[assignment]
         probe = Probe()
-        client, http = graph_client.build(ctx.endpoints, token, ctx.timeout_s, ctx.http)
+        client, http = graph_client.build(ctx.endpoints, token, ctx.timeout_s, ctx.http, ctx.integration.mailbox)
         users = client.users.by_user_id(ctx.integration.mailbox)
         step = "inbox"
         try:

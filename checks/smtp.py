@@ -9,7 +9,9 @@ verified.
 
 from __future__ import annotations
 
+import functools
 import smtplib
+import socket
 import time
 import uuid
 from collections.abc import Mapping
@@ -52,6 +54,19 @@ class _Until:
 
     def close(self) -> None:
         self.raw.close()
+
+
+@functools.cache
+def ehlo_name() -> str:
+    """The name EHLO gives: this machine's, found as smtplib finds it (a fully qualified name, else its address as a
+    literal), once per process: smtplib looks it up (a reverse DNS lookup) for every connection."""
+    fqdn = socket.getfqdn()
+    if "." in fqdn:
+        return fqdn
+    try:
+        return f"[{socket.gethostbyname(socket.gethostname())}]"
+    except OSError:
+        return "[127.0.0.1]"
 
 
 class _Bounded(smtplib.SMTP):
@@ -139,7 +154,7 @@ class SmtpCheck(ProtocolCheck):
         endpoint = ctx.endpoints.smtp
         host = str(endpoint)
         probe = Probe()
-        conn = _Bounded(time.monotonic() + ctx.timeout_s, timeout=ctx.timeout_s)
+        conn = _Bounded(time.monotonic() + ctx.timeout_s, timeout=ctx.timeout_s, local_hostname=ehlo_name())
         conn._host = endpoint.host  # STARTTLS verifies the certificate against this name
         probe.watch(conn)
         try:

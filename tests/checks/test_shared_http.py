@@ -12,7 +12,7 @@ import asyncio
 import httpx
 import pytest
 
-from mailwarden.checks.graph_client import RESEND, SharedHttp
+from mailwarden.checks.graph_client import POOLS, RESEND, SharedHttp
 from mailwarden.checks.tls import http_verify
 
 
@@ -238,3 +238,53 @@ def test_no_cookie_goes_from_one_check_to_the_next():
     asyncio.run(go())
     assert len(heads) == 2
     assert b"cookie:" not in heads[1].lower()
+
+
+def test_a_burst_of_mailboxes_is_spread_over_the_pools_and_each_mailbox_keeps_its_own():
+    """httpcore's pool costs O(n^2) in the connections it holds for every request (encode/httpcore#1035): a burst of
+    150 Graph checks on one pool spent a third of their CPU there. The shared client of a setting is ``POOLS``
+    clients, a mailbox's checks always on the same one: a burst of 40 mailboxes opens its 40 connections over every
+    pool, none holding more than half of them, and each mailbox checked again goes out on a kept-alive connection
+    of its pool (no new connection: no TCP connect and TLS handshake)."""
+    mailboxes = [f"desk{i}@contoso.example" for i in range(40)]
+
+    async def go() -> tuple[int, dict[int, int], int, int]:
+        connections = 0
+
+        async def keep_alive(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+            nonlocal connections
+            connections += 1
+            try:
+                while True:
+                    await reader.readuntil(b"\r\n\r\n")
+                    await asyncio.sleep(0.2)  # the burst's requests are all out at once
+                    writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+                    await writer.drain()
+            except (asyncio.IncompleteReadError, ConnectionError):
+                writer.close()
+
+        srv = await asyncio.start_server(keep_alive, "127.0.0.1", 0, backlog=128)
+        base = f"http://127.0.0.1:{srv.sockets[0].getsockname()[1]}"
+        shared = SharedHttp()
+
+        def client(mailbox: str) -> httpx.AsyncClient:
+            return shared.client(verify=http_verify(None), timeout=5.0, trust_env=False, spread=mailbox)
+
+        got = await asyncio.gather(*(client(m).get(f"{base}/{m}") for m in mailboxes))
+        assert [r.status_code for r in got] == [200] * len(mailboxes)
+        burst = connections
+        share: dict[int, int] = {}
+        for m in mailboxes:
+            assert client(m) is client(m)
+            share[id(client(m))] = share.get(id(client(m)), 0) + 1
+        for m in mailboxes:  # again, one after another
+            assert (await client(m).get(f"{base}/{m}")).status_code == 200
+        shared.close()
+        await asyncio.sleep(0.05)
+        srv.close()
+        await srv.wait_closed()
+        return burst, share, connections, POOLS
+
+    burst, share, after, pools = asyncio.run(go())
+    assert burst == len(mailboxes) and after == burst  # the second round opened nothing
+    assert len(share) == pools and max(share.values()) <= len(mailboxes) // 2

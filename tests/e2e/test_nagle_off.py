@@ -80,3 +80,22 @@ def test_the_web_app_answers_with_nagle_off():
 
     asyncio.run(main())
     assert flags == [True]
+
+
+def test_the_smtp_check_looks_its_ehlo_name_up_once(world, monkeypatch):
+    """smtplib finds the name EHLO gives (socket.getfqdn: a reverse DNS lookup) for every connection; the check
+    finds it once, the same name smtplib would give."""
+    import smtplib
+
+    from mailwarden.checks.smtp import ehlo_name
+
+    calls = []
+    real = socket.getfqdn
+    monkeypatch.setattr(socket, "getfqdn", lambda *a: calls.append(a) or real(*a))
+    ehlo_name.cache_clear()
+    w = world("delegated", checks={"token": {}, "smtp": {}}, exchange=shared_mailbox())
+    w.sign_in()
+    for _ in range(3):
+        assert w.run("smtp").status == Status.OK
+    assert len(calls) == 1
+    assert ehlo_name() == smtplib.SMTP().local_hostname

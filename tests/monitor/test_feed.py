@@ -184,12 +184,15 @@ def test_the_scheduler_does_not_run_a_check_the_leader_runs_from_the_queue(monke
             return True
 
     local: list = []
-    monitor = SimpleNamespace(feed=Busy(), _priority=lambda n, k: 0)
+    monitor = SimpleNamespace(feed=Busy(), _priority=lambda n, k: 0,
+                              line=SimpleNamespace(add=lambda n, k: local.append((n, k)) or True))
+    monitor._handed_over = lambda n, k: Monitor._handed_over(monitor, n, k)  # type: ignore[arg-type]
 
     async def run_local(name, kind):
         local.append((name, kind))
 
     monitor._run_local = run_local
-    asyncio.run(Monitor._run(monitor, "a", "imap"))  # type: ignore[arg-type]
-    asyncio.run(Monitor._run(monitor, "b", "imap"))  # type: ignore[arg-type]
+    asyncio.run(Monitor._due(monitor, "a", "imap"))  # type: ignore[arg-type]  # the scheduled job
+    asyncio.run(Monitor._due(monitor, "b", "imap"))  # type: ignore[arg-type]
+    asyncio.run(Monitor._run(monitor, "a", "imap"))  # type: ignore[arg-type]  # run now
     assert Busy.submitted == [("b", "imap")] and local == []

@@ -29,7 +29,7 @@ from mailwarden import checks
 from mailwarden.checks.base import NoOptions, Outcome, Status
 from mailwarden.monitor import config as config_mod
 from mailwarden.monitor.runtime import open_runtime
-from mailwarden.monitor.scheduler import Monitor, job_id
+from mailwarden.monitor.scheduler import AHEAD, Monitor, job_id
 
 T0 = datetime(2030, 1, 7, 9, 0, tzinfo=UTC)
 MAILWARDEN = Path(__file__).resolve().parents[2] / ".venv" / "bin" / "mailwarden"
@@ -123,6 +123,11 @@ class Clock:
             if time.monotonic() > deadline:
                 got = {j: self.executed(j) for j in expect}
                 raise AssertionError(f"jobs did not run at T0+{seconds}s: expected {expect}, got {got}")
+            await asyncio.sleep(0.01)
+        # a job's run puts its check in line (monitor.line): the check has run once the line is empty and idle
+        while len(self.monitor.line) or self.monitor.line.running:
+            if time.monotonic() > deadline:
+                raise AssertionError(f"checks still in line or running at T0+{seconds}s")
             await asyncio.sleep(0.01)
         assert {j: self.executed(j) for j in expect} == expect, "a job ran more than once in one interval"
         assert not [e for e in self.events if e[0] != EVENT_JOB_EXECUTED], self.events
@@ -540,3 +545,39 @@ async def test_a_long_job_cut_short_by_the_stop_is_said_once_without_a_traceback
     messages = [r.getMessage() for r in caplog.records]
     assert not [m for m in messages if "raised an exception" in m]
     assert messages.count("secrets cycle cut short by the stop; it runs again after the next start") == 1
+
+
+async def test_checks_due_together_wait_for_their_slot_as_entries_not_tasks(tmp_path, running, kinds):
+    """A whole cycle due at once (a start, a takeover): each check waiting for a slot was a task inside the runner
+    (about 35 objects every full garbage collection walked: 55-94 ms pauses at 1,000 integrations,
+    bench/RESULTS.md). Now the jobs put them in line and only the checks holding a slot are tasks; all run, once."""
+    token, _ = kinds
+    gate = asyncio.Event()
+    scripted_run = token.run
+
+    async def held(ctx):
+        await gate.wait()
+        return await scripted_run(ctx)
+
+    token.run = held
+    path = write_config(tmp_path / "mailwarden.yaml", *(integ(f"i{n}", checks="[token]") for n in range(30)))
+    path.write_text(path.read_text() + "concurrency: {total: 2, per_tenant: 2}\n")
+    clock = await running(path)
+    before = len(asyncio.all_tasks())
+    clock.traveller.move_to(T0 + timedelta(seconds=10))
+    clock.monitor.scheduler.wakeup()
+    jobs = [job_id(f"i{n}", "token") for n in range(30)]
+    deadline = time.monotonic() + 5
+    while any(clock.executed(j) < 1 for j in jobs):  # every job has run: its check is in line or running
+        assert time.monotonic() < deadline, "the jobs did not run"
+        await asyncio.sleep(0.01)
+    assert clock.monitor.line.running == 2 * AHEAD and len(clock.monitor.line) == 30 - 2 * AHEAD
+    assert len(token.calls) == 0 and sum(1 for t in asyncio.all_tasks() if "held" in repr(t)) == 2  # the slots held
+    # the checks started (each a task, and the two in their slot wait_for's) and a housekeeping job due now; 30 or
+    # more tasks when each waiting check was one
+    assert len(asyncio.all_tasks()) - before <= 2 * AHEAD + 2 + 1
+    gate.set()
+    while len(clock.monitor.line) or clock.monitor.line.running:
+        assert time.monotonic() < deadline + 5, "the line did not empty"
+        await asyncio.sleep(0.01)
+    assert sorted(token.calls) == sorted(f"i{n}" for n in range(30))

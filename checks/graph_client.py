@@ -183,8 +183,8 @@ class SharedHttp:
 
     Each setting has ``POOLS`` clients, a mailbox's checks always on the same one (``spread``): httpcore 1.0.9's pool
     walks every connection it holds, several times over, for each request it assigns or releases (O(n^2) in the
-    connections at once: encode/httpcore#1035, not merged), which was a third of a Graph check's CPU in a burst of
-    150 checks on one pool (bench/RESULTS.md). Four pools hold a quarter of the connections each: a sixteenth of the
+    connections at once: encode/httpcore#1035, not merged), which was 40 % of a burst of 150 Graph checks' CPU under
+    yappi, on one pool (bench/RESULTS.md). Four pools hold a quarter of the connections each: a sixteenth of the
     walking. A mailbox checked again reuses its pool's kept-alive connection as before.
     """
 

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import functools
 import smtplib
-import socket
 import time
 import uuid
 from collections.abc import Mapping
@@ -58,15 +57,9 @@ class _Until:
 
 @functools.cache
 def ehlo_name() -> str:
-    """The name EHLO gives: this machine's, found as smtplib finds it (a fully qualified name, else its address as a
-    literal), once per process: smtplib looks it up (a reverse DNS lookup) for every connection."""
-    fqdn = socket.getfqdn()
-    if "." in fqdn:
-        return fqdn
-    try:
-        return f"[{socket.gethostbyname(socket.gethostname())}]"
-    except OSError:
-        return "[127.0.0.1]"
+    """The name EHLO gives, as smtplib chooses it (an SMTP object not connected chooses and sends nothing), once per
+    process: smtplib looks it up (a reverse DNS lookup) for every connection not given one."""
+    return smtplib.SMTP().local_hostname
 
 
 class _Bounded(smtplib.SMTP):

@@ -81,7 +81,7 @@ class DueLine:
             self._running[tenant] += 1
             task = asyncio.get_running_loop().create_task(self._one(tenant, key))
             self._tasks.add(task)
-            task.add_done_callback(self._tasks.discard)
+            task.add_done_callback(self._tasks.discard)  # also for a task cancelled before it ran (_one's finally)
 
     async def _one(self, tenant: str, key: Key) -> None:
         try:

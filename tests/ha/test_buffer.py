@@ -151,11 +151,11 @@ async def test_monitor_checks_on_in_an_outage_and_writes_all_before_dispatch(tmp
     store.checks.record_results, store.checks.get_state = guarded(real_record), guarded(real_state)
     caplog.set_level(logging.INFO)
     try:
-        await monitor._run("i0", "token")
+        await monitor._run_local("i0", "token")
         down = True
         token.script["i0"] = [Outcome(Status.FAIL, "secret_expired", "expired")]
         for kind in ("token", "mail_test", "token", "mail_test"):
-            await monitor._run("i0", kind)
+            await monitor._run_local("i0", kind)
         assert len(monitor.buffer) == 4 and mail.calls == ["i0"]  # blocked first (known in memory), then run
         assert await monitor._ready() is False  # no dispatch while results wait
         down = False

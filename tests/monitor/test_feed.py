@@ -194,5 +194,4 @@ def test_the_scheduler_does_not_run_a_check_the_leader_runs_from_the_queue(monke
     monitor._run_local = run_local
     asyncio.run(Monitor._due(monitor, "a", "imap"))  # type: ignore[arg-type]  # the scheduled job
     asyncio.run(Monitor._due(monitor, "b", "imap"))  # type: ignore[arg-type]
-    asyncio.run(Monitor._run(monitor, "a", "imap"))  # type: ignore[arg-type]  # run now
     assert Busy.submitted == [("b", "imap")] and local == []

@@ -51,7 +51,7 @@ async def test_scheduler_rerun_and_check_all_go_through_the_pipeline(tmp_path, k
     monitor._dispatch_soon = lambda: soon.append(1)
     monitor.on_result = seen.append
     try:
-        await monitor._run("i0", "token")  # a scheduled run
+        await monitor._run_local("i0", "token")  # a scheduled run
         assert recorded == [("i0", "token", "ok", "new->ok")]
         assert soon == [1] and [(r.integration, r.check) for r in seen] == [("i0", "token")]
         token.script["i0"] = [Outcome(Status.FAIL, "consent_missing", "no consent")]
@@ -110,13 +110,13 @@ async def test_a_buffered_result_opens_and_closes_its_reauthorisation_request_wh
     try:
         token.script["d0"] = [Outcome(Status.FAIL, "refresh_token_revoked", "AADSTS50173"),
                               Outcome(Status.OK, None, "token ok")]
-        await monitor._run("d0", "token")
+        await monitor._run_local("d0", "token")
         assert len(monitor.buffer) == 1 and store.reauth.open_reauth_requests() == []
         down[0] = False
         assert await monitor._ready() is True  # the buffer is written first
         [req] = store.reauth.open_reauth_requests()
         assert (req.integration, req.code, req.account) == ("d0", "refresh_token_revoked", "mail@contoso.com")
-        await monitor._run("d0", "token")  # good again: the link stops working
+        await monitor._run_local("d0", "token")  # good again: the link stops working
         assert store.reauth.open_reauth_requests() == []
         assert [r.closed_by for r in store.reauth.reauth_requests()] == ["token_ok"]
     finally:

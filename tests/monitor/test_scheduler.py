@@ -264,8 +264,8 @@ async def test_a_restart_keeps_the_stored_token_failure_and_retry_after(tmp_path
     monkeypatch.setattr(store.checks, "get_state", lambda n, k: reads.append((n, k)) or real_get_state(n, k))
     restarted.sync_jobs(first=True)
     mail.calls.clear()
-    await restarted._run("i0", "mail_test")  # before i0's token check runs again
-    await restarted._run("i1", "mail_test")  # 65 s after a Retry-After of 600 s
+    await restarted._run_local("i0", "mail_test")  # before i0's token check runs again
+    await restarted._run_local("i1", "mail_test")  # 65 s after a Retry-After of 600 s
     assert mail.calls == []
     assert [r.code for r in store.checks.results("i0", "mail_test")][:1] == ["blocked_by_token"]
     assert count(store, "i1", "mail_test") == 1  # deferred: no second result

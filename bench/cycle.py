@@ -10,6 +10,7 @@ from datetime import UTC, datetime, timedelta
 
 from bench.instrument import IdpCounter
 from bench.sandbox_proc import SandboxProcess
+from mailwarden.monitor import freeze_heap
 from mailwarden.monitor.runner import TOKEN, RunResult
 from mailwarden.monitor.runtime import Runtime
 from mailwarden.monitor.scheduler import Monitor
@@ -103,10 +104,11 @@ class CycleDriver:
     async def cycle(self, first: bool, timeout_s: float = 900) -> Measured:
         self._results = Tally()
         self._done = asyncio.Event()
-        started = self.meter.begin()
         if first:
             self.monitor.start()  # schedules every job: token checks now, the rest OFFSET_S later
-        else:
+            freeze_heap()  # as `mailwarden serve` does once its scheduler has started
+        started = self.meter.begin()
+        if not first:
             now = datetime.now(UTC)
             for job in self.monitor.scheduler.get_jobs():
                 kind = job.id.rsplit("::", 1)[-1]

@@ -23,6 +23,7 @@ from bench.sandbox_proc import SandboxProcess
 from bench.stage import staged
 from mailwarden.monitor import freeze_heap, preload_checks
 from mailwarden.monitor.runtime import open_runtime
+from mailwarden.monitor.scheduler import preload as preload_jobs
 
 DEFAULT_JSON = Path(__file__).with_name("results.json")
 
@@ -71,6 +72,7 @@ async def measure(cfg, sandbox: SandboxProcess, args: argparse.Namespace) -> dic
             meter = Meter(sandbox, counter)
             driver = CycleDriver(runtime, meter)
             preload_checks(cfg)  # as `mailwarden serve` does before it freezes its heap
+            preload_jobs()
             say(f"heap frozen as `mailwarden serve` freezes it at start: {freeze_heap():,} objects")
             cycles = []
             with GcPauses() as pauses:

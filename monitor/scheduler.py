@@ -59,6 +59,18 @@ def job_id(integration: str, kind: str) -> str:
     return f"{integration}::{kind}"
 
 
+def preload() -> None:
+    """Before a long-running command freezes its heap (``monitor.freeze_heap``): import what the scheduler's
+    housekeeping jobs import at their first run - the secrets cycle (jinja2, the alert messages, apprise, which
+    loads its 275 plugin modules), the alert dispatch, the history rollup - so that it is frozen with the rest.
+    Imported lazily in the jobs (one-shot commands never pay for them), they were the bulk of the 507 modules a
+    first interval imported, walked by each of its full collections (bench/)."""
+    import apscheduler.triggers.cron  # noqa: F401 - the import is the point (the rollup's maintenance windows)
+
+    from mailwarden.alerts import windows  # noqa: F401
+    from mailwarden.monitor import alerting, reauth_links, secrets, signins  # noqa: F401
+
+
 class Monitor:
     def __init__(self, runtime: Runtime, config_path: Path | None = None,
                  on_result: Callable[[RunResult], None] | None = None):

@@ -39,6 +39,17 @@ class Measured:
         return {k: (round(v, 4) if isinstance(v, float) else v) for k, v in self.__dict__.items()}
 
 
+def cpu_ms(m: Measured) -> float:
+    """A phase's mailwarden CPU per check, in ms."""
+    return m.cpu_s * 1000 / max(m.checks, 1)
+
+
+def median_cpu_ms(rounds: list[Measured]) -> float:
+    """The median of the rounds' CPU per check (the lower middle of an even count: never a figure no round had)."""
+    ordered = sorted(cpu_ms(m) for m in rounds)
+    return ordered[(len(ordered) - 1) // 2]
+
+
 class Tally:
     """What results said, without keeping them: a kept RunResult holds its outcome, transcript and stored rows, and a
     cycle's 3,400 of them were most of the heap a full garbage collection walked during the cycles (about 60,000
